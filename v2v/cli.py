@@ -1,0 +1,87 @@
+"""The `v2v` command: a thin layer over the Python API, one pipeline per command.
+
+Only argparse is imported up front, so `v2v --version` and `--help` answer at once; each command imports
+what it needs when it runs. Errors are one line on stderr (a traceback only with --verbose); the exit
+code is 1 for a runtime error, 2 for a usage error, 130 for Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from v2v import __version__
+
+# name -> module; each module has HELP, add_arguments(parser) and main(args) -> int
+COMMANDS = {
+    "probe": "v2v.commands.probe",
+    "transcode": "v2v.commands.transcode",
+}
+
+log = logging.getLogger("v2v")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="v2v", description="Video-to-video editing: restyle, restore and upscale footage."
+    )
+    parser.add_argument("--version", action="version", version=f"v2v {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = commands.add_parser(name, help=module.HELP, description=module.HELP)
+        sub.add_argument("-v", "--verbose", action="store_true", help="log details and show tracebacks")
+        module.add_arguments(sub)
+        sub.set_defaults(handler=module.main)
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("v2v: %(levelname)s: %(message)s" if verbose else "v2v: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if verbose:  # third-party chatter stays out even then
+        for noisy in ("libav", "PIL", "urllib3", "filelock"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM cleans up like Ctrl-C: the partial output is removed."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    _interrupt_on_sigterm()
+    from v2v.errors import V2VError
+
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        print("v2v: interrupted; no output was written", file=sys.stderr)
+        return 130
+    except V2VError as error:
+        if args.verbose:
+            log.exception("failed")
+        print(f"v2v: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except Exception as error:  # a bug: still one line, the traceback with --verbose
+        if args.verbose:
+            log.exception("internal error")
+        print(f"v2v: internal error: {type(error).__name__}: {error} (rerun with --verbose for details)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

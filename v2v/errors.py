@@ -1,0 +1,56 @@
+"""The errors v2v raises.
+
+Every error is a `V2VError`, and where a built-in exception means the same thing the error is also that
+built-in (a missing input is a `FileNotFoundError` too), so callers can catch either. The message is one
+line that says what is wrong and what to do; the CLI prints it as it is.
+"""
+
+from __future__ import annotations
+
+
+class V2VError(Exception):
+    """Root of every error v2v raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(V2VError, ValueError):
+    """Options that contradict each other or make no sense together (the CLI exits with 2)."""
+
+    exit_code = 2
+
+
+class InputError(V2VError, ValueError):
+    """An input that exists but cannot be used: not a video, no video stream, mismatched clips."""
+
+
+class SourceNotFoundError(V2VError, FileNotFoundError):
+    """An input path that does not exist."""
+
+
+class OutputExistsError(V2VError, FileExistsError):
+    """The output exists and `overwrite` was not given."""
+
+
+class OutputError(V2VError, OSError):
+    """The output cannot be written (missing or read-only folder, container/codec refused)."""
+
+
+class ModelError(V2VError, ValueError):
+    """A model file that is missing, not a model, or not usable as asked."""
+
+
+class MissingDependencyError(V2VError, ImportError):
+    """An optional extra is not installed; the message says which `pip install` brings it."""
+
+
+def require(module: str, extra: str) -> object:
+    """Import `module`, or raise MissingDependencyError naming the extra that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{module} is not installed; install it with: pip install 'v2v[{extra}]'"
+        ) from exc

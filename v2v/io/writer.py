@@ -1,0 +1,381 @@
+"""Writing: video files through PyAV, and image sequences (`out/%05d.png`).
+
+A writer never touches the output's final name until the output is complete: it writes a hidden
+temporary file (or folder) beside it and renames it into place in `close()`. `abort()` removes what was
+written. An existing output is refused unless `overwrite` is set, and that is checked before any work.
+
+Audio and subtitle streams of the source are copied packet for packet (no re-encode), interleaved with
+the video as it is written, so nothing is held in memory and the bytes are unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from v2v.errors import OutputError, OutputExistsError, UsageError
+from v2v.frames import Frame, check_image
+from v2v.io.reader import Reader, VideoFileReader, is_image_sequence, pattern_regex, sequence_files
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FPS = Fraction(25)
+# Pixel formats that keep RGB exactly, for lossless codecs.
+_LOSSLESS_PIX_FMT = {"ffv1": "bgr0", "png": "rgb24", "qtrle": "rgb24", "libx264rgb": "rgb24"}
+_IMAGE_CODECS = {".png": "png", ".jpg": "mjpeg", ".jpeg": "mjpeg", ".bmp": "bmp", ".tif": "tiff", ".tiff": "tiff"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoding:
+    """How the video stream is encoded. `crf`/`preset` go to codecs that take them (x264, x265, ...)."""
+
+    codec: str = "libx264"
+    crf: float | None = 18
+    preset: str | None = "medium"
+    pix_fmt: str | None = None  # None: yuv420p where the codec takes it, else its lossless RGB format
+
+    def resolved_pix_fmt(self) -> str:
+        if self.pix_fmt:
+            return self.pix_fmt
+        if self.codec in _LOSSLESS_PIX_FMT:
+            return _LOSSLESS_PIX_FMT[self.codec]
+        formats = [f.name for f in _video_encoder(self.codec).video_formats or ()]
+        return "yuv420p" if "yuv420p" in formats or not formats else formats[0]
+
+    def codec_options(self) -> dict[str, str]:
+        _video_encoder(self.codec)
+        names = {option.name for option in av.CodecContext.create(self.codec, "w").supported_options.private}
+        options = {}
+        if self.crf is not None and "crf" in names:
+            options["crf"] = f"{self.crf:g}"
+        if self.preset and "preset" in names:
+            options["preset"] = self.preset
+        return options
+
+
+def _video_encoder(name: str) -> av.Codec:
+    try:
+        codec = av.Codec(name, "w")
+    except ValueError as exc:  # UnknownCodecError
+        raise UsageError(f"unknown video encoder {name!r}; `ffmpeg -encoders` lists them") from exc
+    if codec.type != "video":
+        raise UsageError(f"{name!r} is not a video encoder")
+    return codec
+
+
+def check_output(path: str | os.PathLike[str], overwrite: bool) -> None:
+    """Refuse an output that exists (without `overwrite`) or whose folder can't be written, before work."""
+    text = os.fspath(path)
+    if is_image_sequence(text):
+        folder = os.path.dirname(text) or "."
+        if sequence_files(text) and not overwrite:
+            raise OutputExistsError(f"{text}: files of this sequence exist already; pass --overwrite to replace them")
+        parent = folder if os.path.isdir(folder) else os.path.dirname(os.path.abspath(folder))
+    else:
+        if os.path.isdir(text):
+            raise OutputError(f"{text}: is a folder; give a file name such as {os.path.join(text, 'out.mp4')}")
+        if os.path.exists(text) and not overwrite:
+            raise OutputExistsError(f"{text}: exists already; pass --overwrite to replace it")
+        parent = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(parent):
+        raise OutputError(f"{text}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{text}: folder {parent} is not writable")
+
+
+def _temp_name(path: str) -> str:
+    folder, name = os.path.split(os.path.abspath(path))
+    stem, suffix = os.path.splitext(name)
+    # keep the suffix: FFmpeg chooses the container from it
+    return os.path.join(folder, f".{stem}.v2v-partial-{os.getpid()}{suffix}")
+
+
+def _even_pad(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pad (by repeating the last row/column) to the encoder's size; a no-op when sizes match."""
+    pad_h, pad_w = height - image.shape[0], width - image.shape[1]
+    if pad_h == 0 and pad_w == 0:
+        return image
+    return np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+
+
+class _StreamCopier:
+    """Copies a source's audio and subtitle packets into the output, untouched, in step with the video."""
+
+    def __init__(self, output: av.container.OutputContainer, reader: VideoFileReader) -> None:
+        self._output = output
+        self._reader = reader
+        self._input = av.open(reader.path, metadata_errors="ignore")
+        origin = reader.start_time
+        self.start = origin + reader.window.start
+        self.shift = reader.window.start  # a trimmed clip starts at the same origin as the full one
+        self._map: dict[int, av.stream.Stream] = {}
+        wanted = []
+        for stream in self._input.streams:
+            if stream.type not in ("audio", "subtitle"):
+                continue
+            codec = stream.codec_context.name if stream.codec_context else "unknown"
+            if codec not in output.supported_codecs:
+                where = os.path.splitext(output.name)[1] or output.format.name
+                if stream.type == "audio":
+                    raise OutputError(
+                        f"{output.name}: a {where} file can't hold the source's {codec} audio; "
+                        "choose a container that can, such as .mkv"
+                    )
+                log.warning("subtitle stream %d (%s) can't be stored in %s; not copied", stream.index, codec, where)
+                continue
+            self._map[stream.index] = output.add_stream_from_template(stream)
+            wanted.append(stream)
+        self._packets = self._input.demux(wanted) if wanted else iter(())
+        if wanted and reader.window.start > 0:
+            self._input.seek(int(self.start * av.time_base), backward=True)
+        self._pending: av.Packet | None = None
+
+    @property
+    def copies_anything(self) -> bool:
+        return bool(self._map)
+
+    def copy_until(self, until: float) -> None:
+        """Mux every packet that starts before `until` (source seconds)."""
+        while True:
+            packet = self._pending or next(self._packets, None)
+            self._pending = None
+            if packet is None:
+                return
+            if not packet.size:  # demuxer flush packets carry nothing
+                continue
+            stamp = packet.pts if packet.pts is not None else packet.dts
+            time = float(stamp * packet.time_base) if stamp is not None else self.start
+            if time >= until:
+                self._pending = packet
+                return
+            if time < self.start - 1e-6:
+                continue
+            if self.shift:
+                offset = round(self.shift / packet.time_base)
+                packet.pts = None if packet.pts is None else packet.pts - offset
+                packet.dts = None if packet.dts is None else packet.dts - offset
+            packet.stream = self._map[packet.stream_index]
+            self._output.mux(packet)
+
+    def close(self) -> None:
+        self._input.close()
+
+
+class VideoFileWriter:
+    """Encodes frames into a video file, copying the source's audio/subtitles when `source` is given.
+
+    Sizes are fixed by the first frame. Frames keep their pts/time_base (variable frame rate survives);
+    frames without timing are placed at `fps`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        encoding: Encoding | None = None,
+        overwrite: bool = False,
+        source: Reader | None = None,
+        fps: Fraction | None = None,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.encoding = encoding or Encoding()
+        self.pix_fmt = self.encoding.resolved_pix_fmt()
+        self._options = self.encoding.codec_options()
+        check_output(self.path, overwrite)
+        self._source = source
+        self.fps = fps or (source.info.fps if source is not None else None) or DEFAULT_FPS
+        self._temp = _temp_name(self.path)
+        self._container: av.container.OutputContainer | None = None
+        self._stream: av.video.stream.VideoStream | None = None
+        self._copier: _StreamCopier | None = None
+        self._size: tuple[int, int] | None = None
+        self._pts_shift = 0
+        self.frames_written = 0
+
+    def __enter__(self) -> VideoFileWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.abort() if exc_type is not None else self.close()
+
+    def _open(self, frame: Frame) -> None:
+        try:
+            self._container = av.open(self._temp, "w")
+        except av.error.FFmpegError as exc:
+            raise OutputError(f"{self.path}: can't create this file ({exc})") from exc
+        time_base = frame.time_base or 1 / self.fps
+        try:
+            stream = self._container.add_stream(self.encoding.codec, rate=self.fps)
+        except ValueError as exc:
+            raise OutputError(f"{self.path}: this container can't hold {self.encoding.codec} video") from exc
+        width, height = self._coded_size(frame.width, frame.height)
+        stream.width, stream.height, stream.pix_fmt = width, height, self.pix_fmt
+        stream.time_base = time_base
+        stream.codec_context.time_base = time_base
+        stream.options = self._options
+        stream.thread_type = "AUTO"
+        self._stream, self._size = stream, (frame.width, frame.height)
+        if isinstance(self._source, VideoFileReader):
+            self._copier = _StreamCopier(self._container, self._source)
+            self._pts_shift = round(self._source.window.start / time_base)
+
+    def _coded_size(self, width: int, height: int) -> tuple[int, int]:
+        fmt = av.VideoFormat(self.pix_fmt)
+        step_w = 2 if fmt.chroma_width(2) == 1 else 1
+        step_h = 2 if fmt.chroma_height(2) == 1 else 1
+        coded = (math.ceil(width / step_w) * step_w, math.ceil(height / step_h) * step_h)
+        if coded != (width, height):
+            log.warning(
+                "%dx%d padded to %dx%d: %s needs even sizes (use --pix-fmt yuv444p or --codec ffv1 to keep it)",
+                width, height, *coded, self.pix_fmt,
+            )
+        return coded
+
+    def write(self, frame: Frame) -> None:
+        check_image(frame.image)
+        if self._stream is None:
+            self._open(frame)
+        assert self._stream is not None and self._container is not None
+        if (frame.width, frame.height) != self._size:
+            raise ValueError(f"frame {frame.index} is {frame.width}x{frame.height}, the video is {self._size}")
+        picture = av.VideoFrame.from_ndarray(
+            _even_pad(frame.image, self._stream.width, self._stream.height), format="rgb24"
+        )
+        if frame.pts is None:
+            picture.pts = round(frame.index / self.fps / self._stream.codec_context.time_base)
+        else:
+            picture.pts = frame.pts - self._pts_shift
+        picture.time_base = self._stream.codec_context.time_base
+        if self._copier is not None and frame.time is not None:
+            self._copier.copy_until(frame.time)
+        self._mux(self._stream.encode(picture))
+        self.frames_written += 1
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        assert self._container is not None
+        for packet in packets:
+            self._container.mux(packet)
+
+    def close(self) -> None:
+        """Flush the encoder, copy the rest of the audio, and move the file into place."""
+        if self._container is None:
+            raise OutputError(f"{self.path}: no frames were written, so no video was made")
+        try:
+            assert self._stream is not None
+            self._mux(self._stream.encode(None))
+            if self._copier is not None:
+                stopped = getattr(self._source, "stopped_at", None)
+                self._copier.copy_until(math.inf if stopped is None else stopped)
+                self._copier.close()
+            self._container.close()
+        except BaseException:
+            self.abort()
+            raise
+        os.replace(self._temp, self.path)
+        self._container = None
+
+    def abort(self) -> None:
+        """Forget everything written; the final name is never touched."""
+        for closable in (self._copier, self._container):
+            try:
+                if closable is not None:
+                    closable.close()
+            except Exception:  # closing a half-written container may fail; the file goes anyway
+                pass
+        self._container = None
+        if os.path.exists(self._temp):
+            os.unlink(self._temp)
+
+
+class ImageSequenceWriter:
+    """Writes one image a frame, named by a printf pattern (`out/%05d.png`, numbered from 1 as FFmpeg
+    does). Images go to a hidden folder first and are moved into place by close()."""
+
+    def __init__(self, pattern: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+        self.pattern = os.fspath(pattern)
+        check_output(self.pattern, overwrite)
+        self.folder, self.name = os.path.split(os.path.abspath(self.pattern))
+        pattern_regex(self.name)  # raises for a pattern without %d
+        suffix = os.path.splitext(self.name)[1].lower()
+        if suffix not in _IMAGE_CODECS:
+            raise UsageError(f"{self.pattern}: can't write {suffix or 'suffix-less'} images; use one of {', '.join(_IMAGE_CODECS)}")
+        self._codec = _IMAGE_CODECS[suffix]
+        self._overwrite = overwrite
+        self._made_folder = False
+        self._temp: str | None = None
+        self.frames_written = 0
+
+    def __enter__(self) -> ImageSequenceWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.abort() if exc_type is not None else self.close()
+
+    def write(self, frame: Frame) -> None:
+        check_image(frame.image)
+        if self._temp is None:
+            if not os.path.isdir(self.folder):
+                os.mkdir(self.folder)
+                self._made_folder = True
+            self._temp = os.path.join(self.folder, f".v2v-partial-{os.getpid()}")
+            os.mkdir(self._temp)
+        context = av.CodecContext.create(self._codec, "w")
+        context.width, context.height = frame.width, frame.height
+        context.pix_fmt = "yuvj444p" if self._codec == "mjpeg" else "rgb24"
+        context.time_base = Fraction(1, 25)
+        if self._codec == "mjpeg":
+            context.options = {"qmin": "1", "qmax": "2"}
+        picture = av.VideoFrame.from_ndarray(frame.image, format="rgb24")
+        data = b"".join(bytes(p) for p in [*context.encode(picture), *context.encode(None)])
+        with open(os.path.join(self._temp, self.name % (self.frames_written + 1)), "wb") as handle:
+            handle.write(data)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        if self._temp is None:
+            raise OutputError(f"{self.pattern}: no frames were written, so no images were made")
+        if self._overwrite:
+            for old in sequence_files(self.pattern):
+                old.unlink()
+        for image in sorted(Path(self._temp).iterdir()):
+            os.replace(image, os.path.join(self.folder, image.name))
+        os.rmdir(self._temp)
+        self._temp = None
+
+    def abort(self) -> None:
+        if self._temp is not None:
+            shutil.rmtree(self._temp, ignore_errors=True)
+            self._temp = None
+        if self._made_folder:
+            try:
+                os.rmdir(self.folder)
+            except OSError:
+                pass
+
+
+Writer = VideoFileWriter | ImageSequenceWriter
+
+
+def open_writer(
+    path: str | os.PathLike[str],
+    *,
+    encoding: Encoding | None = None,
+    overwrite: bool = False,
+    source: Reader | None = None,
+    fps: Fraction | None = None,
+) -> Writer:
+    """A writer for a video file, or for an image sequence when `path` is a printf pattern.
+
+    Give `source` (the reader the frames came from) to copy its audio and subtitles and keep its rate.
+    """
+    if is_image_sequence(path):
+        return ImageSequenceWriter(path, overwrite=overwrite)
+    return VideoFileWriter(path, encoding=encoding, overwrite=overwrite, source=source, fps=fps)

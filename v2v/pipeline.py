@@ -1,0 +1,235 @@
+"""Stages and the runner: reader -> stages -> writer, overlapped through bounded queues.
+
+Decoding runs in one thread, encoding in another, and the stages in the caller's thread (so Ctrl-C
+lands where the work is). The queues hold a few frames each, so memory stays flat however long the clip.
+An error in any thread is re-raised in the caller, and the output is then removed, never left half
+written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from v2v.frames import Frame
+from v2v.io.reader import Reader, open_source
+from v2v.io.writer import Encoding, Writer, open_writer
+
+log = logging.getLogger(__name__)
+
+QUEUE_FRAMES = 8
+
+
+@runtime_checkable
+class Stage(Protocol):
+    """A step of a pipeline: frames in, frames out, lazily.
+
+    A stage that needs context (the previous frame, a batch) keeps a bounded buffer and flushes it when
+    its input ends; it never holds the whole clip.
+    """
+
+    def process(self, frames: Iterator[Frame]) -> Iterator[Frame]: ...
+
+
+class MapStage:
+    """A stage from a function on one image (RGB uint8 (H, W, 3) in, the same contract out)."""
+
+    def __init__(self, function: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.function = function
+
+    def process(self, frames: Iterator[Frame]) -> Iterator[Frame]:
+        for frame in frames:
+            yield frame.with_image(self.function(frame.image))
+
+
+def batched(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
+    """Lists of up to `size` consecutive frames (the last one may be shorter)."""
+    batch: list[Frame] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def apply_stages(frames: Iterator[Frame], stages: Sequence[Stage]) -> Iterator[Frame]:
+    for stage in stages:
+        frames = stage.process(frames)
+    return frames
+
+
+@dataclasses.dataclass(frozen=True)
+class RunReport:
+    """What a run did: frames read and written, wall time, and why reading stopped early (if it did)."""
+
+    output: str
+    frames_read: int
+    frames_written: int
+    seconds: float
+    damage: str | None
+
+    @property
+    def fps(self) -> float:
+        return self.frames_written / self.seconds if self.seconds > 0 else 0.0
+
+
+class _End:
+    """Marks the end of a queue's frames."""
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _put(channel: queue.Queue[object], item: object, stop: threading.Event) -> bool:
+    """Put unless `stop` is set; False when the run is being torn down."""
+    while not stop.is_set():
+        try:
+            channel.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _read_into(reader: Reader, channel: queue.Queue[object], stop: threading.Event) -> None:
+    try:
+        for frame in reader:
+            if not _put(channel, frame, stop):
+                return
+        _put(channel, _End(), stop)
+    except BaseException as error:  # re-raised in the caller
+        _put(channel, _Failed(error), stop)
+
+
+def _drain(channel: queue.Queue[object], stop: threading.Event) -> Iterator[Frame]:
+    while True:
+        item = channel.get()
+        if isinstance(item, _End):
+            return
+        if isinstance(item, _Failed):
+            stop.set()
+            raise item.error
+        yield item  # type: ignore[misc]
+
+
+class _Progress:
+    """Frames, fps and ETA on stderr (tqdm; silent when stderr is not a terminal or when disabled)."""
+
+    def __init__(self, total: int | None, enabled: bool, label: str) -> None:
+        self._bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="frame", desc=label, disable=None, dynamic_ncols=True, leave=False)
+
+    def update(self) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _write_from(
+    writer: Writer, channel: queue.Queue[object], stop: threading.Event, progress: _Progress, failures: list[BaseException]
+) -> None:
+    try:
+        for frame in _drain(channel, stop):
+            writer.write(frame)
+            progress.update()
+    except BaseException as error:
+        failures.append(error)
+        stop.set()
+
+
+def run(
+    source: str | os.PathLike[str] | Reader,
+    stages: Sequence[Stage] = (),
+    output: str | os.PathLike[str] | Writer | None = None,
+    *,
+    overwrite: bool = False,
+    encoding: Encoding | None = None,
+    start: float = 0.0,
+    end: float | None = None,
+    max_frames: int | None = None,
+    progress: bool = True,
+) -> RunReport:
+    """Stream `source` through `stages` into `output` and return what happened.
+
+    `source` is a path (video file, image folder, printf pattern) or an open reader; `output` a path
+    (video file or printf pattern) or an open writer. For paths, `start`/`end` (seconds), `max_frames`,
+    `encoding` and `overwrite` apply; the source's audio and subtitles are copied into a video output.
+    Nothing is written at the output's name unless the whole run succeeds.
+    """
+    if output is None:
+        raise ValueError("run() needs an output path or writer")
+    # 1. Open the ends; the output is checked (exists? writable?) before any frame is decoded.
+    reader = source if not isinstance(source, (str, os.PathLike)) else open_source(
+        source, start=start, end=end, max_frames=max_frames
+    )
+    try:
+        writer = output if not isinstance(output, (str, os.PathLike)) else open_writer(
+            output, encoding=encoding, overwrite=overwrite, source=reader
+        )
+    except BaseException:
+        reader.close()
+        raise
+    expected = reader.info.frame_count
+    if max_frames is not None and expected is not None:
+        expected = min(expected, max_frames)
+    label = os.path.basename(os.fspath(output)) if isinstance(output, (str, os.PathLike)) else "v2v"
+    bar = _Progress(expected, progress, label)
+
+    # 2. Start decode and encode threads around bounded queues.
+    stop = threading.Event()
+    decoded: queue.Queue[object] = queue.Queue(QUEUE_FRAMES)
+    processed: queue.Queue[object] = queue.Queue(QUEUE_FRAMES)
+    write_failures: list[BaseException] = []
+    reading = threading.Thread(target=_read_into, args=(reader, decoded, stop), name="v2v-decode", daemon=True)
+    writing = threading.Thread(
+        target=_write_from, args=(writer, processed, stop, bar, write_failures), name="v2v-encode", daemon=True
+    )
+    began = time.perf_counter()
+    reading.start()
+    writing.start()
+
+    # 3. Run the stages here, handing frames to the encoder; then close (commit) or abort the output.
+    try:
+        for frame in apply_stages(_drain(decoded, stop), stages):
+            if not _put(processed, frame, stop):
+                break
+        _put(processed, _End(), stop)
+        writing.join()
+        if write_failures:
+            raise write_failures[0]
+        writer.close()
+    except BaseException:
+        stop.set()
+        writing.join(timeout=10)
+        writer.abort()
+        raise
+    finally:
+        stop.set()
+        reading.join(timeout=10)
+        reader.close()
+        bar.close()
+    return RunReport(
+        output=os.fspath(output) if isinstance(output, (str, os.PathLike)) else getattr(writer, "path", ""),
+        frames_read=reader.frames_read,
+        frames_written=writer.frames_written,
+        seconds=time.perf_counter() - began,
+        damage=reader.damage,
+    )

@@ -79,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # a bug: still one line, the traceback with --verbose
         if args.verbose:
             log.exception("internal error")
-        print(f"v2v: internal error: {type(error).__name__}: {error} (rerun with --verbose for details)", file=sys.stderr)
+        detail = f"{type(error).__name__}: {error}"
+        print(f"v2v: internal error: {detail} (rerun with --verbose for details)", file=sys.stderr)
         return 1
 
 

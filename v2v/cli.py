@@ -51,19 +51,21 @@ def _configure_logging(verbose: bool) -> None:
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _interrupt_on_sigterm() -> None:
-    """SIGTERM cleans up like Ctrl-C: the partial output is removed."""
+def _interrupt_on_signals() -> None:
+    """SIGINT and SIGTERM both raise KeyboardInterrupt, so either removes the partial output. (SIGINT is
+    set explicitly because a shell starts background jobs with it ignored.)"""
 
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
-    _interrupt_on_sigterm()
+    _interrupt_on_signals()
     from v2v.errors import V2VError
 
     try:

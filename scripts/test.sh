@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for v2v's tests and run them: the Debian packages the tests use, the package
+# with its test extra, then pytest. README's test command and CI (.ci/run) both call this script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# ffmpeg: rotation fixtures and the deflicker peer; libvulkan1 + libomp5: the runtime of the ncnn peer.
+debian_packages=(ffmpeg libvulkan1 libomp5)
+missing=()
+for package in "${debian_packages[@]}"; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  sudo_if_needed=""
+  [ "$(id -u)" -eq 0 ] || sudo_if_needed="sudo"
+  $sudo_if_needed apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_if_needed apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python -m pip install -q -e '.[test]'
+python -m pytest -q "$@"

@@ -1,0 +1,62 @@
+"""`v2v upscale IN -o OUT --model NAME|PATH`: super-resolution of every frame, audio and timing kept."""
+
+from __future__ import annotations
+
+import argparse
+
+from v2v.commands.common import _positive_int, add_io_arguments, run_pipeline
+from v2v.sr.models import NAMED_MODELS  # light: torch is imported only when a model loads
+
+HELP = "upscale a video with a super-resolution model (named Real-ESRGAN models or any spandrel checkpoint)"
+
+
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a scale >= 1, got {text}")
+    return value
+
+
+def _tile(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value != 0 and value < 64:
+        raise argparse.ArgumentTypeError(f"expected 0 (no tiling) or a tile of at least 64 pixels, got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_io_arguments(parser)
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model", "-m", default="realesr-animevideov3-x2",
+        help=f"a named model ({', '.join(NAMED_MODELS)}; see `v2v models`) or a checkpoint file "
+        "(.pth/.safetensors of any architecture spandrel knows, or an ncnn .param); default %(default)s",
+    )  # fmt: skip
+    model.add_argument("--scale", type=_scale, default=None,
+                       help="output scale (default: the model's); at most the network's own scale")
+    model.add_argument("--tile", type=_tile, default=None, metavar="N",
+                       help="tile size in input pixels (0: never tile; default: automatic from free memory)")
+    model.add_argument("--batch", type=_positive_int, default=1, metavar="N", help="frames per batch (default 1)")
+    model.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+    model.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+                       help="compute precision (default auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from v2v.errors import require
+
+    torch = require("torch", "torch")
+    from v2v.sr.upscale import UpscaleStage
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")  # type: ignore[attr-defined]
+    stage = UpscaleStage(
+        args.model, batch_size=args.batch, device=device, dtype=args.dtype, tile=args.tile, scale=args.scale
+    )
+    run_pipeline(args, stages=[stage])
+    return 0

@@ -1,0 +1,395 @@
+"""Upscale frames with an SRModel: border pre-padding, tiles blended without seams, batching, and the final size.
+
+The steps for a batch of frames (float (B, 3, H, W) in [0, 1]):
+
+1. Reflect-pad the border by `pre_pad` pixels (10, as Real-ESRGAN and its ncnn build do), so the edges of
+   the picture are computed with context instead of the network's zero padding.
+2. Run the network on the whole batch, or tile by tile: tiles overlap by `tile_pad` pixels of context and
+   their outputs are cross-faded over `2 * blend` pixels at each interior edge, so no seam shows. With
+   `tile_pad - blend` at least the network's receptive radius the result equals the untiled one.
+3. Resize after the network: the model's own step (realesr-animevideov3-x2 is the x4 network then a bicubic
+   resize by 0.5, done exactly like its ncnn graph), or the one `scale` asks for.
+4. Crop the pre-padding, make the size even for the video codec, clamp to [0, 1].
+
+Frames too large for memory are tiled automatically: the tile size comes from free memory (measured on
+CUDA, estimated on the CPU), and an out-of-memory error halves the tile and tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from v2v.errors import ModelError, UsageError
+from v2v.frames import Frame, images_to_tensor, tensor_to_images
+from v2v.pipeline import batched
+
+if TYPE_CHECKING:
+    import torch
+
+    from v2v.sr.models import SRModel
+
+log = logging.getLogger(__name__)
+
+MIN_TILE = 64
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    text = str(error).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
+
+
+def codec_size(height: int, width: int, even: bool = True) -> tuple[int, int]:
+    """`(height, width)` made even (rounded down, at least 2) when `even`, as yuv420p video needs."""
+    if not even:
+        return height, width
+    return max(2, height - height % 2), max(2, width - width % 2)
+
+
+def pick_dtype(model: SRModel, device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
+    """The compute dtype: as asked, else fp16 on CUDA (bf16 if the model needs it), bf16 on CPUs with native
+    bf16 arithmetic (AVX512-BF16/AMX), else float32."""
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        chosen = dtype
+    elif dtype in (None, "auto"):
+        descriptor = model.descriptor
+        chosen = torch.float32
+        if device.type == "cuda":
+            if descriptor.supports_half:
+                chosen = torch.float16
+            elif descriptor.supports_bfloat16 and torch.cuda.is_bf16_supported():
+                chosen = torch.bfloat16
+        elif device.type == "cpu" and descriptor.supports_bfloat16 and _cpu_has_bf16():
+            chosen = torch.bfloat16
+    else:
+        names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+                 "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}  # fmt: skip
+        if dtype not in names:
+            raise UsageError(f"unknown dtype {dtype!r}; use auto, fp32, fp16 or bf16")
+        chosen = names[dtype]  # type: ignore[index]
+    if chosen == torch.float16 and not model.descriptor.supports_half:
+        raise UsageError(f"{model.name} ({model.architecture}) does not support fp16; use --dtype fp32 or bf16")
+    if chosen == torch.bfloat16 and not model.descriptor.supports_bfloat16:
+        raise UsageError(f"{model.name} ({model.architecture}) does not support bf16; use --dtype fp32")
+    if chosen == torch.float16 and device.type == "cpu":
+        raise UsageError("fp16 is for CUDA; on the CPU use --dtype fp32 or bf16")
+    return chosen
+
+
+def _cpu_has_bf16() -> bool:
+    import torch
+
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool((probe is not None and probe()) or (amx is not None and amx()))
+
+
+def _available_bytes(device: torch.device) -> int:
+    import torch
+
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+class Upscaler:
+    """Run an SRModel over batches of frames: float (B, 3, H, W) in [0, 1] -> float (B, 3, H', W') in [0, 1].
+
+    Args:
+        model: the loaded model (see `v2v.sr.models.load_model`).
+        device: "cpu", "cuda", "cuda:1", ...; the model is moved there.
+        dtype: compute dtype ("auto", "fp32", "fp16", "bf16" or a torch dtype); see `pick_dtype`.
+        tile: tile size in input pixels; None picks one from free memory (no tiling when the frame fits),
+            0 never tiles.
+        tile_pad: context pixels around each tile (inputs overlap by this much on each side).
+        blend: half-width of the cross-fade between neighbouring tiles, in input pixels (< tile_pad).
+        pre_pad: reflected border added before the network and cropped after it.
+        scale: overall output scale; None keeps the model's own. It may not exceed the network's scale
+            (only resizing down after the network is done; anything more would be plain interpolation).
+        even: make the output size even (video codecs with 4:2:0 chroma need it).
+    """
+
+    def __init__(
+        self,
+        model: SRModel,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype | None = "auto",
+        tile: int | None = None,
+        tile_pad: int = 32,
+        blend: int = 8,
+        pre_pad: int = 10,
+        scale: float | None = None,
+        even: bool = True,
+    ) -> None:
+        import torch
+
+        # 1. Check the options against the model.
+        if scale is not None and (not math.isfinite(scale) or scale < 1):
+            raise UsageError(f"--scale must be a number >= 1, got {scale}")
+        if scale is not None and scale > model.net_scale + 1e-9:
+            raise UsageError(
+                f"model {model.name} upscales x{model.net_scale} at most; --scale {scale:g} would need plain "
+                f"interpolation after the network: choose a x{math.ceil(scale)} model or a smaller --scale"
+            )
+        if tile is not None and tile != 0 and tile < MIN_TILE:
+            raise UsageError(f"--tile must be 0 (no tiling) or at least {MIN_TILE}, got {tile}")
+        if not 0 <= blend < tile_pad or pre_pad < 0:
+            raise UsageError(f"need 0 <= blend < tile_pad and pre_pad >= 0 (got {blend}, {tile_pad}, {pre_pad})")
+        if tile and tile < 4 * blend + 2:
+            raise UsageError(f"--tile {tile} is too small for a blend of {blend} pixels")
+        # 2. Place the model.
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise UsageError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+        self.model = model
+        self.dtype = pick_dtype(model, self.device, dtype)
+        self.network = model.descriptor.model.to(self.device, self.dtype).eval()
+        if self.device.type == "cuda" or self.dtype != torch.float32:
+            self.network = self.network.to(memory_format=torch.channels_last)
+        self.requirements = model.descriptor.size_requirements
+        self.tile, self.tile_pad, self.blend, self.pre_pad = tile, tile_pad, blend, pre_pad
+        self.scale = scale
+        self.even = even
+        log.info("upscaler: %s x%g on %s in %s", model.name, self.output_scale, self.device, self.dtype)
+
+    @property
+    def output_scale(self) -> float:
+        return self.scale if self.scale is not None else self.model.scale
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """The (height, width) of the output for an input of (height, width)."""
+        if self.scale is None and self.model.resize is not None:
+            # The graph's own resize acts on the padded frame (floored, like ncnn), then the pad is cropped.
+            pad = round(self.pre_pad * self.model.scale)
+            net = self.model.net_scale
+            size = (
+                math.floor((height + 2 * self.pre_pad) * net * self.model.resize) - 2 * pad,
+                math.floor((width + 2 * self.pre_pad) * net * self.model.resize) - 2 * pad,
+            )
+        else:
+            size = (round(height * self.output_scale), round(width * self.output_scale))
+        return codec_size(*size, even=self.even)
+
+    # -- the network on one tensor ------------------------------------------------------------------
+
+    def _network(self, x: torch.Tensor) -> torch.Tensor:
+        """The bare network on float (B, 3, h, w): pads to the model's size requirements, returns float32."""
+        import torch
+        import torch.nn.functional as F
+
+        height, width = x.shape[-2:]
+        multiple = max(1, self.requirements.multiple_of)
+        minimum = self.requirements.minimum
+        pad_h = max(minimum, -(-height // multiple) * multiple) - height
+        pad_w = max(minimum, -(-width // multiple) * multiple) - width
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        out = self.network(x).float()
+        net = self.model.net_scale
+        return out[..., : height * net, : width * net]
+
+    def _tiled(self, x: torch.Tensor, tile: int) -> torch.Tensor:
+        """The network tile by tile on float (B, 3, H, W), cross-fading neighbouring tiles (see the module doc)."""
+        import torch
+
+        batch, _, height, width = x.shape
+        net = self.model.net_scale
+        out = torch.zeros(batch, 3, height * net, width * net, dtype=torch.float32, device=x.device)
+        rows, cols = _cuts(height, tile), _cuts(width, tile)
+        for top, bottom in zip(rows[:-1], rows[1:], strict=True):
+            for left, right in zip(cols[:-1], cols[1:], strict=True):
+                y0, y1 = max(0, top - self.tile_pad), min(height, bottom + self.tile_pad)
+                x0, x1 = max(0, left - self.tile_pad), min(width, right + self.tile_pad)
+                piece = self._network(x[..., y0:y1, x0:x1])
+                weight_y = _ramp(y0, y1, top, bottom, height, self.blend, net, x.device)
+                weight_x = _ramp(x0, x1, left, right, width, self.blend, net, x.device)
+                # Only the part with non-zero weight is added (the outer context is dropped).
+                a0, a1 = _support(weight_y)
+                b0, b1 = _support(weight_x)
+                weight = weight_y[a0:a1, None] * weight_x[None, b0:b1]
+                out[..., y0 * net + a0 : y0 * net + a1, x0 * net + b0 : x0 * net + b1] += (
+                    piece[..., a0:a1, b0:b1] * weight
+                )
+        return out
+
+    def _auto_tile(self, batch: int, height: int, width: int) -> int:
+        """A tile size that fits in free memory, or 0 when the whole frame fits."""
+        budget = _available_bytes(self.device) * (0.7 if self.device.type == "cuda" else 0.5)
+        per_pixel = self._bytes_per_pixel() * batch
+        if per_pixel * height * width <= budget:
+            return 0
+        side = int(math.sqrt(budget / per_pixel)) - 2 * self.tile_pad
+        tile = max(MIN_TILE, side // 16 * 16)
+        log.info("frame %dx%d does not fit in memory at once; tiling by %d", width, height, tile)
+        return tile
+
+    def _bytes_per_pixel(self) -> float:
+        """Peak memory per input pixel: measured on CUDA with a small probe, estimated on the CPU."""
+        import torch
+
+        if self.device.type == "cuda":
+            probe = torch.rand(1, 3, 64, 64, device=self.device)
+            torch.cuda.synchronize(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            with torch.inference_mode():
+                self._network(probe)
+            peak = torch.cuda.max_memory_allocated(self.device) - before
+            return 1.5 * peak / (64 * 64)
+        # A VGG/RRDB-like network keeps a few 64-channel maps at input size and at output size.
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        return itemsize * 64 * (8 + 4 * self.model.net_scale**2)
+
+    def _run_network(self, x: torch.Tensor) -> torch.Tensor:
+        """The network over the padded batch, whole or tiled; halves the tile after an out-of-memory error."""
+        import torch
+
+        batch, _, height, width = x.shape
+        tile = self.tile if self.tile is not None else self._auto_tile(batch, height, width)
+        while True:
+            try:
+                if not tile or tile >= max(height, width):
+                    return self._network(x)
+                return self._tiled(x, tile)
+            except (torch.OutOfMemoryError, RuntimeError) as error:
+                if not _is_out_of_memory(error):
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                smaller = (tile or max(height, width)) // 2
+                if smaller < MIN_TILE:
+                    raise ModelError(
+                        f"out of memory upscaling {width}x{height} even with tiles of {tile} pixels; "
+                        "use a smaller --batch, the CPU, or a lighter model"
+                    ) from error
+                log.warning("out of memory with %s; retrying with --tile %d", f"tile {tile}" if tile else
+                            "the whole frame", smaller)
+                tile = smaller
+
+    # -- the whole step -------------------------------------------------------------------------------
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """Upscale float (B, 3, H, W) in [0, 1] to float32 (B, 3, H', W') in [0, 1] (see `output_size`)."""
+        import torch
+        import torch.nn.functional as F
+
+        if batch.ndim != 4 or batch.shape[1] != 3:
+            raise ValueError(f"expected a float (B, 3, H, W) batch, got shape {tuple(batch.shape)}")
+        height, width = batch.shape[-2:]
+        with torch.inference_mode():
+            # 1. Reflect-pad the border (replicate when the frame is too small to reflect).
+            x = batch.to(self.device, torch.float32)
+            pad = self.pre_pad
+            if pad:
+                mode = "reflect" if min(height, width) > pad else "replicate"
+                x = F.pad(x, (pad, pad, pad, pad), mode=mode)
+            # 2. The network, whole or tiled.
+            out = self._run_network(x)
+            # 3. The resize after the network, then 4. crop the pre-padding and fit the codec size.
+            target = self.output_size(height, width)
+            if self.scale is None and self.model.resize is not None:
+                size = (
+                    math.floor(out.shape[-2] * self.model.resize),
+                    math.floor(out.shape[-1] * self.model.resize),
+                )
+                out = F.interpolate(out, size=size, mode=self.model.resize_mode, align_corners=False)
+                crop = round(pad * self.model.scale)
+                out = out[..., crop : crop + target[0], crop : crop + target[1]]
+            else:
+                crop = pad * self.model.net_scale
+                out = out[..., crop : crop + height * self.model.net_scale, crop : crop + width * self.model.net_scale]
+                if self.scale is not None and self.scale != self.model.net_scale:
+                    out = F.interpolate(out, size=target, mode="bicubic", align_corners=False, antialias=True)
+                out = out[..., : target[0], : target[1]]
+            return out.clamp_(0, 1)
+
+    def upscale_images(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """RGB uint8 (H, W, 3) arrays of one size -> upscaled RGB uint8 arrays."""
+        return tensor_to_images(self(images_to_tensor(images)))
+
+
+def _cuts(length: int, tile: int) -> list[int]:
+    """Boundaries of ceil(length / tile) nearly equal cores covering [0, length)."""
+    count = max(1, -(-length // tile))
+    return [round(i * length / count) for i in range(count + 1)]
+
+
+def _ramp(
+    start: int, stop: int, core_start: int, core_stop: int, length: int, blend: int, scale: int, device: object
+) -> torch.Tensor:
+    """Blend weights along one axis of a tile's output, float32 of length (stop - start) * scale.
+
+    1 over the core, cross-fading linearly over [edge - blend, edge + blend) at interior edges, so the weights
+    of two neighbouring tiles sum to exactly 1; 0 over the context beyond.
+    """
+    import torch
+
+    position = torch.arange(start * scale, stop * scale, device=device, dtype=torch.float32) + 0.5
+    weight = torch.ones_like(position)
+    if blend == 0:
+        inside = (position >= core_start * scale) & (position < core_stop * scale)
+        return inside.float()
+    width = 2 * blend * scale
+    if core_start > 0:
+        weight *= ((position - (core_start - blend) * scale) / width).clamp(0, 1)
+    if core_stop < length:
+        weight *= (((core_stop + blend) * scale - position) / width).clamp(0, 1)
+    return weight
+
+
+def _support(weight: torch.Tensor) -> tuple[int, int]:
+    nonzero = (weight > 0).nonzero()
+    return int(nonzero[0]), int(nonzero[-1]) + 1
+
+
+class UpscaleStage:
+    """A pipeline stage that upscales every frame (timing kept), `batch_size` frames at a time.
+
+    `model` is an SRModel, a model name or a path; the other keyword arguments go to `Upscaler`.
+    """
+
+    def __init__(self, model: SRModel | str | os.PathLike[str], *, batch_size: int = 1, **options: object) -> None:
+        from v2v.sr.models import SRModel, load_model
+
+        if batch_size < 1:
+            raise UsageError(f"batch size must be >= 1, got {batch_size}")
+        device = options.get("device", "cpu")
+        loaded = model if isinstance(model, SRModel) else load_model(model, device=device)  # type: ignore[arg-type]
+        self.upscaler = Upscaler(loaded, **options)  # type: ignore[arg-type]
+        self.batch_size = batch_size
+
+    def process(self, frames: Iterator[Frame]) -> Iterator[Frame]:
+        for group in batched(frames, self.batch_size):
+            # Frames of a batch must share a size; a size change starts a new batch.
+            for same in _same_size_runs(group):
+                images = self.upscaler.upscale_images([frame.image for frame in same])
+                for frame, image in zip(same, images, strict=True):
+                    yield frame.with_image(image)
+
+
+def _same_size_runs(frames: list[Frame]) -> Iterator[list[Frame]]:
+    run: list[Frame] = []
+    for frame in frames:
+        if run and frame.image.shape != run[0].image.shape:
+            yield run
+            run = []
+        run.append(frame)
+    if run:
+        yield run

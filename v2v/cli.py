@@ -20,6 +20,8 @@ from v2v import __version__
 COMMANDS = {
     "probe": "v2v.commands.probe",
     "transcode": "v2v.commands.transcode",
+    "upscale": "v2v.commands.upscale",
+    "models": "v2v.commands.models",
 }
 
 log = logging.getLogger("v2v")

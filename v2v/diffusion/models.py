@@ -1,0 +1,252 @@
+"""Loading Stable Diffusion img2img pipelines, ControlNets, IP-Adapters, LoRAs and schedulers, offline.
+
+A model is named by a local diffusers folder, a single-file checkpoint (`.safetensors`/`.ckpt`), or a
+Hugging Face hub id that is already in the local cache (`~/.cache/huggingface/hub`, or `HF_HUB_CACHE`).
+Nothing is ever downloaded: a model that is not on disk raises a one-line `ModelError` naming what was
+looked for and the `hf download …` command that fetches it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from v2v.errors import ModelError, require
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+# --scheduler names -> diffusers classes, and extra config each needs
+SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddim": ("DDIMScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler-a": ("EulerAncestralDiscreteScheduler", {}),
+    "dpm++": ("DPMSolverMultistepScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    # few-step schedulers for LCM(-LoRA) and Turbo-style models: use 2-8 steps and guidance 1-2
+    "lcm": ("LCMScheduler", {}),
+    "tcd": ("TCDScheduler", {}),
+    "turbo": ("EulerAncestralDiscreteScheduler", {"timestep_spacing": "trailing"}),
+}
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+
+
+def _download_hint(repo: str, files: str = "") -> str:
+    return f"get it with `hf download {repo}{' ' + files if files else ''}` (huggingface-cli download on older hubs)"
+
+
+def resolve_path(name: str | os.PathLike[str], what: str, files_hint: str = "") -> Path:
+    """A local path for `name`: itself if it exists, else the cached snapshot of a hub id.
+
+    `name` may be `org/repo` or `org/repo/path/inside/the/repo`. Raises ModelError (one line, naming
+    `what` was looked for and how to get it) when neither is on disk.
+    """
+    path = Path(os.path.expanduser(os.fspath(name)))
+    if path.exists():
+        return path
+    text = os.fspath(name)
+    parts = Path(text).parts
+    if len(parts) >= 2 and not text.startswith(("/", ".", "~")):  # org/repo[/path]: look in the hub cache
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        repo, inside = "/".join(parts[:2]), Path(*parts[2:]) if len(parts) > 2 else Path()
+        try:
+            snapshot = Path(snapshot_download(repo, local_files_only=True))
+        except (LocalEntryNotFoundError, OSError, ValueError):
+            snapshot = None
+        if snapshot is not None and (snapshot / inside).exists():
+            return snapshot / inside
+        hint = _download_hint(repo, files_hint or (inside.as_posix() if inside.parts else ""))
+        raise ModelError(
+            f"{what} {text!r} is neither a local path nor in the Hugging Face cache (offline); {hint}, or pass a path"
+        )
+    raise ModelError(f"{what} {text!r} not found; pass an existing folder or file, or a hub id that is in the cache")
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str | torch.device) -> torch.dtype:
+    """fp16 on CUDA (SDPA kernels), fp32 elsewhere (CPU half precision is slow and lossy)."""
+    import torch
+
+    return torch.float16 if str(device).startswith("cuda") else torch.float32
+
+
+def _dtype_argument(dtype: torch.dtype) -> dict[str, Any]:
+    """diffusers renamed `torch_dtype` to `dtype` in 0.42 (and warns about the old name there)."""
+    import diffusers
+
+    major, minor = (int(part) for part in diffusers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (0, 42) else {"torch_dtype": dtype}
+
+
+def load_controlnet(name: str, dtype: torch.dtype) -> Any:
+    """A ControlNetModel from a diffusers folder, a single file, or a cached hub id."""
+    require("diffusers", "diffusion")
+    from diffusers import ControlNetModel
+
+    path = resolve_path(name, "ControlNet")
+    try:
+        if path.is_file():
+            return ControlNetModel.from_single_file(str(path), local_files_only=True, **_dtype_argument(dtype))
+        return ControlNetModel.from_pretrained(str(path), local_files_only=True, **_dtype_argument(dtype))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot load ControlNet {name!r}: {_first_line(exc)}") from exc
+
+
+def check_controlnet_fits(controlnet: Any, unet: Any, name: str, model: str) -> None:
+    """Raise ModelError when `controlnet` was made for another base model than `unet`."""
+    for key in ("cross_attention_dim", "in_channels", "block_out_channels", "addition_embed_type"):
+        theirs, ours = controlnet.config.get(key), unet.config.get(key)
+        if key == "block_out_channels":  # a ControlNet mirrors the UNet's down path
+            theirs, ours = list(theirs or []), list(ours or [])
+        if theirs != ours:
+            raise ModelError(
+                f"ControlNet {name!r} does not fit base model {model!r}: {key} is {theirs} there and {ours} in the "
+                "base UNet (an SD 1.5 ControlNet needs an SD 1.5 base, an SDXL one an SDXL base)"
+            )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _is_sdxl_checkpoint(path: Path) -> bool:
+    if path.suffix != ".safetensors":
+        return False
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return any(key.startswith("conditioner.embedders.1.") for key in handle.keys())
+
+
+def load_pipeline(
+    model: str,
+    controlnets: list[Any],
+    *,
+    device: str,
+    dtype: torch.dtype,
+    model_config: str | None = None,
+) -> Any:
+    """An img2img pipeline (ControlNet img2img when `controlnets` is not empty) for SD 1.x/2.x or SDXL.
+
+    `model` is a diffusers folder, a single-file checkpoint (its diffusers configs come from
+    `model_config`, a folder or cached hub id, when the cache lacks them) or a cached hub id.
+    """
+    require("diffusers", "diffusion")
+    require("transformers", "diffusion")
+    import diffusers
+
+    path = resolve_path(model, "base model", "--exclude '*.ckpt' '*.bin'")
+    extra: dict[str, Any] = (
+        {"controlnet": controlnets if len(controlnets) > 1 else controlnets[0]} if controlnets else {}
+    )
+    try:
+        if path.is_file():
+            xl = _is_sdxl_checkpoint(path)
+            base = "StableDiffusionXL" if xl else "StableDiffusion"
+            cls = getattr(diffusers, f"{base}{'ControlNet' if controlnets else ''}Img2ImgPipeline")
+            config = str(resolve_path(model_config, "model config")) if model_config else None
+            pipe = cls.from_single_file(
+                str(path), config=config, local_files_only=True, **extra, **_dtype_argument(dtype)
+            )
+        else:
+            if not (path / "model_index.json").exists():
+                raise ModelError(f"base model {model!r} is a folder without model_index.json; pass a diffusers folder")
+            pipe = diffusers.AutoPipelineForImage2Image.from_pretrained(
+                str(path), local_files_only=True, safety_checker=None, **extra, **_dtype_argument(dtype)
+            )
+    except ModelError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        hint = " (pass --model-config with a diffusers folder of the same architecture)" if path.is_file() else ""
+        raise ModelError(f"cannot load base model {model!r}: {_first_line(exc)}{hint}") from exc
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def set_scheduler(pipe: Any, name: str) -> None:
+    """Replace the pipeline's scheduler by one of SCHEDULERS, keeping its training configuration."""
+    import diffusers
+
+    if name not in SCHEDULERS:
+        raise ModelError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    class_name, extra = SCHEDULERS[name]
+    pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config, **extra)
+
+
+def load_lora(pipe: Any, name: str, scale: float) -> None:
+    """Load a LoRA (diffusers or kohya layout, a file or a folder) and fuse it at `scale`."""
+    require("peft", "diffusion")
+    path = resolve_path(name, "LoRA")
+    try:
+        if path.is_file():
+            pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name="v2v")
+        else:
+            pipe.load_lora_weights(str(path), adapter_name="v2v", local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot load LoRA {name!r}: {_first_line(exc)}") from exc
+    pipe.set_adapters(["v2v"], adapter_weights=[scale])
+    pipe.fuse_lora(adapter_names=["v2v"], lora_scale=1.0)
+    pipe.unload_lora_weights()
+
+
+def _ip_adapter_file(path: Path) -> Path:
+    if path.is_file():
+        return path
+    found = sorted(p for p in path.rglob("*") if p.suffix in (".safetensors", ".bin") and "ip-adapter" in p.name)
+    if len(found) != 1:
+        names = ", ".join(p.name for p in found) or "none"
+        raise ModelError(
+            f"IP-Adapter folder {path} holds {len(found)} ip-adapter weight files ({names}); pass one file"
+        )
+    return found[0]
+
+
+def find_image_encoder(weights: Path, image_encoder: str | None) -> Path:
+    """The CLIP image encoder folder: `image_encoder`, or `image_encoder/` beside or above the weights."""
+    if image_encoder:
+        return resolve_path(image_encoder, "IP-Adapter image encoder")
+    candidates = [weights.parent / "image_encoder", weights.parent.parent / "image_encoder"]
+    candidates.append(weights.parent / "models" / "image_encoder")
+    for candidate in candidates:
+        if (candidate / "config.json").exists():
+            return candidate
+    raise ModelError(
+        f"IP-Adapter {weights.name} has no image encoder (looked in {', '.join(map(str, candidates))}); pass "
+        "--image-encoder FOLDER (h94/IP-Adapter ships it as models/image_encoder)"
+    )
+
+
+DEFAULT_IP_ADAPTER = "h94/IP-Adapter/models/ip-adapter_sd15.safetensors"
+
+
+def load_ip_adapter(pipe: Any, name: str | None, image_encoder: str | None, scale: float) -> None:
+    """Load an IP-Adapter and its CLIP image encoder into `pipe`, at `scale`."""
+    from transformers import CLIPVisionModelWithProjection
+
+    weights = _ip_adapter_file(
+        resolve_path(
+            name or DEFAULT_IP_ADAPTER, "IP-Adapter", "models/ip-adapter_sd15.safetensors 'models/image_encoder/*'"
+        )
+    )
+    encoder_path = find_image_encoder(weights, image_encoder)
+    try:
+        encoder = CLIPVisionModelWithProjection.from_pretrained(str(encoder_path), dtype=pipe.dtype)
+        pipe.register_modules(image_encoder=encoder.to(pipe.device))
+        pipe.load_ip_adapter(str(weights.parent), subfolder="", weight_name=weights.name, image_encoder_folder=None)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelError(f"cannot load IP-Adapter {weights}: {_first_line(exc)}") from exc
+    pipe.set_ip_adapter_scale(scale)

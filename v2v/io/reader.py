@@ -123,7 +123,7 @@ def _natural_key(path: Path) -> list[object]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
-def _rgb(frame: av.VideoFrame) -> np.ndarray:
+def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
     """Decoded frame to the pixel contract, upright (rotation metadata applied)."""
     image = frame.to_ndarray(format="rgb24")
     turns = round(frame.rotation / 90) % 4 if frame.rotation else 0
@@ -142,7 +142,7 @@ def _format_facts(pix_fmt: str) -> tuple[int, bool]:
     return bits, any(c.is_alpha for c in fmt.components)
 
 
-def _open_container(path: str) -> av.container.InputContainer:
+def open_container(path: str) -> av.container.InputContainer:
     if not os.path.exists(path):
         raise SourceNotFoundError(f"{path}: no such file")
     if os.path.isdir(path):
@@ -167,7 +167,7 @@ class VideoFileReader:
     def __init__(self, path: str | os.PathLike[str], window: TimeWindow | None = None) -> None:
         self.path = os.fspath(path)
         self.window = window or TimeWindow()
-        self._container = _open_container(self.path)
+        self._container = open_container(self.path)
         if not self._container.streams.video:
             self._container.close()
             raise InputError(f"{self.path}: has no video stream")
@@ -232,7 +232,7 @@ class VideoFileReader:
         except av.error.FFmpegError:
             # an unseekable input can't be rewound: reopen it
             self._container.close()
-            self._container = _open_container(self.path)
+            self._container = open_container(self.path)
             self._stream = self._container.streams.video[0]
             self._stream.thread_type = "AUTO"
         return round(frame.rotation or 0) % 360 if frame is not None else 0
@@ -268,7 +268,7 @@ class VideoFileReader:
             ):
                 self.stopped_at = time if time is not None else end
                 return
-            yield Frame(_rgb(decoded), self.frames_read, decoded.pts, stream.time_base)
+            yield Frame(frame_to_rgb(decoded), self.frames_read, decoded.pts, stream.time_base)
             self.frames_read += 1
 
     def _decode(self) -> Iterator[av.VideoFrame]:
@@ -381,7 +381,7 @@ class ImageSequenceReader:
 def _read_image(path: Path) -> np.ndarray:
     try:
         with av.open(str(path)) as container:
-            return _rgb(next(container.decode(video=0)))
+            return frame_to_rgb(next(container.decode(video=0)))
     except (av.error.FFmpegError, StopIteration) as exc:
         raise InputError(f"{path}: not an image FFmpeg can read") from exc
 
@@ -419,7 +419,7 @@ def probe(path: str | os.PathLike[str], count_frames: bool = True) -> VideoInfo:
 
 
 def _count_packets(path: str) -> int | None:
-    with _open_container(path) as container:
+    with open_container(path) as container:
         stream = container.streams.video[0]
         try:
             return sum(1 for packet in container.demux(stream) if packet.size)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from v2v.pipeline import RunReport, Stage
+
+# Arguments that don't change the output: a resumed run may differ in these.
+_NOT_OPTIONS = {"input", "output", "overwrite", "resume", "work_dir", "backend", "workers", "address", "no_progress",
+                "verbose", "handler"}
 
 
 def add_io_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +30,19 @@ def add_io_arguments(parser: argparse.ArgumentParser) -> None:
     encoding.add_argument("--preset", default="medium", help="encoder speed preset (default medium)")
     encoding.add_argument("--pix-fmt", default=None, help="pixel format (default yuv420p; RGB for lossless codecs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    long = parser.add_argument_group(
+        "long runs", "cut the clip into segments at keyframes, kept in a work folder until the output is joined"
+    )
+    long.add_argument("--resume", action="store_true",
+                      help="keep finished segments in a work folder, and continue from one left by a stopped run")
+    long.add_argument("--work-dir", default=None, help="work folder (default: .OUTPUT.v2v-work beside the output)")
+    long.add_argument("--segment-seconds", type=float, default=10.0, help="segment length (default 10 s)")
+    long.add_argument("--overlap", type=int, default=8, metavar="N",
+                      help="context frames decoded before each segment for stages that look back (default 8)")
+    long.add_argument("--backend", choices=("local", "ray"), default="local",
+                      help="run segments here, or as Ray tasks (pip install 'v2v[ray]')")
+    long.add_argument("--workers", type=_positive_int, default=2, help="Ray tasks at once (default 2)")
+    long.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
 
 
 def _seconds(text: str) -> float:
@@ -48,23 +65,32 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def run_pipeline(args: argparse.Namespace, stages: Sequence[Stage]) -> RunReport:
-    """Run INPUT through `stages` into OUTPUT with the shared options, and say what was written."""
+def run_pipeline(args: argparse.Namespace, stages: Sequence[Stage] | Callable[[], Sequence[Stage]]) -> RunReport:
+    """Run INPUT through the stages into OUTPUT with the shared options, and say what was written.
+
+    `stages` is a list, or a function that builds them: segmented runs (--resume, --backend ray) build fresh
+    stages for every segment, on the worker that runs it, so pass a function when stages hold state or models.
+    """
     from v2v.io.writer import Encoding
-    from v2v.pipeline import run
 
     encoding = Encoding(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt)
-    report = run(
-        args.input,
-        stages,
-        args.output,
-        overwrite=args.overwrite,
-        encoding=encoding,
-        start=args.start,
-        end=args.end,
-        max_frames=args.max_frames,
+    common: dict[str, Any] = dict(
+        overwrite=args.overwrite, encoding=encoding, start=args.start, end=args.end, max_frames=args.max_frames,
         progress=not args.no_progress,
     )
+    if args.resume or args.work_dir or args.backend == "ray":
+        from v2v.segments import run_segmented
+
+        options = {key: value for key, value in vars(args).items() if key not in _NOT_OPTIONS}
+        report = run_segmented(
+            args.input, stages if callable(stages) else lambda: stages, args.output, options=options,
+            resume=args.resume, work_dir=args.work_dir, segment_seconds=args.segment_seconds, overlap=args.overlap,
+            backend=args.backend, workers=args.workers, address=args.address, **common,
+        )
+    else:
+        from v2v.pipeline import run
+
+        report = run(args.input, stages() if callable(stages) else stages, args.output, **common)
     note = f" (input damaged: stopped after {report.frames_read} frames)" if report.damage else ""
     print(
         f"v2v: wrote {report.output}: {report.frames_written} frames in {report.seconds:.1f} s "

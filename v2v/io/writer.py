@@ -94,7 +94,7 @@ def check_output(path: str | os.PathLike[str], overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def _writing(path: str) -> Iterator[None]:
+def writing_errors(path: str) -> Iterator[None]:
     """Turn FFmpeg and file-system failures while writing into one OutputError line."""
     try:
         yield
@@ -105,7 +105,7 @@ def _writing(path: str) -> Iterator[None]:
         raise OutputError(f"{path}: writing failed ({reason})") from exc
 
 
-def _temp_name(path: str) -> str:
+def temp_name(path: str) -> str:
     folder, name = os.path.split(os.path.abspath(path))
     stem, suffix = os.path.splitext(name)
     # keep the suffix: FFmpeg chooses the container from it
@@ -120,16 +120,21 @@ def _even_pad(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
 
 
-class _StreamCopier:
-    """Copies a source's audio and subtitle packets into the output, untouched, in step with the video."""
+class StreamCopier:
+    """Copies a source's audio and subtitle packets into the output, untouched, in step with the video.
 
-    def __init__(self, output: av.container.OutputContainer, reader: VideoFileReader) -> None:
+    `origin` is the source time (seconds) of its first video frame and `trim_start` how far after it the
+    output begins: packets before that are dropped and the rest shifted back by `trim_start`, as the video is.
+    """
+
+    def __init__(
+        self, output: av.container.OutputContainer, source: str, *, origin: float = 0.0, trim_start: float = 0.0
+    ) -> None:
         self._output = output
-        self._reader = reader
-        self._input = av.open(reader.path, metadata_errors="ignore")
+        self._input = av.open(source, metadata_errors="ignore")
         # untrimmed: everything, including packets before the first frame (AAC priming has pts < 0)
-        self.start = reader.start_time + reader.window.start if reader.window.start > 0 else -math.inf
-        self.shift = reader.window.start  # a trimmed clip starts at the same origin as the full one
+        self.start = origin + trim_start if trim_start > 0 else -math.inf
+        self.shift = trim_start
         self._map: dict[int, av.stream.Stream] = {}
         wanted = []
         for stream in self._input.streams:
@@ -148,7 +153,7 @@ class _StreamCopier:
             self._map[stream.index] = output.add_stream_from_template(stream)
             wanted.append(stream)
         self._packets = self._input.demux(wanted) if wanted else iter(())
-        if wanted and reader.window.start > 0:
+        if wanted and trim_start > 0:
             self._input.seek(int(self.start * av.time_base), backward=True)
         self._pending: av.Packet | None = None
 
@@ -206,10 +211,10 @@ class VideoFileWriter:
         check_output(self.path, overwrite)
         self._source = source
         self.fps = fps or (source.info.fps if source is not None else None) or DEFAULT_FPS
-        self._temp = _temp_name(self.path)
+        self._temp = temp_name(self.path)
         self._container: av.container.OutputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
-        self._copier: _StreamCopier | None = None
+        self._copier: StreamCopier | None = None
         self._size: tuple[int, int] | None = None
         self._pts_shift = 0
         self.frames_written = 0
@@ -238,7 +243,10 @@ class VideoFileWriter:
         stream.thread_type = "AUTO"
         self._stream, self._size = stream, (frame.width, frame.height)
         if isinstance(self._source, VideoFileReader):
-            self._copier = _StreamCopier(self._container, self._source)
+            reader = self._source
+            self._copier = StreamCopier(
+                self._container, reader.path, origin=reader.start_time, trim_start=reader.window.start
+            )
             self._pts_shift = round(self._source.window.start / time_base)
 
     def _coded_size(self, width: int, height: int) -> tuple[int, int]:
@@ -256,7 +264,7 @@ class VideoFileWriter:
     def write(self, frame: Frame) -> None:
         check_image(frame.image)
         if self._stream is None:
-            with _writing(self.path):
+            with writing_errors(self.path):
                 self._open(frame)
         assert self._stream is not None and self._container is not None
         if (frame.width, frame.height) != self._size:
@@ -269,7 +277,7 @@ class VideoFileWriter:
         else:
             picture.pts = frame.pts - self._pts_shift
         picture.time_base = self._stream.codec_context.time_base
-        with _writing(self.path):
+        with writing_errors(self.path):
             if self._copier is not None and frame.time is not None:
                 self._copier.copy_until(frame.time)
             self._mux(self._stream.encode(picture))
@@ -286,7 +294,7 @@ class VideoFileWriter:
             raise OutputError(f"{self.path}: no frames were written, so no video was made")
         try:
             assert self._stream is not None
-            with _writing(self.path):
+            with writing_errors(self.path):
                 self._mux(self._stream.encode(None))
                 if self._copier is not None:
                     stopped = getattr(self._source, "stopped_at", None)

@@ -47,14 +47,16 @@ def write_clip(
     codec: str = "libx264",
     pix_fmt: str = "yuv420p",
     audio: bool = False,
+    options: dict[str, str] | None = None,
 ) -> Path:
     """Encode a test clip with PyAV: `pts` (in `time_base`) gives variable timing, `audio` adds a
-    sine tone in AAC."""
+    sine tone in AAC, `options` go to the video encoder (e.g. {"g": "10"} for a keyframe every 10 frames)."""
     time_base = time_base or Fraction(1, fps)
     pts = pts if pts is not None else [i * round(1 / (fps * time_base)) for i in range(frames)]
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        stream.options = options or {}
         stream.time_base = stream.codec_context.time_base = time_base
         sound = container.add_stream("aac", rate=44100) if audio else None
         for index, stamp in enumerate(pts):

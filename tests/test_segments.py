@@ -171,9 +171,9 @@ def test_resume_refuses_changed_options_other_input_and_damaged_manifest(gop_cli
 def local_ray():
     ray = pytest.importorskip("ray")
     # workers import this module's stage factories by name
-    tests = os.path.dirname(__file__)
+    path = os.pathsep.join(filter(None, [os.path.dirname(__file__), os.environ.get("PYTHONPATH")]))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}})
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
     yield ray
     ray.shutdown()
 

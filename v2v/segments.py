@@ -29,7 +29,7 @@ import av
 
 from v2v.errors import InputError, OutputError, UsageError, V2VError, require
 from v2v.frames import Frame
-from v2v.io.reader import TimeWindow, VideoFileReader, open_container
+from v2v.io.reader import TimeWindow, VideoFileReader, is_image_sequence, open_container
 from v2v.io.writer import (
     Encoding,
     StreamCopier,
@@ -422,6 +422,8 @@ def run_segmented(
     input differ. The work folder is removed once the output is complete.
     """
     output = os.fspath(output)
+    if is_image_sequence(source) or is_image_sequence(output):
+        raise UsageError("segmented runs (--resume, --work-dir, --backend ray) need a video file in and out")
     if backend not in ("local", "ray"):
         raise UsageError(f"--backend must be local or ray, got {backend!r}")
     if workers < 1:

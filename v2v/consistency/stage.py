@@ -1,0 +1,109 @@
+"""`StabilizeStage`: the pipeline stage behind `v2v stabilize`.
+
+The run's source is the processed (flickering) video; the stage opens the original (the guide) itself
+and walks both in step, frame t of one with frame t of the other, so timing and audio come from the
+processed video untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from v2v.consistency.fusion import FusionConfig, TemporalFuser
+from v2v.errors import InputError
+from v2v.flow.estimators import FlowEstimator
+from v2v.frames import Frame
+from v2v.io.reader import Reader, open_source
+
+log = logging.getLogger(__name__)
+
+
+def check_same_shape(processed: Reader, guide: Reader, max_frames: int | None = None,
+                     windowed: bool = False) -> None:
+    """Raise InputError (one line) when the two clips differ in size or in a known frame count.
+
+    Counts are compared after `max_frames`; with a time window (`windowed`) they are left to the stage,
+    which stops at the first frame one clip has and the other lacks.
+    """
+    a, b = processed.info, guide.info
+    if (a.width, a.height) != (b.width, b.height):
+        raise InputError(f"size differs: {a.path} is {a.width}x{a.height} but the guide {b.path} is "
+                         f"{b.width}x{b.height}; give the original the edit was made from")
+    if windowed or not a.frame_count or not b.frame_count:
+        return
+    count_a, count_b = (min(n, max_frames or n) for n in (a.frame_count, b.frame_count))
+    if count_a != count_b:
+        raise InputError(f"frame count differs: {a.path} has {count_a} frames but the guide {b.path} has "
+                         f"{count_b}; they must match frame for frame")
+
+
+class StabilizeStage:
+    """Make a processed clip temporally consistent, guided by the original's motion.
+
+    Args:
+        guide: the original video (file, folder or pattern), or an open reader.
+        config: FusionConfig. estimator: flow estimator (default DIS).
+        start, end, max_frames: the same window as the processed source's, applied to the guide.
+        device: torch device for the fusion. debug_dir: write flow and trust PNGs for every frame there.
+    """
+
+    def __init__(self, guide: str | os.PathLike[str] | Reader, config: FusionConfig | None = None,
+                 estimator: FlowEstimator | None = None, *, start: float = 0.0, end: float | None = None,
+                 max_frames: int | None = None, device: str = "cpu",
+                 debug_dir: str | os.PathLike[str] | None = None) -> None:
+        self.guide = guide
+        self.window = {"start": start, "end": end, "max_frames": max_frames}
+        self.fuser = TemporalFuser(config, estimator, device=device, keep_steps=debug_dir is not None)
+        self.debug_dir = Path(debug_dir) if debug_dir is not None else None
+
+    def open_guide(self) -> Reader:
+        if isinstance(self.guide, (str, os.PathLike)):
+            return open_source(self.guide, **self.window)  # type: ignore[arg-type]
+        return self.guide
+
+    def process(self, frames: Iterator[Frame]) -> Iterator[Frame]:
+        reader = self.open_guide()
+        held: list[Frame] = []  # frames waiting for lookahead, in order
+        try:
+            guide_frames = iter(reader)
+            count = 0
+            for frame in frames:
+                original = next(guide_frames, None)
+                if original is None:
+                    raise InputError(f"frame count differs: the guide {reader.info.path} ends after {count} frames "
+                                     "but the processed video goes on; they must match frame for frame")
+                if original.image.shape != frame.image.shape:
+                    raise InputError(
+                        f"size differs at frame {count}: processed is {frame.width}x{frame.height} but the guide "
+                        f"is {original.width}x{original.height}"
+                    )
+                count += 1
+                held.append(frame)
+                for image in self.fuser.push(frame.image, original.image):
+                    self._debug()
+                    yield held.pop(0).with_image(image)
+            if next(guide_frames, None) is not None:
+                raise InputError(f"frame count differs: the processed video ends after {count} frames but the guide "
+                                 f"{reader.info.path} has more; they must match frame for frame")
+            for image in self.fuser.flush():
+                self._debug()
+                yield held.pop(0).with_image(image)
+        finally:
+            if reader is not self.guide:
+                reader.close()
+        if self.fuser.cuts:
+            log.info("scene cuts at frames %s", ", ".join(map(str, self.fuser.cuts)))
+
+    def _debug(self) -> None:
+        step = self.fuser.last_step
+        if self.debug_dir is None or step is None:
+            return
+        from v2v.flow.visualize import flow_to_rgb, mask_to_rgb, write_png
+
+        if step.flow is not None:
+            write_png(self.debug_dir / f"flow_{step.index:05d}.png", flow_to_rgb(step.flow))
+        if step.trust is not None:
+            write_png(self.debug_dir / f"trust_{step.index:05d}.png", mask_to_rgb(step.trust))

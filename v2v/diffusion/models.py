@@ -41,7 +41,7 @@ def _download_hint(repo: str, files: str = "") -> str:
     return f"get it with `hf download {repo}{' ' + files if files else ''}` (huggingface-cli download on older hubs)"
 
 
-def resolve_path(name: str | os.PathLike[str], what: str, files_hint: str = "") -> Path:
+def resolve_path(name: str | os.PathLike[str], what: str, files_hint: str = "", instead: str = "pass a path") -> Path:
     """A local path for `name`: itself if it exists, else the cached snapshot of a hub id.
 
     `name` may be `org/repo` or `org/repo/path/inside/the/repo`. Raises ModelError (one line, naming
@@ -65,7 +65,7 @@ def resolve_path(name: str | os.PathLike[str], what: str, files_hint: str = "") 
             return snapshot / inside
         hint = _download_hint(repo, files_hint or (inside.as_posix() if inside.parts else ""))
         raise ModelError(
-            f"{what} {text!r} is neither a local path nor in the Hugging Face cache (offline); {hint}, or pass a path"
+            f"{what} {text!r} is neither a local path nor in the Hugging Face cache (offline); {hint}, or {instead}"
         )
     raise ModelError(f"{what} {text!r} not found; pass an existing folder or file, or a hub id that is in the cache")
 
@@ -99,8 +99,18 @@ def load_controlnet(name: str, dtype: torch.dtype) -> Any:
     path = resolve_path(name, "ControlNet")
     try:
         if path.is_file():
-            return ControlNetModel.from_single_file(str(path), local_files_only=True, **_dtype_argument(dtype))
+            # diffusers would fetch a config from the hub when none is at hand; we never download
+            if not (path.parent / "config.json").exists():
+                raise ModelError(
+                    f"single-file ControlNet {name!r} needs its diffusers config.json beside it (e.g. from "
+                    "lllyasviel/control_v11p_sd15_canny), or pass the ControlNet's diffusers folder"
+                )
+            return ControlNetModel.from_single_file(
+                str(path), config=str(path.parent), local_files_only=True, **_dtype_argument(dtype)
+            )
         return ControlNetModel.from_pretrained(str(path), local_files_only=True, **_dtype_argument(dtype))
+    except ModelError:
+        raise
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"cannot load ControlNet {name!r}: {_first_line(exc)}") from exc
 
@@ -123,13 +133,20 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _is_sdxl_checkpoint(path: Path) -> bool:
-    if path.suffix != ".safetensors":
-        return False
-    from safetensors import safe_open
+def _checkpoint_family(path: Path) -> str:
+    """The hub repo whose diffusers configs fit a single-file checkpoint, guessed from its key names
+    (the repos diffusers itself would fetch configs from)."""
+    keys: list[str] = []
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as handle:
-        return any(key.startswith("conditioner.embedders.1.") for key in handle.keys())
+        with safe_open(str(path), framework="pt") as handle:
+            keys = list(handle.keys())
+    if any(key.startswith("conditioner.embedders.1.") for key in keys):
+        return "stabilityai/stable-diffusion-xl-base-1.0"
+    if any(key.startswith("cond_stage_model.model.") for key in keys):  # OpenCLIP text encoder: SD 2.x
+        return "stabilityai/stable-diffusion-2-1"
+    return "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 
 def load_pipeline(
@@ -155,12 +172,19 @@ def load_pipeline(
     )
     try:
         if path.is_file():
-            xl = _is_sdxl_checkpoint(path)
-            base = "StableDiffusionXL" if xl else "StableDiffusion"
+            # diffusers fetches the configs of the checkpoint's family from the hub when they are not given;
+            # we hand it a local folder instead, so nothing is downloaded
+            family = _checkpoint_family(path)
+            base = "StableDiffusionXL" if "xl" in family else "StableDiffusion"
             cls = getattr(diffusers, f"{base}{'ControlNet' if controlnets else ''}Img2ImgPipeline")
-            config = str(resolve_path(model_config, "model config")) if model_config else None
+            config = resolve_path(
+                model_config or family,
+                "diffusers configs for the single-file checkpoint",
+                "--include '*.json' '*.txt'",
+                "pass --model-config FOLDER (a diffusers folder of the same architecture)",
+            )
             pipe = cls.from_single_file(
-                str(path), config=config, local_files_only=True, **extra, **_dtype_argument(dtype)
+                str(path), config=str(config), local_files_only=True, **extra, **_dtype_argument(dtype)
             )
         else:
             if not (path / "model_index.json").exists():
@@ -170,8 +194,9 @@ def load_pipeline(
             )
     except ModelError:
         raise
-    except (OSError, ValueError, KeyError) as exc:
-        hint = " (pass --model-config with a diffusers folder of the same architecture)" if path.is_file() else ""
+    except Exception as exc:  # diffusers raises many kinds here (SingleFileComponentError is a bare Exception)
+        single = path.is_file() and not model_config
+        hint = " (pass --model-config with a diffusers folder of the same architecture)" if single else ""
         raise ModelError(f"cannot load base model {model!r}: {_first_line(exc)}{hint}") from exc
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

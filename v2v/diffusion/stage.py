@@ -106,15 +106,35 @@ class RestyleStage:
 
     def process(self, frames: Iterator[Frame]) -> Iterator[Frame]:
         self.bank.reset()
+        fuser = self._fuser()
         try:
             for batch in batched(frames, self.config.batch_size):
                 images = self.restyle([frame.image for frame in batch], [frame.index for frame in batch])
                 for frame, image in zip(batch, images, strict=True):
-                    yield frame.with_image(image)
+                    yield frame.with_image(self._fuse(fuser, image, frame.image))
         finally:
             for made in self.controls:
                 if hasattr(made, "close"):
                     made.close()
+
+    def _fuser(self) -> Any:
+        """The flow fuser of `v2v.consistency` when temporal is on with fusion, else None."""
+        if not self.config.temporal or self.config.fusion <= 0:
+            return None
+        from v2v.consistency import FusionConfig, TemporalFuser
+
+        return TemporalFuser(FusionConfig(strength=self.config.fusion), device=self.device)
+
+    def _fuse(self, fuser: Any, edited: np.ndarray, source: np.ndarray) -> np.ndarray:
+        """Blend in the previous output, warped by the source's flow, where it is visible; a scene cut
+        found by the fuser also restarts the attention bank (from the next batch on)."""
+        if fuser is None:
+            return edited
+        cuts = len(fuser.cuts)
+        fused = fuser.fuse(edited, source)
+        if len(fuser.cuts) > cuts:
+            self.bank.reset()
+        return fused
 
     def restyle(self, images: Sequence[np.ndarray], indices: Sequence[int]) -> list[np.ndarray]:
         """Restyle consecutive frames (RGB uint8 (H, W, 3), all one size) in one pipeline call.
@@ -162,7 +182,10 @@ class RestyleStage:
                     output_type="pt",
                     **arguments,
                 ).images
-        except torch.OutOfMemoryError as exc:
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            # CUDA raises OutOfMemoryError; the CPU allocator a RuntimeError "... can't allocate memory"
+            if not isinstance(exc, torch.OutOfMemoryError) and "allocate" not in str(exc):
+                raise
             raise ModelError(
                 f"out of memory restyling {count} frame(s) of {width}x{height} on {self.device}: use --batch-size 1, "
                 "--max-side 768 (diffuse smaller, scale back), --vae-tiling or --attention-slicing"

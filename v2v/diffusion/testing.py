@@ -9,7 +9,8 @@ weights.
 - `folder/controlnet-mismatch`: a ControlNet for a different UNet (cross-attention width 16);
 - `folder/ip-adapter/models/ip-adapter_tiny.safetensors` with `models/image_encoder/` beside it, the
   layout of h94/IP-Adapter; `folder/ip-adapter-bare/ip-adapter_tiny.safetensors` has no image encoder;
-- `folder/lora/pytorch_lora_weights.safetensors`: a rank-4 LoRA for the UNet (needs peft).
+- `folder/lora/pytorch_lora_weights.safetensors`: a rank-4 LoRA for the UNet (needs peft);
+- `folder/depth`: a tiny DPT depth estimator with its image processor.
 
 The weights are random: outputs are noise-like, but every code path (loading, ControlNet, IP-Adapter,
 attention processors, schedulers) runs exactly as it does for real models.
@@ -24,6 +25,8 @@ from pathlib import Path
 import torch
 
 CROSS_ATTENTION_DIM = 32
+# the width of the tiny vision transformers (IP-Adapter image encoder, DPT depth model)
+TINY_VISION_TRANSFORMER = dict(hidden_size=32, num_attention_heads=4, intermediate_size=37, image_size=32)
 
 
 def _bytes_to_unicode() -> list[str]:
@@ -146,15 +149,7 @@ def build_tiny_models(folder: str | Path, seed: int = 0) -> Path:
     mismatch.save_pretrained(str(folder / "controlnet-mismatch"))
 
     encoder = CLIPVisionModelWithProjection(
-        CLIPVisionConfig(
-            hidden_size=32,
-            projection_dim=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=37,
-            image_size=32,
-            patch_size=4,
-        )
+        CLIPVisionConfig(projection_dim=32, num_hidden_layers=2, patch_size=4, **TINY_VISION_TRANSFORMER)
     )
     models = folder / "ip-adapter" / "models"
     encoder.save_pretrained(str(models / "image_encoder"))
@@ -165,7 +160,26 @@ def build_tiny_models(folder: str | Path, seed: int = 0) -> Path:
     (folder / "ip-adapter-bare").mkdir(parents=True, exist_ok=True)
     save_file(weights, str(folder / "ip-adapter-bare" / "ip-adapter_tiny.safetensors"))
     _save_tiny_lora(pipe, folder / "lora")
+    _save_tiny_depth(folder / "depth")
     return folder
+
+
+def _save_tiny_depth(folder: Path) -> None:
+    """A 4-layer DPT depth estimator and its image processor (what `--depth-model` loads)."""
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    config = DPTConfig(
+        num_hidden_layers=4,
+        patch_size=8,
+        **TINY_VISION_TRANSFORMER,
+        neck_hidden_sizes=[8, 16, 16, 16],
+        fusion_hidden_size=16,
+        backbone_out_indices=[0, 1, 2, 3],
+        reassemble_factors=[4, 2, 1, 0.5],
+        initializer_range=0.1,  # the default (0.02) gives an all-but-constant random depth map
+    )
+    DPTForDepthEstimation(config).save_pretrained(str(folder))
+    DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False).save_pretrained(str(folder))
 
 
 def _tiny_ip_adapter(unet: torch.nn.Module, image_embed_dim: int) -> dict[str, torch.Tensor]:

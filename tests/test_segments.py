@@ -61,6 +61,29 @@ def test_segments_start_on_keyframes_and_cover_every_frame_once(gop_clip: Path) 
     assert [s.context for s in plan.segments] == [0, 17, 37]
 
 
+class RecordIndices:
+    """Records (index, pts) of the frames a stage sees."""
+
+    seen: list[tuple[int, int]] = []
+
+    def process(self, frames):
+        for frame in frames:
+            RecordIndices.seen.append((frame.index, frame.pts))
+            yield frame
+
+
+def test_stages_see_clip_wide_frame_numbers_in_every_segment(gop_clip: Path, tmp_path: Path) -> None:
+    RecordIndices.seen = []
+    run_segmented(gop_clip, lambda: [RecordIndices()], tmp_path / "o.mp4", segment_seconds=0.5, overlap=3,
+                  start=0.2, progress=False)
+    single = []
+    with open_source(gop_clip, start=0.2) as reader:
+        single = [(frame.index, frame.pts) for frame in reader]
+    # each segment re-sees its context frames, with the same numbers and timestamps as a single pass
+    assert sorted(set(RecordIndices.seen)) == single
+    assert len(RecordIndices.seen) == len(single) + 2 * 3
+
+
 def test_segmented_run_equals_single_pass(gop_clip: Path, tmp_path: Path) -> None:
     lossless = Encoding(codec="ffv1")
     single, segmented = tmp_path / "single.mkv", tmp_path / "segmented.mkv"

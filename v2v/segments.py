@@ -238,7 +238,8 @@ def encode_segment(
     Returns the number of frames written. Timestamps are the source's, so segments join without arithmetic.
     """
     window = TimeWindow(start=plan.time(segment.context), end=plan.time(segment.end))
-    reader = VideoFileReader(plan.source, window)
+    # frames are numbered as in a single pass over the plan's window, context frames included
+    reader = VideoFileReader(plan.source, window, first_index=segment.context - plan.segments[0].first)
     writer = VideoFileWriter(path, encoding=encoding, overwrite=True, fps=plan.fps)
     stages = [*make_stages(), _KeepSegment(plan.pts[segment.first])]
     report = run(reader, stages, writer, progress=False)

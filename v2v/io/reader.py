@@ -165,9 +165,11 @@ class VideoFileReader:
     stopped early (None when the file decoded to its end or the window was reached).
     """
 
-    def __init__(self, path: str | os.PathLike[str], window: TimeWindow | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], window: TimeWindow | None = None, first_index: int = 0) -> None:
+        """`first_index` numbers the frames when this reader covers a later part of a clip (a segment)."""
         self.path = os.fspath(path)
         self.window = window or TimeWindow()
+        self.first_index = first_index
         self._container = open_container(self.path)
         if not self._container.streams.video:
             self._container.close()
@@ -269,7 +271,7 @@ class VideoFileReader:
             ):
                 self.stopped_at = time if time is not None else end
                 return
-            yield Frame(frame_to_rgb(decoded), self.frames_read, decoded.pts, stream.time_base)
+            yield Frame(frame_to_rgb(decoded), self.first_index + self.frames_read, decoded.pts, stream.time_base)
             self.frames_read += 1
 
     def _decode(self) -> Iterator[av.VideoFrame]:

@@ -177,7 +177,7 @@ def count_flops(args: argparse.Namespace) -> dict[str, object]:
     control = flops(lambda: controlnet(latent, 500, text, controlnet_cond=condition))
     encode = flops(lambda: vae.encode(torch.empty(1, 3, 512, 512, device="meta")))
     decode = flops(lambda: vae.decode(torch.empty(1, 4, 64, 64, device="meta")))
-    steps = int(args.steps * args.strength)
+    steps = int(args.projection_steps * args.strength)
     per_frame_off = steps * (unet_plain + control) + encode + decode
     per_frame_on = steps * (unet_cross + control) + encode + decode
     per_frame_key = per_frame_on / args.keyframe_every
@@ -187,7 +187,7 @@ def count_flops(args: argparse.Namespace) -> dict[str, object]:
 
     return {
         "what": "PROJECTION: SD1.5 UNet+ControlNet+VAE from published configs, random weights on the meta device, "
-        f"512x512, {steps} denoising steps ({args.steps} x strength {args.strength}), CFG batch {guided}; "
+        f"512x512, {steps} denoising steps ({args.projection_steps} x strength {args.strength}), CFG batch {guided}; "
         "flow estimation and fusion (CPU DIS) and the text encoder not counted",
         "tflops_unet_forward": round(unet_plain / 1e12, 4),
         "tflops_unet_forward_cross_frame": round(unet_cross / 1e12, 4),
@@ -218,6 +218,7 @@ def main() -> None:
     parser.add_argument("--negative-prompt", default="blurry")
     parser.add_argument("--models", type=Path, default=None, help="tiny models folder (default: build in a temp dir)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for every contender (default 1)")
+    parser.add_argument("--projection-steps", type=int, default=20, help="steps assumed by the FLOPs projection")
     parser.add_argument("--no-flops", action="store_true", help="skip the SD 1.5 FLOPs projection")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -236,17 +237,20 @@ def main() -> None:
             "peer": plain_loop(models, sources, args),
             "off": v2v_run(models, frames, args, temporal=False),
             "on": v2v_run(models, frames, args, temporal=True),
+            "on_no_fusion": v2v_run(models, frames, args, temporal=True, fusion=0.0),
             "keyframes": v2v_run(models, frames, args, temporal=True, keyframe_every=args.keyframe_every),
         }
         best = timed(runs, args.rounds)
     (peer_seconds, peer_cpu, peer_out), (off_seconds, off_cpu, off_out) = best["peer"], best["off"]
     (on_seconds, _, on_out), (key_seconds, _, key_out) = best["on"], best["keyframes"]
+    no_fusion_out = best["on_no_fusion"][2]
     dis = make_flow_estimator("dis")
     flows = [dis.pair(a, b) for a, b in zip(sources, sources[1:], strict=False)]
     error_peer, masked = warping_error(peer_out, sources, flows)
     error_off, _ = warping_error(off_out, sources, flows)
     error_on, _ = warping_error(on_out, sources, flows)
     error_key, _ = warping_error(key_out, sources, flows)
+    error_no_fusion, _ = warping_error(no_fusion_out, sources, flows)
     height, width = sources[0].shape[:2]
     result: dict[str, object] = {
         "bench": "restyle",
@@ -272,6 +276,7 @@ def main() -> None:
         "warping_error_off": round(error_off, 6),
         "warping_error_on": round(error_on, 6),
         "warping_error_keyframes": round(error_key, 6),
+        "warping_error_on_without_flow_fusion": round(error_no_fusion, 6),
         "warping_ratio_on_vs_off": round(error_on / error_off, 3),
         "masked_fraction": round(masked, 3),
     }

@@ -280,6 +280,23 @@ def test_temporal_on_lowers_the_warping_error(tiny: Path) -> None:
     assert errors[True] < 0.5 * errors[False]
 
 
+def test_keyframe_mode_diffuses_only_keyframes(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from v2v.frames import Frame
+
+    stage = RestyleStage(make_config(tiny, keyframe_every=3))
+    calls: list[list[int]] = []
+    restyle_frames = stage.restyle
+
+    def counting(images: list[np.ndarray], indices: list[int]) -> list[np.ndarray]:
+        calls.append(list(indices))
+        return restyle_frames(images, indices)
+
+    monkeypatch.setattr(stage, "restyle", counting)
+    out = list(stage.process(iter(Frame(image, i, pts=10 * i) for i, image in enumerate(frames(7)))))
+    assert [(f.index, f.pts) for f in out] == [(i, 10 * i) for i in range(7)]
+    assert calls == [[0], [3], [6]]
+
+
 def test_shared_noise_only_when_temporal(tiny: Path) -> None:
     still = [moving_pattern(0, 64, 48)] * 2  # two identical frames
     on = restyle(RestyleStage(make_config(tiny, temporal=True, fusion=0.0)), still)

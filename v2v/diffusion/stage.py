@@ -5,7 +5,11 @@ With `temporal` on, three things tie the frames together:
 
 1. every frame starts from the same initial noise (the same seed for each frame);
 2. cross-frame attention (`attention.py`): self-attention also reads the anchor and previous frame;
-3. flow fusion and keyframes (see `_fuse`/keyframe mode below), when `v2v.consistency` is available.
+3. flow fusion (`v2v.consistency.TemporalFuser`): the previous output, warped by the source's flow, is
+   blended in where it is visible.
+
+With `keyframe_every` K > 1 only every K-th frame is diffused; the frames between get the look of the
+keyframes on both sides by flow (`keyframes.py`), then the same fusion.
 
 With `temporal` off each frame is plain img2img with its own seed (`seed + frame.index`), the baseline.
 """
@@ -108,14 +112,30 @@ class RestyleStage:
         self.bank.reset()
         fuser = self._fuser()
         try:
-            for batch in batched(frames, self.config.batch_size):
-                images = self.restyle([frame.image for frame in batch], [frame.index for frame in batch])
-                for frame, image in zip(batch, images, strict=True):
-                    yield frame.with_image(self._fuse(fuser, image, frame.image))
+            for frame, image in self._restyled(frames):
+                yield frame.with_image(self._fuse(fuser, image, frame.image))
         finally:
             for made in self.controls:
                 if hasattr(made, "close"):
                     made.close()
+
+    def _restyled(self, frames: Iterator[Frame]) -> Iterator[tuple[Frame, np.ndarray]]:
+        """(source frame, restyled image) in order: batches of diffused frames, or keyframes and the look
+        carried between them by flow."""
+        if self.config.keyframe_every > 1:
+            from v2v.diffusion.keyframes import KeyframeWindow
+            from v2v.flow import make_flow_estimator
+
+            window = KeyframeWindow(
+                self.config.keyframe_every,
+                lambda frame: self.restyle([frame.image], [frame.index])[0],
+                make_flow_estimator("dis"),
+            )
+            yield from window.process(frames)
+            return
+        for batch in batched(frames, self.config.batch_size):
+            images = self.restyle([frame.image for frame in batch], [frame.index for frame in batch])
+            yield from zip(batch, images, strict=True)
 
     def _fuser(self) -> Any:
         """The flow fuser of `v2v.consistency` when temporal is on with fusion, else None."""

@@ -10,26 +10,6 @@ from v2v.sr.models import NAMED_MODELS  # light: torch is imported only when a m
 HELP = "upscale a video with a super-resolution model (named Real-ESRGAN models or any spandrel checkpoint)"
 
 
-def _scale(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 1:
-        raise argparse.ArgumentTypeError(f"expected a scale >= 1, got {text}")
-    return value
-
-
-def _tile(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value != 0 and value < 64:
-        raise argparse.ArgumentTypeError(f"expected 0 (no tiling) or a tile of at least 64 pixels, got {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_io_arguments(parser)
     model = parser.add_argument_group("model")
@@ -38,9 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"a named model ({', '.join(NAMED_MODELS)}; see `v2v models`) or a checkpoint file "
         "(.pth/.safetensors of any architecture spandrel knows, or an ncnn .param); default %(default)s",
     )  # fmt: skip
-    model.add_argument("--scale", type=_scale, default=None,
-                       help="output scale (default: the model's); at most the network's own scale")
-    model.add_argument("--tile", type=_tile, default=None, metavar="N",
+    model.add_argument("--scale", type=float, default=None,
+                       help="output scale >= 1 (default: the model's); at most the network's own scale")
+    model.add_argument("--tile", type=int, default=None, metavar="N",
                        help="tile size in input pixels (0: never tile; default: automatic from free memory)")
     model.add_argument("--batch", type=_positive_int, default=1, metavar="N", help="frames per batch (default 1)")
     model.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")

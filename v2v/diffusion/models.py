@@ -8,6 +8,7 @@ looked for and the `hf download …` command that fetches it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -189,8 +190,11 @@ def load_pipeline(
         else:
             if not (path / "model_index.json").exists():
                 raise ModelError(f"base model {model!r} is a folder without model_index.json; pass a diffusers folder")
+            index = json.loads((path / "model_index.json").read_text())
+            if "safety_checker" in index:  # SD 1.x folders list one; v2v never runs it
+                extra["safety_checker"] = None
             pipe = diffusers.AutoPipelineForImage2Image.from_pretrained(
-                str(path), local_files_only=True, safety_checker=None, **extra, **_dtype_argument(dtype)
+                str(path), local_files_only=True, **extra, **_dtype_argument(dtype)
             )
     except ModelError:
         raise

@@ -10,7 +10,8 @@ weights.
 - `folder/ip-adapter/models/ip-adapter_tiny.safetensors` with `models/image_encoder/` beside it, the
   layout of h94/IP-Adapter; `folder/ip-adapter-bare/ip-adapter_tiny.safetensors` has no image encoder;
 - `folder/lora/pytorch_lora_weights.safetensors`: a rank-4 LoRA for the UNet (needs peft);
-- `folder/depth`: a tiny DPT depth estimator with its image processor.
+- `folder/depth`: a tiny DPT depth estimator with its image processor;
+- `folder/sdxl` and `folder/controlnet-sdxl`: an SDXL-style pipeline and a ControlNet for it.
 
 The weights are random: outputs are noise-like, but every code path (loading, ControlNet, IP-Adapter,
 attention processors, schedulers) runs exactly as it does for real models.
@@ -161,7 +162,46 @@ def build_tiny_models(folder: str | Path, seed: int = 0) -> Path:
     save_file(weights, str(folder / "ip-adapter-bare" / "ip-adapter_tiny.safetensors"))
     _save_tiny_lora(pipe, folder / "lora")
     _save_tiny_depth(folder / "depth")
+    _save_tiny_sdxl(folder, vae, text_encoder.config, tokenizer)
     return folder
+
+
+def _save_tiny_sdxl(folder: Path, vae: torch.nn.Module, text_config: object, tokenizer: object) -> None:
+    """`folder/sdxl`: an SDXL-style pipeline (two text encoders, `text_time` added conditions, 64-wide
+    cross-attention), and `folder/controlnet-sdxl`, a ControlNet for it."""
+    from diffusers import ControlNetModel, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * 8 + 32,  # six size/crop ids of 8 + the pooled text of 32
+        cross_attention_dim=2 * CROSS_ATTENTION_DIM,  # the two text encoders' states side by side
+    )
+    config = CLIPTextConfig(**{**text_config.to_dict(), "projection_dim": CROSS_ATTENTION_DIM})  # type: ignore[attr-defined]
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=CLIPTextModel(config),
+        text_encoder_2=CLIPTextModelWithProjection(config),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(
+            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
+        ),
+    )
+    pipe.save_pretrained(str(folder / "sdxl"))
+    ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16)).save_pretrained(
+        str(folder / "controlnet-sdxl")
+    )
 
 
 def _save_tiny_depth(folder: Path) -> None:

@@ -5,7 +5,10 @@ of the *original* video (the guide), frame t+1 of the processed video is warped 
 the squared RGB difference (values in [0, 1], averaged over the three channels) is averaged over the
 pixels the flow can be trusted on: not occluded by the forward-backward test
 |w + ŵ|² > 0.01 (|w|² + |ŵ|²) + 0.5 and not on a motion boundary (`v2v.flow.occlusion`). The score of a
-clip is the mean over its frame pairs; the fraction of pixels masked out is reported beside it.
+clip is the mean over its frame pairs; the fraction of pixels masked out is reported beside it. A pair
+with almost no trusted pixel (under `MIN_TRUSTED` = 5%: a scene cut, where the flow means nothing) has
+no warping error: it is left out of the mean and counted in `skipped_pairs`. (Lai et al.'s script
+scores a cut's few chance matches or the whole frame, which lets one cut outweigh the rest of a clip.)
 
 Everything streams: a meter holds the previous frame only.
 """
@@ -19,6 +22,8 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from v2v.flow.estimators import FlowEstimator
+
+MIN_TRUSTED = 0.05
 
 
 def psnr(image: np.ndarray, reference: np.ndarray) -> float:
@@ -53,7 +58,8 @@ def pair_warping_error(current: np.ndarray, following: np.ndarray, flow: np.ndar
         flow: float32 (H, W, 2), original frame t -> t+1. flow_back: t+1 -> t.
 
     Returns:
-        (mean squared error in [0, 1] units over trusted pixels and channels, masked fraction in [0, 1]).
+        (mean squared error in [0, 1] units over trusted pixels and channels, or NaN when fewer than
+        MIN_TRUSTED of the pixels are trusted; masked fraction in [0, 1]).
     """
     import torch
 
@@ -69,18 +75,20 @@ def pair_warping_error(current: np.ndarray, following: np.ndarray, flow: np.ndar
         squared = (now - warped).pow(2).mean(dim=0)
         keep = trusted[0, 0]
         count = int(keep.sum())
-        error = float(squared[keep].mean()) if count else float(squared.mean())
+        error = float(squared[keep].mean()) if count >= MIN_TRUSTED * keep.numel() else math.nan
         return error, 1.0 - count / keep.numel()
 
 
 @dataclasses.dataclass
 class VideoScores:
-    """Scores of one clip. `warping_error` and `masked_fraction` are means over frame pairs; `psnr`/`ssim`
-    means over frames (None without a reference)."""
+    """Scores of one clip. `warping_error` and `masked_fraction` are means over frame pairs with any
+    trusted pixel (`skipped_pairs` counts the others: scene cuts); `psnr`/`ssim` means over frames (None
+    without a reference)."""
 
     frames: int = 0
     warping_error: float | None = None
     masked_fraction: float | None = None
+    skipped_pairs: int = 0
     psnr: float | None = None
     ssim: float | None = None
 
@@ -118,9 +126,11 @@ class ScoreMeter:
 
     def result(self) -> VideoScores:
         scores = VideoScores(frames=self.frames)
-        if self._warp:
-            scores.warping_error = float(np.mean([e for e, _ in self._warp]))
-            scores.masked_fraction = float(np.mean([m for _, m in self._warp]))
+        usable = [(error, masked) for error, masked in self._warp if not math.isnan(error)]
+        scores.skipped_pairs = len(self._warp) - len(usable)
+        if usable:
+            scores.warping_error = float(np.mean([e for e, _ in usable]))
+            scores.masked_fraction = float(np.mean([m for _, m in usable]))
         if self._psnr:
             scores.psnr = float(np.mean(self._psnr))
             scores.ssim = float(np.mean(self._ssim))

@@ -27,8 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--low-rate", type=float, default=0.08,
                         help="0..1: weight of each new frame in the colour/exposure average (default 0.08; "
                              "lower = steadier colour)")
-    parser.add_argument("--lookahead", type=int, default=0, metavar="N",
-                        help="hold back N frames to seed the colour average after each restart (default 0)")
+    parser.add_argument("--lookahead", type=int, default=8, metavar="N",
+                        help="hold back N frames to seed the colour average at the start and after each cut "
+                             "(default 8; 0 = none)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     parser.add_argument("--debug-dir", default=None, metavar="DIR", help="write flow and trust-mask PNGs here")
 

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from v2v.flow.estimators import FlowEstimator, make_flow_estimator
-from v2v.flow.occlusion import invalid_mask
+from v2v.flow.occlusion import invalid_mask, outside_mask
 from v2v.flow.warp import flow_to_tensor, single_threaded, warp_by_flow
 from v2v.frames import check_image, images_to_tensor, tensor_to_images
 
@@ -95,7 +95,8 @@ def _gaussian_kernel(sigma: float, device: torch.device, dtype: torch.dtype) -> 
 
 
 def masked_lowpass(values: torch.Tensor, weight: torch.Tensor, scale: float) -> torch.Tensor:
-    """Normalised convolution: the `weight`-weighted low-pass of `values`, filled in where weight is 0.
+    """Normalised convolution: the `weight`-weighted low-pass of `values`, filled in where weight is 0
+    (from the neighbourhood, or in holes wider than the kernel from the trusted area's mean).
 
     Args:
         values: float (B, C, H, W). weight: float (B, 1, H, W) in [0, 1].
@@ -120,8 +121,10 @@ def masked_lowpass(values: torch.Tensor, weight: torch.Tensor, scale: float) -> 
     stack = F.pad(stack, (0, 0, pad, pad), mode="replicate")
     stack = F.conv2d(stack, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
     num, den = stack[:, :-1], stack[:, -1:]
-    low = num / den.clamp_min(1e-4)
-    low = torch.where(den > 1e-4, low, torch.zeros_like(low))
+    # holes wider than the kernel take the trusted area's mean (zero when nothing is trusted)
+    total = weight.sum(dim=(2, 3), keepdim=True)
+    mean = (values * weight).sum(dim=(2, 3), keepdim=True) / total.clamp_min(1e-6)
+    low = (num + 1e-3 * mean) / (den + 1e-3)
     return F.interpolate(low, size=(height, width), mode="bilinear", align_corners=False)
 
 
@@ -131,9 +134,13 @@ def _luma(batch: torch.Tensor) -> torch.Tensor:
 
 
 def _thumbnail(image: np.ndarray) -> np.ndarray:
-    """A 32-pixel-wide float thumbnail in [0, 1], for cheap scene comparisons."""
-    step = max(1, image.shape[1] // 32)
-    return image[::step, ::step].astype(np.float32) / 255.0
+    """A 16-pixel-wide float thumbnail in [0, 1] (area averages, so small motion barely changes it), for
+    cheap scene comparisons."""
+    import cv2
+
+    height, width = image.shape[:2]
+    size = (16, max(1, round(16 * height / width)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
 
 
 class TemporalFuser:
@@ -222,29 +229,36 @@ class TemporalFuser:
     def _tensor(self, image: np.ndarray) -> torch.Tensor:
         return images_to_tensor([image], self.device, self.dtype)
 
-    def _lookahead_seed(self, edited: torch.Tensor, source: np.ndarray) -> torch.Tensor | None:
-        """Mean low band of this edit and the pending ones up to the next cut, minus this edit's own (no
-        motion compensation: the low band is smooth); None without lookahead."""
+    def _lookahead_seed(self, edited: torch.Tensor, source: np.ndarray) -> tuple[torch.Tensor | None, int]:
+        """How far this edit's low band is from the window's mean look, and how many frames the window
+        holds; (None, 1) without lookahead.
+
+        The look of a frame is the low band of (edit - source): what the edit did, free of the content,
+        so frames of a moving shot can be averaged without motion compensation. The window runs over the
+        pending frames up to the next scene cut.
+        """
         if not self._pending:
-            return None
+            return None, 1
         scale = self.config.low_scale
         ones = torch.ones_like(edited[:, :1])
-        mine = masked_lowpass(edited, ones, scale)
+        mine = masked_lowpass(edited - self._tensor(source), ones, scale)
         total, count = mine.clone(), 1
-        here = _thumbnail(source)
+        before = _thumbnail(source)
         for future, future_source in self._pending:
-            if float(np.abs(_thumbnail(future_source) - here).mean()) > self.config.cut_threshold:
+            after = _thumbnail(future_source)
+            if float(np.abs(after - before).mean()) > self.config.cut_threshold:
                 break  # the window stops at the next scene cut
-            total += masked_lowpass(self._tensor(future), ones, scale)
+            before = after
+            total += masked_lowpass(self._tensor(future) - self._tensor(future_source), ones, scale)
             count += 1
-        return total / count - mine
+        return total / count - mine, count
 
     def _restart(self, edited: torch.Tensor, source: np.ndarray, index: int, cut: bool) -> torch.Tensor:
         if cut:
             self.cuts.append(index)
             log.info("scene cut at frame %d: temporal fusion restarts", index)
-        self._since_restart = 1
-        seed = self._lookahead_seed(edited, source)
+        seed, frames = self._lookahead_seed(edited, source)
+        self._since_restart = frames  # the running mean starts with the seed's weight
         return edited if seed is None else (edited + seed).clamp(0, 1)
 
     def _step(self, edited_image: np.ndarray, source: np.ndarray) -> torch.Tensor:
@@ -260,7 +274,7 @@ class TemporalFuser:
             to_previous, from_previous = self.estimator.pair(source, self._previous_source)
             flow = flow_to_tensor(to_previous, self.device, self.dtype)
             flow_back = flow_to_tensor(from_previous, self.device, self.dtype)
-            trust = (~invalid_mask(flow, flow_back)).to(self.dtype)
+            trust = (~(invalid_mask(flow, flow_back) | outside_mask(flow))).to(self.dtype)
             current_source = self._tensor(source)
             warped_source = warp_by_flow(self._tensor(self._previous_source), flow)
             mismatch = (_luma(warped_source) - _luma(current_source)).abs()

@@ -9,7 +9,7 @@
 """
 
 from v2v.flow.estimators import DIS_PRESETS, FLOW_METHODS, DISFlow, FlowEstimator, estimate_flow, make_flow_estimator
-from v2v.flow.occlusion import invalid_mask, motion_boundary_mask, occlusion_mask
+from v2v.flow.occlusion import invalid_mask, motion_boundary_mask, occlusion_mask, outside_mask
 from v2v.flow.warp import FlowWarp, flow_to_tensor, warp_by_flow
 
 __all__ = [
@@ -24,5 +24,6 @@ __all__ = [
     "make_flow_estimator",
     "motion_boundary_mask",
     "occlusion_mask",
+    "outside_mask",
     "warp_by_flow",
 ]

@@ -53,6 +53,22 @@ def motion_boundary_mask(flow: torch.Tensor) -> torch.Tensor:
     return _length_sq(dx) + _length_sq(dy) > 0.01 * _length_sq(flow) + 0.002
 
 
+def outside_mask(flow: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+    """True where x + flow(x) leaves the image (by more than `margin` pixels): content entering the frame,
+    which the forward-backward test cannot see because the warped flow is padded from the border.
+
+    Args:
+        flow: float (B, 2, H, W) in pixels.
+
+    Returns:
+        bool (B, 1, H, W).
+    """
+    height, width = flow.shape[-2:]
+    xs = torch.arange(width, device=flow.device, dtype=flow.dtype).view(1, 1, 1, -1) + flow[:, :1]
+    ys = torch.arange(height, device=flow.device, dtype=flow.dtype).view(1, 1, -1, 1) + flow[:, 1:]
+    return (xs < -margin) | (xs > width - 1 + margin) | (ys < -margin) | (ys > height - 1 + margin)
+
+
 def invalid_mask(flow: torch.Tensor, flow_back: torch.Tensor) -> torch.Tensor:
     """Occluded or on a motion boundary (Lai et al. 2018's mask): bool (B, 1, H, W), True = don't trust."""
     return occlusion_mask(flow, flow_back) | motion_boundary_mask(flow)

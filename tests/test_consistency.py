@@ -1,0 +1,146 @@
+"""Temporal fusion and `v2v stabilize`: flicker goes down, cuts restart, frames/size/timing are kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from conftest import write_clip
+
+from v2v.cli import main as cli
+from v2v.consistency import FusionConfig, TemporalFuser, masked_lowpass
+from v2v.io.reader import open_source
+
+
+def scene(index: int, seed: int, height: int = 72, width: int = 96) -> np.ndarray:
+    """A textured scene panning 2 px a frame to the left, RGB uint8."""
+    rng = np.random.default_rng(seed)
+    noise = rng.random((height // 4, (width + 200) // 4, 3)).astype(np.float32)
+    wide = cv2.resize(noise, (width + 200, height), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+    return (wide[:, 2 * index : 2 * index + width] * 255).astype(np.uint8)
+
+
+def flicker(image: np.ndarray, gain: float) -> np.ndarray:
+    return np.clip(image.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+
+
+def gains(count: int, seed: int = 5) -> np.ndarray:
+    return 1.0 + np.random.default_rng(seed).normal(0, 0.12, count)
+
+
+def test_fusion_removes_flicker_and_tends_to_the_consistent_edit() -> None:
+    sources = [scene(i, seed=1) for i in range(30)]
+    edits = [flicker(s, g) for s, g in zip(sources, gains(30), strict=True)]
+    fuser = TemporalFuser()
+    fused = [fuser.fuse(e, s) for e, s in zip(edits, sources, strict=True)]
+
+    def step_change(frames: list[np.ndarray]) -> float:  # mean brightness jump from frame to frame
+        means = [f.astype(np.float32).mean() for f in frames]
+        return float(np.mean(np.abs(np.diff(means))))
+
+    assert step_change(fused[10:]) < 0.25 * step_change(edits[10:])
+
+    def brightness_error(frames: list[np.ndarray]) -> float:  # against the edit at gain 1: the sources
+        pairs = zip(frames[10:], sources[10:], strict=True)
+        return float(np.mean([abs(f.astype(float).mean() - s.mean()) for f, s in pairs]))
+
+    assert brightness_error(fused) < 0.5 * brightness_error(edits)
+    assert fuser.cuts == []
+
+
+def test_identity_settings_return_the_edit() -> None:
+    fuser = TemporalFuser(FusionConfig(strength=0.0, low_rate=1.0))
+    for index in range(4):
+        source = scene(index, seed=2)
+        edit = flicker(source, 1.0 + 0.1 * index)
+        assert np.array_equal(fuser.fuse(edit, source), edit)
+
+
+def test_first_frame_is_the_edit() -> None:
+    source = scene(0, seed=3)
+    edit = flicker(source, 1.2)
+    assert np.array_equal(TemporalFuser().fuse(edit, source), edit)
+
+
+def test_scene_cut_restarts_without_smear() -> None:
+    sources = [scene(i, seed=4) for i in range(6)] + [255 - scene(i, seed=9) for i in range(6)]
+    edits = [flicker(s, 0.8 if i < 6 else 1.2) for i, s in enumerate(sources)]
+    fuser = TemporalFuser()
+    fused = [fuser.fuse(e, s) for e, s in zip(edits, sources, strict=True)]
+    assert fuser.cuts == [6]
+    assert np.array_equal(fused[6], edits[6])  # nothing of the old scene carried over
+    scene_change = np.abs(edits[8].astype(float) - edits[5]).mean()
+    assert np.abs(fused[8].astype(float) - edits[8]).mean() < 0.05 * scene_change  # no ghost of the old scene
+
+
+def test_lookahead_keeps_order_and_count_and_stays_bounded() -> None:
+    sources = [scene(i, seed=6) for i in range(10)]
+    factors = gains(10, seed=7)
+    factors[0] = 1.25  # the first edit is far off the mean look
+    edits = [flicker(s, g) for s, g in zip(sources, factors, strict=True)]
+    fuser = TemporalFuser(FusionConfig(lookahead=3))
+    out = []
+    for e, s in zip(edits, sources, strict=True):
+        out.extend(fuser.push(e, s))
+        assert len(fuser._pending) <= 3
+    out.extend(fuser.flush())
+    assert len(out) == 10
+    # the first frame is seeded with the mean look (edit - source) of the window, not the first edit's own
+
+    def look(frame: np.ndarray, index: int) -> float:
+        return float(frame.astype(float).mean() - sources[index].astype(float).mean())
+
+    window_look = np.mean([look(e, i) for i, e in enumerate(edits[:4])])
+    assert abs(look(out[0], 0) - window_look) < 0.25 * abs(look(edits[0], 0) - window_look)
+
+
+def test_masked_lowpass_fills_holes_from_the_trusted_area() -> None:
+    import torch
+
+    values = torch.full((1, 3, 40, 60), 0.5)
+    weight = torch.ones(1, 1, 40, 60)
+    weight[..., 10:30, 20:40] = 0
+    values[..., 10:30, 20:40] = 9.0  # untrusted values must not leak in
+    low = masked_lowpass(values, weight, 1 / 8)
+    assert torch.allclose(low, torch.full_like(low, 0.5), atol=1e-3)
+
+
+# -- the command -------------------------------------------------------------------------------------------
+
+
+def test_stabilize_keeps_frame_count_size_timing_and_audio(clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    assert cli(["stabilize", str(clip), "--guide", str(clip), "-o", str(out), "--no-progress",
+                "--debug-dir", str(tmp_path / "debug")]) == 0
+    with open_source(clip) as before, open_source(out) as after:
+        a, b = list(before), list(after)
+        assert (after.info.width, after.info.height) == (before.info.width, before.info.height)
+    assert len(a) == len(b) == 12
+    assert [f.time for f in a] == pytest.approx([f.time for f in b])
+    with av.open(str(out)) as container:
+        assert len(container.streams.audio) == 1
+    assert len(list((tmp_path / "debug").glob("flow_*.png"))) == 11
+
+
+def test_stabilize_one_frame_clip(tmp_path: Path) -> None:
+    one = write_clip(tmp_path / "one.mp4", frames=1)
+    out = tmp_path / "out.mp4"
+    assert cli(["stabilize", str(one), "--guide", str(one), "-o", str(out), "--no-progress"]) == 0
+    with open_source(out) as reader:
+        assert len(list(reader)) == 1
+
+
+def test_stabilize_refuses_mismatched_clips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    twelve = write_clip(tmp_path / "a.mp4", frames=12)
+    eight = write_clip(tmp_path / "b.mp4", frames=8)
+    wide = write_clip(tmp_path / "c.mp4", frames=12, width=80)
+    assert cli(["stabilize", str(twelve), "--guide", str(eight), "-o", str(tmp_path / "o1.mp4")]) == 1
+    error = capsys.readouterr().err
+    assert "frame count differs" in error and "12" in error and "8" in error and error.count("\n") == 1
+    assert cli(["stabilize", str(twelve), "--guide", str(wide), "-o", str(tmp_path / "o2.mp4")]) == 1
+    error = capsys.readouterr().err
+    assert "size differs" in error and "64x48" in error and "80x48" in error
+    assert not (tmp_path / "o1.mp4").exists() and not (tmp_path / "o2.mp4").exists()

@@ -371,9 +371,34 @@ def test_depth_maps_from_a_transformers_model(tiny: Path) -> None:
     assert restyle(RestyleStage(config), frames(1))[0].shape == (48, 64, 3)
 
 
+def test_pose_maps_from_a_vitpose_model(tiny: Path) -> None:
+    from v2v.diffusion.pose import PoseMaps
+    from v2v.frames import images_to_tensor
+
+    maps = PoseMaps(str(tiny / "pose"), "cpu", torch.float32, threshold=0.0)(images_to_tensor(frames(2)))
+    assert maps.shape == (2, 3, 48, 64) and maps.max() > 0  # random keypoints, but drawn
+    config = make_config(tiny, controlnets=[str(tiny / "controlnet")], controls=["pose"], pose_model=str(tiny / "pose"))
+    assert restyle(RestyleStage(config), frames(1))[0].shape == (48, 64, 3)
+
+
+def test_pose_drawing_follows_openpose() -> None:
+    from v2v.diffusion.pose import COLOURS, draw_pose, openpose_points
+
+    keypoints = np.zeros((17, 2), np.float32)
+    keypoints[5], keypoints[6] = (40, 20), (20, 20)  # left and right shoulders (COCO 5, 6)
+    scores = np.zeros(17, np.float32)
+    scores[[5, 6]] = 1.0
+    points = openpose_points(keypoints, scores, threshold=0.5)
+    assert points[1] == (30, 20) and points[2] == (20, 20) and points[5] == (40, 20)  # neck, r/l shoulder
+    assert sum(point is not None for point in points) == 3
+    canvas = draw_pose(points, 48, 64)
+    assert tuple(canvas[20, 30]) == COLOURS[1]  # the neck point in its colour
+    assert canvas[20, 25].any() and canvas[20, 35].any() and not canvas[40, 10].any()  # limbs drawn, rest black
+
+
 def test_pose_and_depth_say_what_they_need(tiny: Path) -> None:
     net = str(tiny / "controlnet")
-    with pytest.raises(UsageError, match="pose"):
+    with pytest.raises(UsageError, match="--pose-model"):
         RestyleStage(make_config(tiny, controlnets=[net], controls=["pose"]))
     with pytest.raises(UsageError, match="--depth-model"):
         RestyleStage(make_config(tiny, controlnets=[net], controls=["depth"]))

@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument("--control-scale", type=float, action="append", help="ControlNet strength (one, or one each)")
     model.add_argument("--depth-model", help="transformers depth model for --control depth")
+    model.add_argument("--pose-model", help="transformers ViTPose model for --control pose (one person a frame)")
     model.add_argument("--ip-adapter", metavar="REF.png", help="reference image whose look the IP-Adapter carries over")
     model.add_argument("--ip-adapter-model", help="IP-Adapter weights (default h94/IP-Adapter's ip-adapter_sd15)")
     model.add_argument(

@@ -33,6 +33,7 @@ class RestyleConfig:
     controls: list[str] = dataclasses.field(default_factory=list)
     control_scales: list[float] = dataclasses.field(default_factory=lambda: [1.0])
     depth_model: str | None = None
+    pose_model: str | None = None
     ip_adapter: str | None = None  # the reference image
     ip_adapter_model: str | None = None
     image_encoder: str | None = None

@@ -8,10 +8,9 @@ Every map function takes and returns float (B, 3, H, W) tensors in [0, 1] on the
 - `tile`: the frame itself (the tile ControlNet re-details a picture it is given);
 - `depth`: a transformers depth-estimation model (DPT, Depth Anything, ...) given by folder or cached hub
   id, near = bright, normalised per frame;
+- `pose`: OpenPose-style body maps from a transformers ViTPose model (`pose.py`; one person, the whole
+  frame as its box);
 - a path to a video: its frames, in step with the input (precomputed pose, depth, lineart, ...).
-
-Pose needs an OpenPose-style keypoint model, which v2v does not bundle: pass precomputed pose maps as a
-control video.
 """
 
 from __future__ import annotations
@@ -119,7 +118,9 @@ class ControlVideo:
         self.reader.close()
 
 
-def make_control(kind: str, *, device: str | torch.device, dtype: torch.dtype, depth_model: str | None) -> Any:
+def make_control(
+    kind: str, *, device: str | torch.device, dtype: torch.dtype, depth_model: str | None, pose_model: str | None
+) -> Any:
     """A function (B, 3, H, W) -> (B, 3, H, W) for a control name of CONTROLS or a control video path."""
     if kind == "canny":
         return canny
@@ -135,10 +136,14 @@ def make_control(kind: str, *, device: str | torch.device, dtype: torch.dtype, d
             )
         return DepthMaps(depth_model, device, dtype)
     if kind == "pose":
-        raise UsageError(
-            "v2v has no pose estimator built in: compute pose maps with an OpenPose tool and pass that video "
-            "as --control POSE_VIDEO"
-        )
+        if not pose_model:
+            raise UsageError(
+                "--control pose needs --pose-model FOLDER_OR_ID (a transformers ViTPose model such as "
+                "usyd-community/vitpose-base-simple), or pass precomputed pose maps as --control POSE_VIDEO"
+            )
+        from v2v.diffusion.pose import PoseMaps
+
+        return PoseMaps(pose_model, device, dtype)
     if os.path.exists(kind):
         return ControlVideo(kind)
     raise UsageError(f"unknown control {kind!r}: choose one of {', '.join(CONTROLS)} or give a control video path")

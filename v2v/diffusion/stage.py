@@ -75,7 +75,9 @@ class RestyleStage:
             self.pipe.vae.enable_tiling()
         # 3. Control maps, prompt checks, and the cross-frame attention bank.
         self.controls = [
-            control.make_control(kind, device=self.device, dtype=self.dtype, depth_model=config.depth_model)
+            control.make_control(
+                kind, device=self.device, dtype=self.dtype, depth_model=config.depth_model, pose_model=config.pose_model
+            )
             for kind in config.control_kinds
         ]
         self._warn_long_prompt(config.prompt, "prompt")

@@ -10,7 +10,7 @@ weights.
 - `folder/ip-adapter/models/ip-adapter_tiny.safetensors` with `models/image_encoder/` beside it, the
   layout of h94/IP-Adapter; `folder/ip-adapter-bare/ip-adapter_tiny.safetensors` has no image encoder;
 - `folder/lora/pytorch_lora_weights.safetensors`: a rank-4 LoRA for the UNet (needs peft);
-- `folder/depth`: a tiny DPT depth estimator with its image processor;
+- `folder/depth`: a tiny DPT depth estimator with its image processor; `folder/pose`: a tiny ViTPose;
 - `folder/sdxl` and `folder/controlnet-sdxl`: an SDXL-style pipeline and a ControlNet for it.
 
 The weights are random: outputs are noise-like, but every code path (loading, ControlNet, IP-Adapter,
@@ -162,6 +162,7 @@ def build_tiny_models(folder: str | Path, seed: int = 0) -> Path:
     save_file(weights, str(folder / "ip-adapter-bare" / "ip-adapter_tiny.safetensors"))
     _save_tiny_lora(pipe, folder / "lora")
     _save_tiny_depth(folder / "depth")
+    _save_tiny_pose(folder / "pose")
     _save_tiny_sdxl(folder, vae, text_encoder.config, tokenizer)
     return folder
 
@@ -220,6 +221,19 @@ def _save_tiny_depth(folder: Path) -> None:
     )
     DPTForDepthEstimation(config).save_pretrained(str(folder))
     DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False).save_pretrained(str(folder))
+
+
+def _save_tiny_pose(folder: Path) -> None:
+    """A 2-layer ViTPose (17 COCO keypoints) and its image processor (what `--pose-model` loads)."""
+    from transformers import VitPoseBackboneConfig, VitPoseConfig, VitPoseForPoseEstimation, VitPoseImageProcessor
+
+    backbone = VitPoseBackboneConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+        image_size=[64, 48], patch_size=[8, 8], out_indices=[2],
+    )  # fmt: skip
+    config = VitPoseConfig(backbone_config=backbone, scale_factor=4, use_simple_decoder=True, num_labels=17)
+    VitPoseForPoseEstimation(config).save_pretrained(str(folder))
+    VitPoseImageProcessor(size={"height": 64, "width": 48}).save_pretrained(str(folder))
 
 
 def _tiny_ip_adapter(unet: torch.nn.Module, image_embed_dim: int) -> dict[str, torch.Tensor]:

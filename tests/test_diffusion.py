@@ -458,6 +458,33 @@ def test_out_of_memory_says_what_to_do(tiny: Path, monkeypatch: pytest.MonkeyPat
         restyle(stage, frames(1))
 
 
+def test_command_errors_are_one_line_and_write_nothing(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+
+    from v2v.cli import main
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    output = tmp_path / "out.mp4"
+    assert main(["restyle", str(clip), "-o", str(output), "--model", "someone/missing-sd", "--prompt", "x"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "hf download someone/missing-sd" in error
+    assert main(["restyle", str(clip), "-o", str(output), "--prompt", "x"]) == 2  # no model at all
+    assert "--model" in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_attention_slicing_changes_memory_not_results_and_vae_tiling_runs(tiny: Path) -> None:
+    plain = restyle(RestyleStage(make_config(tiny, fusion=0.0)), frames(2))
+    sliced = restyle(RestyleStage(make_config(tiny, fusion=0.0, attention_slicing=True)), frames(2))
+    assert max_diff(plain, sliced) <= 1
+    tiled = RestyleStage(make_config(tiny, fusion=0.0, vae_tiling=True))
+    assert tiled.pipe.vae.use_tiling
+    # the tiny VAE's tiles are 64 pixels, so these frames go through it in blended tiles
+    assert [image.shape for image in restyle(tiled, frames(1, width=160, height=96))] == [(96, 160, 3)]
+
+
 def test_controlnet_that_does_not_fit_the_base_model(tiny: Path) -> None:
     with pytest.raises(ModelError, match="does not fit base model.*cross_attention_dim"):
         RestyleStage(make_config(tiny, controlnets=[str(tiny / "controlnet-mismatch")]))

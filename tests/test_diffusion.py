@@ -213,6 +213,8 @@ def test_lora_changes_the_output(tiny: Path) -> None:
     plain = restyle(RestyleStage(make_config(tiny)), frames(1))
     styled = restyle(RestyleStage(make_config(tiny, lora=str(tiny / "lora"), lora_scale=1.0)), frames(1))
     assert max_diff(plain, styled) > 1
+    off = restyle(RestyleStage(make_config(tiny, lora=str(tiny / "lora"), lora_scale=0.0)), frames(1))
+    assert max_diff(plain, off) <= 1  # the scale is honoured when the LoRA is fused
 
 
 @pytest.mark.parametrize("scheduler", ["lcm", "euler-a", "dpm++"])
@@ -434,6 +436,7 @@ def test_single_file_checkpoint_never_downloads_its_configs(
     tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import huggingface_hub.constants
+    from PIL import Image
     from safetensors.torch import save_file
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
@@ -443,8 +446,10 @@ def test_single_file_checkpoint_never_downloads_its_configs(
         RestyleStage(make_config(tiny, model=str(checkpoint)))
     with pytest.raises(ModelError, match="cannot load base model"):  # configs given, but no weights in the file
         RestyleStage(make_config(tiny, model=str(checkpoint), model_config=str(tiny / "sd")))
+    reference = tmp_path / "ref.png"
+    Image.new("RGB", (32, 32)).save(reference)
     with pytest.raises(ModelError, match=r"hf download h94/IP-Adapter"):  # the default IP-Adapter, not cached
-        RestyleStage(make_config(tiny, ip_adapter=str(tmp_path / "ref.png")))
+        RestyleStage(make_config(tiny, ip_adapter=str(reference)))
 
 
 def test_out_of_memory_says_what_to_do(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -491,9 +496,15 @@ def test_controlnet_that_does_not_fit_the_base_model(tiny: Path) -> None:
 
 
 def test_ip_adapter_without_its_image_encoder(tiny: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    reference = tmp_path / "ref.png"
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(reference)
     model = str(tiny / "ip-adapter-bare" / "ip-adapter_tiny.safetensors")
     with pytest.raises(ModelError, match="no image encoder.*--image-encoder"):
-        RestyleStage(make_config(tiny, ip_adapter=str(tmp_path / "ref.png"), ip_adapter_model=model))
+        RestyleStage(make_config(tiny, ip_adapter=str(reference), ip_adapter_model=model))
+    with pytest.raises(InputError, match="reference image"):
+        RestyleStage(make_config(tiny, ip_adapter=str(tmp_path / "missing.png"), ip_adapter_model=model))
 
 
 def test_long_prompt_is_cut_with_a_warning(tiny: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -35,7 +35,7 @@ class RestyleStage:
     """A pipeline stage (see `v2v.pipeline.Stage`) that restyles frames as `config` says.
 
     Models load when the stage is made, so a missing model fails before any frame is decoded. Frames may
-    have any size: they are padded (reflected) to a multiple of the VAE's factor, and cut back after.
+    have any size: they are padded (edge pixels repeated) to a multiple of the VAE's factor, and cut back after.
     """
 
     def __init__(self, config: RestyleConfig) -> None:
@@ -64,8 +64,9 @@ class RestyleStage:
         self.guided = config.guidance > 1.0 and self.pipe.unet.config.get("time_cond_proj_dim") is None
         self.ip_embeds: list[torch.Tensor] | None = None
         if config.ip_adapter:
+            reference = _read_reference(config.ip_adapter)
             models.load_ip_adapter(self.pipe, config.ip_adapter_model, config.image_encoder, config.ip_adapter_scale)
-            self.ip_embeds = self._reference_embeds(config.ip_adapter)
+            self.ip_embeds = self.pipe.prepare_ip_adapter_image_embeds(reference, None, self.device, 1, self.guided)
         if config.attention_slicing:
             if config.ip_adapter:  # slicing would replace the IP-Adapter's attention processors
                 log.warning("attention slicing is not combined with an IP-Adapter; running without it")
@@ -97,18 +98,6 @@ class RestyleStage:
                 tokenizer.model_max_length,
                 kept[-40:],
             )
-
-    def _reference_embeds(self, reference: str) -> list[Any]:
-        """The IP-Adapter embedding of the reference image, computed once: [(2 or 1, 1, D)]."""
-        from PIL import Image
-
-        from v2v.errors import InputError
-
-        try:
-            image = Image.open(reference).convert("RGB")
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read IP-Adapter reference image {reference}: {exc}") from exc
-        return self.pipe.prepare_ip_adapter_image_embeds(image, None, self.device, 1, self.guided)
 
     def process(self, frames: Iterator[Frame]) -> Iterator[Frame]:
         self.bank.reset()
@@ -217,6 +206,19 @@ class RestyleStage:
         if result.shape[-2:] != (height, width):
             result = F.interpolate(result.float(), size=(height, width), mode="bicubic", align_corners=False)
         return tensor_to_images(result)
+
+
+def _read_reference(path: str) -> Any:
+    """The IP-Adapter's reference image as an RGB PIL image."""
+    from PIL import Image
+
+    from v2v.errors import InputError
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the IP-Adapter reference image {path}: {exc}") from exc
 
 
 def quiet_loading() -> None:

@@ -28,16 +28,16 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from v2v.flow.estimators import FlowEstimator, make_flow_estimator
+from v2v.flow.estimators import FlowEstimator, check_pair, make_flow_estimator
 from v2v.flow.occlusion import invalid_mask, outside_mask
 from v2v.flow.warp import flow_to_tensor, single_threaded, warp_by_flow
-from v2v.frames import check_image, images_to_tensor, tensor_to_images
+from v2v.frames import images_to_tensor, tensor_to_images
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class TemporalFuser:
         fuser = TemporalFuser()                      # DIS flow on the CPU
         for edited, source in pairs:                 # RGB uint8 (H, W, 3) each, same size
             for stable in fuser.push(edited, source):
-                ...                                  # yields lagged by `config.lookahead` frames
+                ...                                  # lagged by `config.lookahead` frames
         for stable in fuser.flush():
             ...
 
@@ -160,18 +160,17 @@ class TemporalFuser:
     Args:
         config: FusionConfig. estimator: flow estimator (default DIS "fast").
         device: torch device for the fusion arithmetic. dtype: float32 (default) or a half type on CUDA.
-        keep_steps: record FusionStep details (flows, trust) in `last_step` for debugging.
+        on_step: called with a FusionStep (flows, trust map) after every frame, for debugging.
     """
 
     def __init__(self, config: FusionConfig | None = None, estimator: FlowEstimator | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 keep_steps: bool = False) -> None:
+                 on_step: Callable[[FusionStep], None] | None = None) -> None:
         self.config = config or FusionConfig()
         self.estimator = estimator or make_flow_estimator("dis")
         self.device = torch.device(device)
         self.dtype = dtype
-        self.keep_steps = keep_steps
-        self.last_step: FusionStep | None = None
+        self.on_step = on_step
         self.cuts: list[int] = []
         self._index = 0
         self._since_restart = 0
@@ -188,42 +187,36 @@ class TemporalFuser:
         self._previous_output = None
         self._since_restart = 0
 
-    @torch.inference_mode()
     def fuse(self, edited: np.ndarray, source: np.ndarray) -> np.ndarray:
         """Fused RGB uint8 (H, W, 3) for frame t from its edit and source (no lookahead)."""
+        if self.config.lookahead:
+            raise ValueError("fuse() returns each frame at once; with lookahead use push() and flush()")
         self._check(edited, source)
-        with single_threaded(self.device):
-            return tensor_to_images(self._step(edited, source))[0]
+        return self._fused(edited, source)
 
-    def push(self, edited: np.ndarray, source: np.ndarray) -> Iterator[np.ndarray]:
-        """Feed one frame; yields the fused frames that are ready (lagging by `config.lookahead`)."""
+    def push(self, edited: np.ndarray, source: np.ndarray) -> list[np.ndarray]:
+        """Feed one frame; returns the fused frames now ready (none or one; lagging by `config.lookahead`)."""
         self._check(edited, source)
-        if self.config.lookahead == 0:
-            yield self.fuse(edited, source)
-            return
         self._pending.append((edited, source))
         if len(self._pending) > self.config.lookahead:
-            yield self._emit()
+            return [self._fused(*self._pending.popleft())]
+        return []
 
-    def flush(self) -> Iterator[np.ndarray]:
+    def flush(self) -> list[np.ndarray]:
         """The frames still held back by lookahead, at the end of the input."""
+        out = []
         while self._pending:
-            yield self._emit()
+            out.append(self._fused(*self._pending.popleft()))
+        return out
 
     # -- internals ------------------------------------------------------------------------------------
 
     @staticmethod
     def _check(edited: np.ndarray, source: np.ndarray) -> None:
-        check_image(edited)
-        check_image(source)
-        if edited.shape != source.shape:
-            raise ValueError(f"edited frame is {edited.shape[1]}x{edited.shape[0]} but its source is "
-                             f"{source.shape[1]}x{source.shape[0]}")
+        check_pair(edited, source, "an edited frame and its source must have one size")
 
-    @torch.inference_mode()
-    def _emit(self) -> np.ndarray:
-        edited, source = self._pending.popleft()
-        with single_threaded(self.device):
+    def _fused(self, edited: np.ndarray, source: np.ndarray) -> np.ndarray:
+        with torch.inference_mode(), single_threaded(self.device):
             return tensor_to_images(self._step(edited, source))[0]
 
     def _tensor(self, image: np.ndarray) -> torch.Tensor:
@@ -282,7 +275,7 @@ class TemporalFuser:
             trusted = float(trust.mean())
             cut = trusted < config.cut_min_trusted or float(mismatch.mean()) > config.cut_threshold
             step = FusionStep(index=index, cut=cut, flow=to_previous, flow_back=from_previous,
-                              trust=trust[0, 0].float().cpu().numpy() if self.keep_steps else None)
+                              trust=trust[0, 0].float().cpu().numpy() if self.on_step else None)
             if cut:
                 output = self._restart(edited, source, index, cut=True)
             else:
@@ -294,7 +287,8 @@ class TemporalFuser:
                 rate = max(config.low_rate, 1.0 / self._since_restart)
                 output = edited + (1.0 - rate) * low + config.strength * trust * (difference - low)
                 output = output.clamp(0, 1)
-        self.last_step = step if self.keep_steps else None
+        if self.on_step is not None:
+            self.on_step(step)
         self._previous_source = source
         self._previous_output = output
         return output

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from v2v.consistency.fusion import FusionConfig, TemporalFuser
+from v2v.consistency.fusion import FusionConfig, FusionStep, TemporalFuser
 from v2v.errors import InputError
 from v2v.flow.estimators import FlowEstimator
 from v2v.frames import Frame
@@ -56,8 +56,9 @@ class StabilizeStage:
                  debug_dir: str | os.PathLike[str] | None = None) -> None:
         self.guide = guide
         self.window = {"start": start, "end": end, "max_frames": max_frames}
-        self.fuser = TemporalFuser(config, estimator, device=device, keep_steps=debug_dir is not None)
         self.debug_dir = Path(debug_dir) if debug_dir is not None else None
+        self.fuser = TemporalFuser(config, estimator, device=device,
+                                   on_step=self._debug if debug_dir is not None else None)
 
     def open_guide(self) -> Reader:
         if isinstance(self.guide, (str, os.PathLike)):
@@ -83,13 +84,11 @@ class StabilizeStage:
                 count += 1
                 held.append(frame)
                 for image in self.fuser.push(frame.image, original.image):
-                    self._debug()
                     yield held.pop(0).with_image(image)
             if next(guide_frames, None) is not None:
                 raise InputError(f"frame count differs: the processed video ends after {count} frames but the guide "
                                  f"{reader.info.path} has more; they must match frame for frame")
             for image in self.fuser.flush():
-                self._debug()
                 yield held.pop(0).with_image(image)
         finally:
             if reader is not self.guide:
@@ -97,12 +96,12 @@ class StabilizeStage:
         if self.fuser.cuts:
             log.info("scene cuts at frames %s", ", ".join(map(str, self.fuser.cuts)))
 
-    def _debug(self) -> None:
-        step = self.fuser.last_step
-        if self.debug_dir is None or step is None:
-            return
+    def _debug(self, step: FusionStep) -> None:
+        """Flow (colour wheel) and trust map (white = carried from the previous output, black = occluded,
+        motion boundary, out of frame or photometric mismatch) of one frame, as PNGs in `debug_dir`."""
         from v2v.flow.visualize import flow_to_rgb, mask_to_rgb, write_png
 
+        assert self.debug_dir is not None
         if step.flow is not None:
             write_png(self.debug_dir / f"flow_{step.index:05d}.png", flow_to_rgb(step.flow))
         if step.trust is not None:

@@ -35,12 +35,13 @@ class FlowEstimator:
         return self(a, b), self(b, a)
 
 
-def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
+def check_pair(a: np.ndarray, b: np.ndarray, what: str = "flow needs two images of one size") -> None:
+    """Raise TypeError unless both follow the pixel contract, ValueError (starting with `what`) unless
+    they have one size."""
     check_image(a)
     check_image(b)
     if a.shape != b.shape:
-        raise ValueError(f"flow needs two images of one size, got {a.shape[1]}x{a.shape[0]} and "
-                         f"{b.shape[1]}x{b.shape[0]}")
+        raise ValueError(f"{what}, got {a.shape[1]}x{a.shape[0]} and {b.shape[1]}x{b.shape[0]}")
 
 
 class DISFlow(FlowEstimator):
@@ -66,11 +67,11 @@ class DISFlow(FlowEstimator):
         return self._cv2.cvtColor(image, self._cv2.COLOR_RGB2GRAY)
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        _check_pair(a, b)
+        check_pair(a, b)
         return self._dis.calc(self.gray(a), self.gray(b), None)
 
     def pair(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        _check_pair(a, b)
+        check_pair(a, b)
         ga, gb = self.gray(a), self.gray(b)  # convert once for both directions
         return self._dis.calc(ga, gb, None), self._dis.calc(gb, ga, None)
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from v2v.errors import ModelError
-from v2v.flow.estimators import FlowEstimator, _check_pair
+from v2v.flow.estimators import FlowEstimator, check_pair
 
 log = logging.getLogger(__name__)
 
@@ -185,11 +185,11 @@ class RAFTFlow(FlowEstimator):
         return flow[..., top : top + height, left : left + width]
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        _check_pair(a, b)
+        check_pair(a, b)
         return self.flows([a], [b])[0].permute(1, 2, 0).cpu().numpy()
 
     def pair(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        _check_pair(a, b)
+        check_pair(a, b)
         both = self.flows([a, b], [b, a]).permute(0, 2, 3, 1).cpu().numpy()
         return both[0], both[1]
 

@@ -193,9 +193,9 @@ class RestyleStage:
                     output_type="pt",
                     **arguments,
                 ).images
-        except (torch.OutOfMemoryError, RuntimeError) as exc:
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
             # CUDA raises OutOfMemoryError; the CPU allocator a RuntimeError "... can't allocate memory"
-            if not isinstance(exc, torch.OutOfMemoryError) and "allocate" not in str(exc):
+            if not isinstance(exc, torch.cuda.OutOfMemoryError) and "allocate" not in str(exc):
                 raise
             raise ModelError(
                 f"out of memory restyling {count} frame(s) of {width}x{height} on {self.device}: use --batch-size 1, "

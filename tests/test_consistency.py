@@ -144,3 +144,8 @@ def test_stabilize_refuses_mismatched_clips(tmp_path: Path, capsys: pytest.Captu
     error = capsys.readouterr().err
     assert "size differs" in error and "64x48" in error and "80x48" in error
     assert not (tmp_path / "o1.mp4").exists() and not (tmp_path / "o2.mp4").exists()
+
+
+def test_stabilize_refuses_segmented_runs(clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["stabilize", str(clip), "--guide", str(clip), "-o", str(tmp_path / "o.mp4"), "--resume"]) == 2
+    assert "one pass" in capsys.readouterr().err

@@ -43,6 +43,11 @@ def main(args: argparse.Namespace) -> int:
     from v2v.io.reader import open_source
 
     # 1. Check inputs: the options, then the two clips against each other.
+    segmented = getattr(args, "resume", False) or getattr(args, "work_dir", None)
+    if segmented or getattr(args, "backend", "local") != "local":
+        # segments would each restart the guide at frame 0 and the fusion at every segment boundary
+        raise UsageError("stabilize runs as one pass (the guide is read in step with the processed video); "
+                         "drop --resume/--work-dir/--backend ray")
     try:
         config = FusionConfig(strength=args.strength, low_rate=args.low_rate, lookahead=args.lookahead)
     except ValueError as error:

@@ -3,8 +3,9 @@
 `TemporalFuser` is fed one (edited, source) pair at a time and returns the fused frame. For frame t:
 
 1. Flow of the *source* between t and t-1 (both directions), and which pixels it can be trusted on: the
-   forward-backward and motion-boundary tests (`v2v.flow.occlusion`), softened by how well the warped
-   previous source matches the current one (so that flow errors and lighting changes are not trusted).
+   forward-backward and motion-boundary tests (`v2v.flow.occlusion`), not coming from outside the frame,
+   and softened by how well the warped previous source matches the current one (so that flow errors and
+   lighting changes are not trusted).
 2. The previous output is warped onto frame t: P = warp(O[t-1]).
 3. The edit is split in two bands around the difference d = P - E:
    - low band (colour, exposure, smooth colour fields): D = the trusted pixels' d, low-passed by
@@ -18,9 +19,11 @@
 4. Scene cuts (little trusted area, or the warped previous source far from the current one) restart the
    filter: nothing is carried across a cut.
 
-`lookahead` (frames, bounded) delays the output by that many frames and, at a restart, seeds the low
-band with the mean of the next frames' low bands, so the first frames after a cut already sit near the
-consistent look; memory stays flat (the window is `lookahead` frames).
+`lookahead` (frames, bounded) delays the output by that many frames and, at each restart (the first
+frame and every cut), seeds the low band with the mean look of the window up to the next cut (the look
+of a frame: the low band of edit - source, so content motion does not enter), and the running mean then
+counts the seed as that many frames. The first frames of a shot thus already sit near the consistent
+look instead of on their own edit's. Memory stays flat: the window is `lookahead` frames.
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ class FusionConfig:
     photometric_tolerance: source difference (0..1, luma) at which a warped pixel stops being trusted.
     cut_threshold: mean source difference (0..1) after motion compensation above which a cut is declared.
     cut_min_trusted: a cut is also declared when less than this fraction of pixels is trusted.
-    lookahead: frames of delay used to seed the low band after each restart (0 = none).
+    lookahead: frames of delay used to seed the low band at each restart (0 = none; `fuse()` needs 0,
+        `push()`/`flush()` take any).
     """
 
     strength: float = 0.85

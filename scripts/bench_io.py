@@ -6,7 +6,7 @@ looped six times by stream copy):
   `ffmpeg -i IN -c:v libx264 -crf 18 -preset medium -pix_fmt yuv420p -c:a copy OUT`, all with the same
   encoder settings and each in its own process;
 - peak memory (max RSS) of v2v transcode on the long clip against the 5 s original.
-Prints one JSON line. Usage: python scripts/bench_io.py [--loops 6] [--work DIR]
+Prints one JSON line (medians over alternating rounds). Usage: python scripts/bench_io.py [--rounds 3] [--work DIR]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import argparse
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,6 +79,7 @@ def frame_count(path: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--loops", type=int, default=6, help="how many times the 5 s clip is repeated")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the three (medians reported)")
     parser.add_argument("--work", type=Path, default=None, help="folder for the clips (default: a temp folder)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="v2v-bench-io-"))
@@ -91,11 +93,19 @@ def main() -> None:
             check=True,
         )
     v2v = [sys.executable, "-m", "v2v", "transcode", "--no-progress", "--overwrite"]
-    v2v_s, v2v_cpu, v2v_mb = timed([*v2v, str(long), "-o", str(work / "v2v.mp4")])
-    loop_s, loop_cpu, loop_mb = timed([sys.executable, "-c", PLAIN_PYAV_LOOP, str(long), str(work / "loop.mp4")])
-    ffmpeg_s, ffmpeg_cpu, ffmpeg_mb = timed(
-        ["ffmpeg", "-v", "error", "-y", "-i", str(long), "-c:v", "libx264", "-crf", "18", "-preset", "medium",
-         "-pix_fmt", "yuv420p", "-c:a", "copy", str(work / "ffmpeg.mp4")]
+    contenders = {
+        "v2v": [*v2v, str(long), "-o", str(work / "v2v.mp4")],
+        "loop": [sys.executable, "-c", PLAIN_PYAV_LOOP, str(long), str(work / "loop.mp4")],
+        "ffmpeg": ["ffmpeg", "-v", "error", "-y", "-i", str(long), "-c:v", "libx264", "-crf", "18", "-preset", "medium",
+                   "-pix_fmt", "yuv420p", "-c:a", "copy", str(work / "ffmpeg.mp4")],
+    }
+    # rounds alternate the contenders so that a change in the machine's load hits all of them; medians reported
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in contenders}
+    for _ in range(args.rounds):
+        for name, command in contenders.items():
+            results[name].append(timed(command))
+    (v2v_s, v2v_cpu, v2v_mb), (loop_s, loop_cpu, loop_mb), (ffmpeg_s, ffmpeg_cpu, ffmpeg_mb) = (
+        tuple(statistics.median(values) for values in zip(*results[name], strict=True)) for name in contenders
     )
     _, _, short_mb = timed([*v2v, str(short), "-o", str(work / "v2v_short.mp4")])
     frames = frame_count(long)
@@ -103,6 +113,7 @@ def main() -> None:
         "bench": "io",
         "clip": f"bigbuckbunny.mp4 x{args.loops} (1280x720, AAC)",
         "frames": frames,
+        "rounds": args.rounds,
         "v2v_s": round(v2v_s, 2),
         "pyav_loop_s": round(loop_s, 2),
         "ffmpeg_s": round(ffmpeg_s, 2),

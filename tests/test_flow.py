@@ -168,3 +168,19 @@ def test_raft_small_flow_accuracy_on_known_motion() -> None:
     inner = (slice(12, -12), slice(12, -12))
     assert np.median(np.linalg.norm(forward[inner] - [3, -2], axis=-1)) < 0.3
     assert np.median(np.linalg.norm(backward[inner] - [-3, 2], axis=-1)) < 0.3
+
+
+def test_estimator_factory_and_shortcut() -> None:
+    from v2v.errors import UsageError
+    from v2v.flow import estimate_flow
+
+    a = textured()
+    flow = estimate_flow(a, a)
+    assert flow.shape == (96, 128, 2) and flow.dtype == np.float32
+    assert np.abs(flow).max() < 0.05
+    with pytest.raises(UsageError, match="unknown flow method"):
+        make_flow_estimator("farneback")
+    with pytest.raises(UsageError, match="preset"):
+        make_flow_estimator("dis", preset="slowest")
+    with pytest.raises(ValueError, match="one size"):
+        make_flow_estimator("dis")(a, a[:64])

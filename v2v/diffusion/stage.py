@@ -121,6 +121,7 @@ class RestyleStage:
                 self.config.keyframe_every,
                 lambda frame: self.restyle([frame.image], [frame.index])[0],
                 make_flow_estimator("dis"),
+                on_cut=self.bank.reset,  # a new scene gets its own anchor frame
             )
             yield from window.process(frames)
             return

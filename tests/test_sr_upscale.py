@@ -102,6 +102,9 @@ def test_scales_the_model_cannot_meet():
         Upscaler(_compact(), tile=16)
     with pytest.raises(UsageError, match="fp16 is for CUDA"):
         Upscaler(_compact(), dtype="fp16")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="torch sees no CUDA device"):
+            UpscaleStage("no-such-model", device="cuda")  # refused before any model is looked for
 
 
 def test_frame_too_large_for_memory_is_tiled_automatically(monkeypatch):

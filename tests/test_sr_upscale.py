@@ -64,6 +64,16 @@ def test_tile_blending_hides_seams_of_a_deep_network():
     assert (tiled - whole).abs().mean() < 1e-3
 
 
+def test_upscalers_of_different_dtypes_share_a_model():
+    model = _compact()
+    x = torch.rand(1, 3, 24, 20)
+    full = Upscaler(model, dtype="fp32")
+    before = full(x)
+    half = Upscaler(model, dtype="bf16")
+    assert (half(x) - before).abs().max() < 0.05
+    assert torch.equal(full(x), before)  # the bf16 copy left the fp32 weights alone
+
+
 def test_batch_equals_single_frames():
     model = _compact()
     x = torch.rand(3, 3, 40, 36)

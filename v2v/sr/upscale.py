@@ -285,7 +285,7 @@ class Upscaler:
                 if not tile or tile >= max(height, width):
                     return self._network(x)
                 return self._tiled(x, tile)
-            except (torch.OutOfMemoryError, RuntimeError) as error:
+            except RuntimeError as error:  # torch.cuda.OutOfMemoryError is a RuntimeError (torch 2.4 has no torch.OOM)
                 if not _is_out_of_memory(error):
                     raise
                 if self.device.type == "cuda":

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from v2v.diffusion.config import RestyleConfig
+from v2v.diffusion.keyframes import scene_cut
 from v2v.errors import ModelError, require
 from v2v.frames import Frame, images_to_tensor, tensor_to_images
 from v2v.pipeline import batched
@@ -125,8 +126,14 @@ class RestyleStage:
             )
             yield from window.process(frames)
             return
+        previous: np.ndarray | None = None
         for batch in batched(frames, self.config.batch_size):
-            images = self.restyle([frame.image for frame in batch], [frame.index for frame in batch])
+            # the first frame of a new shot becomes the anchor of cross-frame attention
+            cuts = []
+            for frame in batch:
+                cuts.append(previous is not None and scene_cut(previous, frame.image))
+                previous = frame.image
+            images = self.restyle([frame.image for frame in batch], [frame.index for frame in batch], cuts)
             yield from zip(batch, images, strict=True)
 
     def _fuser(self) -> Any:
@@ -138,21 +145,18 @@ class RestyleStage:
         return TemporalFuser(FusionConfig(strength=self.config.fusion), device=self.device)
 
     def _fuse(self, fuser: Any, edited: np.ndarray, source: np.ndarray) -> np.ndarray:
-        """Blend in the previous output, warped by the source's flow, where it is visible; a scene cut
-        found by the fuser also restarts the attention bank (from the next batch on)."""
-        if fuser is None:
-            return edited
-        cuts = len(fuser.cuts)
-        fused = fuser.fuse(edited, source)
-        if len(fuser.cuts) > cuts:
-            self.bank.reset()
-        return fused
+        """Blend in the previous output, warped by the source's flow, where it is visible (the fuser
+        restarts by itself at scene cuts)."""
+        return edited if fuser is None else fuser.fuse(edited, source)
 
-    def restyle(self, images: Sequence[np.ndarray], indices: Sequence[int]) -> list[np.ndarray]:
+    def restyle(
+        self, images: Sequence[np.ndarray], indices: Sequence[int], cuts: Sequence[bool] | None = None
+    ) -> list[np.ndarray]:
         """Restyle consecutive frames (RGB uint8 (H, W, 3), all one size) in one pipeline call.
 
         `indices` are the frames' positions in the clip (they seed the noise when temporal is off). With
-        temporal on the frames must come in clip order across calls: the attention bank carries over.
+        temporal on the frames must come in clip order across calls: the attention bank carries over, and
+        a frame flagged in `cuts` (the first of a new shot) starts afresh as the anchor.
         """
         import torch
         import torch.nn.functional as F
@@ -182,7 +186,7 @@ class RestyleStage:
         attention = cross_frame_attention(self.pipe.unet, self.bank) if config.temporal else contextlib.nullcontext()
         try:
             with attention, torch.inference_mode():
-                self.bank.begin([False] * count)
+                self.bank.begin(list(cuts) if cuts is not None else [False] * count)
                 result = self.pipe(
                     prompt=[config.prompt] * count,
                     negative_prompt=[config.negative_prompt] * count if self.guided else None,

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 CROSS_ATTENTION_DIM = 32
+SELF_ATTENTION_GAIN = 10.0
 # the width of the tiny vision transformers (IP-Adapter image encoder, DPT depth model)
 TINY_VISION_TRANSFORMER = dict(hidden_size=32, num_attention_heads=4, intermediate_size=37, image_size=32)
 
@@ -88,6 +89,13 @@ def build_tiny_models(folder: str | Path, seed: int = 0) -> Path:
         cross_attention_dim=CROSS_ATTENTION_DIM,
         attention_head_dim=8,
     )
+    # At the default init a random UNet's output hardly depends on its self-attention; larger weights there
+    # make attention matter, as it does in trained models, so cross-frame attention has something to show.
+    for name, module in unet.named_modules():
+        if name.endswith("attn1"):
+            for linear in (module.to_q, module.to_k):
+                linear.weight.data *= SELF_ATTENTION_GAIN**0.5
+            module.to_out[0].weight.data *= SELF_ATTENTION_GAIN
     # Four blocks give SD's 8x latent, so the ControlNet's default conditioning embedding fits.
     vae = AutoencoderKL(
         block_out_channels=(8, 16, 16, 16),

@@ -21,9 +21,9 @@ def add_io_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="video file, or pattern such as out/%%05d.png")
     parser.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
     window = parser.add_argument_group("which frames")
-    window.add_argument("--start", type=_seconds, default=0.0, help="start at this time (seconds)")
-    window.add_argument("--end", type=_seconds, default=None, help="stop before this time (seconds)")
-    window.add_argument("--max-frames", type=_positive_int, default=None, metavar="N", help="process at most N frames")
+    window.add_argument("--start", type=seconds, default=0.0, help="start at this time (seconds)")
+    window.add_argument("--end", type=seconds, default=None, help="stop before this time (seconds)")
+    window.add_argument("--max-frames", type=positive_int, default=None, metavar="N", help="process at most N frames")
     encoding = parser.add_argument_group("encoding (video outputs)")
     encoding.add_argument("--codec", default="libx264", help="FFmpeg video encoder (default libx264; ffv1 is lossless)")
     encoding.add_argument("--crf", type=float, default=18, help="quality for x264/x265 (default 18; lower is better)")
@@ -41,28 +41,27 @@ def add_io_arguments(parser: argparse.ArgumentParser) -> None:
                       help="context frames decoded before each segment for stages that look back (default 8)")
     long.add_argument("--backend", choices=("local", "ray"), default="local",
                       help="run segments here, or as Ray tasks (pip install 'v2v[ray]')")
-    long.add_argument("--workers", type=_positive_int, default=2, help="Ray tasks at once (default 2)")
+    long.add_argument("--workers", type=positive_int, default=2, help="Ray tasks at once (default 2)")
     long.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text}")
-    return value
+def at_least(kind: Callable[[str], float], minimum: float, what: str) -> Callable[[str], Any]:
+    """An argparse type: text parsed by `kind` (int or float), refused below `minimum`, named `what`."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not value >= minimum:
+            raise argparse.ArgumentTypeError(f"expected {what} >= {minimum:g}, got {text}")
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text}")
-    return value
+seconds = at_least(float, 0, "seconds")
+positive_int = at_least(int, 1, "a whole number")
 
 
 def run_pipeline(args: argparse.Namespace, stages: Sequence[Stage] | Callable[[], Sequence[Stage]]) -> RunReport:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from v2v.commands.common import _positive_int, add_io_arguments, run_pipeline
+from v2v.commands.common import add_io_arguments, positive_int, run_pipeline
 from v2v.sr.models import NAMED_MODELS  # light: torch is imported only when a model loads
 
 HELP = "upscale a video with a super-resolution model (named Real-ESRGAN models or any spandrel checkpoint)"
@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="output scale >= 1 (default: the model's); at most the network's own scale")
     model.add_argument("--tile", type=int, default=None, metavar="N",
                        help="tile size in input pixels (0: never tile; default: automatic from free memory)")
-    model.add_argument("--batch", type=_positive_int, default=1, metavar="N", help="frames per batch (default 1)")
+    model.add_argument("--batch", type=positive_int, default=1, metavar="N", help="frames per batch (default 1)")
     model.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     model.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
                        help="compute precision (default auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)")

@@ -4,6 +4,7 @@ styled by a prompt and/or an IP-Adapter reference, kept steady by cross-frame at
 from __future__ import annotations
 
 import argparse
+import os
 
 from v2v.commands.common import add_io_arguments, run_pipeline
 
@@ -62,6 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--vae-tiling", action="store_true", default=None, help="decode large frames in tiles")
     speed.add_argument("--device", help="cuda, cuda:1, cpu, ... (default: cuda when there is one)")
     speed.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), help="default float16 on CUDA")
+    speed.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: the cores less one, as decoding and encoding run beside)",
+    )
 
 
 # CLI option -> RestyleConfig field, for the options whose names differ
@@ -91,5 +97,10 @@ def main(args: argparse.Namespace) -> int:
     from v2v.diffusion.stage import RestyleStage, quiet_loading
 
     quiet_loading()
+    # torch's CPU threads compete with the decoder and encoder threads; oversubscribed, they spin and can be
+    # ten times slower than one fewer
+    import torch
+
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) - 1))
     run_pipeline(args, [RestyleStage(config_from_args(args))])  # type: ignore[arg-type]
     return 0

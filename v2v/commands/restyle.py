@@ -93,8 +93,27 @@ def config_from_args(args: argparse.Namespace) -> object:
     return RestyleConfig(**values)
 
 
+class StageFactory:
+    """Builds the restyle stage once per process and hands it out again (each `process` call starts
+    afresh). Segmented runs call it per segment; pickled for a Ray worker it carries only the config."""
+
+    def __init__(self, config: object) -> None:
+        self.config = config
+        self.stage: object | None = None
+
+    def __call__(self) -> list[object]:
+        if self.stage is None:
+            from v2v.diffusion.stage import RestyleStage
+
+            self.stage = RestyleStage(self.config)  # type: ignore[arg-type]
+        return [self.stage]
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"config": self.config, "stage": None}
+
+
 def main(args: argparse.Namespace) -> int:
-    from v2v.diffusion.stage import RestyleStage, quiet_loading
+    from v2v.diffusion.stage import quiet_loading
 
     quiet_loading()
     # torch's CPU threads compete with the decoder and encoder threads; oversubscribed, they spin and can be
@@ -102,5 +121,7 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) - 1))
-    run_pipeline(args, [RestyleStage(config_from_args(args))])  # type: ignore[arg-type]
+    stages = StageFactory(config_from_args(args))
+    stages()  # load the models now: a missing one fails before any frame is decoded
+    run_pipeline(args, stages)  # type: ignore[arg-type]
     return 0

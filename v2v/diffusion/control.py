@@ -92,36 +92,57 @@ class DepthMaps:
 
 
 class ControlVideo:
-    """Precomputed control maps read from a video in step with the input frames (bounded: one at a time)."""
+    """Precomputed control maps from a video: its frame i conditions input frame i (of the processed range).
+
+    Reads forward one frame at a time (reopening only when asked for an earlier frame), so memory is flat
+    and keyframe mode or segmented runs, which ask for frames out of step, get the right maps.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self.reader: Any = None
+        self._frames: Iterator[Frame] = iter(())
+        self._next = 0
+        self._last: np.ndarray | None = None
+        self._open()  # fails now, before any input is decoded, if the video cannot be read
+
+    def _open(self) -> None:
         from v2v.io.reader import open_source
 
-        self.path = os.fspath(path)
+        self.close()
         self.reader = open_source(self.path)
-        self._frames: Iterator[Frame] = iter(self.reader)
+        self._frames, self._next, self._last = iter(self.reader), 0, None
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """The next B frames of the control video, resized to the frames' size; (B, 3, H, W) float [0, 1]."""
+    def maps(self, indices: list[int], like: torch.Tensor) -> torch.Tensor:
+        """Frames `indices` of the control video, resized to `like` (B, 3, H, W); float [0, 1] like `like`."""
         picked = []
-        for _ in range(images.shape[0]):
-            frame = next(self._frames, None)
-            if frame is None:
-                raise InputError(f"control video {self.path} has fewer frames than the input; give one map per frame")
-            picked.append(frame.image)
-        maps = images_to_tensor(picked, images.device, images.dtype)
-        if maps.shape[-2:] != images.shape[-2:]:
-            maps = F.interpolate(maps, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        for index in indices:
+            if self.reader is None or index < self._next - 1:
+                self._open()
+            while self._next <= index:
+                frame = next(self._frames, None)
+                if frame is None:
+                    raise InputError(
+                        f"control video {self.path} has {self._next} frames, the input has more; give one map per frame"
+                    )
+                self._next, self._last = self._next + 1, frame.image
+            assert self._last is not None
+            picked.append(self._last)
+        maps = images_to_tensor(picked, like.device, like.dtype)
+        if maps.shape[-2:] != like.shape[-2:]:
+            maps = F.interpolate(maps, size=like.shape[-2:], mode="bilinear", align_corners=False)
         return maps
 
     def close(self) -> None:
-        self.reader.close()
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
 
 
 def make_control(
     kind: str, *, device: str | torch.device, dtype: torch.dtype, depth_model: str | None, pose_model: str | None
 ) -> Any:
-    """A function (B, 3, H, W) -> (B, 3, H, W) for a control name of CONTROLS or a control video path."""
+    """A function (B, 3, H, W) -> (B, 3, H, W) for a control name of CONTROLS, or a `ControlVideo` for a path."""
     if kind == "canny":
         return canny
     if kind == "softedge":

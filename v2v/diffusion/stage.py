@@ -149,6 +149,14 @@ class RestyleStage:
         restarts by itself at scene cuts)."""
         return edited if fuser is None else fuser.fuse(edited, source)
 
+    @staticmethod
+    def _control_map(make: Any, frames: Any, indices: list[int], pad_h: int, pad_w: int) -> Any:
+        """A control map for (B, 3, H, W) frames (before padding), padded like them."""
+        from v2v.diffusion.control import ControlVideo
+
+        maps = make.maps(indices, frames) if isinstance(make, ControlVideo) else make(frames)
+        return _pad(maps, pad_h, pad_w)
+
     def restyle(
         self, images: Sequence[np.ndarray], indices: Sequence[int], cuts: Sequence[bool] | None = None
     ) -> list[np.ndarray]:
@@ -169,12 +177,12 @@ class RestyleStage:
         height, width = frames.shape[-2:]
         scaled = _fit(frames, config.max_side)
         pad_h, pad_w = -scaled.shape[-2] % self.multiple, -scaled.shape[-1] % self.multiple
-        padded = F.pad(scaled, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else scaled
+        padded = _pad(scaled, pad_h, pad_w)
         count = padded.shape[0]
         # 2. Control maps and the noise seeds.
         arguments: dict[str, Any] = {}
         if self.controls:
-            maps = [make(padded) for make in self.controls]
+            maps = [self._control_map(make, scaled, list(indices), pad_h, pad_w) for make in self.controls]
             scales = config.control_scales * (len(maps) if len(config.control_scales) == 1 else 1)
             arguments["control_image"] = maps[0] if len(maps) == 1 else maps
             arguments["controlnet_conditioning_scale"] = scales[0] if len(maps) == 1 else scales
@@ -211,6 +219,13 @@ class RestyleStage:
         if result.shape[-2:] != (height, width):
             result = F.interpolate(result.float(), size=(height, width), mode="bicubic", align_corners=False)
         return tensor_to_images(result)
+
+
+def _pad(images: Any, pad_h: int, pad_w: int) -> Any:
+    """(B, C, H, W) grown by `pad_h` rows and `pad_w` columns of repeated edge pixels."""
+    import torch.nn.functional as F
+
+    return F.pad(images, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else images
 
 
 def _read_reference(path: str) -> Any:

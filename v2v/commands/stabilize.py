@@ -38,22 +38,24 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from v2v.consistency import FusionConfig, StabilizeStage, check_same_shape
-    from v2v.errors import UsageError
+    from v2v.errors import InputError, UsageError
     from v2v.flow import make_flow_estimator
-    from v2v.io.reader import open_source
+    from v2v.io.reader import open_source, probe
 
     # 1. Check inputs: the options, then the two clips against each other.
-    segmented = getattr(args, "resume", False) or getattr(args, "work_dir", None)
-    if segmented or getattr(args, "backend", "local") != "local":
-        # segments would each restart the guide at frame 0 and the fusion at every segment boundary
-        raise UsageError("stabilize runs as one pass (the guide is read in step with the processed video); "
-                         "drop --resume/--work-dir/--backend ray")
     try:
         config = FusionConfig(strength=args.strength, low_rate=args.low_rate, lookahead=args.lookahead)
     except ValueError as error:
         raise UsageError(str(error)) from None
     with open_source(args.input) as processed, open_source(args.guide) as guide:
         check_same_shape(processed, guide, args.max_frames, windowed=args.start > 0 or args.end is not None)
+    segmented = bool(args.resume or args.work_dir or args.backend == "ray")
+    if segmented:
+        # each pass ends at a segment boundary, where the stage can't tell a longer guide: count exactly now
+        counts = [probe(path).frame_count for path in (args.input, args.guide)]
+        if counts[0] != counts[1]:
+            raise InputError(f"frame count differs: {args.input} has {counts[0]} frames but the guide {args.guide} "
+                             f"has {counts[1]}; they must match frame for frame")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     # 2. Flow estimator and the stage; the guide follows the same --start/--end/--max-frames window.
@@ -62,7 +64,8 @@ def main(args: argparse.Namespace) -> int:
     else:
         estimator = make_flow_estimator(args.flow, weights=args.flow_weights, device=device)
     stage = StabilizeStage(args.guide, config, estimator, start=args.start, end=args.end,
-                           max_frames=args.max_frames, device=device, debug_dir=args.debug_dir)
+                           max_frames=args.max_frames, device=device, debug_dir=args.debug_dir,
+                           check_end=not segmented)
 
     # 3. Run.
     run_pipeline(args, [stage])

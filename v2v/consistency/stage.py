@@ -7,16 +7,17 @@ processed video untouched.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from v2v.consistency.fusion import FusionConfig, FusionStep, TemporalFuser
-from v2v.errors import InputError
+from v2v.errors import InputError, UsageError
 from v2v.flow.estimators import FlowEstimator
 from v2v.frames import Frame
-from v2v.io.reader import Reader, open_source
+from v2v.io.reader import Reader, open_source, time_of_frame
 
 log = logging.getLogger(__name__)
 
@@ -47,31 +48,53 @@ class StabilizeStage:
         guide: the original video (file, folder or pattern), or an open reader.
         config: FusionConfig. estimator: flow estimator (default DIS).
         start, end, max_frames: the same window as the processed source's, applied to the guide.
+        check_end: refuse a guide with frames left when the processed frames end (off for segmented runs,
+            whose passes end at segment boundaries; the counts are compared up front there).
         device: torch device for the fusion. debug_dir: write flow and trust PNGs for every frame there.
     """
 
     def __init__(self, guide: str | os.PathLike[str] | Reader, config: FusionConfig | None = None,
                  estimator: FlowEstimator | None = None, *, start: float = 0.0, end: float | None = None,
                  max_frames: int | None = None, device: str = "cpu",
-                 debug_dir: str | os.PathLike[str] | None = None) -> None:
+                 debug_dir: str | os.PathLike[str] | None = None, check_end: bool = True) -> None:
         self.guide = guide
+        self.check_end = check_end
         self.window = {"start": start, "end": end, "max_frames": max_frames}
         self.debug_dir = Path(debug_dir) if debug_dir is not None else None
-        self.fuser = TemporalFuser(config, estimator, device=device,
-                                   on_step=self._debug if debug_dir is not None else None)
+        self._fuser_settings = (config, estimator, device)
+        self.fuser = self._new_fuser()
 
-    def open_guide(self) -> Reader:
-        if isinstance(self.guide, (str, os.PathLike)):
-            return open_source(self.guide, **self.window)  # type: ignore[arg-type]
-        return self.guide
+    def _new_fuser(self) -> TemporalFuser:
+        config, estimator, device = self._fuser_settings
+        return TemporalFuser(config, estimator, device=device,
+                             on_step=self._debug if self.debug_dir is not None else None)
+
+    def open_guide(self, skip: int = 0) -> Reader:
+        """The guide, from frame `skip` of the window on: a segment of a longer run starts part-way."""
+        if not isinstance(self.guide, (str, os.PathLike)):
+            if skip:
+                raise UsageError("a guide given as an open reader can't start part-way; pass its path instead")
+            return self.guide
+        start, end, max_frames = self.window["start"], self.window["end"], self.window["max_frames"]
+        if skip:
+            start = time_of_frame(self.guide, skip, start or 0.0)
+            max_frames = None if max_frames is None else max_frames - skip
+        return open_source(self.guide, start=start, end=end, max_frames=max_frames)  # type: ignore[arg-type]
 
     def process(self, frames: Iterator[Frame]) -> Iterator[Frame]:
-        reader = self.open_guide()
+        frames = iter(frames)
+        first = next(frames, None)
+        if first is None:
+            return
+        # Frame.index is the position in the clip: a segment of a segmented run starts the guide there too,
+        # with a fresh fuser (its context frames warm it up).
+        self.fuser = self._new_fuser()
+        reader = self.open_guide(skip=first.index)
         held: list[Frame] = []  # frames waiting for lookahead, in order
         try:
             guide_frames = iter(reader)
             count = 0
-            for frame in frames:
+            for frame in itertools.chain([first], frames):
                 original = next(guide_frames, None)
                 if original is None:
                     raise InputError(f"frame count differs: the guide {reader.info.path} ends after {count} frames "
@@ -85,7 +108,7 @@ class StabilizeStage:
                 held.append(frame)
                 for image in self.fuser.push(frame.image, original.image):
                     yield held.pop(0).with_image(image)
-            if next(guide_frames, None) is not None:
+            if self.check_end and next(guide_frames, None) is not None:
                 raise InputError(f"frame count differs: the processed video ends after {count} frames but the guide "
                                  f"{reader.info.path} has more; they must match frame for frame")
             for image in self.fuser.flush():

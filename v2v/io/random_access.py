@@ -7,7 +7,6 @@ forward. Either way frames follow the pixel contract (RGB uint8 (H, W, 3)) and c
 
 from __future__ import annotations
 
-import bisect
 import logging
 import os
 from collections.abc import Sequence
@@ -15,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from v2v.errors import InputError
-from v2v.io.reader import VideoFileReader, frame_to_rgb, open_container
+from v2v.io.reader import VideoFileReader, frame_timestamps, frame_to_rgb, open_container
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,9 @@ class FrameIndex:
             self._decord = decord.VideoReader(self.path, ctx=decord.cpu(0))
             self._length = len(self._decord)
         else:
-            self._pts = _presentation_order(self.path)
+            self._pts = frame_timestamps(self.path)[0]
+            if not self._pts:
+                raise InputError(f"{self.path}: no timestamped video frames to index")
             self._length = len(self._pts)
 
     def __len__(self) -> int:
@@ -82,17 +83,3 @@ class FrameIndex:
                 if frame.pts is not None and frame.pts >= target:
                     return frame_to_rgb(frame)
         raise InputError(f"{self.path}: frame {index} could not be decoded")
-
-
-def _presentation_order(path: str) -> list[int]:
-    """Every video packet's pts, sorted: frame i of the stream is the i-th of these."""
-    with open_container(path) as container:
-        stream = container.streams.video[0]
-        stamps: list[int] = []
-        for packet in container.demux(stream):
-            if packet.size and packet.pts is not None:
-                bisect.insort(stamps, packet.pts)
-    if not stamps:
-        raise InputError(f"{path}: no timestamped video frames to index")
-    return stamps
-

@@ -9,6 +9,7 @@ as players show it), 10/12-bit sources are rounded to 8 bits, an alpha channel i
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
 import math
@@ -420,6 +421,31 @@ def probe(path: str | os.PathLike[str], count_frames: bool = True) -> VideoInfo:
             count, variable = _scan_packets(reader.path)
             info = dataclasses.replace(info, frame_count=count, variable_frame_rate=variable)
     return info
+
+
+def frame_timestamps(path: str | os.PathLike[str]) -> tuple[list[int], Fraction]:
+    """Every video frame's pts in presentation order (from the packets, nothing decoded), and the time base:
+    frame i of the stream is at `pts[i] * time_base`."""
+    with open_container(os.fspath(path)) as container:
+        stream = container.streams.video[0]
+        stamps = sorted(packet.pts for packet in container.demux(stream) if packet.size and packet.pts is not None)
+        return stamps, stream.time_base
+
+
+def time_of_frame(path: str | os.PathLike[str], index: int, start: float = 0.0, fps: Fraction | None = None) -> float:
+    """Seconds from a source's first frame to its frame `index`, counting from the first frame at or after
+    `start`: where a reader must start to deliver that frame first (e.g. a side input of a later segment)."""
+    if is_image_sequence(path):
+        rate = Fraction(fps) if fps else DEFAULT_SEQUENCE_FPS
+        return float((math.ceil(start * rate - 1e-9) + index) / rate)
+    with VideoFileReader(path) as reader:
+        origin = reader.start_time
+    stamps, time_base = frame_timestamps(path)
+    times = [float(stamp * time_base) - origin for stamp in stamps]
+    position = bisect.bisect_left(times, start - 1e-6) + index
+    if position >= len(times):
+        raise InputError(f"{os.fspath(path)}: has no frame {index} after {start} s (it has {len(times)} frames)")
+    return times[position]
 
 
 def _scan_packets(path: str) -> tuple[int | None, bool | None]:

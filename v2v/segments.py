@@ -105,9 +105,10 @@ def plan_segments(
         keyframes: set[int] = set()
         for packet in container.demux(stream):
             if packet.size and packet.pts is not None:
-                bisect.insort(pts, packet.pts)
+                pts.append(packet.pts)
                 if packet.is_keyframe:
                     keyframes.add(packet.pts)
+    pts.sort()  # decode order to presentation order
     if not pts:
         raise InputError(f"{path}: no video frames with timestamps, so it can't be cut into segments")
     # the window, in frame indices
@@ -123,8 +124,9 @@ def plan_segments(
         if pts[index] in keyframes and seconds[index] - seconds[cuts[-1]] >= segment_seconds - 1e-6:
             cuts.append(index)
     bounds = [*cuts, stop]
+    # context never reaches before the window, so frame numbers (Frame.index) stay those of a single pass
     segments = [
-        Segment(number, first, end, max(begin if number == 0 else 0, first - overlap))
+        Segment(number, first, end, max(begin, first - overlap))
         for number, (first, end) in enumerate(zip(bounds, bounds[1:], strict=False))
     ]
     return Plan(path, pts, time_base, origin, fps, segments)

@@ -27,7 +27,10 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, w
 
 
 def test_version_is_fast_and_light() -> None:
-    code = "import sys; from v2v.cli import build_parser; build_parser(); print(sorted(m for m in ('av', 'torch', 'numpy') if m in sys.modules))"
+    code = (
+        "import sys; from v2v.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('av', 'torch', 'numpy') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
     version = v2v("--version")
@@ -65,7 +68,8 @@ with av.open({str(tone)!r}, 'w') as c:
         c.mux(p)
 """], check=True)
     assert_one_line_error(v2v("transcode", str(tone), "-o", str(out)), 1, "no video stream")
-    assert_one_line_error(v2v("transcode", str(clip), "-o", str(tmp_path / "no" / "dir" / "o.mp4")), 1, "does not exist")
+    nowhere = tmp_path / "no" / "dir" / "o.mp4"
+    assert_one_line_error(v2v("transcode", str(clip), "-o", str(nowhere)), 1, "does not exist")
     assert_one_line_error(v2v("transcode", str(clip), "-o", "/proc/v2v-cannot-write.mp4"), 1, "writing failed")
     assert_one_line_error(v2v("transcode", str(clip), "-o", str(out), "--codec", "nope"), 2, "unknown video encoder")
     assert_one_line_error(v2v("transcode", str(clip), "-o", str(out), "--start", "2", "--end", "1"), 2, "--end")

@@ -18,4 +18,5 @@ if ((${#missing[@]})); then
 fi
 
 python -m pip install -q -e '.[test]'
+python -m ruff check .
 python -m pytest -q "$@"

@@ -35,6 +35,7 @@ from v2v.io.writer import (
     StreamCopier,
     VideoFileWriter,
     check_output,
+    discard_partial,
     temp_name,
     writing_errors,
 )
@@ -349,13 +350,12 @@ def join_segments(
     (see `_KeepSegment`); here it goes back to the source's clock, less `trim_start`.
     """
     partial = temp_name(output)
-    container = None
+    container = copier = None
     try:
         with writing_errors(output):
             container = av.open(partial, "w")
-            first_input = open_container(os.fspath(files[0]))
-            video = container.add_stream_from_template(first_input.streams.video[0])
-            first_input.close()
+            with open_container(os.fspath(files[0])) as first:
+                video = container.add_stream_from_template(first.streams.video[0])
             copier = StreamCopier(container, plan.source, origin=plan.origin, trim_start=trim_start)
             shift = round(trim_start / plan.time_base) if trim_start > 0 else 0
             video.time_base = plan.time_base
@@ -384,15 +384,8 @@ def join_segments(
             copier.copy_until(math.inf if last == len(plan.pts) else plan.time(last) + plan.origin)
             copier.close()
             container.close()
-            container = None
     except BaseException:
-        if container is not None:
-            try:
-                container.close()
-            except Exception:  # a half-written container may refuse to close; it is deleted anyway
-                pass
-        if os.path.exists(partial):
-            os.unlink(partial)
+        discard_partial(partial, copier, container)
         raise
     os.replace(partial, output)
 

@@ -105,6 +105,18 @@ def writing_errors(path: str) -> Iterator[None]:
         raise OutputError(f"{path}: writing failed ({reason})") from exc
 
 
+def discard_partial(partial: str, *closables: object) -> None:
+    """Close what was writing `partial` (a half-written container may refuse: it goes anyway) and delete it."""
+    for closable in closables:
+        try:
+            if closable is not None:
+                closable.close()  # type: ignore[attr-defined]
+        except Exception:
+            pass
+    if os.path.exists(partial):
+        os.unlink(partial)
+
+
 def temp_name(path: str) -> str:
     folder, name = os.path.split(os.path.abspath(path))
     stem, suffix = os.path.splitext(name)
@@ -309,15 +321,8 @@ class VideoFileWriter:
 
     def abort(self) -> None:
         """Forget everything written; the final name is never touched."""
-        for closable in (self._copier, self._container):
-            try:
-                if closable is not None:
-                    closable.close()
-            except Exception:  # closing a half-written container may fail; the file goes anyway
-                pass
+        discard_partial(self._temp, self._copier, self._container)
         self._container = None
-        if os.path.exists(self._temp):
-            os.unlink(self._temp)
 
 
 class ImageSequenceWriter:

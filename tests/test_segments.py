@@ -202,13 +202,19 @@ def local_ray():
 
 
 def test_ray_two_workers_give_the_same_frames_as_local(local_ray, gop_clip: Path, tmp_path: Path) -> None:
-    here, there = tmp_path / "local.mp4", tmp_path / "ray.mp4"
-    run_segmented(gop_clip, invert, here, segment_seconds=0.5, overlap=2, progress=False)
-    run_segmented(gop_clip, invert, there, segment_seconds=0.5, overlap=2, backend="ray", workers=2, progress=False)
+    # lossless, so the comparison is of the frames Ray computed, not of x264, which encoded a segment
+    # differently (up to 8 levels) now and then when two workers started at once
+    here, there = tmp_path / "local.mkv", tmp_path / "ray.mkv"
+    lossless = Encoding(codec="ffv1")
+    run_segmented(gop_clip, invert, here, encoding=lossless, segment_seconds=0.5, overlap=2, progress=False)
+    run_segmented(gop_clip, invert, there, encoding=lossless, segment_seconds=0.5, overlap=2, backend="ray",
+                  workers=2, progress=False)
     times_a, images_a = decoded(here)
     times_b, images_b = decoded(there)
     assert times_a == times_b and len(times_a) == 60
-    assert all(np.array_equal(a, b) for a, b in zip(images_a, images_b, strict=True))
+    pairs = enumerate(zip(images_a, images_b, strict=True))
+    differences = {i: int(np.abs(a.astype(int) - b).max()) for i, (a, b) in pairs}
+    assert not any(differences.values()), {i: d for i, d in differences.items() if d}
     assert audio_bytes(there) == audio_bytes(gop_clip)
 
 

@@ -6,7 +6,11 @@ torch's (libgomp) would otherwise spin in one process and bill each other's wait
 up on frame 0 (not timed). Prints one JSON line: frames/s of each, the speed-up, CPU seconds per frame (each
 process's own), and the PSNR of v2v's output against ncnn's on every frame.
 
+With `--dtype int8` v2v first calibrates on the frames before the timed ones (`--calibration-frames`, run in
+float32 and timed apart as calibration_s); the timed frames are the same for both and all run in int8.
+
     python scripts/bench_sr.py --model realesr-animevideov3-x2 --frames 12
+    python scripts/bench_sr.py --model realesr-animevideov3-x2 --frames 12 --dtype int8
     python scripts/bench_sr.py --model realesrgan-x4plus --frames 3 --tile 256 --ncnn-tile 200
 """
 
@@ -75,7 +79,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--tile", type=int, default=None, help="v2v tile (default automatic; 0 = whole frame)")
     parser.add_argument("--ncnn-tile", type=int, default=0, help="ncnn tile (default 0 = its CPU default, 400)")
-    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--dtype", default="auto", help="v2v's dtype: auto, fp32, bf16 or int8")
+    parser.add_argument("--calibration-frames", type=int, default=2, help="with int8: frames to calibrate on")
     parser.add_argument("--batch", type=int, default=1, help="v2v frames per batch")
     args = parser.parse_args()
 
@@ -85,18 +90,23 @@ def main() -> None:
     from v2v.sr.models import load_model
     from v2v.sr.upscale import Upscaler
 
-    frames = decode(clip_path(args.clip), args.frames + 1)  # frame 0 warms both up
+    warmup = args.calibration_frames if args.dtype == "int8" else 1  # not timed; int8 calibrates on them
+    frames = decode(clip_path(args.clip), warmup + args.frames)
     height, width = frames[0].shape[:2]
     index, scale = NCNN_INDEX[args.model]
 
     began = time.perf_counter()
     parent, child = multiprocessing.get_context("spawn").Pipe()
-    worker = multiprocessing.get_context("spawn").Process(target=ncnn_worker, args=(child, index, args.ncnn_tile))
+    worker = multiprocessing.get_context("spawn").Process(
+        target=ncnn_worker, args=(child, index, args.ncnn_tile), daemon=True
+    )
     worker.start()
     parent.recv()
     ncnn_load = time.perf_counter() - began
     began = time.perf_counter()
-    upscaler = Upscaler(load_model(args.model), dtype=args.dtype, tile=args.tile)
+    upscaler = Upscaler(
+        load_model(args.model), dtype=args.dtype, tile=args.tile, calibration_frames=args.calibration_frames
+    )
     v2v_load = time.perf_counter() - began
 
     def run_ncnn(image: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -108,10 +118,15 @@ def main() -> None:
         return tensor_to_images(upscaler(images_to_tensor(images)))
 
     run_ncnn(frames[0])
-    run_v2v(frames[:1])
+    began = time.perf_counter()
+    for image in frames[:warmup]:
+        run_v2v([image])
+    warmup_s = time.perf_counter() - began
+    if upscaler.int8 is not None and not upscaler.int8.calibrated:
+        raise SystemExit(f"int8 did not calibrate on the first {warmup} frames (too flat?)")
     timing = {"ncnn": [0.0, 0.0], "v2v": [0.0, 0.0]}  # wall, CPU seconds
     scores = []
-    for start in range(1, len(frames), args.batch):
+    for start in range(warmup, len(frames), args.batch):
         group = frames[start : start + args.batch]
         theirs = []
         for image in group:
@@ -126,7 +141,7 @@ def main() -> None:
         scores += [psnr(a, b) for a, b in zip(ours, theirs, strict=True)]
     parent.send(None)
     worker.join()
-    count = len(frames) - 1
+    count = len(frames) - warmup
     result = {
         "bench": "sr",
         "model": args.model,
@@ -139,7 +154,8 @@ def main() -> None:
         "ncnn_cpu_s_per_frame": round(timing["ncnn"][1] / count, 3),
         "psnr_min_db": round(min(scores), 2),
         "psnr_mean_db": round(float(np.mean(scores)), 2),
-        "v2v_dtype": str(upscaler.dtype).replace("torch.", ""),
+        "v2v_dtype": "int8" if upscaler.int8 is not None else str(upscaler.dtype).replace("torch.", ""),
+        "calibration_s": round(warmup_s, 2) if upscaler.int8 is not None else None,
         "v2v_tile": args.tile,
         "ncnn_tile": args.ncnn_tile or 400,
         "load_s": {"v2v": round(v2v_load, 2), "ncnn": round(ncnn_load, 2)},

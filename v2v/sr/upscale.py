@@ -29,6 +29,7 @@ import numpy as np
 from v2v.errors import ModelError, UsageError
 from v2v.frames import Frame, images_to_tensor, tensor_to_images
 from v2v.pipeline import batched
+from v2v.sr.int8 import Int8Network
 
 if TYPE_CHECKING:
     import torch
@@ -73,7 +74,7 @@ def pick_dtype(model: SRModel, device: torch.device, dtype: str | torch.dtype | 
         names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
                  "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}  # fmt: skip
         if dtype not in names:
-            raise UsageError(f"unknown dtype {dtype!r}; use auto, fp32, fp16 or bf16")
+            raise UsageError(f"unknown dtype {dtype!r}; use auto, fp32, fp16, bf16 or int8")
         chosen = names[dtype]  # type: ignore[index]
     if chosen == torch.float16 and not model.descriptor.supports_half:
         raise UsageError(f"{model.name} ({model.architecture}) does not support fp16; use --dtype fp32 or bf16")
@@ -127,7 +128,8 @@ class Upscaler:
     Args:
         model: the loaded model (see `v2v.sr.models.load_model`).
         device: "cpu", "cuda", "cuda:1", ...; the model is moved there.
-        dtype: compute dtype ("auto", "fp32", "fp16", "bf16" or a torch dtype); see `pick_dtype`.
+        dtype: compute dtype ("auto", "fp32", "fp16", "bf16" or a torch dtype; see `pick_dtype`), or "int8"
+            for quantized convolutions on the CPU (see `v2v.sr.int8`).
         tile: tile size in input pixels; None picks one from free memory (no tiling when the frame fits),
             0 never tiles.
         tile_pad: context pixels around each tile (inputs overlap by this much on each side).
@@ -136,6 +138,7 @@ class Upscaler:
         scale: overall output scale; None keeps the model's own. It may not exceed the network's scale
             (only resizing down after the network is done; anything more would be plain interpolation).
         even: make the output size even (video codecs with 4:2:0 chroma need it).
+        calibration_frames: with int8, how many frames with detail calibrate it (they are run in float32).
     """
 
     def __init__(
@@ -150,6 +153,7 @@ class Upscaler:
         pre_pad: int = 10,
         scale: float | None = None,
         even: bool = True,
+        calibration_frames: int = 2,
     ) -> None:
         import torch
 
@@ -172,13 +176,20 @@ class Upscaler:
         # 2. Place the model.
         self.device = check_device(device)
         self.model = model
-        self.dtype = pick_dtype(model, self.device, dtype)
-        network = model.descriptor.model
-        first = next(network.parameters(), None)
-        if first is not None and (first.dtype != self.dtype or first.device != self.device):
-            network = copy.deepcopy(network)  # the SRModel stays as loaded, for other upscalers to share
-        # channels_last: oneDNN and cuDNN convolutions run faster on NHWC (measured ~1.35x on this CPU).
-        self.network = network.to(self.device, self.dtype).to(memory_format=torch.channels_last).eval()
+        self.int8: Int8Network | None = None
+        if dtype == "int8":
+            if self.device.type != "cpu":
+                raise UsageError("--dtype int8 is for the CPU (torch's quantized kernels); on CUDA use fp16 or bf16")
+            self.dtype = torch.float32  # the layers int8 leaves float, and the calibration frames
+            self.int8 = self.network = Int8Network(model.descriptor.model, calibration_frames=calibration_frames)
+        else:
+            self.dtype = pick_dtype(model, self.device, dtype)
+            network = model.descriptor.model
+            first = next(network.parameters(), None)
+            if first is not None and (first.dtype != self.dtype or first.device != self.device):
+                network = copy.deepcopy(network)  # the SRModel stays as loaded, for other upscalers to share
+            # channels_last: oneDNN and cuDNN convolutions run faster on NHWC (measured ~1.35x on this CPU).
+            self.network = network.to(self.device, self.dtype).to(memory_format=torch.channels_last).eval()
         self.requirements = model.descriptor.size_requirements
         self.tile, self.tile_pad, self.blend, self.pre_pad = tile, tile_pad, blend, pre_pad
         self.scale = scale
@@ -297,8 +308,11 @@ class Upscaler:
                         f"out of memory upscaling {width}x{height} even with tiles of {tile} pixels; "
                         "use a smaller --batch, the CPU, or a lighter model"
                     ) from error
-                log.warning("out of memory with %s; retrying with --tile %d", f"tile {tile}" if tile else
-                            "the whole frame", smaller)
+                log.warning(
+                    "out of memory with %s; retrying with --tile %d",
+                    f"tile {tile}" if tile else "the whole frame",
+                    smaller,
+                )
                 tile = smaller
 
     # -- the whole step -------------------------------------------------------------------------------
@@ -318,8 +332,12 @@ class Upscaler:
             if pad:
                 mode = "reflect" if min(height, width) > pad else "replicate"
                 x = F.pad(x, (pad, pad, pad, pad), mode=mode)
-            # 2. The network, whole or tiled.
+            # 2. The network, whole or tiled (int8: observed in float32 while it calibrates).
+            if self.int8 is not None:
+                self.int8.begin(batch)
             out = self._run_network(x)
+            if self.int8 is not None:
+                self.int8.end(batch)
             # 3. The resize after the network, then 4. crop the pre-padding and fit the codec size.
             target = self.output_size(height, width)
             if self.scale is None and self.model.resize is not None:

@@ -24,8 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="tile size in input pixels (0: never tile; default: automatic from free memory)")
     model.add_argument("--batch", type=positive_int, default=1, metavar="N", help="frames per batch (default 1)")
     model.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
-    model.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
-                       help="compute precision (default auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)")
+    model.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16", "int8"),
+                       help="compute precision (default auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32); "
+                       "int8: quantized on the CPU, calibrated on the first frames (fastest there, less exact)")
+    model.add_argument("--calibration-frames", type=positive_int, default=2, metavar="N",
+                       help="with --dtype int8: frames with detail to calibrate on, run in float32 (default 2)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -36,7 +39,8 @@ def main(args: argparse.Namespace) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")  # type: ignore[attr-defined]
     stage = UpscaleStage(
-        args.model, batch_size=args.batch, device=device, dtype=args.dtype, tile=args.tile, scale=args.scale
-    )
+        args.model, batch_size=args.batch, device=device, dtype=args.dtype, tile=args.tile, scale=args.scale,
+        calibration_frames=args.calibration_frames,
+    )  # fmt: skip
     run_pipeline(args, stages=[stage])
     return 0

@@ -2,31 +2,41 @@
 
 Convolutions run as int8 x int8 -> int32 on the x86/oneDNN kernels (VNNI where the CPU has it), weights
 quantized per output channel, activations per tensor over their observed min..max (a histogram observer,
-which clips outliers, lost up to 2 dB on frames unlike the calibration ones). What stays float32, measured on
+which clips outliers, lost up to 2 dB on frames unlike the calibration ones). What is not int8, measured on
 realesrgan-x4plus (from 37 to 41 dB against float32 on its worst crop):
 
-- everything at output resolution: the layers from the first upsampling module on, and the output
-  convolution, so the picture is not rounded to 256 levels over an activation range;
-- additions, products and concatenations: residual networks add a small update to a large trunk 20+ times,
-  and an 8-bit trunk loses the update;
+- everything at output resolution, in float32: the layers from the first upsampling module on, and the
+  output convolution, so the picture is not rounded to 256 levels over an activation range (all but the
+  output convolution in bf16 took 15% less time in all and cost 0.1 dB in a trial; not done yet);
+- additions and products: residual networks add a small update to a large trunk 20+ times, and an 8-bit
+  trunk loses the update;
+- concatenations are left out of the configuration: torch.ao then concatenates the int8 tensors at the first
+  input's scale (the trunk's) instead of one scale shared by all inputs and the output (+1 dB on the worst
+  crop; 25% slower);
 - resizes: SRVGGNetCompact adds the input, upscaled, to its output, and an 8-bit copy of it cost 10 dB.
 
 Activation ranges come from real frames, not from a fixed set: the first `calibration_frames` frames with
 detail run in float32 through observers (their output is the float32 one), then the network is converted.
 Flat frames (black, a fade) are run in float and not observed, since their ranges would squeeze the scale of
 every later frame.
+
+torch 2.14 warns that its quantized tensor functions are deprecated; they are still the only int8
+convolutions in torch itself that need no compiler (torchao's pt2e path with inductor took 3 minutes to
+compile realesrgan-x4plus and then ran slower).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
-from typing import TYPE_CHECKING
+import operator
+import warnings
+from collections.abc import Iterator
+
+import torch
 
 from v2v.errors import UsageError
-
-if TYPE_CHECKING:
-    import torch
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +46,6 @@ DETAIL_STD = 0.04
 
 def check_int8_support() -> None:
     """UsageError unless this torch can run quantized convolutions on this CPU."""
-    import torch
-
     engines = torch.backends.quantized.supported_engines
     if "x86" not in engines and "fbgemm" not in engines:
         raise UsageError(
@@ -53,9 +61,6 @@ class Int8Network:
     """
 
     def __init__(self, network: torch.nn.Module, *, calibration_frames: int = 2):
-        import operator
-
-        import torch
         from torch.ao.quantization import QConfig, QConfigMapping
         from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
         from torch.ao.quantization.quantize_fx import prepare_fx
@@ -86,7 +91,8 @@ class Int8Network:
             mapping = mapping.set_object_type(op, None)
         example = torch.rand(1, 3, 32, 32)
         try:
-            self._observed = prepare_fx(copy.deepcopy(self.float_network), mapping, (example,))
+            with _quiet():
+                self._observed = prepare_fx(copy.deepcopy(self.float_network), mapping, (example,))
         except Exception as error:  # torch.fx raises many types when a forward is not traceable
             raise UsageError(
                 f"--dtype int8 needs a network torch.fx can trace; {type(network).__name__} cannot "
@@ -114,20 +120,21 @@ class Int8Network:
         self._observe = False
         self.frames_observed += batch.shape[0]
         if self.frames_observed >= self.calibration_frames:
-            self._quantized = convert_fx(self._observed)
+            with _quiet():
+                self._quantized = convert_fx(self._observed)
             self._observed = None  # type: ignore[assignment]
             log.info("int8: calibrated on %d frames", self.frames_observed)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self._quantized is not None:
-            return self._quantized(x.float())
+            with _quiet():
+                return self._quantized(x.float())
         return (self._observed if self._observe else self.float_network)(x.float())
 
 
 def float_modules(network: torch.nn.Module) -> list[str]:
     """Names of the modules kept float32: the output convolution, and every module from the first upsampling
     one (nn.Upsample, nn.PixelShuffle) on, in registration order. UsageError when there is no convolution."""
-    import torch
 
     modules = [(name, module) for name, module in network.named_modules() if name]
     convolutions = [name for name, module in modules if isinstance(module, torch.nn.Conv2d)]
@@ -145,13 +152,25 @@ def has_detail(batch: torch.Tensor) -> bool:
 
 
 def _plain_copy(network: torch.nn.Module) -> torch.nn.Module:
-    """A float32 copy whose parameters are ordinary tensors: weights loaded under inference_mode are
-    inference tensors, which the quantization observers cannot record."""
-    import torch
+    """A float32 copy whose parameters are ordinary tensors (weights loaded under inference_mode are
+    inference tensors, which the quantization observers cannot record) and whose activations are not in place."""
 
     copied = copy.deepcopy(network).float().eval()
     for module in copied.modules():
         for name, parameter in list(module._parameters.items()):
             if parameter is not None:
                 module._parameters[name] = torch.nn.Parameter(parameter.detach().clone(), requires_grad=False)
+        if getattr(module, "inplace", False):
+            module.inplace = False  # the quantized LeakyReLU warns on every call that it cannot work in place
     return copied
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence torch.ao's warnings about what the module doc explains, which would repeat on every run."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*(deprecated|will be removed).*", category=UserWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        # Concatenating at the first input's scale is chosen on purpose (see the module doc).
+        warnings.filterwarnings("ignore", message=r".*cat operator must share the same quant", category=UserWarning)
+        yield

@@ -29,11 +29,11 @@ import numpy as np
 from v2v.errors import ModelError, UsageError
 from v2v.frames import Frame, images_to_tensor, tensor_to_images
 from v2v.pipeline import batched
-from v2v.sr.int8 import Int8Network
 
 if TYPE_CHECKING:
     import torch
 
+    from v2v.sr.int8 import Int8Network
     from v2v.sr.models import SRModel
 
 log = logging.getLogger(__name__)
@@ -181,6 +181,8 @@ class Upscaler:
             if self.device.type != "cpu":
                 raise UsageError("--dtype int8 is for the CPU (torch's quantized kernels); on CUDA use fp16 or bf16")
             self.dtype = torch.float32  # the layers int8 leaves float, and the calibration frames
+            from v2v.sr.int8 import Int8Network
+
             self.int8 = self.network = Int8Network(model.descriptor.model, calibration_frames=calibration_frames)
         else:
             self.dtype = pick_dtype(model, self.device, dtype)

@@ -2,7 +2,7 @@
 
 Convolutions run as int8 x int8 -> int32 on the x86/oneDNN kernels (VNNI where the CPU has it), weights
 quantized per output channel, activations per tensor over their observed min..max (a histogram observer,
-which clips outliers, lost up to 2 dB on frames unlike the calibration ones). What is not int8, measured on
+which clips outliers, lost up to 2.6 dB on frames unlike the calibration ones). What is not int8, measured on
 realesrgan-x4plus (from 37 to 41 dB against float32 on its worst crop):
 
 - everything at output resolution, in float32: the layers from the first upsampling module on, and the

@@ -15,7 +15,7 @@ from v2v.errors import UsageError
 from v2v.sr import upscale as upscale_module
 from v2v.sr.int8 import Int8Network, float_modules
 from v2v.sr.models import load_model
-from v2v.sr.upscale import Upscaler
+from v2v.sr.upscale import Upscaler, UpscaleStage
 
 
 @pytest.fixture(autouse=True)
@@ -110,3 +110,18 @@ def test_upscale_command_with_int8(clip, tmp_path):
         stream = container.streams.video[0]
         assert (stream.width, stream.height) == (128, 96)
         assert sum(1 for _ in container.decode(stream)) == 12
+
+
+def test_survives_pickling_as_ray_sends_stages(crops):
+    from ray import cloudpickle
+
+    stage = UpscaleStage("realesr-animevideov3-x2", dtype="int8", calibration_frames=1)
+    sent = cloudpickle.loads(cloudpickle.dumps(stage))  # before calibration, as a segment worker gets it
+    assert np.array_equal(sent.upscaler.upscale_images(crops[:1])[0], stage.upscaler.upscale_images(crops[:1])[0])
+    assert sent.upscaler.int8.calibrated and stage.upscaler.int8.calibrated
+    # A calibrated network calibrates again where it lands (torch.ao's converted modules do not pickle).
+    again = cloudpickle.loads(cloudpickle.dumps(stage))
+    assert not again.upscaler.int8.calibrated
+    again.upscaler.upscale_images(crops[:1])
+    expected = stage.upscaler.upscale_images(crops[2:3])[0]
+    assert np.array_equal(again.upscaler.upscale_images(crops[2:3])[0], expected)

@@ -63,7 +63,6 @@ class Int8Network:
     def __init__(self, network: torch.nn.Module, *, calibration_frames: int = 2):
         from torch.ao.quantization import QConfig, QConfigMapping
         from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
-        from torch.ao.quantization.quantize_fx import prepare_fx
 
         check_int8_support()
         if calibration_frames < 1:
@@ -89,19 +88,35 @@ class Int8Network:
         resizes = (torch.nn.functional.interpolate, torch.nn.functional.pixel_shuffle)  # a skip of the input image
         for op in (operator.add, operator.iadd, operator.mul, operator.imul, torch.add, torch.mul, torch.cat, *resizes):
             mapping = mapping.set_object_type(op, None)
-        example = torch.rand(1, 3, 32, 32)
-        try:
-            with _quiet():
-                self._observed = prepare_fx(copy.deepcopy(self.float_network), mapping, (example,))
-        except Exception as error:  # torch.fx raises many types when a forward is not traceable
-            raise UsageError(
-                f"--dtype int8 needs a network torch.fx can trace; {type(network).__name__} cannot "
-                f"({type(error).__name__}); use --dtype fp32 or bf16"
-            ) from None
+        self._mapping = mapping
+        self._observed = self._prepare()
         self._quantized: torch.nn.Module | None = None
         self.calibration_frames = calibration_frames
         self.frames_observed = 0
         self._observe = False
+
+    def _prepare(self) -> torch.nn.Module:
+        """The float network with observers (torch.fx traced); UsageError when it cannot be traced."""
+        from torch.ao.quantization.quantize_fx import prepare_fx
+
+        example = torch.rand(1, 3, 32, 32)
+        try:
+            with _quiet():
+                return prepare_fx(copy.deepcopy(self.float_network), self._mapping, (example,))
+        except Exception as error:  # torch.fx raises many types when a forward is not traceable
+            raise UsageError(
+                f"--dtype int8 needs a network torch.fx can trace; {type(self.float_network).__name__} cannot "
+                f"({type(error).__name__}); use --dtype fp32 or bf16"
+            ) from None
+
+    # Pickling (Ray sends stages to its workers): neither prepare_fx's bookkeeping nor the converted modules
+    # survive it, so the network is prepared again where it lands and calibrates there on its first frames.
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "_observed": None, "_quantized": None, "frames_observed": 0, "_observe": False}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._observed = self._prepare()
 
     @property
     def calibrated(self) -> bool:

@@ -426,10 +426,21 @@ def probe(path: str | os.PathLike[str], count_frames: bool = True) -> VideoInfo:
 def frame_timestamps(path: str | os.PathLike[str]) -> tuple[list[int], Fraction]:
     """Every video frame's pts in presentation order (from the packets, nothing decoded), and the time base:
     frame i of the stream is at `pts[i] * time_base`."""
-    with open_container(os.fspath(path)) as container:
+    _, stamps, time_base = _video_packets(os.fspath(path))
+    return stamps, time_base
+
+
+def _video_packets(path: str) -> tuple[int, list[int], Fraction]:
+    """(how many video packets carry data, their pts sorted, the time base), without decoding."""
+    with open_container(path) as container:
         stream = container.streams.video[0]
-        stamps = sorted(packet.pts for packet in container.demux(stream) if packet.size and packet.pts is not None)
-        return stamps, stream.time_base
+        count, stamps = 0, []
+        for packet in container.demux(stream):
+            if packet.size:
+                count += 1
+                if packet.pts is not None:
+                    stamps.append(packet.pts)
+        return count, sorted(stamps), stream.time_base
 
 
 def time_of_frame(path: str | os.PathLike[str], index: int, start: float = 0.0, fps: Fraction | None = None) -> float:
@@ -450,18 +461,10 @@ def time_of_frame(path: str | os.PathLike[str], index: int, start: float = 0.0, 
 
 def _scan_packets(path: str) -> tuple[int | None, bool | None]:
     """(frame count, whether frame durations vary) from the video packets, without decoding."""
-    with open_container(path) as container:
-        stream = container.streams.video[0]
-        count, stamps = 0, []
-        try:
-            for packet in container.demux(stream):
-                if packet.size:
-                    count += 1
-                    if packet.pts is not None:
-                        stamps.append(packet.pts)
-        except av.error.FFmpegError:
-            return None, None
-    stamps.sort()
+    try:
+        count, stamps, _ = _video_packets(path)
+    except av.error.FFmpegError:
+        return None, None
     steps = {b - a for a, b in zip(stamps, stamps[1:], strict=False)}
     # one tick of rounding is the time base's, not the clip's
     return count, (max(steps) - min(steps) > 1) if steps else None

@@ -29,7 +29,7 @@ import av
 
 from v2v.errors import InputError, OutputError, UsageError, V2VError, require
 from v2v.frames import Frame
-from v2v.io.reader import TimeWindow, VideoFileReader, is_image_sequence, open_container
+from v2v.io.reader import TimeWindow, VideoFileReader, is_image_sequence, open_container, scan_video_packets
 from v2v.io.writer import (
     Encoding,
     StreamCopier,
@@ -99,17 +99,8 @@ def plan_segments(
     window = window or TimeWindow()
     with VideoFileReader(path) as reader:
         origin, fps = reader.start_time, reader.info.fps or Fraction(25)
-    with open_container(path) as container:
-        stream = container.streams.video[0]
-        time_base = stream.time_base
-        pts: list[int] = []
-        keyframes: set[int] = set()
-        for packet in container.demux(stream):
-            if packet.size and packet.pts is not None:
-                pts.append(packet.pts)
-                if packet.is_keyframe:
-                    keyframes.add(packet.pts)
-    pts.sort()  # decode order to presentation order
+    packets = scan_video_packets(path)
+    pts, keyframes, time_base = packets.pts, packets.keyframes, packets.time_base
     if not pts:
         raise InputError(f"{path}: no video frames with timestamps, so it can't be cut into segments")
     # the window, in frame indices

@@ -426,21 +426,34 @@ def probe(path: str | os.PathLike[str], count_frames: bool = True) -> VideoInfo:
 def frame_timestamps(path: str | os.PathLike[str]) -> tuple[list[int], Fraction]:
     """Every video frame's pts in presentation order (from the packets, nothing decoded), and the time base:
     frame i of the stream is at `pts[i] * time_base`."""
-    _, stamps, time_base = _video_packets(os.fspath(path))
-    return stamps, time_base
+    packets = scan_video_packets(path)
+    return packets.pts, packets.time_base
 
 
-def _video_packets(path: str) -> tuple[int, list[int], Fraction]:
-    """(how many video packets carry data, their pts sorted, the time base), without decoding."""
-    with open_container(path) as container:
+@dataclasses.dataclass
+class VideoPackets:
+    """What the video packets of a file tell without decoding (see `scan_video_packets`)."""
+
+    count: int  # packets that carry data
+    pts: list[int]  # their timestamps, sorted: presentation order
+    keyframes: set[int]  # the timestamps of keyframes
+    time_base: Fraction
+
+
+def scan_video_packets(path: str | os.PathLike[str]) -> VideoPackets:
+    """Read the first video stream's packets (no decoding): count, timestamps and keyframes."""
+    with open_container(os.fspath(path)) as container:
         stream = container.streams.video[0]
-        count, stamps = 0, []
+        packets = VideoPackets(0, [], set(), stream.time_base)
         for packet in container.demux(stream):
             if packet.size:
-                count += 1
+                packets.count += 1
                 if packet.pts is not None:
-                    stamps.append(packet.pts)
-        return count, sorted(stamps), stream.time_base
+                    packets.pts.append(packet.pts)
+                    if packet.is_keyframe:
+                        packets.keyframes.add(packet.pts)
+    packets.pts.sort()  # decode order to presentation order
+    return packets
 
 
 def time_of_frame(path: str | os.PathLike[str], index: int, start: float = 0.0, fps: Fraction | None = None) -> float:
@@ -462,9 +475,10 @@ def time_of_frame(path: str | os.PathLike[str], index: int, start: float = 0.0, 
 def _scan_packets(path: str) -> tuple[int | None, bool | None]:
     """(frame count, whether frame durations vary) from the video packets, without decoding."""
     try:
-        count, stamps, _ = _video_packets(path)
+        packets = scan_video_packets(path)
     except av.error.FFmpegError:
         return None, None
+    count, stamps = packets.count, packets.pts
     steps = {b - a for a, b in zip(stamps, stamps[1:], strict=False)}
     # one tick of rounding is the time base's, not the clip's
     return count, (max(steps) - min(steps) > 1) if steps else None

@@ -55,6 +55,21 @@ def test_tiles_equal_the_whole_frame():
     assert (tiled - whole).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize(("length", "tile", "pad"), [(660, 512, 32), (1000, 256, 32), (147, 64, 16), (67, 64, 16)])
+def test_tiles_have_one_size_context_on_inner_sides_and_little_overlap(length, tile, pad):
+    tiles = upscale_module._tiles(length, tile, pad)
+    count = -(-length // tile)
+    assert len(tiles) == count and len({stop - start for start, stop, _, _ in tiles}) == 1
+    assert tiles[0][2] == 0 and tiles[-1][3] == length
+    for (start, stop, core_start, core_stop), following in zip(tiles, tiles[1:] + [None], strict=True):
+        assert core_start == 0 or core_start - start >= pad
+        assert core_stop == length or stop - core_stop >= pad
+        assert following is None or following[2] == core_stop
+    # Edge tiles take context on one side only: about 2 * pad * (count - 1) pixels are computed twice.
+    assert sum(stop - start for start, stop, _, _ in tiles) - length <= 2 * pad * (count - 1) + count
+    assert upscale_module._tiles(300, 512, 32) == [(0, 300, 0, 300)]
+
+
 def test_tile_blending_hides_seams_of_a_deep_network():
     # RRDBNet sees far beyond any tile's context: tiles differ from the whole frame, but smoothly.
     model = _model(ESRGAN(num_filters=8, num_blocks=2, scale=4))
@@ -201,12 +216,12 @@ def test_agrees_with_the_ncnn_build_on_real_frames():
 def test_rrdb_tiled_agrees_with_the_ncnn_build():
     crop = [_bikes(1)[0][100:148, 300:364]]  # 48x64: RRDBNet on the CPU is slow on both sides
     expected = _ncnn(4, crop, 4, tilesize=32)  # realesrgan-x4plus, 2x2 tiles
-    upscaler = Upscaler(load_model("realesrgan-x4plus"), tile=64, tile_pad=16)  # 2x2 tiles of 66x74
+    upscaler = Upscaler(load_model("realesrgan-x4plus"), tile=64, tile_pad=16)  # 2x2 tiles of 50x58
     tiles = []
     network = upscaler._network
     upscaler._network = lambda piece: tiles.append(piece.shape[-2:]) or network(piece)  # type: ignore[method-assign]
     got = upscaler.upscale_images(crop)
-    assert tiles == [(66, 74)] * 4
+    assert tiles == [(50, 58)] * 4  # 68x84 padded: edge tiles have context on one side
     assert _psnr(got[0], expected[0]) >= 40
 
 

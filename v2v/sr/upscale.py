@@ -186,10 +186,10 @@ class Upscaler:
             self.int8 = self.network = Int8Network(model.descriptor.model, calibration_frames=calibration_frames)
         else:
             self.dtype = pick_dtype(model, self.device, dtype)
-            network = model.descriptor.model
-            first = next(network.parameters(), None)
-            if first is not None and (first.dtype != self.dtype or first.device != self.device):
-                network = copy.deepcopy(network)  # the SRModel stays as loaded, for other upscalers to share
+            from v2v.sr.dense_block import share_dense_block_buffers
+
+            network = copy.deepcopy(model.descriptor.model)  # the SRModel stays as loaded, for others to share
+            share_dense_block_buffers(network)  # RRDBNet: 12% faster per block on the CPU (see its module)
             # channels_last: oneDNN and cuDNN convolutions run faster on NHWC (measured ~1.35x on this CPU).
             self.network = network.to(self.device, self.dtype).to(memory_format=torch.channels_last).eval()
         self.requirements = model.descriptor.size_requirements

@@ -242,13 +242,13 @@ class Upscaler:
         batch, _, height, width = x.shape
         net = self.model.net_scale
         out = torch.zeros(batch, 3, height * net, width * net, dtype=torch.float32, device=x.device)
+        columns = _tiles(width, tile, self.tile_pad)
         for y0, y1, top, bottom in _tiles(height, tile, self.tile_pad):
-            for x0, x1, left, right in _tiles(width, tile, self.tile_pad):
+            weight_y = _ramp(y0, y1, top, bottom, height, self.blend, net, x.device)
+            a0, a1 = _support(weight_y)  # only the part with non-zero weight is added (the outer context is dropped)
+            for x0, x1, left, right in columns:
                 piece = self._network(x[..., y0:y1, x0:x1])
-                weight_y = _ramp(y0, y1, top, bottom, height, self.blend, net, x.device)
                 weight_x = _ramp(x0, x1, left, right, width, self.blend, net, x.device)
-                # Only the part with non-zero weight is added (the outer context is dropped).
-                a0, a1 = _support(weight_y)
                 b0, b1 = _support(weight_x)
                 weight = weight_y[a0:a1, None] * weight_x[None, b0:b1]
                 out[..., y0 * net + a0 : y0 * net + a1, x0 * net + b0 : x0 * net + b1] += (

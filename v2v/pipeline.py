@@ -15,6 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from fractions import Fraction
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -28,15 +29,66 @@ log = logging.getLogger(__name__)
 QUEUE_FRAMES = 8
 
 
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """How many source frames a stage needs before and after a frame to produce it as a single pass would.
+
+    Segmented runs decode `before` frames ahead of each segment (and `after` past its end), let the stage
+    see them, and keep only the segment's own output. A stage whose state restarts at scene cuts may
+    declare less than its full reach; `None` for `before` means "from the start of the shot".
+    """
+
+    before: int = 0
+    after: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """The rate and time base of a stream of frames; a stage that makes or drops frames maps one to another."""
+
+    rate: Fraction | None
+    time_base: Fraction | None
+
+
 @runtime_checkable
 class Stage(Protocol):
     """A step of a pipeline: frames in, frames out, lazily.
 
     A stage that needs context (the previous frame, a batch) keeps a bounded buffer and flushes it when
-    its input ends; it never holds the whole clip.
+    its input ends; it never holds the whole clip. What a stage needs and does is declared by optional
+    attributes, read through `context_of`, `is_one_to_one` and `output_timing`:
+
+    - `context: Context`: frames needed before/after each frame (default none);
+    - `one_to_one: bool`: one output frame per input frame, same timestamps (default True);
+    - `output_timing(timing: Timing) -> Timing`: the output's rate/time base (default unchanged).
     """
 
     def process(self, frames: Iterator[Frame]) -> Iterator[Frame]: ...
+
+
+def context_of(stages: Stage | Sequence[Stage]) -> Context:
+    """The context a stage (or a chain of stages, whose needs add up) declares."""
+    chain = [stages] if isinstance(stages, Stage) else list(stages)
+    before = after = 0
+    for stage in chain:
+        context = getattr(stage, "context", None) or Context()
+        before += context.before
+        after += context.after
+    return Context(before, after)
+
+
+def is_one_to_one(stages: Stage | Sequence[Stage]) -> bool:
+    chain = [stages] if isinstance(stages, Stage) else list(stages)
+    return all(getattr(stage, "one_to_one", True) for stage in chain)
+
+
+def output_timing(stages: Sequence[Stage], timing: Timing) -> Timing:
+    """The timing after `stages`: each stage that declares `output_timing` maps its input's to its output's."""
+    for stage in stages:
+        change = getattr(stage, "output_timing", None)
+        if change is not None:
+            timing = change(timing)
+    return timing
 
 
 class MapStage:

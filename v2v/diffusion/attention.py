@@ -72,12 +72,20 @@ class FrameBank:
         return sum(t.numel() * t.element_size() for t in stored.values())
 
     def attend(
-        self, layer: str, step: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+        self,
+        layer: str,
+        step: int,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        keep: slice | None = None,
     ) -> torch.Tensor:
         """Attention for the frames of one batch, in order, each also over the anchor and previous frame.
 
         query/key/value: (G, B, heads, N, d), where G is 2 with classifier-free guidance (unconditional
-        half first) and B the frames of the batch. Returns (G, B, heads, N, d).
+        half first) and B the frames of the batch. Returns (G, B, heads, N, d). `keep` is the range of the N
+        tokens that the bank stores and later frames see (joint attention: the image tokens only, so text tokens
+        are never duplicated); None: all of them.
         """
         frames = key.shape[1]
         anchors = self.anchors if len(self.anchors) == frames else [False] * frames
@@ -92,7 +100,7 @@ class FrameBank:
                     keys.append(bank_key)
                     values.append(bank_value)
             out.append(F.scaled_dot_product_attention(query[:, i], torch.cat(keys, -2), torch.cat(values, -2)))
-            stored = self._bounded(key[:, i], value[:, i])
+            stored = self._bounded(key[:, i, ..., keep or slice(None), :], value[:, i, ..., keep or slice(None), :])
             if fresh:
                 self.anchor[slot] = stored
             self.previous[slot] = stored

@@ -31,9 +31,9 @@ def one_thread() -> object:
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tiny_diffusion import build_tiny_models
+    from tiny_diffusion import shared_tiny_models
 
-    return build_tiny_models(tmp_path_factory.mktemp("tiny-sd"))
+    return shared_tiny_models(tmp_path_factory)
 
 
 def make_config(tiny: Path, **overrides: object) -> RestyleConfig:

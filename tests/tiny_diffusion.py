@@ -335,3 +335,14 @@ def _save_tiny_lora(pipe: object, folder: Path) -> None:
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
     StableDiffusionPipeline.save_lora_weights(str(folder), unet_lora_layers=layers)
     unet.delete_adapters("default")
+
+
+_BUILT: dict[str, Path] = {}
+
+
+def shared_tiny_models(factory: object) -> Path:
+    """`build_tiny_models` once per test process, whichever test module asks first (`factory` is pytest's
+    tmp_path_factory)."""
+    if "models" not in _BUILT:
+        _BUILT["models"] = build_tiny_models(factory.mktemp("tiny-diffusion"))  # type: ignore[attr-defined]
+    return _BUILT["models"]

@@ -26,6 +26,7 @@ COMMANDS = {
     "upscale": "v2v.commands.upscale",
     "models": "v2v.commands.models",
     "restyle": "v2v.commands.restyle",
+    "edit": "v2v.commands.edit",
 }
 
 log = logging.getLogger("v2v")

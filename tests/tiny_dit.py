@@ -9,7 +9,9 @@ real downloads have, for tests and benchmarks on machines without weights.
   32 wide) with their tokenizers written offline, and a flow-matching Euler scheduler;
 - `folder/flux-controlnet`: a `FluxControlNetModel` for it, its zero-initialised output layers given weights
   so that it steers the transformer; `folder/flux-controlnet-union`: a union ControlNet (`num_mode=4`);
-- `folder/flux-controlnet-mismatch`: a FLUX ControlNet for a transformer of another width.
+- `folder/flux-controlnet-mismatch`: a FLUX ControlNet for a transformer of another text width;
+- `folder/flux-ip-adapter/ip_adapter.safetensors`: a FLUX IP-Adapter in XLabs-AI's layout, with its CLIP image
+  encoder in `image_encoder/` beside it.
 
 Where attention is made measurable: at the default init a random transformer's output hardly depends on
 which tokens it attends to. `_sharpen_attention` scales the RMS-norm weights of every query/key (so the
@@ -26,8 +28,8 @@ from pathlib import Path
 import torch
 
 TEXT_WIDTH = 32  # hidden size of the tiny CLIP and T5 encoders
-QK_GAIN = 3.0  # scale of the query/key RMS-norm weights (logits grow by its square)
-OUT_GAIN = 4.0  # scale of the attention output projections
+QK_GAIN = 5.0  # scale of the query/key RMS-norm weights (logits grow by its square)
+OUT_GAIN = 30.0  # scale of the attention output projections
 
 
 def write_tiny_t5_tokenizer(folder: Path) -> int:
@@ -54,7 +56,7 @@ def tiny_clip_text(folder: Path) -> tuple[object, object]:
     """A 2-layer CLIP text model (32 wide, projection 32) and its byte-level BPE tokenizer."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from v2v.diffusion.testing import write_tiny_tokenizer
+    from tiny_diffusion import write_tiny_tokenizer
 
     vocab_size = write_tiny_tokenizer(folder)
     tokenizer = CLIPTokenizer.from_pretrained(str(folder))
@@ -122,6 +124,8 @@ def _sharpen_attention(model: torch.nn.Module) -> None:
         to_out = getattr(module, "to_out", None)
         if to_out is not None:
             to_out[0].weight.data *= OUT_GAIN
+    for block in getattr(model, "single_transformer_blocks", []):  # FLUX: attention output enters proj_out first
+        block.proj_out.weight.data[:, : block.attn.inner_dim] *= OUT_GAIN
 
 
 FLUX_TRANSFORMER = dict(
@@ -177,4 +181,34 @@ def build_tiny_flux(folder: str | Path, seed: int = 0) -> Path:
     union.save_pretrained(str(folder / "flux-controlnet-union"))
     other = {**controlnet_config, "joint_attention_dim": 16}
     FluxControlNetModel(**other).save_pretrained(str(folder / "flux-controlnet-mismatch"))
+    _save_tiny_flux_ip_adapter(folder / "flux-ip-adapter", transformer)
     return folder
+
+
+def _save_tiny_flux_ip_adapter(folder: Path, transformer: torch.nn.Module) -> None:
+    """A FLUX IP-Adapter in XLabs-AI's layout (`ip_adapter_proj_model.*`: 4 image tokens of the text width;
+    `double_blocks.N.processor.ip_adapter_double_stream_{k,v}_proj.*` per double-stream block) with a tiny CLIP
+    image encoder in `image_encoder/` beside it."""
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from tiny_diffusion import TINY_VISION_TRANSFORMER
+
+    text, inner, image = TEXT_WIDTH, transformer.config.num_attention_heads * transformer.config.attention_head_dim, 32
+    weights = {
+        "ip_adapter_proj_model.proj.weight": torch.randn(4 * text, image) * 0.3,
+        "ip_adapter_proj_model.proj.bias": torch.zeros(4 * text),
+        "ip_adapter_proj_model.norm.weight": torch.ones(text),
+        "ip_adapter_proj_model.norm.bias": torch.zeros(text),
+    }
+    for block in range(transformer.config.num_layers):
+        for kind in ("k", "v"):
+            prefix = f"double_blocks.{block}.processor.ip_adapter_double_stream_{kind}_proj"
+            weights[f"{prefix}.weight"] = torch.randn(inner, text) * 0.3
+            weights[f"{prefix}.bias"] = torch.zeros(inner)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(folder / "ip_adapter.safetensors"))
+    encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(projection_dim=image, num_hidden_layers=2, patch_size=4, **TINY_VISION_TRANSFORMER)
+    )
+    encoder.save_pretrained(str(folder / "image_encoder"))

@@ -41,6 +41,7 @@ class RestyleConfig:
     controlnets: list[str] = dataclasses.field(default_factory=list)
     controls: list[str] = dataclasses.field(default_factory=list)
     control_scales: list[float] = dataclasses.field(default_factory=lambda: [1.0])
+    control_modes: list[int] = dataclasses.field(default_factory=list)  # union ControlNets: mode of each (0 if none)
     depth_model: str | None = None
     pose_model: str | None = None
     ip_adapter: str | None = None  # the reference image

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from v2v.diffusion.attention import FrameBank
+from v2v.diffusion.attention import FrameBank, install_processors
 
 
 @dataclass
@@ -334,15 +334,22 @@ def dit_cross_frame_attention(transformer: Any, bank: FrameBank, family: str) ->
     """Install the family's cross-frame processors on `transformer` for the block; afterwards (also on
     error) the very processor objects that were there before are back and the step hook is gone."""
     processor, wanted = PROCESSORS[family]
-    original = dict(transformer.attn_processors)
     call = TransformerCall()
-    installed = {
-        name: processor(bank, call, name, existing) if wanted(name) else existing for name, existing in original.items()
+    replacements = {
+        name: processor(bank, call, name, existing)
+        for name, existing in transformer.attn_processors.items()
+        if wanted(name)
     }
-    transformer.set_attn_processor(installed)
-    handle = _watch_calls(transformer, bank, call)
-    try:
-        yield call
-    finally:
-        handle.remove()
-        transformer.set_attn_processor(original)
+    with install_processors(transformer, replacements):
+        handle = _watch_calls(transformer, bank, call)
+        try:
+            yield call
+        finally:
+            handle.remove()
+
+
+def transformer_bank_shapes(transformer: Any, family: str, image_tokens: int) -> list[tuple[int, int]]:
+    """(tokens, key width) for each layer with cross-frame attention: every layer of a DiT banks all of a
+    frame's `image_tokens` (see `Family.bank_shapes`)."""
+    width = int(transformer.config.num_attention_heads * transformer.config.attention_head_dim)
+    return [(image_tokens, width)] * len(cross_frame_layers(transformer, family))

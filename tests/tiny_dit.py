@@ -9,6 +9,7 @@ real downloads have, for tests and benchmarks on machines without weights.
   32 wide) with their tokenizers written offline, and a flow-matching Euler scheduler;
 - `folder/flux-controlnet`: a `FluxControlNetModel` for it, its zero-initialised output layers given weights
   so that it steers the transformer; `folder/flux-controlnet-union`: a union ControlNet (`num_mode=4`);
+- `folder/flux-controlnet-zero`: one as diffusers initialises it (zero output layers: it adds nothing);
 - `folder/flux-controlnet-mismatch`: a FLUX ControlNet for a transformer of another text width;
 - `folder/flux-ip-adapter/ip_adapter.safetensors`: a FLUX IP-Adapter in XLabs-AI's layout, with its CLIP image
   encoder in `image_encoder/` beside it.
@@ -28,6 +29,7 @@ from pathlib import Path
 import torch
 
 TEXT_WIDTH = 32  # hidden size of the tiny CLIP and T5 encoders
+T5_TOKENS = 16  # the tiny T5 tokenizer's limit (FLUX pads prompts to it: 16 text tokens, not 512)
 QK_GAIN = 5.0  # scale of the query/key RMS-norm weights (logits grow by its square)
 OUT_GAIN = 30.0  # scale of the attention output projections
 
@@ -46,7 +48,7 @@ def write_tiny_t5_tokenizer(folder: Path) -> int:
     tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     fast = T5TokenizerFast(
         tokenizer_object=tokenizer, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=0,
-        model_max_length=512,
+        model_max_length=T5_TOKENS,
     )  # fmt: skip
     fast.save_pretrained(str(folder))
     return len(pieces)
@@ -54,9 +56,8 @@ def write_tiny_t5_tokenizer(folder: Path) -> int:
 
 def tiny_clip_text(folder: Path) -> tuple[object, object]:
     """A 2-layer CLIP text model (32 wide, projection 32) and its byte-level BPE tokenizer."""
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
     from tiny_diffusion import write_tiny_tokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     vocab_size = write_tiny_tokenizer(folder)
     tokenizer = CLIPTokenizer.from_pretrained(str(folder))
@@ -179,6 +180,8 @@ def build_tiny_flux(folder: str | Path, seed: int = 0) -> Path:
     union = FluxControlNetModel(**controlnet_config, guidance_embeds=True, num_mode=4)
     _steer(union)
     union.save_pretrained(str(folder / "flux-controlnet-union"))
+    # diffusers' own init: zero output layers, a ControlNet that adds nothing whatever its scale
+    FluxControlNetModel(**controlnet_config, guidance_embeds=True).save_pretrained(str(folder / "flux-controlnet-zero"))
     other = {**controlnet_config, "joint_attention_dim": 16}
     FluxControlNetModel(**other).save_pretrained(str(folder / "flux-controlnet-mismatch"))
     _save_tiny_flux_ip_adapter(folder / "flux-ip-adapter", transformer)
@@ -190,9 +193,8 @@ def _save_tiny_flux_ip_adapter(folder: Path, transformer: torch.nn.Module) -> No
     `double_blocks.N.processor.ip_adapter_double_stream_{k,v}_proj.*` per double-stream block) with a tiny CLIP
     image encoder in `image_encoder/` beside it."""
     from safetensors.torch import save_file
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
     from tiny_diffusion import TINY_VISION_TRANSFORMER
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     text, inner, image = TEXT_WIDTH, transformer.config.num_attention_heads * transformer.config.attention_head_dim, 32
     weights = {

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from v2v.diffusion.registry import Batch, Defaults, Family, IPAdapterDefaults, ModelInfo, register
-from v2v.errors import ModelError
+from v2v.errors import ModelError, UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -57,7 +57,7 @@ class Flux(Family):
     defaults = Defaults(steps=28, guidance=3.5, strength=0.6, half=False, multiple=16)
     checkpoint_configs = "black-forest-labs/FLUX.1-dev"
     attention_family = "flux"  # the processors of `dit_attention.PROCESSORS`
-    max_sequence_length = 512  # T5 tokens, as FLUX.1-dev was trained (schnell: 256)
+    max_sequence_length = 512  # T5 tokens at most, as FLUX.1-dev was trained (fewer if the T5 tokenizer says so)
 
     # --- recognition
 
@@ -107,6 +107,11 @@ class Flux(Family):
 
     # --- per batch
 
+    def text_tokens(self, pipe: Any) -> int:
+        """T5 tokens a prompt is padded to: `max_sequence_length`, or the T5 tokenizer's own limit if lower."""
+        tokenizer = getattr(pipe, "tokenizer_2", None)
+        return min(self.max_sequence_length, int(getattr(tokenizer, "model_max_length", self.max_sequence_length)))
+
     def guided(self, pipe: Any, guidance: float, image_guidance: float | None) -> bool:
         return False  # guidance-distilled: the guidance is an input of the transformer, one pass per step
 
@@ -122,29 +127,36 @@ class Flux(Family):
             guidance_scale=batch.guidance,
             generator=batch.generators,
             output_type="pt",
-            max_sequence_length=self.max_sequence_length,
+            max_sequence_length=self.text_tokens(pipe),
         )
         if batch.control_images:
             single = len(batch.control_images) == 1
-            arguments["control_image"] = batch.control_images[0] if single else batch.control_images
+            # FLUX's ControlNet pipelines hand tensors to the VAE as they are, so give them in the VAE's [-1, 1], as
+            # the pipelines' own preprocessing of a PIL or NumPy control image would
+            maps = [image * 2 - 1 for image in batch.control_images]
+            arguments["control_image"] = maps[0] if single else maps
             arguments["controlnet_conditioning_scale"] = batch.control_scales[0] if single else batch.control_scales
             modes = control_modes(pipe, batch)
             if modes is not None:
-                arguments["control_mode"] = modes[0] if single else modes
+                arguments["control_mode"] = modes
         if batch.ip_adapter_embeds is not None:
             arguments["ip_adapter_image_embeds"] = batch.ip_adapter_embeds
         return arguments
 
 
 def control_modes(pipe: Any, batch: Batch) -> list[int | None] | None:
-    """The control mode of each ControlNet for the pipeline call: `batch.control_modes` for union ControlNets (0
-    when none is given), None for the others; None when no ControlNet is a union one."""
-    nets = getattr(pipe.controlnet, "nets", [pipe.controlnet])
-    if not any(getattr(net, "union", False) for net in nets):
-        return None
-    given: list[int | None] = list(batch.control_modes)
-    given += [0] * (len(nets) - len(given))
-    return [mode if getattr(net, "union", False) else None for mode, net in zip(given, nets, strict=False)]
+    """The `control_mode` argument of the pipeline call: for one union ControlNet its mode (0 unless given) for
+    each frame; for several ControlNets one mode each (None for the ones that are not union ones); None when
+    there is one ControlNet and it is not a union one. UsageError for several ControlNets with a union one and
+    more than one frame a call: diffusers' `FluxMultiControlNetModel` then gives the mode one row, not one a frame."""
+    nets = list(getattr(pipe.controlnet, "nets", []))
+    given = list(batch.control_modes) + [0] * len(nets or [pipe.controlnet])
+    if not nets:
+        return [given[0]] * batch.count if getattr(pipe.controlnet, "union", False) else None
+    modes = [mode if getattr(net, "union", False) else None for mode, net in zip(given, nets, strict=False)]
+    if batch.count > 1 and any(mode is not None for mode in modes):
+        raise UsageError("several FLUX ControlNets with a union one take one frame a call: use --batch-size 1")
+    return modes
 
 
 register(Flux())

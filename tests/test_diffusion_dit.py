@@ -371,3 +371,70 @@ def test_flux_keyframes_diffuse_only_keyframes(tiny: Path, monkeypatch: pytest.M
     out = list(stage.process(iter(Frame(image, i, pts=10 * i) for i, image in enumerate(frames(7)))))
     assert [(f.index, f.pts) for f in out] == [(i, 10 * i) for i in range(7)]
     assert calls == [[0], [3], [6]]
+
+
+# --- Stable Diffusion 3/3.5 -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tiny_dit import build_tiny_sd3
+
+    return build_tiny_sd3(tmp_path_factory.mktemp("tiny-sd3"))
+
+
+def sd3_config(tiny_sd3: Path, **overrides: object) -> RestyleConfig:
+    values: dict[str, object] = dict(model=str(tiny_sd3 / "sd3"), prompt="a watercolour", negative_prompt="dull",
+                                     steps=4, strength=0.75, guidance=5.0, seed=3)  # fmt: skip
+    values.update(overrides)
+    return RestyleConfig(**values)  # type: ignore[arg-type]
+
+
+def test_sd3_temporal_off_is_diffusers_own_per_frame_loop(tiny_sd3: Path) -> None:
+    from diffusers import StableDiffusion3Img2ImgPipeline
+    from PIL import Image
+
+    config = sd3_config(tiny_sd3, temporal=False)
+    stage = RestyleStage(config)
+    assert stage.family.name == "sd3" and stage.guided
+    ours = [restyle(stage, [image], start=index)[0] for index, image in enumerate(frames(2))]
+    pipe = StableDiffusion3Img2ImgPipeline.from_pretrained(str(tiny_sd3 / "sd3"))
+    for index, image in enumerate(frames(2)):
+        theirs = pipe(
+            prompt=config.prompt, negative_prompt="dull", image=Image.fromarray(image), height=48, width=64,
+            strength=config.strength, num_inference_steps=config.steps, guidance_scale=config.guidance,
+            generator=torch.Generator().manual_seed(config.seed + index), output_type="np",
+            max_sequence_length=T5_TOKENS,
+        ).images[0]  # fmt: skip
+        assert max_diff([ours[index]], [(theirs * 255).round().astype(np.uint8)]) == 0, index
+
+
+@pytest.mark.parametrize("temporal", [False, True])
+def test_sd3_batch_equals_single_frames_and_same_seed_same_output(tiny_sd3: Path, temporal: bool) -> None:
+    config = sd3_config(tiny_sd3, temporal=temporal, fusion=0.0)
+    one_by_one = run(RestyleStage(config), frames(3))
+    assert max_diff(one_by_one, run(RestyleStage(config), frames(3))) == 0
+    config.batch_size = 2  # with classifier-free guidance: the unconditional half of the batch comes first
+    assert max_diff(one_by_one, run(RestyleStage(config), frames(3))) <= 1
+
+
+def test_sd3_processors_installed_and_removed_and_no_controlnet(tiny_sd3: Path, tmp_path: Path) -> None:
+    from v2v.diffusion.dit_attention import JointCrossFrameProcessor
+
+    stage = RestyleStage(sd3_config(tiny_sd3, fusion=0.0))
+    transformer = stage.pipe.transformer
+    before = dict(transformer.attn_processors)
+    layers = cross_frame_layers(transformer, "sd3")
+    assert len(layers) == 3  # two joint attentions and SD3.5's image-only second attention
+    with dit_cross_frame_attention(transformer, FrameBank(), "sd3"):
+        assert all(isinstance(transformer.attn_processors[name], JointCrossFrameProcessor) for name in layers)
+    assert all(transformer.attn_processors[name] is processor for name, processor in before.items())
+    tied = run(stage, frames(3))
+    assert all(transformer.attn_processors[name] is processor for name, processor in before.items())
+    assert len(stage.bank.previous) == len(layers) * 3  # 3 steps
+    assert {kv[0].shape[:-2] for kv in stage.bank.previous.values()} == {(2, 2)}  # both CFG halves, 2 heads
+    assert {kv[0].shape[-2] for kv in stage.bank.previous.values()} == {12}  # image tokens only (48x64 / 16^2)
+    loose = run(RestyleStage(sd3_config(tiny_sd3, fusion=0.0, temporal=False)), frames(3))
+    assert max_diff(tied, loose) > 0
+    with pytest.raises(UsageError, match="take no ControlNet"):
+        RestyleStage(sd3_config(tiny_sd3, controlnets=[str(tmp_path)]))

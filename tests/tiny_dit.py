@@ -7,6 +7,7 @@ real downloads have, for tests and benchmarks on machines without weights.
   single-stream block, 2 heads of 16, guidance embedding), a VAE with FLUX's 8x downsampling into 16 latent
   channels (so a 64x48 frame is 12 image tokens after 2x2 packing), a CLIP text model and a T5 encoder (both
   32 wide) with their tokenizers written offline, and a flow-matching Euler scheduler;
+- `folder/flux-kontext`: the same models as a FLUX.1 Kontext (instruction editing) pipeline folder;
 - `folder/flux-controlnet`: a `FluxControlNetModel` for it, its zero-initialised output layers given weights
   so that it steers the transformer; `folder/flux-controlnet-union`: a union ControlNet (`num_mode=4`);
 - `folder/flux-controlnet-zero`: one as diffusers initialises it (zero output layers: it adds nothing);
@@ -152,7 +153,13 @@ def _steer(controlnet: torch.nn.Module) -> None:
 
 def build_tiny_flux(folder: str | Path, seed: int = 0) -> Path:
     """Write the tiny FLUX models described in the module docstring under `folder`; returns `folder`."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxControlNetModel, FluxPipeline, FluxTransformer2DModel
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        FluxControlNetModel,
+        FluxKontextPipeline,
+        FluxPipeline,
+        FluxTransformer2DModel,
+    )
 
     folder = Path(folder)
     torch.manual_seed(seed)
@@ -173,6 +180,7 @@ def build_tiny_flux(folder: str | Path, seed: int = 0) -> Path:
         transformer=transformer,
     )
     pipe.save_pretrained(str(folder / "flux"))
+    FluxKontextPipeline(**pipe.components).save_pretrained(str(folder / "flux-kontext"))
     controlnet_config = {key: value for key, value in FLUX_TRANSFORMER.items() if key != "guidance_embeds"}
     controlnet = FluxControlNetModel(**controlnet_config, guidance_embeds=True)
     _steer(controlnet)

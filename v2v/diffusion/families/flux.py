@@ -89,6 +89,9 @@ class Flux(DiffusionTransformer):
 
     # --- per batch
 
+    def guided(self, pipe: Any, guidance: float, image_guidance: float | None) -> bool:
+        return False  # guidance-distilled: the guidance is an input of the transformer, one pass per step
+
     def call_arguments(self, pipe: Any, batch: Batch) -> dict[str, Any]:
         height, width = batch.images.shape[-2:]
         arguments: dict[str, Any] = dict(

@@ -493,3 +493,35 @@ def test_kontext_command_and_restyle_points_to_edit(tiny: Path, clip: Path, tmp_
         assert [(f.width, f.height) for f in reader] == [(f.width, f.height) for f in source]
     with pytest.raises(UsageError, match="v2v edit"):
         RestyleStage(make_config(tiny, model=str(tiny / "flux-kontext")))
+
+
+# --- Qwen-Image (double-stream blocks) ---------------------------------------------------------------------------
+
+
+def test_qwen_image_cross_frame_processor_matches_diffusers_for_a_fresh_frame() -> None:
+    """On a tiny random `QwenImageTransformer2DModel` (text first, separate image/text rotary frequencies, a text
+    padding mask): the anchor frame gets exactly diffusers' attention, the next frame also sees the anchor's image
+    tokens, only image tokens are banked, and the processors are put back."""
+    from diffusers import QwenImageTransformer2DModel
+
+    torch.manual_seed(0)
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2, in_channels=64, out_channels=16, num_layers=2, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=16, guidance_embeds=False, axes_dims_rope=(8, 4, 4),
+    )  # fmt: skip
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[:, 5:] = 0  # two padding tokens
+    inputs = dict(hidden_states=torch.randn(2, 12, 64), encoder_hidden_states=torch.randn(2, 7, 16),
+                  encoder_hidden_states_mask=mask, timestep=torch.tensor([0.5, 0.5]), img_shapes=[[(1, 3, 4)]] * 2,
+                  return_dict=False)  # fmt: skip
+    before = dict(transformer.attn_processors)
+    with torch.no_grad():
+        expected = transformer(**inputs)[0]
+        bank = FrameBank()
+        with dit_cross_frame_attention(transformer, bank, "qwen-image"):
+            bank.begin([True, False])
+            got = transformer(**inputs)[0]
+    assert torch.allclose(got[0], expected[0], atol=1e-6)
+    assert not torch.allclose(got[1], expected[1], atol=1e-3)
+    assert len(bank.anchor) == 2 and {kv[0].shape for kv in bank.anchor.values()} == {(1, 2, 12, 16)}
+    assert all(transformer.attn_processors[name] is processor for name, processor in before.items())

@@ -86,8 +86,8 @@ def joint_attention(
     frames = len(bank.anchors) or rows
     groups = rows // frames
 
-    def joint(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.cat([a, b] if text_first else [b, a], dim=2)
+    def joint(a: torch.Tensor, b: torch.Tensor, dim: int = 2) -> torch.Tensor:
+        return torch.cat([a, b] if text_first else [b, a], dim=dim)
 
     out_txt: list[torch.Tensor] = [torch.empty(0)] * rows
     out_img: list[torch.Tensor] = [torch.empty(0)] * rows
@@ -97,7 +97,7 @@ def joint_attention(
         mask = None
         if text_mask is not None:
             own = torch.ones(len(picked), ki.shape[2], dtype=torch.bool, device=ki.device)
-            mask = joint(text_mask[picked].bool(), own)[:, None, None, :]
+            mask = joint(text_mask[picked].bool(), own, dim=1)[:, None, None, :]
         memory = bank.recall(slot, i, frames)
         keys, values = joint(kt, ki), joint(vt, vi)
         if memory is None:

@@ -134,14 +134,18 @@ def v2v_run(models: Path, frames: list, args: argparse.Namespace, **options: obj
     return lambda: [frame.image for frame in stage.process(iter(frames))]
 
 
-def timed(runs: dict[str, Callable[[], list[np.ndarray]]], rounds: int) -> dict[str, tuple[float, float, list]]:
+def timed(
+    runs: dict[str, Callable[[], list[np.ndarray]]], rounds: int, alternate: bool = False
+) -> dict[str, tuple[float, float, list]]:
     """Run each contender `rounds` times, interleaved (the machine is shared, so load drifts); keep each one's
-    fastest wall time, its CPU time in that run, and its output. A warm-up run comes first."""
+    fastest wall time, its CPU time in that run, and its output. A warm-up run comes first. With `alternate`,
+    every other round runs the contenders in reverse order, so none always follows the same one."""
     best: dict[str, tuple[float, float, list]] = {}
     for run in runs.values():
         run()
-    for _ in range(rounds):
-        for name, run in runs.items():
+    for round_ in range(rounds):
+        order = list(runs.items())
+        for name, run in reversed(order) if alternate and round_ % 2 else order:
             wall, cpu = time.perf_counter(), time.process_time()
             outputs = run()
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -370,10 +374,13 @@ def case_flux(models: Path, clip: Path, args: argparse.Namespace) -> dict[str, o
         for count in (few, many):
             runs[f"peer{count}"] = flux_loop(flux, sources[:count], args)
             runs[f"off{count}"] = flux_run(flux, frames[:count], args, temporal=False)
-        best = timed(runs, args.rounds)
+        best = timed(runs, args.rounds, alternate=True)
         on = flux_run(flux, frames[:many], args, temporal=True)()
     peer = (best[f"peer{many}"][0] - best[f"peer{few}"][0]) / (many - few)
     off = (best[f"off{many}"][0] - best[f"off{few}"][0]) / (many - few)
+    # CPU seconds of the same runs: steadier than wall time when the machine is shared
+    peer_cpu = (best[f"peer{many}"][1] - best[f"peer{few}"][1]) / (many - few)
+    off_cpu = (best[f"off{many}"][1] - best[f"off{few}"][1]) / (many - few)
     dis = make_flow_estimator("dis")
     flows = [dis.pair(a, b) for a, b in zip(sources, sources[1:], strict=False)]
     error_off, masked = warping_error(best[f"off{many}"][2], sources, flows)
@@ -390,6 +397,9 @@ def case_flux(models: Path, clip: Path, args: argparse.Namespace) -> dict[str, o
         "peer_marginal_seconds_per_frame": round(peer, 3),
         "v2v_off_marginal_seconds_per_frame": round(off, 3),
         "marginal_ratio_off_vs_peer": round(off / peer, 3),
+        "peer_marginal_cpu_seconds_per_frame": round(peer_cpu, 3),
+        "v2v_off_marginal_cpu_seconds_per_frame": round(off_cpu, 3),
+        "marginal_cpu_ratio_off_vs_peer": round(off_cpu / peer_cpu, 3),
         "off_equals_peer_pixels": max_abs_diff(best[f"off{many}"][2], best[f"peer{many}"][2]) == 0,
         "warping_error_peer": round(error_peer, 6),
         "warping_error_off": round(error_off, 6),

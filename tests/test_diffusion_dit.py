@@ -525,3 +525,57 @@ def test_qwen_image_cross_frame_processor_matches_diffusers_for_a_fresh_frame() 
     assert not torch.allclose(got[1], expected[1], atol=1e-3)
     assert len(bank.anchor) == 2 and {kv[0].shape for kv in bank.anchor.values()} == {(1, 2, 12, 16)}
     assert all(transformer.attn_processors[name] is processor for name, processor in before.items())
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tiny_dit import build_tiny_qwen_image_edit
+
+    return build_tiny_qwen_image_edit(tmp_path_factory.mktemp("tiny-qwen"))
+
+
+def qwen_config(tiny_qwen: Path, **overrides: object) -> EditConfig:
+    values: dict[str, object] = dict(model=str(tiny_qwen / "qwen-image-edit"), instruction="make it red", steps=2,
+                                     guidance=4.0, seed=3)  # fmt: skip
+    values.update(overrides)
+    return EditConfig(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow  # the pipeline always encodes the source at a megapixel: ~10 s a frame even this tiny
+def test_qwen_image_edit_temporal_off_is_diffusers_own_per_frame_loop(tiny_qwen: Path) -> None:
+    from diffusers import QwenImageEditPipeline
+    from PIL import Image
+
+    config = qwen_config(tiny_qwen, temporal=False)
+    stage = EditStage(config)
+    assert stage.family.name == "qwen-image-edit" and stage.guided
+    ours = [stage.diffuse([image], [index])[0] for index, image in enumerate(frames(2))]
+    pipe = QwenImageEditPipeline.from_pretrained(str(tiny_qwen / "qwen-image-edit"))
+    for index, image in enumerate(frames(2)):
+        theirs = pipe(
+            image=Image.fromarray(image), prompt=config.instruction, negative_prompt=" ", true_cfg_scale=4.0,
+            height=48, width=64, num_inference_steps=config.steps,
+            generator=torch.Generator().manual_seed(config.seed + index), output_type="np",
+        ).images[0]  # fmt: skip
+        assert max_diff([ours[index]], [(theirs * 255).round().astype(np.uint8)]) == 0, index
+
+
+@pytest.mark.slow
+def test_qwen_image_edit_true_cfg_passes_get_their_own_bank_slots(tiny_qwen: Path) -> None:
+    """True CFG calls the transformer twice a step: each pass banks its own keys (layers x 2 passes x steps slots),
+    with the result's and the source's image tokens, as `bank_shapes` says; the processors are put back; a batch
+    equals single frames."""
+    stage = EditStage(qwen_config(tiny_qwen, fusion=0.0))
+    transformer = stage.pipe.transformer
+    before = dict(transformer.attn_processors)
+    tied = run(stage, frames(2))
+    layers = cross_frame_layers(transformer, "qwen-image")
+    assert sorted(stage.bank.previous) == sorted((f"{n}#{p}", s) for n in layers for p in (0, 1) for s in range(2))
+    tokens = stage.family.bank_shapes(stage.pipe, 48, 64)[0][0]
+    assert {kv[0].shape[-2] for kv in stage.bank.previous.values()} == {tokens}
+    assert all(transformer.attn_processors[name] is processor for name, processor in before.items())
+    loose = run(EditStage(qwen_config(tiny_qwen, fusion=0.0, temporal=False)), frames(2))
+    assert max_diff(tied[:1], loose[:1]) <= 1  # the anchor frame: nothing banked, the same seed as temporal off
+    assert [image.shape for image in tied] == [(48, 64, 3)] * 2
+    together = run(EditStage(qwen_config(tiny_qwen, fusion=0.0, batch_size=2)), frames(2))
+    assert max_diff(tied, together) <= 1  # a batch (a list of images to diffusers) equals the frames one by one

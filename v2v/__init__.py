@@ -17,7 +17,7 @@ _EXPORTS = {
     "run": "v2v.pipeline",
     "RunReport": "v2v.pipeline",
     "open": "v2v.io.reader",
-    "probe": "v2v.io.reader",
+    "probe": "v2v.io.probe",
     "open_writer": "v2v.io.writer",
     "V2VError": "v2v.errors",
 }

@@ -26,6 +26,7 @@ COMMANDS = {
     "upscale": "v2v.commands.upscale",
     "models": "v2v.commands.models",
     "restyle": "v2v.commands.restyle",
+    "interpolate": "v2v.commands.interpolate",
 }
 
 log = logging.getLogger("v2v")

@@ -22,7 +22,7 @@ import numpy as np
 
 from v2v.frames import Frame
 from v2v.io.reader import Reader, open_source
-from v2v.io.writer import Encoding, Writer, open_writer
+from v2v.io.writer import AudioSource, Encoding, Writer, open_writer
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,11 @@ class Timing:
 
     rate: Fraction | None
     time_base: Fraction | None
+    stretch: Fraction = Fraction(1)  # output instant = stretch * source instant (slow motion: audio can't follow)
+
+    @property
+    def audio_in_sync(self) -> bool:
+        return self.stretch == 1
 
 
 @runtime_checkable
@@ -80,6 +85,24 @@ def context_of(stages: Stage | Sequence[Stage]) -> Context:
 def is_one_to_one(stages: Stage | Sequence[Stage]) -> bool:
     chain = [stages] if isinstance(stages, Stage) else list(stages)
     return all(getattr(stage, "one_to_one", True) for stage in chain)
+
+
+def check_not_source(output: str | os.PathLike[str], reader: Reader) -> None:
+    """Refuse an image-sequence output whose file names would overwrite the source's own images."""
+    from v2v.errors import UsageError
+    from v2v.io.sequences import ImageSequenceReader, is_image_sequence, sequence_files
+
+    if not (is_image_sequence(output) and isinstance(reader, ImageSequenceReader)):
+        return
+    if {path.resolve() for path in sequence_files(output)} & {path.resolve() for path in reader.files}:
+        raise UsageError(f"{os.fspath(output)}: its file names would overwrite the source's images; "
+                         "write to another folder or name pattern")
+
+
+def output_shift(timing: Timing, origin: float, start: float) -> float:
+    """Seconds taken off every output timestamp so that a run trimmed to start `start` seconds after the
+    source's first frame (at `origin`) starts there; instants stretched by the stages move with them."""
+    return float(timing.stretch) * (origin + start) - origin
 
 
 def output_timing(stages: Sequence[Stage], timing: Timing) -> Timing:
@@ -238,18 +261,27 @@ def run(
     """
     if output is None:
         raise ValueError("run() needs an output path or writer")
-    # 1. Open the ends; the output is checked (exists? writable?) before any frame is decoded.
+    # 1. Open the ends; the output is checked (exists? writable?) before any frame is decoded. The writer
+    #    takes the timing the stages declare, and the source's audio unless a stage stretches time.
     reader = source if not isinstance(source, (str, os.PathLike)) else open_source(
         source, start=start, end=end, max_frames=max_frames
     )
+    if isinstance(output, (str, os.PathLike)):
+        check_not_source(output, reader)
+    timing = output_timing(stages, Timing(reader.info.fps, reader.info.time_base))
+    audio = AudioSource.of(reader) if timing.audio_in_sync else None
+    if not timing.audio_in_sync and any(s.kind in ("audio", "subtitle") for s in reader.info.streams):
+        log.warning("audio and subtitles are dropped: they can't stay in sync with frames spread over a new duration")
     try:
         writer = output if not isinstance(output, (str, os.PathLike)) else open_writer(
-            output, encoding=encoding, overwrite=overwrite, source=reader
+            output, encoding=encoding, overwrite=overwrite, audio=audio, fps=timing.rate,
+            shift=output_shift(timing, reader.start_time, reader.window.start),
+            start_number=getattr(reader, "first_number", 1),
         )
     except BaseException:
         reader.close()
         raise
-    expected = reader.info.frame_count
+    expected = reader.info.frame_count if is_one_to_one(stages) else None
     if max_frames is not None and expected is not None:
         expected = min(expected, max_frames)
     label = os.path.basename(os.fspath(output)) if isinstance(output, (str, os.PathLike)) else "v2v"
@@ -277,6 +309,8 @@ def run(
         writing.join()
         if write_failures:
             raise write_failures[0]
+        if audio is not None:
+            audio.end = reader.stopped_at  # a window that ended early ends the audio there too
         writer.close()
     except BaseException:
         stop.set()

@@ -37,8 +37,8 @@ def add_io_arguments(parser: argparse.ArgumentParser) -> None:
                       help="keep finished segments in a work folder, and continue from one left by a stopped run")
     long.add_argument("--work-dir", default=None, help="work folder (default: .OUTPUT.v2v-work beside the output)")
     long.add_argument("--segment-seconds", type=float, default=10.0, help="segment length (default 10 s)")
-    long.add_argument("--overlap", type=int, default=8, metavar="N",
-                      help="context frames decoded before each segment for stages that look back (default 8)")
+    long.add_argument("--overlap", type=int, default=None, metavar="N",
+                      help="context frames decoded before each segment (default: what the stages declare they need)")
     long.add_argument("--backend", choices=("local", "ray"), default="local",
                       help="run segments here, or as Ray tasks (pip install 'v2v[ray]')")
     long.add_argument("--workers", type=positive_int, default=2, help="Ray tasks at once (default 2)")
@@ -83,6 +83,7 @@ def run_pipeline(args: argparse.Namespace, stages: Sequence[Stage] | Callable[[]
         options = {key: value for key, value in vars(args).items() if key not in _NOT_OPTIONS}
         report = run_segmented(
             args.input, stages if callable(stages) else lambda: stages, args.output, options=options,
+            declared=stages() if callable(stages) else stages,
             resume=args.resume, work_dir=args.work_dir, segment_seconds=args.segment_seconds, overlap=args.overlap,
             backend=args.backend, workers=args.workers, address=args.address, **common,
         )

@@ -40,7 +40,8 @@ def main(args: argparse.Namespace) -> int:
     from v2v.consistency import FusionConfig, StabilizeStage, check_same_shape
     from v2v.errors import InputError, UsageError
     from v2v.flow import make_flow_estimator
-    from v2v.io.reader import open_source, probe
+    from v2v.io.probe import probe
+    from v2v.io.reader import open_source
 
     # 1. Check inputs: the options, then the two clips against each other.
     try:

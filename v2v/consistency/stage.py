@@ -17,7 +17,8 @@ from v2v.consistency.fusion import FusionConfig, FusionStep, TemporalFuser
 from v2v.errors import InputError, UsageError
 from v2v.flow.estimators import FlowEstimator
 from v2v.frames import Frame
-from v2v.io.reader import Reader, open_source, time_of_frame
+from v2v.io.probe import time_of_frame
+from v2v.io.reader import Reader, open_source
 
 log = logging.getLogger(__name__)
 

@@ -69,6 +69,10 @@ class VideoFileReader:
             self._container.close()
             raise InputError(f"{self.path}: has no video stream")
         self._stream = self._container.streams.video[0]
+        if self._stream.codec_context is None or self._stream.time_base is None:
+            self._container.close()
+            missing = "codec" if self._stream.codec_context is None else "time base"
+            raise InputError(f"{self.path}: the video stream has no {missing} (damaged header); remux or re-encode it")
         self._stream.thread_type = "AUTO"
         self.info = self._probe()
         self.frames_read = 0

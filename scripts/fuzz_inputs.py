@@ -55,7 +55,8 @@ def picture(index: int) -> np.ndarray:
 
 def build_seed(path: Path, video: str, pix_fmt: str, audio: str | None, sample_format: str) -> None:
     """A 12-frame 64x48 clip at 10 fps, with a 1.2 s tone when `audio` is given."""
-    with av.open(str(path), "w") as container:
+    # bitexact: no random segment UID or date (Matroska), so a case number always makes the same bytes
+    with av.open(str(path), "w", options={"fflags": "+bitexact"}) as container:
         stream = container.add_stream(video, rate=FPS)
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, pix_fmt
         if video == "libx264":

@@ -223,7 +223,8 @@ def classify(command: str, process: subprocess.CompletedProcess[str] | None, out
     return "fault", f"exit {process.returncode}", last
 
 
-def run_case(case: int, seed: int, seeds: dict[str, bytes], work: Path, timeout: float) -> list[Outcome]:
+def run_case(case: int, seed: int, seeds: dict[str, bytes], work: Path, timeout: float,
+             keep: Path | None = None) -> list[Outcome]:
     """Make case `case` of the run seeded `seed` and run probe and transcode on it."""
     rng = random.Random(f"{seed}:{case}")
     name = sorted(seeds)[case % len(seeds)]
@@ -254,6 +255,8 @@ def run_case(case: int, seed: int, seeds: dict[str, bytes], work: Path, timeout:
         outcomes.append(Outcome(case, name, description, label, result, fault, detail))
         for leftover in out_dir.iterdir():
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    if keep is not None and any(o.result == "fault" for o in outcomes):
+        shutil.copy(source, keep / f"case{case}{source.suffix}")
     shutil.rmtree(folder, ignore_errors=True)
     return outcomes
 
@@ -267,14 +270,16 @@ def build_seeds(folder: Path) -> dict[str, bytes]:
     return seeds
 
 
-def fuzz(cases: int, seed: int, jobs: int = 2, timeout: float = 60.0, first: int = 0) -> tuple[dict, list[Outcome]]:
-    """Run cases first..first+cases-1; returns (counts, faults)."""
+def fuzz(cases: int, seed: int, jobs: int = 2, timeout: float = 60.0, first: int = 0,
+         keep: Path | None = None) -> tuple[dict, list[Outcome]]:
+    """Run cases first..first+cases-1; returns (counts, faults). Faulting inputs are copied into `keep`."""
     with tempfile.TemporaryDirectory(prefix="v2v-fuzz-") as temp:
         work = Path(temp)
         seeds = build_seeds(work)
         outcomes: list[Outcome] = []
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(run_case, case, seed, seeds, work, timeout) for case in range(first, first + cases)]
+            futures = [pool.submit(run_case, case, seed, seeds, work, timeout, keep)
+                       for case in range(first, first + cases)]
             for future in futures:
                 outcomes.extend(future.result())
     faults = [o for o in outcomes if o.result == "fault"]
@@ -298,8 +303,11 @@ def main() -> int:
     parser.add_argument("--first", type=int, default=0, help="number of the first case (to rerun a slice)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (default 2)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds a run may take (default 60)")
+    parser.add_argument("--keep", type=Path, default=None, metavar="DIR", help="copy the inputs that fault here")
     args = parser.parse_args()
-    counts, faults = fuzz(args.cases, args.seed, args.jobs, args.timeout, args.first)
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    counts, faults = fuzz(args.cases, args.seed, args.jobs, args.timeout, args.first, args.keep)
     print(json.dumps(counts))
     for fault in faults:
         print(f"case {fault.case} {fault.seed_file} {fault.mutation} {fault.command}: {fault.fault}: {fault.detail}")

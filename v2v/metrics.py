@@ -145,13 +145,15 @@ class ScoreMeter:
 
 def score_video(frames: Iterable[np.ndarray], guide: Iterable[np.ndarray],
                 estimator: FlowEstimator | None = None, reference: Iterable[np.ndarray] | None = None,
-                flows: Iterable[tuple[np.ndarray, np.ndarray]] | None = None) -> VideoScores:
+                flows: Iterable[tuple[np.ndarray, np.ndarray]] | None = None,
+                meter: ScoreMeter | None = None) -> VideoScores:
     """Scores of a processed clip against its original (`guide`, for the flow) and optionally a reference.
 
     All inputs are iterables of RGB uint8 (H, W, 3) frames of one length, consumed in step; `flows`, when
-    given, yields the guide's (t -> t+1, t+1 -> t) flows for each pair instead of `estimator`.
+    given, yields the guide's (t -> t+1, t+1 -> t) flows for each pair instead of `estimator`. Pass a `meter` to
+    read its per-frame `series()` afterwards.
     """
-    meter = ScoreMeter(estimator)
+    meter = meter or ScoreMeter(estimator)
     references: Iterator[np.ndarray | None] = iter(reference) if reference is not None else _nones()
     flow_pairs = iter(flows) if flows is not None else None
     for index, (frame, source) in enumerate(_in_step(frames, guide, "the guide")):

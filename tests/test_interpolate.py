@@ -6,6 +6,12 @@ tests/test_rife.py tests the model, and the CLI tests at the end run the real RI
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -20,7 +26,7 @@ from v2v.io.reader import open_source
 from v2v.io.writer import Encoding
 from v2v.pipeline import run
 from v2v.restore.interpolate import InterpolateStage
-from v2v.segments import run_segmented
+from v2v.segments import default_work_dir, run_segmented
 
 LOSSLESS = Encoding(codec="libx264rgb", crf=0, preset="ultrafast")  # lossless, in MP4, which keeps time bases exactly
 GOP = {"g": "10", "keyint_min": "10", "sc_threshold": "0"}
@@ -154,3 +160,72 @@ def test_one_frame_is_refused(tmp_path: Path) -> None:
     frames = [Frame(np.zeros((8, 8, 3), np.uint8), 0, 0, Fraction(1, 25))]
     with pytest.raises(InputError, match="at least two"):
         list(InterpolateStage(factor=2, between=blend).process(iter(frames)))
+
+
+# -- the command, with the real RIFE weights ---------------------------------------------------------------
+
+
+def v2v(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "v2v", *args], capture_output=True, text=True, timeout=600)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], code: int, words: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == code, result.stderr
+    assert len(lines) == 1 and words in lines[0] and "internal error" not in lines[0], result.stderr
+
+
+def test_cli_factor_two_keeps_audio_bytes(tmp_path: Path) -> None:
+    source = write_clip(tmp_path / "in.mp4", frames=8, fps=25, audio=True)
+    out = tmp_path / "out.mp4"
+    result = v2v("interpolate", str(source), "-o", str(out), "--factor", "2", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert len(instants(out)) == 15 and audio_bytes(out) == audio_bytes(source)
+
+
+def test_cli_bad_input_gets_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    source = write_clip(tmp_path / "in.mp4", frames=6, fps=25)
+    single = write_clip(tmp_path / "one.mp4", frames=1, fps=25)
+    out = tmp_path / "out.mp4"
+    one_line_error(v2v("interpolate", str(source), "-o", str(out), "--factor", "1"), 2, "--factor")
+    one_line_error(v2v("interpolate", str(source), "-o", str(out), "--factor", "-3"), 2, "--factor")
+    one_line_error(v2v("interpolate", str(source), "-o", str(out), "--fps", "20"), 2, "does not drop frames")
+    one_line_error(v2v("interpolate", str(source), "-o", str(out), "--slowmo", "2", "--fps", "60"), 2,
+                   "not allowed with")
+    one_line_error(v2v("interpolate", str(single), "-o", str(out)), 1, "at least two")
+    one_line_error(v2v("interpolate", str(source), "-o", str(out), "--model", "rife-9"), 2, "did you mean")
+    frames_dir = tmp_path / "frames"
+    frames_dir.mkdir()
+    run(source, [], str(frames_dir / "%04d.png"), progress=False)
+    one_line_error(v2v("interpolate", str(frames_dir / "%04d.png"), "-o", str(frames_dir / "%04d.png"),
+                       "--overwrite"), 2, "overwrite the source")
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if "partial" in p.name]
+    assert len(list(frames_dir.iterdir())) == 6
+
+
+def test_resume_after_a_kill_equals_a_single_pass(tmp_path: Path) -> None:
+    source = write_clip(tmp_path / "gop.mp4", frames=30, width=64, height=48, fps=25, audio=True, options=GOP)
+    out, single = tmp_path / "resumed.mkv", tmp_path / "single.mkv"
+    common = ["--factor", "2", "--codec", "ffv1", "--segment-seconds", "0.4", "--no-progress"]
+    manifest = Path(default_work_dir(str(out))) / "manifest.json"
+    process = subprocess.Popen([sys.executable, "-m", "v2v", "interpolate", str(source), "-o", str(out), "--resume",
+                                *common], stderr=subprocess.DEVNULL)
+    deadline, done = time.monotonic() + 300, 0
+    while done == 0 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+        try:
+            done = sum(s["state"] == "done" for s in json.loads(manifest.read_text())["segments"])
+        except (OSError, ValueError):
+            continue
+    assert process.poll() is None and done >= 1, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not out.exists()
+    resumed = v2v("interpolate", str(source), "-o", str(out), "--resume", *common)
+    assert resumed.returncode == 0 and "resuming" in resumed.stderr, resumed.stderr
+    assert v2v("interpolate", str(source), "-o", str(single), *common).returncode == 0
+    a, b = frames_of(single), frames_of(out)
+    assert [f.time for f in a] == [f.time for f in b] and len(a) == 59
+    assert all(np.array_equal(x.image, y.image) for x, y in zip(a, b, strict=True))
+    assert audio_bytes(out) == audio_bytes(source)
+    assert not Path(default_work_dir(str(out))).exists()

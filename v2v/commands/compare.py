@@ -13,10 +13,12 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from v2v.commands.common import positive_int
+
+if TYPE_CHECKING:
+    import numpy as np
 
 HELP = "show two versions of a clip side by side (or as a wipe) with A's audio; --plot their scores over time"
 
@@ -51,6 +53,8 @@ class CompareStage:
         self.path, self.size, self.wipe, self.frames = path, size, wipe, frames
 
     def process(self, frames: Iterator) -> Iterator:
+        import numpy as np
+
         from v2v.io.reader import open_source
         from v2v.pictures import resize
 

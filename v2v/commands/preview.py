@@ -70,7 +70,9 @@ def main(args: argparse.Namespace) -> int:
     output = args.output or f"{_stem(args.input)}.{args.command}.preview.png"
     if not output.lower().endswith(".png"):
         raise UsageError(f"{output}: the contact sheet is a PNG; give a name ending in .png")
-    inner_parser = argparse.ArgumentParser(prog=f"v2v preview INPUT {args.command}")
+    from v2v.cli import OneLineParser
+
+    inner_parser = OneLineParser(prog=f"v2v preview INPUT {args.command}")
     module.add_arguments(inner_parser)
     inner = inner_parser.parse_args([args.input, "-o", output, *args.options])
     inner.partial, inner.verbose, inner.no_progress = True, args.verbose, True

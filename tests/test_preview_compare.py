@@ -142,3 +142,18 @@ def test_plot_without_matplotlib_says_how_to_install(tmp_path: Path, command: st
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 1 and len(lines) == 1 and "pip install 'v2v[plot]'" in lines[0], result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.mp4"]
+
+
+def test_preview_and_compare_on_the_sample_clip(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    sample = tmp_path / "sample.mp4"
+    subprocess.run([sys.executable, str(root / "samples" / "make_sample.py"), str(sample)], check=True)
+    result = v2v("preview", str(sample), "--frames", "5", "transcode", "--crf", "30", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert picture_rows(read_png(tmp_path / "sample.transcode.preview.png")) == 5
+    result = v2v("compare", str(sample), str(sample), "-o", str(tmp_path / "same.mp4"), "--plot",
+                 str(tmp_path / "same.png"), "--preset", "ultrafast")
+    assert result.returncode == 0, result.stderr
+    assert len(decode(tmp_path / "same.mp4")) == len(decode(sample))
+    assert audio_packets(tmp_path / "same.mp4") == audio_packets(sample)
+    assert (tmp_path / "same.png").stat().st_size > 10_000

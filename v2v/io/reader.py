@@ -94,9 +94,9 @@ class VideoFileReader:
         return float(stream.start_time * stream.time_base)
 
     def _probe(self) -> VideoInfo:
+        rotation = self._first_rotation()  # first: it may reopen the file, and the old stream is then closed
         stream = self._stream
         ctx = stream.codec_context
-        rotation = self._first_rotation()
         width, height = (ctx.height, ctx.width) if rotation % 180 else (ctx.width, ctx.height)
         pix_fmt = ctx.pix_fmt or "unknown"
         bits, alpha = _format_facts(pix_fmt)

@@ -85,7 +85,7 @@ def _stream_info(stream: av.stream.Stream) -> StreamInfo:
     if ctx is None:  # a damaged header can leave a stream without codec parameters
         details = ""
     elif stream.type == "video":
-        details = f"{ctx.width}x{ctx.height} {ctx.pix_fmt}"
+        details = f"{ctx.width}x{ctx.height} {ctx.pix_fmt or 'unknown'}"
     elif stream.type == "audio":
         details = f"{ctx.sample_rate} Hz {ctx.layout.name if ctx.layout else ''}".strip()
     else:

@@ -313,6 +313,12 @@ def run(
             raise write_failures[0]
         if audio is not None:
             audio.end = reader.stopped_at  # a window that ended early ends the audio there too
+        if reader.frames_read == 0 and writer.frames_written == 0:
+            from v2v.errors import InputError
+
+            why = f" ({reader.damage})" if reader.damage else ""
+            raise InputError(f"{reader.info.path}: no frame could be decoded{why}; its video stream is empty or "
+                             "damaged (or the --start/--end window holds no frame)")
         writer.close()
     except BaseException:
         stop.set()

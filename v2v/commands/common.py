@@ -29,6 +29,9 @@ def add_io_arguments(parser: argparse.ArgumentParser) -> None:
     encoding.add_argument("--crf", type=float, default=18, help="quality for x264/x265 (default 18; lower is better)")
     encoding.add_argument("--preset", default="medium", help="encoder speed preset (default medium)")
     encoding.add_argument("--pix-fmt", default=None, help="pixel format (default yuv420p; RGB for lossless codecs)")
+    parser.add_argument("--start-number", type=at_least(int, 0, "a whole number"), default=None, metavar="N",
+                        help="image-sequence outputs: number of the first file (default: the source sequence's "
+                        "first number, else 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     long = parser.add_argument_group(
         "long runs",
@@ -115,7 +118,8 @@ def run_pipeline(args: argparse.Namespace, stages: Sequence[Stage] | Callable[[]
     else:
         from v2v.pipeline import run
 
-        report = run(args.input, stages() if callable(stages) else stages, args.output, **common)
+        report = run(args.input, stages() if callable(stages) else stages, args.output, **common,
+                     start_number=args.start_number)
     note = f" (input damaged: stopped after {report.frames_read} frames)" if report.damage else ""
     print(
         f"v2v: wrote {report.output}: {report.frames_written} frames in {report.seconds:.1f} s "

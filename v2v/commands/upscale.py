@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from v2v.commands.common import add_io_arguments, positive_int, run_pipeline
 from v2v.sr.models import NAMED_MODELS  # light: torch is imported only when a model loads
+
+if TYPE_CHECKING:
+    from v2v.pipeline import Stage
 
 HELP = "upscale a video with a super-resolution model (named Real-ESRGAN models or any spandrel checkpoint)"
 
@@ -31,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="with --dtype int8: frames with detail to calibrate on, run in float32 (default 2)")
 
 
-def main(args: argparse.Namespace) -> int:
+def build_stages(args: argparse.Namespace) -> list[Stage]:
+    """The upscale stage the options describe (its model loads now)."""
     from v2v.errors import require
 
     torch = require("torch", "torch")
@@ -42,5 +47,9 @@ def main(args: argparse.Namespace) -> int:
         args.model, batch_size=args.batch, device=device, dtype=args.dtype, tile=args.tile, scale=args.scale,
         calibration_frames=args.calibration_frames,
     )  # fmt: skip
-    run_pipeline(args, stages=[stage])
+    return [stage]
+
+
+def main(args: argparse.Namespace) -> int:
+    run_pipeline(args, stages=build_stages(args))
     return 0

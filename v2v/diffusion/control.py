@@ -74,7 +74,8 @@ class DepthMaps:
             self.processor = AutoImageProcessor.from_pretrained(str(path), local_files_only=True)
             self.model = AutoModelForDepthEstimation.from_pretrained(str(path), local_files_only=True, dtype=dtype)
         except (OSError, ValueError, KeyError) as exc:
-            raise ModelError(f"cannot load depth model {model!r}: {str(exc).splitlines()[0]}") from exc
+            raise ModelError(f"cannot load depth model {model!r}: "
+                             f"{(str(exc) or type(exc).__name__).splitlines()[0]}") from exc
         self.model.to(device).eval()
         self.device, self.dtype = device, dtype
 

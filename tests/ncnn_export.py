@@ -117,3 +117,107 @@ def export_rrdb(model, folder: Path, name: str, storage: str = "fp32"):
     w.conv(blob, "hr", _numpy(state, f"model.{hr}.weight"), _numpy(state, f"model.{hr}.bias"), leaky=True)
     w.conv("hr", "output", _numpy(state, f"model.{last}.weight"), _numpy(state, f"model.{last}.bias"))
     return w.save(folder, name)
+
+
+# -- a reference: run an ncnn graph layer by layer in torch ------------------------------------------------------
+
+
+def run_graph(model, x):
+    """Run a parsed ncnn graph (`v2v.sr.ncnn.NcnnModel`) on float (N, C, H, W) with plain torch ops, one ncnn
+    layer at a time, following the graph's own blob wiring. An independent reference for the importers: it knows
+    ncnn's layers, not spandrel's architectures. Raises on a layer type or option it does not implement."""
+    import torch
+    import torch.nn.functional as F
+
+    def activate(layer, y):
+        kind = layer.params.get(9, 0)
+        if kind == 0:
+            return y
+        if kind == 1:
+            return F.relu(y)
+        if kind == 2:
+            return F.leaky_relu(y, layer.params[10][0])
+        if kind == 4:
+            return torch.sigmoid(y)
+        raise NotImplementedError(f"activation {kind}")
+
+    def arrays(layer):
+        return [torch.from_numpy(array) for array in model.weights.get(layer.name, [])]
+
+    blobs = {}
+    for layer in model.layers:
+        p = layer.params
+        ins = [blobs[name] for name in layer.inputs]
+        kind = layer.type
+        if kind == "Input":
+            out = [x]
+        elif kind == "MemoryData":
+            (data,) = arrays(layer)
+            out = [data.view(1, p.get(2, 1), p.get(1, 1), p.get(0, 1))]
+        elif kind == "Split":
+            out = ins * len(layer.outputs)
+        elif kind in ("Convolution", "Deconvolution"):
+            weight, *bias = arrays(layer)
+            kw = p[1]
+            kh = p.get(11, kw)
+            stride, pad, dilation = p.get(3, 1), p.get(4, 0), p.get(2, 1)
+            assert p.get(14, pad) == pad and p.get(15, pad) == pad and p.get(16, pad) == pad, "asymmetric padding"
+            if kind == "Convolution":
+                weight = weight.view(p[0], -1, kh, kw)
+                y = F.conv2d(ins[0], weight, bias[0] if bias else None, stride, pad, dilation)
+            else:
+                weight = weight.view(p[0], -1, kh, kw).transpose(0, 1)
+                y = F.conv_transpose2d(ins[0], weight, bias[0] if bias else None, stride, pad, dilation=dilation)
+            out = [activate(layer, y)]
+        elif kind == "InnerProduct":
+            weight, *bias = arrays(layer)
+            flat = ins[0].flatten(1)
+            y = F.linear(flat, weight.view(p[0], flat.shape[1]), bias[0] if bias else None)
+            out = [activate(layer, y)[:, :, None, None]]
+        elif kind == "Pooling":
+            assert p.get(0, 0) == 1 and p.get(4, 0) == 1, "only global average pooling"
+            out = [ins[0].mean(dim=(2, 3), keepdim=True)]
+        elif kind == "Crop":
+            starts, ends, axes = p[9], p[10], p[11]
+            y = ins[0]
+            for start, end, axis in zip(starts, ends, axes, strict=True):
+                dim = axis if axis < 0 else axis + 1  # ncnn's axes count from the channel axis
+                length = y.shape[dim]
+                stop = end if end > 0 else length + end
+                y = y.narrow(dim, start, stop - start)
+            out = [y]
+        elif kind == "BinaryOp":
+            op = p.get(0, 0)
+            a = ins[0]
+            b = p.get(2, 0.0) if p.get(1, 0) else ins[1]
+            ops = {0: lambda u, v: u + v, 1: lambda u, v: u - v, 2: lambda u, v: u * v, 3: lambda u, v: u / v,
+                   7: lambda u, v: v - u, 8: lambda u, v: v / u}  # fmt: skip
+            out = [ops[op](a, b)]
+        elif kind == "Eltwise":
+            assert p.get(0, 1) == 1, "only weighted sums"
+            coeffs = p.get(1, [1.0] * len(ins))
+            out = [sum(c * t for c, t in zip(coeffs, ins, strict=True))]
+        elif kind == "Concat":
+            out = [torch.cat(ins, dim=p.get(0, 0) + 1)]
+        elif kind == "Swish":
+            out = [ins[0] * torch.sigmoid(ins[0])]
+        elif kind == "Sigmoid":
+            out = [torch.sigmoid(ins[0])]
+        elif kind == "ReLU":
+            slope = p.get(0, 0.0)
+            out = [F.leaky_relu(ins[0], slope) if slope else F.relu(ins[0])]
+        elif kind == "PReLU":
+            (slope,) = arrays(layer)
+            out = [torch.where(ins[0] >= 0, ins[0], ins[0] * slope.view(1, -1, 1, 1))]
+        elif kind == "PixelShuffle":
+            assert p.get(1, 0) == 0, "only PyTorch's channel order"
+            out = [F.pixel_shuffle(ins[0], p[0])]
+        elif kind == "Interp":
+            mode = {1: "nearest", 2: "bilinear", 3: "bicubic"}[p[0]]
+            size = (int(ins[0].shape[2] * p[1]), int(ins[0].shape[3] * p[2]))
+            extra = {} if mode == "nearest" else {"align_corners": bool(p.get(6, 0))}
+            out = [F.interpolate(ins[0], size=size, mode=mode, **extra)]
+        else:
+            raise NotImplementedError(f"ncnn layer type {kind}")
+        blobs.update(zip(layer.outputs, out, strict=True))
+    return blobs[model.layers[-1].outputs[0]]

@@ -171,7 +171,7 @@ def main() -> None:
         ours = run_v2v(group)
         timing["v2v"][0] += time.perf_counter() - wall
         timing["v2v"][1] += time.process_time() - cpu
-        scores += [psnr(a, b) for a, b in zip(ours, theirs, strict=True)]
+        scores += [psnr(a, b) for a, b in zip(ours, theirs, strict=True)] if theirs else []
     if settings is not None:
         parent.send(None)
         worker.join()

@@ -27,9 +27,10 @@ COMMANDS = {
     "upscale": "v2v.commands.upscale",
     "models": "v2v.commands.models",
     "restyle": "v2v.commands.restyle",
+    "edit": "v2v.commands.edit",
+    "interpolate": "v2v.commands.interpolate",
     "preview": "v2v.commands.preview",
     "compare": "v2v.commands.compare",
-    "interpolate": "v2v.commands.interpolate",
 }
 
 log = logging.getLogger("v2v")

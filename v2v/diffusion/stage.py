@@ -257,6 +257,7 @@ class DiffusionStage:
             batch.control_scales = config.control_scales * (
                 len(self.controls) if len(config.control_scales) == 1 else 1
             )
+            batch.control_modes = list(config.control_modes)
         seeds = [config.seed] * count if config.temporal else [config.seed + index for index in indices]
         batch.generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         # 3. Denoise, with cross-frame attention when temporal is on.

@@ -71,6 +71,23 @@ class FrameBank:
         stored = {id(t): t for pair in (*self.anchor.values(), *self.previous.values()) for t in pair}
         return sum(t.numel() * t.element_size() for t in stored.values())
 
+    def recall(self, slot: tuple[str, int], index: int, frames: int) -> list[KeyValue] | None:
+        """What frame `index` of a batch of `frames` attends to besides itself at `slot` (layer, step): the
+        anchor's and the previous frame's keys/values; None when the frame is a fresh anchor (the first frame,
+        a scene cut), which attends to itself only."""
+        anchors = self.anchors if len(self.anchors) == frames else [False] * frames
+        anchor, previous = self.anchor.get(slot), self.previous.get(slot)
+        if anchors[index] or anchor is None or previous is None:
+            return None
+        return [anchor] if previous is anchor else [anchor, previous]
+
+    def remember(self, slot: tuple[str, int], fresh: bool, key: torch.Tensor, value: torch.Tensor) -> None:
+        """Keep a frame's keys/values (..., N, d) at `slot` as the previous frame, and as the anchor if `fresh`."""
+        stored = self._bounded(key, value)
+        if fresh:
+            self.anchor[slot] = stored
+        self.previous[slot] = stored
+
     def attend(
         self,
         layer: str,
@@ -88,22 +105,15 @@ class FrameBank:
         are never duplicated); None: all of them.
         """
         frames = key.shape[1]
-        anchors = self.anchors if len(self.anchors) == frames else [False] * frames
         out = []
         slot = (layer, step)
+        kept = keep or slice(None)
         for i in range(frames):
-            keys, values = [key[:, i]], [value[:, i]]
-            anchor, previous = self.anchor.get(slot), self.previous.get(slot)
-            fresh = anchors[i] or anchor is None  # a new anchor (first frame, scene cut) attends to itself only
-            if not fresh:
-                for bank_key, bank_value in (anchor, previous) if previous is not anchor else (anchor,):
-                    keys.append(bank_key)
-                    values.append(bank_value)
+            memory = self.recall(slot, i, frames)
+            keys = [key[:, i], *(bank_key for bank_key, _ in memory or [])]
+            values = [value[:, i], *(bank_value for _, bank_value in memory or [])]
             out.append(F.scaled_dot_product_attention(query[:, i], torch.cat(keys, -2), torch.cat(values, -2)))
-            stored = self._bounded(key[:, i, ..., keep or slice(None), :], value[:, i, ..., keep or slice(None), :])
-            if fresh:
-                self.anchor[slot] = stored
-            self.previous[slot] = stored
+            self.remember(slot, memory is None, key[:, i, ..., kept, :], value[:, i, ..., kept, :])
         return torch.stack(out, 1)
 
 

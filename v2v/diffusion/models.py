@@ -247,7 +247,8 @@ def ip_adapter_width(weights: Path) -> int | None:
     from v2v.diffusion.registry import read_tensor_shapes
 
     shapes = read_tensor_shapes(weights)
-    widths = [shape[-1] for key, shape in sorted(shapes.items()) if key.endswith("to_k_ip.weight") and len(shape) == 2]
+    suffixes = ("to_k_ip.weight", "ip_adapter_double_stream_k_proj.weight")  # diffusers/original, XLabs (FLUX)
+    widths = [shape[-1] for key, shape in sorted(shapes.items()) if key.endswith(suffixes) and len(shape) == 2]
     return widths[0] if widths else None
 
 
@@ -259,7 +260,7 @@ def load_ip_adapter(family: Family, pipe: Any, name: str | None, image_encoder: 
     assert family.ip_adapter is not None
     default = family.ip_adapter
     weights = _ip_adapter_file(resolve_path(name or default.weights, "IP-Adapter", default.files_hint))
-    width, ours = ip_adapter_width(weights), family.denoiser(pipe).config.get("cross_attention_dim")
+    width, ours = ip_adapter_width(weights), family.text_width(pipe)
     if width is not None and ours is not None and width != ours:
         raise ModelError(
             f"IP-Adapter {weights.name} was made for a base with text width {width}, but base model is {family.title} "

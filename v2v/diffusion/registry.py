@@ -143,7 +143,8 @@ class Batch:
 
     images: (B, 3, H, W) float in [0, 1] on the pipeline's device, H and W multiples of the family's multiple.
     generators: one per frame (the same seed for every frame of a shot when temporal is on).
-    control_images: one (B, 3, H, W) float [0, 1] map per ControlNet; control_scales: one scale each.
+    control_images: one (B, 3, H, W) float [0, 1] map per ControlNet; control_scales: one scale each;
+    control_modes: the mode of each union ControlNet (e.g. canny, depth; the model card numbers them), may be empty.
     ip_adapter_embeds: the reference's embeds as `prepare_ip_adapter_image_embeds` gave them for ONE image
     (the pipeline repeats them for the batch), or None.
     """
@@ -159,6 +160,7 @@ class Batch:
     generators: list[torch.Generator]
     control_images: list[torch.Tensor] = dataclasses.field(default_factory=list)
     control_scales: list[float] = dataclasses.field(default_factory=list)
+    control_modes: list[int] = dataclasses.field(default_factory=list)  # union ControlNets: the mode of each
     ip_adapter_embeds: list[torch.Tensor] | None = None
 
     @property
@@ -256,6 +258,10 @@ class Family:
         from v2v.diffusion import models
 
         models.load_ip_adapter(self, pipe, name, image_encoder, scale)
+
+    def text_width(self, pipe: Any) -> int | None:
+        """The width of the text states the denoiser attends to (what an IP-Adapter's projections take)."""
+        return self.denoiser(pipe).config.get("cross_attention_dim")
 
     def ip_adapter_embeds(self, pipe: Any, reference: Any, device: torch.device, guided: bool) -> list[Any]:
         """The reference image's IP-Adapter embeds for one image (the pipeline repeats them per frame)."""

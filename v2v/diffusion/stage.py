@@ -45,6 +45,15 @@ class DiffusionStage:
     """
 
     one_to_one = True
+    WARM_UP_FRAMES = 8  # context before each segment of a segmented run, when temporal is on
+
+    @property
+    def context(self) -> Any:
+        """Temporal on: the attention anchor and fusion reach back without bound, so a segment warms up on a few
+        frames and only approximates one pass (never segmented by default). Off: each frame stands alone."""
+        from v2v.pipeline import Context
+
+        return Context(before=self.WARM_UP_FRAMES, exact=False) if self.config.temporal else Context()
 
     def __init__(self, config: RestyleConfig) -> None:
         require("diffusers", "diffusion")
@@ -248,6 +257,7 @@ class DiffusionStage:
             batch.control_scales = config.control_scales * (
                 len(self.controls) if len(config.control_scales) == 1 else 1
             )
+            batch.control_modes = list(config.control_modes)
         seeds = [config.seed] * count if config.temporal else [config.seed + index for index in indices]
         batch.generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         # 3. Denoise, with cross-frame attention when temporal is on.

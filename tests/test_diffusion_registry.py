@@ -140,7 +140,8 @@ def test_controlnet_of_another_family_is_refused_before_the_base_loads(
         raise AssertionError("the base model was loaded")
 
     monkeypatch.setattr(models, "load_pipeline", never)
-    with pytest.raises(ModelError, match=r"FluxControlNetModel.*Stable Diffusion 1.x/2.x; pass a ControlNet made for"):
+    owner = ", ".join(f.title for f in registry.controlnet_families("FluxControlNetModel")) or "FluxControlNetModel"
+    with pytest.raises(ModelError, match=rf"is a {owner}.*Stable Diffusion 1.x/2.x; pass a ControlNet made for"):
         RestyleStage(make_config(tiny, controlnets=[str(tiny / "controlnet-flux")]))
 
 

@@ -45,6 +45,17 @@ class DiffusionStage:
     """
 
     one_to_one = True
+    WARM_UP_FRAMES = 8  # context before each segment of a segmented run, when temporal is on
+
+    @property
+    def context(self) -> Any:
+        """Temporal on: the attention anchor and fusion reach back without bound, so a segment warms up on a few
+        frames and only approximates one pass (never segmented by default); so does keyframe mode, whose keyframes
+        are counted from the segment's start. Off: each frame stands alone."""
+        from v2v.pipeline import Context
+
+        inexact = self.config.temporal or self.config.keyframe_every > 1
+        return Context(before=self.WARM_UP_FRAMES, exact=False) if inexact else Context()
 
     def __init__(self, config: RestyleConfig) -> None:
         require("diffusers", "diffusion")

@@ -3,6 +3,11 @@
 The run's source is the processed (flickering) video; the stage opens the original (the guide) itself
 and walks both in step, frame t of one with frame t of the other, so timing and audio come from the
 processed video untouched.
+
+Given the processed video's path as well (`processed`, as `v2v stabilize` does), the stage decodes both clips
+a second time, `config.lookahead` frames ahead of the main pass, as the fuser's preview: the fuser keeps only
+the looks of those frames (about 14 KB a frame whatever the size), so the first frame of every shot is
+already corrected with no delay and flat memory. Without it the fuser holds `config.lookahead` full frames.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 from v2v.consistency.fusion import FusionConfig, FusionStep, TemporalFuser
 from v2v.errors import InputError, UsageError
@@ -48,6 +55,8 @@ class StabilizeStage:
         guide: the original video (file, folder or pattern), or an open reader.
         config: FusionConfig. estimator: flow estimator (default DIS).
         start, end, max_frames: the same window as the processed source's, applied to the guide.
+        processed: the processed video's path (the run's source), read a second time ahead of the run for
+            the look-ahead; None holds `config.lookahead` full frames instead.
         check_end: refuse a guide with frames left when the processed frames end (off for segmented runs,
             whose passes end at segment boundaries; the counts are compared up front there).
         device: torch device for the fusion. debug_dir: write flow and trust PNGs for every frame there.
@@ -56,18 +65,20 @@ class StabilizeStage:
     def __init__(self, guide: str | os.PathLike[str] | Reader, config: FusionConfig | None = None,
                  estimator: FlowEstimator | None = None, *, start: float = 0.0, end: float | None = None,
                  max_frames: int | None = None, device: str = "cpu",
-                 debug_dir: str | os.PathLike[str] | None = None, check_end: bool = True) -> None:
+                 debug_dir: str | os.PathLike[str] | None = None, check_end: bool = True,
+                 processed: str | os.PathLike[str] | None = None) -> None:
         self.guide = guide
+        self.processed = processed
         self.check_end = check_end
         self.window = {"start": start, "end": end, "max_frames": max_frames}
         self.debug_dir = Path(debug_dir) if debug_dir is not None else None
         self._fuser_settings = (config, estimator, device)
         self.fuser = self._new_fuser()
 
-    def _new_fuser(self) -> TemporalFuser:
+    def _new_fuser(self, preview: Iterator[tuple[np.ndarray, np.ndarray]] | None = None) -> TemporalFuser:
         config, estimator, device = self._fuser_settings
         return TemporalFuser(config, estimator, device=device,
-                             on_step=self._debug if self.debug_dir is not None else None)
+                             on_step=self._debug if self.debug_dir is not None else None, preview=preview)
 
     def open_guide(self, skip: int = 0) -> Reader:
         """The guide, from frame `skip` of the window on: a segment of a longer run starts part-way."""
@@ -75,11 +86,28 @@ class StabilizeStage:
             if skip:
                 raise UsageError("a guide given as an open reader can't start part-way; pass its path instead")
             return self.guide
+        return self._open_window(self.guide, skip)
+
+    def _open_window(self, path: str | os.PathLike[str], skip: int) -> Reader:
         start, end, max_frames = self.window["start"], self.window["end"], self.window["max_frames"]
         if skip:
-            start = time_of_frame(self.guide, skip, start or 0.0)
-            max_frames = None if max_frames is None else max_frames - skip
-        return open_source(self.guide, start=start, end=end, max_frames=max_frames)  # type: ignore[arg-type]
+            start = time_of_frame(path, skip, start or 0.0)  # type: ignore[arg-type]
+            max_frames = None if max_frames is None else max_frames - skip  # type: ignore[operator]
+        return open_source(path, start=start, end=end, max_frames=max_frames)  # type: ignore[arg-type]
+
+    def _open_preview(self, skip: int) -> list[Reader]:
+        """Second readers of the processed video and the guide for the fuser's look-ahead ([] without)."""
+        config = self._fuser_settings[0]
+        if (self.processed is None or not isinstance(self.guide, (str, os.PathLike)) or config is None
+                or not config.lookahead):
+            return []
+        readers = [self._open_window(self.processed, skip)]
+        try:
+            readers.append(self._open_window(self.guide, skip))
+        except BaseException:
+            readers[0].close()
+            raise
+        return readers
 
     def process(self, frames: Iterator[Frame]) -> Iterator[Frame]:
         frames = iter(frames)
@@ -88,7 +116,9 @@ class StabilizeStage:
             return
         # Frame.index is the position in the clip: a segment of a segmented run starts the guide there too,
         # with a fresh fuser (its context frames warm it up).
-        self.fuser = self._new_fuser()
+        previews = self._open_preview(first.index)
+        preview = ((a.image, b.image) for a, b in zip(*previews, strict=False)) if previews else None
+        self.fuser = self._new_fuser(preview)
         reader = self.open_guide(skip=first.index)
         held: list[Frame] = []  # frames waiting for lookahead, in order
         try:
@@ -116,6 +146,8 @@ class StabilizeStage:
         finally:
             if reader is not self.guide:
                 reader.close()
+            for opened in previews:
+                opened.close()
         if self.fuser.cuts:
             log.info("scene cuts at frames %s", ", ".join(map(str, self.fuser.cuts)))
 

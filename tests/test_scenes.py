@@ -52,6 +52,8 @@ def test_a_fade_to_black_and_back_is_not_a_cut(bikes: list[np.ndarray]) -> None:
     shot = [image.round().astype(np.uint8) for image in [*out, *back]]
     assert shot[15].max() == 0 and shot[16].max() == 0
     assert cuts_in(shot) == []
+    # but a hard cut to a dark, low-contrast shot is a cut
+    assert is_cut(bikes[100], bikes[200] // 6)
 
 
 def test_exposure_flicker_and_motion_are_not_cuts(bikes: list[np.ndarray]) -> None:

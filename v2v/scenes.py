@@ -33,7 +33,7 @@ import numpy as np
 STRUCTURE_THRESHOLD = 0.4
 HISTOGRAM_THRESHOLD = 0.3
 MIN_TRUSTED = 0.25
-FLAT = 2.0  # luma standard deviation (levels of 255) of a thumbnail with no structure to compare
+FLAT = 1.0  # luma standard deviation (levels of 255) of a thumbnail with no structure to compare
 THUMBNAIL_WIDTH = 32
 HISTOGRAM_BINS = 32
 

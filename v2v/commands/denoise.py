@@ -26,11 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from v2v.errors import require
-
-    require("torch", "restore")
     from v2v.restore.denoise import DenoiseStage, parse_sigma
 
-    sigma = parse_sigma(args.sigma)  # before anything loads
+    sigma = parse_sigma(args.sigma)  # before anything heavy loads
+    require("torch", "restore")
 
     def stages() -> list[DenoiseStage]:
         return [DenoiseStage(sigma, args.temporal == "on", device=args.device, dtype=args.dtype, model=args.model)]

@@ -54,8 +54,8 @@ log = logging.getLogger(__name__)
 MAX_SIGMA = 75.0  # FFDNet was trained for noise levels up to 75 (of 255)
 MIN_AUTO_SIGMA = 0.5
 AUTO_FRAMES = 3
-RADIUS = 2  # neighbours on each side: 5 frames, as OpenCV's multi-frame NL-means is usually run
-MATCH_TOLERANCE = 0.03  # RMS difference of the per-frame results (0-1 scale) at which a match fades
+RADIUS = 3  # neighbours on each side (7 frames)
+MATCH_TOLERANCE = 0.04  # RMS difference of the per-frame results (0-1 scale) at which a match fades
 
 
 def parse_sigma(value: float | str) -> float | str:

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LOOKAHEAD = 10  # frames of look-ahead for the backward branch (see the module doc and the tests)
+LOOKAHEAD = 12  # frames of look-ahead for the backward branch (see the module doc and the tests)
 MAX_WINDOW = 60  # more buys little: the look-ahead's share of the work is LOOKAHEAD / window
 _CPU_SHARE, _CUDA_SHARE = 0.4, 0.7  # of the available memory a stage may plan to use
 

@@ -44,7 +44,7 @@ from v2v.restore.denoise import DenoiseStage
 from v2v.restore.video_sr import VideoSRStage
 
 SIGMAS = (15, 25, 50)
-H_FACTORS = (0.5, 0.75, 1.0)
+H_FACTORS = (0.35, 0.5, 0.75, 1.0)
 
 
 def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:

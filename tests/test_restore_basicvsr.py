@@ -91,15 +91,17 @@ def test_agrees_with_the_wheels_reference_on_real_frames(vimeo_bi: basicvsr.Basi
     assert torch.allclose(to_next, flows, atol=1e-3)
 
 
+@pytest.mark.slow  # the clip must outlast a window of more than LOOKAHEAD frames, run twice (about 2 min here)
 def test_windows_equal_the_whole_clip_run(vimeo_bi: basicvsr.BasicVSR) -> None:
-    # carphone: a slow shot, where the backward branch carries information furthest
-    images = lowres(clip_frames("carphone_pristine.mp4", 20, (slice(16, 112), slice(24, 152))))
+    # carphone: a still talking head, where the backward branch carries information furthest
+    images = lowres(clip_frames("carphone_pristine.mp4", 28, (slice(16, 80), slice(24, 120))))
     with torch.inference_mode():
         whole = tensor_to_images(vimeo_bi(images_to_tensor(images)[None])[0])
-    stage = VideoSRStage(lookup("basicvsr-vimeo90k-bi"), device="cpu", window=16, batch_size=3)
+    window = video_sr.LOOKAHEAD + 2
+    stage = VideoSRStage(lookup("basicvsr-vimeo90k-bi"), device="cpu", window=window, batch_size=3)
     frames = as_frames(images)
     out = list(stage.process(iter(frames)))
-    assert stage.windows_run >= 2 and stage.max_buffered == 16
+    assert stage.windows_run == 3 and stage.max_buffered == window
     assert [(f.index, f.pts, f.time_base) for f in out] == [(f.index, f.pts, f.time_base) for f in frames]
     scores = [psnr(mine, reference) for mine, reference in zip((f.image for f in out), whole, strict=True)]
     assert min(scores) >= 40, scores
@@ -108,8 +110,9 @@ def test_windows_equal_the_whole_clip_run(vimeo_bi: basicvsr.BasicVSR) -> None:
 def test_window_chosen_from_memory_and_bounded_for_a_longer_clip(tiny_checkpoint: Path, monkeypatch) -> None:
     stage = VideoSRStage(str(tiny_checkpoint), device="cpu")
     held, transient = stage.bytes_per_frame(16, 20)
-    monkeypatch.setattr(video_sr, "available_memory", lambda device: int((transient + 16.5 * held) / 0.4))
-    assert stage.window_for(16, 20) == 16
+    budget = (transient + 32.5 * held) / video_sr._CPU_SHARE
+    monkeypatch.setattr(video_sr, "available_memory", lambda device: int(budget))
+    assert stage.window_for(16, 20) == 32
     source = lowres(clip_frames("bikes.mp4", 8, (slice(60, 124), slice(200, 280))))
     runs = {}
     for length in (10, 60):  # 6x longer: the same window, windows in proportion, never more frames held
@@ -126,18 +129,18 @@ def test_window_chosen_from_memory_and_bounded_for_a_longer_clip(tiny_checkpoint
         out = []
         for frame in stage.process(counted(frames)):
             out.append(frame)
-            assert pulled - len(out) < 16  # frames held at any time
+            assert pulled - len(out) < 32  # frames held at any time
         assert [f.index for f in out] == list(range(length)) and out[0].image.shape == (64, 80, 3)
-        assert stage.max_buffered <= 16 and stage._windows == {(16, 20): 16}
+        assert stage.max_buffered <= 32 and stage._windows == {(16, 20): 32}
         runs[length] = stage.windows_run
-    # full windows, each keeping 16 - LOOKAHEAD frames, then the rest at the end
-    assert runs[10] == 1 and runs[60] == 1 + (60 - video_sr.LOOKAHEAD) // (16 - video_sr.LOOKAHEAD)
+    # full windows, each keeping 32 - LOOKAHEAD frames, then the rest at the end
+    assert runs[10] == 1 and runs[60] == 1 + (60 - video_sr.LOOKAHEAD) // (32 - video_sr.LOOKAHEAD)
 
 
 def test_a_scene_cut_stops_propagation(tiny_checkpoint: Path) -> None:
     shot = lowres(clip_frames("carphone_pristine.mp4", 6, (slice(16, 112), slice(24, 152))))
     before = lowres(clip_frames("bikes.mp4", 5, (slice(60, 156), slice(200, 328))))
-    other = lowres(clip_frames("bikes.mp4", 5, (slice(60, 156), slice(300, 428)), start=20))
+    other = [np.ascontiguousarray(image[:, ::-1]) for image in before]  # other pictures, the same histograms
     assert is_cut(before[-1], shot[0]) and is_cut(other[-1], shot[0]) and not is_cut(before[-1], other[0])
 
     def upscale(images: list[np.ndarray]) -> list[np.ndarray]:

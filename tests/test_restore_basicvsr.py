@@ -98,7 +98,7 @@ def test_windows_equal_the_whole_clip_run(vimeo_bi: basicvsr.BasicVSR) -> None:
     with torch.inference_mode():
         whole = tensor_to_images(vimeo_bi(images_to_tensor(images)[None])[0])
     window = video_sr.LOOKAHEAD + 2
-    stage = VideoSRStage(lookup("basicvsr-vimeo90k-bi"), device="cpu", window=window, batch_size=3)
+    stage = VideoSRStage(lookup("basicvsr-vimeo90k-bi"), device="cpu", dtype="fp32", window=window, batch_size=3)
     frames = as_frames(images)
     out = list(stage.process(iter(frames)))
     assert stage.windows_run == 3 and stage.max_buffered == window

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--model", "-m", default="ffdnet-color", help="a denoise model (default %(default)s)")
     model.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     model.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
-                       help="compute precision (default auto: fp16 on CUDA, fp32 on the CPU)")
+                       help="compute precision (default auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -23,8 +23,10 @@ sequence, which does not stream. The stage splits it:
 Segmented runs (resume, Ray) start each segment without the carried state, so the stage declares the
 look-ahead on both sides: `context = Context(before=LOOKAHEAD, after=LOOKAHEAD)`.
 
-Precision: fp16 on CUDA for the trunks and reconstruction (SPyNet and warping stay in float32, where a
-half-precision sampling grid would be off by pixels on wide frames); float32 on the CPU.
+Precision (`dtype="auto"`, `v2v.devices.default_dtype`): fp16 on CUDA for the trunks and reconstruction; bf16 on
+CPUs with native bf16 arithmetic (measured here: 1.7x faster than fp32, and 55 dB from the fp32 output), else
+fp32. SPyNet and warping stay in float32 whatever the dtype: a half-precision sampling grid is off by pixels
+on wide frames.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from v2v.devices import available_memory, parse_dtype, resolve_device
+from v2v.devices import available_memory, default_dtype, parse_dtype, resolve_device
 from v2v.errors import ModelError, UsageError
 from v2v.frames import Frame, images_to_tensor, tensor_to_images
 from v2v.pipeline import Context
@@ -69,8 +71,8 @@ class VideoSRStage:
 
     Args:
         model: a video-sr model name (`basicvsr-vimeo90k-bi`, ...), a RestoreModel, or a BasicVSR .pth file.
-        device: cpu, cuda, cuda:N (default: cuda when available). dtype: auto (fp16 on CUDA, fp32 on the
-            CPU), fp32, fp16 or bf16.
+        device: cpu, cuda, cuda:N (default: cuda when available). dtype: auto (fp16 on CUDA, bf16 on CPUs with
+            native bf16, else fp32), fp32, fp16 or bf16.
         window: frames per window including the look-ahead; None chooses it from memory at the first frame.
         batch_size: frames reconstructed (upsampled) at once.
         lookahead: frames after a window's last kept frame that its backward branch sees.
@@ -93,10 +95,7 @@ class VideoSRStage:
         if window is not None and window <= lookahead:
             raise UsageError(f"the window ({window} frames) must be longer than the look-ahead ({lookahead})")
         self.device = resolve_device(device)
-        if dtype == "auto":
-            self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        else:
-            self.dtype = parse_dtype(dtype)
+        self.dtype = default_dtype(self.device) if dtype == "auto" else parse_dtype(dtype)
         if self.dtype == torch.float16 and self.device.type == "cpu":
             raise UsageError("fp16 is for CUDA; on the CPU use --dtype fp32 or bf16")
         # 2. Load and place the network (SPyNet stays float32).

@@ -10,9 +10,11 @@ sequence, which does not stream. The stage splits it:
   The stage runs it over a window of `window` frames and keeps the first `window - context.after` of them;
   the last `context.after` frames are there only as look-ahead and start the next window. Far frames reach
   frame t through many warps and trunks, so their weight fades, but slowly where the picture stands still
-  (measured on a still talking head, carphone: 36.5 dB from the whole-shot run with 12 frames of look-ahead,
-  38.3 with 16, 41.3 with 24, 48.3 with 32; on moving footage, bikes, over 100 dB with 10). With the default
-  `LOOKAHEAD` of 24 the windowed output equals the whole-shot run to over 40 dB (tests/test_restore_basicvsr.py).
+  (measured on a still talking head, carphone at 32x24: 36.5 dB from the whole-shot run with 12 frames of
+  look-ahead, 38.3 with 16, 41.3 with 24, 48.3 with 32; another crop of it gave 39.3 with 24; on moving
+  footage, bikes, over 100 dB with 10). With the default `LOOKAHEAD` of 32 the windowed output equals the
+  whole-shot run to 40 dB or more (tests/test_restore_basicvsr.py); a shot that stands still for longer may
+  carry information further still.
 - **Scene cuts** (`v2v.scenes.is_cut`) and size changes end the shot: its frames are finished without
   looking past the cut, and the next shot starts from zero features, as a separate clip would. Propagation
   across a cut would carry the old shot's texture into the new one.
@@ -50,8 +52,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LOOKAHEAD = 24  # frames of look-ahead for the backward branch (see the module doc and the tests)
-MAX_WINDOW = 96  # more buys little: the look-ahead's share of the backward branch is LOOKAHEAD / (window - LOOKAHEAD)
+LOOKAHEAD = 32  # frames of look-ahead for the backward branch (see the module doc and the tests)
+MAX_WINDOW = 128  # more buys little: the look-ahead's share of the backward branch is LOOKAHEAD / (window - LOOKAHEAD)
 _CPU_SHARE, _CUDA_SHARE = 0.4, 0.7  # of the available memory a stage may plan to use
 
 

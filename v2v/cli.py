@@ -25,6 +25,7 @@ COMMANDS = {
     "stabilize": "v2v.commands.stabilize",
     "metrics": "v2v.commands.metrics",
     "upscale": "v2v.commands.upscale",
+    "denoise": "v2v.commands.denoise",
     "models": "v2v.commands.models",
     "restyle": "v2v.commands.restyle",
     "edit": "v2v.commands.edit",

@@ -31,9 +31,9 @@ def one_thread() -> object:
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from v2v.diffusion.testing import build_tiny_models
+    from tiny_diffusion import shared_tiny_models
 
-    return build_tiny_models(tmp_path_factory.mktemp("tiny-sd"))
+    return shared_tiny_models(tmp_path_factory)
 
 
 def make_config(tiny: Path, **overrides: object) -> RestyleConfig:
@@ -355,13 +355,13 @@ def test_keyframe_mode_diffuses_only_keyframes(tiny: Path, monkeypatch: pytest.M
 
     stage = RestyleStage(make_config(tiny, keyframe_every=3))
     calls: list[list[int]] = []
-    restyle_frames = stage.restyle
+    diffuse_frames = stage.diffuse
 
     def counting(images: list[np.ndarray], indices: list[int]) -> list[np.ndarray]:
         calls.append(list(indices))
-        return restyle_frames(images, indices)
+        return diffuse_frames(images, indices)
 
-    monkeypatch.setattr(stage, "restyle", counting)
+    monkeypatch.setattr(stage, "diffuse", counting)
     out = list(stage.process(iter(Frame(image, i, pts=10 * i) for i, image in enumerate(frames(7)))))
     assert [(f.index, f.pts) for f in out] == [(i, 10 * i) for i in range(7)]
     assert calls == [[0], [3], [6]]

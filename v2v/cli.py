@@ -28,6 +28,7 @@ COMMANDS = {
     "models": "v2v.commands.models",
     "restyle": "v2v.commands.restyle",
     "interpolate": "v2v.commands.interpolate",
+    "edit": "v2v.commands.edit",
 }
 
 log = logging.getLogger("v2v")

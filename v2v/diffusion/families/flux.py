@@ -47,7 +47,8 @@ def is_flux_file(info: ModelInfo) -> bool:
 class Flux(Family):
     name = "flux"
     title = "FLUX.1"
-    pipelines = {"restyle": "FluxImg2ImgPipeline", "restyle+controlnet": "FluxControlNetImg2ImgPipeline"}
+    pipelines = {"restyle": "FluxImg2ImgPipeline", "restyle+controlnet": "FluxControlNetImg2ImgPipeline",
+                 "inpaint": "FluxInpaintPipeline"}
     controlnet_classes = ("FluxControlNetModel",)
     ip_adapter = IPAdapterDefaults(
         "XLabs-AI/flux-ip-adapter/ip_adapter.safetensors",
@@ -133,6 +134,8 @@ class Flux(Family):
                 arguments["control_mode"] = modes[0] if single else modes
         if batch.ip_adapter_embeds is not None:
             arguments["ip_adapter_image_embeds"] = batch.ip_adapter_embeds
+        if batch.masks is not None:  # inpaint kinds
+            arguments["mask_image"] = batch.masks
         return arguments
 
 

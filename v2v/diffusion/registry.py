@@ -60,7 +60,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KINDS = ("restyle", "restyle+controlnet", "edit", "edit+controlnet", "inpaint", "inpaint+controlnet")
-COMMAND_OF_KIND = {"restyle": "v2v restyle", "edit": "v2v edit", "inpaint": "v2v inpaint"}  # the command behind each base kind
+# the command behind each base kind
+COMMAND_OF_KIND = {"restyle": "v2v restyle", "edit": "v2v edit", "inpaint": "v2v inpaint"}
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
 

@@ -3,17 +3,19 @@
 For a frame t and its hole H_t (the pixels to fill, mask after dilate/feather), neighbours s = t±1, t±2, ...,
 t±`radius` are tried nearest first:
 
-1. flow t -> s of the source (DIS). Inside the hole that flow is the removed object's motion, not the
-   background's, so it is *completed*: replaced by a smooth interpolation of the flow around the hole (`masked_lowpass`,
-   normalised convolution at 1/16 of the width; a band of `BAND` pixels around the hole is left out, where the
-   flow is smeared by the object's edge). On bikes.mp4 this beat a pyramid fill from the hole's edge (24.4 dB)
-   and a RANSAC homography (17.5 dB) at 26.2 dB: the flow right around a moving object is pulled along by it. Flows are estimated at most `FLOW_SIDE` pixels wide (the background's motion is smooth);
+1. flow t -> s of the source (DIS, estimated at most `FLOW_SIDE` pixels wide: the background's motion is smooth).
+   Inside the hole that flow is the removed object's motion, not the background's, so it is *completed*:
+   replaced by a smooth interpolation of the flow around the hole (`masked_lowpass`, normalised convolution at
+   1/16 of the width; a band of `BAND` pixels around the hole is left out, where the flow is smeared by the
+   object's edge). On bikes.mp4 this beat a pyramid fill from the hole's edge (24.4 dB) and a RANSAC homography
+   (17.5 dB) at 26.2 dB: the flow right around a moving object is pulled along by it;
 2. frame s warped onto t by the completed flow; a pixel counts where it lands inside s and outside s's own hole
    (so the object is never copied back in);
 3. hole pixels still empty take it; at one distance, the two sides (t-d and t+d) are averaged where both see it.
 
-Neighbours across a scene cut (`v2v.scenes.is_cut`) are never used. What no frame within `radius` shows is left to the caller (`remaining`): OpenCV's Telea inpainting when there
-is no model, or the diffusion model, which then paints only that.
+Neighbours across a scene cut (`v2v.scenes.is_cut`) are never used. What no frame within `radius` shows is left
+to the caller (`remaining`): OpenCV's Telea inpainting when there is no model, or the diffusion model, which then
+paints only that.
 
 `FillWindow` runs this over a stream with a bounded buffer: frame t comes out once t+`radius` has arrived (the
 stage declares `Context(before=radius, after=radius)`), so memory is 2*radius+1 frames.

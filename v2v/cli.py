@@ -29,6 +29,8 @@ COMMANDS = {
     "restyle": "v2v.commands.restyle",
     "interpolate": "v2v.commands.interpolate",
     "edit": "v2v.commands.edit",
+    "inpaint": "v2v.commands.inpaint",
+    "mask": "v2v.commands.mask",
 }
 
 log = logging.getLogger("v2v")

@@ -22,6 +22,7 @@ and ignores a longer mask's extra frames. Size policy: a mask of another size is
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -218,3 +219,70 @@ def check_mask_length(mask: str | os.PathLike[str], source: str | os.PathLike[st
         raise InputError(f"mask {os.fspath(mask)} has {theirs} frames but the video {os.fspath(source)} has {ours}; "
                          "give a mask of the same length, or choose --mask-length hold (a shorter mask's last frame is "
                          "held, a longer one's extra frames ignored)")
+
+
+@dataclasses.dataclass
+class MaskSpec:
+    """What the user gave as a mask, checked, and able to open a fresh `MaskSource` wherever the stage runs
+    (pickled to a Ray worker, or once per segment). A single image opens a `PropagatedMask`, which is not for
+    segmented runs: `precompute` writes its masks to a folder first, after which this opens them as a sequence."""
+
+    path: str
+    source: str
+    kind: str
+    frame: int | None = None
+    length: str = "error"
+    origin: float = 0.0
+
+    @classmethod
+    def check(cls, path: str, source: str, *, frame: int | None = None, length: str = "error") -> MaskSpec:
+        """One line (InputError/UsageError) for a mask that isn't an image, video or sequence, a mask video of
+        another length under policy "error", or --mask-frame with a mask video."""
+        from v2v.io.reader import open_source
+
+        if length not in LENGTH_POLICIES:
+            raise UsageError(f"mask length policy must be one of {', '.join(LENGTH_POLICIES)}, got {length!r}")
+        kind = mask_kind(path)
+        if kind != "image" and frame is not None:
+            raise UsageError(f"--mask-frame is for a single mask image; {path} is a mask {kind} with a mask for every "
+                             "frame")
+        if kind != "image":
+            check_mask_length(path, source, length)
+        elif frame:
+            count = clip_frame_count(source)
+            if frame >= count:
+                raise InputError(f"--mask-frame {frame} is outside the clip (frames 0 to {count - 1})")
+        with open_source(source) as reader:
+            origin = reader.start_time
+        return cls(os.fspath(path), os.fspath(source), kind, frame, length, origin)
+
+    def open(self) -> MaskSource:
+        from v2v.io.sequences import sequence_files
+
+        if self.kind == "image":
+            from v2v.inpaint.propagate import PropagatedMask
+
+            return PropagatedMask(self.source, self.path, self.frame or 0)
+        if self.kind == "sequence":
+            return SequenceMask(sequence_files(self.path), ClipFrames(self.source), what=f"mask {self.path}",
+                                length=self.length)
+        return VideoMask(self.path, main_origin=self.origin, length=self.length)
+
+    def precompute(self, folder: str | os.PathLike[str]) -> MaskSpec:
+        """For a single image: every frame's propagated mask written to `folder` as PNGs, and a spec that reads
+        them; other kinds are returned as they are."""
+        if self.kind != "image":
+            return self
+        import cv2
+
+        from v2v.inpaint.propagate import PropagatedMask
+
+        target = Path(folder)
+        target.mkdir(parents=True, exist_ok=True)
+        masks = PropagatedMask(self.source, self.path, self.frame or 0)
+        try:
+            for number, (_, mask) in enumerate(masks.masks()):
+                cv2.imwrite(str(target / f"{number:07d}.png"), (mask * 255).astype(np.uint8))
+        finally:
+            masks.close()
+        return dataclasses.replace(self, path=str(target / "%07d.png"), kind="sequence", frame=None, length="error")

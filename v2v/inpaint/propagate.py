@@ -204,7 +204,9 @@ class PropagatedMask:
                 yield frame, self.mask_for(frame)
 
     def close(self) -> None:
-        shutil.rmtree(self._scratch, ignore_errors=True)
+        scratch = getattr(self, "_scratch", None)  # None when __init__ failed before making it
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def __del__(self) -> None:
         self.close()

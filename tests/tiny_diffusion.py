@@ -29,8 +29,11 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
 CROSS_ATTENTION_DIM = 32
@@ -337,12 +340,28 @@ def _save_tiny_lora(pipe: object, folder: Path) -> None:
     unet.delete_adapters("default")
 
 
+# --- what the diffusion test modules share (import the fixtures into a module to use them there) ---------------
+
 _BUILT: dict[str, Path] = {}
 
 
-def shared_tiny_models(factory: object) -> Path:
-    """`build_tiny_models` once per test process, whichever test module asks first (`factory` is pytest's
-    tmp_path_factory)."""
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny models, built once per test process whichever module asks first."""
     if "models" not in _BUILT:
-        _BUILT["models"] = build_tiny_models(factory.mktemp("tiny-diffusion"))  # type: ignore[attr-defined]
+        _BUILT["models"] = build_tiny_models(tmp_path_factory.mktemp("tiny-diffusion"))
     return _BUILT["models"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch thread: on this shared 2-core machine two threads of tiny ops can stall for tens of seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> int:
+    """The largest difference of any pixel between two lists of images, in uint8 levels."""
+    return max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b, strict=True))

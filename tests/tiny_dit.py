@@ -7,8 +7,10 @@ real downloads have, for tests and benchmarks on machines without weights.
   single-stream block, 2 heads of 16, guidance embedding), a VAE with FLUX's 8x downsampling into 16 latent
   channels (so a 64x48 frame is 12 image tokens after 2x2 packing), a CLIP text model and a T5 encoder (both
   32 wide) with their tokenizers written offline, and a flow-matching Euler scheduler;
+- `folder/flux-kontext`: the same models as a FLUX.1 Kontext (instruction editing) pipeline folder;
 - `folder/flux-controlnet`: a `FluxControlNetModel` for it, its zero-initialised output layers given weights
   so that it steers the transformer; `folder/flux-controlnet-union`: a union ControlNet (`num_mode=4`);
+- `folder/flux-controlnet-zero`: one as diffusers initialises it (zero output layers: it adds nothing);
 - `folder/flux-controlnet-mismatch`: a FLUX ControlNet for a transformer of another text width;
 - `folder/flux-ip-adapter/ip_adapter.safetensors`: a FLUX IP-Adapter in XLabs-AI's layout, with its CLIP image
   encoder in `image_encoder/` beside it.
@@ -28,6 +30,7 @@ from pathlib import Path
 import torch
 
 TEXT_WIDTH = 32  # hidden size of the tiny CLIP and T5 encoders
+T5_TOKENS = 16  # the tiny T5 tokenizer's limit (FLUX pads prompts to it: 16 text tokens, not 512)
 QK_GAIN = 5.0  # scale of the query/key RMS-norm weights (logits grow by its square)
 OUT_GAIN = 30.0  # scale of the attention output projections
 
@@ -46,7 +49,7 @@ def write_tiny_t5_tokenizer(folder: Path) -> int:
     tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     fast = T5TokenizerFast(
         tokenizer_object=tokenizer, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=0,
-        model_max_length=512,
+        model_max_length=T5_TOKENS,
     )  # fmt: skip
     fast.save_pretrained(str(folder))
     return len(pieces)
@@ -54,9 +57,8 @@ def write_tiny_t5_tokenizer(folder: Path) -> int:
 
 def tiny_clip_text(folder: Path) -> tuple[object, object]:
     """A 2-layer CLIP text model (32 wide, projection 32) and its byte-level BPE tokenizer."""
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
     from tiny_diffusion import write_tiny_tokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     vocab_size = write_tiny_tokenizer(folder)
     tokenizer = CLIPTokenizer.from_pretrained(str(folder))
@@ -71,14 +73,14 @@ def tiny_clip_text(folder: Path) -> tuple[object, object]:
     return model, tokenizer
 
 
-def tiny_t5(folder: Path) -> tuple[object, object]:
-    """A 2-layer T5 encoder (d_model 32) and its Unigram tokenizer."""
+def tiny_t5(folder: Path, width: int = TEXT_WIDTH) -> tuple[object, object]:
+    """A 2-layer T5 encoder (d_model `width`) and its Unigram tokenizer."""
     from transformers import T5Config, T5EncoderModel, T5TokenizerFast
 
     vocab_size = write_tiny_t5_tokenizer(folder)
     model = T5EncoderModel(
         T5Config(
-            vocab_size=vocab_size, d_model=TEXT_WIDTH, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+            vocab_size=vocab_size, d_model=width, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
             relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
         )
     )  # fmt: skip
@@ -151,7 +153,13 @@ def _steer(controlnet: torch.nn.Module) -> None:
 
 def build_tiny_flux(folder: str | Path, seed: int = 0) -> Path:
     """Write the tiny FLUX models described in the module docstring under `folder`; returns `folder`."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxControlNetModel, FluxPipeline, FluxTransformer2DModel
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        FluxControlNetModel,
+        FluxKontextPipeline,
+        FluxPipeline,
+        FluxTransformer2DModel,
+    )
 
     folder = Path(folder)
     torch.manual_seed(seed)
@@ -172,6 +180,7 @@ def build_tiny_flux(folder: str | Path, seed: int = 0) -> Path:
         transformer=transformer,
     )
     pipe.save_pretrained(str(folder / "flux"))
+    FluxKontextPipeline(**pipe.components).save_pretrained(str(folder / "flux-kontext"))
     controlnet_config = {key: value for key, value in FLUX_TRANSFORMER.items() if key != "guidance_embeds"}
     controlnet = FluxControlNetModel(**controlnet_config, guidance_embeds=True)
     _steer(controlnet)
@@ -179,6 +188,8 @@ def build_tiny_flux(folder: str | Path, seed: int = 0) -> Path:
     union = FluxControlNetModel(**controlnet_config, guidance_embeds=True, num_mode=4)
     _steer(union)
     union.save_pretrained(str(folder / "flux-controlnet-union"))
+    # diffusers' own init: zero output layers, a ControlNet that adds nothing whatever its scale
+    FluxControlNetModel(**controlnet_config, guidance_embeds=True).save_pretrained(str(folder / "flux-controlnet-zero"))
     other = {**controlnet_config, "joint_attention_dim": 16}
     FluxControlNetModel(**other).save_pretrained(str(folder / "flux-controlnet-mismatch"))
     _save_tiny_flux_ip_adapter(folder / "flux-ip-adapter", transformer)
@@ -190,9 +201,8 @@ def _save_tiny_flux_ip_adapter(folder: Path, transformer: torch.nn.Module) -> No
     `double_blocks.N.processor.ip_adapter_double_stream_{k,v}_proj.*` per double-stream block) with a tiny CLIP
     image encoder in `image_encoder/` beside it."""
     from safetensors.torch import save_file
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
     from tiny_diffusion import TINY_VISION_TRANSFORMER
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     text, inner, image = TEXT_WIDTH, transformer.config.num_attention_heads * transformer.config.attention_head_dim, 32
     weights = {
@@ -212,3 +222,51 @@ def _save_tiny_flux_ip_adapter(folder: Path, transformer: torch.nn.Module) -> No
         CLIPVisionConfig(projection_dim=image, num_hidden_layers=2, patch_size=4, **TINY_VISION_TRANSFORMER)
     )
     encoder.save_pretrained(str(folder / "image_encoder"))
+
+
+SD3_TRANSFORMER = dict(
+    sample_size=32,
+    patch_size=2,
+    in_channels=16,
+    num_layers=2,
+    attention_head_dim=16,
+    num_attention_heads=2,
+    joint_attention_dim=2 * TEXT_WIDTH,  # T5's width; the two CLIPs' states side by side are padded to it
+    caption_projection_dim=32,
+    pooled_projection_dim=2 * TEXT_WIDTH,  # the two CLIPs' pooled outputs side by side
+    out_channels=16,
+    pos_embed_max_size=32,
+    qk_norm="rms_norm",
+    dual_attention_layers=(0,),  # SD3.5 medium's image-only second attention, in the first block
+)
+
+
+def build_tiny_sd3(folder: str | Path, seed: int = 0) -> Path:
+    """`folder/sd3`: an SD3.5-medium-shaped pipeline folder: `SD3Transformer2DModel` (patch 2, two joint blocks, the
+    first with the image-only second attention, RMS qk-norm), the 16-channel VAE, two CLIP text models with
+    projections and a T5 encoder (64 wide) with their tokenizers written offline, a flow-matching scheduler."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(**SD3_TRANSFORMER)
+    _sharpen_attention(transformer)
+    with tempfile.TemporaryDirectory() as scratch:
+        clip, clip_tokenizer = tiny_clip_text(Path(scratch) / "clip")
+        clip_2 = CLIPTextModelWithProjection(clip.config)  # type: ignore[attr-defined]
+        clip = CLIPTextModelWithProjection(clip.config)  # type: ignore[attr-defined]
+        t5, t5_tokenizer = tiny_t5(Path(scratch) / "t5", width=2 * TEXT_WIDTH)
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=tiny_dit_vae(16),
+        text_encoder=clip,
+        tokenizer=clip_tokenizer,
+        text_encoder_2=clip_2,
+        tokenizer_2=clip_tokenizer,
+        text_encoder_3=t5,
+        tokenizer_3=t5_tokenizer,
+    )
+    pipe.save_pretrained(str(folder / "sd3"))
+    return folder

@@ -33,6 +33,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, controls: bool) -> argp
         model.add_argument(
             "--control-scale", type=float, action="append", help="ControlNet strength (one, or one each)"
         )
+        model.add_argument(
+            "--control-mode", type=int, action="append",
+            help="a union ControlNet's mode (e.g. canny, depth: numbered on its model card), one per ControlNet",
+        )  # fmt: skip
         model.add_argument("--depth-model", help="transformers depth model for --control depth")
         model.add_argument("--pose-model", help="transformers ViTPose model for --control pose (one person a frame)")
         model.add_argument(
@@ -98,7 +102,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # CLI option -> config field, for the options whose names differ
-_RENAMED = {"controlnet": "controlnets", "control": "controls", "control_scale": "control_scales"}
+_RENAMED = {
+    "controlnet": "controlnets", "control": "controls", "control_scale": "control_scales",
+    "control_mode": "control_modes",
+}  # fmt: skip
 
 
 def config_from_args(args: argparse.Namespace, kind: str = "restyle") -> Any:

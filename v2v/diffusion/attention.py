@@ -232,26 +232,6 @@ def bank_cap(shapes: Sequence[tuple[int, int]], steps: int, groups: int, element
 def bank_budget(device: torch.device | str) -> int:
     """BANK_MEMORY_FRACTION of the memory available now on `device` (free CUDA memory; the system's available
     RAM otherwise), in bytes."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * BANK_MEMORY_FRACTION)
-    return int(available_ram() * BANK_MEMORY_FRACTION)
+    from v2v.sr.upscale import _available_bytes  # the one memory probe (it belongs in v2v.devices)
 
-
-def available_ram() -> int:
-    """Bytes of RAM available to new allocations (MemAvailable), or 4 GiB when the system does not say."""
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        pass
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4 << 30
+    return int(_available_bytes(torch.device(device)) * BANK_MEMORY_FRACTION)

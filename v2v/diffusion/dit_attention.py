@@ -50,7 +50,10 @@ def _watch_calls(transformer: Any, bank: FrameBank, call: TransformerCall) -> An
         timestep = kwargs.get("timestep")
         if timestep is None:
             timestep = args[3] if len(args) > 3 else None
-        moment = "?" if timestep is None else repr(float(torch.as_tensor(timestep).flatten()[0]))
+        if timestep is None or torch.as_tensor(timestep).device.type == "meta":  # counted on the meta device
+            moment = "?"
+        else:
+            moment = repr(float(torch.as_tensor(timestep).flatten()[0]))
         call.passes = bank.next_step(f"dit-call@{moment}")
         if call.passes == 0:
             call.step = bank.next_step("dit-steps")
@@ -83,8 +86,8 @@ def joint_attention(
     frames = len(bank.anchors) or rows
     groups = rows // frames
 
-    def joint(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.cat([a, b] if text_first else [b, a], dim=2)
+    def joint(a: torch.Tensor, b: torch.Tensor, dim: int = 2) -> torch.Tensor:
+        return torch.cat([a, b] if text_first else [b, a], dim=dim)
 
     out_txt: list[torch.Tensor] = [torch.empty(0)] * rows
     out_img: list[torch.Tensor] = [torch.empty(0)] * rows
@@ -94,7 +97,7 @@ def joint_attention(
         mask = None
         if text_mask is not None:
             own = torch.ones(len(picked), ki.shape[2], dtype=torch.bool, device=ki.device)
-            mask = joint(text_mask[picked].bool(), own)[:, None, None, :]
+            mask = joint(text_mask[picked].bool(), own, dim=1)[:, None, None, :]
         memory = bank.recall(slot, i, frames)
         keys, values = joint(kt, ki), joint(vt, vi)
         if memory is None:

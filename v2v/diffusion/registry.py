@@ -27,8 +27,12 @@ How a family module plugs in
      processors on the layers the family chooses and puts the exact previous processors back (build it with
      `v2v.diffusion.attention.install_processors`); `bank_shapes()` says how many tokens of what width each
      hooked layer stores, so the bank's memory can be capped before the first frame;
-   - per batch: `call_arguments(pipe, request)`, the keyword arguments of the pipeline call for one `Batch`;
-     the stage adds nothing else. `guided()` says whether the call runs classifier-free guidance.
+   - per batch: `call_arguments(pipe, batch)`, the keyword arguments of the pipeline call for one `Batch`;
+     the stage adds nothing else. `guided()` says whether the call runs classifier-free guidance and
+     `guidance_groups()` how many copies of each frame a denoiser call then sees (2, or 3 for InstructPix2Pix);
+   - defaults with code behind them: `dtype(device)`, `multiple(pipe)` (frames are padded to it, with a line
+     saying so), `denoising_steps()` (for the bank's size), `kind()` (the refusal pointing to the other command),
+     `ip_adapter_embeds()`.
 4. At the end of the module: `register(MyFamily())`. Nothing else in the tree changes: `detect()` discovers the
    module with pkgutil, `v2v restyle`/`v2v edit` accept its models, and errors list it among the known families.
 
@@ -62,6 +66,7 @@ log = logging.getLogger(__name__)
 KINDS = ("restyle", "restyle+controlnet", "edit", "edit+controlnet", "inpaint", "inpaint+controlnet")
 # the command behind each base kind
 COMMAND_OF_KIND = {"restyle": "v2v restyle", "edit": "v2v edit", "inpaint": "v2v inpaint"}
+WHAT_KIND_DOES = {"restyle": "restyle (img2img)", "edit": "follow instructions", "inpaint": "inpaint"}
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
 
@@ -204,10 +209,11 @@ class Family:
             raise UsageError(f"{self.title} models take no ControlNet in {COMMAND_OF_KIND[base]}; drop --controlnet")
         other = next((k for k in ("edit", "restyle", "inpaint") if k in self.pipelines), None)
         if other is not None:
-            hint = " --instruction '...'" if other == "edit" else ""
+            command = COMMAND_OF_KIND[other] + (" --instruction '...'" if other == "edit" else "")
+            able = ", ".join(f.name for f in all_families() if base in f.pipelines)
             raise UsageError(
-                f"{self.title} models do not {base}: use `{COMMAND_OF_KIND[other]}{hint}` for this model, or pick "
-                f"a model of a family that does ({', '.join(f.name for f in all_families() if base in f.pipelines)})"
+                f"{self.title} models do not {WHAT_KIND_DOES[base]}: use `{command}` for this model, or pick a model "
+                f"of a family that does ({able})"
             )
         raise UsageError(f"{self.title} models take no {kind}")
 

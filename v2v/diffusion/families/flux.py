@@ -11,16 +11,14 @@ guidance is an input, one pass per step), so a frame is one row of the transform
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from v2v.diffusion.registry import Batch, Defaults, Family, IPAdapterDefaults, ModelInfo, register
-from v2v.errors import ModelError
+from v2v.diffusion.families.dit import DiffusionTransformer
+from v2v.diffusion.registry import Batch, Defaults, IPAdapterDefaults, ModelInfo, register
+from v2v.errors import ModelError, UsageError
 
 if TYPE_CHECKING:
     import torch
-
-    from v2v.diffusion.attention import FrameBank
 
 FLUX_PIPELINES = ("FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline", "FluxControlNetPipeline",
                   "FluxControlNetImg2ImgPipeline", "FluxControlNetInpaintPipeline")  # fmt: skip
@@ -44,7 +42,7 @@ def is_flux_file(info: ModelInfo) -> bool:
     return info.is_file and (info.has(FLUX_ORIGINAL) or info.has(FLUX_DIFFUSERS))
 
 
-class Flux(Family):
+class Flux(DiffusionTransformer):
     name = "flux"
     title = "FLUX.1"
     pipelines = {"restyle": "FluxImg2ImgPipeline", "restyle+controlnet": "FluxControlNetImg2ImgPipeline",
@@ -58,7 +56,7 @@ class Flux(Family):
     defaults = Defaults(steps=28, guidance=3.5, strength=0.6, half=False, multiple=16)
     checkpoint_configs = "black-forest-labs/FLUX.1-dev"
     attention_family = "flux"  # the processors of `dit_attention.PROCESSORS`
-    max_sequence_length = 512  # T5 tokens, as FLUX.1-dev was trained (schnell: 256)
+    max_sequence_length = 512  # T5 tokens at most, as FLUX.1-dev was trained (fewer if the T5 tokenizer says so)
 
     # --- recognition
 
@@ -76,7 +74,9 @@ class Flux(Family):
         ours = pipe.transformer.config
         for key in keys:
             theirs, mine = controlnet.config.get(key), ours.get(key)
-            if list(theirs or []) != list(mine or []) if isinstance(mine, (list, tuple)) else theirs != mine:
+            if isinstance(mine, (list, tuple)):  # JSON configs give lists, live ones may hold tuples
+                theirs, mine = list(theirs or []), list(mine)
+            if theirs != mine:
                 raise ModelError(
                     f"ControlNet {name!r} does not fit base model {model!r}: {key} is {theirs} there and {mine} in "
                     f"the base transformer (pass a ControlNet made for this {self.title} model)"
@@ -87,24 +87,6 @@ class Flux(Family):
 
     def ip_adapter_embeds(self, pipe: Any, reference: Any, device: torch.device, guided: bool) -> list[Any]:
         return list(pipe.prepare_ip_adapter_image_embeds(reference, None, device, 1))
-
-    # --- temporal
-
-    def cross_frame_attention(self, pipe: Any, bank: FrameBank) -> AbstractContextManager[Any]:
-        from v2v.diffusion.dit_attention import dit_cross_frame_attention
-
-        return dit_cross_frame_attention(pipe.transformer, bank, self.attention_family)
-
-    def image_tokens(self, pipe: Any, height: int, width: int) -> int:
-        """Image tokens of one frame: latents (the VAE's factor) packed 2x2."""
-        factor = int(getattr(pipe, "vae_scale_factor", 8)) * 2
-        return (height // factor) * (width // factor)
-
-    def bank_shapes(self, pipe: Any, height: int, width: int) -> list[tuple[int, int]]:
-        from v2v.diffusion.dit_attention import transformer_bank_shapes
-
-        tokens = self.image_tokens(pipe, height, width)
-        return transformer_bank_shapes(pipe.transformer, self.attention_family, tokens)
 
     # --- per batch
 
@@ -123,15 +105,18 @@ class Flux(Family):
             guidance_scale=batch.guidance,
             generator=batch.generators,
             output_type="pt",
-            max_sequence_length=self.max_sequence_length,
+            max_sequence_length=self.text_tokens(pipe),
         )
         if batch.control_images:
             single = len(batch.control_images) == 1
-            arguments["control_image"] = batch.control_images[0] if single else batch.control_images
+            # FLUX's ControlNet pipelines hand tensors to the VAE as they are, so give them in the VAE's [-1, 1], as
+            # the pipelines' own preprocessing of a PIL or NumPy control image would
+            maps = [image * 2 - 1 for image in batch.control_images]
+            arguments["control_image"] = maps[0] if single else maps
             arguments["controlnet_conditioning_scale"] = batch.control_scales[0] if single else batch.control_scales
             modes = control_modes(pipe, batch)
             if modes is not None:
-                arguments["control_mode"] = modes[0] if single else modes
+                arguments["control_mode"] = modes
         if batch.ip_adapter_embeds is not None:
             arguments["ip_adapter_image_embeds"] = batch.ip_adapter_embeds
         if batch.masks is not None:  # inpaint kinds
@@ -140,14 +125,18 @@ class Flux(Family):
 
 
 def control_modes(pipe: Any, batch: Batch) -> list[int | None] | None:
-    """The control mode of each ControlNet for the pipeline call: `batch.control_modes` for union ControlNets (0
-    when none is given), None for the others; None when no ControlNet is a union one."""
-    nets = getattr(pipe.controlnet, "nets", [pipe.controlnet])
-    if not any(getattr(net, "union", False) for net in nets):
-        return None
-    given: list[int | None] = list(batch.control_modes)
-    given += [0] * (len(nets) - len(given))
-    return [mode if getattr(net, "union", False) else None for mode, net in zip(given, nets, strict=False)]
+    """The `control_mode` argument of the pipeline call: for one union ControlNet its mode (0 unless given) for
+    each frame; for several ControlNets one mode each (None for the ones that are not union ones); None when
+    there is one ControlNet and it is not a union one. UsageError for several ControlNets with a union one and
+    more than one frame a call: diffusers' `FluxMultiControlNetModel` then gives the mode one row, not one a frame."""
+    nets = list(getattr(pipe.controlnet, "nets", []))
+    given = list(batch.control_modes) + [0] * len(nets or [pipe.controlnet])
+    if not nets:
+        return [given[0]] * batch.count if getattr(pipe.controlnet, "union", False) else None
+    modes = [mode if getattr(net, "union", False) else None for mode, net in zip(given, nets, strict=False)]
+    if batch.count > 1 and any(mode is not None for mode in modes):
+        raise UsageError("several FLUX ControlNets with a union one take one frame a call: use --batch-size 1")
+    return modes
 
 
 register(Flux())

@@ -38,17 +38,7 @@ class InstructPix2Pix(StableDiffusion):
         return 3 if guided else 1  # text and image, image only, neither
 
     def call_arguments(self, pipe: Any, batch: Batch) -> dict[str, Any]:
-        guided = self.guided(pipe, batch.guidance, batch.image_guidance)
-        return dict(
-            prompt=[batch.prompt] * batch.count,
-            negative_prompt=[batch.negative_prompt] * batch.count if guided else None,
-            image=batch.images,
-            num_inference_steps=batch.steps,
-            guidance_scale=batch.guidance,
-            image_guidance_scale=batch.image_guidance,
-            generator=batch.generators,
-            output_type="pt",
-        )
+        return {**self.text_image_arguments(pipe, batch), "image_guidance_scale": batch.image_guidance}
 
 
 register(InstructPix2Pix())

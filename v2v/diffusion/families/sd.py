@@ -137,17 +137,8 @@ class StableDiffusion(Family):
         return guidance > 1.0 and pipe.unet.config.get("time_cond_proj_dim") is None
 
     def call_arguments(self, pipe: Any, batch: Batch) -> dict[str, Any]:
-        guided = self.guided(pipe, batch.guidance, batch.image_guidance)
-        arguments: dict[str, Any] = dict(
-            prompt=[batch.prompt] * batch.count,
-            negative_prompt=[batch.negative_prompt] * batch.count if guided else None,
-            image=batch.images,
-            strength=batch.strength,
-            num_inference_steps=batch.steps,
-            guidance_scale=batch.guidance,
-            generator=batch.generators,
-            output_type="pt",
-        )
+        arguments = self.text_image_arguments(pipe, batch)
+        arguments["strength"] = batch.strength
         if batch.control_images:
             single = len(batch.control_images) == 1
             arguments["control_image"] = batch.control_images[0] if single else batch.control_images
@@ -155,6 +146,19 @@ class StableDiffusion(Family):
         if batch.ip_adapter_embeds is not None:
             arguments["ip_adapter_image_embeds"] = batch.ip_adapter_embeds
         return arguments
+
+    def text_image_arguments(self, pipe: Any, batch: Batch) -> dict[str, Any]:
+        """What every SD-style pipeline takes: prompts per frame, the frames, steps, guidance, generators."""
+        guided = self.guided(pipe, batch.guidance, batch.image_guidance)
+        return dict(
+            prompt=[batch.prompt] * batch.count,
+            negative_prompt=[batch.negative_prompt] * batch.count if guided else None,
+            image=batch.images,
+            num_inference_steps=batch.steps,
+            guidance_scale=batch.guidance,
+            generator=batch.generators,
+            output_type="pt",
+        )
 
 
 def _halved(size: int, times: int) -> int:

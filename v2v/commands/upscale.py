@@ -8,8 +8,12 @@ through `v2v.restore.video_sr`. Anything else is a checkpoint file.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from v2v.commands.common import add_io_arguments, positive_int, run_pipeline
+
+if TYPE_CHECKING:
+    from v2v.pipeline import Stage
 
 HELP = "upscale a video with a super-resolution model (a named model, see `v2v models`, or any spandrel checkpoint)"
 VIDEO_TASK = "video-sr"
@@ -66,7 +70,8 @@ def video_stage(args: argparse.Namespace, model: object) -> object:
     return VideoSRStage(model, device=args.device, dtype=args.dtype, batch_size=args.batch)  # type: ignore[arg-type]
 
 
-def main(args: argparse.Namespace) -> int:
+def build_stages(args: argparse.Namespace) -> list[Stage]:
+    """The upscale stage the options describe (its model loads now)."""
     from v2v.devices import resolve_device
 
     device = resolve_device(args.device)
@@ -80,5 +85,9 @@ def main(args: argparse.Namespace) -> int:
             args.model, batch_size=args.batch, device=device, dtype=args.dtype, tile=args.tile, scale=args.scale,
             calibration_frames=args.calibration_frames,
         )  # fmt: skip
-    run_pipeline(args, stages=[stage])
+    return [stage]  # type: ignore[list-item]
+
+
+def main(args: argparse.Namespace) -> int:
+    run_pipeline(args, stages=build_stages(args))
     return 0

@@ -1,25 +1,28 @@
 """`StabilizeStage`: the pipeline stage behind `v2v stabilize`.
 
-The run's source is the processed (flickering) video; the stage opens the original (the guide) itself
-and walks both in step, frame t of one with frame t of the other, so timing and audio come from the
-processed video untouched.
+The run's source is the processed (flickering) video; the original (the guide) is a `SideInput` aligned by
+frame number over the same window, frame t of one with frame t of the other, so timing and audio come from
+the processed video untouched. A guide of another size, or one that ends first or goes on, is refused.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from v2v.consistency.fusion import FusionConfig, FusionStep, TemporalFuser
-from v2v.errors import InputError, UsageError
+from v2v.errors import InputError
 from v2v.flow.estimators import FlowEstimator
 from v2v.frames import Frame
-from v2v.io.reader import Reader, open_source, time_of_frame
+from v2v.io.reader import Reader, TimeWindow
+from v2v.io.side_input import SideInput
+from v2v.pipeline import Context
 
 log = logging.getLogger(__name__)
+
+WARM_UP_FRAMES = 8  # context decoded before each segment of a segmented run
 
 
 def check_same_shape(processed: Reader, guide: Reader, max_frames: int | None = None,
@@ -45,7 +48,7 @@ class StabilizeStage:
     """Make a processed clip temporally consistent, guided by the original's motion.
 
     Args:
-        guide: the original video (file, folder or pattern), or an open reader.
+        guide: the original video (file, folder or pattern).
         config: FusionConfig. estimator: flow estimator (default DIS).
         start, end, max_frames: the same window as the processed source's, applied to the guide.
         check_end: refuse a guide with frames left when the processed frames end (off for segmented runs,
@@ -53,13 +56,16 @@ class StabilizeStage:
         device: torch device for the fusion. debug_dir: write flow and trust PNGs for every frame there.
     """
 
-    def __init__(self, guide: str | os.PathLike[str] | Reader, config: FusionConfig | None = None,
+    def __init__(self, guide: str | os.PathLike[str], config: FusionConfig | None = None,
                  estimator: FlowEstimator | None = None, *, start: float = 0.0, end: float | None = None,
                  max_frames: int | None = None, device: str = "cpu",
                  debug_dir: str | os.PathLike[str] | None = None, check_end: bool = True) -> None:
-        self.guide = guide
+        lookahead = (config or FusionConfig()).lookahead
+        # the fuser's running average reaches back without bound: segments warm it up, and only approximate
+        self.context = Context(before=WARM_UP_FRAMES, after=lookahead, exact=False)
+        self.guide = SideInput(guide, what="the guide", align="index",
+                               window=TimeWindow(start=start, end=end, max_frames=max_frames))
         self.check_end = check_end
-        self.window = {"start": start, "end": end, "max_frames": max_frames}
         self.debug_dir = Path(debug_dir) if debug_dir is not None else None
         self._fuser_settings = (config, estimator, device)
         self.fuser = self._new_fuser()
@@ -69,53 +75,32 @@ class StabilizeStage:
         return TemporalFuser(config, estimator, device=device,
                              on_step=self._debug if self.debug_dir is not None else None)
 
-    def open_guide(self, skip: int = 0) -> Reader:
-        """The guide, from frame `skip` of the window on: a segment of a longer run starts part-way."""
-        if not isinstance(self.guide, (str, os.PathLike)):
-            if skip:
-                raise UsageError("a guide given as an open reader can't start part-way; pass its path instead")
-            return self.guide
-        start, end, max_frames = self.window["start"], self.window["end"], self.window["max_frames"]
-        if skip:
-            start = time_of_frame(self.guide, skip, start or 0.0)
-            max_frames = None if max_frames is None else max_frames - skip
-        return open_source(self.guide, start=start, end=end, max_frames=max_frames)  # type: ignore[arg-type]
-
     def process(self, frames: Iterator[Frame]) -> Iterator[Frame]:
-        frames = iter(frames)
-        first = next(frames, None)
-        if first is None:
-            return
-        # Frame.index is the position in the clip: a segment of a segmented run starts the guide there too,
-        # with a fresh fuser (its context frames warm it up).
+        # A segment of a segmented run starts part-way (its first frame's source_index); the guide follows, and
+        # a fresh fuser is warmed up by the segment's context frames.
         self.fuser = self._new_fuser()
-        reader = self.open_guide(skip=first.index)
         held: list[Frame] = []  # frames waiting for lookahead, in order
+        last: Frame | None = None
         try:
-            guide_frames = iter(reader)
-            count = 0
-            for frame in itertools.chain([first], frames):
-                original = next(guide_frames, None)
-                if original is None:
-                    raise InputError(f"frame count differs: the guide {reader.info.path} ends after {count} frames "
-                                     "but the processed video goes on; they must match frame for frame")
-                if original.image.shape != frame.image.shape:
-                    raise InputError(
-                        f"size differs at frame {count}: processed is {frame.width}x{frame.height} but the guide "
-                        f"is {original.width}x{original.height}"
-                    )
-                count += 1
+            for frame in frames:
+                try:
+                    original = self.guide.frame_for(frame)
+                except InputError as error:
+                    if "ends before" in str(error):
+                        raise InputError(f"frame count differs: the guide {self.guide.path} ends before the "
+                                         "processed video; they must match frame for frame") from None
+                    raise
+                last = frame
                 held.append(frame)
-                for image in self.fuser.push(frame.image, original.image):
+                for image in self.fuser.push(frame.image, original):
                     yield held.pop(0).with_image(image)
-            if self.check_end and next(guide_frames, None) is not None:
-                raise InputError(f"frame count differs: the processed video ends after {count} frames but the guide "
-                                 f"{reader.info.path} has more; they must match frame for frame")
+            if last is not None and self.check_end and not self.guide.ends_with_main(last):
+                raise InputError(f"frame count differs: the processed video ends after frame {last.index} but the "
+                                 f"guide {self.guide.path} has more; they must match frame for frame")
             for image in self.fuser.flush():
                 yield held.pop(0).with_image(image)
         finally:
-            if reader is not self.guide:
-                reader.close()
+            self.guide.close()
         if self.fuser.cuts:
             log.info("scene cuts at frames %s", ", ".join(map(str, self.fuser.cuts)))
 

@@ -228,6 +228,15 @@ def test_flux_refuses_controlnets_of_another_family_or_size(tiny: Path, tmp_path
         RestyleStage(make_config(tiny, controlnets=[str(tiny / "flux-controlnet-mismatch")]))
 
 
+def test_flux_refuses_an_ip_adapter_of_another_width(tiny: Path, reference: Path, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    other = tmp_path / "ip_adapter.safetensors"  # XLabs layout, made for a text width of 16 (this FLUX's is 32)
+    save_file({"double_blocks.0.processor.ip_adapter_double_stream_k_proj.weight": torch.zeros(32, 16)}, str(other))
+    with pytest.raises(ModelError, match="text width 16.*FLUX"):
+        RestyleStage(make_config(tiny, ip_adapter=str(reference), ip_adapter_model=str(other)))
+
+
 # --- cross-frame attention --------------------------------------------------------------------------------
 
 

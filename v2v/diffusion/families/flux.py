@@ -45,8 +45,11 @@ def is_flux_file(info: ModelInfo) -> bool:
 class Flux(DiffusionTransformer):
     name = "flux"
     title = "FLUX.1"
-    pipelines = {"restyle": "FluxImg2ImgPipeline", "restyle+controlnet": "FluxControlNetImg2ImgPipeline",
-                 "inpaint": "FluxInpaintPipeline"}
+    pipelines = {
+        "restyle": "FluxImg2ImgPipeline",
+        "restyle+controlnet": "FluxControlNetImg2ImgPipeline",
+        "inpaint": "FluxInpaintPipeline",
+    }
     controlnet_classes = ("FluxControlNetModel",)
     ip_adapter = IPAdapterDefaults(
         "XLabs-AI/flux-ip-adapter/ip_adapter.safetensors",

@@ -216,6 +216,21 @@ def test_flux_ip_adapter_scale_zero_equals_none(tiny: Path, reference: Path) -> 
     assert max_diff(full[:1], off) <= 1
 
 
+def test_flux_redux_scale_zero_equals_none(tiny: Path, reference: Path) -> None:
+    """FLUX Redux (a FluxPriorReduxPipeline folder as `--ip-adapter-model`): the reference's image tokens follow the
+    prompt's T5 tokens, scaled; at 0 there are none, and the prompt embeds v2v builds are the pipeline's own."""
+    redux = str(tiny / "flux-redux")
+    plain = run(RestyleStage(make_config(tiny)), frames(2))
+    zero = run(RestyleStage(make_config(tiny, ip_adapter=str(reference), ip_adapter_model=redux,
+                                        ip_adapter_scale=0.0)), frames(2))  # fmt: skip
+    stage = RestyleStage(make_config(tiny, ip_adapter=str(reference), ip_adapter_model=redux, ip_adapter_scale=1.0))
+    full = run(stage, frames(2))
+    assert max_diff(plain, zero) == 0
+    assert max_diff(plain, full) > 1
+    assert stage.ip_embeds is not None and stage.ip_embeds[0].shape == (1, 64, 32)  # 8x8 SigLIP patches, T5 width
+    assert {kv[0].shape[-2] for kv in stage.bank.anchor.values()} == {12}  # image tokens only: Redux is text
+
+
 def test_flux_refuses_controlnets_of_another_family_or_size(tiny: Path, tmp_path: Path) -> None:
     import json
 

@@ -12,6 +12,7 @@ real downloads have, for tests and benchmarks on machines without weights.
   so that it steers the transformer; `folder/flux-controlnet-union`: a union ControlNet (`num_mode=4`);
 - `folder/flux-controlnet-zero`: one as diffusers initialises it (zero output layers: it adds nothing);
 - `folder/flux-controlnet-mismatch`: a FLUX ControlNet for a transformer of another text width;
+- `folder/flux-redux`: a FLUX Redux prior (SigLIP image encoder + Redux embedder, no text encoders);
 - `folder/flux-ip-adapter/ip_adapter.safetensors`: a FLUX IP-Adapter in XLabs-AI's layout, with its CLIP image
   encoder in `image_encoder/` beside it.
 
@@ -193,7 +194,31 @@ def build_tiny_flux(folder: str | Path, seed: int = 0) -> Path:
     other = {**controlnet_config, "joint_attention_dim": 16}
     FluxControlNetModel(**other).save_pretrained(str(folder / "flux-controlnet-mismatch"))
     _save_tiny_flux_ip_adapter(folder / "flux-ip-adapter", transformer)
+    _save_tiny_redux(folder / "flux-redux")
     return folder
+
+
+def _save_tiny_redux(folder: Path) -> None:
+    """A FLUX Redux prior folder as black-forest-labs/FLUX.1-Redux-dev ships it (image encoder, its processor and
+    the embedder, no text encoders): a 2-layer SigLIP (32 wide, 64 tokens of a 32x32 image) and a `ReduxImageEncoder`
+    into the tiny T5's width."""
+    from diffusers import FluxPriorReduxPipeline
+    from diffusers.pipelines.flux.modeling_flux import ReduxImageEncoder
+    from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+
+    encoder = SiglipVisionModel(
+        SiglipVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=32, patch_size=4)
+    )  # fmt: skip
+    embedder = ReduxImageEncoder(redux_dim=32, txt_in_features=TEXT_WIDTH)
+    for parameter in embedder.parameters():  # louder image tokens, so the reference shows in the result
+        parameter.data *= 5.0
+    prior = FluxPriorReduxPipeline(
+        image_encoder=encoder,
+        feature_extractor=SiglipImageProcessor(size={"height": 32, "width": 32}),
+        image_embedder=embedder,
+    )
+    prior.save_pretrained(str(folder))
 
 
 def _save_tiny_flux_ip_adapter(folder: Path, transformer: torch.nn.Module) -> None:

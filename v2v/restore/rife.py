@@ -21,8 +21,7 @@ Tensors: float (B, 3, H, W) in [0, 1]; H and W multiples of `IFNet.multiple(scal
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -30,9 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from v2v.devices import default_dtype, parse_dtype, resolve_device
-from v2v.errors import ModelError, UsageError
+from v2v.errors import UsageError
 from v2v.flow.warp import warp_by_flow
 from v2v.frames import check_image, images_to_tensor, tensor_to_images
+from v2v.restore.checkpoint import load_strict, read_state
 from v2v.restore.registry import RestoreModel, lookup
 
 log = logging.getLogger(__name__)
@@ -268,49 +268,25 @@ class IFNet(nn.Module):
 # -- loading --------------------------------------------------------------------------------------------------
 
 
-def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a RIFE `flownet.pkl` (a pickled state dict, saved from DataParallel: keys `module.…`)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises pickle, zip and runtime errors alike for a damaged file
-        raise ModelError(f"cannot read RIFE weights {path}: {error}") from error
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelError(f"{path} is not a state dict of tensors, so not RIFE weights")
-    return dict(state)
-
-
-def ifnet_state(state: dict[str, torch.Tensor], source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """The entries of a RIFE 4.0 checkpoint that `IFNet` takes, renamed (without `module.`) and checked:
-    every one of them present with its shape, and nothing left over but the training-only teacher.
-
-    Raises ModelError naming what does not fit. The given dict is not modified.
-    """
-    wanted = {name: tuple(tensor.shape) for name, tensor in IFNet().state_dict().items()}
+def ifnet_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The entries of a RIFE checkpoint that `IFNet` takes: names without DataParallel's `module.`, and the
+    training-only teacher left out. The given mapping is not modified."""
     renamed = {name.removeprefix("module."): tensor for name, tensor in state.items()}
-    used = {name: tensor for name, tensor in renamed.items() if not name.startswith(TRAINING_ONLY)}
-    missing = sorted(set(wanted) - set(used))
-    unknown = sorted(set(used) - set(wanted))
-    wrong = sorted(name for name in set(wanted) & set(used) if tuple(used[name].shape) != wanted[name])
-    if missing or unknown or wrong:
-        problems = []
-        if missing:
-            problems.append(f"{len(missing)} weights missing (first {missing[0]})")
-        if unknown:
-            problems.append(f"{len(unknown)} unknown entries (first {unknown[0]})")
-        if wrong:
-            name = wrong[0]
-            problems.append(f"{len(wrong)} of another shape ({name}: {tuple(used[name].shape)}, "
-                            f"expected {wanted[name]})")
-        raise ModelError(f"{source} is not RIFE 4.0 weights: {'; '.join(problems)}")
-    return used
+    return {name: tensor for name, tensor in renamed.items() if not name.startswith(TRAINING_ONLY)}
+
+
+def build_from_state(state: Mapping[str, torch.Tensor], source: str) -> IFNet:
+    """v2v's IFNet filled strictly from a RIFE 4.0 state dict: every parameter filled, every entry but the
+    teacher's used, every shape matching; ModelError naming what differs otherwise."""
+    net = IFNet()
+    load_strict(net, ifnet_state(state), source)
+    return net.eval().requires_grad_(False)
 
 
 def load_ifnet(model: RestoreModel) -> IFNet:
     """The registry's loader: v2v's IFNet with the weights `model` names (float32, CPU, eval mode)."""
     (path,) = model.weight_paths()
-    net = IFNet()
-    net.load_state_dict(ifnet_state(read_checkpoint(path), str(path)), strict=True)
-    return net.eval().requires_grad_(False)
+    return build_from_state(read_state(path), str(path))
 
 
 # -- frames in, frames out ------------------------------------------------------------------------------------

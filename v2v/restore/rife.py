@@ -7,13 +7,18 @@ warped by the flow so far, t as a constant channel, and the mask, and adds a res
 backward-warped frames blended by the sigmoid of the mask. Because t is an input, any instant in (0, 1) can
 be asked for, not only the middle.
 
-Two details of the released inference code are kept, since the weights were tuned with them:
+Where v2v follows the released inference code, and where it goes further:
 - when the second block's residual flow exceeds 32 pixels both ways, the whole estimate restarts at half the
-  resolution (the scales double); v2v decides this per sample, so a batch gives what single frames give;
+  resolution (the scales double), as the released code does; v2v decides this per sample, so a batch gives
+  what single frames give;
 - the checkpoint also holds a refinement network (a context net and a U-Net) that RIFE 4.0's own inference
-  ("fast mode") skips. `IFNet(..., refine=True)` runs it: on real clips it adds 0.3-1.1 dB for about twice
-  the time (BENCHMARKS.md), so `Interpolator` runs it by default. The checkpoint's distillation teacher
-  (`block_tea`) reads the true middle frame, so it exists only in training and is not loaded.
+  ("fast mode") skips. `refine=True` runs it: on the clips in BENCHMARKS.md it adds 0.7-1.2 dB for about
+  twice the time, so `Interpolator` runs it by default;
+- `ensemble=True` also runs each block on the pair the other way round and averages (RIFE 4.x's option;
+  about +0.1 dB for 1.2-1.3x the time, off by default). Unlike the released code, a restart is ensembled too;
+- the checkpoint's distillation teacher (`block_tea`) reads the true middle frame, so it exists only in
+  training and is not loaded;
+- flows, masks, warping and blending run in float32 whatever the convolutions' dtype.
 
 Tensors: float (B, 3, H, W) in [0, 1]; H and W multiples of `IFNet.multiple(scale)` (`Interpolator` pads).
 """
@@ -162,6 +167,7 @@ class IFNet(nn.Module):
         timestep: a float in [0, 1], or a tensor of B of them ((B,) or (B, 1, 1, 1)).
         scale: flow resolution relative to the frame, one of SCALES (0.5 for 4K).
         refine: also run the refinement net (off in RIFE 4.0's own inference).
+        ensemble: average each block's estimate with the one for the pair swapped (at 1 - t).
 
     Returns:
         float32 (B, 3, H, W).
@@ -304,9 +310,10 @@ class Interpolator:
         scale: flow resolution relative to the frame, one of 0.25, 0.5, 1, 2, 4 (0.5 suits 4K).
         batch: how many instants of one pair go through the network at once (default: 4 on CUDA, 1 on the
             CPU, where a batch is no faster per frame and needs more memory).
-        refine: run RIFE's refinement net (better by 0.3-1.1 dB on real clips, about twice the time); False
-            is RIFE 4.0's own "fast mode".
-        ensemble: also estimate each flow with the frames swapped and average (RIFE 4.x's ensemble option).
+        refine: run RIFE's refinement net (0.7-1.2 dB better on real clips, about twice the time); False is
+            RIFE 4.0's own "fast mode".
+        ensemble: also estimate each flow with the frames swapped and average (RIFE 4.x's ensemble option;
+            about +0.1 dB for 1.2-1.3x the time).
 
     Frames are treated as values: the prepared tensors of the last few images are kept, found by identity,
     so interpolating a sequence pair by pair or one instant at a time converts each image once.

@@ -15,7 +15,7 @@ Where v2v follows the released inference code, and where it goes further:
   ("fast mode") skips. `refine=True` runs it: on the clips in BENCHMARKS.md it adds 0.7-1.2 dB for about
   twice the time, so `Interpolator` runs it by default;
 - `ensemble=True` also runs each block on the pair the other way round and averages (RIFE 4.x's option;
-  about +0.1 dB for 1.2-1.3x the time, off by default). Unlike the released code, a restart is ensembled too;
+  about +0.1 dB for 1.1-1.5x the time, off by default). Unlike the released code, a restart is ensembled too;
 - the checkpoint's distillation teacher (`block_tea`) reads the true middle frame, so it exists only in
   training and is not loaded;
 - flows, masks, warping and blending run in float32 whatever the convolutions' dtype.
@@ -313,7 +313,7 @@ class Interpolator:
         refine: run RIFE's refinement net (0.7-1.2 dB better on real clips, about twice the time); False is
             RIFE 4.0's own "fast mode".
         ensemble: also estimate each flow with the frames swapped and average (RIFE 4.x's ensemble option;
-            about +0.1 dB for 1.2-1.3x the time).
+            about +0.1 dB for 1.1-1.5x the time).
 
     Frames are treated as values: the prepared tensors of the last few images are kept, found by identity,
     so interpolating a sequence pair by pair or one instant at a time converts each image once.

@@ -92,6 +92,7 @@ def bench_sr(clean: list[np.ndarray], esrgan_frames: int, border: int) -> dict[s
     stage = VideoSRStage("basicvsr-vimeo90k-bi", device="cpu")
     basicvsr, stamps = timed(stage.process(iter(as_frames(low))))
     result["basicvsr_seconds"] = round(stamps[-1], 2)
+    result["basicvsr_dtype"] = str(stage.dtype).removeprefix("torch.")
     bicubic = [resize(image, width, height) for image in low]
     result["basicvsr"] = fidelity(basicvsr, clean, border)
     result["bicubic"] = fidelity(bicubic, clean, border)
@@ -138,7 +139,9 @@ def bench_denoise(clean: list[np.ndarray], seed: int) -> dict[str, Any]:
     for sigma in SIGMAS:
         noisy = [np.clip(image + rng.normal(0, sigma, image.shape), 0, 255).round().astype(np.uint8) for image in clean]
         row: dict[str, Any] = {"noisy": scored(noisy)}
-        off, off_stamps = timed(DenoiseStage(sigma, temporal=False, device="cpu").process(iter(as_frames(noisy))))
+        plain = DenoiseStage(sigma, temporal=False, device="cpu")
+        row["dtype"] = str(plain.dtype).removeprefix("torch.")
+        off, off_stamps = timed(plain.process(iter(as_frames(noisy))))
         on, on_stamps = timed(DenoiseStage(sigma, temporal=True, device="cpu").process(iter(as_frames(noisy))))
         fuser = TemporalFuser(estimator=estimator)
         row["v2v_temporal_on"] = {**scored(on), "fps": marginal_fps(on_stamps)}

@@ -144,7 +144,7 @@ def test_a_scene_cut_stops_propagation(tiny_checkpoint: Path) -> None:
     assert is_cut(before[-1], shot[0]) and is_cut(other[-1], shot[0]) and not is_cut(before[-1], other[0])
 
     def upscale(images: list[np.ndarray]) -> list[np.ndarray]:
-        stage = VideoSRStage(str(tiny_checkpoint), device="cpu", window=30)
+        stage = VideoSRStage(str(tiny_checkpoint), device="cpu")  # one window per shot
         return [frame.image for frame in stage.process(iter(as_frames(images)))]
 
     first, second, alone = upscale(before + shot), upscale(other + shot), upscale(shot)

@@ -155,7 +155,7 @@ def test_a_scene_cut_stops_propagation(tiny_checkpoint: Path) -> None:
     assert not np.array_equal(joined[5], upscale(other)[0])
 
 
-def test_bad_options_are_one_line_usage_errors(tiny_checkpoint: Path) -> None:
+def test_bad_options_are_one_line_usage_errors(tiny_checkpoint: Path, monkeypatch) -> None:
     with pytest.raises(UsageError, match="video model.*--tile"):
         VideoSRStage("basicvsr-vimeo90k-bi", tile=128)
     with pytest.raises(UsageError, match="longer than the look-ahead"):
@@ -164,6 +164,10 @@ def test_bad_options_are_one_line_usage_errors(tiny_checkpoint: Path) -> None:
         VideoSRStage("basicvsr-vimeo90k")
     with pytest.raises(UsageError, match="fp16 is for CUDA"):
         VideoSRStage(str(tiny_checkpoint), device="cpu", dtype="fp16")
+    monkeypatch.setattr(video_sr, "available_memory", lambda device: 2**20)  # 1 MB free
+    small = VideoSRStage(str(tiny_checkpoint), device="cpu")
+    with pytest.raises(ModelError, match=r"640x360 frames need about .* GB for a window of 33 frames"):
+        list(small.process(iter(as_frames([np.zeros((360, 640, 3), np.uint8)]))))
 
 
 def test_missing_weights_say_how_to_install(monkeypatch) -> None:

@@ -17,6 +17,7 @@ from restore_reference import clip_frames, wheel_reference
 from v2v.errors import MissingDependencyError, ModelError, UsageError
 from v2v.frames import Frame, images_to_tensor, tensor_to_images
 from v2v.metrics import psnr
+from v2v.pipeline import Context
 from v2v.restore import basicvsr, video_sr
 from v2v.restore.checkpoint import read_state
 from v2v.restore.registry import RestoreModel, lookup
@@ -102,6 +103,7 @@ def test_windows_equal_the_whole_clip_run(vimeo_bi: basicvsr.BasicVSR) -> None:
     frames = as_frames(images)
     out = list(stage.process(iter(frames)))
     assert stage.windows_run == 3 and stage.max_buffered == window
+    assert stage.one_to_one and stage.context == Context(video_sr.LOOKAHEAD, video_sr.LOOKAHEAD, exact=False)
     assert [(f.index, f.pts, f.time_base) for f in out] == [(f.index, f.pts, f.time_base) for f in frames]
     scores = [psnr(mine, reference) for mine, reference in zip((f.image for f in out), whole, strict=True)]
     assert min(scores) >= 40, scores

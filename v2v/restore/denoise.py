@@ -122,7 +122,9 @@ class DenoiseStage:
             estimator = make_flow_estimator("dis", preset="medium")
         self.estimator = estimator
         context = radius if temporal else 0
-        self.context = Context(before=context, after=max(context, AUTO_FRAMES - 1 if self.sigma == "auto" else 0))
+        # exact with a given sigma (the window is all it sees); "auto" depends on where the shot starts
+        auto = self.sigma == "auto"
+        self.context = Context(before=context, after=max(context, AUTO_FRAMES - 1 if auto else 0), exact=not auto)
         self.sigmas: list[float] = []  # the level used for each shot, in order (for logs and tests)
 
     # -- FFDNet -------------------------------------------------------------------------------------------

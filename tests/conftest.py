@@ -91,6 +91,18 @@ def clip(tmp_path: Path) -> Path:
     return write_clip(tmp_path / "clip.mp4", audio=True)
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray for a test module; workers import the tests' stage factories by name."""
+    import ray
+
+    path = os.pathsep.join(filter(None, [os.path.dirname(__file__), os.environ.get("PYTHONPATH")]))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
+    yield ray
+    ray.shutdown()
+
+
 def kill_after_a_segment(process: subprocess.Popen, manifest: Path, timeout: float = 300) -> None:
     """SIGKILL a segmented run as soon as its manifest says one segment is done (fails if it ends first)."""
     deadline, done = time.monotonic() + timeout, 0

@@ -141,6 +141,19 @@ def test_segmented_run_equals_single_pass(tmp_path: Path) -> None:
         assert audio_bytes(segmented) == audio_bytes(source)
 
 
+def test_ray_workers_interpolate_as_a_local_run_does(local_ray, tmp_path: Path) -> None:
+    source = write_clip(tmp_path / "gop.mp4", frames=30, width=64, height=48, fps=25, audio=True, options=GOP)
+    here, there = tmp_path / "local.mp4", tmp_path / "ray.mp4"
+    stage = InterpolateStage(fps=Fraction(60), between=blend)
+    for out, backend in ((here, "local"), (there, "ray")):
+        run_segmented(source, lambda: [InterpolateStage(fps=Fraction(60), between=blend)], out, declared=[stage],
+                      encoding=LOSSLESS, segment_seconds=0.4, backend=backend, workers=2, progress=False)
+    a, b = frames_of(here), frames_of(there)
+    assert [f.time for f in a] == [f.time for f in b] and len(a) == 29 * 60 // 25 + 1
+    assert all(np.array_equal(x.image, y.image) for x, y in zip(a, b, strict=True))
+    assert audio_bytes(there) == audio_bytes(source)
+
+
 def test_bad_settings_are_usage_errors() -> None:
     for settings in ({"factor": 1}, {"factor": -2}, {"slowmo": 1}, {"factor": 2, "fps": 60}, {}):
         with pytest.raises(UsageError):

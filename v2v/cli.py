@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from v2v import __version__
 
@@ -26,17 +27,27 @@ COMMANDS = {
     "upscale": "v2v.commands.upscale",
     "models": "v2v.commands.models",
     "restyle": "v2v.commands.restyle",
+    "preview": "v2v.commands.preview",
+    "compare": "v2v.commands.compare",
+    "interpolate": "v2v.commands.interpolate",
 }
 
 log = logging.getLogger("v2v")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line (what is wrong, and where the help is), not the whole usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="v2v", description="Video-to-video editing: restyle, restore and upscale footage."
     )
     parser.add_argument("--version", action="version", version=f"v2v {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=OneLineParser)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
         sub = commands.add_parser(name, help=module.HELP, description=module.HELP)

@@ -8,7 +8,13 @@ Pixel contract, one for all of v2v:
   `tensor_to_images`: float (B, 3, H, W) in [0, 1], on the stage's device.
 
 Timing is carried, never recomputed: `pts` is the source's presentation timestamp in units of
-`time_base`, exactly as the decoder gave it, so variable frame rate survives a pass through v2v.
+`time_base`, exactly as the decoder gave it, so variable frame rate survives a pass through v2v. A stage that
+makes new frames (interpolation) gives them exact instants in a time base that can express them.
+
+Position is two things: `index` is where the frame sits in the output (0, 1, 2, ... as a single pass over
+the run's window counts them), `source_index` which source frame it came from (counted from the window's first
+frame, as a single pass counts them), or None for a frame no source frame stands for (an interpolated one).
+Readers give both the same value; side inputs and control videos are looked up by `source_index` or by time.
 """
 
 from __future__ import annotations
@@ -26,12 +32,18 @@ if TYPE_CHECKING:
 
 @dataclasses.dataclass(frozen=True)
 class Frame:
-    """One RGB uint8 (H, W, 3) picture, its position `index` in the clip, and its `pts`/`time_base`."""
+    """One RGB uint8 (H, W, 3) picture, its position `index` in the output, the source frame it came from
+    (`source_index`, None for a made frame), and its `pts`/`time_base`."""
 
     image: np.ndarray
     index: int
     pts: int | None = None
     time_base: Fraction | None = None
+    source_index: int | None = -1  # -1: the same as `index` (a frame read from a source); None: a made frame
+
+    def __post_init__(self) -> None:
+        if self.source_index == -1:
+            object.__setattr__(self, "source_index", self.index)
 
     @property
     def height(self) -> int:

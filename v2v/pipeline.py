@@ -22,7 +22,7 @@ import numpy as np
 
 from v2v.frames import Frame
 from v2v.io.reader import Reader, open_source
-from v2v.io.writer import Encoding, Writer, open_writer
+from v2v.io.writer import AudioSource, Encoding, Writer, open_writer
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +34,14 @@ class Context:
     """How many source frames a stage needs before and after a frame to produce it as a single pass would.
 
     Segmented runs decode `before` frames ahead of each segment (and `after` past its end), let the stage
-    see them, and keep only the segment's own output. A stage whose state restarts at scene cuts may
-    declare less than its full reach; `None` for `before` means "from the start of the shot".
+    see them, and keep only the segment's own output. A stage whose state reaches further back (a running
+    average, an attention anchor) declares the warm-up it wants and `exact=False`: runs are then segmented
+    only when the user asks (`--resume`), never by default.
     """
 
     before: int = 0
     after: int = 0
+    exact: bool = True  # False: state reaches further back than `before` (a segment then only approximates)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +50,11 @@ class Timing:
 
     rate: Fraction | None
     time_base: Fraction | None
+    stretch: Fraction = Fraction(1)  # output instant = stretch * source instant (slow motion: audio can't follow)
+
+    @property
+    def audio_in_sync(self) -> bool:
+        return self.stretch == 1
 
 
 @runtime_checkable
@@ -70,16 +77,36 @@ def context_of(stages: Stage | Sequence[Stage]) -> Context:
     """The context a stage (or a chain of stages, whose needs add up) declares."""
     chain = [stages] if isinstance(stages, Stage) else list(stages)
     before = after = 0
+    exact = True
     for stage in chain:
         context = getattr(stage, "context", None) or Context()
         before += context.before
         after += context.after
-    return Context(before, after)
+        exact = exact and context.exact
+    return Context(before, after, exact)
 
 
 def is_one_to_one(stages: Stage | Sequence[Stage]) -> bool:
     chain = [stages] if isinstance(stages, Stage) else list(stages)
     return all(getattr(stage, "one_to_one", True) for stage in chain)
+
+
+def check_not_source(output: str | os.PathLike[str], reader: Reader) -> None:
+    """Refuse an image-sequence output whose file names would overwrite the source's own images."""
+    from v2v.errors import UsageError
+    from v2v.io.sequences import ImageSequenceReader, is_image_sequence, sequence_files
+
+    if not (is_image_sequence(output) and isinstance(reader, ImageSequenceReader)):
+        return
+    if {path.resolve() for path in sequence_files(output)} & {path.resolve() for path in reader.files}:
+        raise UsageError(f"{os.fspath(output)}: its file names would overwrite the source's images; "
+                         "write to another folder or name pattern")
+
+
+def output_shift(timing: Timing, origin: float, start: float) -> float:
+    """Seconds taken off every output timestamp so that a run trimmed to start `start` seconds after the
+    source's first frame (at `origin`) starts there; instants stretched by the stages move with them."""
+    return float(timing.stretch) * (origin + start) - origin
 
 
 def output_timing(stages: Sequence[Stage], timing: Timing) -> Timing:
@@ -228,28 +255,39 @@ def run(
     end: float | None = None,
     max_frames: int | None = None,
     progress: bool = True,
+    start_number: int | None = None,
 ) -> RunReport:
     """Stream `source` through `stages` into `output` and return what happened.
 
     `source` is a path (video file, image folder, printf pattern) or an open reader; `output` a path
     (video file or printf pattern) or an open writer. For paths, `start`/`end` (seconds), `max_frames`,
-    `encoding` and `overwrite` apply; the source's audio and subtitles are copied into a video output.
+    `encoding` and `overwrite` apply; the source's audio and subtitles are copied into a video output. An
+    image-sequence output numbers its files from `start_number` (default: as the source sequence does, else 1).
     Nothing is written at the output's name unless the whole run succeeds.
     """
     if output is None:
         raise ValueError("run() needs an output path or writer")
-    # 1. Open the ends; the output is checked (exists? writable?) before any frame is decoded.
+    # 1. Open the ends; the output is checked (exists? writable?) before any frame is decoded. The writer
+    #    takes the timing the stages declare, and the source's audio unless a stage stretches time.
     reader = source if not isinstance(source, (str, os.PathLike)) else open_source(
         source, start=start, end=end, max_frames=max_frames
     )
+    if isinstance(output, (str, os.PathLike)):
+        check_not_source(output, reader)
+    timing = output_timing(stages, Timing(reader.info.fps, reader.info.time_base))
+    audio = AudioSource.of(reader) if timing.audio_in_sync else None
+    if not timing.audio_in_sync and any(s.kind in ("audio", "subtitle") for s in reader.info.streams):
+        log.warning("audio and subtitles are dropped: they can't stay in sync with frames spread over a new duration")
     try:
         writer = output if not isinstance(output, (str, os.PathLike)) else open_writer(
-            output, encoding=encoding, overwrite=overwrite, source=reader
+            output, encoding=encoding, overwrite=overwrite, audio=audio, fps=timing.rate,
+            shift=output_shift(timing, reader.start_time, reader.window.start),
+            start_number=getattr(reader, "first_number", 1) if start_number is None else start_number,
         )
     except BaseException:
         reader.close()
         raise
-    expected = reader.info.frame_count
+    expected = reader.info.frame_count if is_one_to_one(stages) else None
     if max_frames is not None and expected is not None:
         expected = min(expected, max_frames)
     label = os.path.basename(os.fspath(output)) if isinstance(output, (str, os.PathLike)) else "v2v"
@@ -277,6 +315,14 @@ def run(
         writing.join()
         if write_failures:
             raise write_failures[0]
+        if audio is not None:
+            audio.end = reader.stopped_at  # a window that ended early ends the audio there too
+        if reader.frames_read == 0 and writer.frames_written == 0:
+            from v2v.errors import InputError
+
+            why = f" ({reader.damage})" if reader.damage else ""
+            raise InputError(f"{reader.info.path}: no frame could be decoded{why}; its video stream is empty or "
+                             "damaged (or the --start/--end window holds no frame)")
         writer.close()
     except BaseException:
         stop.set()

@@ -29,17 +29,12 @@ import av
 
 from v2v.errors import InputError, OutputError, UsageError, V2VError, require
 from v2v.frames import Frame
-from v2v.io.reader import TimeWindow, VideoFileReader, is_image_sequence, open_container, scan_video_packets
-from v2v.io.writer import (
-    Encoding,
-    StreamCopier,
-    VideoFileWriter,
-    check_output,
-    discard_partial,
-    temp_name,
-    writing_errors,
-)
-from v2v.pipeline import RunReport, Stage, run
+from v2v.io.probe import scan_video_packets
+from v2v.io.reader import TimeWindow, VideoFileReader
+from v2v.io.remux import Part, join_parts
+from v2v.io.sequences import is_image_sequence
+from v2v.io.writer import AudioSource, Encoding, VideoFileWriter, check_output, temp_name
+from v2v.pipeline import RunReport, Stage, Timing, context_of, is_one_to_one, output_shift, output_timing, run
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +45,14 @@ StageFactory = Callable[[], Sequence[Stage]]
 
 @dataclasses.dataclass(frozen=True)
 class Segment:
-    """Frames [first, end) of the clip (indices in presentation order), decoded from frame `context`."""
+    """Frames [first, end) of the clip (indices in presentation order), decoded from frame `context` up to
+    (not including) frame `until`: the context before and after that the stages declare."""
 
     number: int
     first: int
     end: int
     context: int
+    until: int
 
     @property
     def frames(self) -> int:
@@ -85,6 +82,7 @@ def plan_segments(
     *,
     segment_seconds: float = 10.0,
     overlap: int = 0,
+    after: int = 0,
     window: TimeWindow | None = None,
 ) -> Plan:
     """Cut `source` at keyframes into segments of at least `segment_seconds` (the last may be shorter).
@@ -93,8 +91,8 @@ def plan_segments(
     """
     if segment_seconds <= 0:
         raise UsageError(f"--segment-seconds must be > 0, got {segment_seconds}")
-    if overlap < 0:
-        raise UsageError(f"--overlap must be >= 0, got {overlap}")
+    if overlap < 0 or after < 0:
+        raise UsageError(f"--overlap must be >= 0, got {min(overlap, after)}")
     path = os.fspath(source)
     window = window or TimeWindow()
     with VideoFileReader(path) as reader:
@@ -116,9 +114,9 @@ def plan_segments(
         if pts[index] in keyframes and seconds[index] - seconds[cuts[-1]] >= segment_seconds - 1e-6:
             cuts.append(index)
     bounds = [*cuts, stop]
-    # context never reaches before the window, so frame numbers (Frame.index) stay those of a single pass
+    # context never reaches outside the window, so frame numbers (Frame.index) stay those of a single pass
     segments = [
-        Segment(number, first, end, max(begin, first - overlap))
+        Segment(number, first, end, max(begin, first - overlap), min(stop, end + after))
         for number, (first, end) in enumerate(zip(bounds, bounds[1:], strict=False))
     ]
     return Plan(path, pts, time_base, origin, fps, segments)
@@ -211,17 +209,30 @@ def _start_or_resume(
 
 
 class _KeepSegment:
-    """Drops the context frames decoded before a segment's first frame (after the stages have seen them) and
-    counts time from that first frame: a segment file that starts at 0 needs no edit list, whose coarse
-    movie timescale would round the source's timestamps. Joining adds `first_pts` back."""
+    """Keeps the frames a segment owns, those at instants in [start, end) seconds of the source clock, after the
+    stages have seen the context around them; counts time from `start`: a segment file that starts at 0 needs
+    no edit list, whose coarse movie timescale would round the source's timestamps. Joining adds `start` back.
+    Frames a stage made between the segment's last source frame and the next segment's first belong here."""
 
-    def __init__(self, first_pts: int) -> None:
-        self.first_pts = first_pts
+    def __init__(self, start: Fraction, end: Fraction | None) -> None:
+        self.start, self.end = start, end
 
     def process(self, frames: Iterator[Frame]) -> Iterator[Frame]:
         for frame in frames:
-            if frame.pts is not None and frame.pts >= self.first_pts:
-                yield dataclasses.replace(frame, pts=frame.pts - self.first_pts)
+            if frame.pts is None or frame.time_base is None:
+                raise InputError("segmented runs need frames with timestamps")
+            instant = frame.pts * frame.time_base
+            if instant < self.start or (self.end is not None and instant >= self.end):
+                continue
+            yield dataclasses.replace(frame, pts=frame.pts - _ticks(self.start, frame.time_base))
+
+
+def _ticks(seconds: Fraction, time_base: Fraction) -> int:
+    """`seconds` in units of `time_base`; exact, since stages choose time bases that express source instants."""
+    ticks = seconds / time_base
+    if ticks.denominator != 1:
+        raise InputError(f"time base {time_base} can't express the instant {seconds} s exactly")
+    return int(ticks)
 
 
 def encode_segment(
@@ -231,13 +242,17 @@ def encode_segment(
 
     Returns the number of frames written. Timestamps are the source's, so segments join without arithmetic.
     """
-    window = TimeWindow(start=plan.time(segment.context), end=plan.time(segment.end))
+    window = TimeWindow(start=plan.time(segment.context), end=plan.time(segment.until))
     # frames are numbered as in a single pass over the plan's window, context frames included
     reader = VideoFileReader(plan.source, window, first_index=segment.context - plan.segments[0].first)
-    writer = VideoFileWriter(path, encoding=encoding, overwrite=True, fps=plan.fps)
-    stages = [*make_stages(), _KeepSegment(plan.pts[segment.first])]
-    report = run(reader, stages, writer, progress=False)
-    if report.frames_written != segment.frames:
+    stages = list(make_stages())
+    timing = output_timing(stages, Timing(plan.fps, plan.time_base))
+    writer = VideoFileWriter(path, encoding=encoding, overwrite=True, fps=timing.rate)
+    end = None if segment.end >= len(plan.pts) else plan.pts[segment.end] * plan.time_base
+    keep = _KeepSegment(plan.pts[segment.first] * plan.time_base * timing.stretch,
+                        None if end is None else end * timing.stretch)
+    report = run(reader, [*stages, keep], writer, progress=False)
+    if is_one_to_one(stages) and report.frames_written != segment.frames:
         os.unlink(path)
         raise InputError(
             f"{plan.source}: segment {segment.number} decoded {report.frames_written} of {segment.frames} frames"
@@ -246,14 +261,27 @@ def encode_segment(
     return report.frames_written
 
 
-def _segment_bytes(plan: Plan, segment: Segment, make_stages: StageFactory, encoding: Encoding, suffix: str) -> bytes:
+# A Ray worker's stages, by the object id of the factory they came from: models load once per worker process,
+# not once per segment.
+_WORKER_STAGES: dict[str, Sequence[Stage]] = {}
+
+
+def _segment_bytes(plan: Plan, segment: Segment, factory: list[Any], encoding: Encoding, suffix: str) -> bytes:
     """Ray task body: encode one segment in the worker's temp folder and hand back the file's bytes, so that
-    workers need no storage shared with the driver."""
+    workers need no storage shared with the driver. `factory` is `[ObjectRef]` of the stage factory (in a list,
+    so Ray leaves it a reference): it is fetched and called once per worker process."""
     import tempfile
 
+    import ray
+
+    key = factory[0].hex()
+    if key not in _WORKER_STAGES:
+        _WORKER_STAGES.clear()  # one run's stages at a time
+        _WORKER_STAGES[key] = ray.get(factory[0])()
+    stages = _WORKER_STAGES[key]
     with tempfile.TemporaryDirectory(prefix="v2v-segment-") as folder:
         path = os.path.join(folder, f"segment{suffix}")
-        encode_segment(plan, segment, make_stages, encoding, path)
+        encode_segment(plan, segment, lambda: stages, encoding, path)
         return Path(path).read_bytes()
 
 
@@ -299,12 +327,13 @@ def _run_ray(
     try:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         task = ray.remote(_segment_bytes).options(num_cpus=1, num_gpus=gpus, max_retries=retries)
+        factory = [ray.put(make_stages)]
         queue = list(pending)
         in_flight: dict[Any, Segment] = {}
         while queue or in_flight:
             while queue and len(in_flight) < workers:
                 segment = queue.pop(0)
-                in_flight[task.remote(plan, segment, make_stages, encoding, work.suffix)] = segment
+                in_flight[task.remote(plan, segment, factory, encoding, work.suffix)] = segment
             finished, _ = ray.wait(list(in_flight), num_returns=1)
             for ref in finished:
                 segment = in_flight.pop(ref)
@@ -333,52 +362,30 @@ def join_segments(
     output: str,
     *,
     trim_start: float,
+    time_base: Fraction | None = None,
+    one_to_one: bool = True,
+    stretch: Fraction = Fraction(1),
 ) -> None:
     """Stream-copy the segments' video into `output` in order, with the source's audio/subtitles muxed once.
 
-    Every planned frame must be present exactly once (no gap, no duplicate at joins); the output is written
-    to a temporary name and renamed only when complete. Segment files count time from their first frame
-    (see `_KeepSegment`); here it goes back to the source's clock, less `trim_start`.
+    Segment files count time from their first frame (see `_KeepSegment`); here it goes back to the source's
+    clock in `time_base` (the stages' output time base, with instants scaled by `stretch`), less `trim_start`.
+    One-to-one stages must give every planned frame exactly once; other stages' frames must be unique and
+    inside their segment's span.
     """
-    partial = temp_name(output)
-    container = copier = None
-    try:
-        with writing_errors(output):
-            container = av.open(partial, "w")
-            with open_container(os.fspath(files[0])) as first:
-                video = container.add_stream_from_template(first.streams.video[0])
-            copier = StreamCopier(container, plan.source, origin=plan.origin, trim_start=trim_start)
-            shift = round(trim_start / plan.time_base) if trim_start > 0 else 0
-            video.time_base = plan.time_base
-            for segment, path in zip(plan.segments, files, strict=True):
-                offset = plan.pts[segment.first]
-                with open_container(os.fspath(path)) as part:
-                    stream = part.streams.video[0]
-                    seen = []
-                    for packet in part.demux(stream):
-                        if not packet.size:
-                            continue
-                        stamp = round(packet.pts * packet.time_base / plan.time_base) + offset
-                        decode_stamp = round(packet.dts * packet.time_base / plan.time_base) + offset
-                        seen.append(stamp)
-                        copier.copy_until(float(stamp * plan.time_base))
-                        packet.pts, packet.dts = stamp - shift, decode_stamp - shift
-                        packet.time_base = plan.time_base
-                        packet.stream = video
-                        container.mux(packet)
-                if sorted(seen) != plan.pts[segment.first : segment.end]:
-                    raise OutputError(
-                        f"segment {segment.number} ({path}) does not hold frames {segment.first}-{segment.end - 1} "
-                        "exactly once; remove the work folder and rerun"
-                    )
-            last = plan.segments[-1].end
-            copier.copy_until(math.inf if last == len(plan.pts) else plan.time(last) + plan.origin)
-            copier.close()
-            container.close()
-    except BaseException:
-        discard_partial(partial, copier, container)
-        raise
-    os.replace(partial, output)
+    time_base = time_base or plan.time_base
+    parts = []
+    for segment, path in zip(plan.segments, files, strict=True):
+        start = plan.pts[segment.first] * plan.time_base * stretch
+        end = math.inf if segment.end >= len(plan.pts) else plan.pts[segment.end] * plan.time_base * stretch
+        expected = [round(p * plan.time_base / time_base) for p in plan.pts[segment.first : segment.end]]
+        parts.append(Part(os.fspath(path), _ticks(start, time_base), expected if one_to_one else None,
+                          f"segment {segment.number}", limit=None if end == math.inf else _ticks(end, time_base)))
+    last = plan.segments[-1].end
+    end = None if last == len(plan.pts) else plan.time(last) + plan.origin
+    audio = AudioSource(plan.source, origin=plan.origin, start=trim_start, end=end) if stretch == 1 else None
+    join_parts(parts, output, time_base=time_base, audio=audio,
+               shift=output_shift(Timing(None, None, stretch), plan.origin, trim_start))
 
 
 def run_segmented(
@@ -392,7 +399,8 @@ def run_segmented(
     resume: bool = False,
     work_dir: str | os.PathLike[str] | None = None,
     segment_seconds: float = 10.0,
-    overlap: int = 0,
+    overlap: int | None = None,
+    declared: Sequence[Stage] = (),
     start: float = 0.0,
     end: float | None = None,
     max_frames: int | None = None,
@@ -404,9 +412,12 @@ def run_segmented(
 ) -> RunReport:
     """Like `v2v.run`, in segments with a work folder: resumable, and on Ray with `backend="ray"`.
 
-    `make_stages` builds fresh stages for each segment (on a Ray worker, there). `options` are what the
-    output depends on besides the input (stage settings); `resume` refuses a work folder whose options or
-    input differ. The work folder is removed once the output is complete.
+    `make_stages` builds fresh stages for each segment (on a Ray worker, there). The context decoded around
+    each segment is what `declared` (stages like those `make_stages` builds, made in this process) declare
+    (`v2v.pipeline.context_of`, `output_timing`); without them the stages are taken to be stateless and
+    one-to-one. `overlap` overrides the frames before. `options` are what the output depends on besides the
+    input (stage settings); `resume` refuses a work folder whose options or input differ. The work folder is
+    removed once the output is complete.
     """
     output = os.fspath(output)
     if is_image_sequence(source) or is_image_sequence(output):
@@ -420,7 +431,11 @@ def run_segmented(
     began = time.perf_counter()
     # 1. Plan the cuts and open (or resume) the work folder.
     window = TimeWindow(start=start, end=end, max_frames=max_frames)
-    plan = plan_segments(source, segment_seconds=segment_seconds, overlap=overlap, window=window)
+    context = context_of(declared)
+    overlap = context.before if overlap is None else overlap
+    plan = plan_segments(source, segment_seconds=segment_seconds, overlap=overlap, after=context.after,
+                         window=window)
+    timing = output_timing(declared, Timing(plan.fps, plan.time_base))
     work = WorkFolder(work_dir or default_work_dir(output), _segment_container(encoding))
     settings = {
         **(options or {}), "encoding": dataclasses.asdict(encoding), "segment_seconds": segment_seconds,
@@ -444,7 +459,7 @@ def run_segmented(
         if bar is not None:
             bar.update(1)
 
-    # 2. Encode what is missing, here or on Ray.
+    # 2. Encode what is missing, here or on Ray; 3. join by stream copy, then drop the work folder.
     try:
         if backend == "ray":
             _run_ray(
@@ -452,11 +467,18 @@ def run_segmented(
             )
         else:
             _run_local(plan, pending, make_stages, encoding, done, work)
+        if bar is not None:
+            bar.close()
+        join_segments(plan, [work.segment_path(s.number) for s in plan.segments], output, trim_start=start,
+                      time_base=timing.time_base, one_to_one=is_one_to_one(declared), stretch=timing.stretch)
+    except BaseException:
+        finished = sum(entry.get("state") == "done" for entry in manifest["segments"])
+        log.warning("%d of %d segments are finished and kept in %s; the same command with --resume continues",
+                    finished, len(plan.segments), work.folder)
+        raise
     finally:
         if bar is not None:
             bar.close()
-    # 3. Join by stream copy, then drop the work folder.
-    join_segments(plan, [work.segment_path(s.number) for s in plan.segments], output, trim_start=start)
     shutil.rmtree(work.folder, ignore_errors=True)
     frames = sum(s.frames for s in plan.segments)
     return RunReport(output, frames, frames, time.perf_counter() - began, None)

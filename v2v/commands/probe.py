@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from v2v.io.reader import probe
+    from v2v.io.probe import probe
 
     info = probe(args.input)
     if args.json:

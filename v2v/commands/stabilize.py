@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from v2v.commands.common import add_io_arguments, run_pipeline
+
+if TYPE_CHECKING:
+    from v2v.pipeline import Stage
 
 HELP = "make a flickering per-frame edit temporally consistent, guided by the original video's motion"
 FLOWS = ("dis", "raft", "raft-small")
@@ -35,13 +39,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug-dir", default=None, metavar="DIR", help="write flow and trust-mask PNGs here")
 
 
-def main(args: argparse.Namespace) -> int:
+def build_stages(args: argparse.Namespace) -> list[Stage]:
+    """The stabilize stage, after checking the two clips against each other. With `args.partial` (a preview)
+    the stage sees only parts of the clip, so the guide is not required to end with them."""
     import torch
 
     from v2v.consistency import FusionConfig, StabilizeStage, check_same_shape
     from v2v.errors import InputError, UsageError
     from v2v.flow import make_flow_estimator
-    from v2v.io.reader import open_source, probe
+    from v2v.io.probe import probe
+    from v2v.io.reader import open_source
 
     # 1. Check inputs: the options, then the two clips against each other.
     try:
@@ -66,8 +73,10 @@ def main(args: argparse.Namespace) -> int:
         estimator = make_flow_estimator(args.flow, weights=args.flow_weights, device=device)
     stage = StabilizeStage(args.guide, config, estimator, start=args.start, end=args.end,
                            max_frames=args.max_frames, device=device, debug_dir=args.debug_dir,
-                           check_end=not segmented, processed=args.input)
+                           check_end=not (segmented or getattr(args, "partial", False)), processed=args.input)
+    return [stage]
 
-    # 3. Run.
-    run_pipeline(args, [stage])
+
+def main(args: argparse.Namespace) -> int:
+    run_pipeline(args, build_stages(args))
     return 0

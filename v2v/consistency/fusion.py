@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from v2v import scenes
+from v2v.errors import UsageError
 from v2v.flow.estimators import FlowEstimator, check_pair, make_flow_estimator
 from v2v.flow.occlusion import invalid_mask, outside_mask
 from v2v.flow.warp import Array, flow_to_planes, flow_to_tensor, images_to_planes, planes_to_images, warp_by_flow
@@ -85,11 +86,11 @@ class FusionConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength <= 1.0:
-            raise ValueError(f"strength must be in [0, 1], got {self.strength}")
+            raise UsageError(f"strength must be in [0, 1], got {self.strength}")
         if not 0.0 < self.low_rate <= 1.0:
-            raise ValueError(f"low_rate must be in (0, 1], got {self.low_rate}")
+            raise UsageError(f"low_rate must be in (0, 1], got {self.low_rate}")
         if self.lookahead < 0:
-            raise ValueError(f"lookahead must be >= 0, got {self.lookahead}")
+            raise UsageError(f"lookahead must be >= 0, got {self.lookahead}")
 
 
 @dataclasses.dataclass

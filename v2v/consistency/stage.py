@@ -1,13 +1,14 @@
 """`StabilizeStage`: the pipeline stage behind `v2v stabilize`.
 
-The run's source is the processed (flickering) video; the stage opens the original (the guide) itself
-and walks both in step, frame t of one with frame t of the other, so timing and audio come from the
-processed video untouched.
+The run's source is the processed (flickering) video; the original (the guide) is a `SideInput` aligned by
+frame number over the same window, frame t of one with frame t of the other, so timing and audio come from
+the processed video untouched. A guide of another size, or one that ends first or goes on, is refused.
 
 Given the processed video's path as well (`processed`, as `v2v stabilize` does), the stage decodes both clips
 a second time, `config.lookahead` frames ahead of the main pass, as the fuser's preview: the fuser keeps only
 the looks of those frames (about 14 KB a frame whatever the size), so the first frame of every shot is
-already corrected with no delay and flat memory. Without it the fuser holds `config.lookahead` full frames.
+already corrected with no delay and flat memory, and segments need no context after them. Without it the
+fuser holds `config.lookahead` full frames.
 """
 
 from __future__ import annotations
@@ -21,12 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from v2v.consistency.fusion import FusionConfig, FusionStep, TemporalFuser
-from v2v.errors import InputError, UsageError
+from v2v.errors import InputError
 from v2v.flow.estimators import FlowEstimator
 from v2v.frames import Frame
-from v2v.io.reader import Reader, open_source, time_of_frame
+from v2v.io.reader import Reader, TimeWindow
+from v2v.io.side_input import SideInput
+from v2v.pipeline import Context
 
 log = logging.getLogger(__name__)
+
+WARM_UP_FRAMES = 8  # context decoded before each segment of a segmented run
 
 
 def check_same_shape(processed: Reader, guide: Reader, max_frames: int | None = None,
@@ -52,7 +57,7 @@ class StabilizeStage:
     """Make a processed clip temporally consistent, guided by the original's motion.
 
     Args:
-        guide: the original video (file, folder or pattern), or an open reader.
+        guide: the original video (file, folder or pattern).
         config: FusionConfig. estimator: flow estimator (default DIS).
         start, end, max_frames: the same window as the processed source's, applied to the guide.
         processed: the processed video's path (the run's source), read a second time ahead of the run for
@@ -62,15 +67,19 @@ class StabilizeStage:
         device: torch device for the fusion. debug_dir: write flow and trust PNGs for every frame there.
     """
 
-    def __init__(self, guide: str | os.PathLike[str] | Reader, config: FusionConfig | None = None,
+    def __init__(self, guide: str | os.PathLike[str], config: FusionConfig | None = None,
                  estimator: FlowEstimator | None = None, *, start: float = 0.0, end: float | None = None,
                  max_frames: int | None = None, device: str = "cpu",
                  debug_dir: str | os.PathLike[str] | None = None, check_end: bool = True,
                  processed: str | os.PathLike[str] | None = None) -> None:
-        self.guide = guide
+        lookahead = (config or FusionConfig()).lookahead
+        # the fuser's running average reaches back without bound: segments warm it up, and only approximate;
+        # the look-ahead reads the files itself with `processed`, else it needs the frames after a segment
+        self.context = Context(before=WARM_UP_FRAMES, after=0 if processed is not None else lookahead, exact=False)
+        self.window = TimeWindow(start=start, end=end, max_frames=max_frames)
+        self.guide = SideInput(guide, what="the guide", align="index", window=self.window)
         self.processed = processed
         self.check_end = check_end
-        self.window = {"start": start, "end": end, "max_frames": max_frames}
         self.debug_dir = Path(debug_dir) if debug_dir is not None else None
         self._fuser_settings = (config, estimator, device)
         self.fuser = self._new_fuser()
@@ -80,74 +89,60 @@ class StabilizeStage:
         return TemporalFuser(config, estimator, device=device,
                              on_step=self._debug if self.debug_dir is not None else None, preview=preview)
 
-    def open_guide(self, skip: int = 0) -> Reader:
-        """The guide, from frame `skip` of the window on: a segment of a longer run starts part-way."""
-        if not isinstance(self.guide, (str, os.PathLike)):
-            if skip:
-                raise UsageError("a guide given as an open reader can't start part-way; pass its path instead")
-            return self.guide
-        return self._open_window(self.guide, skip)
-
-    def _open_window(self, path: str | os.PathLike[str], skip: int) -> Reader:
-        start, end, max_frames = self.window["start"], self.window["end"], self.window["max_frames"]
-        if skip:
-            start = time_of_frame(path, skip, start or 0.0)  # type: ignore[arg-type]
-            max_frames = None if max_frames is None else max_frames - skip  # type: ignore[operator]
-        return open_source(path, start=start, end=end, max_frames=max_frames)  # type: ignore[arg-type]
-
-    def _open_preview(self, skip: int) -> list[Reader]:
-        """Second readers of the processed video and the guide for the fuser's look-ahead ([] without)."""
-        config = self._fuser_settings[0]
-        if (self.processed is None or not isinstance(self.guide, (str, os.PathLike)) or config is None
-                or not config.lookahead):
-            return []
-        readers = [self._open_window(self.processed, skip)]
+    def _preview(self, first: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The processed video and the guide again, from source frame `first` on, for the fuser's look-ahead
+        (each in its own decode thread); it ends where either clip does."""
+        assert self.processed is not None
+        sides = [SideInput(self.processed, what="the processed video", align="index", window=self.window),
+                 SideInput(self.guide.path, what="the guide", align="index", window=self.window)]
         try:
-            readers.append(self._open_window(self.guide, skip))
-        except BaseException:
-            readers[0].close()
-            raise
-        return readers
+            index = first
+            while True:
+                try:
+                    pair = (sides[0].at_index(index), sides[1].at_index(index))
+                except InputError:
+                    return  # the end of a clip (a short guide is refused by the main pass)
+                yield pair
+                index += 1
+        finally:
+            for side in sides:
+                side.close()
 
     def process(self, frames: Iterator[Frame]) -> Iterator[Frame]:
+        # A segment of a segmented run starts part-way (its first frame's source_index); the guide and the
+        # look-ahead follow, and a fresh fuser is warmed up by the segment's context frames.
         frames = iter(frames)
         first = next(frames, None)
         if first is None:
             return
-        # Frame.index is the position in the clip: a segment of a segmented run starts the guide there too,
-        # with a fresh fuser (its context frames warm it up).
-        previews = self._open_preview(first.index)
-        preview = ((a.image, b.image) for a, b in zip(*previews, strict=False)) if previews else None
+        config = self._fuser_settings[0]
+        start = first.source_index if first.source_index is not None else first.index
+        preview = self._preview(start) if self.processed is not None and config and config.lookahead else None
         self.fuser = self._new_fuser(preview)
-        reader = self.open_guide(skip=first.index)
         held: list[Frame] = []  # frames waiting for lookahead, in order
+        last: Frame | None = None
         try:
-            guide_frames = iter(reader)
-            count = 0
             for frame in itertools.chain([first], frames):
-                original = next(guide_frames, None)
-                if original is None:
-                    raise InputError(f"frame count differs: the guide {reader.info.path} ends after {count} frames "
-                                     "but the processed video goes on; they must match frame for frame")
-                if original.image.shape != frame.image.shape:
-                    raise InputError(
-                        f"size differs at frame {count}: processed is {frame.width}x{frame.height} but the guide "
-                        f"is {original.width}x{original.height}"
-                    )
-                count += 1
+                try:
+                    original = self.guide.frame_for(frame)
+                except InputError as error:
+                    if "ends before" in str(error):
+                        raise InputError(f"frame count differs: the guide {self.guide.path} ends before the "
+                                         "processed video; they must match frame for frame") from None
+                    raise
+                last = frame
                 held.append(frame)
-                for image in self.fuser.push(frame.image, original.image):
+                for image in self.fuser.push(frame.image, original):
                     yield held.pop(0).with_image(image)
-            if self.check_end and next(guide_frames, None) is not None:
-                raise InputError(f"frame count differs: the processed video ends after {count} frames but the guide "
-                                 f"{reader.info.path} has more; they must match frame for frame")
+            if last is not None and self.check_end and not self.guide.ends_with_main(last):
+                raise InputError(f"frame count differs: the processed video ends after frame {last.index} but the "
+                                 f"guide {self.guide.path} has more; they must match frame for frame")
             for image in self.fuser.flush():
                 yield held.pop(0).with_image(image)
         finally:
-            if reader is not self.guide:
-                reader.close()
-            for opened in previews:
-                opened.close()
+            self.guide.close()
+            if preview is not None:
+                preview.close()
         if self.fuser.cuts:
             log.info("scene cuts at frames %s", ", ".join(map(str, self.fuser.cuts)))
 

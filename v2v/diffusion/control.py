@@ -20,15 +20,14 @@ Every map function takes and returns float (B, 3, H, W) tensors in [0, 1] on the
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from v2v.errors import InputError, ModelError, UsageError
-from v2v.frames import Frame, images_to_tensor
+from v2v.errors import ModelError, UsageError
+from v2v.frames import images_to_tensor
 
 CONTROLS = ("canny", "softedge", "tile", "depth", "pose")
 
@@ -159,7 +158,8 @@ class DepthMaps:
             self.processor = AutoImageProcessor.from_pretrained(str(path), local_files_only=True)
             self.model = AutoModelForDepthEstimation.from_pretrained(str(path), local_files_only=True, dtype=dtype)
         except (OSError, ValueError, KeyError) as exc:
-            raise ModelError(f"cannot load depth model {model!r}: {str(exc).splitlines()[0]}") from exc
+            raise ModelError(f"cannot load depth model {model!r}: "
+                             f"{(str(exc) or type(exc).__name__).splitlines()[0]}") from exc
         self.model.to(device).eval()
         self.device, self.dtype = device, dtype
 
@@ -178,49 +178,26 @@ class DepthMaps:
 class ControlVideo:
     """Precomputed control maps from a video: its frame i conditions input frame i (of the processed range).
 
-    Reads forward one frame at a time (reopening only when asked for an earlier frame), so memory is flat
-    and keyframe mode or segmented runs, which ask for frames out of step, get the right maps.
+    A `SideInput` aligned by frame number: read forward in its own thread, reopened only when asked for an
+    earlier frame, so memory is flat and keyframe mode or segmented runs, which ask out of step, get the right maps.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        from v2v.io.side_input import SideInput
+
         self.path = os.fspath(path)
-        self.reader: Any = None
-        self._frames: Iterator[Frame] = iter(())
-        self._next = 0
-        self._last: np.ndarray | None = None
-        self._open()  # fails now, before any input is decoded, if the video cannot be read
-
-    def _open(self) -> None:
-        from v2v.io.reader import open_source
-
-        self.close()
-        self.reader = open_source(self.path)
-        self._frames, self._next, self._last = iter(self.reader), 0, None
+        self.side = SideInput(self.path, what="control video", align="index")  # fails now if unreadable
 
     def maps(self, indices: list[int], like: torch.Tensor) -> torch.Tensor:
         """Frames `indices` of the control video, resized to `like` (B, 3, H, W); float [0, 1] like `like`."""
-        picked = []
-        for index in indices:
-            if self.reader is None or index < self._next - 1:
-                self._open()
-            while self._next <= index:
-                frame = next(self._frames, None)
-                if frame is None:
-                    raise InputError(
-                        f"control video {self.path} has {self._next} frames, the input has more; give one map per frame"
-                    )
-                self._next, self._last = self._next + 1, frame.image
-            assert self._last is not None
-            picked.append(self._last)
+        picked = [self.side.at_index(index) for index in indices]
         maps = images_to_tensor(picked, like.device, like.dtype)
         if maps.shape[-2:] != like.shape[-2:]:
             maps = F.interpolate(maps, size=like.shape[-2:], mode="bilinear", align_corners=False)
         return maps
 
     def close(self) -> None:
-        if self.reader is not None:
-            self.reader.close()
-            self.reader = None
+        self.side.close()
 
 
 def make_control(

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from v2v.errors import InputError
-from v2v.io.reader import VideoFileReader, frame_timestamps, frame_to_rgb, open_container
+from v2v.io.probe import frame_timestamps, open_container
+from v2v.io.reader import VideoFileReader, frame_to_rgb
 
 log = logging.getLogger(__name__)
 

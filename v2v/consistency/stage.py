@@ -6,7 +6,7 @@ the processed video untouched. A guide of another size, or one that ends first o
 
 Given the processed video's path as well (`processed`, as `v2v stabilize` does), the stage decodes both clips
 a second time, `config.lookahead` frames ahead of the main pass, as the fuser's preview: the fuser keeps only
-the looks of those frames (about 14 KB a frame whatever the size), so the first frame of every shot is
+the looks of those frames (13-16 KB a frame for landscape video of any size), so the first frame of every shot is
 already corrected with no delay and flat memory, and segments need no context after them. Without it the
 fuser holds `config.lookahead` full frames.
 """

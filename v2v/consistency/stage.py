@@ -25,7 +25,8 @@ from v2v.consistency.fusion import FusionConfig, FusionStep, TemporalFuser
 from v2v.errors import InputError
 from v2v.flow.estimators import FlowEstimator
 from v2v.frames import Frame
-from v2v.io.reader import Reader, TimeWindow
+from v2v.io.probe import time_of_frame
+from v2v.io.reader import Reader, TimeWindow, open_source
 from v2v.io.side_input import SideInput
 from v2v.pipeline import Context
 
@@ -89,38 +90,39 @@ class StabilizeStage:
         return TemporalFuser(config, estimator, device=device,
                              on_step=self._debug if self.debug_dir is not None else None, preview=preview)
 
-    def _preview(self, first: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The processed video and the guide again, from source frame `first` on, for the fuser's look-ahead
-        (each in its own decode thread); it ends where either clip does."""
-        assert self.processed is not None
-        sides = [SideInput(self.processed, what="the processed video", align="index", window=self.window),
-                 SideInput(self.guide.path, what="the guide", align="index", window=self.window)]
+    def _open_window(self, path: str | os.PathLike[str], skip: int) -> Reader:
+        start, end, max_frames = self.window.start, self.window.end, self.window.max_frames
+        if skip:
+            start = time_of_frame(path, skip, start)
+            max_frames = None if max_frames is None else max_frames - skip
+        return open_source(path, start=start, end=end, max_frames=max_frames)
+
+    def _open_preview(self, skip: int) -> list[Reader]:
+        """Second readers of the processed video and the guide for the fuser's look-ahead ([] without)."""
+        config = self._fuser_settings[0]
+        if self.processed is None or config is None or not config.lookahead:
+            return []
+        readers = [self._open_window(self.processed, skip)]
         try:
-            index = first
-            while True:
-                try:
-                    pair = (sides[0].at_index(index), sides[1].at_index(index))
-                except InputError:
-                    return  # the end of a clip (a short guide is refused by the main pass)
-                yield pair
-                index += 1
-        finally:
-            for side in sides:
-                side.close()
+            readers.append(self._open_window(self.guide.path, skip))
+        except BaseException:
+            readers[0].close()
+            raise
+        return readers
 
     def process(self, frames: Iterator[Frame]) -> Iterator[Frame]:
-        # A segment of a segmented run starts part-way (its first frame's source_index); the guide and the
-        # look-ahead follow, and a fresh fuser is warmed up by the segment's context frames.
         frames = iter(frames)
         first = next(frames, None)
         if first is None:
             return
-        config = self._fuser_settings[0]
-        start = first.source_index if first.source_index is not None else first.index
-        preview = self._preview(start) if self.processed is not None and config and config.lookahead else None
+        # A segment of a segmented run starts part-way (its first frame's source_index): the guide and the
+        # look-ahead follow, and a fresh fuser is warmed up by the segment's context frames.
+        skip = first.source_index if first.source_index is not None else first.index
+        previews = self._open_preview(skip)
+        preview = ((a.image, b.image) for a, b in zip(*previews, strict=False)) if previews else None
         self.fuser = self._new_fuser(preview)
         held: list[Frame] = []  # frames waiting for lookahead, in order
-        last: Frame | None = None
+        last = first
         try:
             for frame in itertools.chain([first], frames):
                 try:
@@ -134,15 +136,15 @@ class StabilizeStage:
                 held.append(frame)
                 for image in self.fuser.push(frame.image, original):
                     yield held.pop(0).with_image(image)
-            if last is not None and self.check_end and not self.guide.ends_with_main(last):
+            if self.check_end and not self.guide.ends_with_main(last):
                 raise InputError(f"frame count differs: the processed video ends after frame {last.index} but the "
                                  f"guide {self.guide.path} has more; they must match frame for frame")
             for image in self.fuser.flush():
                 yield held.pop(0).with_image(image)
         finally:
             self.guide.close()
-            if preview is not None:
-                preview.close()
+            for opened in previews:
+                opened.close()
         if self.fuser.cuts:
             log.info("scene cuts at frames %s", ", ".join(map(str, self.fuser.cuts)))
 

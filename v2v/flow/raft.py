@@ -195,7 +195,9 @@ class RAFTFlow(FlowEstimator):
         volumes fit the budget, else scaled down (same aspect) until they do."""
         budget = self.memory_budget
         if self.device.type == "cuda":
-            budget = min(budget, torch.cuda.mem_get_info(self.device)[0] // 2)
+            from v2v.devices import available_memory
+
+            budget = min(budget, available_memory(self.device) // 2)
         need = correlation_bytes(max(height, 128), max(width, 128), pairs)
         if need <= budget:
             return height, width

@@ -99,25 +99,32 @@ def test_verbose_shows_the_traceback(tmp_path: Path) -> None:
     assert result.returncode == 1 and "Traceback" in result.stderr
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_part_way_leaves_no_output(tmp_path: Path, signum: int) -> None:
+@pytest.mark.parametrize(("signum", "resume_data"), [(signal.SIGINT, True), (signal.SIGTERM, False)])
+def test_interrupt_part_way_leaves_no_output(tmp_path: Path, signum: int, resume_data: bool) -> None:
+    # 40 s: long enough to keep resume data by default, unless --no-resume-data
     source = write_clip(tmp_path / "long.mkv", frames=400, width=640, height=360, audio=True)
     out = tmp_path / "out.mp4"
     process = subprocess.Popen(
-        [sys.executable, "-m", "v2v", "transcode", str(source), "-o", str(out), "--preset", "veryslow"],
+        [sys.executable, "-m", "v2v", "transcode", str(source), "-o", str(out), "--preset", "veryslow",
+         *([] if resume_data else ["--no-resume-data"])],
         stderr=subprocess.PIPE,
         text=True,
     )
     # wait until encoding is under way (the partial file exists), then interrupt
     deadline = time.monotonic() + 60
-    while not any("partial" in p.name for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+    while not any("partial" in p.name for p in tmp_path.rglob("*")) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert process.poll() is None, "finished before it could be interrupted"
     os.kill(process.pid, signum)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert "interrupted" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mkv"]
+    work = tmp_path / ".out.mp4.v2v-work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["." + work.name[1:], "long.mkv"] if resume_data
+                                                         else ["long.mkv"])
+    if resume_data:  # the work folder holds only finished segments and the manifest, and the way on is said
+        assert (work / "manifest.json").exists() and not any("partial" in p.name for p in work.iterdir())
+        assert "--resume" in err
 
 
 def test_transcode_real_clip_keeps_audio(tmp_path: Path) -> None:

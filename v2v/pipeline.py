@@ -34,12 +34,14 @@ class Context:
     """How many source frames a stage needs before and after a frame to produce it as a single pass would.
 
     Segmented runs decode `before` frames ahead of each segment (and `after` past its end), let the stage
-    see them, and keep only the segment's own output. A stage whose state restarts at scene cuts may
-    declare less than its full reach; `None` for `before` means "from the start of the shot".
+    see them, and keep only the segment's own output. A stage whose state reaches further back (a running
+    average, an attention anchor) declares the warm-up it wants and `exact=False`: runs are then segmented
+    only when the user asks (`--resume`), never by default.
     """
 
     before: int = 0
     after: int = 0
+    exact: bool = True  # False: state reaches further back than `before` (a segment then only approximates)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,11 +77,13 @@ def context_of(stages: Stage | Sequence[Stage]) -> Context:
     """The context a stage (or a chain of stages, whose needs add up) declares."""
     chain = [stages] if isinstance(stages, Stage) else list(stages)
     before = after = 0
+    exact = True
     for stage in chain:
         context = getattr(stage, "context", None) or Context()
         before += context.before
         after += context.after
-    return Context(before, after)
+        exact = exact and context.exact
+    return Context(before, after, exact)
 
 
 def is_one_to_one(stages: Stage | Sequence[Stage]) -> bool:

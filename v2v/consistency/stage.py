@@ -18,8 +18,11 @@ from v2v.flow.estimators import FlowEstimator
 from v2v.frames import Frame
 from v2v.io.reader import Reader, TimeWindow
 from v2v.io.side_input import SideInput
+from v2v.pipeline import Context
 
 log = logging.getLogger(__name__)
+
+WARM_UP_FRAMES = 8  # context decoded before each segment of a segmented run
 
 
 def check_same_shape(processed: Reader, guide: Reader, max_frames: int | None = None,
@@ -57,6 +60,9 @@ class StabilizeStage:
                  estimator: FlowEstimator | None = None, *, start: float = 0.0, end: float | None = None,
                  max_frames: int | None = None, device: str = "cpu",
                  debug_dir: str | os.PathLike[str] | None = None, check_end: bool = True) -> None:
+        lookahead = (config or FusionConfig()).lookahead
+        # the fuser's running average reaches back without bound: segments warm it up, and only approximate
+        self.context = Context(before=WARM_UP_FRAMES, after=lookahead, exact=False)
         self.guide = SideInput(guide, what="the guide", align="index",
                                window=TimeWindow(start=start, end=end, max_frames=max_frames))
         self.check_end = check_end

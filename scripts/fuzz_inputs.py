@@ -230,6 +230,9 @@ def run_case(case: int, seed: int, seeds: dict[str, bytes], work: Path, timeout:
     name = sorted(seeds)[case % len(seeds)]
     kind = MUTATIONS[(case // len(seeds)) % len(MUTATIONS)]
     data, description = mutate(seeds[name], rng, kind)
+    if case % 3 == 2:  # every third case is damaged twice: a broken header and damage further on
+        data, more = mutate(data, rng, rng.choice(MUTATIONS))
+        description = f"{description}+{more}"
     folder = work / f"case{case}"
     folder.mkdir()
     source = folder / f"in{SEEDS[name][0]}"

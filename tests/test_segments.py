@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from conftest import write_clip
+from conftest import kill_after_a_segment, write_clip
 
 from v2v.errors import InputError, OutputError, UsageError, V2VError
 from v2v.io.reader import open_source
@@ -128,17 +126,7 @@ def test_kill_then_resume_gives_every_frame_once(gop_clip: Path, tmp_path: Path,
     out = tmp_path / "resumed.mkv"
     manifest = Path(default_work_dir(str(out))) / "manifest.json"
     process = subprocess.Popen([sys.executable, "-c", KILLABLE, str(gop_clip), str(out)])
-    deadline = time.monotonic() + 120
-    done = 0
-    while done == 0 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-        try:
-            done = sum(s["state"] == "done" for s in json.loads(manifest.read_text())["segments"])
-        except (OSError, ValueError):
-            continue
-    assert process.poll() is None and done >= 1, "the run ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_after_a_segment(process, manifest)
     assert not out.exists()
     # resume in this process, with the same options and a fast stage that computes the same pixels
     report = run_segmented(gop_clip, invert, out, options={"stage": "invert"}, encoding=Encoding(codec="ffv1"),
@@ -188,17 +176,6 @@ def test_resume_refuses_changed_options_other_input_and_damaged_manifest(gop_cli
 
 
 # --- Ray -------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    # workers import this module's stage factories by name
-    path = os.pathsep.join(filter(None, [os.path.dirname(__file__), os.environ.get("PYTHONPATH")]))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path}})
-    yield ray
-    ray.shutdown()
 
 
 def test_ray_two_workers_give_the_same_frames_as_local(local_ray, gop_clip: Path, tmp_path: Path) -> None:
@@ -270,16 +247,7 @@ def test_a_plain_run_killed_part_way_resumes_and_cleans_up(tmp_path: Path) -> No
     options = [str(source), "-o", str(out), "--codec", "ffv1", "--segment-seconds", "0.4", "--no-progress"]
     command = [sys.executable, "-m", "v2v", "transcode", *options]
     process = subprocess.Popen([sys.executable, "-c", SLOW_TRANSCODE, *options], stderr=subprocess.DEVNULL)
-    deadline, done = time.monotonic() + 120, 0
-    while done == 0 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.02)
-        try:
-            done = sum(s["state"] == "done" for s in json.loads((work / "manifest.json").read_text())["segments"])
-        except (OSError, ValueError):
-            continue
-    assert process.poll() is None and done >= 1, "the run ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_after_a_segment(process, work / "manifest.json")
     assert not out.exists() and work.exists()
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 1 and "--resume" in again.stderr  # a work folder is never silently reused

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import types
+import warnings
 
 import av
 import numpy as np
@@ -35,6 +36,16 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("V2V_CACHE", str(tmp_path / "cache"))
 
 
+@pytest.fixture
+def plain_convolutions():
+    """Tiny random networks: oneDNN builds a kernel for every new convolution shape (~50 ms each here), which
+    is most of these tests' time; PyTorch's own convolutions compute the same values without that."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch warns about TF32 on Intel GPUs when flags change
+        with torch.backends.mkldnn.flags(enabled=False):
+            yield
+
+
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     error = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if error == 0 else 10 * np.log10(255.0**2 / error)
@@ -61,7 +72,7 @@ def _same_keys_and_shapes(state: dict, reference: dict) -> None:
 
 
 @pytest.mark.parametrize(("scale", "se"), [(2, True), (3, True), (4, True), (2, False)])
-def test_realcugan_round_trip(tmp_path, scale, se):
+def test_realcugan_round_trip(tmp_path, scale, se, plain_convolutions):
     original = randomise(UPCUNET[scale](in_channels=3, out_channels=3))
     if not se:  # models-nose: no squeeze-excitation at all
         for module in original.modules():
@@ -133,7 +144,7 @@ def test_reference_interpreter_agrees_with_ncnn_itself():
 
 
 @pytest.mark.parametrize(("scale", "value_range", "mean"), [(2, 255.0, None), (4, 1.0, (0.485, 0.456, 0.406))])
-def test_span_round_trip(tmp_path, scale, value_range, mean):
+def test_span_round_trip(tmp_path, scale, value_range, mean, plain_convolutions):
     extra = {} if mean is None else {"rgb_mean": mean}
     original = randomise(SPAN(num_in_ch=3, num_out_ch=3, feature_channels=8, upscale=scale, img_range=value_range,
                               **extra))  # fmt: skip

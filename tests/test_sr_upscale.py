@@ -136,7 +136,7 @@ def test_frame_too_large_for_memory_is_tiled_automatically(monkeypatch):
     x = torch.rand(1, 3, 200, 180)
     whole = Upscaler(model, dtype="fp32", tile=0)(x)
     upscaler = Upscaler(model, dtype="fp32", tile_pad=16, blend=4)
-    monkeypatch.setattr(upscale_module, "_available_bytes", lambda device: 40_000_000)  # ~40 MB free
+    monkeypatch.setattr("v2v.devices.available_memory", lambda device: 40_000_000)  # ~40 MB free
     assert upscaler._auto_tile(1, 220, 200) >= 64
     tiles = []
     network = upscaler._network
@@ -160,7 +160,7 @@ def test_out_of_memory_halves_the_tile_and_says_how_when_it_cannot(monkeypatch):
 
     monkeypatch.setattr(upscaler, "_network", small_only)
     upscaler.tile = None
-    monkeypatch.setattr(upscale_module, "_available_bytes", lambda device: 1 << 40)  # the estimate says it fits
+    monkeypatch.setattr("v2v.devices.available_memory", lambda device: 1 << 40)  # the estimate says it fits
     assert (upscaler(x) - whole).abs().max() < 1e-5
     limit[0] = 10
     with pytest.raises(ModelError, match="out of memory upscaling 180x180 even with tiles of 64"):

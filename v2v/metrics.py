@@ -63,22 +63,19 @@ def pair_warping_error(current: np.ndarray, following: np.ndarray, flow: np.ndar
         (mean squared error in [0, 1] units over trusted pixels and channels, or NaN when fewer than
         MIN_TRUSTED of the pixels are trusted; masked fraction in [0, 1]).
     """
-    import torch
-
     from v2v.flow.occlusion import invalid_mask
-    from v2v.flow.warp import flow_to_tensor, single_threaded, warp_by_flow
-    from v2v.frames import images_to_tensor
+    from v2v.flow.warp import flow_to_planes, images_to_planes, warp_by_flow
 
-    with torch.inference_mode(), single_threaded():
-        forward, backward = flow_to_tensor(flow), flow_to_tensor(flow_back)
-        trusted = ~invalid_mask(forward, backward)
-        now, nxt = images_to_tensor([current, following])
-        warped = warp_by_flow(nxt[None], forward)[0]
-        squared = (now - warped).pow(2).mean(dim=0)
-        keep = trusted[0, 0]
-        count = int(keep.sum())
-        error = float(squared[keep].mean()) if count >= MIN_TRUSTED * keep.numel() else math.nan
-        return error, 1.0 - count / keep.numel()
+    # numpy and OpenCV on the calling thread (see v2v.flow.warp): a frame's worth of elementwise work
+    forward, backward = flow_to_planes(flow), flow_to_planes(flow_back)
+    keep = ~invalid_mask(forward, backward)[0, 0]
+    now, nxt = images_to_planes([current, following])
+    warped = warp_by_flow(nxt[None], forward)[0]
+    difference = now - warped
+    squared = (difference * difference).mean(axis=0)
+    count = int(keep.sum())
+    error = float(squared[keep].mean(dtype=np.float64)) if count >= MIN_TRUSTED * keep.size else math.nan
+    return error, 1.0 - count / keep.size
 
 
 @dataclasses.dataclass

@@ -31,9 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--low-rate", type=float, default=0.08,
                         help="0..1: weight of each new frame in the colour/exposure average (default 0.08; "
                              "lower = steadier colour)")
-    parser.add_argument("--lookahead", type=int, default=8, metavar="N",
-                        help="hold back N frames to seed the colour average at the start and after each cut "
-                             "(default 8; 0 = none)")
+    parser.add_argument("--lookahead", type=int, default=250, metavar="N",
+                        help="frames read ahead to set each shot's colour from its first frame: the shot's mean "
+                             "look up to the next cut (default 250, 10 s at 25 fps; 0 = none). Both clips are "
+                             "decoded a second time for it and only a small grid (~14 KB) a frame is kept")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     parser.add_argument("--debug-dir", default=None, metavar="DIR", help="write flow and trust-mask PNGs here")
 
@@ -72,7 +73,7 @@ def build_stages(args: argparse.Namespace) -> list[Stage]:
         estimator = make_flow_estimator(args.flow, weights=args.flow_weights, device=device)
     stage = StabilizeStage(args.guide, config, estimator, start=args.start, end=args.end,
                            max_frames=args.max_frames, device=device, debug_dir=args.debug_dir,
-                           check_end=not (segmented or getattr(args, "partial", False)))
+                           check_end=not (segmented or getattr(args, "partial", False)), processed=args.input)
     return [stage]
 
 

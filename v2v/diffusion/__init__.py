@@ -1,21 +1,27 @@
-"""Diffusion restyling: Stable Diffusion img2img over a video stream, offline.
+"""Diffusion editing over a video stream, offline: any registered image family becomes a video editor.
 
-- `models`: base pipelines (diffusers folder, single file, cached hub id), ControlNets, IP-Adapter, LoRA,
-  schedulers; a model that is not on disk is a one-line `ModelError` saying how to get it.
+- `registry`: the `Family` interface and the registry; `families/` holds one module per family (SD 1.x/2.x,
+  SDXL, InstructPix2Pix, ...): how its models are recognised and loaded, which diffusers pipeline it calls per
+  edit kind, which ControlNets/IP-Adapters it takes, where cross-frame attention goes, and its defaults.
+- `models`: the loading every family shares (diffusers folder, single file, cached hub id; ControlNets,
+  IP-Adapter, LoRA, schedulers); a model that is not on disk is a one-line `ModelError` saying how to get it.
 - `control`, `pose`: control maps (canny, soft edges, tile, depth, pose) or a precomputed control video.
-- `attention`: cross-frame attention (anchor + previous frame keys/values, bounded bank).
+- `attention`: cross-frame attention (anchor + previous frame keys/values, a bank bounded by a memory budget).
 - `keyframes`: keyframe mode, the look of keyframes carried between them by flow.
-- `config`: `RestyleConfig`, also read from a recipe TOML file.
-- `stage`: `RestyleStage`, the pipeline stage behind `v2v restyle`.
-- `testing`: tiny random models saved in the real layouts, for tests and benchmarks.
+- `config`: `RestyleConfig` and `EditConfig`, also read from a recipe TOML file.
+- `stage`: `RestyleStage` (`v2v restyle`) and `EditStage` (`v2v edit`), one `DiffusionStage` asking the family.
 
-Everything here imports torch/diffusers; import the submodules you need:
+Tiny random models for tests and benchmarks are built by `tests/tiny_diffusion.py` (not part of the package).
 
-    from v2v.diffusion.config import RestyleConfig
-    from v2v.diffusion.stage import RestyleStage
+Everything here but `registry` and `families` imports torch/diffusers; import the submodules you need:
+
+    from v2v.diffusion.config import EditConfig, RestyleConfig
+    from v2v.diffusion.stage import EditStage, RestyleStage
     from v2v.pipeline import run
 
     config = RestyleConfig(model="stable-diffusion-v1-5/stable-diffusion-v1-5", prompt="a watercolour painting",
                            controlnets=["lllyasviel/control_v11p_sd15_canny"], strength=0.55, keyframe_every=4)
     run("in.mp4", [RestyleStage(config)], "out.mp4")     # or RestyleConfig.from_toml("recipe.toml")
+    run("in.mp4", [EditStage(EditConfig(model="timbrooks/instruct-pix2pix", instruction="make it winter"))],
+        "winter.mp4")
 """

@@ -7,17 +7,22 @@ along the clip instead of being re-invented per frame.
 
 The `FrameBank` keeps, for every (layer, step), the keys/values of exactly two frames (the anchor and the
 previous frame), so memory is bounded whatever the clip's length; with `max_tokens` it also keeps only an
-evenly strided subset of each frame's tokens, which bounds it for large frames too. Frames of a batch are
-handled in order inside one UNet call, so a batch gives the same result as the same frames one at a time.
+evenly strided subset of each frame's tokens, which bounds it for large frames too. It stores contiguous copies,
+never views, so a batch's whole key/value tensors are not kept alive by it. Frames of a batch are handled in
+order inside one denoiser call, so a batch gives the same result as the same frames one at a time.
 
-`cross_frame_attention(unet, bank)` installs the processor on the self-attention layers (`attn1`) and puts
-back the exact processors that were there (SDPA, IP-Adapter, ...) when the block ends.
+`bank_cap()` picks `max_tokens` from a memory budget: the stages give it a quarter of the memory available when
+the first frame arrives (`bank_budget()`), and log the cap they chose (`--bank-tokens` overrides it).
+
+`install_processors(model, replacements)` is how any family installs its processors for a block and puts back the
+exact processors that were there (SDPA, IP-Adapter, ...) when the block ends; `cross_frame_attention(unet, bank)`
+does it for a UNet's self-attention layers (`attn1`), with `CrossFrameAttnProcessor`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -55,37 +60,60 @@ class FrameBank:
         return step
 
     def _bounded(self, key: torch.Tensor, value: torch.Tensor) -> KeyValue:
-        tokens = key.shape[-2]
-        if self.max_tokens is None or tokens <= self.max_tokens:
-            return key, value
-        stride = -(-tokens // self.max_tokens)
-        return key[..., ::stride, :].contiguous(), value[..., ::stride, :].contiguous()
+        """Copies (contiguous, owning their memory) of `key`/`value`, strided to at most `max_tokens` tokens."""
+        stride = bank_stride(key.shape[-2], self.max_tokens)
+        if stride > 1:
+            key, value = key[..., ::stride, :], value[..., ::stride, :]
+        return key.clone(memory_format=torch.contiguous_format), value.clone(memory_format=torch.contiguous_format)
+
+    def nbytes(self) -> int:
+        """Bytes held by the bank now."""
+        stored = {id(t): t for pair in (*self.anchor.values(), *self.previous.values()) for t in pair}
+        return sum(t.numel() * t.element_size() for t in stored.values())
+
+    def recall(self, slot: tuple[str, int], index: int, frames: int) -> list[KeyValue] | None:
+        """What frame `index` of a batch of `frames` attends to besides itself at `slot` (layer, step): the
+        anchor's and the previous frame's keys/values; None when the frame is a fresh anchor (the first frame,
+        a scene cut), which attends to itself only."""
+        anchors = self.anchors if len(self.anchors) == frames else [False] * frames
+        anchor, previous = self.anchor.get(slot), self.previous.get(slot)
+        if anchors[index] or anchor is None or previous is None:
+            return None
+        return [anchor] if previous is anchor else [anchor, previous]
+
+    def remember(self, slot: tuple[str, int], fresh: bool, key: torch.Tensor, value: torch.Tensor) -> None:
+        """Keep a frame's keys/values (..., N, d) at `slot` as the previous frame, and as the anchor if `fresh`."""
+        stored = self._bounded(key, value)
+        if fresh:
+            self.anchor[slot] = stored
+        self.previous[slot] = stored
 
     def attend(
-        self, layer: str, step: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+        self,
+        layer: str,
+        step: int,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        keep: slice | None = None,
     ) -> torch.Tensor:
         """Attention for the frames of one batch, in order, each also over the anchor and previous frame.
 
         query/key/value: (G, B, heads, N, d), where G is 2 with classifier-free guidance (unconditional
-        half first) and B the frames of the batch. Returns (G, B, heads, N, d).
+        half first) and B the frames of the batch. Returns (G, B, heads, N, d). `keep` is the range of the N
+        tokens that the bank stores and later frames see (joint attention: the image tokens only, so text tokens
+        are never duplicated); None: all of them.
         """
         frames = key.shape[1]
-        anchors = self.anchors if len(self.anchors) == frames else [False] * frames
         out = []
         slot = (layer, step)
+        kept = keep or slice(None)
         for i in range(frames):
-            keys, values = [key[:, i]], [value[:, i]]
-            anchor, previous = self.anchor.get(slot), self.previous.get(slot)
-            fresh = anchors[i] or anchor is None  # a new anchor (first frame, scene cut) attends to itself only
-            if not fresh:
-                for bank_key, bank_value in (anchor, previous) if previous is not anchor else (anchor,):
-                    keys.append(bank_key)
-                    values.append(bank_value)
+            memory = self.recall(slot, i, frames)
+            keys = [key[:, i], *(bank_key for bank_key, _ in memory or [])]
+            values = [value[:, i], *(bank_value for _, bank_value in memory or [])]
             out.append(F.scaled_dot_product_attention(query[:, i], torch.cat(keys, -2), torch.cat(values, -2)))
-            stored = self._bounded(key[:, i], value[:, i])
-            if fresh:
-                self.anchor[slot] = stored
-            self.previous[slot] = stored
+            self.remember(slot, memory is None, key[:, i, ..., kept, :], value[:, i, ..., kept, :])
         return torch.stack(out, 1)
 
 
@@ -150,16 +178,60 @@ def self_attention_layers(unet: Any) -> list[str]:
 
 
 @contextlib.contextmanager
-def cross_frame_attention(unet: Any, bank: FrameBank) -> Iterator[None]:
-    """Install `CrossFrameAttnProcessor` on the UNet's self-attention layers for the block, then put back
-    the very processor objects that were there before."""
-    original = dict(unet.attn_processors)
-    installed = {
-        name: CrossFrameAttnProcessor(bank, name) if name.endswith("attn1.processor") else processor
-        for name, processor in original.items()
-    }
-    unet.set_attn_processor(installed)
+def install_processors(model: Any, replacements: Mapping[str, Any]) -> Iterator[None]:
+    """Set the processors of `replacements` (layer name as in `model.attn_processors` -> processor) for the
+    block, keep every other layer's processor object, then put back the very objects that were there."""
+    original = dict(model.attn_processors)
+    unknown = set(replacements) - set(original)
+    if unknown:
+        raise ValueError(f"no attention layers {sorted(unknown)[:3]} in {type(model).__name__}")
+    model.set_attn_processor({name: replacements.get(name, processor) for name, processor in original.items()})
     try:
         yield
     finally:
-        unet.set_attn_processor(original)
+        model.set_attn_processor(original)
+
+
+def cross_frame_attention(unet: Any, bank: FrameBank) -> contextlib.AbstractContextManager[None]:
+    """Install `CrossFrameAttnProcessor` on the UNet's self-attention layers for the block, then put back
+    the very processor objects that were there before."""
+    return install_processors(unet, {name: CrossFrameAttnProcessor(bank, name) for name in self_attention_layers(unet)})
+
+
+# --- the bank's memory ------------------------------------------------------------------------------------
+
+BANK_MEMORY_FRACTION = 0.25  # of the memory available when the first frame arrives
+
+
+def bank_stride(tokens: int, max_tokens: int | None) -> int:
+    """The stride that keeps at most `max_tokens` of `tokens` (1: all of them)."""
+    return 1 if max_tokens is None or tokens <= max_tokens else -(-tokens // max_tokens)
+
+
+def bank_bytes(shapes: Sequence[tuple[int, int]], steps: int, groups: int, element: int, max_tokens: int | None) -> int:
+    """Bytes of a full bank: keys and values of 2 frames (anchor, previous) for every layer in `shapes`
+    ((tokens, key width) each) and step, for `groups` guidance copies, `element` bytes a number."""
+    per_step = sum(-(-tokens // bank_stride(tokens, max_tokens)) * width for tokens, width in shapes)
+    return 2 * 2 * steps * groups * element * per_step
+
+
+def bank_cap(shapes: Sequence[tuple[int, int]], steps: int, groups: int, element: int, budget: int) -> int | None:
+    """The largest `max_tokens` whose bank fits in `budget` bytes; None when the whole bank fits."""
+    if not shapes or bank_bytes(shapes, steps, groups, element, None) <= budget:
+        return None
+    low, high = 1, max(tokens for tokens, _ in shapes)
+    while low < high:  # the bytes grow with the cap: find the largest cap that fits
+        middle = (low + high + 1) // 2
+        if bank_bytes(shapes, steps, groups, element, middle) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def bank_budget(device: torch.device | str) -> int:
+    """BANK_MEMORY_FRACTION of the memory available now on `device` (free CUDA memory; the system's available
+    RAM otherwise), in bytes."""
+    from v2v.devices import available_memory
+
+    return int(available_memory(device) * BANK_MEMORY_FRACTION)

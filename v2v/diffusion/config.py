@@ -1,4 +1,6 @@
-"""`RestyleConfig`: everything a restyle run needs, from Python, the command line or a recipe (TOML) file.
+"""`RestyleConfig` and `EditConfig`: everything a restyle or edit run needs, from Python, the command line or a
+recipe (TOML) file. Settings left at None (steps, guidance, strength, image guidance) take the model family's
+defaults (`registry.Defaults`) when the stage is made.
 
 A recipe holds the same names as the fields below (the CLI's options with `-` written `_`), e.g.
 
@@ -16,9 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+if TYPE_CHECKING:
+    from v2v.diffusion.registry import Defaults
 
 from v2v.errors import InputError, UsageError
+
+Config = TypeVar("Config", bound="RestyleConfig")
 
 
 @dataclasses.dataclass
@@ -26,12 +33,15 @@ class RestyleConfig:
     """A restyle configuration. `controls[i]` makes the condition of `controlnets[i]` (a name of
     `control.CONTROLS` or a control video path); `control_scales` has one entry, or one per ControlNet."""
 
+    kind: ClassVar[str] = "restyle"  # the registry's edit kind (without "+controlnet")
+
     model: str = ""
     prompt: str = ""
     negative_prompt: str = ""
     controlnets: list[str] = dataclasses.field(default_factory=list)
     controls: list[str] = dataclasses.field(default_factory=list)
     control_scales: list[float] = dataclasses.field(default_factory=lambda: [1.0])
+    control_modes: list[int] = dataclasses.field(default_factory=list)  # union ControlNets: mode of each (0 if none)
     depth_model: str | None = None
     pose_model: str | None = None
     ip_adapter: str | None = None  # the reference image
@@ -41,9 +51,9 @@ class RestyleConfig:
     lora: str | None = None
     lora_scale: float = 1.0
     scheduler: str | None = None
-    strength: float = 0.5
-    steps: int = 20
-    guidance: float = 7.5
+    strength: float | None = None  # None: the family's default (0.5 for SD)
+    steps: int | None = None  # None: the family's default (20 for SD)
+    guidance: float | None = None  # None: the family's default (7.5 for SD 1.x/2.x, 5 for SDXL)
     seed: int = 0
     temporal: bool = True
     keyframe_every: int = 0  # 0 or 1: diffuse every frame
@@ -52,21 +62,39 @@ class RestyleConfig:
     max_side: int | None = None  # downscale frames whose longer side is larger, diffuse, scale back
     attention_slicing: bool = False
     vae_tiling: bool = False
-    bank_tokens: int | None = None  # cap on the tokens kept per frame in the cross-frame attention bank
+    # cap on the tokens kept per frame in the cross-frame attention bank (None: from the memory available)
+    bank_tokens: int | None = None
     model_config: str | None = None  # diffusers configs for a single-file checkpoint
     device: str | None = None
-    dtype: str | None = None  # float16, bfloat16 or float32
+    dtype: str | None = None  # fp16/float16, bf16/bfloat16 or fp32/float32 (None: v2v.devices' default)
 
-    def check(self) -> RestyleConfig:
+    @property
+    def text(self) -> str:
+        """What the text encoder reads: the prompt (the instruction for edits)."""
+        return self.prompt
+
+    def with_defaults(self: Config, defaults: Defaults) -> Config:
+        """A copy with the settings left at None taken from a family's `defaults`."""
+        names = ("steps", "guidance", "strength", "image_guidance")
+        filled = {name: getattr(defaults, name) for name in names if getattr(self, name, 0) is None}
+        return dataclasses.replace(self, **filled)
+
+    def check(self: Config) -> Config:
         """Raise UsageError for values that cannot work together; returns self."""
         if not self.model:
             raise UsageError("no base model: pass --model FOLDER_OR_FILE_OR_HUB_ID (or model = ... in the recipe)")
-        if not 0.0 < self.strength <= 1.0:
+        if self.strength is not None and not 0.0 < self.strength <= 1.0:
             raise UsageError(f"strength must be in (0, 1], got {self.strength}")
-        if self.steps < 1 or int(self.steps * self.strength) < 1:
+        if self.steps is not None and self.steps < 1:
+            raise UsageError(f"steps must be >= 1, got {self.steps}")
+        if self.kind == "restyle" and self.steps and self.strength and int(self.steps * self.strength) < 1:
             raise UsageError(f"steps x strength must give at least one step, got {self.steps} x {self.strength}")
+        if self.bank_tokens is not None and self.bank_tokens < 1:
+            raise UsageError(f"bank tokens must be >= 1, got {self.bank_tokens}")
         if self.controls and len(self.controls) != len(self.controlnets):
             raise UsageError(f"{len(self.controlnets)} ControlNet(s) but {len(self.controls)} --control: give one each")
+        if len(self.control_modes) > len(self.controlnets):
+            raise UsageError(f"{len(self.control_modes)} --control-mode for {len(self.controlnets)} ControlNet(s)")
         if len(self.control_scales) not in (1, len(self.controlnets) or 1):
             raise UsageError(f"give one --control-scale, or one per ControlNet ({len(self.controlnets)})")
         if self.batch_size < 1 or self.keyframe_every < 0:
@@ -81,7 +109,7 @@ class RestyleConfig:
         return self.controls or ["canny"] * len(self.controlnets)
 
     @classmethod
-    def from_toml(cls, path: str | os.PathLike[str], **overrides: Any) -> RestyleConfig:
+    def from_toml(cls: type[Config], path: str | os.PathLike[str], **overrides: Any) -> Config:
         """Read a recipe; `overrides` (not None) win over the file."""
         try:
             import tomllib
@@ -103,3 +131,23 @@ class RestyleConfig:
             )
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)
+
+
+@dataclasses.dataclass
+class EditConfig(RestyleConfig):
+    """An instruction edit (`v2v edit`): `instruction` says what to change; the source frame is the image the
+    editor sees. `image_guidance` (InstructPix2Pix) says how closely the result holds to the source."""
+
+    kind: ClassVar[str] = "edit"
+
+    instruction: str = ""
+    image_guidance: float | None = None
+
+    @property
+    def text(self) -> str:
+        return self.instruction
+
+    def check(self: Config) -> Config:
+        if not getattr(self, "instruction", ""):
+            raise UsageError('no instruction: pass --instruction "what to change" (or instruction = ... in a recipe)')
+        return super().check()

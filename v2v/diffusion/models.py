@@ -1,4 +1,7 @@
-"""Loading Stable Diffusion img2img pipelines, ControlNets, IP-Adapters, LoRAs and schedulers, offline.
+"""Loading diffusion pipelines, ControlNets, IP-Adapters, LoRAs and schedulers, offline, for any family.
+
+The family (`registry.Family`) says which classes and defaults to use; the code here does the loading every
+family shares.
 
 A model is named by a local diffusers folder, a single-file checkpoint (`.safetensors`/`.ckpt`), or a
 Hugging Face hub id that is already in the local cache (`~/.cache/huggingface/hub`, or `HF_HUB_CACHE`).
@@ -19,6 +22,8 @@ from v2v.errors import ModelError, require
 if TYPE_CHECKING:
     import torch
 
+    from v2v.diffusion.registry import Family, ModelInfo
+
 log = logging.getLogger(__name__)
 
 # --scheduler names -> diffusers classes, and extra config each needs
@@ -34,8 +39,6 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "tcd": ("TCDScheduler", {}),
     "turbo": ("EulerAncestralDiscreteScheduler", {"timestep_spacing": "trailing"}),
 }
-
-CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
 
 def _download_hint(repo: str, files: str = "") -> str:
@@ -71,19 +74,6 @@ def resolve_path(name: str | os.PathLike[str], what: str, files_hint: str = "", 
     raise ModelError(f"{what} {text!r} not found; pass an existing folder or file, or a hub id that is in the cache")
 
 
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def default_dtype(device: str | torch.device) -> torch.dtype:
-    """fp16 on CUDA (SDPA kernels), fp32 elsewhere (CPU half precision is slow and lossy)."""
-    import torch
-
-    return torch.float16 if str(device).startswith("cuda") else torch.float32
-
-
 def _dtype_argument(dtype: torch.dtype) -> dict[str, Any]:
     """diffusers renamed `torch_dtype` to `dtype` in 0.42 (and warns about the old name there)."""
     import diffusers
@@ -92,33 +82,45 @@ def _dtype_argument(dtype: torch.dtype) -> dict[str, Any]:
     return {"dtype": dtype} if (major, minor) >= (0, 42) else {"torch_dtype": dtype}
 
 
-def load_controlnet(name: str, dtype: torch.dtype) -> Any:
-    """A ControlNetModel from a diffusers folder, a single file, or a cached hub id."""
+def load_controlnet(family: Family, name: str, dtype: torch.dtype, model: str) -> Any:
+    """A ControlNet of `family` from a diffusers folder, a single file, or a cached hub id. Its config's class
+    is checked first, so a ControlNet of another family is refused before anything big is loaded."""
     require("diffusers", "diffusion")
-    from diffusers import ControlNetModel
+    import diffusers
+
+    from v2v.diffusion.registry import controlnet_families
 
     path = resolve_path(name, "ControlNet")
+    config = path / "config.json" if path.is_dir() else path.parent / "config.json"
+    if not config.exists():
+        if path.is_file():  # diffusers would fetch a config from the hub when none is at hand; we never download
+            raise ModelError(
+                f"single-file ControlNet {name!r} needs its diffusers config.json beside it (e.g. from "
+                "lllyasviel/control_v11p_sd15_canny), or pass the ControlNet's diffusers folder"
+            )
+        raise ModelError(f"ControlNet {name!r} is a folder without config.json; pass a diffusers ControlNet folder")
+    class_name = str(json.loads(config.read_text()).get("_class_name", ""))
+    if class_name not in family.controlnet_classes:
+        owners = " or ".join(f.title for f in controlnet_families(class_name))
+        made_for = f"a {owners} ControlNet" if owners else f"a {class_name or 'model of unknown class'}"
+        raise ModelError(
+            f"ControlNet {name!r} is {made_for}, but base model {model!r} is {family.title}; pass a ControlNet made "
+            f"for {family.title}"
+        )
+    cls = getattr(diffusers, class_name)
     try:
         if path.is_file():
-            # diffusers would fetch a config from the hub when none is at hand; we never download
-            if not (path.parent / "config.json").exists():
-                raise ModelError(
-                    f"single-file ControlNet {name!r} needs its diffusers config.json beside it (e.g. from "
-                    "lllyasviel/control_v11p_sd15_canny), or pass the ControlNet's diffusers folder"
-                )
-            return ControlNetModel.from_single_file(
+            return cls.from_single_file(
                 str(path), config=str(path.parent), local_files_only=True, **_dtype_argument(dtype)
             )
-        return ControlNetModel.from_pretrained(str(path), local_files_only=True, **_dtype_argument(dtype))
-    except ModelError:
-        raise
+        return cls.from_pretrained(str(path), local_files_only=True, **_dtype_argument(dtype))
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"cannot load ControlNet {name!r}: {_first_line(exc)}") from exc
 
 
-def check_controlnet_fits(controlnet: Any, unet: Any, name: str, model: str) -> None:
-    """Raise ModelError when `controlnet` was made for another base model than `unet`."""
-    for key in ("cross_attention_dim", "in_channels", "block_out_channels", "addition_embed_type"):
+def check_controlnet_fits(controlnet: Any, unet: Any, name: str, model: str, keys: tuple[str, ...]) -> None:
+    """Raise ModelError when `controlnet` was made for another base model than `unet` (configs differ in `keys`)."""
+    for key in keys:
         theirs, ours = controlnet.config.get(key), unet.config.get(key)
         if key == "block_out_channels":  # a ControlNet mirrors the UNet's down path
             theirs, ours = list(theirs or []), list(ours or [])
@@ -134,52 +136,36 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _checkpoint_family(path: Path) -> str:
-    """The hub repo whose diffusers configs fit a single-file checkpoint, guessed from its key names
-    (the repos diffusers itself would fetch configs from)."""
-    keys: list[str] = []
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
-            keys = list(handle.keys())
-    if any(key.startswith("conditioner.embedders.1.") for key in keys):
-        return "stabilityai/stable-diffusion-xl-base-1.0"
-    if any(key.startswith("cond_stage_model.model.") for key in keys):  # OpenCLIP text encoder: SD 2.x
-        return "stabilityai/stable-diffusion-2-1"
-    return "stable-diffusion-v1-5/stable-diffusion-v1-5"
-
-
 def load_pipeline(
-    model: str,
+    family: Family,
+    info: ModelInfo,
+    kind: str,
     controlnets: list[Any],
     *,
-    device: str,
+    model: str,
+    device: torch.device,
     dtype: torch.dtype,
     model_config: str | None = None,
 ) -> Any:
-    """An img2img pipeline (ControlNet img2img when `controlnets` is not empty) for SD 1.x/2.x or SDXL.
+    """The diffusers pipeline `family.pipelines[kind]` for the model `info` describes, on `device`.
 
-    `model` is a diffusers folder, a single-file checkpoint (its diffusers configs come from
-    `model_config`, a folder or cached hub id, when the cache lacks them) or a cached hub id.
+    A diffusers folder (or cached hub id) loads with `from_pretrained`; a single-file checkpoint with
+    `from_single_file`, its diffusers configs from `model_config` (a folder or cached hub id) or else the
+    family's configs from the Hugging Face cache: diffusers would fetch them from the hub, we never download.
     """
     require("diffusers", "diffusion")
     require("transformers", "diffusion")
     import diffusers
 
-    path = resolve_path(model, "base model", "--exclude '*.ckpt' '*.bin'")
+    cls = getattr(diffusers, family.pipelines[kind])
     extra: dict[str, Any] = (
         {"controlnet": controlnets if len(controlnets) > 1 else controlnets[0]} if controlnets else {}
     )
+    path = info.path
     try:
-        if path.is_file():
-            # diffusers fetches the configs of the checkpoint's family from the hub when they are not given;
-            # we hand it a local folder instead, so nothing is downloaded
-            family = _checkpoint_family(path)
-            base = "StableDiffusionXL" if "xl" in family else "StableDiffusion"
-            cls = getattr(diffusers, f"{base}{'ControlNet' if controlnets else ''}Img2ImgPipeline")
+        if info.is_file:
             config = resolve_path(
-                model_config or family,
+                model_config or family.single_file_configs(info),
                 "diffusers configs for the single-file checkpoint",
                 "--include '*.json' '*.txt'",
                 "pass --model-config FOLDER (a diffusers folder of the same architecture)",
@@ -187,19 +173,15 @@ def load_pipeline(
             pipe = cls.from_single_file(
                 str(path), config=str(config), local_files_only=True, **extra, **_dtype_argument(dtype)
             )
+            family.adjust_single_file(pipe, info, model_config)
         else:
-            if not (path / "model_index.json").exists():
-                raise ModelError(f"base model {model!r} is a folder without model_index.json; pass a diffusers folder")
-            index = json.loads((path / "model_index.json").read_text())
-            if "safety_checker" in index:  # SD 1.x folders list one; v2v never runs it
+            if "safety_checker" in info.index:  # SD 1.x folders list one; v2v never runs it
                 extra["safety_checker"] = None
-            pipe = diffusers.AutoPipelineForImage2Image.from_pretrained(
-                str(path), local_files_only=True, **extra, **_dtype_argument(dtype)
-            )
+            pipe = cls.from_pretrained(str(path), local_files_only=True, **extra, **_dtype_argument(dtype))
     except ModelError:
         raise
     except Exception as exc:  # diffusers raises many kinds here (SingleFileComponentError is a bare Exception)
-        single = path.is_file() and not model_config
+        single = info.is_file and not model_config
         hint = " (pass --model-config with a diffusers folder of the same architecture)" if single else ""
         raise ModelError(f"cannot load base model {model!r}: {_first_line(exc)}{hint}") from exc
     pipe.set_progress_bar_config(disable=True)
@@ -255,22 +237,35 @@ def find_image_encoder(weights: Path, image_encoder: str | None) -> Path:
             return candidate
     raise ModelError(
         f"IP-Adapter {weights.name} has no image encoder (looked in {', '.join(map(str, candidates))}); pass "
-        "--image-encoder FOLDER (h94/IP-Adapter ships it as models/image_encoder)"
+        "--image-encoder FOLDER (h94/IP-Adapter ships it as models/image_encoder, and sdxl_models/image_encoder)"
     )
 
 
-DEFAULT_IP_ADAPTER = "h94/IP-Adapter/models/ip-adapter_sd15.safetensors"
+def ip_adapter_width(weights: Path) -> int | None:
+    """The text width (cross-attention dim) an IP-Adapter file was made for: the input width of its first
+    `to_k_ip` projection; None when the layout is not the original IP-Adapter one."""
+    from v2v.diffusion.registry import read_tensor_shapes
+
+    shapes = read_tensor_shapes(weights)
+    suffixes = ("to_k_ip.weight", "ip_adapter_double_stream_k_proj.weight")  # diffusers/original, XLabs (FLUX)
+    widths = [shape[-1] for key, shape in sorted(shapes.items()) if key.endswith(suffixes) and len(shape) == 2]
+    return widths[0] if widths else None
 
 
-def load_ip_adapter(pipe: Any, name: str | None, image_encoder: str | None, scale: float) -> None:
-    """Load an IP-Adapter and its CLIP image encoder into `pipe`, at `scale`."""
+def load_ip_adapter(family: Family, pipe: Any, name: str | None, image_encoder: str | None, scale: float) -> None:
+    """Load an IP-Adapter (the family's default when `name` is None) and its CLIP image encoder into `pipe`,
+    at `scale`. ModelError when it was made for another base (its width differs from the UNet's text width)."""
     from transformers import CLIPVisionModelWithProjection
 
-    weights = _ip_adapter_file(
-        resolve_path(
-            name or DEFAULT_IP_ADAPTER, "IP-Adapter", "models/ip-adapter_sd15.safetensors 'models/image_encoder/*'"
+    assert family.ip_adapter is not None
+    default = family.ip_adapter
+    weights = _ip_adapter_file(resolve_path(name or default.weights, "IP-Adapter", default.files_hint))
+    width, ours = ip_adapter_width(weights), family.text_width(pipe)
+    if width is not None and ours is not None and width != ours:
+        raise ModelError(
+            f"IP-Adapter {weights.name} was made for a base with text width {width}, but base model is {family.title} "
+            f"with {ours}; pass one made for {family.title} (default {default.weights})"
         )
-    )
     encoder_path = find_image_encoder(weights, image_encoder)
     try:
         encoder = CLIPVisionModelWithProjection.from_pretrained(str(encoder_path), dtype=pipe.dtype)

@@ -1,17 +1,22 @@
-"""`RestyleStage`: Stable Diffusion img2img over a stream of frames, held by ControlNet, styled by a prompt
-and/or an IP-Adapter reference, and kept steady in time.
+"""The diffusion stages: `RestyleStage` (img2img, held by ControlNets, styled by a prompt and/or an IP-Adapter
+reference) and `EditStage` (instruction editing), over a stream of frames, kept steady in time.
+
+Both are one `DiffusionStage`, which asks only the model's family (`registry.Family`) how to load, call and
+hook the model; the temporal machinery below is the same for every family.
 
 With `temporal` on, three things tie the frames together:
 
 1. every frame starts from the same initial noise (the same seed for each frame);
-2. cross-frame attention (`attention.py`): self-attention also reads the anchor and previous frame;
+2. cross-frame attention (`attention.py`, on the layers the family chooses): attention also reads the anchor
+   and previous frame; the bank's memory is capped from the memory available (the cap is logged);
 3. flow fusion (`v2v.consistency.TemporalFuser`): the previous output, warped by the source's flow, is
    blended in where it is visible.
 
 With `keyframe_every` K > 1 only every K-th frame is diffused; the frames between get the look of the
 keyframes on both sides by flow (`keyframes.py`), then the same fusion.
 
-With `temporal` off each frame is plain img2img with its own seed (`seed + frame.index`), the baseline.
+With `temporal` off each frame is the family's plain diffusers pipeline with its own seed (`seed + frame.index`),
+the baseline.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from v2v.diffusion.config import RestyleConfig
+from v2v.diffusion.config import EditConfig, RestyleConfig
 from v2v.errors import ModelError, require
 from v2v.frames import Frame, images_to_tensor, tensor_to_images
 from v2v.pipeline import batched
@@ -32,42 +37,61 @@ from v2v.scenes import is_cut
 log = logging.getLogger(__name__)
 
 
-class RestyleStage:
-    """A pipeline stage (see `v2v.pipeline.Stage`) that restyles frames as `config` says.
+class DiffusionStage:
+    """A pipeline stage (see `v2v.pipeline.Stage`) that diffuses frames as `config` says, with the model's family.
 
     Models load when the stage is made, so a missing model fails before any frame is decoded. Frames may
-    have any size: they are padded (edge pixels repeated) to a multiple of the VAE's factor, and cut back after.
+    have any size: they are padded (edge pixels repeated) to the family's multiple, and cut back after.
     """
+
+    one_to_one = True
+    WARM_UP_FRAMES = 8  # context before each segment of a segmented run, when temporal is on
+
+    @property
+    def context(self) -> Any:
+        """Temporal on: the attention anchor and fusion reach back without bound, so a segment warms up on a few
+        frames and only approximates one pass (never segmented by default). Off: each frame stands alone."""
+        from v2v.pipeline import Context
+
+        return Context(before=self.WARM_UP_FRAMES, exact=False) if self.config.temporal else Context()
 
     def __init__(self, config: RestyleConfig) -> None:
         require("diffusers", "diffusion")
-        import torch
-
-        from v2v.diffusion import control, models
+        from v2v.devices import parse_dtype, resolve_device
+        from v2v.diffusion import control, models, registry
         from v2v.diffusion.attention import FrameBank
 
-        self.config = config.check()
-        self.device = config.device or models.default_device()
-        self.dtype = getattr(torch, config.dtype) if config.dtype else models.default_dtype(self.device)
-        # 1. ControlNets first: the cheaper error (a missing ControlNet) comes before the big load.
-        controlnets = [models.load_controlnet(name, self.dtype) for name in config.controlnets]
-        # 2. The base pipeline, then what modifies it.
-        self.pipe = models.load_pipeline(
-            config.model, controlnets, device=self.device, dtype=self.dtype, model_config=config.model_config
-        )
+        # 1. The family, and the settings it fills in; its refusals come before anything big is loaded.
+        self.family, info = registry.detect(config.check().model, config.model_config)
+        self.kind = self.family.kind(config.kind, len(config.controlnets))
+        self.config = config = config.with_defaults(self.family.defaults).check()
+        self.device = resolve_device(config.device)
+        self.dtype = parse_dtype(config.dtype) if config.dtype else self.family.dtype(self.device)
+        if config.ip_adapter and self.family.ip_adapter is None:
+            raise ModelError(f"{self.family.title} models take no IP-Adapter; drop --ip-adapter")
+        # 2. ControlNets first: the cheaper error (a missing ControlNet) comes before the big load.
+        controlnets = [self.family.load_controlnet(name, self.dtype, config.model) for name in config.controlnets]
+        # 3. The base pipeline, then what modifies it.
+        self.pipe = self.family.load(
+            info, self.kind, controlnets, model=config.model, device=self.device, dtype=self.dtype,
+            model_config=config.model_config,
+        )  # fmt: skip
         for net, name in zip(controlnets, config.controlnets, strict=True):
-            models.check_controlnet_fits(net, self.pipe.unet, name, config.model)
-        if config.scheduler:
-            models.set_scheduler(self.pipe, config.scheduler)
+            self.family.check_controlnet(net, self.pipe, name, config.model)
+        scheduler = config.scheduler or self.family.defaults.scheduler
+        if scheduler:
+            models.set_scheduler(self.pipe, scheduler)
         if config.lora:
             models.load_lora(self.pipe, config.lora, config.lora_scale)
-        # classifier-free guidance as the pipeline decides it (LCM-distilled UNets take guidance as an input)
-        self.guided = config.guidance > 1.0 and self.pipe.unet.config.get("time_cond_proj_dim") is None
-        self.ip_embeds: list[torch.Tensor] | None = None
+        self.image_guidance: float | None = getattr(config, "image_guidance", None)
+        self.guided = self.family.guided(self.pipe, float(config.guidance), self.image_guidance)
+        self.ip_embeds: list[Any] | None = None
         if config.ip_adapter:
             reference = _read_reference(config.ip_adapter)
-            models.load_ip_adapter(self.pipe, config.ip_adapter_model, config.image_encoder, config.ip_adapter_scale)
-            self.ip_embeds = self.pipe.prepare_ip_adapter_image_embeds(reference, None, self.device, 1, self.guided)
+            self.family.load_ip_adapter(
+                self.pipe, config.ip_adapter_model, config.image_encoder, config.ip_adapter_scale
+            )
+            self.ip_embeds = self.family.ip_adapter_embeds(self.pipe, reference, self.device, self.guided)
         if config.attention_slicing:
             if config.ip_adapter:  # slicing would replace the IP-Adapter's attention processors
                 log.warning("attention slicing is not combined with an IP-Adapter; running without it")
@@ -75,20 +99,24 @@ class RestyleStage:
                 self.pipe.enable_attention_slicing()
         if config.vae_tiling:
             self.pipe.vae.enable_tiling()
-        # 3. Control maps, prompt checks, and the cross-frame attention bank.
+        # 4. Control maps, prompt checks, and the cross-frame attention bank.
         self.controls = [
             control.make_control(
                 kind, device=self.device, dtype=self.dtype, depth_model=config.depth_model, pose_model=config.pose_model
             )
             for kind in config.control_kinds
         ]
-        self._warn_long_prompt(config.prompt, "prompt")
+        self._warn_long_prompt(config.text, "instruction" if config.kind == "edit" else "prompt")
         self._warn_long_prompt(config.negative_prompt, "negative prompt")
         self.bank = FrameBank(config.bank_tokens)
-        self.multiple = int(getattr(self.pipe, "vae_scale_factor", 8))
+        self._bank_sized: tuple[int, int] | None = None  # the padded frame size the bank's cap was chosen for
+        self._padding_told: set[tuple[int, int]] = set()
+        self.multiple = self.family.multiple(self.pipe)
 
     def _warn_long_prompt(self, prompt: str, what: str) -> None:
-        tokenizer = self.pipe.tokenizer
+        tokenizer = getattr(self.pipe, "tokenizer", None)
+        if tokenizer is None or not prompt:
+            return
         count = len(tokenizer(prompt).input_ids)
         if count > tokenizer.model_max_length:
             kept = tokenizer.batch_decode([tokenizer(prompt).input_ids[1 : tokenizer.model_max_length - 1]])[0]
@@ -104,15 +132,15 @@ class RestyleStage:
         self.bank.reset()
         fuser = self._fuser()
         try:
-            for frame, image in self._restyled(frames):
+            for frame, image in self._diffused(frames):
                 yield frame.with_image(self._fuse(fuser, image, frame.image))
         finally:
             for made in self.controls:
                 if hasattr(made, "close"):
                     made.close()
 
-    def _restyled(self, frames: Iterator[Frame]) -> Iterator[tuple[Frame, np.ndarray]]:
-        """(source frame, restyled image) in order: batches of diffused frames, or keyframes and the look
+    def _diffused(self, frames: Iterator[Frame]) -> Iterator[tuple[Frame, np.ndarray]]:
+        """(source frame, diffused image) in order: batches of diffused frames, or keyframes and the look
         carried between them by flow."""
         if self.config.keyframe_every > 1:
             from v2v.diffusion.keyframes import KeyframeWindow
@@ -120,7 +148,7 @@ class RestyleStage:
 
             window = KeyframeWindow(
                 self.config.keyframe_every,
-                lambda frame: self.restyle([frame.image], [frame.index])[0],
+                lambda frame: self.diffuse([frame.image], [frame.index])[0],
                 make_flow_estimator("dis"),
                 on_cut=self.bank.reset,  # a new scene gets its own anchor frame
             )
@@ -133,7 +161,7 @@ class RestyleStage:
             for frame in batch:
                 cuts.append(previous is not None and is_cut(previous, frame.image))
                 previous = frame.image
-            images = self.restyle([frame.image for frame in batch], [frame.index for frame in batch], cuts)
+            images = self.diffuse([frame.image for frame in batch], [frame.index for frame in batch], cuts)
             yield from zip(batch, images, strict=True)
 
     def _fuser(self) -> Any:
@@ -157,10 +185,47 @@ class RestyleStage:
         maps = make.maps(indices, frames) if isinstance(make, ControlVideo) else make(frames)
         return _pad(maps, pad_h, pad_w)
 
-    def restyle(
-        self, images: Sequence[np.ndarray], indices: Sequence[int], cuts: Sequence[bool] | None = None
+    def _size_bank(self, height: int, width: int) -> None:
+        """Cap the bank's tokens per frame so that it fits in its share of the memory available now, for
+        frames of height x width (padded); say what was chosen. `--bank-tokens` overrides it."""
+        from v2v.diffusion.attention import BANK_MEMORY_FRACTION, bank_budget, bank_bytes, bank_cap
+
+        if self._bank_sized == (height, width) or not self.config.temporal:
+            return
+        self._bank_sized = (height, width)
+        shapes = self.family.bank_shapes(self.pipe, height, width)
+        steps = self.family.denoising_steps(self.kind, int(self.config.steps), float(self.config.strength))
+        groups = self.family.guidance_groups(self.guided)
+        element = self.dtype.itemsize
+        full = bank_bytes(shapes, steps, groups, element, None)
+        if self.config.bank_tokens is not None:
+            kept = bank_bytes(shapes, steps, groups, element, self.config.bank_tokens)
+            log.info("cross-frame attention bank: at most %d tokens a frame (--bank-tokens), %.0f MB of %.0f MB",
+                     self.config.bank_tokens, kept / 2**20, full / 2**20)  # fmt: skip
+            return
+        budget = bank_budget(self.device)
+        self.bank.max_tokens = cap = bank_cap(shapes, steps, groups, element, budget)
+        if cap is None:
+            log.info("cross-frame attention bank: %.0f MB for %dx%d frames, within its budget of %.0f MB "
+                     "(%.0f%% of the memory available)", full / 2**20, width, height, budget / 2**20,
+                     BANK_MEMORY_FRACTION * 100)  # fmt: skip
+        else:
+            kept = bank_bytes(shapes, steps, groups, element, cap)
+            log.warning("cross-frame attention bank: %.0f MB in full for %dx%d frames, over its budget of %.0f MB "
+                        "(%.0f%% of the memory available); keeping at most %d tokens a frame per layer (%.0f MB); "
+                        "set --bank-tokens to choose", full / 2**20, width, height, budget / 2**20,
+                        BANK_MEMORY_FRACTION * 100, cap, kept / 2**20)  # fmt: skip
+
+    def diffuse(
+        self,
+        images: Sequence[np.ndarray],
+        indices: Sequence[int],
+        cuts: Sequence[bool] | None = None,
+        masks: Sequence[np.ndarray] | None = None,
     ) -> list[np.ndarray]:
-        """Restyle consecutive frames (RGB uint8 (H, W, 3), all one size) in one pipeline call.
+        """Diffuse consecutive frames (RGB uint8 (H, W, 3), all one size) in one pipeline call.
+
+        `masks` (inpaint kinds): one float (H, W) array per frame, 1 = repaint; scaled and padded like the frames.
 
         `indices` are the frames' positions in the clip (they seed the noise when temporal is off). With
         temporal on the frames must come in clip order across calls: the attention bank carries over, and
@@ -169,49 +234,57 @@ class RestyleStage:
         import torch
         import torch.nn.functional as F
 
-        from v2v.diffusion.attention import cross_frame_attention
+        from v2v.diffusion.registry import Batch
 
         config = self.config
-        # 1. Frames to a tensor whose sides the VAE and UNet accept.
+        # 1. Frames to a tensor whose sides the family accepts.
         frames = images_to_tensor(images, self.device, self.dtype)
         height, width = frames.shape[-2:]
         scaled = _fit(frames, config.max_side)
         pad_h, pad_w = -scaled.shape[-2] % self.multiple, -scaled.shape[-1] % self.multiple
+        if (pad_h or pad_w) and (height, width) not in self._padding_told:
+            self._padding_told.add((height, width))
+            log.warning("%dx%d frames are padded to %dx%d (%s takes sides that are multiples of %d) and cut back after",
+                        scaled.shape[-1], scaled.shape[-2], scaled.shape[-1] + pad_w, scaled.shape[-2] + pad_h,
+                        self.family.title, self.multiple)  # fmt: skip
         padded = _pad(scaled, pad_h, pad_w)
         count = padded.shape[0]
+        self._size_bank(padded.shape[-2], padded.shape[-1])
         # 2. Control maps and the noise seeds.
-        arguments: dict[str, Any] = {}
+        batch = Batch(
+            kind=self.kind, images=padded, prompt=config.text, negative_prompt=config.negative_prompt,
+            steps=int(config.steps), guidance=float(config.guidance), strength=float(config.strength),
+            image_guidance=self.image_guidance, generators=[], ip_adapter_embeds=self.ip_embeds,
+        )  # fmt: skip
+        if masks is not None:
+            stacked = torch.from_numpy(np.stack([np.asarray(mask, np.float32) for mask in masks]))[:, None]
+            if stacked.shape[-2:] != scaled.shape[-2:]:
+                stacked = F.interpolate(stacked, size=scaled.shape[-2:], mode="bilinear", align_corners=False)
+            batch.masks = _pad((stacked >= 0.5).to(self.device, self.dtype), pad_h, pad_w)
         if self.controls:
-            maps = [self._control_map(make, scaled, list(indices), pad_h, pad_w) for make in self.controls]
-            scales = config.control_scales * (len(maps) if len(config.control_scales) == 1 else 1)
-            arguments["control_image"] = maps[0] if len(maps) == 1 else maps
-            arguments["controlnet_conditioning_scale"] = scales[0] if len(maps) == 1 else scales
-        if self.ip_embeds is not None:
-            arguments["ip_adapter_image_embeds"] = [_repeat_embeds(e, count, self.guided) for e in self.ip_embeds]
+            batch.control_images = [
+                self._control_map(make, scaled, list(indices), pad_h, pad_w) for make in self.controls
+            ]
+            batch.control_scales = config.control_scales * (
+                len(self.controls) if len(config.control_scales) == 1 else 1
+            )
+            batch.control_modes = list(config.control_modes)
         seeds = [config.seed] * count if config.temporal else [config.seed + index for index in indices]
-        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+        batch.generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         # 3. Denoise, with cross-frame attention when temporal is on.
-        attention = cross_frame_attention(self.pipe.unet, self.bank) if config.temporal else contextlib.nullcontext()
+        attention = (
+            self.family.cross_frame_attention(self.pipe, self.bank) if config.temporal else contextlib.nullcontext()
+        )
         try:
             with attention, torch.inference_mode():
                 self.bank.begin(list(cuts) if cuts is not None else [False] * count)
-                result = self.pipe(
-                    prompt=[config.prompt] * count,
-                    negative_prompt=[config.negative_prompt] * count if self.guided else None,
-                    image=padded,
-                    strength=config.strength,
-                    num_inference_steps=config.steps,
-                    guidance_scale=config.guidance,
-                    generator=generators,
-                    output_type="pt",
-                    **arguments,
-                ).images
+                result = self.pipe(**self.family.call_arguments(self.pipe, batch)).images
         except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
             # CUDA raises OutOfMemoryError; the CPU allocator a RuntimeError "... can't allocate memory"
             if not isinstance(exc, torch.cuda.OutOfMemoryError) and "allocate" not in str(exc):
                 raise
             raise ModelError(
-                f"out of memory restyling {count} frame(s) of {width}x{height} on {self.device}: use --batch-size 1, "
+                f"out of memory diffusing {count} frame(s) of {width}x{height} on {self.device}: use --batch-size 1, "
                 "--max-side 768 (diffuse smaller, scale back), --vae-tiling or --attention-slicing"
             ) from exc
         # 4. Back to the frames' own size.
@@ -219,6 +292,27 @@ class RestyleStage:
         if result.shape[-2:] != (height, width):
             result = F.interpolate(result.float(), size=(height, width), mode="bicubic", align_corners=False)
         return tensor_to_images(result)
+
+
+class RestyleStage(DiffusionStage):
+    """`v2v restyle`: img2img with the model's family, held by ControlNets, styled by a prompt and/or an
+    IP-Adapter reference."""
+
+    def __init__(self, config: RestyleConfig) -> None:
+        super().__init__(config)
+
+    def restyle(
+        self, images: Sequence[np.ndarray], indices: Sequence[int], cuts: Sequence[bool] | None = None
+    ) -> list[np.ndarray]:
+        """`diffuse` by its restyle name."""
+        return self.diffuse(images, indices, cuts)
+
+
+class EditStage(DiffusionStage):
+    """`v2v edit`: instruction editing (InstructPix2Pix, ...); the source frame is the image the editor sees."""
+
+    def __init__(self, config: EditConfig) -> None:
+        super().__init__(config)
 
 
 def _pad(images: Any, pad_h: int, pad_w: int) -> Any:
@@ -260,13 +354,3 @@ def _fit(frames: Any, max_side: int | None) -> Any:
     factor = max_side / max(height, width)
     size = (max(8, round(height * factor)), max(8, round(width * factor)))
     return F.interpolate(frames.float(), size=size, mode="bicubic", antialias=True).clamp(0, 1).to(frames.dtype)
-
-
-def _repeat_embeds(embeds: Any, count: int, guided: bool) -> Any:
-    """IP-Adapter embeds for `count` frames, in the layout the pipeline expects ([uncond..., cond...])."""
-    import torch
-
-    if guided:
-        negative, positive = embeds.chunk(2)
-        return torch.cat([negative] * count + [positive] * count)
-    return torch.cat([embeds] * count)

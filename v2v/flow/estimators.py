@@ -18,7 +18,7 @@ import numpy as np
 from v2v.errors import UsageError, require
 from v2v.frames import check_image
 
-DIS_PRESETS = ("ultrafast", "fast", "medium")
+DIS_PRESETS = ("ultrafast", "fast", "medium", "fine")
 FLOW_METHODS = ("dis", "raft", "raft-small")
 
 
@@ -48,7 +48,9 @@ class DISFlow(FlowEstimator):
     """OpenCV DIS optical flow on the luma of RGB uint8 images (CPU).
 
     Args:
-        preset: "ultrafast", "fast" (default) or "medium": OpenCV's speed/accuracy presets.
+        preset: "ultrafast", "fast" (default) or "medium": OpenCV's speed/accuracy presets; "fine": medium down
+            to full resolution (the presets stop at 1/2 or 1/4 and upsample, which underestimates small objects'
+            motion: a textured 36-pixel square moving 3 pixels a frame reads 2.8 at medium, 1.4 at fast).
     """
 
     name = "dis"
@@ -60,8 +62,10 @@ class DISFlow(FlowEstimator):
         self.preset = preset
         self._cv2 = cv2
         code = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[preset]
+                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, "fine": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[preset]
         self._dis = cv2.DISOpticalFlow_create(code)
+        if preset == "fine":
+            self._dis.setFinestScale(0)
 
     def gray(self, image: np.ndarray) -> np.ndarray:
         return self._cv2.cvtColor(image, self._cv2.COLOR_RGB2GRAY)

@@ -10,8 +10,9 @@ be asked for, not only the middle.
 Two details of the released inference code are kept, since the weights were tuned with them:
 - when the second block's residual flow exceeds 32 pixels both ways, the whole estimate restarts at half the
   resolution (the scales double); v2v decides this per sample, so a batch gives what single frames give;
-- the checkpoint also holds a refinement network (a context net and a U-Net); RIFE 4.0's own inference
-  ("fast mode") skips it, and so does v2v by default (`refine=True` runs it). Its distillation teacher
+- the checkpoint also holds a refinement network (a context net and a U-Net) that RIFE 4.0's own inference
+  ("fast mode") skips. `IFNet(..., refine=True)` runs it: on real clips it adds 0.3-1.1 dB for about twice
+  the time (BENCHMARKS.md), so `Interpolator` runs it by default. The checkpoint's distillation teacher
   (`block_tea`) reads the true middle frame, so it exists only in training and is not loaded.
 
 Tensors: float (B, 3, H, W) in [0, 1]; H and W multiples of `IFNet.multiple(scale)` (`Interpolator` pads).
@@ -305,7 +306,8 @@ class Interpolator:
         scale: flow resolution relative to the frame, one of 0.25, 0.5, 1, 2, 4 (0.5 suits 4K).
         batch: how many instants of one pair go through the network at once (default: 4 on CUDA, 1 on the
             CPU, where a batch is no faster per frame and needs more memory).
-        refine: also run RIFE's refinement net (RIFE 4.0's own inference does not).
+        refine: run RIFE's refinement net (better by 0.3-1.1 dB on real clips, about twice the time); False
+            is RIFE 4.0's own "fast mode".
 
     Frames are treated as values: the prepared tensors of the last few images are kept, found by identity,
     so interpolating a sequence pair by pair or one instant at a time converts each image once.
@@ -315,7 +317,7 @@ class Interpolator:
 
     def __init__(self, model: str | RestoreModel = "rife-4.0", device: str | torch.device | None = None,
                  dtype: str | torch.dtype = "auto", scale: float = 1.0, batch: int | None = None,
-                 refine: bool = False) -> None:
+                 refine: bool = True) -> None:
         self.model = lookup(model, task="interpolate") if isinstance(model, str) else model
         if scale not in SCALES:
             raise UsageError(f"RIFE scale must be one of {', '.join(f'{s:g}' for s in SCALES)}, got {scale:g}")

@@ -79,25 +79,6 @@ def pick_dtype(model: SRModel, device: torch.device, dtype: str | torch.dtype | 
     return chosen
 
 
-def _available_bytes(device: torch.device) -> int:
-    """Memory a frame's network may use: on CUDA the device's free memory plus what torch's caching allocator
-    holds but has not handed out (mem_get_info alone misses it); on the CPU, MemAvailable."""
-    import torch
-
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-        return int(free + max(0, cached))
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
-
-
 class Upscaler:
     """Run an SRModel over batches of frames: float (B, 3, H, W) in [0, 1] -> float (B, 3, H', W') in [0, 1].
 
@@ -239,7 +220,9 @@ class Upscaler:
 
     def _auto_tile(self, batch: int, height: int, width: int) -> int:
         """A tile size that fits in free memory, or 0 when the whole frame fits."""
-        budget = _available_bytes(self.device) * (0.7 if self.device.type == "cuda" else 0.5)
+        from v2v.devices import available_memory
+
+        budget = available_memory(self.device) * (0.7 if self.device.type == "cuda" else 0.5)
         per_pixel = self._bytes_per_pixel() * batch
         if per_pixel * height * width <= budget:
             return 0

@@ -1,5 +1,6 @@
-"""Tiny random Stable Diffusion models built from config, for tests and benchmarks on machines without
-weights.
+"""Tiny random diffusion models built from config, for tests and benchmarks on machines without weights.
+
+(Kept in tests/, not in the package; `scripts/bench_restyle.py` puts this folder on its path.)
 
 `build_tiny_models(folder)` writes, with `save_pretrained`, the same layouts a user's real downloads have:
 
@@ -11,7 +12,14 @@ weights.
   layout of h94/IP-Adapter; `folder/ip-adapter-bare/ip-adapter_tiny.safetensors` has no image encoder;
 - `folder/lora/pytorch_lora_weights.safetensors`: a rank-4 LoRA for the UNet (needs peft);
 - `folder/depth`: a tiny DPT depth estimator with its image processor; `folder/pose`: a tiny ViTPose;
-- `folder/sdxl` and `folder/controlnet-sdxl`: an SDXL-style pipeline and a ControlNet for it.
+- `folder/sdxl` and `folder/controlnet-sdxl`: an SDXL-style pipeline and a ControlNet for it;
+- `folder/instruct-pix2pix`: an InstructPix2Pix pipeline (the same UNet shape with 8 input channels: noise
+  latents + the source image's latents), sharing the SD folder's VAE, text encoder and tokenizer;
+- `folder/controlnet-flux`: a FLUX ControlNet (another family's, for refusals).
+
+Where attention is made measurable: at the default init a random UNet's output hardly depends on its
+self-attention, so `_tiny_unet` scales the `attn1` query/key/output weights by `SELF_ATTENTION_GAIN` (see there);
+that is what lets the tests see cross-frame attention lower the warping error.
 
 The weights are random: outputs are noise-like, but every code path (loading, ControlNet, IP-Adapter,
 attention processors, schedulers) runs exactly as it does for real models.
@@ -21,8 +29,11 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
 CROSS_ATTENTION_DIM = 32
@@ -65,24 +76,15 @@ def write_tiny_tokenizer(folder: Path) -> int:
     return len(vocab)
 
 
-def build_tiny_models(folder: str | Path, seed: int = 0) -> Path:
-    """Write the tiny models described in the module docstring under `folder`; returns `folder`."""
-    from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import (
-        CLIPTextConfig,
-        CLIPTextModel,
-        CLIPTokenizer,
-        CLIPVisionConfig,
-        CLIPVisionModelWithProjection,
-    )
+def _tiny_unet(in_channels: int) -> torch.nn.Module:
+    """The tiny SD-style UNet (two levels, self- and cross-attention in the lower one), attention made to matter."""
+    from diffusers import UNet2DConditionModel
 
-    folder = Path(folder)
-    torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64),
         layers_per_block=2,
         sample_size=32,
-        in_channels=4,
+        in_channels=in_channels,
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
@@ -96,6 +98,23 @@ def build_tiny_models(folder: str | Path, seed: int = 0) -> Path:
             for linear in (module.to_q, module.to_k):
                 linear.weight.data *= SELF_ATTENTION_GAIN**0.5
             module.to_out[0].weight.data *= SELF_ATTENTION_GAIN
+    return unet
+
+
+def build_tiny_models(folder: str | Path, seed: int = 0) -> Path:
+    """Write the tiny models described in the module docstring under `folder`; returns `folder`."""
+    from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTokenizer,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    unet = _tiny_unet(in_channels=4)
     # Four blocks give SD's 8x latent, so the ControlNet's default conditioning embedding fits.
     vae = AutoencoderKL(
         block_out_channels=(8, 16, 16, 16),
@@ -172,7 +191,37 @@ def build_tiny_models(folder: str | Path, seed: int = 0) -> Path:
     _save_tiny_depth(folder / "depth")
     _save_tiny_pose(folder / "pose")
     _save_tiny_sdxl(folder, vae, text_encoder.config, tokenizer)
+    _save_tiny_pix2pix(folder / "instruct-pix2pix", vae, text_encoder, tokenizer, scheduler)
+    _save_tiny_flux_controlnet(folder / "controlnet-flux")
     return folder
+
+
+def _save_tiny_pix2pix(folder: Path, vae: object, text_encoder: object, tokenizer: object, scheduler: object) -> None:
+    """An InstructPix2Pix pipeline: the tiny UNet with 8 input channels, SD's other components."""
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+
+    pipe = StableDiffusionInstructPix2PixPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=_tiny_unet(in_channels=8),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(folder))
+
+
+def _save_tiny_flux_controlnet(folder: Path) -> None:
+    """A one-block FLUX ControlNet (a ControlNet of another family than SD's)."""
+    from diffusers import FluxControlNetModel
+
+    FluxControlNetModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=(2, 2, 4),
+    ).save_pretrained(str(folder))  # fmt: skip
 
 
 def _save_tiny_sdxl(folder: Path, vae: torch.nn.Module, text_config: object, tokenizer: object) -> None:
@@ -289,3 +338,30 @@ def _save_tiny_lora(pipe: object, folder: Path) -> None:
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
     StableDiffusionPipeline.save_lora_weights(str(folder), unet_lora_layers=layers)
     unet.delete_adapters("default")
+
+
+# --- what the diffusion test modules share (import the fixtures into a module to use them there) ---------------
+
+_BUILT: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny models, built once per test process whichever module asks first."""
+    if "models" not in _BUILT:
+        _BUILT["models"] = build_tiny_models(tmp_path_factory.mktemp("tiny-diffusion"))
+    return _BUILT["models"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch thread: on this shared 2-core machine two threads of tiny ops can stall for tens of seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> int:
+    """The largest difference of any pixel between two lists of images, in uint8 levels."""
+    return max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b, strict=True))

@@ -1,0 +1,31 @@
+"""`v2v edit IN -o OUT --model M --instruction "make it winter" ...`: instruction editing of a video with an
+instruction-following family (InstructPix2Pix, ...). The source frame is the image the editor sees; the temporal
+machinery is restyle's (shared noise, cross-frame attention, flow fusion, keyframes)."""
+
+from __future__ import annotations
+
+import argparse
+
+from v2v.commands.common import add_io_arguments
+from v2v.commands.restyle import add_model_arguments, add_temporal_and_speed_arguments, run_diffusion
+
+HELP = "edit a video by an instruction (InstructPix2Pix; temporal consistency as in restyle)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_io_arguments(parser)
+    add_model_arguments(parser, controls=False)
+    look = parser.add_argument_group("the edit")
+    look.add_argument("--instruction", help='what to change, e.g. "make it a snowy winter day" (required)')
+    look.add_argument("--negative-prompt", help="what it should not look like")
+    look.add_argument(
+        "--image-guidance", type=float, help="how closely to hold to the source frame (default by family: 1.5)"
+    )
+    look.add_argument("--guidance", type=float, help="how strongly to follow the instruction (default 7.5)")
+    look.add_argument("--steps", type=int, help="denoising steps (default by family: 20)")
+    look.add_argument("--seed", type=int, help="noise seed (default 0)")
+    add_temporal_and_speed_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    return run_diffusion(args, "edit")

@@ -1,0 +1,142 @@
+"""FLUX.1 (dev, schnell and fine-tunes): img2img with `FluxImg2ImgPipeline`, held by one or more FLUX ControlNets
+(union ones too) with `FluxControlNetImg2ImgPipeline`, styled by a FLUX IP-Adapter (XLabs layout, through the
+pipeline's `load_ip_adapter`).
+
+FLUX is a diffusion transformer: 19 double-stream blocks (text and image streams with their own weights, one joint
+attention) then 38 single-stream blocks (one sequence, text first). Cross-frame attention goes on every one of
+them (`v2v.diffusion.dit_attention.FluxCrossFrameProcessor`): the image queries also read the anchor's and the
+previous frame's image keys/values, banked after FLUX's rotary embedding. FLUX.1-dev is guidance-distilled (the
+guidance is an input, one pass per step), so a frame is one row of the transformer's batch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from v2v.diffusion.families.dit import DiffusionTransformer
+from v2v.diffusion.registry import Batch, Defaults, IPAdapterDefaults, ModelInfo, register
+from v2v.errors import ModelError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+FLUX_PIPELINES = ("FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline", "FluxControlNetPipeline",
+                  "FluxControlNetImg2ImgPipeline", "FluxControlNetInpaintPipeline")  # fmt: skip
+FLUX_ORIGINAL = "double_blocks.0.img_attn.qkv.weight"  # single files in Black Forest Labs' layout
+FLUX_DIFFUSERS = "single_transformer_blocks.0.attn.to_q.weight"  # single files in diffusers' layout
+LATENT_TOKENS_IN = 64  # 16 latent channels packed 2x2: text-to-image FLUX (Fill takes 384, Canny/Depth 128)
+
+
+def transformer_in_channels(info: ModelInfo) -> int | None:
+    """The transformer's input width: 64 for FLUX.1 text-to-image models (and Kontext)."""
+    if info.is_file:
+        for key in ("img_in.weight", "x_embedder.weight"):
+            shape = info.shape(key)
+            if shape is not None and len(shape) == 2:
+                return shape[1]
+        return None
+    return info.config("transformer").get("in_channels")
+
+
+def is_flux_file(info: ModelInfo) -> bool:
+    return info.is_file and (info.has(FLUX_ORIGINAL) or info.has(FLUX_DIFFUSERS))
+
+
+class Flux(DiffusionTransformer):
+    name = "flux"
+    title = "FLUX.1"
+    pipelines = {"restyle": "FluxImg2ImgPipeline", "restyle+controlnet": "FluxControlNetImg2ImgPipeline",
+                 "inpaint": "FluxInpaintPipeline"}
+    controlnet_classes = ("FluxControlNetModel",)
+    ip_adapter = IPAdapterDefaults(
+        "XLabs-AI/flux-ip-adapter/ip_adapter.safetensors",
+        "ip_adapter.safetensors (and openai/clip-vit-large-patch14 as --image-encoder)",
+    )
+    # diffusers' FLUX.1-dev settings; bf16 on CUDA (FLUX overflows in fp16); sides: the VAE's 8 x 2x2 packing
+    defaults = Defaults(steps=28, guidance=3.5, strength=0.6, half=False, multiple=16)
+    checkpoint_configs = "black-forest-labs/FLUX.1-dev"
+    attention_family = "flux"  # the processors of `dit_attention.PROCESSORS`
+    max_sequence_length = 512  # T5 tokens at most, as FLUX.1-dev was trained (fewer if the T5 tokenizer says so)
+
+    # --- recognition
+
+    def recognise(self, info: ModelInfo) -> bool:
+        channels = transformer_in_channels(info)
+        if info.is_file:
+            return is_flux_file(info) and channels == LATENT_TOKENS_IN
+        return info.class_name in FLUX_PIPELINES and channels in (LATENT_TOKENS_IN, None)
+
+    # --- controls and adapters
+
+    def check_controlnet(self, controlnet: Any, pipe: Any, name: str, model: str) -> None:
+        """A FLUX ControlNet must match the transformer's width, heads, text width and rotary axes."""
+        keys = ("in_channels", "num_attention_heads", "attention_head_dim", "joint_attention_dim", "axes_dims_rope")
+        ours = pipe.transformer.config
+        for key in keys:
+            theirs, mine = controlnet.config.get(key), ours.get(key)
+            if isinstance(mine, (list, tuple)):  # JSON configs give lists, live ones may hold tuples
+                theirs, mine = list(theirs or []), list(mine)
+            if theirs != mine:
+                raise ModelError(
+                    f"ControlNet {name!r} does not fit base model {model!r}: {key} is {theirs} there and {mine} in "
+                    f"the base transformer (pass a ControlNet made for this {self.title} model)"
+                )
+
+    def text_width(self, pipe: Any) -> int | None:
+        return pipe.transformer.config.joint_attention_dim  # what a FLUX IP-Adapter's k/v projections take
+
+    def ip_adapter_embeds(self, pipe: Any, reference: Any, device: torch.device, guided: bool) -> list[Any]:
+        return list(pipe.prepare_ip_adapter_image_embeds(reference, None, device, 1))
+
+    # --- per batch
+
+    def guided(self, pipe: Any, guidance: float, image_guidance: float | None) -> bool:
+        return False  # guidance-distilled: the guidance is an input of the transformer, one pass per step
+
+    def call_arguments(self, pipe: Any, batch: Batch) -> dict[str, Any]:
+        height, width = batch.images.shape[-2:]
+        arguments: dict[str, Any] = dict(
+            prompt=[batch.prompt] * batch.count,
+            image=batch.images,
+            height=int(height),
+            width=int(width),
+            strength=batch.strength,
+            num_inference_steps=batch.steps,
+            guidance_scale=batch.guidance,
+            generator=batch.generators,
+            output_type="pt",
+            max_sequence_length=self.text_tokens(pipe),
+        )
+        if batch.control_images:
+            single = len(batch.control_images) == 1
+            # FLUX's ControlNet pipelines hand tensors to the VAE as they are, so give them in the VAE's [-1, 1], as
+            # the pipelines' own preprocessing of a PIL or NumPy control image would
+            maps = [image * 2 - 1 for image in batch.control_images]
+            arguments["control_image"] = maps[0] if single else maps
+            arguments["controlnet_conditioning_scale"] = batch.control_scales[0] if single else batch.control_scales
+            modes = control_modes(pipe, batch)
+            if modes is not None:
+                arguments["control_mode"] = modes
+        if batch.ip_adapter_embeds is not None:
+            arguments["ip_adapter_image_embeds"] = batch.ip_adapter_embeds
+        if batch.masks is not None:  # inpaint kinds
+            arguments["mask_image"] = batch.masks
+        return arguments
+
+
+def control_modes(pipe: Any, batch: Batch) -> list[int | None] | None:
+    """The `control_mode` argument of the pipeline call: for one union ControlNet its mode (0 unless given) for
+    each frame; for several ControlNets one mode each (None for the ones that are not union ones); None when
+    there is one ControlNet and it is not a union one. UsageError for several ControlNets with a union one and
+    more than one frame a call: diffusers' `FluxMultiControlNetModel` then gives the mode one row, not one a frame."""
+    nets = list(getattr(pipe.controlnet, "nets", []))
+    given = list(batch.control_modes) + [0] * len(nets or [pipe.controlnet])
+    if not nets:
+        return [given[0]] * batch.count if getattr(pipe.controlnet, "union", False) else None
+    modes = [mode if getattr(net, "union", False) else None for mode, net in zip(given, nets, strict=False)]
+    if batch.count > 1 and any(mode is not None for mode in modes):
+        raise UsageError("several FLUX ControlNets with a union one take one frame a call: use --batch-size 1")
+    return modes
+
+
+register(Flux())

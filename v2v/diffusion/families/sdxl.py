@@ -1,0 +1,32 @@
+"""Stable Diffusion XL: two text encoders and size/crop conditions, otherwise the UNet family of `sd.py`."""
+
+from __future__ import annotations
+
+from v2v.diffusion.families.sd import LDM_INPUT_CONV, SDXL_SECOND_TEXT_ENCODER, StableDiffusion
+from v2v.diffusion.registry import Defaults, IPAdapterDefaults, ModelInfo, register
+
+SDXL_PIPELINES = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline",
+                  "StableDiffusionXLControlNetPipeline", "StableDiffusionXLControlNetImg2ImgPipeline")  # fmt: skip
+
+
+class StableDiffusionXL(StableDiffusion):
+    name = "sdxl"
+    title = "Stable Diffusion XL"
+    pipelines = {
+        "restyle": "StableDiffusionXLImg2ImgPipeline",
+        "restyle+controlnet": "StableDiffusionXLControlNetImg2ImgPipeline",
+    }
+    ip_adapter = IPAdapterDefaults(
+        "h94/IP-Adapter/sdxl_models/ip-adapter_sdxl.safetensors",
+        "sdxl_models/ip-adapter_sdxl.safetensors 'sdxl_models/image_encoder/*'",
+    )
+    defaults = Defaults(steps=20, guidance=5.0, strength=0.5)  # diffusers' SDXL img2img guidance
+    checkpoint_configs = "stabilityai/stable-diffusion-xl-base-1.0"
+
+    def recognise(self, info: ModelInfo) -> bool:
+        if info.is_file:
+            return info.has(LDM_INPUT_CONV) and info.has(SDXL_SECOND_TEXT_ENCODER) and self._fits_channels(info)
+        return info.class_name in SDXL_PIPELINES and self._fits_channels(info)
+
+
+register(StableDiffusionXL())

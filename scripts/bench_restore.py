@@ -15,7 +15,8 @@ clean clip and warping error (v2v.metrics, flow of the clean clip).
 
 Speed: marginal frames/s at 640x272 (start-up apart): FFDNet (temporal off and on) from the time between
 output frames after the first; BasicVSR from two runs of different lengths ((t_long - t_short) / extra frames),
-output 640x272 (input 160x68).
+output 640x272 (input 160x68). Precision: bf16 against fp32, interleaved, on a 192x128 crop (FFDNet) and 4 frames
+of 48x32 (BasicVSR): seconds and agreement in dB.
 
     python scripts/bench_restore.py --sr-frames 6 --dn-frames 8
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -92,6 +94,7 @@ def bench_sr(clean: list[np.ndarray], esrgan_frames: int, border: int) -> dict[s
     stage = VideoSRStage("basicvsr-vimeo90k-bi", device="cpu")
     basicvsr, stamps = timed(stage.process(iter(as_frames(low))))
     result["basicvsr_seconds"] = round(stamps[-1], 2)
+    result["basicvsr_dtype"] = str(stage.dtype).removeprefix("torch.")
     bicubic = [resize(image, width, height) for image in low]
     result["basicvsr"] = fidelity(basicvsr, clean, border)
     result["bicubic"] = fidelity(bicubic, clean, border)
@@ -138,7 +141,9 @@ def bench_denoise(clean: list[np.ndarray], seed: int) -> dict[str, Any]:
     for sigma in SIGMAS:
         noisy = [np.clip(image + rng.normal(0, sigma, image.shape), 0, 255).round().astype(np.uint8) for image in clean]
         row: dict[str, Any] = {"noisy": scored(noisy)}
-        off, off_stamps = timed(DenoiseStage(sigma, temporal=False, device="cpu").process(iter(as_frames(noisy))))
+        plain = DenoiseStage(sigma, temporal=False, device="cpu")
+        row["dtype"] = str(plain.dtype).removeprefix("torch.")
+        off, off_stamps = timed(plain.process(iter(as_frames(noisy))))
         on, on_stamps = timed(DenoiseStage(sigma, temporal=True, device="cpu").process(iter(as_frames(noisy))))
         fuser = TemporalFuser(estimator=estimator)
         row["v2v_temporal_on"] = {**scored(on), "fps": marginal_fps(on_stamps)}
@@ -170,6 +175,44 @@ def basicvsr_marginal_fps(clean: list[np.ndarray], short: int) -> float:
     return round((len(low) - short) / (times[len(low)] - times[short]), 4)
 
 
+def bench_dtypes(clean: list[np.ndarray], rounds: int = 3) -> dict[str, Any]:
+    """bf16 against fp32 on this CPU, side by side: seconds (best of `rounds`, interleaved) and agreement in dB."""
+    import copy
+
+    from v2v.frames import images_to_tensor, tensor_to_images
+    from v2v.restore.registry import lookup
+
+    crop = [np.ascontiguousarray(image[60:188, 200:392]) for image in clean]  # 192x128
+    rng = np.random.default_rng(1)
+    noisy = np.clip(crop[0] + rng.normal(0, 25, crop[0].shape), 0, 255).round().astype(np.uint8)
+    networks = {"fp32": lookup("ffdnet").load()}
+    networks["bf16"] = copy.deepcopy(networks["fp32"]).to(torch.bfloat16)
+    level = torch.full((1, 1, 1, 1), 25 / 255)
+    seconds: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    outputs = {}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for name, network in networks.items():
+                x = images_to_tensor([noisy], dtype=network.model[0].weight.dtype)
+                started = time.perf_counter()
+                outputs[name] = tensor_to_images(network(x, level))[0]
+                seconds[name].append(time.perf_counter() - started)
+    result: dict[str, Any] = {"ffdnet_192x128": {
+        "seconds": {name: round(min(values), 3) for name, values in seconds.items()},
+        "bf16_vs_fp32_db": round(psnr(outputs["bf16"], outputs["fp32"]), 2),
+        "psnr_to_clean": {name: round(psnr(image, crop[0]), 3) for name, image in outputs.items()}}}  # fmt: skip
+    low = [resize(image, 48, 32) for image in crop[:4]]
+    times, images = {}, {}
+    for name in ("fp32", "bf16", "fp32", "bf16"):
+        stage = VideoSRStage("basicvsr-vimeo90k-bi", device="cpu", dtype=name)
+        images[name], stamps = timed(stage.process(iter(as_frames(low))))
+        times[name] = min(times.get(name, math.inf), stamps[-1])
+    result["basicvsr_4x48x32"] = {
+        "seconds": {name: round(value, 2) for name, value in times.items()},
+        "bf16_vs_fp32_db": round(min(psnr(a, b) for a, b in zip(images["bf16"], images["fp32"], strict=True)), 2)}
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", nargs="+", default=["bikes.mp4", "carphone_pristine.mp4"])
@@ -178,7 +221,7 @@ def main() -> None:
     parser.add_argument("--dn-frames", type=int, default=8)
     parser.add_argument("--speed-frames", type=int, default=4, help="BasicVSR marginal rate: runs of 2 and this many")
     parser.add_argument("--border", type=int, default=8, help="pixels cropped on each side for SR scores")
-    parser.add_argument("--skip", nargs="*", default=[], choices=("sr", "denoise", "speed"))
+    parser.add_argument("--skip", nargs="*", default=[], choices=("sr", "denoise", "speed", "dtypes"))
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default torch's; 1 on a shared, loaded CPU, where a pool of 2 waits)")
     args = parser.parse_args()
@@ -200,6 +243,8 @@ def main() -> None:
     if "speed" not in args.skip and "bikes.mp4" in frames:
         steps.append(("speed", lambda: report.setdefault("speed", {}).update(
             {"basicvsr_fps_out_640x272": basicvsr_marginal_fps(frames["bikes.mp4"][: args.speed_frames], 2)})))
+    if "dtypes" not in args.skip and "bikes.mp4" in frames:
+        steps.append(("dtypes", lambda: report.update({"dtypes": bench_dtypes(frames["bikes.mp4"])})))
     for _, step in steps:
         step()
     if "denoise" in report and "bikes.mp4" in report["denoise"]:

@@ -17,6 +17,7 @@ from restore_reference import clip_frames, wheel_reference
 from v2v.errors import MissingDependencyError, ModelError, UsageError
 from v2v.frames import Frame, images_to_tensor, tensor_to_images
 from v2v.metrics import psnr
+from v2v.pipeline import Context
 from v2v.restore import basicvsr, video_sr
 from v2v.restore.checkpoint import read_state
 from v2v.restore.registry import RestoreModel, lookup
@@ -102,6 +103,7 @@ def test_windows_equal_the_whole_clip_run(vimeo_bi: basicvsr.BasicVSR) -> None:
     frames = as_frames(images)
     out = list(stage.process(iter(frames)))
     assert stage.windows_run == 3 and stage.max_buffered == window
+    assert stage.one_to_one and stage.context == Context(video_sr.LOOKAHEAD, video_sr.LOOKAHEAD, exact=False)
     assert [(f.index, f.pts, f.time_base) for f in out] == [(f.index, f.pts, f.time_base) for f in frames]
     scores = [psnr(mine, reference) for mine, reference in zip((f.image for f in out), whole, strict=True)]
     assert min(scores) >= 40, scores
@@ -144,7 +146,7 @@ def test_a_scene_cut_stops_propagation(tiny_checkpoint: Path) -> None:
     assert is_cut(before[-1], shot[0]) and is_cut(other[-1], shot[0]) and not is_cut(before[-1], other[0])
 
     def upscale(images: list[np.ndarray]) -> list[np.ndarray]:
-        stage = VideoSRStage(str(tiny_checkpoint), device="cpu", window=30)
+        stage = VideoSRStage(str(tiny_checkpoint), device="cpu")  # one window per shot
         return [frame.image for frame in stage.process(iter(as_frames(images)))]
 
     first, second, alone = upscale(before + shot), upscale(other + shot), upscale(shot)
@@ -155,7 +157,7 @@ def test_a_scene_cut_stops_propagation(tiny_checkpoint: Path) -> None:
     assert not np.array_equal(joined[5], upscale(other)[0])
 
 
-def test_bad_options_are_one_line_usage_errors(tiny_checkpoint: Path) -> None:
+def test_bad_options_are_one_line_usage_errors(tiny_checkpoint: Path, monkeypatch) -> None:
     with pytest.raises(UsageError, match="video model.*--tile"):
         VideoSRStage("basicvsr-vimeo90k-bi", tile=128)
     with pytest.raises(UsageError, match="longer than the look-ahead"):
@@ -164,6 +166,10 @@ def test_bad_options_are_one_line_usage_errors(tiny_checkpoint: Path) -> None:
         VideoSRStage("basicvsr-vimeo90k")
     with pytest.raises(UsageError, match="fp16 is for CUDA"):
         VideoSRStage(str(tiny_checkpoint), device="cpu", dtype="fp16")
+    monkeypatch.setattr(video_sr, "available_memory", lambda device: 2**20)  # 1 MB free
+    small = VideoSRStage(str(tiny_checkpoint), device="cpu")
+    with pytest.raises(ModelError, match=r"640x360 frames need about .* GB for a window of 33 frames"):
+        list(small.process(iter(as_frames([np.zeros((360, 640, 3), np.uint8)]))))
 
 
 def test_missing_weights_say_how_to_install(monkeypatch) -> None:

@@ -166,3 +166,12 @@ def test_cli_denoises_end_to_end_keeping_audio_and_timing(clip: Path, tmp_path: 
                          env=env)
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert bad.returncode == 2 and len(lines) == 1 and "--sigma must be in (0, 75]" in lines[0], bad.stderr
+
+
+def test_declared_context_matches_what_the_stage_sees() -> None:
+    from v2v.pipeline import Context, is_one_to_one
+
+    plain, fused, auto = DenoiseStage(25, temporal=False), DenoiseStage(25), DenoiseStage("auto", temporal=False)
+    assert plain.context == Context() and is_one_to_one([plain, fused, auto])
+    assert fused.context == Context(before=fused.radius, after=fused.radius, exact=True)
+    assert auto.context.exact is False  # the level depends on where the shot starts

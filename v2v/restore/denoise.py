@@ -122,7 +122,9 @@ class DenoiseStage:
             estimator = make_flow_estimator("dis", preset="medium")
         self.estimator = estimator
         context = radius if temporal else 0
-        self.context = Context(before=context, after=max(context, AUTO_FRAMES - 1 if self.sigma == "auto" else 0))
+        # exact with a given sigma (the window is all it sees); "auto" depends on where the shot starts
+        auto = self.sigma == "auto"
+        self.context = Context(before=context, after=max(context, AUTO_FRAMES - 1 if auto else 0), exact=not auto)
         self.sigmas: list[float] = []  # the level used for each shot, in order (for logs and tests)
 
     # -- FFDNet -------------------------------------------------------------------------------------------
@@ -203,36 +205,36 @@ class DenoiseStage:
 
     def _output(self, window: collections.deque[_Entry], centre: int,
                 flows: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]) -> Frame:
-        """Frame `centre` of the window, fused with its neighbours (steps 2-4 of the module doc)."""
+        """Frame `centre` of the window, fused with its neighbours (steps 2-4 of the module doc). The arithmetic
+        runs in numpy/OpenCV on the calling thread, as v2v's fusion does (`v2v.flow.warp`)."""
         import torch
 
         from v2v.flow.occlusion import invalid_mask, outside_mask
-        from v2v.flow.warp import flow_to_tensor, single_threaded, warp_by_flow
+        from v2v.flow.warp import flow_to_planes, images_to_planes, warp_by_flow
 
         me = window[centre]
         lo, hi = max(0, centre - self.radius), min(len(window), centre + self.radius + 1)
         assert self.estimator is not None
-        with torch.inference_mode(), single_threaded(self.device):
-            mine = images_to_tensor([me.estimate], self.device)
-            noisy_sum = images_to_tensor([me.frame.image], self.device)
-            weight_sum = torch.ones_like(mine[:, :1])
-            square_sum = torch.ones_like(weight_sum)
-            for other in (window[k] for k in range(lo, hi) if k != centre):
-                if (other.serial, me.serial) in flows:
-                    back, there = flows[(other.serial, me.serial)]
-                else:
-                    there, back = flows[(me.serial, other.serial)] = self.estimator.pair(me.estimate, other.estimate)
-                flow, flow_back = flow_to_tensor(there, self.device), flow_to_tensor(back, self.device)
-                visible = ~(invalid_mask(flow, flow_back) | outside_mask(flow))
-                warped = warp_by_flow(images_to_tensor([other.estimate], self.device), flow)
-                mismatch = (warped - mine).pow(2).mean(dim=1, keepdim=True)
-                weight = visible.float() * torch.exp(-mismatch / (2 * MATCH_TOLERANCE**2))
-                noisy_sum += weight * warp_by_flow(images_to_tensor([other.frame.image], self.device), flow)
-                weight_sum += weight
-                square_sum += weight * weight
-            average = noisy_sum / weight_sum
-            level = (me.sigma / 255.0) * square_sum.sqrt() / weight_sum
-        return me.frame.with_image(self._ffdnet(average.to(self.dtype), level))
+        mine = images_to_planes([me.estimate])
+        noisy_sum = images_to_planes([me.frame.image])
+        weight_sum = np.ones_like(mine[:, :1])
+        square_sum = np.ones_like(weight_sum)
+        for other in (window[k] for k in range(lo, hi) if k != centre):
+            if (other.serial, me.serial) in flows:
+                back, there = flows[(other.serial, me.serial)]
+            else:
+                there, back = flows[(me.serial, other.serial)] = self.estimator.pair(me.estimate, other.estimate)
+            flow, flow_back = flow_to_planes(there), flow_to_planes(back)
+            visible = ~(invalid_mask(flow, flow_back) | outside_mask(flow))
+            mismatch = np.square(warp_by_flow(images_to_planes([other.estimate]), flow) - mine).mean(axis=1,
+                                                                                                    keepdims=True)
+            weight = visible * np.exp(-mismatch / np.float32(2 * MATCH_TOLERANCE**2))
+            noisy_sum += weight * warp_by_flow(images_to_planes([other.frame.image]), flow)
+            weight_sum += weight
+            square_sum += weight * weight
+        average = torch.from_numpy(noisy_sum / weight_sum).to(self.device, self.dtype)
+        level = torch.from_numpy((me.sigma / 255.0) * np.sqrt(square_sum) / weight_sum)
+        return me.frame.with_image(self._ffdnet(average, level))
 
 
 class _Entry(NamedTuple):

@@ -23,7 +23,8 @@ sequence, which does not stream. The stage splits it:
   Memory is flat in the clip's length: the stage holds at most `window` input frames.
 
 Segmented runs (resume, Ray) start each segment without the carried state, so the stage declares the
-look-ahead on both sides: `context = Context(before=LOOKAHEAD, after=LOOKAHEAD)`.
+look-ahead on both sides as its warm-up, and that a segment only approximates a single pass:
+`context = Context(before=LOOKAHEAD, after=LOOKAHEAD, exact=False)`.
 
 Precision (`dtype="auto"`, `v2v.devices.default_dtype`): fp16 on CUDA for the trunks and reconstruction; bf16 on
 CPUs with native bf16 arithmetic (measured here: 1.7x faster than fp32, and 55 dB from the fp32 output), else
@@ -106,7 +107,8 @@ class VideoSRStage:
         self.network.spynet.float()
         self.scale: int = network.scale
         self.lookahead, self.batch_size = lookahead, batch_size
-        self.context = Context(before=lookahead, after=lookahead)
+        # the forward branch is carried without bound, the backward one sees `lookahead` frames: not exact
+        self.context = Context(before=lookahead, after=lookahead, exact=False)
         self.window = window
         self._windows: dict[tuple[int, int], int] = {}
         # what the stage did, for tests and logs

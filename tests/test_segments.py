@@ -303,3 +303,19 @@ def test_ray_workers_build_their_stages_once(local_ray, gop_clip: Path, tmp_path
                   backend="ray", workers=1, progress=False)
     loads = record.read_text().split()
     assert len(loads) == len(set(loads)) >= 1  # once per worker process, not once per segment (3 segments)
+
+
+def test_a_joined_file_keeps_frame_durations_and_its_duration(gop_clip: Path, tmp_path: Path) -> None:
+    """Segments may be MP4 (another time base) joined into Matroska: durations are rescaled with the timestamps,
+    so the output lasts as long as a single pass's and reads back undamaged."""
+    single, joined = tmp_path / "single.mkv", tmp_path / "joined.mkv"
+    run(gop_clip, [], single, encoding=Encoding(codec="ffv1"), progress=False)
+    run_segmented(gop_clip, list, joined, encoding=Encoding(codec="ffv1"), segment_seconds=0.5, progress=False)
+    durations = []
+    for path in (single, joined):
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            durations.append((container.duration, {p.duration for p in container.demux(stream) if p.size}))
+    assert durations[0] == durations[1]
+    with open_source(joined) as reader:
+        assert len(list(reader)) == 60 and reader.damage is None

@@ -116,7 +116,10 @@ def join_parts(parts: Sequence[Part], output: str, *, time_base: Fraction, audio
         with writing_errors(output):
             container = av.open(partial, "w")
             with open_container(parts[0].path) as first:
-                video = container.add_stream_from_template(first.streams.video[0])
+                template = first.streams.video[0]
+                video = container.add_stream_from_template(template)
+                if template.average_rate:  # else Matroska has no default duration and its blocks lose theirs
+                    video.codec_context.framerate = template.average_rate
             if audio is not None:
                 copier = StreamCopier(container, audio.path, origin=audio.origin, trim_start=audio.start)
             shift_ticks = round(shift / time_base) if shift > 0 else 0
@@ -133,8 +136,9 @@ def join_parts(parts: Sequence[Part], output: str, *, time_base: Fraction, audio
                         seen.append(stamp)
                         if copier is not None:
                             copier.copy_until(float(stamp * time_base))
+                        duration = round(packet.duration * packet.time_base / time_base) if packet.duration else 0
                         packet.pts, packet.dts = stamp - shift_ticks, decode_stamp - shift_ticks
-                        packet.time_base = time_base
+                        packet.time_base, packet.duration = time_base, duration  # all three in the output's base
                         packet.stream = video
                         container.mux(packet)
                 stamps = sorted(seen)

@@ -126,12 +126,13 @@ def stabilize_boundaries(work: Path, count: int) -> dict[str, object]:
         forward, backward = flow.pair(originals[first - 1], originals[first])
         at_single.append(pair_warping_error(single[first - 1], single[first], forward, backward)[0])
         at_segmented.append(pair_warping_error(segmented[first - 1], segmented[first], forward, backward)[0])
+    differ = [psnr(a, b) for a, b in zip(segmented, single, strict=True) if not np.array_equal(a, b)]
     return {
         "frames": count, "boundaries": firsts,
         "boundary_warping_error_single": [round(e, 6) for e in at_single],
         "boundary_warping_error_segmented": [round(e, 6) for e in at_segmented],
-        "psnr_segmented_to_single_db": round(float(np.mean([psnr(a, b) for a, b in zip(segmented, single,
-                                                                                        strict=True)])), 2),
+        "frames_identical_to_single": sum(np.array_equal(a, b) for a, b in zip(segmented, single, strict=True)),
+        "psnr_segmented_to_single_db_where_they_differ": round(float(np.mean(differ)), 2) if differ else None,
     }
 
 

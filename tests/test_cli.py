@@ -166,7 +166,7 @@ def test_image_sequence_output_numbers_like_its_source(tmp_path: Path, first: in
 
 def test_review_found_errors_are_one_line(clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "o.mp4"
-    for option, value in (("--strength", "2"), ("--low-rate", "0"), ("--lookahead", "-1")):
+    for option, value in (("--fusion", "2"), ("--low-rate", "0"), ("--lookahead", "-1")):
         result = v2v("stabilize", str(clip), "--guide", str(clip), "-o", str(out), option, value)
         assert_one_line_error(result, 2, option.lstrip("-").replace("-", "_"))
     assert not out.exists()

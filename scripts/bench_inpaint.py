@@ -189,8 +189,7 @@ def bench_diffusion(frames: int) -> dict[str, object]:
         build_tiny_inpaint(models, models / "sd")
         return {
             "sd-inpaint": bench_family(models / "sd-inpaint", StableDiffusionInpaintPipeline, {}, dirty, masks),
-            "flux-fill": bench_family(models / "flux-fill", FluxFillPipeline, {"max_sequence_length": 512}, dirty,
-                                      masks),
+            "flux-fill": bench_family(models / "flux-fill", FluxFillPipeline, {}, dirty, masks),
         }
 
 
@@ -209,6 +208,9 @@ def bench_family(model: Path, cls: type, extra: dict[str, object], dirty: list[n
     pipe = cls.from_pretrained(str(model))  # type: ignore[attr-defined]
     pipe.set_progress_bar_config(disable=True)
     config = painters["off"].config
+    family = painters["off"].stage.family
+    if hasattr(family, "text_tokens"):  # FLUX: the T5 tokens the family asks for
+        extra = {**extra, "max_sequence_length": family.text_tokens(painters["off"].stage.pipe)}
 
     def plain(count: int) -> list[np.ndarray]:
         out = []

@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("diffusers")
 torch = pytest.importorskip("torch")
 
+import tiny_diffusion  # noqa: E402
 from conftest import moving_pattern  # noqa: E402
 
 from v2v.errors import ModelError  # noqa: E402
@@ -22,13 +23,7 @@ from v2v.inpaint.stage import InpaintConfig, InpaintPainter, InpaintStage  # noq
 WIDTH, HEIGHT = 64, 48
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    """One torch thread: on this shared 2-core machine two threads of tiny ops can stall for tens of seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+one_thread = tiny_diffusion.one_thread  # one torch thread (autouse)
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +96,7 @@ def test_temporal_off_equals_the_familys_own_pipeline_per_frame(tiny: Path, fami
                          strength=config.strength, num_inference_steps=config.steps, guidance_scale=config.guidance,
                          generator=torch.Generator("cpu").manual_seed(config.seed + frame.index), output_type="pt")
         if family == "flux-fill":
-            arguments["max_sequence_length"] = made.stage.family.max_sequence_length
+            arguments["max_sequence_length"] = made.stage.family.text_tokens(made.stage.pipe)
         with torch.inference_mode():
             theirs = tensor_to_images(pipe(**arguments).images)[0]
         assert np.array_equal(image[inside], theirs[inside])
@@ -147,3 +142,17 @@ def test_an_inpaint_model_given_to_restyle_points_to_inpaint(tiny: Path) -> None
 
     with pytest.raises(UsageError, match="v2v inpaint"):
         RestyleStage(RestyleConfig(model=str(tiny / "sd-inpaint"), prompt="x", steps=2))
+
+
+def test_controlnet_inpaint_holds_the_paint_and_keeps_the_rest(tiny: Path) -> None:
+    """SD inpainting with a ControlNet (StableDiffusionControlNetInpaintPipeline): a ControlNet of 4 latent channels
+    beside the 9-channel UNet, as control_v11p_sd15_inpaint is."""
+    frames, mask = clip(2), box_mask()
+    held = painter(tiny, "sd-inpaint", controlnets=[str(tiny / "controlnet")], controls=["canny"])
+    assert held.stage.kind == "inpaint+controlnet"
+    out = run_stage(InpaintStage(Masks(mask), fill=False, painter=held), frames)
+    free = run_stage(InpaintStage(Masks(mask), fill=False, painter=painter(tiny, "sd-inpaint")), frames)
+    inside = mask > 0
+    for image, other, frame in zip(out, free, frames, strict=True):
+        assert np.array_equal(image[~inside], frame.image[~inside])
+        assert np.abs(image[inside].astype(int) - other[inside]).mean() > 1

@@ -58,8 +58,11 @@ def shared_tiny_inpaint(factory: object) -> Path:
     """`build_tiny_inpaint` once per test process (beside `tiny_diffusion`'s models); returns the folder holding
     sd, sd-inpaint and flux-fill."""
     if "inpaint" not in _BUILT:
-        from tiny_diffusion import shared_tiny_models
+        import tiny_diffusion
+        from tiny_diffusion import build_tiny_models
 
-        models = shared_tiny_models(factory)
-        _BUILT["inpaint"] = build_tiny_inpaint(models, models / "sd")
+        built = tiny_diffusion._BUILT  # shared with tiny_diffusion's `tiny` fixture: one build per process
+        if "models" not in built:
+            built["models"] = build_tiny_models(factory.mktemp("tiny-diffusion"))  # type: ignore[attr-defined]
+        _BUILT["inpaint"] = build_tiny_inpaint(built["models"], built["models"] / "sd")
     return _BUILT["inpaint"]

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import signal
+import subprocess
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -84,3 +89,39 @@ def write_clip(
 def clip(tmp_path: Path) -> Path:
     """A 12-frame 64x48 H.264 clip at 10 fps with an AAC sine tone."""
     return write_clip(tmp_path / "clip.mp4", audio=True)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray for a test module; workers import the tests' stage factories by name."""
+    import ray
+
+    path = os.pathsep.join(filter(None, [os.path.dirname(__file__), os.environ.get("PYTHONPATH")]))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
+    yield ray
+    ray.shutdown()
+
+
+def kill_after_a_segment(process: subprocess.Popen, manifest: Path, timeout: float = 300) -> None:
+    """SIGKILL a segmented run as soon as its manifest says one segment is done (fails if it ends first)."""
+    deadline, done = time.monotonic() + timeout, 0
+    while done == 0 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+        try:
+            done = sum(s["state"] == "done" for s in json.loads(manifest.read_text())["segments"])
+        except (OSError, ValueError):
+            continue
+    assert process.poll() is None and done >= 1, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A skipped test hides a missing install: fail the run (V2V_ALLOW_SKIPS=1 allows them on purpose)."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if skipped and exitstatus == 0 and not os.environ.get("V2V_ALLOW_SKIPS"):
+        reporter.write_line(f"v2v: {len(skipped)} test(s) skipped; every test must run here (see the reasons above)",
+                            red=True)
+        session.exitstatus = 1

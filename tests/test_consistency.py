@@ -100,6 +100,85 @@ def test_lookahead_keeps_order_and_count_and_stays_bounded() -> None:
     assert abs(look(out[0], 0) - window_look) < 0.25 * abs(look(edits[0], 0) - window_look)
 
 
+def test_the_first_frame_of_a_shot_is_already_corrected() -> None:
+    # a shot whose flicker is a known gain per frame, with mean 1: the consistent answer is the source itself
+    count = 40
+    sources = [scene(i, seed=8, height=96, width=160) for i in range(count)]
+    factors = gains(count, seed=11)
+    factors[0] = 1.3  # the first edit is far off the shot's look
+    factors += 1.0 - factors.mean()
+    edits = [flicker(s, g) for s, g in zip(sources, factors, strict=True)]
+    fuser = TemporalFuser(FusionConfig(lookahead=250), preview=zip(edits, sources, strict=True))
+    fused = [fuser.push(e, s)[0] for e, s in zip(edits, sources, strict=True)]  # no delay with a preview
+
+    def error(frames: list[np.ndarray], index: int) -> float:
+        return float(np.abs(frames[index].astype(float) - sources[index]).mean())
+
+    assert error(fused, 0) <= 1.5 * error(fused, count - 1)
+    assert error(fused, 0) < 0.25 * error(edits, 0)
+    # without looking ahead the first frame is the edit as it came
+    alone = TemporalFuser()
+    assert np.array_equal(alone.fuse(edits[0], sources[0]), edits[0])
+
+
+def test_a_long_lookahead_keeps_small_looks_not_frames() -> None:
+    height, width, lookahead = 272, 640, 300
+    base = scene(0, seed=12, height=height, width=width)
+    read = []
+
+    def preview():
+        for index in range(400):
+            read.append(index)
+            image = np.roll(base, index, axis=1)
+            yield flicker(image, 1.0 + 0.1 * np.sin(index)), image
+
+    fuser = TemporalFuser(FusionConfig(lookahead=lookahead), preview=preview())
+    for index in range(5):
+        image = np.roll(base, index, axis=1)
+        fuser.push(flicker(image, 1.0 + 0.1 * np.sin(index)), image)
+        assert len(read) == index + lookahead + 1  # read exactly `lookahead` frames ahead, no more
+        assert len(fuser._ahead) == lookahead + 1  # what is behind is dropped
+        assert not fuser._pending  # no full frame is held with a preview
+    per_frame = fuser.ahead_bytes / len(fuser._ahead)
+    assert per_frame < 20_000  # a 48-column grid of the look and a 32-column scene signature
+    assert fuser.ahead_bytes < 0.02 * (lookahead + 1) * 2 * base.nbytes  # vs holding the frame pairs
+
+
+def test_numpy_and_torch_paths_agree() -> None:
+    sources = [scene(i, seed=13) for i in range(8)]
+    edits = [flicker(s, g) for s, g in zip(sources, gains(8, seed=14), strict=True)]
+    on_numpy, on_torch = TemporalFuser(), TemporalFuser()
+    on_torch._numpy = False  # the path other devices take, run on the CPU
+    for edit, source in zip(edits, sources, strict=True):
+        a, b = on_numpy.fuse(edit, source), on_torch.fuse(edit, source)
+        assert np.abs(a.astype(int) - b.astype(int)).mean() < 0.5
+
+
+def test_kornia_ops_match_the_formulas_they_replace() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from v2v.consistency.fusion import _gaussian_blur, _luma
+
+    rng = np.random.default_rng(15)
+    values = torch.from_numpy(rng.random((1, 4, 30, 50), dtype=np.float32))
+    # the hand-written separable Gaussian (radius round(3 sigma), replicated borders) kornia replaced
+    sigma = 8 / 3
+    radius = max(1, int(round(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    row, column = kernel.view(1, 1, 1, -1).expand(4, 1, 1, -1), kernel.view(1, 1, -1, 1).expand(4, 1, -1, 1)
+    old = F.conv2d(F.pad(values, (radius, radius, 0, 0), mode="replicate"), row, groups=4)
+    old = F.conv2d(F.pad(old, (0, 0, radius, radius), mode="replicate"), column, groups=4)
+    assert torch.allclose(_gaussian_blur(values, sigma), old, atol=1e-4)
+    assert np.allclose(_gaussian_blur(values.numpy(), sigma), old.numpy(), atol=1e-4)  # OpenCV's, on numpy
+    rgb = values[:, :3]
+    old_luma = (rgb * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    assert torch.allclose(_luma(rgb), old_luma, atol=1e-4)
+    assert np.allclose(_luma(rgb.numpy()), old_luma.numpy(), atol=1e-4)
+
+
 def test_masked_lowpass_fills_holes_from_the_trusted_area() -> None:
     import torch
 
@@ -109,6 +188,8 @@ def test_masked_lowpass_fills_holes_from_the_trusted_area() -> None:
     values[..., 10:30, 20:40] = 9.0  # untrusted values must not leak in
     low = masked_lowpass(values, weight, 1 / 8)
     assert torch.allclose(low, torch.full_like(low, 0.5), atol=1e-3)
+    low = masked_lowpass(values.numpy(), weight.numpy(), 1 / 8)
+    assert np.allclose(low, 0.5, atol=1e-3)
 
 
 # -- the command -------------------------------------------------------------------------------------------

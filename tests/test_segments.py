@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from conftest import write_clip
+from conftest import kill_after_a_segment, write_clip
 
 from v2v.errors import InputError, OutputError, UsageError, V2VError
 from v2v.io.reader import open_source
@@ -128,17 +126,7 @@ def test_kill_then_resume_gives_every_frame_once(gop_clip: Path, tmp_path: Path,
     out = tmp_path / "resumed.mkv"
     manifest = Path(default_work_dir(str(out))) / "manifest.json"
     process = subprocess.Popen([sys.executable, "-c", KILLABLE, str(gop_clip), str(out)])
-    deadline = time.monotonic() + 120
-    done = 0
-    while done == 0 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-        try:
-            done = sum(s["state"] == "done" for s in json.loads(manifest.read_text())["segments"])
-        except (OSError, ValueError):
-            continue
-    assert process.poll() is None and done >= 1, "the run ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_after_a_segment(process, manifest)
     assert not out.exists()
     # resume in this process, with the same options and a fast stage that computes the same pixels
     report = run_segmented(gop_clip, invert, out, options={"stage": "invert"}, encoding=Encoding(codec="ffv1"),
@@ -190,17 +178,6 @@ def test_resume_refuses_changed_options_other_input_and_damaged_manifest(gop_cli
 # --- Ray -------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    # workers import this module's stage factories by name
-    path = os.pathsep.join(filter(None, [os.path.dirname(__file__), os.environ.get("PYTHONPATH")]))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path}})
-    yield ray
-    ray.shutdown()
-
-
 def test_ray_two_workers_give_the_same_frames_as_local(local_ray, gop_clip: Path, tmp_path: Path) -> None:
     # lossless, so the comparison is of the frames Ray computed, not of x264, which encoded a segment
     # differently (up to 8 levels) now and then when two workers started at once
@@ -244,3 +221,85 @@ def test_a_worker_that_dies_is_retried_then_reported(local_ray, gop_clip: Path, 
         run_segmented(gop_clip, always_dies, doomed, segment_seconds=0.5, backend="ray", workers=1, retries=1,
                       progress=False)
     assert not doomed.exists()
+
+
+SLOW_TRANSCODE = """
+import sys, time
+import v2v.commands.transcode as transcode
+from v2v.cli import main
+from v2v.pipeline import MapStage
+
+def slowly(image):
+    time.sleep(0.05)
+    return image
+
+plain = transcode.run_pipeline
+transcode.run_pipeline = lambda args, stages: plain(args, [MapStage(slowly)])
+sys.exit(main(["transcode", *sys.argv[1:]]))
+"""
+
+
+def test_a_plain_run_killed_part_way_resumes_and_cleans_up(tmp_path: Path) -> None:
+    """No --resume on the first run: a run of several segments keeps resume data by default."""
+    source = write_clip(tmp_path / "long.mp4", frames=60, width=96, height=64, fps=25, audio=True, options=GOP)
+    out = tmp_path / "out.mkv"
+    work = Path(default_work_dir(str(out)))
+    options = [str(source), "-o", str(out), "--codec", "ffv1", "--segment-seconds", "0.4", "--no-progress"]
+    command = [sys.executable, "-m", "v2v", "transcode", *options]
+    process = subprocess.Popen([sys.executable, "-c", SLOW_TRANSCODE, *options], stderr=subprocess.DEVNULL)
+    kill_after_a_segment(process, work / "manifest.json")
+    assert not out.exists() and work.exists()
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 1 and "--resume" in again.stderr  # a work folder is never silently reused
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    finished = int(resumed.stderr.split("resuming: ")[1].split(" of ")[0])
+    assert finished >= 1  # only unfinished segments were redone
+    times, images = decoded(out)
+    reference = tmp_path / "reference.mkv"
+    run(source, [], reference, encoding=Encoding(codec="ffv1"), progress=False)
+    assert times == decoded(reference)[0] and len(set(times)) == 60
+    assert all(np.array_equal(a, b) for a, b in zip(decoded(reference)[1], images, strict=True))
+    assert audio_bytes(out) == audio_bytes(source)
+    assert not work.exists()  # removed after success
+
+
+def test_short_runs_and_inexact_stages_are_not_segmented_by_default(tmp_path: Path) -> None:
+    import argparse
+
+    from v2v.commands.common import _resumable_by_default
+    from v2v.pipeline import Context
+
+    source = write_clip(tmp_path / "clip.mp4", frames=20, fps=25)  # 0.8 s
+    args = argparse.Namespace(input=str(source), output=str(tmp_path / "o.mp4"), start=0.0, end=None,
+                              max_frames=None, segment_seconds=0.4, no_resume_data=False)
+    assert _resumable_by_default(args, [])
+    assert not _resumable_by_default(argparse.Namespace(**{**vars(args), "segment_seconds": 10.0}), [])
+    assert not _resumable_by_default(argparse.Namespace(**{**vars(args), "no_resume_data": True}), [])
+
+    class Running:
+        context = Context(before=8, exact=False)
+
+        def process(self, frames):
+            return frames
+
+    assert not _resumable_by_default(args, [Running()])
+
+
+def pid_stage_factory(record: str):
+    """A stage factory that notes the process it runs in each time it is called (a model load)."""
+
+    def make() -> list[MapStage]:
+        with open(record, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        return invert()
+
+    return make
+
+
+def test_ray_workers_build_their_stages_once(local_ray, gop_clip: Path, tmp_path: Path) -> None:
+    record = tmp_path / "loads.txt"
+    run_segmented(gop_clip, pid_stage_factory(str(record)), tmp_path / "out.mp4", segment_seconds=0.5,
+                  backend="ray", workers=1, progress=False)
+    loads = record.read_text().split()
+    assert len(loads) == len(set(loads)) >= 1  # once per worker process, not once per segment (3 segments)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ncnn_export import Writer, export_compact, export_rrdb
+from ncnn_export import Writer, export_compact, export_rrdb, randomise
 from spandrel.architectures.Compact import Compact
 from spandrel.architectures.ESRGAN import ESRGAN
 
@@ -19,19 +19,10 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("V2V_CACHE", str(tmp_path / "cache"))
 
 
-def _randomise(model: torch.nn.Module) -> torch.nn.Module:
-    """Random weights everywhere (PReLU slopes too), so a wrong mapping cannot pass by luck."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn_like(parameter) * 0.1)
-    return model.eval()
-
-
 @pytest.mark.parametrize("storage, tolerance", [("fp32", 1e-6), ("fp16", 1e-3)])
 @pytest.mark.parametrize("upscale", [2, 4])
 def test_compact_round_trip(tmp_path, storage, tolerance, upscale):
-    original = _randomise(Compact(num_feat=8, num_conv=3, upscale=upscale))
+    original = randomise(Compact(num_feat=8, num_conv=3, upscale=upscale))
     param, _ = export_compact(original, tmp_path, "compact", storage)
     loaded = load_file(param)
     assert (loaded.architecture, loaded.scale, loaded.resize) == ("Compact", upscale, None)
@@ -44,7 +35,7 @@ def test_compact_round_trip(tmp_path, storage, tolerance, upscale):
 
 @pytest.mark.parametrize("storage, tolerance", [("fp32", 1e-5), ("fp16", 1e-3)])
 def test_rrdb_round_trip(tmp_path, storage, tolerance):
-    original = _randomise(ESRGAN(num_filters=8, num_blocks=2, scale=4))
+    original = randomise(ESRGAN(num_filters=8, num_blocks=2, scale=4))
     param, _ = export_rrdb(original, tmp_path, "rrdb", storage)
     imported = import_ncnn(load_ncnn(param))
     assert imported.architecture == "RRDBNet"
@@ -57,7 +48,7 @@ def test_rrdb_round_trip(tmp_path, storage, tolerance):
 
 
 def test_trailing_resize_is_kept(tmp_path):
-    original = _randomise(Compact(num_feat=8, num_conv=2, upscale=4))
+    original = randomise(Compact(num_feat=8, num_conv=2, upscale=4))
     param, _ = export_compact(original, tmp_path, "x4-then-half", resize=0.5)
     imported = import_ncnn(load_ncnn(param))
     assert (imported.resize, imported.resize_mode) == (0.5, "bicubic")
@@ -72,7 +63,7 @@ def test_other_graphs_are_refused_with_what_was_tried(tmp_path):
     w.layer("ReLU", ["a"], ["b"])
     w.conv("b", "output", torch.randn(3, 8, 3, 3).numpy(), torch.zeros(3).numpy())
     param, _ = w.save(tmp_path, "plain")
-    with pytest.raises(ModelError, match="tried.*SRVGGNetCompact.*RRDBNet"):
+    with pytest.raises(ModelError, match="tried.*SRVGGNetCompact.*RRDBNet.*Real-CUGAN.*SPAN"):
         import_ncnn(load_ncnn(param))
     with pytest.raises(ModelError, match="unsupported ncnn graph"):
         load_file(param)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from test_sr_upscale import _bikes, _ncnn, _psnr
 
+from v2v import devices
 from v2v.errors import UsageError
-from v2v.sr import upscale as upscale_module
 from v2v.sr.int8 import Int8Network, float_modules
 from v2v.sr.models import load_model
 from v2v.sr.upscale import Upscaler, UpscaleStage
@@ -94,7 +94,7 @@ def test_network_without_convolutions_is_refused():
 
 def test_int8_is_for_the_cpu(monkeypatch):
     # No GPU here: pretend the device check found one, the int8 check comes before anything touches it.
-    monkeypatch.setattr(upscale_module, "check_device", lambda device: torch.device("cuda"))
+    monkeypatch.setattr(devices, "resolve_device", lambda device: torch.device("cuda"))
     with pytest.raises(UsageError, match="int8 is for the CPU"):
         Upscaler(load_model("realesr-animevideov3-x2"), device="cuda", dtype="int8")
 

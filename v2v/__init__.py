@@ -1,6 +1,8 @@
 """v2v: video-to-video editing in a frame-streaming pipeline.
 
-The public API is imported lazily so that `v2v --version` stays instant (no PyAV, no torch).
+The public API is imported lazily so that `v2v --version` stays instant (no PyAV, no torch): each name below
+loads its module on first use. `v2v.open` (the same as `v2v.open_source`) is there too, but left out of
+`__all__` so that `from v2v import *` does not hide the builtin `open`.
 """
 
 from __future__ import annotations
@@ -11,23 +13,54 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    # frames, stages and the runner
     "Frame": "v2v.frames",
     "Stage": "v2v.pipeline",
+    "Context": "v2v.pipeline",
+    "Timing": "v2v.pipeline",
     "MapStage": "v2v.pipeline",
     "run": "v2v.pipeline",
     "RunReport": "v2v.pipeline",
-    "open": "v2v.io.reader",
+    # reading and writing
+    "open_source": "v2v.io.reader",
     "probe": "v2v.io.probe",
+    "VideoInfo": "v2v.io.probe",
     "open_writer": "v2v.io.writer",
+    "Encoding": "v2v.io.writer",
+    # the processing stages (each imports torch and its models only when used)
+    "UpscaleStage": "v2v.sr.upscale",
+    "StabilizeStage": "v2v.consistency.stage",
+    "FusionConfig": "v2v.consistency.fusion",
+    "InterpolateStage": "v2v.restore.interpolate",
+    "RestyleStage": "v2v.diffusion.stage",
+    "RestyleConfig": "v2v.diffusion.config",
+    # errors
     "V2VError": "v2v.errors",
+    "UsageError": "v2v.errors",
+    "InputError": "v2v.errors",
+    "SourceNotFoundError": "v2v.errors",
+    "OutputExistsError": "v2v.errors",
+    "OutputError": "v2v.errors",
+    "ModelError": "v2v.errors",
+    "MissingDependencyError": "v2v.errors",
 }
-_ALIASES = {"open": "open_source"}
+# attributes that are not exported by `import *`: name -> (module, attribute)
+_HIDDEN = {"open": ("v2v.io.reader", "open_source")}
 
 __all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    if name in _HIDDEN:
+        module, attribute = _HIDDEN[name]
+    elif name in _EXPORTS:
+        module, attribute = _EXPORTS[name], name
+    else:
         raise AttributeError(f"module 'v2v' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), _ALIASES.get(name, name))
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value  # the next look-up is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS, *_HIDDEN})

@@ -25,12 +25,15 @@ COMMANDS = {
     "stabilize": "v2v.commands.stabilize",
     "metrics": "v2v.commands.metrics",
     "upscale": "v2v.commands.upscale",
+    "denoise": "v2v.commands.denoise",
     "models": "v2v.commands.models",
     "restyle": "v2v.commands.restyle",
-    "interpolate": "v2v.commands.interpolate",
     "edit": "v2v.commands.edit",
     "inpaint": "v2v.commands.inpaint",
     "mask": "v2v.commands.mask",
+    "interpolate": "v2v.commands.interpolate",
+    "preview": "v2v.commands.preview",
+    "compare": "v2v.commands.compare",
 }
 
 log = logging.getLogger("v2v")

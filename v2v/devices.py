@@ -74,3 +74,24 @@ def default_dtype(device: torch.device | str, *, half: bool = True, bfloat16: bo
     if kind == "cpu" and bfloat16 and cpu_bfloat16 and cpu_has_bf16():
         return torch.bfloat16
     return torch.float32
+
+
+def available_memory(device: torch.device | str) -> int:
+    """Bytes a new allocation can use on `device`: on CUDA the driver's free memory plus what torch holds cached
+    but unused (`mem_get_info` alone misses that); on the CPU MemAvailable from /proc/meminfo."""
+    import os
+
+    import torch
+
+    placed = torch.device(device)
+    if placed.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(placed)
+        return int(free + torch.cuda.memory_reserved(placed) - torch.cuda.memory_allocated(placed))
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))

@@ -16,11 +16,13 @@ Everything streams: a meter holds the previous frame only.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from v2v.errors import InputError
 from v2v.flow.estimators import FlowEstimator
 
 MIN_TRUSTED = 0.05
@@ -61,22 +63,19 @@ def pair_warping_error(current: np.ndarray, following: np.ndarray, flow: np.ndar
         (mean squared error in [0, 1] units over trusted pixels and channels, or NaN when fewer than
         MIN_TRUSTED of the pixels are trusted; masked fraction in [0, 1]).
     """
-    import torch
-
     from v2v.flow.occlusion import invalid_mask
-    from v2v.flow.warp import flow_to_tensor, single_threaded, warp_by_flow
-    from v2v.frames import images_to_tensor
+    from v2v.flow.warp import flow_to_planes, images_to_planes, warp_by_flow
 
-    with torch.inference_mode(), single_threaded():
-        forward, backward = flow_to_tensor(flow), flow_to_tensor(flow_back)
-        trusted = ~invalid_mask(forward, backward)
-        now, nxt = images_to_tensor([current, following])
-        warped = warp_by_flow(nxt[None], forward)[0]
-        squared = (now - warped).pow(2).mean(dim=0)
-        keep = trusted[0, 0]
-        count = int(keep.sum())
-        error = float(squared[keep].mean()) if count >= MIN_TRUSTED * keep.numel() else math.nan
-        return error, 1.0 - count / keep.numel()
+    # numpy and OpenCV on the calling thread (see v2v.flow.warp): a frame's worth of elementwise work
+    forward, backward = flow_to_planes(flow), flow_to_planes(flow_back)
+    keep = ~invalid_mask(forward, backward)[0, 0]
+    now, nxt = images_to_planes([current, following])
+    warped = warp_by_flow(nxt[None], forward)[0]
+    difference = now - warped
+    squared = (difference * difference).mean(axis=0)
+    count = int(keep.sum())
+    error = float(squared[keep].mean(dtype=np.float64)) if count >= MIN_TRUSTED * keep.size else math.nan
+    return error, 1.0 - count / keep.size
 
 
 @dataclasses.dataclass
@@ -124,6 +123,10 @@ class ScoreMeter:
         self._previous = (frame, guide)
         self.frames += 1
 
+    def series(self) -> dict[str, list[float]]:
+        """Per-frame values so far: warping error of each pair (NaN at cuts), PSNR and SSIM of each frame."""
+        return {"warping_error": [error for error, _ in self._warp], "psnr": list(self._psnr), "ssim": list(self._ssim)}
+
     def result(self) -> VideoScores:
         scores = VideoScores(frames=self.frames)
         usable = [(error, masked) for error, masked in self._warp if not math.isnan(error)]
@@ -139,19 +142,41 @@ class ScoreMeter:
 
 def score_video(frames: Iterable[np.ndarray], guide: Iterable[np.ndarray],
                 estimator: FlowEstimator | None = None, reference: Iterable[np.ndarray] | None = None,
-                flows: Iterable[tuple[np.ndarray, np.ndarray]] | None = None) -> VideoScores:
+                flows: Iterable[tuple[np.ndarray, np.ndarray]] | None = None,
+                meter: ScoreMeter | None = None) -> VideoScores:
     """Scores of a processed clip against its original (`guide`, for the flow) and optionally a reference.
 
     All inputs are iterables of RGB uint8 (H, W, 3) frames of one length, consumed in step; `flows`, when
-    given, yields the guide's (t -> t+1, t+1 -> t) flows for each pair instead of `estimator`.
+    given, yields the guide's (t -> t+1, t+1 -> t) flows for each pair instead of `estimator`. Pass a `meter` to
+    read its per-frame `series()` afterwards.
     """
-    meter = ScoreMeter(estimator)
+    meter = meter or ScoreMeter(estimator)
     references: Iterator[np.ndarray | None] = iter(reference) if reference is not None else _nones()
     flow_pairs = iter(flows) if flows is not None else None
-    for index, (frame, source) in enumerate(zip(frames, guide, strict=True)):
+    for index, (frame, source) in enumerate(_in_step(frames, guide, "the guide")):
         pair = next(flow_pairs) if flow_pairs is not None and index > 0 else None
-        meter.update(frame, source, next(references), pair)
+        reference_frame = next(references, _END)
+        if reference_frame is _END:
+            raise InputError(f"the reference ends after {index} frames but the video goes on; "
+                             "they must match frame for frame")
+        meter.update(frame, source, reference_frame, pair)  # type: ignore[arg-type]
+    if reference is not None and next(references, _END) is not _END:
+        raise InputError(f"the reference has more frames than the video ({meter.frames}); "
+                         "they must match frame for frame")
     return meter.result()
+
+
+_END = object()
+
+
+def _in_step(frames: Iterable[np.ndarray], other: Iterable[np.ndarray], name: str) -> Iterator[tuple]:
+    """Pairs of two clips' frames; InputError (one line) when one clip ends before the other."""
+    for count, (a, b) in enumerate(itertools.zip_longest(frames, other, fillvalue=_END)):
+        if a is _END or b is _END:
+            shorter, longer = ("the video", name) if a is _END else (name, "the video")
+            raise InputError(f"{shorter} ends after {count} frames but {longer} goes on; "
+                             "they must match frame for frame")
+        yield a, b
 
 
 def _nones() -> Iterator[None]:

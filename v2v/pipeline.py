@@ -34,12 +34,14 @@ class Context:
     """How many source frames a stage needs before and after a frame to produce it as a single pass would.
 
     Segmented runs decode `before` frames ahead of each segment (and `after` past its end), let the stage
-    see them, and keep only the segment's own output. A stage whose state restarts at scene cuts may
-    declare less than its full reach; `None` for `before` means "from the start of the shot".
+    see them, and keep only the segment's own output. A stage whose state reaches further back (a running
+    average, an attention anchor) declares the warm-up it wants and `exact=False`: runs are then segmented
+    only when the user asks (`--resume`), never by default.
     """
 
     before: int = 0
     after: int = 0
+    exact: bool = True  # False: state reaches further back than `before` (a segment then only approximates)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,11 +77,13 @@ def context_of(stages: Stage | Sequence[Stage]) -> Context:
     """The context a stage (or a chain of stages, whose needs add up) declares."""
     chain = [stages] if isinstance(stages, Stage) else list(stages)
     before = after = 0
+    exact = True
     for stage in chain:
         context = getattr(stage, "context", None) or Context()
         before += context.before
         after += context.after
-    return Context(before, after)
+        exact = exact and context.exact
+    return Context(before, after, exact)
 
 
 def is_one_to_one(stages: Stage | Sequence[Stage]) -> bool:
@@ -251,12 +255,14 @@ def run(
     end: float | None = None,
     max_frames: int | None = None,
     progress: bool = True,
+    start_number: int | None = None,
 ) -> RunReport:
     """Stream `source` through `stages` into `output` and return what happened.
 
     `source` is a path (video file, image folder, printf pattern) or an open reader; `output` a path
     (video file or printf pattern) or an open writer. For paths, `start`/`end` (seconds), `max_frames`,
-    `encoding` and `overwrite` apply; the source's audio and subtitles are copied into a video output.
+    `encoding` and `overwrite` apply; the source's audio and subtitles are copied into a video output. An
+    image-sequence output numbers its files from `start_number` (default: as the source sequence does, else 1).
     Nothing is written at the output's name unless the whole run succeeds.
     """
     if output is None:
@@ -276,7 +282,7 @@ def run(
         writer = output if not isinstance(output, (str, os.PathLike)) else open_writer(
             output, encoding=encoding, overwrite=overwrite, audio=audio, fps=timing.rate,
             shift=output_shift(timing, reader.start_time, reader.window.start),
-            start_number=getattr(reader, "first_number", 1),
+            start_number=getattr(reader, "first_number", 1) if start_number is None else start_number,
         )
     except BaseException:
         reader.close()
@@ -311,6 +317,12 @@ def run(
             raise write_failures[0]
         if audio is not None:
             audio.end = reader.stopped_at  # a window that ended early ends the audio there too
+        if reader.frames_read == 0 and writer.frames_written == 0:
+            from v2v.errors import InputError
+
+            why = f" ({reader.damage})" if reader.damage else ""
+            raise InputError(f"{reader.info.path}: no frame could be decoded{why}; its video stream is empty or "
+                             "damaged (or the --start/--end window holds no frame)")
         writer.close()
     except BaseException:
         stop.set()

@@ -261,14 +261,27 @@ def encode_segment(
     return report.frames_written
 
 
-def _segment_bytes(plan: Plan, segment: Segment, make_stages: StageFactory, encoding: Encoding, suffix: str) -> bytes:
+# A Ray worker's stages, by the object id of the factory they came from: models load once per worker process,
+# not once per segment.
+_WORKER_STAGES: dict[str, Sequence[Stage]] = {}
+
+
+def _segment_bytes(plan: Plan, segment: Segment, factory: list[Any], encoding: Encoding, suffix: str) -> bytes:
     """Ray task body: encode one segment in the worker's temp folder and hand back the file's bytes, so that
-    workers need no storage shared with the driver."""
+    workers need no storage shared with the driver. `factory` is `[ObjectRef]` of the stage factory (in a list,
+    so Ray leaves it a reference): it is fetched and called once per worker process."""
     import tempfile
 
+    import ray
+
+    key = factory[0].hex()
+    if key not in _WORKER_STAGES:
+        _WORKER_STAGES.clear()  # one run's stages at a time
+        _WORKER_STAGES[key] = ray.get(factory[0])()
+    stages = _WORKER_STAGES[key]
     with tempfile.TemporaryDirectory(prefix="v2v-segment-") as folder:
         path = os.path.join(folder, f"segment{suffix}")
-        encode_segment(plan, segment, make_stages, encoding, path)
+        encode_segment(plan, segment, lambda: stages, encoding, path)
         return Path(path).read_bytes()
 
 
@@ -314,12 +327,13 @@ def _run_ray(
     try:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         task = ray.remote(_segment_bytes).options(num_cpus=1, num_gpus=gpus, max_retries=retries)
+        factory = [ray.put(make_stages)]
         queue = list(pending)
         in_flight: dict[Any, Segment] = {}
         while queue or in_flight:
             while queue and len(in_flight) < workers:
                 segment = queue.pop(0)
-                in_flight[task.remote(plan, segment, make_stages, encoding, work.suffix)] = segment
+                in_flight[task.remote(plan, segment, factory, encoding, work.suffix)] = segment
             finished, _ = ray.wait(list(in_flight), num_returns=1)
             for ref in finished:
                 segment = in_flight.pop(ref)
@@ -445,7 +459,7 @@ def run_segmented(
         if bar is not None:
             bar.update(1)
 
-    # 2. Encode what is missing, here or on Ray.
+    # 2. Encode what is missing, here or on Ray; 3. join by stream copy, then drop the work folder.
     try:
         if backend == "ray":
             _run_ray(
@@ -453,12 +467,18 @@ def run_segmented(
             )
         else:
             _run_local(plan, pending, make_stages, encoding, done, work)
+        if bar is not None:
+            bar.close()
+        join_segments(plan, [work.segment_path(s.number) for s in plan.segments], output, trim_start=start,
+                      time_base=timing.time_base, one_to_one=is_one_to_one(declared), stretch=timing.stretch)
+    except BaseException:
+        finished = sum(entry.get("state") == "done" for entry in manifest["segments"])
+        log.warning("%d of %d segments are finished and kept in %s; the same command with --resume continues",
+                    finished, len(plan.segments), work.folder)
+        raise
     finally:
         if bar is not None:
             bar.close()
-    # 3. Join by stream copy, then drop the work folder.
-    join_segments(plan, [work.segment_path(s.number) for s in plan.segments], output, trim_start=start,
-                  time_base=timing.time_base, one_to_one=is_one_to_one(declared), stretch=timing.stretch)
     shutil.rmtree(work.folder, ignore_errors=True)
     frames = sum(s.frames for s in plan.segments)
     return RunReport(output, frames, frames, time.perf_counter() - began, None)

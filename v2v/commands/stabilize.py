@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from v2v.commands.common import add_io_arguments, run_pipeline
+
+if TYPE_CHECKING:
+    from v2v.pipeline import Stage
 
 HELP = "make a flickering per-frame edit temporally consistent, guided by the original video's motion"
 FLOWS = ("dis", "raft", "raft-small")
@@ -27,14 +31,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--low-rate", type=float, default=0.08,
                         help="0..1: weight of each new frame in the colour/exposure average (default 0.08; "
                              "lower = steadier colour)")
-    parser.add_argument("--lookahead", type=int, default=8, metavar="N",
-                        help="hold back N frames to seed the colour average at the start and after each cut "
-                             "(default 8; 0 = none)")
+    parser.add_argument("--lookahead", type=int, default=250, metavar="N",
+                        help="frames read ahead to set each shot's colour from its first frame: the shot's mean "
+                             "look up to the next cut (default 250, 10 s at 25 fps; 0 = none). Both clips are "
+                             "decoded a second time for it and only a small grid (~14 KB) a frame is kept")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     parser.add_argument("--debug-dir", default=None, metavar="DIR", help="write flow and trust-mask PNGs here")
 
 
-def main(args: argparse.Namespace) -> int:
+def build_stages(args: argparse.Namespace) -> list[Stage]:
+    """The stabilize stage, after checking the two clips against each other. With `args.partial` (a preview)
+    the stage sees only parts of the clip, so the guide is not required to end with them."""
     import torch
 
     from v2v.consistency import FusionConfig, StabilizeStage, check_same_shape
@@ -66,8 +73,10 @@ def main(args: argparse.Namespace) -> int:
         estimator = make_flow_estimator(args.flow, weights=args.flow_weights, device=device)
     stage = StabilizeStage(args.guide, config, estimator, start=args.start, end=args.end,
                            max_frames=args.max_frames, device=device, debug_dir=args.debug_dir,
-                           check_end=not segmented)
+                           check_end=not (segmented or getattr(args, "partial", False)), processed=args.input)
+    return [stage]
 
-    # 3. Run.
-    run_pipeline(args, [stage])
+
+def main(args: argparse.Namespace) -> int:
+    run_pipeline(args, build_stages(args))
     return 0

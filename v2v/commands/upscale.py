@@ -1,13 +1,22 @@
-"""`v2v upscale IN -o OUT --model NAME|PATH`: super-resolution of every frame, audio and timing kept."""
+"""`v2v upscale IN -o OUT --model NAME|PATH`: super-resolution of every frame, audio and timing kept.
+
+A named model is looked up in the restore registry: single-image models (task "sr": Real-ESRGAN, Real-CUGAN,
+SPAN) run frame by frame through `v2v.sr`; video models (task "video-sr": BasicVSR) run in windows of frames
+through `v2v.restore.video_sr`. Anything else is a checkpoint file.
+"""
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from v2v.commands.common import add_io_arguments, positive_int, run_pipeline
-from v2v.sr.models import NAMED_MODELS  # light: torch is imported only when a model loads
 
-HELP = "upscale a video with a super-resolution model (named Real-ESRGAN models or any spandrel checkpoint)"
+if TYPE_CHECKING:
+    from v2v.pipeline import Stage
+
+HELP = "upscale a video with a super-resolution model (a named model, see `v2v models`, or any spandrel checkpoint)"
+VIDEO_TASK = "video-sr"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,13 +24,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model")
     model.add_argument(
         "--model", "-m", default="realesr-animevideov3-x2",
-        help=f"a named model ({', '.join(NAMED_MODELS)}; see `v2v models`) or a checkpoint file "
-        "(.pth/.safetensors of any architecture spandrel knows, or an ncnn .param); default %(default)s",
+        help="a named model (Real-ESRGAN, Real-CUGAN, SPAN, BasicVSR ...; `v2v models` lists them; a name without "
+        "its scale takes --scale: realesr-animevideov3 --scale 2) or a checkpoint file (.pth/.safetensors of any "
+        "architecture spandrel knows, or an ncnn .param); default %(default)s",
     )  # fmt: skip
     model.add_argument("--scale", type=float, default=None,
                        help="output scale >= 1 (default: the model's); at most the network's own scale")
     model.add_argument("--tile", type=int, default=None, metavar="N",
-                       help="tile size in input pixels (0: never tile; default: automatic from free memory)")
+                       help="tile size in input pixels (0: never tile; default: chosen from free memory on the "
+                       "first frame of each size, then kept)")
     model.add_argument("--batch", type=positive_int, default=1, metavar="N", help="frames per batch (default 1)")
     model.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     model.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16", "int8"),
@@ -31,16 +42,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="with --dtype int8: frames with detail to calibrate on, run in float32 (default 2)")
 
 
+def _video_model(name: str) -> object | None:
+    """The registry's video-sr model called `name`, or None (a single-image model or a file)."""
+    from v2v.restore import registry
+
+    if registry.is_named(name):
+        model = registry.lookup(name)
+        if model.task == VIDEO_TASK:
+            return model
+    return None
+
+
+def video_stage(args: argparse.Namespace, model: object) -> object:
+    """The stage for a video SR model, after refusing the options that only single-image models take."""
+    from v2v.errors import UsageError
+    from v2v.restore.video_sr import VideoSRStage  # imported here: only video models need it
+
+    name = model.name  # type: ignore[attr-defined]
+    if args.tile not in (None, 0):
+        raise UsageError(f"{name} is a video model: it runs whole frames in windows of frames, so --tile "
+                         f"{args.tile} cannot apply; leave --tile out")
+    if args.dtype == "int8":
+        raise UsageError(f"--dtype int8 is for single-image models; {name} runs in fp32, bf16 or fp16")
+    scale = model.scale  # type: ignore[attr-defined]
+    if args.scale is not None and abs(args.scale - scale) > 1e-9:
+        raise UsageError(f"{name} upscales x{scale:g} only; leave --scale out or choose a single-image model")
+    return VideoSRStage(model, device=args.device, dtype=args.dtype, batch_size=args.batch)  # type: ignore[arg-type]
+
+
+def build_stages(args: argparse.Namespace) -> list[Stage]:
+    """The upscale stage the options describe (its model loads now)."""
+    from v2v.devices import resolve_device
+
+    device = resolve_device(args.device)
+    video = _video_model(args.model)
+    if video is not None:
+        stage = video_stage(args, video)
+    else:
+        from v2v.sr.upscale import UpscaleStage
+
+        stage = UpscaleStage(
+            args.model, batch_size=args.batch, device=device, dtype=args.dtype, tile=args.tile, scale=args.scale,
+            calibration_frames=args.calibration_frames,
+        )  # fmt: skip
+    return [stage]  # type: ignore[list-item]
+
+
 def main(args: argparse.Namespace) -> int:
-    from v2v.errors import require
-
-    torch = require("torch", "torch")
-    from v2v.sr.upscale import UpscaleStage
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")  # type: ignore[attr-defined]
-    stage = UpscaleStage(
-        args.model, batch_size=args.batch, device=device, dtype=args.dtype, tile=args.tile, scale=args.scale,
-        calibration_frames=args.calibration_frames,
-    )  # fmt: skip
-    run_pipeline(args, stages=[stage])
+    run_pipeline(args, stages=build_stages(args))
     return 0

@@ -16,14 +16,25 @@
    - high band (texture, strokes, detail): where trusted, the output leans on the warped previous output
      by `strength` (d - D is the detail difference).
    O = E + (1 - a) D + strength * trust * (d - D).
-4. Scene cuts (little trusted area, or the warped previous source far from the current one) restart the
-   filter: nothing is carried across a cut.
+4. Scene cuts restart the filter (nothing is carried across a cut). The cut test is the project's one
+   detector, `v2v.scenes`, given the fraction of pixels whose flow passes the forward-backward check.
 
-`lookahead` (frames, bounded) delays the output by that many frames and, at each restart (the first
-frame and every cut), seeds the low band with the mean look of the window up to the next cut (the look
-of a frame: the low band of edit - source, so content motion does not enter), and the running mean then
-counts the seed as that many frames. The first frames of a shot thus already sit near the consistent
-look instead of on their own edit's. Memory stays flat: the window is `lookahead` frames.
+No start-of-shot transient: at each restart (the first frame and every cut) the low band is seeded with the
+mean look of the shot ahead, up to the next cut and at most `lookahead` frames, and the running mean counts
+the seed as that many frames. The look of a frame is the low band of (edit - source), what the edit did free
+of the content, kept on a grid `LOOK_COLUMNS` cells wide (48 x 20 at 640x272: 11.5 KB of float32 a frame)
+beside its scene-cut signature (`v2v.scenes.Signature`, 2 KB). The frames ahead come from one of:
+
+- a *preview*: a second stream of the same (edited, source) pairs, read `lookahead` frames ahead of the
+  main one (`v2v stabilize` decodes both clips a second time for it). Nothing is delayed and the buffer
+  holds looks and signatures only: at most `lookahead` + 1 of them, about 14 KB a frame at 640x272
+  (3.4 MB for the default 250 frames; the grid is 48 cells wide at any size, so 1080p is no bigger);
+- without a preview, `push()` holds back `lookahead` full frames (edited and source) and returns each
+  frame `lookahead` frames late; `fuse()` has no lookahead.
+
+CPU work: per-frame arithmetic on full frames runs in numpy/OpenCV on the calling thread when the device is
+the CPU (see `v2v.flow.warp`), and in torch on the device otherwise; the low band's small grids are torch
+(kornia's Gaussian) on the device either way.
 """
 
 from __future__ import annotations
@@ -31,20 +42,24 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from v2v import scenes
+from v2v.errors import UsageError
 from v2v.flow.estimators import FlowEstimator, check_pair, make_flow_estimator
 from v2v.flow.occlusion import invalid_mask, outside_mask
-from v2v.flow.warp import flow_to_tensor, single_threaded, warp_by_flow
+from v2v.flow.warp import Array, flow_to_planes, flow_to_tensor, images_to_planes, planes_to_images, warp_by_flow
 from v2v.frames import images_to_tensor, tensor_to_images
 
 log = logging.getLogger(__name__)
 
-_LUMA = (0.299, 0.587, 0.114)
+LOOK_COLUMNS = 48  # width of the grid a frame's look is kept on (rows follow the aspect ratio)
+_LUMA = (0.299, 0.587, 0.114)  # Rec. 601, as kornia.color.rgb_to_grayscale and cv2.COLOR_RGB2GRAY
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,27 +72,25 @@ class FusionConfig:
         colour, slower to follow real changes of the edit's look).
     low_scale: size of the low band's smoothing as a fraction of the frame's width.
     photometric_tolerance: source difference (0..1, luma) at which a warped pixel stops being trusted.
-    cut_threshold: mean source difference (0..1) after motion compensation above which a cut is declared.
-    cut_min_trusted: a cut is also declared when less than this fraction of pixels is trusted.
-    lookahead: frames of delay used to seed the low band at each restart (0 = none; `fuse()` needs 0,
-        `push()`/`flush()` take any).
+    lookahead: frames ahead whose look seeds the low band at each restart (0 = none). With a preview
+        stream only their looks are kept; without one `push()` holds that many full frames back.
+
+    Scene cuts are `v2v.scenes`' call (its thresholds), not a knob here.
     """
 
     strength: float = 0.85
     low_rate: float = 0.08
     low_scale: float = 1 / 24
     photometric_tolerance: float = 0.10
-    cut_threshold: float = 0.12
-    cut_min_trusted: float = 0.25
     lookahead: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength <= 1.0:
-            raise ValueError(f"strength must be in [0, 1], got {self.strength}")
+            raise UsageError(f"strength must be in [0, 1], got {self.strength}")
         if not 0.0 < self.low_rate <= 1.0:
-            raise ValueError(f"low_rate must be in (0, 1], got {self.low_rate}")
+            raise UsageError(f"low_rate must be in (0, 1], got {self.low_rate}")
         if self.lookahead < 0:
-            raise ValueError(f"lookahead must be >= 0, got {self.lookahead}")
+            raise UsageError(f"lookahead must be >= 0, got {self.lookahead}")
 
 
 @dataclasses.dataclass
@@ -91,60 +104,95 @@ class FusionStep:
     trust: np.ndarray | None = None
 
 
-def _gaussian_kernel(sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    radius = max(1, int(round(3 * sigma)))
-    x = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
-    kernel = torch.exp(-(x**2) / (2 * sigma**2))
-    return kernel / kernel.sum()
+# -- array helpers: numpy (B, C, H, W) float32 on the CPU, torch tensors elsewhere ----------------------
 
 
-def masked_lowpass(values: torch.Tensor, weight: torch.Tensor, scale: float) -> torch.Tensor:
+def _resize(values: Array, size: tuple[int, int], mode: str) -> Array:
+    """Area-average ("area") or bilinear ("bilinear", half-pixel centres) resize of (B, C, H, W) to (h, w)."""
+    if isinstance(values, torch.Tensor):
+        if mode == "area":
+            return F.interpolate(values, size=size, mode="area")
+        return F.interpolate(values, size=size, mode="bilinear", align_corners=False)
+    import cv2
+
+    interpolation = cv2.INTER_AREA if mode == "area" else cv2.INTER_LINEAR
+    return _per_plane(values, lambda plane: cv2.resize(plane, (size[1], size[0]), interpolation=interpolation))
+
+
+def _per_plane(values: np.ndarray, operation: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """An OpenCV operation on every (H, W) plane of a numpy (B, C, H, W) array (contiguous planes: no copies)."""
+    out = [[operation(np.ascontiguousarray(plane, dtype=np.float32)) for plane in planes] for planes in values]
+    return np.stack([np.stack(planes) for planes in out])
+
+
+def _luma(batch: Array) -> Array:
+    """(B, 3, H, W) RGB -> (B, 1, H, W) luma with Rec. 601 weights (kornia's rgb_to_grayscale on a tensor,
+    the same weights in numpy)."""
+    if isinstance(batch, torch.Tensor):
+        from kornia.color import rgb_to_grayscale
+
+        return rgb_to_grayscale(batch)
+    red, green, blue = _LUMA
+    return red * batch[:, 0:1] + green * batch[:, 1:2] + blue * batch[:, 2:3]
+
+
+def _gaussian_blur(values: Array, sigma: float) -> Array:
+    """Gaussian blur of (B, C, h, w) with replicated borders, kernel radius round(3 sigma): kornia's on a
+    tensor's device, OpenCV's (the same kernel) on numpy."""
+    size = 2 * max(1, round(3 * sigma)) + 1
+    if isinstance(values, torch.Tensor):
+        from kornia.filters import gaussian_blur2d
+
+        return gaussian_blur2d(values, (size, size), (sigma, sigma), border_type="replicate")
+    import cv2
+
+    return _per_plane(values, lambda plane: cv2.GaussianBlur(plane, (size, size), sigma,
+                                                             borderType=cv2.BORDER_REPLICATE))
+
+
+def masked_lowpass(values: Array, weight: Array, scale: float) -> Array:
     """Normalised convolution: the `weight`-weighted low-pass of `values`, filled in where weight is 0
     (from the neighbourhood, or in holes wider than the kernel from the trusted area's mean).
 
     Args:
-        values: float (B, C, H, W). weight: float (B, 1, H, W) in [0, 1].
+        values: float (B, C, H, W), torch tensor or numpy array. weight: float (B, 1, H, W) in [0, 1], same kind.
         scale: smoothing length as a fraction of the width (a Gaussian of sigma scale * width / 3).
 
     Returns:
-        float (B, C, H, W), smooth.
+        float (B, C, H, W) of `values`' kind, smooth.
     """
     height, width = values.shape[-2:]
     # work on a grid of 8 cells per smoothing length (Gaussian sigma = scale * width / 3): cheap, and the
     # result is smooth anyway
     columns = min(width, max(4, round(8 / scale)))
     small = (min(height, max(2, round(height * columns / width))), columns)
-    num = F.interpolate(values * weight, size=small, mode="area")
-    den = F.interpolate(weight, size=small, mode="area")
-    kernel = _gaussian_kernel(8 / 3, values.device, values.dtype)
-    pad = kernel.numel() // 2
-    stack = torch.cat([num, den], dim=1)
-    channels = stack.shape[1]
-    stack = F.pad(stack, (pad, pad, 0, 0), mode="replicate")
-    stack = F.conv2d(stack, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
-    stack = F.pad(stack, (0, 0, pad, pad), mode="replicate")
-    stack = F.conv2d(stack, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
-    num, den = stack[:, :-1], stack[:, -1:]
+    weighted = values * weight
+    channels = values.shape[1]
+    concatenate = torch.cat if isinstance(values, torch.Tensor) else np.concatenate
+    stack = _gaussian_blur(_resize(concatenate([weighted, weight], 1), small, "area"), 8 / 3)
+    num, den = stack[:, :channels], stack[:, channels:]
     # holes wider than the kernel take the trusted area's mean (zero when nothing is trusted)
-    total = weight.sum(dim=(2, 3), keepdim=True)
-    mean = (values * weight).sum(dim=(2, 3), keepdim=True) / total.clamp_min(1e-6)
+    total = weight.sum(axis=(2, 3), keepdims=True)
+    mean = weighted.sum(axis=(2, 3), keepdims=True) / total.clip(1e-6, None)
     low = (num + 1e-3 * mean) / (den + 1e-3)
-    return F.interpolate(low, size=(height, width), mode="bilinear", align_corners=False)
+    return _resize(low, (height, width), "bilinear")
 
 
-def _luma(batch: torch.Tensor) -> torch.Tensor:
-    weights = torch.tensor(_LUMA, device=batch.device, dtype=batch.dtype).view(1, 3, 1, 1)
-    return (batch * weights).sum(dim=1, keepdim=True)
+@dataclasses.dataclass(frozen=True)
+class _Ahead:
+    """What the fuser keeps of a frame ahead: its scene-cut signature and its look (low band of edit - source,
+    float32 (1, 3, rows, LOOK_COLUMNS): numpy on the CPU, else a tensor on the fuser's device)."""
 
+    index: int
+    signature: scenes.Signature
+    look: Any
 
-def _thumbnail(image: np.ndarray) -> np.ndarray:
-    """A 16-pixel-wide float thumbnail in [0, 1] (area averages, so small motion barely changes it), for
-    cheap scene comparisons."""
-    import cv2
-
-    height, width = image.shape[:2]
-    size = (16, max(1, round(16 * height / width)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    @property
+    def nbytes(self) -> int:
+        structure = self.signature.structure
+        look = self.look
+        look = look.nbytes if isinstance(look, np.ndarray) else look.element_size() * look.nelement()
+        return look + self.signature.histogram.nbytes + (structure.nbytes if structure is not None else 0)
 
 
 class TemporalFuser:
@@ -154,53 +202,75 @@ class TemporalFuser:
         fuser = TemporalFuser()                      # DIS flow on the CPU
         for edited, source in pairs:                 # RGB uint8 (H, W, 3) each, same size
             for stable in fuser.push(edited, source):
-                ...                                  # lagged by `config.lookahead` frames
+                ...                                  # lagged by `config.lookahead` frames (no preview)
         for stable in fuser.flush():
             ...
 
+        fuser = TemporalFuser(FusionConfig(lookahead=250), preview=zip(edits_again, sources_again))
+        for edited, source in pairs:                 # no lag; 250 frames' looks ahead (~14 KB each)
+            stable = fuser.push(edited, source)[0]
+
     `fuse(edited, source)` is the no-lookahead shortcut returning the fused frame directly. Memory holds
-    the previous source and output and at most `lookahead` pending frames.
+    the previous source and output, and at most `lookahead` + 1 looks (with a preview) or `lookahead`
+    pending full frames (without).
 
     Args:
         config: FusionConfig. estimator: flow estimator (default DIS "fast").
-        device: torch device for the fusion arithmetic. dtype: float32 (default) or a half type on CUDA.
+        device: torch device for the fusion arithmetic (the CPU runs it in numpy/OpenCV). dtype: float32
+            (default) or a half type on CUDA.
         on_step: called with a FusionStep (flows, trust map) after every frame, for debugging.
+        preview: the same (edited, source) pairs as will be pushed, from the first on, as a second
+            stream that the fuser reads ahead of the pushes.
     """
 
     def __init__(self, config: FusionConfig | None = None, estimator: FlowEstimator | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 on_step: Callable[[FusionStep], None] | None = None) -> None:
+                 on_step: Callable[[FusionStep], None] | None = None,
+                 preview: Iterable[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         self.config = config or FusionConfig()
         self.estimator = estimator or make_flow_estimator("dis")
         self.device = torch.device(device)
         self.dtype = dtype
         self.on_step = on_step
         self.cuts: list[int] = []
+        self._numpy = self.device.type == "cpu"
         self._index = 0
         self._since_restart = 0
         self._previous_source: np.ndarray | None = None
-        self._previous_output: torch.Tensor | None = None
+        self._previous_luma: Any = None
+        self._previous_signature: scenes.Signature | None = None
+        self._previous_output: Any = None
         self._pending: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
-        self._seed: torch.Tensor | None = None
+        self._preview: Iterator[tuple[np.ndarray, np.ndarray]] | None = iter(preview) if preview is not None else None
+        self._ahead: collections.deque[_Ahead] = collections.deque()
+        self._next_ahead = 0
 
     # -- public ---------------------------------------------------------------------------------------
 
     def reset(self) -> None:
         """Forget the past (the next frame starts afresh, as after a cut)."""
         self._previous_source = None
+        self._previous_luma = None
+        self._previous_signature = None
         self._previous_output = None
         self._since_restart = 0
 
     def fuse(self, edited: np.ndarray, source: np.ndarray) -> np.ndarray:
-        """Fused RGB uint8 (H, W, 3) for frame t from its edit and source (no lookahead)."""
-        if self.config.lookahead:
-            raise ValueError("fuse() returns each frame at once; with lookahead use push() and flush()")
+        """Fused RGB uint8 (H, W, 3) for frame t from its edit and source (no lookahead, or a preview)."""
+        if self.config.lookahead and self._preview is None:
+            raise ValueError("fuse() returns each frame at once; with lookahead use push() and flush() or a preview")
         self._check(edited, source)
+        if self._preview is None:
+            self._observe(edited, source)
         return self._fused(edited, source)
 
     def push(self, edited: np.ndarray, source: np.ndarray) -> list[np.ndarray]:
-        """Feed one frame; returns the fused frames now ready (none or one; lagging by `config.lookahead`)."""
+        """Feed one frame; returns the fused frames now ready (none or one; lagging by `config.lookahead`
+        without a preview, at once with one)."""
+        if self._preview is not None:
+            return [self.fuse(edited, source)]
         self._check(edited, source)
+        self._observe(edited, source)
         self._pending.append((edited, source))
         if len(self._pending) > self.config.lookahead:
             return [self._fused(*self._pending.popleft())]
@@ -213,75 +283,107 @@ class TemporalFuser:
             out.append(self._fused(*self._pending.popleft()))
         return out
 
+    @property
+    def ahead_bytes(self) -> int:
+        """Bytes held for the frames ahead (looks and signatures; pending full frames not included)."""
+        return sum(entry.nbytes for entry in self._ahead)
+
     # -- internals ------------------------------------------------------------------------------------
 
     @staticmethod
     def _check(edited: np.ndarray, source: np.ndarray) -> None:
         check_pair(edited, source, "an edited frame and its source must have one size")
 
-    def _fused(self, edited: np.ndarray, source: np.ndarray) -> np.ndarray:
-        with torch.inference_mode(), single_threaded(self.device):
-            return tensor_to_images(self._step(edited, source))[0]
-
-    def _tensor(self, image: np.ndarray) -> torch.Tensor:
+    def _planes(self, image: np.ndarray) -> Any:
+        if self._numpy:
+            return images_to_planes([image])
         return images_to_tensor([image], self.device, self.dtype)
 
-    def _lookahead_seed(self, edited: torch.Tensor, source: np.ndarray) -> tuple[torch.Tensor | None, int]:
-        """How far this edit's low band is from the window's mean look, and how many frames the window
-        holds; (None, 1) without lookahead.
+    def _flow(self, flow: np.ndarray) -> Any:
+        return flow_to_planes(flow) if self._numpy else flow_to_tensor(flow, self.device, self.dtype)
 
-        The look of a frame is the low band of (edit - source): what the edit did, free of the content,
-        so frames of a moving shot can be averaged without motion compensation. The window runs over the
-        pending frames up to the next scene cut.
-        """
-        if not self._pending:
-            return None, 1
-        scale = self.config.low_scale
-        ones = torch.ones_like(edited[:, :1])
-        mine = masked_lowpass(edited - self._tensor(source), ones, scale)
-        total, count = mine.clone(), 1
-        before = _thumbnail(source)
-        for future, future_source in self._pending:
-            after = _thumbnail(future_source)
-            if float(np.abs(after - before).mean()) > self.config.cut_threshold:
-                break  # the window stops at the next scene cut
-            before = after
-            total += masked_lowpass(self._tensor(future) - self._tensor(future_source), ones, scale)
+    def _fused(self, edited: np.ndarray, source: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            output = self._step(edited, source)
+            return planes_to_images(output)[0] if self._numpy else tensor_to_images(output)[0]
+
+    def _observe(self, edited: np.ndarray, source: np.ndarray) -> None:
+        """Keep the signature and look of the next frame ahead."""
+        edit, original = self._planes(edited), self._planes(source)
+        height, width = source.shape[:2]
+        grid = (max(1, round(LOOK_COLUMNS * height / width)), min(width, LOOK_COLUMNS))
+        look = _resize(edit - original, grid, "area")
+        look = look if self._numpy else look.float()
+        self._ahead.append(_Ahead(self._next_ahead, scenes.signature(source), look))
+        self._next_ahead += 1
+
+    def _read_ahead(self, index: int) -> None:
+        """Drop the entries behind frame `index` and, with a preview, read on to `index` + lookahead."""
+        while self._ahead and self._ahead[0].index < index:
+            self._ahead.popleft()
+        if self._preview is None:
+            return
+        while self._next_ahead <= index + self.config.lookahead:
+            pair = next(self._preview, None)
+            if pair is None:
+                break
+            self._check(*pair)
+            self._observe(*pair)
+        if not self._ahead or self._ahead[0].index != index:
+            raise ValueError(f"the preview stream ended before frame {index}; it must hold the same frames")
+
+    def _seed(self, current: _Ahead) -> tuple[Any, int]:
+        """How far frame `current`'s look is from the mean look of the shot ahead (up to the next cut), on the
+        look grid, and how many frames that mean covers; (None, 1) with nothing ahead."""
+        total, count, before = current.look * 1, 1, current.signature
+        for entry in _after(self._ahead, current.index):
+            if scenes.signatures_cut(before, entry.signature):
+                break  # the shot ends at the next scene cut
+            total += entry.look
             count += 1
-        return total / count - mine, count
+            before = entry.signature
+        if count == 1:
+            return None, 1
+        return total / count - current.look, count
 
-    def _restart(self, edited: torch.Tensor, source: np.ndarray, index: int, cut: bool) -> torch.Tensor:
+    def _restart(self, edited: Any, current: _Ahead, index: int, cut: bool) -> Any:
         if cut:
             self.cuts.append(index)
             log.info("scene cut at frame %d: temporal fusion restarts", index)
-        seed, frames = self._lookahead_seed(edited, source)
+        seed, frames = self._seed(current)
         self._since_restart = frames  # the running mean starts with the seed's weight
-        return edited if seed is None else (edited + seed).clamp(0, 1)
+        if seed is None:
+            return edited
+        seed = seed if self._numpy else seed.to(edited.dtype)
+        return (edited + _resize(seed, tuple(edited.shape[-2:]), "bilinear")).clip(0, 1)
 
-    def _step(self, edited_image: np.ndarray, source: np.ndarray) -> torch.Tensor:
+    def _step(self, edited_image: np.ndarray, source: np.ndarray) -> Any:
         config = self.config
         index = self._index
         self._index += 1
-        edited = self._tensor(edited_image)
+        self._read_ahead(index)
+        current = self._ahead[0]
+        edited = self._planes(edited_image)
+        current_source = self._planes(source)
         step = FusionStep(index=index, cut=False)
         if self._previous_source is None or self._previous_source.shape != source.shape:
-            output = self._restart(edited, source, index, cut=False)
+            output = self._restart(edited, current, index, cut=False)
         else:
             # 1. flow of the source, and where it can be trusted
             to_previous, from_previous = self.estimator.pair(source, self._previous_source)
-            flow = flow_to_tensor(to_previous, self.device, self.dtype)
-            flow_back = flow_to_tensor(from_previous, self.device, self.dtype)
-            trust = (~(invalid_mask(flow, flow_back) | outside_mask(flow))).to(self.dtype)
-            current_source = self._tensor(source)
-            warped_source = warp_by_flow(self._tensor(self._previous_source), flow)
-            mismatch = (_luma(warped_source) - _luma(current_source)).abs()
-            trust = trust * (1.0 - mismatch / config.photometric_tolerance).clamp(0, 1)
-            trusted = float(trust.mean())
-            cut = trusted < config.cut_min_trusted or float(mismatch.mean()) > config.cut_threshold
+            flow, flow_back = self._flow(to_previous), self._flow(from_previous)
+            valid = ~(invalid_mask(flow, flow_back) | outside_mask(flow))
+            valid_fraction = float(valid.sum()) / valid.size if self._numpy else float(valid.float().mean())
+            luma = _luma(current_source)
+            mismatch = abs(warp_by_flow(self._previous_luma, flow) - luma)  # luma is linear: warp it alone
+            trust = (1.0 - mismatch * (1.0 / config.photometric_tolerance)).clip(0, 1)
+            trust = trust * (valid if self._numpy else valid.to(trust.dtype))
+            assert self._previous_signature is not None
+            cut = scenes.signatures_cut(self._previous_signature, current.signature, trusted=valid_fraction)
             step = FusionStep(index=index, cut=cut, flow=to_previous, flow_back=from_previous,
-                              trust=trust[0, 0].float().cpu().numpy() if self.on_step else None)
+                              trust=self._host(trust[0, 0]) if self.on_step else None)
             if cut:
-                output = self._restart(edited, source, index, cut=True)
+                output = self._restart(edited, current, index, cut=True)
             else:
                 # 2. previous output onto this frame; 3. two bands around d = P - E
                 warped = warp_by_flow(self._previous_output, flow)
@@ -290,9 +392,20 @@ class TemporalFuser:
                 self._since_restart += 1
                 rate = max(config.low_rate, 1.0 / self._since_restart)
                 output = edited + (1.0 - rate) * low + config.strength * trust * (difference - low)
-                output = output.clamp(0, 1)
+                output = output.clip(0, 1)
         if self.on_step is not None:
             self.on_step(step)
         self._previous_source = source
+        self._previous_luma = _luma(current_source) if step.flow is None else luma
+        self._previous_signature = current.signature
         self._previous_output = output
         return output
+
+    @staticmethod
+    def _host(values: Any) -> np.ndarray:
+        return values if isinstance(values, np.ndarray) else values.float().cpu().numpy()
+
+
+def _after(entries: collections.deque[_Ahead], index: int) -> Iterator[_Ahead]:
+    """The entries after frame `index`, in order."""
+    return (entry for entry in entries if entry.index > index)

@@ -3,23 +3,35 @@
 The run's source is the processed (flickering) video; the original (the guide) is a `SideInput` aligned by
 frame number over the same window, frame t of one with frame t of the other, so timing and audio come from
 the processed video untouched. A guide of another size, or one that ends first or goes on, is refused.
+
+Given the processed video's path as well (`processed`, as `v2v stabilize` does), the stage decodes both clips
+a second time, `config.lookahead` frames ahead of the main pass, as the fuser's preview: the fuser keeps only
+the looks of those frames (about 14 KB a frame whatever the size), so the first frame of every shot is
+already corrected with no delay and flat memory. Without it the fuser holds `config.lookahead` full frames.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from v2v.consistency.fusion import FusionConfig, FusionStep, TemporalFuser
 from v2v.errors import InputError
 from v2v.flow.estimators import FlowEstimator
 from v2v.frames import Frame
-from v2v.io.reader import Reader, TimeWindow
+from v2v.io.probe import time_of_frame
+from v2v.io.reader import Reader, TimeWindow, open_source
 from v2v.io.side_input import SideInput
+from v2v.pipeline import Context
 
 log = logging.getLogger(__name__)
+
+WARM_UP_FRAMES = 8  # context decoded before each segment of a segmented run
 
 
 def check_same_shape(processed: Reader, guide: Reader, max_frames: int | None = None,
@@ -48,6 +60,8 @@ class StabilizeStage:
         guide: the original video (file, folder or pattern).
         config: FusionConfig. estimator: flow estimator (default DIS).
         start, end, max_frames: the same window as the processed source's, applied to the guide.
+        processed: the processed video's path (the run's source), read a second time ahead of the run for
+            the look-ahead; None holds `config.lookahead` full frames instead.
         check_end: refuse a guide with frames left when the processed frames end (off for segmented runs,
             whose passes end at segment boundaries; the counts are compared up front there).
         device: torch device for the fusion. debug_dir: write flow and trust PNGs for every frame there.
@@ -56,27 +70,59 @@ class StabilizeStage:
     def __init__(self, guide: str | os.PathLike[str], config: FusionConfig | None = None,
                  estimator: FlowEstimator | None = None, *, start: float = 0.0, end: float | None = None,
                  max_frames: int | None = None, device: str = "cpu",
-                 debug_dir: str | os.PathLike[str] | None = None, check_end: bool = True) -> None:
-        self.guide = SideInput(guide, what="the guide", align="index",
-                               window=TimeWindow(start=start, end=end, max_frames=max_frames))
+                 debug_dir: str | os.PathLike[str] | None = None, check_end: bool = True,
+                 processed: str | os.PathLike[str] | None = None) -> None:
+        lookahead = (config or FusionConfig()).lookahead
+        # the fuser's running average reaches back without bound: segments warm it up, and only approximate
+        self.context = Context(before=WARM_UP_FRAMES, after=lookahead, exact=False)
+        self.window = TimeWindow(start=start, end=end, max_frames=max_frames)
+        self.guide = SideInput(guide, what="the guide", align="index", window=self.window)
+        self.processed = processed
         self.check_end = check_end
         self.debug_dir = Path(debug_dir) if debug_dir is not None else None
         self._fuser_settings = (config, estimator, device)
         self.fuser = self._new_fuser()
 
-    def _new_fuser(self) -> TemporalFuser:
+    def _new_fuser(self, preview: Iterator[tuple[np.ndarray, np.ndarray]] | None = None) -> TemporalFuser:
         config, estimator, device = self._fuser_settings
         return TemporalFuser(config, estimator, device=device,
-                             on_step=self._debug if self.debug_dir is not None else None)
+                             on_step=self._debug if self.debug_dir is not None else None, preview=preview)
+
+    def _open_window(self, path: str | os.PathLike[str], skip: int) -> Reader:
+        start, end, max_frames = self.window.start, self.window.end, self.window.max_frames
+        if skip:
+            start = time_of_frame(path, skip, start)
+            max_frames = None if max_frames is None else max_frames - skip
+        return open_source(path, start=start, end=end, max_frames=max_frames)
+
+    def _open_preview(self, skip: int) -> list[Reader]:
+        """Second readers of the processed video and the guide for the fuser's look-ahead ([] without)."""
+        config = self._fuser_settings[0]
+        if self.processed is None or config is None or not config.lookahead:
+            return []
+        readers = [self._open_window(self.processed, skip)]
+        try:
+            readers.append(self._open_window(self.guide.path, skip))
+        except BaseException:
+            readers[0].close()
+            raise
+        return readers
 
     def process(self, frames: Iterator[Frame]) -> Iterator[Frame]:
-        # A segment of a segmented run starts part-way (its first frame's source_index); the guide follows, and
-        # a fresh fuser is warmed up by the segment's context frames.
-        self.fuser = self._new_fuser()
+        frames = iter(frames)
+        first = next(frames, None)
+        if first is None:
+            return
+        # A segment of a segmented run starts part-way (its first frame's source_index): the guide and the
+        # look-ahead follow, and a fresh fuser is warmed up by the segment's context frames.
+        skip = first.source_index if first.source_index is not None else first.index
+        previews = self._open_preview(skip)
+        preview = ((a.image, b.image) for a, b in zip(*previews, strict=False)) if previews else None
+        self.fuser = self._new_fuser(preview)
         held: list[Frame] = []  # frames waiting for lookahead, in order
-        last: Frame | None = None
+        last = first
         try:
-            for frame in frames:
+            for frame in itertools.chain([first], frames):
                 try:
                     original = self.guide.frame_for(frame)
                 except InputError as error:
@@ -88,13 +134,15 @@ class StabilizeStage:
                 held.append(frame)
                 for image in self.fuser.push(frame.image, original):
                     yield held.pop(0).with_image(image)
-            if last is not None and self.check_end and not self.guide.ends_with_main(last):
+            if self.check_end and not self.guide.ends_with_main(last):
                 raise InputError(f"frame count differs: the processed video ends after frame {last.index} but the "
                                  f"guide {self.guide.path} has more; they must match frame for frame")
             for image in self.fuser.flush():
                 yield held.pop(0).with_image(image)
         finally:
             self.guide.close()
+            for opened in previews:
+                opened.close()
         if self.fuser.cuts:
             log.info("scene cuts at frames %s", ", ".join(map(str, self.fuser.cuts)))
 

@@ -232,6 +232,6 @@ def bank_cap(shapes: Sequence[tuple[int, int]], steps: int, groups: int, element
 def bank_budget(device: torch.device | str) -> int:
     """BANK_MEMORY_FRACTION of the memory available now on `device` (free CUDA memory; the system's available
     RAM otherwise), in bytes."""
-    from v2v.sr.upscale import _available_bytes  # the one memory probe (it belongs in v2v.devices)
+    from v2v.devices import available_memory
 
-    return int(_available_bytes(torch.device(device)) * BANK_MEMORY_FRACTION)
+    return int(available_memory(device) * BANK_MEMORY_FRACTION)

@@ -3,8 +3,12 @@
 Every map function takes and returns float (B, 3, H, W) tensors in [0, 1] on the frames' device:
 
 - `canny`: OpenCV Canny edges (white on black), what the canny ControlNets were trained on;
-- `softedge`: smoothed Sobel gradient magnitude, normalised per frame; a model-free stand-in for the
-  HED/PiDiNet maps the softedge ControlNets were trained on (close in look, not identical);
+- `softedge`: a model-free STAND-IN, not HED: the Sobel gradient magnitude of the blurred luma, normalised per
+  frame. The softedge ControlNets were trained on HED/PiDiNet maps, which are thicker, smoother and ignore
+  texture that Sobel keeps, so expect weaker or different guidance than with the real annotator;
+- `softedge=PATH`: real HED soft edges from lllyasviel's Annotators checkpoint `ControlNetHED.pth` (the
+  Apache-2.0 re-implementation of HED the softedge ControlNet 1.1 was trained with) at PATH, loaded strictly
+  (`SoftEdgeHED`, `SoftEdgeMaps`); nothing is downloaded;
 - `tile`: the frame itself (the tile ControlNet re-details a picture it is given);
 - `depth`: a transformers depth-estimation model (DPT, Depth Anything, ...) given by folder or cached hub
   id, near = bright, normalised per frame;
@@ -22,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from v2v.errors import UsageError
+from v2v.errors import ModelError, UsageError
 from v2v.frames import images_to_tensor
 
 CONTROLS = ("canny", "softedge", "tile", "depth", "pose")
@@ -39,20 +43,101 @@ def canny(images: torch.Tensor, low: int = 100, high: int = 200) -> torch.Tensor
 
 
 def softedge(images: torch.Tensor, blur: float = 1.5) -> torch.Tensor:
-    """Soft edges: Sobel magnitude of the blurred luma, scaled so each frame's maximum is 1."""
-    luma = (images.float() * torch.tensor([0.299, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)).sum(1, True)
-    radius = max(1, round(blur * 3))
-    x = torch.arange(-radius, radius + 1, device=images.device, dtype=torch.float32)
-    kernel = torch.exp(-(x**2) / (2 * blur**2))
-    kernel = kernel / kernel.sum()
-    luma = F.pad(luma, (radius,) * 4, mode="replicate")
-    luma = F.conv2d(F.conv2d(luma, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))
-    sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=images.device)
-    padded = F.pad(luma, (1, 1, 1, 1), mode="replicate")
-    gx, gy = F.conv2d(padded, sobel.view(1, 1, 3, 3)), F.conv2d(padded, sobel.t().reshape(1, 1, 3, 3))
-    magnitude = torch.sqrt(gx**2 + gy**2)
+    """Soft edges, the model-free STAND-IN for HED: Sobel magnitude of the blurred luma, scaled so each frame's
+    maximum is 1 (kornia, on the frames' device). For real HED maps use `SoftEdgeMaps` (`softedge=PATH`)."""
+    from kornia.color import rgb_to_grayscale
+    from kornia.filters import gaussian_blur2d, spatial_gradient
+
+    luma = rgb_to_grayscale(images.float())
+    size = 2 * max(1, round(blur * 3)) + 1
+    luma = gaussian_blur2d(luma, (size, size), (blur, blur), border_type="replicate")
+    gradient = spatial_gradient(luma, mode="sobel", normalized=False)  # (B, 1, 2, H, W), replicated borders
+    magnitude = torch.sqrt(gradient.pow(2).sum(dim=2))
     magnitude = magnitude / magnitude.amax(dim=(2, 3), keepdim=True).clamp_min(1e-6)
     return magnitude.expand(-1, 3, -1, -1).to(images.dtype).contiguous()
+
+
+class _HEDBlock(torch.nn.Module):
+    """`layers` 3x3 convolutions with ReLU (after an optional 2x2 max-pool), and a 1x1 projection to one
+    edge channel: one stage of the Annotators' HED."""
+
+    def __init__(self, channels_in: int, channels_out: int, layers: int) -> None:
+        super().__init__()
+        self.convs = torch.nn.Sequential(*[
+            torch.nn.Conv2d(channels_in if index == 0 else channels_out, channels_out, 3, padding=1)
+            for index in range(layers)
+        ])
+        self.projection = torch.nn.Conv2d(channels_out, 1, 1)
+
+    def forward(self, x: torch.Tensor, pool: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        if pool:
+            x = F.max_pool2d(x, kernel_size=2, stride=2)
+        for conv in self.convs:
+            x = F.relu(conv(x))
+        return x, self.projection(x)
+
+
+class SoftEdgeHED(torch.nn.Module):
+    """HED as in lllyasviel's Annotators `ControlNetHED.pth` (keys `norm`, `block{1..5}.convs.{i}.*`,
+    `block{1..5}.projection.*`): five VGG-like stages (64, 128, 256, 512, 512 channels; 2, 2, 3, 3, 3 convolutions),
+    each projected to an edge map. Input RGB in [0, 255] (the checkpoint's `norm` is subtracted); returns the five
+    side outputs (logits) at 1, 1/2, 1/4, 1/8 and 1/16 scale."""
+
+    STAGES = ((3, 64, 2), (64, 128, 2), (128, 256, 3), (256, 512, 3), (512, 512, 3))
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = torch.nn.Parameter(torch.zeros(1, 3, 1, 1))
+        for index, (channels_in, channels_out, layers) in enumerate(self.STAGES, start=1):
+            self.add_module(f"block{index}", _HEDBlock(channels_in, channels_out, layers))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = x - self.norm
+        sides = []
+        for index in range(1, len(self.STAGES) + 1):
+            x, side = getattr(self, f"block{index}")(x, pool=index > 1)
+            sides.append(side)
+        return sides
+
+
+def load_softedge_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32) -> SoftEdgeHED:
+    """`SoftEdgeHED` with the weights of a `ControlNetHED.pth`-layout checkpoint at `path`, loaded strictly (every
+    key present, none extra, every shape right); ModelError otherwise."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelError(f"{path}: no such soft-edge (HED) checkpoint; give the path of ControlNetHED.pth")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__})") from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    model = SoftEdgeHED()
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ModelError(f"{path}: not a ControlNetHED.pth-layout HED checkpoint "
+                         f"({str(exc).splitlines()[0][:200]})") from exc
+    return model.eval().to(device=device, dtype=dtype)
+
+
+class SoftEdgeMaps:
+    """Real soft edges: HED from a `ControlNetHED.pth` checkpoint. (B, 3, H, W) float [0, 1] -> (B, 3, H, W) in
+    [0, 1]: the sigmoid of the mean of the five side outputs, each resized bilinearly to the frame, as the
+    Annotators' HED detector does."""
+
+    def __init__(self, path: str | os.PathLike[str], device: str | torch.device, dtype: torch.dtype) -> None:
+        self.model = load_softedge_model(path, device, dtype)
+        self.device, self.dtype = torch.device(device), dtype
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        sides = self.model(images.to(self.device, self.dtype) * 255.0)
+        size = images.shape[-2:]
+        mean = torch.stack([F.interpolate(side.float(), size=size, mode="bilinear", align_corners=False)
+                            for side in sides]).mean(dim=0)
+        return torch.sigmoid(mean).expand(-1, 3, -1, -1).to(images.device, images.dtype).contiguous()
 
 
 def tile(images: torch.Tensor) -> torch.Tensor:
@@ -67,14 +152,14 @@ class DepthMaps:
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
         from v2v.diffusion.models import resolve_path
-        from v2v.errors import ModelError
 
         path = resolve_path(model, "depth model")
         try:
             self.processor = AutoImageProcessor.from_pretrained(str(path), local_files_only=True)
             self.model = AutoModelForDepthEstimation.from_pretrained(str(path), local_files_only=True, dtype=dtype)
         except (OSError, ValueError, KeyError) as exc:
-            raise ModelError(f"cannot load depth model {model!r}: {str(exc).splitlines()[0]}") from exc
+            raise ModelError(f"cannot load depth model {model!r}: "
+                             f"{(str(exc) or type(exc).__name__).splitlines()[0]}") from exc
         self.model.to(device).eval()
         self.device, self.dtype = device, dtype
 
@@ -118,11 +203,14 @@ class ControlVideo:
 def make_control(
     kind: str, *, device: str | torch.device, dtype: torch.dtype, depth_model: str | None, pose_model: str | None
 ) -> Any:
-    """A function (B, 3, H, W) -> (B, 3, H, W) for a control name of CONTROLS, or a `ControlVideo` for a path."""
+    """A function (B, 3, H, W) -> (B, 3, H, W) for a control name of CONTROLS or `softedge=PATH` (HED from a
+    ControlNetHED.pth checkpoint), or a `ControlVideo` for a path."""
     if kind == "canny":
         return canny
     if kind == "softedge":
         return softedge
+    if kind.startswith("softedge="):
+        return SoftEdgeMaps(kind.removeprefix("softedge="), device, dtype)
     if kind == "tile":
         return tile
     if kind == "depth":
@@ -143,4 +231,5 @@ def make_control(
         return PoseMaps(pose_model, device, dtype)
     if os.path.exists(kind):
         return ControlVideo(kind)
-    raise UsageError(f"unknown control {kind!r}: choose one of {', '.join(CONTROLS)} or give a control video path")
+    raise UsageError(f"unknown control {kind!r}: choose one of {', '.join(CONTROLS)}, softedge=HED_CHECKPOINT, or give "
+                     "a control video path")

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
+from v2v.errors import UsageError
 from v2v.flow import FlowEstimator, flow_to_tensor, invalid_mask, warp_by_flow
 from v2v.frames import Frame, images_to_tensor, tensor_to_images
 from v2v.scenes import is_cut
@@ -61,7 +62,7 @@ class KeyframeWindow:
         on_cut: Callable[[], None] | None = None,
     ) -> None:
         if every < 2:
-            raise ValueError(f"a keyframe interval must be >= 2, got {every}")
+            raise UsageError(f"a keyframe interval must be >= 2, got {every}")
         self.every = every
         self.restyle = restyle
         self.estimator = estimator

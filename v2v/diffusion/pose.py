@@ -72,7 +72,8 @@ class PoseMaps:
             self.processor: Any = AutoImageProcessor.from_pretrained(str(path), local_files_only=True)
             self.model = VitPoseForPoseEstimation.from_pretrained(str(path), local_files_only=True, dtype=dtype)
         except (OSError, ValueError, KeyError) as exc:
-            raise ModelError(f"cannot load pose model {model!r}: {str(exc).splitlines()[0]}") from exc
+            raise ModelError(f"cannot load pose model {model!r}: "
+                             f"{(str(exc) or type(exc).__name__).splitlines()[0]}") from exc
         self.model.to(device).eval()
         self.device, self.dtype, self.threshold = device, dtype, threshold
 

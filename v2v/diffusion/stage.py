@@ -45,6 +45,15 @@ class DiffusionStage:
     """
 
     one_to_one = True
+    WARM_UP_FRAMES = 8  # context before each segment of a segmented run, when temporal is on
+
+    @property
+    def context(self) -> Any:
+        """Temporal on: the attention anchor and fusion reach back without bound, so a segment warms up on a few
+        frames and only approximates one pass (never segmented by default). Off: each frame stands alone."""
+        from v2v.pipeline import Context
+
+        return Context(before=self.WARM_UP_FRAMES, exact=False) if self.config.temporal else Context()
 
     def __init__(self, config: RestyleConfig) -> None:
         require("diffusers", "diffusion")

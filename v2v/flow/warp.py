@@ -5,18 +5,25 @@ where it went in B: x + flow(x). Tensors are float (B, 2, H, W) in pixels, chann
 numpy arrays are float32 (H, W, 2) in the same order (what OpenCV returns).
 
 Backward warping pulls B into A's frame: `warp_by_flow(B, flow_A_to_B)(x) = B(x + flow(x))`.
+
+`warp_by_flow` takes torch tensors (grid_sample, on their device) or numpy float32 arrays in the same
+(B, C, H, W) layout (cv2.remap, for per-frame work on the CPU: torch splits every full-frame operation over
+its thread pool, and on a busy CPU the threads' barriers cost far more than the arithmetic; numpy runs each
+operation on the calling thread and OpenCV's remap is one call per image). The coordinate grid is float32
+whatever the flow's precision (a half-precision grid would be off by up to a pixel at 2048 pixels).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from typing import TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-_GRIDS: dict[tuple[int, int, str, torch.dtype], torch.Tensor] = {}
+_GRIDS: dict[tuple[int, int, str], torch.Tensor] = {}
+_NUMPY_GRIDS: dict[tuple[int, int], np.ndarray] = {}
+Array = TypeVar("Array", torch.Tensor, np.ndarray)
 
 
 def flow_to_tensor(flow: np.ndarray | torch.Tensor, device: str | torch.device = "cpu",
@@ -24,19 +31,40 @@ def flow_to_tensor(flow: np.ndarray | torch.Tensor, device: str | torch.device =
     """A numpy (H, W, 2) or (B, H, W, 2) flow, or a tensor already (B, 2, H, W), as float (B, 2, H, W)."""
     if isinstance(flow, torch.Tensor):
         return flow.to(device=device, dtype=dtype)
+    return torch.from_numpy(flow_to_planes(flow)).to(device=device, dtype=dtype)
+
+
+def flow_to_planes(flow: np.ndarray) -> np.ndarray:
+    """A numpy (H, W, 2) or (B, H, W, 2) flow as a contiguous float32 numpy (B, 2, H, W) array."""
     array = np.asarray(flow, dtype=np.float32)
     if array.ndim == 3:
         array = array[None]
-    return torch.from_numpy(np.ascontiguousarray(array)).to(device=device, dtype=dtype).permute(0, 3, 1, 2)
+    return np.ascontiguousarray(array.transpose(0, 3, 1, 2))
 
 
-def _base_grid(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Pixel coordinates (1, 2, H, W): channel 0 = x, channel 1 = y (cached: the stage warps every frame)."""
-    key = (height, width, str(device), dtype)
+def images_to_planes(images: list[np.ndarray]) -> np.ndarray:
+    """RGB uint8 (H, W, 3) images as one float32 numpy (B, 3, H, W) array in [0, 1] (the numpy twin of
+    `v2v.frames.images_to_tensor`)."""
+    planes = np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2), dtype=np.float32)
+    planes *= np.float32(1 / 255)
+    return planes
+
+
+def planes_to_images(planes: np.ndarray) -> list[np.ndarray]:
+    """float (B, 3, H, W) numpy in [0, 1] -> RGB uint8 (H, W, 3) images (rounded, clipped)."""
+    pixels = np.clip(planes * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return [np.ascontiguousarray(image.transpose(1, 2, 0)) for image in pixels]
+
+
+def _base_grid(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """Pixel coordinates (1, 2, H, W) float32: channel 0 = x, channel 1 = y (cached: the stage warps every
+    frame)."""
+    key = (height, width, str(device))
     grid = _GRIDS.get(key)
     if grid is None:
         ys, xs = torch.meshgrid(
-            torch.arange(height, device=device, dtype=dtype), torch.arange(width, device=device, dtype=dtype),
+            torch.arange(height, device=device, dtype=torch.float32),
+            torch.arange(width, device=device, dtype=torch.float32),
             indexing="ij",
         )
         grid = torch.stack([xs, ys])[None]
@@ -46,31 +74,77 @@ def _base_grid(height: int, width: int, device: torch.device, dtype: torch.dtype
     return grid
 
 
-def warp_by_flow(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear",
-                 padding_mode: str = "border") -> torch.Tensor:
+def pixel_grid(like: Array) -> Array:
+    """Pixel coordinates (1, 2, H, W) of `like`'s grid (channel 0 = x, 1 = y), float32, of its kind (numpy
+    array or tensor on its device)."""
+    height, width = like.shape[-2:]
+    if isinstance(like, torch.Tensor):
+        return _base_grid(height, width, like.device)
+    grid = _NUMPY_GRIDS.get((height, width))
+    if grid is None:
+        ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+        grid = np.stack([xs, ys])[None]
+        grid.flags.writeable = False
+        if len(_NUMPY_GRIDS) > 8:
+            _NUMPY_GRIDS.clear()
+        _NUMPY_GRIDS[(height, width)] = grid
+    return grid
+
+
+_BORDERS = {"border": "BORDER_REPLICATE", "zeros": "BORDER_CONSTANT", "reflection": "BORDER_REFLECT_101"}
+
+
+def _remap(image: np.ndarray, flow: np.ndarray, mode: str, padding_mode: str) -> np.ndarray:
+    import cv2
+
+    grid = pixel_grid(flow)[0]
+    interpolation = cv2.INTER_NEAREST if mode == "nearest" else cv2.INTER_LINEAR
+    border = getattr(cv2, _BORDERS[padding_mode])
+    out = np.empty(image.shape, np.float32)
+    for index in range(image.shape[0]):
+        map_x, map_y = grid[0] + flow[index, 0], grid[1] + flow[index, 1]
+        fixed = cv2.convertMaps(map_x.astype(np.float32), map_y.astype(np.float32), cv2.CV_16SC2)
+        for channel in range(image.shape[1]):  # plane by plane: no interleaving copies
+            plane = np.ascontiguousarray(image[index, channel], dtype=np.float32)
+            cv2.remap(plane, fixed[0], fixed[1], interpolation, dst=out[index, channel], borderMode=border,
+                      borderValue=0)
+    return out
+
+
+def warp_by_flow(image: Array, flow: Array, mode: str = "bilinear", padding_mode: str = "border") -> Array:
     """Backward-warp `image` by `flow`: out(x) = image(x + flow(x)).
 
     Args:
-        image: float (B, C, H, W), any range (RGB in [0, 1], flow fields, masks).
-        flow: float (B, 2, H, W) in pixels (dx, dy), from the output's frame into `image`'s frame.
+        image: float (B, C, H, W) tensor or numpy array, any range (RGB in [0, 1], flow fields, masks).
+        flow: float (B, 2, H, W) in pixels (dx, dy), from the output's frame into `image`'s frame; of the
+            same kind as `image`.
         mode: "bilinear" or "nearest".
         padding_mode: what to sample outside the image ("border", "zeros", "reflection").
 
     Returns:
-        float (B, C, H, W), same dtype as `image`. Zero flow returns `image` unchanged.
+        float (B, C, H, W) of `image`'s kind (numpy: float32; tensor: `image`'s dtype). Zero flow returns
+        `image` unchanged (numpy: to OpenCV's 1/32-pixel interpolation grid).
     """
     if image.ndim != 4 or flow.ndim != 4 or flow.shape[1] != 2:
         raise ValueError(f"expected image (B, C, H, W) and flow (B, 2, H, W), got {tuple(image.shape)} and "
                          f"{tuple(flow.shape)}")
     if image.shape[-2:] != flow.shape[-2:]:
         raise ValueError(f"image is {tuple(image.shape[-2:])} but flow is {tuple(flow.shape[-2:])} (H, W)")
+    if mode not in ("bilinear", "nearest") or padding_mode not in _BORDERS:
+        raise ValueError(f"unknown warp mode {mode!r} / padding {padding_mode!r}")
+    if isinstance(image, np.ndarray):
+        return _remap(image, np.asarray(flow), mode, padding_mode)
     height, width = image.shape[-2:]
-    coords = _base_grid(height, width, flow.device, flow.dtype) + flow
+    coords = _base_grid(height, width, flow.device) + flow.float()
     # grid_sample wants (x, y) in [-1, 1] with align_corners=True mapping -1/1 to the centres of the edge pixels
     scale_x = 2.0 / max(width - 1, 1)
     scale_y = 2.0 / max(height - 1, 1)
     grid = torch.stack([coords[:, 0] * scale_x - 1.0, coords[:, 1] * scale_y - 1.0], dim=-1)
-    return F.grid_sample(image, grid.to(image.dtype), mode=mode, padding_mode=padding_mode, align_corners=True)
+    if image.dtype in (torch.float32, torch.float64):
+        return F.grid_sample(image, grid.to(image.dtype), mode=mode, padding_mode=padding_mode, align_corners=True)
+    # half types: sample in float32 (grid_sample wants one dtype, and a half grid is off by up to a pixel)
+    warped = F.grid_sample(image.float(), grid, mode=mode, padding_mode=padding_mode, align_corners=True)
+    return warped.to(image.dtype)
 
 
 class FlowWarp(torch.nn.Module):
@@ -83,22 +157,3 @@ class FlowWarp(torch.nn.Module):
 
     def forward(self, image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         return warp_by_flow(image, flow, self.mode, self.padding_mode)
-
-
-@contextlib.contextmanager
-def single_threaded(device: torch.device | str = "cpu") -> Iterator[None]:
-    """Run torch's CPU ops on one thread inside the block (no-op for other devices).
-
-    Elementwise work on a frame is memory-bound; on a busy CPU torch's thread pool spends far more time
-    waiting at its barriers than computing (measured here: 75 ms vs 0.4 ms for one reduction over a
-    640x272 RGB frame when the two cores are shared).
-    """
-    if torch.device(device).type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -82,8 +82,10 @@ def _reason(exc: BaseException) -> str:
 def _stream_info(stream: av.stream.Stream) -> StreamInfo:
     ctx = stream.codec_context
     name = ctx.name if ctx is not None else "unknown"
-    if stream.type == "video":
-        details = f"{ctx.width}x{ctx.height} {ctx.pix_fmt}"
+    if ctx is None:  # a damaged header can leave a stream without codec parameters
+        details = ""
+    elif stream.type == "video":
+        details = f"{ctx.width}x{ctx.height} {ctx.pix_fmt or 'unknown'}"
     elif stream.type == "audio":
         details = f"{ctx.sample_rate} Hz {ctx.layout.name if ctx.layout else ''}".strip()
     else:

@@ -64,18 +64,26 @@ class VideoFileReader:
         self.path = os.fspath(path)
         self.window = window or TimeWindow()
         self.first_index = first_index
-        self._container = open_container(self.path)
-        if not self._container.streams.video:
-            self._container.close()
-            raise InputError(f"{self.path}: has no video stream")
-        self._stream = self._container.streams.video[0]
-        self._stream.thread_type = "AUTO"
+        self._open()
         self.info = self._probe()
         self.frames_read = 0
         self.damage: str | None = None
         # Where reading stopped, in source seconds, when the window cut the clip short (None: at its end).
         self.stopped_at: float | None = None
         self._iterated = False
+
+    def _open(self) -> None:
+        """Open the file and take its first video stream, refusing one a damaged header left unusable."""
+        self._container = open_container(self.path)
+        if not self._container.streams.video:
+            self._container.close()
+            raise InputError(f"{self.path}: has no video stream")
+        self._stream = self._container.streams.video[0]
+        if self._stream.codec_context is None or self._stream.time_base is None:
+            self._container.close()
+            missing = "codec" if self._stream.codec_context is None else "time base"
+            raise InputError(f"{self.path}: the video stream has no {missing} (damaged header); remux or re-encode it")
+        self._stream.thread_type = "AUTO"
 
     @property
     def start_time(self) -> float:
@@ -86,9 +94,9 @@ class VideoFileReader:
         return float(stream.start_time * stream.time_base)
 
     def _probe(self) -> VideoInfo:
+        rotation = self._first_rotation()  # first: it may reopen the file, and the old stream is then closed
         stream = self._stream
         ctx = stream.codec_context
-        rotation = self._first_rotation()
         width, height = (ctx.height, ctx.width) if rotation % 180 else (ctx.width, ctx.height)
         pix_fmt = ctx.pix_fmt or "unknown"
         bits, alpha = _format_facts(pix_fmt)
@@ -129,9 +137,7 @@ class VideoFileReader:
         except av.error.FFmpegError:
             # an unseekable input can't be rewound: reopen it
             self._container.close()
-            self._container = open_container(self.path)
-            self._stream = self._container.streams.video[0]
-            self._stream.thread_type = "AUTO"
+            self._open()
         return round(frame.rotation or 0) % 360 if frame is not None else 0
 
     def __enter__(self) -> VideoFileReader:

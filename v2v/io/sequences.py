@@ -102,6 +102,10 @@ class ImageSequenceReader:
         self.damage: str | None = None
         self.stopped_at: float | None = None
         self.start_time = 0.0
+        # the number in the name of the first file read (0 or 1, usually): an image-sequence output starts there
+        first = min(math.ceil(self.window.start / self.time_base - 1e-9), len(self.files) - 1)
+        numbers = re.findall(r"\d+", self.files[first].stem)
+        self.first_number = int(numbers[-1]) if numbers else 1
 
     def __enter__(self) -> ImageSequenceReader:
         return self

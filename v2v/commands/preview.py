@@ -1,0 +1,186 @@
+"""`v2v preview IN --frames N COMMAND [its options]`: a processing command's stages run on N frames spread over the
+clip (found by seeking, not by decoding the whole clip), shown as a contact sheet PNG: source | result for each
+picked frame, with the command and its settings printed under them. A restyle can be judged in seconds.
+
+Any command whose module has `build_stages(args) -> list[Stage]` can be previewed; its `main` runs the same stages
+over the whole clip. `args.partial` is True here: the stages see short runs of frames, not the whole clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import logging
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from v2v.commands.common import positive_int
+
+HELP = "run a command's stages on a few frames spread over a clip and show source | result in a PNG contact sheet"
+
+log = logging.getLogger(__name__)
+
+# Options that say where and how to write, not what the stages do: left out of the settings printed.
+_NOT_SETTINGS = {"input", "output", "overwrite", "resume", "work_dir", "backend", "workers", "address", "no_progress",
+                 "verbose", "handler", "partial", "codec", "crf", "preset", "pix_fmt", "segment_seconds", "overlap",
+                 "start", "end", "max_frames"}
+
+
+def previewable() -> dict[str, str]:
+    """Command name -> module, for the commands that hand their stages to preview."""
+    from v2v.cli import COMMANDS
+
+    names = {}
+    for name, module_name in COMMANDS.items():
+        if name != "preview" and hasattr(importlib.import_module(module_name), "build_stages"):
+            names[name] = module_name
+    return names
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    commands = previewable()
+    parser.add_argument("input", help="video file, image folder, or pattern such as frames/%%05d.png")
+    parser.add_argument("--frames", type=positive_int, default=6, metavar="N",
+                        help="how many frames, spread evenly over the clip (default 6; a shorter clip gives all)")
+    parser.add_argument("-o", "--output", default=None, metavar="SHEET.png",
+                        help="the contact sheet (default: INPUT-NAME.COMMAND.preview.png in the current folder)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the sheet if it exists")
+    parser.add_argument("--height", type=positive_int, default=270, metavar="PX",
+                        help="height of each picture on the sheet (default 270; never more than the frames' own)")
+    parser.add_argument("--context", type=int, default=None, metavar="K",
+                        help="frames before each picked one that the stages see first (default: what the stages "
+                             "declare, at most 8)")
+    parser.add_argument("command", choices=sorted(commands), metavar="COMMAND",
+                        help=f"the command to preview: {', '.join(sorted(commands))}")
+    parser.add_argument("options", nargs=argparse.REMAINDER, metavar="...",
+                        help="the command's own options, as you would give them to it (without INPUT and -o)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from v2v.errors import InputError, UsageError
+    from v2v.io.probe import probe
+    from v2v.pictures import contact_sheet, save_png
+
+    # 1. The command's options, parsed by its own parser (INPUT and -o filled in), and its stages.
+    module = importlib.import_module(previewable()[args.command])
+    output = args.output or f"{_stem(args.input)}.{args.command}.preview.png"
+    if not output.lower().endswith(".png"):
+        raise UsageError(f"{output}: the contact sheet is a PNG; give a name ending in .png")
+    from v2v.cli import OneLineParser
+
+    inner_parser = OneLineParser(prog=f"v2v preview INPUT {args.command}")
+    module.add_arguments(inner_parser)
+    inner = inner_parser.parse_args([args.input, "-o", output, *args.options])
+    inner.partial, inner.verbose, inner.no_progress = True, args.verbose, True
+    from v2v.io.writer import check_output
+
+    check_output(output, args.overwrite)  # before any model loads
+    info = probe(args.input)
+    times = frame_times(args.input, info.fps)
+    if not times:
+        raise InputError(f"{args.input}: no frames with timestamps to pick from")
+    stages = module.build_stages(inner)
+
+    # 2. Pick frames spread over the clip, and run the stages on a short run of frames up to each.
+    picks = spread(len(times), args.frames)
+    if len(picks) < args.frames:
+        log.warning("%s has %d frame(s): previewing all of them, not %d", args.input, len(picks), args.frames)
+    before, after = _context(stages, args.context)
+    rows = []
+    for pick in picks:
+        result = run_around(args.input, stages, times, pick, before, after, info.fps)
+        if result is None:
+            log.warning("%s: frame %d could not be decoded; left out of the sheet", args.input, pick)
+            continue
+        source, processed = result
+        label = (f"frame {pick} at {times[pick]:.2f} s: source {source.shape[1]}x{source.shape[0]} | "
+                 f"{args.command} {processed.shape[1]}x{processed.shape[0]}")
+        rows.append((label, source, processed))
+    if not rows:
+        raise InputError(f"{args.input}: none of the picked frames could be decoded")
+
+    # 3. The sheet, with the command and its settings under the pictures.
+    settings = {k: v for k, v in sorted(vars(inner).items()) if k not in _NOT_SETTINGS and v is not None}
+    fps = f"{float(info.fps):.3f}".rstrip("0").rstrip(".") if info.fps else "?"
+    footer = [
+        f"v2v {args.command} {shlex.quote(args.input)} {shlex.join(args.options)}".rstrip(),
+        "settings: " + (", ".join(f"{k}={_show(v)}" for k, v in settings.items()) or "none"),
+        f"source: {info.width}x{info.height} at {fps} fps, {len(times)} frames; "
+        f"{len(rows)} frames shown, each after {before} frame(s) of context",
+    ]
+    save_png(contact_sheet(rows, footer, height=args.height), output, overwrite=args.overwrite)
+    print(f"v2v: wrote {output}: {len(rows)} frames of {args.command}", file=sys.stderr)
+    return 0
+
+
+def _stem(path: str) -> str:
+    name = os.path.basename(os.path.normpath(path))
+    return os.path.splitext(name)[0].replace("%", "") or "preview"
+
+
+def _show(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def _context(stages: Sequence[Any], wanted: int | None) -> tuple[int, int]:
+    from v2v.pipeline import context_of
+
+    declared = context_of(stages)
+    if wanted is not None:
+        return max(0, wanted), declared.after
+    before = 8 if declared.before is None else min(declared.before, 8)
+    return before, min(declared.after, 8)
+
+
+def spread(count: int, wanted: int) -> list[int]:
+    """`wanted` frame indices evenly over [0, count), first and last included; all of them when count is smaller."""
+    if count <= wanted:
+        return list(range(count))
+    if wanted == 1:
+        return [count // 2]
+    return sorted({round(i * (count - 1) / (wanted - 1)) for i in range(wanted)})
+
+
+def frame_times(path: str, fps: Any) -> list[float]:
+    """Seconds from the first frame to each frame, in presentation order (video files: from the packets, so
+    nothing is decoded)."""
+    from v2v.io.sequences import DEFAULT_SEQUENCE_FPS, is_image_sequence, sequence_files
+
+    if is_image_sequence(path):
+        rate = fps or DEFAULT_SEQUENCE_FPS
+        return [float(i / rate) for i in range(len(sequence_files(path)))]
+    from v2v.io.probe import frame_timestamps
+    from v2v.io.reader import VideoFileReader
+
+    with VideoFileReader(path) as reader:
+        origin = reader.start_time
+    stamps, time_base = frame_timestamps(path)
+    return [max(0.0, float(stamp * time_base) - origin) for stamp in stamps]
+
+
+def run_around(path: str, stages: Sequence[Any], times: list[float], pick: int, before: int, after: int,
+               fps: Any) -> tuple[Any, Any] | None:
+    """(source image, result image) of frame `pick`: the stages run on frames pick-before .. pick+after, read by
+    seeking to the first; the result is the output frame nearest the picked frame's time."""
+    from v2v.io.reader import open_source
+    from v2v.pipeline import apply_stages
+
+    first, last = max(0, pick - before), min(len(times) - 1, pick + after)
+    with open_source(path, start=times[first], max_frames=last - first + 1, fps=fps) as reader:
+        frames = [dataclasses.replace(frame, index=first + k, source_index=first + k)
+                  for k, frame in enumerate(reader)]
+    target = next((frame for frame in frames if frame.index == pick), None)
+    if target is None:
+        return None
+    outputs = list(apply_stages(iter(frames), stages))
+    if not outputs:
+        return None
+    if target.time is None or any(frame.time is None for frame in outputs):
+        chosen = next((f for f in outputs if f.source_index == pick), outputs[min(pick - first, len(outputs) - 1)])
+    else:
+        chosen = min(outputs, key=lambda frame: (abs(frame.time - target.time), frame.index))  # type: ignore[operator]
+    return target.image, chosen.image

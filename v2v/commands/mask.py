@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from v2v.commands.common import add_io_arguments
 from v2v.commands.inpaint import add_mask_arguments, open_spec, run_with_masks
-from v2v.frames import Frame
+
+if TYPE_CHECKING:
+    from v2v.frames import Frame
 
 HELP = "write the mask each frame gets (one image carried by optical flow, or a mask video lined up) for checking"
 

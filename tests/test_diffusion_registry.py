@@ -14,8 +14,8 @@ pytest.importorskip("diffusers")
 torch = pytest.importorskip("torch")
 
 import tiny_diffusion  # noqa: E402
-from conftest import moving_pattern  # noqa: E402
-from tiny_diffusion import max_diff  # noqa: E402
+from tiny_diffusion import frames, max_diff  # noqa: E402
+from tiny_diffusion import sd_config as make_config  # noqa: E402
 
 from v2v.diffusion import registry  # noqa: E402
 from v2v.diffusion.config import RestyleConfig  # noqa: E402
@@ -24,18 +24,6 @@ from v2v.errors import ModelError, UsageError  # noqa: E402
 
 tiny = tiny_diffusion.tiny  # the tiny models, a session fixture built once for all diffusion test modules
 one_thread = tiny_diffusion.one_thread  # autouse: one torch thread
-
-
-def make_config(tiny: Path, **overrides: object) -> RestyleConfig:
-    values: dict[str, object] = dict(
-        model=str(tiny / "sd"), prompt="a watercolour", steps=2, strength=0.75, guidance=5.0, seed=3
-    )
-    values.update(overrides)
-    return RestyleConfig(**values)  # type: ignore[arg-type]
-
-
-def frames(count: int = 2, width: int = 64, height: int = 48) -> list[np.ndarray]:
-    return [moving_pattern(i, width, height) for i in range(count)]
 
 
 def reference_image(tmp_path: Path) -> str:
@@ -140,7 +128,8 @@ def test_controlnet_of_another_family_is_refused_before_the_base_loads(
         raise AssertionError("the base model was loaded")
 
     monkeypatch.setattr(models, "load_pipeline", never)
-    with pytest.raises(ModelError, match=r"FluxControlNetModel.*Stable Diffusion 1.x/2.x; pass a ControlNet made for"):
+    owner = ", ".join(f.title for f in registry.controlnet_families("FluxControlNetModel")) or "FluxControlNetModel"
+    with pytest.raises(ModelError, match=rf"is a {owner}.*Stable Diffusion 1.x/2.x; pass a ControlNet made for"):
         RestyleStage(make_config(tiny, controlnets=[str(tiny / "controlnet-flux")]))
 
 

@@ -226,3 +226,25 @@ def test_raft_out_of_memory_is_a_model_error(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(estimator, "model", other)
     with pytest.raises(RuntimeError, match="shape mismatch"):  # other errors are not dressed up as memory
         estimator.pair(a, a)
+
+
+def test_single_threaded_is_a_no_op_now() -> None:
+    from v2v.flow.warp import single_threaded
+
+    before = torch.get_num_threads()
+    with single_threaded():
+        assert torch.get_num_threads() == before  # library code leaves the process's thread count alone
+    assert torch.get_num_threads() == before
+
+
+def test_numpy_warp_matches_torch_warp() -> None:
+    image = textured(64, 96, seed=6)
+    flow = np.random.default_rng(7).uniform(-3, 3, (1, 2, 64, 96)).astype(np.float32)
+    planes = images_to_tensor([image])
+    by_torch = warp_by_flow(planes, torch.from_numpy(flow))
+    by_numpy = warp_by_flow(planes.numpy(), flow)
+    assert isinstance(by_numpy, np.ndarray) and by_numpy.shape == (1, 3, 64, 96)
+    assert np.abs(by_numpy - by_torch.numpy()).mean() < 2e-3  # OpenCV interpolates on a 1/32-pixel grid
+    on_numpy = invalid_mask(flow, -flow)
+    on_torch = invalid_mask(torch.from_numpy(flow), torch.from_numpy(-flow)).numpy()
+    assert on_numpy.dtype == bool and (on_numpy != on_torch).mean() < 0.01

@@ -31,11 +31,14 @@ import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 import torch
 
+if TYPE_CHECKING:
+    from v2v.diffusion.config import RestyleConfig
 CROSS_ATTENTION_DIM = 32
 SELF_ATTENTION_GAIN = 10.0
 # the width of the tiny vision transformers (IP-Adapter image encoder, DPT depth model)
@@ -360,6 +363,24 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def sd_config(tiny: Path, **overrides: object) -> RestyleConfig:
+    """A restyle config on the tiny SD model, quick to run (2 steps at strength 0.75); `overrides` win."""
+    from v2v.diffusion.config import RestyleConfig
+
+    values: dict[str, object] = dict(
+        model=str(tiny / "sd"), prompt="a watercolour", steps=2, strength=0.75, guidance=5.0, seed=3
+    )
+    values.update(overrides)
+    return RestyleConfig(**values)  # type: ignore[arg-type]
+
+
+def frames(count: int = 3, width: int = 64, height: int = 48) -> list[np.ndarray]:
+    """`count` frames of conftest's moving pattern, RGB uint8."""
+    from conftest import moving_pattern
+
+    return [moving_pattern(i, width, height) for i in range(count)]
 
 
 def max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> int:

@@ -12,6 +12,7 @@ real downloads have, for tests and benchmarks on machines without weights.
   so that it steers the transformer; `folder/flux-controlnet-union`: a union ControlNet (`num_mode=4`);
 - `folder/flux-controlnet-zero`: one as diffusers initialises it (zero output layers: it adds nothing);
 - `folder/flux-controlnet-mismatch`: a FLUX ControlNet for a transformer of another text width;
+- `folder/flux-redux`: a FLUX Redux prior (SigLIP image encoder + Redux embedder, no text encoders);
 - `folder/flux-ip-adapter/ip_adapter.safetensors`: a FLUX IP-Adapter in XLabs-AI's layout, with its CLIP image
   encoder in `image_encoder/` beside it.
 
@@ -193,7 +194,31 @@ def build_tiny_flux(folder: str | Path, seed: int = 0) -> Path:
     other = {**controlnet_config, "joint_attention_dim": 16}
     FluxControlNetModel(**other).save_pretrained(str(folder / "flux-controlnet-mismatch"))
     _save_tiny_flux_ip_adapter(folder / "flux-ip-adapter", transformer)
+    _save_tiny_redux(folder / "flux-redux")
     return folder
+
+
+def _save_tiny_redux(folder: Path) -> None:
+    """A FLUX Redux prior folder as black-forest-labs/FLUX.1-Redux-dev ships it (image encoder, its processor and
+    the embedder, no text encoders): a 2-layer SigLIP (32 wide, 64 tokens of a 32x32 image) and a `ReduxImageEncoder`
+    into the tiny T5's width."""
+    from diffusers import FluxPriorReduxPipeline
+    from diffusers.pipelines.flux.modeling_flux import ReduxImageEncoder
+    from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+
+    encoder = SiglipVisionModel(
+        SiglipVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=32, patch_size=4)
+    )  # fmt: skip
+    embedder = ReduxImageEncoder(redux_dim=32, txt_in_features=TEXT_WIDTH)
+    for parameter in embedder.parameters():  # louder image tokens, so the reference shows in the result
+        parameter.data *= 5.0
+    prior = FluxPriorReduxPipeline(
+        image_encoder=encoder,
+        feature_extractor=SiglipImageProcessor(size={"height": 32, "width": 32}),
+        image_embedder=embedder,
+    )
+    prior.save_pretrained(str(folder))
 
 
 def _save_tiny_flux_ip_adapter(folder: Path, transformer: torch.nn.Module) -> None:
@@ -269,4 +294,81 @@ def build_tiny_sd3(folder: str | Path, seed: int = 0) -> Path:
         tokenizer_3=t5_tokenizer,
     )
     pipe.save_pretrained(str(folder / "sd3"))
+    return folder
+
+
+QWEN_TRANSFORMER = dict(
+    patch_size=2,
+    in_channels=64,  # 16 latent channels packed 2x2
+    out_channels=16,
+    num_layers=2,
+    attention_head_dim=16,
+    num_attention_heads=2,
+    joint_attention_dim=16,  # the tiny Qwen2.5-VL's width
+    guidance_embeds=False,
+    axes_dims_rope=(8, 4, 4),
+)
+
+
+def write_tiny_qwen_processor(folder: Path) -> object:
+    """A Qwen2-VL processor written offline: a byte-level BPE Qwen2 tokenizer (every byte, no merges, Qwen's chat
+    and vision special tokens) and an image processor that keeps images under 112x112 pixels. Returns it."""
+    from tiny_diffusion import _bytes_to_unicode
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import Qwen2TokenizerFast, Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+
+    tokenizer = Tokenizer(models.BPE(vocab={s: i for i, s in enumerate(_bytes_to_unicode())}, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    specials = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    fast = Qwen2TokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                              unk_token=None, bos_token=None, additional_special_tokens=specials)  # fmt: skip
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112),
+        tokenizer=fast,
+        video_processor=Qwen2VLVideoProcessor(),
+    )
+    processor.save_pretrained(str(folder))
+    return Qwen2VLProcessor.from_pretrained(str(folder))
+
+
+def build_tiny_qwen_image_edit(folder: str | Path, seed: int = 0) -> Path:
+    """`folder/qwen-image-edit`: a Qwen-Image-Edit-shaped pipeline folder: `QwenImageTransformer2DModel` (two
+    double-stream blocks), a Qwen-Image 3D-causal VAE (8x, 16 channels), a 2-layer Qwen2.5-VL (16 wide, with a
+    2-layer vision tower) and its processor written offline, a flow-matching scheduler."""
+    from diffusers import (
+        AutoencoderKLQwenImage,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImageEditPipeline,
+        QwenImageTransformer2DModel,
+    )
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    transformer = QwenImageTransformer2DModel(**QWEN_TRANSFORMER)
+    _sharpen_attention(transformer)
+    with tempfile.TemporaryDirectory() as scratch:
+        processor = write_tiny_qwen_processor(Path(scratch))
+    tokenizer = processor.tokenizer  # type: ignore[attr-defined]
+    ids = tokenizer.convert_tokens_to_ids(["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"])
+    text = {"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "num_key_value_heads": 2, "rope_theta": 1000000.0, "vocab_size": len(tokenizer),
+            "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"}}  # fmt: skip
+    vision = {"depth": 2, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 16}
+    config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, hidden_size=16, vocab_size=len(tokenizer),
+                              vision_start_token_id=ids[0], vision_end_token_id=ids[1], image_token_id=ids[2],
+                              video_token_id=ids[3], bos_token_id=None, eos_token_id=None)  # fmt: skip
+    vae = AutoencoderKLQwenImage(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1,
+                                 temperal_downsample=[False, True, True], latents_mean=[0.0] * 16,
+                                 latents_std=[1.0] * 16)  # fmt: skip
+    pipe = QwenImageEditPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=Qwen2_5_VLForConditionalGeneration(config),
+        tokenizer=tokenizer,
+        processor=processor,
+        transformer=transformer,
+    )
+    pipe.save_pretrained(str(folder / "qwen-image-edit"))
     return folder

@@ -1,6 +1,6 @@
 """`v2v edit IN -o OUT --model M --instruction "make it winter" ...`: instruction editing of a video with an
-instruction-following family (InstructPix2Pix, ...). The source frame is the image the editor sees; the temporal
-machinery is restyle's (shared noise, cross-frame attention, flow fusion, keyframes)."""
+instruction-following family (InstructPix2Pix, FLUX.1 Kontext, ...). The source frame is the image the editor
+sees; the temporal machinery is restyle's (shared noise, cross-frame attention, flow fusion, keyframes)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import argparse
 from v2v.commands.common import add_io_arguments
 from v2v.commands.restyle import add_model_arguments, add_temporal_and_speed_arguments, run_diffusion
 
-HELP = "edit a video by an instruction (InstructPix2Pix; temporal consistency as in restyle)"
+HELP = "edit a video by an instruction (InstructPix2Pix and the other instruction-following families)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -27,8 +27,9 @@ beside its scene-cut signature (`v2v.scenes.Signature`, 2 KB). The frames ahead 
 
 - a *preview*: a second stream of the same (edited, source) pairs, read `lookahead` frames ahead of the
   main one (`v2v stabilize` decodes both clips a second time for it). Nothing is delayed and the buffer
-  holds looks and signatures only: at most `lookahead` + 1 of them, about 14 KB a frame at 640x272
-  (3.4 MB for the default 250 frames; the grid is 48 cells wide at any size, so 1080p is no bigger);
+  holds looks and signatures only: at most `lookahead` + 1 of them, 13.4 KB a frame at 640x272 (3.4 MB
+  for the default 250 frames) and 15.7 KB at any 16:9 size, 1080p and 4K alike (3.9 MB): the grid is 48
+  cells wide whatever the frame's width (a portrait 9:16 frame, 85 rows, takes 56 KB);
 - without a preview, `push()` holds back `lookahead` full frames (edited and source) and returns each
   frame `lookahead` frames late; `fuse()` has no lookahead.
 

@@ -6,8 +6,9 @@ the processed video untouched. A guide of another size, or one that ends first o
 
 Given the processed video's path as well (`processed`, as `v2v stabilize` does), the stage decodes both clips
 a second time, `config.lookahead` frames ahead of the main pass, as the fuser's preview: the fuser keeps only
-the looks of those frames (about 14 KB a frame whatever the size), so the first frame of every shot is
-already corrected with no delay and flat memory. Without it the fuser holds `config.lookahead` full frames.
+the looks of those frames (13-16 KB a frame for landscape video of any size), so the first frame of every shot is
+already corrected with no delay and flat memory, and segments need no context after them. Without it the
+fuser holds `config.lookahead` full frames.
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ class StabilizeStage:
                  debug_dir: str | os.PathLike[str] | None = None, check_end: bool = True,
                  processed: str | os.PathLike[str] | None = None) -> None:
         lookahead = (config or FusionConfig()).lookahead
-        # the fuser's running average reaches back without bound: segments warm it up, and only approximate
-        self.context = Context(before=WARM_UP_FRAMES, after=lookahead, exact=False)
+        # the fuser's running average reaches back without bound: segments warm it up, and only approximate;
+        # the look-ahead reads the files itself with `processed`, else it needs the frames after a segment
+        self.context = Context(before=WARM_UP_FRAMES, after=0 if processed is not None else lookahead, exact=False)
         self.window = TimeWindow(start=start, end=end, max_frames=max_frames)
         self.guide = SideInput(guide, what="the guide", align="index", window=self.window)
         self.processed = processed

@@ -1,17 +1,21 @@
 """Diffusion editing over a video stream, offline: any registered image family becomes a video editor.
 
 - `registry`: the `Family` interface and the registry; `families/` holds one module per family (SD 1.x/2.x,
-  SDXL, InstructPix2Pix, ...): how its models are recognised and loaded, which diffusers pipeline it calls per
-  edit kind, which ControlNets/IP-Adapters it takes, where cross-frame attention goes, and its defaults.
+  SDXL, InstructPix2Pix, FLUX.1, FLUX.1 Kontext, SD3/3.5, Qwen-Image-Edit): how its models are recognised and
+  loaded, which diffusers pipeline it calls per edit kind, which ControlNets/IP-Adapters it takes, where
+  cross-frame attention goes, and its defaults.
 - `models`: the loading every family shares (diffusers folder, single file, cached hub id; ControlNets,
   IP-Adapter, LoRA, schedulers); a model that is not on disk is a one-line `ModelError` saying how to get it.
 - `control`, `pose`: control maps (canny, soft edges, tile, depth, pose) or a precomputed control video.
 - `attention`: cross-frame attention (anchor + previous frame keys/values, a bank bounded by a memory budget).
+- `dit_attention`: the same for diffusion transformers' joint attention (FLUX, SD3, Qwen-Image): image queries also
+  see the bank's image keys, taken after the family's rotary embedding; text tokens are never banked.
 - `keyframes`: keyframe mode, the look of keyframes carried between them by flow.
 - `config`: `RestyleConfig` and `EditConfig`, also read from a recipe TOML file.
 - `stage`: `RestyleStage` (`v2v restyle`) and `EditStage` (`v2v edit`), one `DiffusionStage` asking the family.
 
-Tiny random models for tests and benchmarks are built by `tests/tiny_diffusion.py` (not part of the package).
+Tiny random models for tests and benchmarks are built by `tests/tiny_diffusion.py` and `tests/tiny_dit.py` (not
+part of the package).
 
 Everything here but `registry` and `families` imports torch/diffusers; import the submodules you need:
 

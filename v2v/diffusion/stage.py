@@ -50,10 +50,12 @@ class DiffusionStage:
     @property
     def context(self) -> Any:
         """Temporal on: the attention anchor and fusion reach back without bound, so a segment warms up on a few
-        frames and only approximates one pass (never segmented by default). Off: each frame stands alone."""
+        frames and only approximates one pass (never segmented by default); so does keyframe mode, whose keyframes
+        are counted from the segment's start. Off: each frame stands alone."""
         from v2v.pipeline import Context
 
-        return Context(before=self.WARM_UP_FRAMES, exact=False) if self.config.temporal else Context()
+        inexact = self.config.temporal or self.config.keyframe_every > 1
+        return Context(before=self.WARM_UP_FRAMES, exact=False) if inexact else Context()
 
     def __init__(self, config: RestyleConfig) -> None:
         require("diffusers", "diffusion")

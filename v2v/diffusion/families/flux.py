@@ -1,6 +1,7 @@
 """FLUX.1 (dev, schnell and fine-tunes): img2img with `FluxImg2ImgPipeline`, held by one or more FLUX ControlNets
-(union ones too) with `FluxControlNetImg2ImgPipeline`, styled by a FLUX IP-Adapter (XLabs layout, through the
-pipeline's `load_ip_adapter`).
+(union ones too) with `FluxControlNetImg2ImgPipeline`, styled by a reference image through a FLUX IP-Adapter (XLabs
+layout, through the pipeline's `load_ip_adapter`) or FLUX Redux (`--ip-adapter-model` a `FluxPriorReduxPipeline`
+folder: the reference's SigLIP tokens, times `--ip-adapter-scale`, follow the prompt's T5 tokens; none at 0).
 
 FLUX is a diffusion transformer: 19 double-stream blocks (text and image streams with their own weights, one joint
 attention) then 38 single-stream blocks (one sequence, text first). Cross-frame attention goes on every one of
@@ -45,8 +46,11 @@ def is_flux_file(info: ModelInfo) -> bool:
 class Flux(DiffusionTransformer):
     name = "flux"
     title = "FLUX.1"
-    pipelines = {"restyle": "FluxImg2ImgPipeline", "restyle+controlnet": "FluxControlNetImg2ImgPipeline",
-                 "inpaint": "FluxInpaintPipeline"}
+    pipelines = {
+        "restyle": "FluxImg2ImgPipeline",
+        "restyle+controlnet": "FluxControlNetImg2ImgPipeline",
+        "inpaint": "FluxInpaintPipeline",
+    }
     controlnet_classes = ("FluxControlNetModel",)
     ip_adapter = IPAdapterDefaults(
         "XLabs-AI/flux-ip-adapter/ip_adapter.safetensors",
@@ -82,11 +86,29 @@ class Flux(DiffusionTransformer):
                     f"the base transformer (pass a ControlNet made for this {self.title} model)"
                 )
 
-    def text_width(self, pipe: Any) -> int | None:
-        return pipe.transformer.config.joint_attention_dim  # what a FLUX IP-Adapter's k/v projections take
+    def load_ip_adapter(self, pipe: Any, name: str | None, image_encoder: str | None, scale: float) -> None:
+        """An XLabs FLUX IP-Adapter, or FLUX Redux when `name` is a `FluxPriorReduxPipeline` folder (e.g.
+        black-forest-labs/FLUX.1-Redux-dev): its SigLIP image tokens are appended to the prompt's T5 tokens."""
+        from v2v.diffusion import models
+
+        if name and (redux := _redux_folder(name)) is not None:
+            pipe.v2v_redux = (load_redux(redux, pipe, name), scale)
+            return
+        models.load_ip_adapter(self, pipe, name, image_encoder, scale)
 
     def ip_adapter_embeds(self, pipe: Any, reference: Any, device: torch.device, guided: bool) -> list[Any]:
-        return list(pipe.prepare_ip_adapter_image_embeds(reference, None, device, 1))
+        redux = getattr(pipe, "v2v_redux", None)
+        if redux is None:
+            return list(pipe.prepare_ip_adapter_image_embeds(reference, None, device, 1))
+        import torch
+
+        prior, scale = redux
+        with torch.inference_mode():
+            tokens = prior.image_embedder(prior.encode_image(reference, device, 1)).image_embeds
+        return [tokens[:, :0] if scale == 0 else tokens * scale]  # (1, N, text width); no tokens at scale 0
+
+    def text_width(self, pipe: Any) -> int | None:
+        return pipe.transformer.config.joint_attention_dim  # what a FLUX IP-Adapter's k/v projections take
 
     # --- per batch
 
@@ -117,11 +139,54 @@ class Flux(DiffusionTransformer):
             modes = control_modes(pipe, batch)
             if modes is not None:
                 arguments["control_mode"] = modes
-        if batch.ip_adapter_embeds is not None:
+        if batch.ip_adapter_embeds is not None and getattr(pipe, "v2v_redux", None) is not None:
+            arguments.update(redux_prompt(pipe, batch, arguments.pop("prompt"), arguments["max_sequence_length"]))
+        elif batch.ip_adapter_embeds is not None:
             arguments["ip_adapter_image_embeds"] = batch.ip_adapter_embeds
         if batch.masks is not None:  # inpaint kinds
             arguments["mask_image"] = batch.masks
         return arguments
+
+
+def _redux_folder(name: str) -> Any:
+    """The local folder of `name` when it is a FluxPriorReduxPipeline folder, else None."""
+    import json
+
+    from v2v.diffusion.models import resolve_path
+
+    path = resolve_path(name, "IP-Adapter or Redux model")
+    index = path / "model_index.json"
+    if not (path.is_dir() and index.exists()):
+        return None
+    return path if json.loads(index.read_text()).get("_class_name") == "FluxPriorReduxPipeline" else None
+
+
+def load_redux(path: Any, pipe: Any, name: str) -> Any:
+    """The Redux prior's image encoder and embedder (no text encoders: the base pipeline encodes the prompt).
+    ModelError when its tokens are not as wide as the transformer's text."""
+    from diffusers import FluxPriorReduxPipeline
+
+    from v2v.diffusion.models import _dtype_argument
+
+    try:
+        prior = FluxPriorReduxPipeline.from_pretrained(str(path), local_files_only=True, **_dtype_argument(pipe.dtype))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot load FLUX Redux {name!r}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
+    width, ours = prior.image_embedder.config.txt_in_features, pipe.transformer.config.joint_attention_dim
+    if width != ours:
+        raise ModelError(f"FLUX Redux {name!r} makes tokens {width} wide, the base transformer reads {ours}")
+    return prior.to(pipe.device)
+
+
+def redux_prompt(pipe: Any, batch: Batch, prompt: list[str], tokens: int) -> dict[str, Any]:
+    """`prompt_embeds`/`pooled_prompt_embeds` for a batch: the prompt's T5 tokens (as the pipeline would encode
+    them) followed by the Redux reference's image tokens, what `FluxPriorReduxPipeline` hands a FLUX pipeline."""
+    import torch
+
+    assert batch.ip_adapter_embeds is not None
+    text, pooled, _ = pipe.encode_prompt(prompt=prompt, prompt_2=None, max_sequence_length=tokens)
+    image = batch.ip_adapter_embeds[0].to(text.dtype).expand(text.shape[0], -1, -1)
+    return {"prompt_embeds": torch.cat([text, image], dim=1), "pooled_prompt_embeds": pooled}
 
 
 def control_modes(pipe: Any, batch: Batch) -> list[int | None] | None:

@@ -66,7 +66,7 @@ def run_stage(stage: InpaintStage, frames: list[Frame]) -> list[np.ndarray]:
     return [frame.image for frame in stage.process(iter(frames))]
 
 
-@pytest.mark.parametrize("family", ["sd-inpaint", "flux-fill"])
+@pytest.mark.parametrize("family", ["sd-inpaint", "sdxl-inpaint", "flux-fill"])
 def test_outside_the_mask_is_the_source_exactly_inside_it_differs(tiny: Path, family: str) -> None:
     frames, mask = clip(2), box_mask()
     stage = InpaintStage(Masks(mask), dilate=1, feather=2, fill=False, painter=painter(tiny, family))
@@ -133,6 +133,15 @@ def test_a_plain_model_is_refused_naming_the_familys_inpaint_models(tiny: Path) 
     with pytest.raises(ModelError, match="stable-diffusion-inpainting") as caught:
         painter(tiny, "sd")
     assert "\n" not in str(caught.value)
+    with pytest.raises(ModelError, match="stable-diffusion-xl-1.0-inpainting"):
+        painter(tiny, "sdxl")
+
+
+def test_each_inpaint_folder_is_its_familys(tiny: Path) -> None:
+    from v2v.diffusion.registry import detect
+
+    assert {name: detect(str(tiny / name))[0].name for name in ("sd-inpaint", "sdxl-inpaint", "flux-fill")} == {
+        "sd-inpaint": "sd-inpaint", "sdxl-inpaint": "sdxl-inpaint", "flux-fill": "flux-fill"}
 
 
 def test_an_inpaint_model_given_to_restyle_points_to_inpaint(tiny: Path) -> None:

@@ -165,3 +165,33 @@ def test_controlnet_inpaint_holds_the_paint_and_keeps_the_rest(tiny: Path) -> No
     for image, other, frame in zip(out, free, frames, strict=True):
         assert np.array_equal(image[~inside], frame.image[~inside])
         assert np.abs(image[inside].astype(int) - other[inside]).mean() > 1
+
+
+def test_cli_inpaints_with_a_model_and_refuses_a_plain_one_in_one_line(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import cv2
+    from conftest import write_clip
+
+    from v2v import cli
+    from v2v.io.reader import open_source
+
+    source = write_clip(tmp_path / "clip.mp4", frames=4, width=WIDTH, height=HEIGHT, audio=True)
+    mask_path = tmp_path / "m.png"
+    cv2.imwrite(str(mask_path), (box_mask() * 255).astype(np.uint8))
+    out = tmp_path / "out.mp4"
+    common = ["inpaint", str(source), "--mask", str(mask_path), "--prompt", "a red cat", "--steps", "2",
+              "--no-progress", "--codec", "libx264rgb", "--crf", "0", "--dilate", "0", "--feather", "0"]
+    assert cli.main([*common, "-o", str(out), "--model", str(tiny / "sd-inpaint")]) == 0
+    with open_source(source) as reader, open_source(out) as written:
+        pairs = list(zip(reader, written, strict=True))
+    assert len(pairs) == 4
+    outside = box_mask() == 0
+    for before, after in pairs:
+        assert np.array_equal(after.image[outside], before.image[outside])
+        assert not np.array_equal(after.image[~outside], before.image[~outside])
+    capsys.readouterr()
+    refused = tmp_path / "refused.mp4"
+    assert cli.main([*common, "-o", str(refused), "--model", str(tiny / "sd")]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "stable-diffusion-inpainting" in error and not refused.exists()

@@ -8,6 +8,8 @@ bench is one more function in `CASES`. Measured here (CPU, tiny random models bu
   (same frames, steps, strength, seed, Canny control), both after loading and one warm-up run; warping error
   (Lai et al. 2018: flow of the *source* clip, occlusion-masked MSE in [0, 1]) of the output with temporal on vs
   off; keyframe mode's speed-up over diffusing every frame (both with temporal on);
+- `sd15_size`: real size on the CPU: SD 1.5-sized random models (from the published configs) restyle one 512x512
+  frame with temporal off and on, each its own `python -m v2v restyle` process: seconds per frame and peak RSS;
 - `cli_marginal`: the marginal time per frame of the whole `python -m v2v restyle --temporal off` command
   (decode, stage and encode overlapping, torch at its default threads) vs the plain loop in this process at the
   same default threads: each run on two frame counts, the difference divided by the frame difference, so
@@ -563,7 +565,69 @@ def count_dit_flops(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-CASES = {"stage": case_stage, "cli_marginal": case_cli_marginal, "flux": case_flux}
+def build_sd15_sized(folder: Path) -> Path:
+    """Random SD 1.5-sized models (UNet 860M, VAE 84M, CLIP text 123M parameters, from the published configs),
+    saved with save_pretrained in fp16 to keep the disk small; the tokenizer is the tests' few-entry one."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from tiny_diffusion import write_tiny_tokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as scratch:
+        vocab_size = write_tiny_tokenizer(Path(scratch))
+        tokenizer = CLIPTokenizer.from_pretrained(scratch)
+    text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+                                        num_hidden_layers=12, vocab_size=vocab_size, max_position_embeddings=77,
+                                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                        pad_token_id=tokenizer.pad_token_id))
+    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2,
+                        sample_size=512)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=UNet2DConditionModel(
+        **SD15_UNET), scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(str(folder), variant=None)
+    return folder
+
+
+def case_sd15_size(models: Path, clip: Path, args: argparse.Namespace) -> dict[str, object]:
+    """One 512x512 frame (after a first one, so temporal on has an anchor) through `python -m v2v restyle` with
+    SD 1.5-sized random models, temporal off and on: wall time and the child's peak RSS. Each run is its own
+    process; 1 and 2 frames are timed so that loading cancels out of the per-frame figure."""
+    import cv2
+
+    from v2v.io.writer import Encoding, open_writer
+
+    folder = build_sd15_sized(models.parent / "sd15-sized")
+    square = models.parent / "square.mkv"
+    with open_writer(square, encoding=Encoding(codec="ffv1"), overwrite=True) as writer:
+        for frame in read_frames(clip, 2):
+            writer.write(frame.with_image(cv2.resize(frame.image[:, 64:336], (512, 512))))
+    figures: dict[str, object] = {"model": "random SD 1.5-sized UNet + VAE + CLIP text, fp32, 512x512",
+                                  "steps": args.steps, "strength": args.strength}
+    for temporal in ("off", "on"):
+        runs = {}
+        for count in (1, 2):
+            command = [sys.executable, "-m", "v2v", "restyle", str(square), "-o", str(models.parent / "o.mkv"),
+                       "--model", str(folder), "--prompt", args.prompt, "--steps", str(args.steps), "--strength",
+                       str(args.strength), "--temporal", temporal, "--max-frames", str(count), "--codec", "ffv1",
+                       "--overwrite", "--no-progress"]
+            began = time.perf_counter()
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            _, status, usage = os.wait4(process.pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                sys.exit(f"failed: {' '.join(command)}\n{process.stderr.read().decode() if process.stderr else ''}")
+            runs[count] = (time.perf_counter() - began, usage.ru_maxrss / 1024)
+        figures[f"temporal_{temporal}"] = {
+            "seconds_per_frame": round(runs[2][0] - runs[1][0], 1),
+            "seconds_1_frame_with_loading": round(runs[1][0], 1),
+            "peak_rss_mib_2_frames": round(runs[2][1]),
+        }
+    return figures
+
+
+CASES = {"stage": case_stage, "cli_marginal": case_cli_marginal, "flux": case_flux, "sd15_size": case_sd15_size}
 
 
 def main() -> None:
@@ -612,7 +676,8 @@ def main() -> None:
         if unknown:
             sys.exit(f"unknown case {unknown[0]!r}; choose from {', '.join(CASES)}")
         # the SD cases share one set of tiny SD models; the FLUX case builds its own
-        models = args.models or (build_tiny_models(Path(scratch) / "tiny") if set(names) - {"flux"} else Path(scratch))
+        tiny_needed = set(names) - {"flux", "sd15_size"}
+        models = args.models or (build_tiny_models(Path(scratch) / "tiny") if tiny_needed else Path(scratch) / "x")
         for name in names:
             figures = CASES[name](models, clip, args)
             result.update(figures if name == "stage" else {name: figures})

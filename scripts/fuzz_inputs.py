@@ -155,6 +155,8 @@ def _span(data: bytearray, rng: random.Random) -> tuple[int, int]:
 def mutate(original: bytes, rng: random.Random, kind: str) -> tuple[bytes, str]:
     """A damaged copy of `original` and a short description of what was done."""
     data = bytearray(original)
+    if not data:  # a first mutation truncated it to nothing: nothing more to damage
+        return original, "empty"
     if kind == "flip":
         _flip(data, rng)
     elif kind == "truncate":
@@ -230,6 +232,9 @@ def run_case(case: int, seed: int, seeds: dict[str, bytes], work: Path, timeout:
     name = sorted(seeds)[case % len(seeds)]
     kind = MUTATIONS[(case // len(seeds)) % len(MUTATIONS)]
     data, description = mutate(seeds[name], rng, kind)
+    if case % 3 == 2:  # every third case is damaged twice: a broken header and damage further on
+        data, more = mutate(data, rng, rng.choice(MUTATIONS))
+        description = f"{description}+{more}"
     folder = work / f"case{case}"
     folder.mkdir()
     source = folder / f"in{SEEDS[name][0]}"
@@ -291,9 +296,14 @@ def fuzz(cases: int, seed: int, jobs: int = 2, timeout: float = 60.0, first: int
         "clean_errors": sum(o.result == "clean_error" for o in outcomes),
         "faults": dict(Counter(o.fault for o in faults)),
         "fault_count": len(faults),
-        "by_mutation": dict(Counter(o.mutation.split("@")[0].split(":")[0] for o in outcomes if o.command == "probe")),
+        "by_mutation": dict(Counter(_first_kind(o.mutation) for o in outcomes if o.command == "probe")),
     }
     return counts, faults
+
+
+def _first_kind(description: str) -> str:
+    """The kind of a case's first mutation ("truncate@120+flip" -> "truncate")."""
+    return description.split("+")[0].split("@")[0].split(":")[0]
 
 
 def main() -> int:

@@ -20,6 +20,8 @@ from v2v.commands.common import positive_int
 if TYPE_CHECKING:
     import numpy as np
 
+    from v2v.io.probe import VideoInfo
+
 HELP = "show two versions of a clip side by side (or as a wipe) with A's audio; --plot their scores over time"
 
 log = logging.getLogger(__name__)
@@ -116,14 +118,14 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def aligned_count(a: object, b: object, max_frames: int | None) -> int | None:
+def aligned_count(a: VideoInfo, b: VideoInfo, max_frames: int | None) -> int | None:
     """The frames both clips have (capped at max_frames), with a warning when their counts differ."""
-    counts = [info.frame_count for info in (a, b)]  # type: ignore[attr-defined]
+    counts = [a.frame_count, b.frame_count]
     known = [count for count in counts if count]
     frames = min(known) if known else None
     if len(known) == 2 and counts[0] != counts[1]:
-        log.warning("%s has %d frames and %s has %d: comparing the first %d", a.path, counts[0],  # type: ignore
-                    b.path, counts[1], frames)  # type: ignore[attr-defined]
+        log.warning("%s has %d frames and %s has %d: comparing the first %d", a.path, counts[0], b.path, counts[1],
+                    frames)
     if max_frames is not None:
         frames = min(frames, max_frames) if frames else max_frames
     return frames

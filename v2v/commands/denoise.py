@@ -24,15 +24,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="compute precision (default auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)")
 
 
-def main(args: argparse.Namespace) -> int:
+def build_stages(args: argparse.Namespace) -> list[object]:
+    """The denoise stage the options describe (the sigma is checked before anything heavy loads)."""
     from v2v.errors import require
     from v2v.restore.denoise import DenoiseStage, parse_sigma
 
-    sigma = parse_sigma(args.sigma)  # before anything heavy loads
+    sigma = parse_sigma(args.sigma)
     require("torch", "restore")
+    return [DenoiseStage(sigma, args.temporal == "on", device=args.device, dtype=args.dtype, model=args.model)]
 
-    def stages() -> list[DenoiseStage]:
-        return [DenoiseStage(sigma, args.temporal == "on", device=args.device, dtype=args.dtype, model=args.model)]
 
-    run_pipeline(args, stages)
+def main(args: argparse.Namespace) -> int:
+    run_pipeline(args, lambda: build_stages(args))  # type: ignore[arg-type,return-value]
     return 0

@@ -7,7 +7,12 @@ from __future__ import annotations
 import argparse
 
 from v2v.commands.common import add_io_arguments
-from v2v.commands.restyle import add_model_arguments, add_temporal_and_speed_arguments, run_diffusion
+from v2v.commands.restyle import (
+    add_model_arguments,
+    add_temporal_and_speed_arguments,
+    diffusion_stages,
+    run_diffusion,
+)
 
 HELP = "edit a video by an instruction (InstructPix2Pix and the other instruction-following families)"
 
@@ -25,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     look.add_argument("--steps", type=int, help="denoising steps (default by family: 20)")
     look.add_argument("--seed", type=int, help="noise seed (default 0)")
     add_temporal_and_speed_arguments(parser)
+
+
+def build_stages(args: argparse.Namespace) -> list[object]:
+    """For `v2v preview`: the edit stage the options describe."""
+    return diffusion_stages(args, "edit")()
 
 
 def main(args: argparse.Namespace) -> int:

@@ -42,19 +42,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="compute precision (default auto: fp16 on CUDA, fp32 on the CPU)")
 
 
+def build_stages(args: argparse.Namespace) -> list[object]:
+    """The interpolation stage the options describe (the model loads now: missing weights fail first)."""
+    from v2v.restore.interpolate import InterpolateStage
+
+    if args.factor is None and args.fps is None and args.slowmo is None:
+        args.factor = 2
+    return [InterpolateStage(factor=args.factor, fps=args.fps, slowmo=args.slowmo, model=args.model,
+                             device=args.device, dtype=args.dtype)]
+
+
 def main(args: argparse.Namespace) -> int:
     from v2v.errors import InputError
     from v2v.io.probe import probe
-    from v2v.restore.interpolate import InterpolateStage
 
-    # 1. Check inputs: a rate to raise, and at least two frames to interpolate between.
-    if args.factor is None and args.fps is None and args.slowmo is None:
-        args.factor = 2
+    # 1. Check inputs: at least two frames to interpolate between.
     info = probe(args.input)
     if info.frame_count is not None and min(info.frame_count, args.max_frames or info.frame_count) < 2:
         raise InputError(f"{args.input}: has {info.frame_count} frame(s); interpolation needs at least two")
-    # 2. The stage (the model loads now: missing weights fail before any frame is decoded), then run.
-    stage = InterpolateStage(factor=args.factor, fps=args.fps, slowmo=args.slowmo, model=args.model,
-                             device=args.device, dtype=args.dtype)
-    run_pipeline(args, [stage])
+    # 2. The stage, then run.
+    run_pipeline(args, build_stages(args))  # type: ignore[arg-type]
     return 0

@@ -12,7 +12,7 @@ from v2v.commands.common import add_io_arguments
 from v2v.commands.inpaint import add_mask_arguments, open_spec, run_with_masks
 
 if TYPE_CHECKING:
-    from v2v.frames import Frame
+    from v2v.frames import Frame  # numpy: not at import, so `v2v --version` stays light
 
 HELP = "write the mask each frame gets (one image carried by optical flow, or a mask video lined up) for checking"
 

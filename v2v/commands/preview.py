@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="height of each picture on the sheet (default 270; never more than the frames' own)")
     parser.add_argument("--context", type=int, default=None, metavar="K",
                         help="frames before each picked one that the stages see first (default: what the stages "
-                             "declare, at most 8)")
+                             "declare, at most 8; give it for a temporal stage that declares none, e.g. stabilize)")
     parser.add_argument("command", choices=sorted(commands), metavar="COMMAND",
                         help=f"the command to preview: {', '.join(sorted(commands))}")
     parser.add_argument("options", nargs=argparse.REMAINDER, metavar="...",

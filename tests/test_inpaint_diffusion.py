@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("diffusers")
 torch = pytest.importorskip("torch")
 
+import tiny_diffusion  # noqa: E402
 from conftest import moving_pattern  # noqa: E402
 
 from v2v.errors import ModelError  # noqa: E402
@@ -22,13 +23,7 @@ from v2v.inpaint.stage import InpaintConfig, InpaintPainter, InpaintStage  # noq
 WIDTH, HEIGHT = 64, 48
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    """One torch thread: on this shared 2-core machine two threads of tiny ops can stall for tens of seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+one_thread = tiny_diffusion.one_thread  # one torch thread (autouse)
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +66,7 @@ def run_stage(stage: InpaintStage, frames: list[Frame]) -> list[np.ndarray]:
     return [frame.image for frame in stage.process(iter(frames))]
 
 
-@pytest.mark.parametrize("family", ["sd-inpaint", "flux-fill"])
+@pytest.mark.parametrize("family", ["sd-inpaint", "sdxl-inpaint", "flux-fill"])
 def test_outside_the_mask_is_the_source_exactly_inside_it_differs(tiny: Path, family: str) -> None:
     frames, mask = clip(2), box_mask()
     stage = InpaintStage(Masks(mask), dilate=1, feather=2, fill=False, painter=painter(tiny, family))
@@ -101,7 +96,7 @@ def test_temporal_off_equals_the_familys_own_pipeline_per_frame(tiny: Path, fami
                          strength=config.strength, num_inference_steps=config.steps, guidance_scale=config.guidance,
                          generator=torch.Generator("cpu").manual_seed(config.seed + frame.index), output_type="pt")
         if family == "flux-fill":
-            arguments["max_sequence_length"] = made.stage.family.max_sequence_length
+            arguments["max_sequence_length"] = made.stage.family.text_tokens(made.stage.pipe)
         with torch.inference_mode():
             theirs = tensor_to_images(pipe(**arguments).images)[0]
         assert np.array_equal(image[inside], theirs[inside])
@@ -138,6 +133,15 @@ def test_a_plain_model_is_refused_naming_the_familys_inpaint_models(tiny: Path) 
     with pytest.raises(ModelError, match="stable-diffusion-inpainting") as caught:
         painter(tiny, "sd")
     assert "\n" not in str(caught.value)
+    with pytest.raises(ModelError, match="stable-diffusion-xl-1.0-inpainting"):
+        painter(tiny, "sdxl")
+
+
+def test_each_inpaint_folder_is_its_familys(tiny: Path) -> None:
+    from v2v.diffusion.registry import detect
+
+    assert {name: detect(str(tiny / name))[0].name for name in ("sd-inpaint", "sdxl-inpaint", "flux-fill")} == {
+        "sd-inpaint": "sd-inpaint", "sdxl-inpaint": "sdxl-inpaint", "flux-fill": "flux-fill"}
 
 
 def test_an_inpaint_model_given_to_restyle_points_to_inpaint(tiny: Path) -> None:
@@ -147,3 +151,47 @@ def test_an_inpaint_model_given_to_restyle_points_to_inpaint(tiny: Path) -> None
 
     with pytest.raises(UsageError, match="v2v inpaint"):
         RestyleStage(RestyleConfig(model=str(tiny / "sd-inpaint"), prompt="x", steps=2))
+
+
+def test_controlnet_inpaint_holds_the_paint_and_keeps_the_rest(tiny: Path) -> None:
+    """SD inpainting with a ControlNet (StableDiffusionControlNetInpaintPipeline): a ControlNet of 4 latent channels
+    beside the 9-channel UNet, as control_v11p_sd15_inpaint is."""
+    frames, mask = clip(2), box_mask()
+    held = painter(tiny, "sd-inpaint", controlnets=[str(tiny / "controlnet")], controls=["canny"])
+    assert held.stage.kind == "inpaint+controlnet"
+    out = run_stage(InpaintStage(Masks(mask), fill=False, painter=held), frames)
+    free = run_stage(InpaintStage(Masks(mask), fill=False, painter=painter(tiny, "sd-inpaint")), frames)
+    inside = mask > 0
+    for image, other, frame in zip(out, free, frames, strict=True):
+        assert np.array_equal(image[~inside], frame.image[~inside])
+        assert np.abs(image[inside].astype(int) - other[inside]).mean() > 1
+
+
+def test_cli_inpaints_with_a_model_and_refuses_a_plain_one_in_one_line(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import cv2
+    from conftest import write_clip
+
+    from v2v import cli
+    from v2v.io.reader import open_source
+
+    source = write_clip(tmp_path / "clip.mp4", frames=4, width=WIDTH, height=HEIGHT, audio=True)
+    mask_path = tmp_path / "m.png"
+    cv2.imwrite(str(mask_path), (box_mask() * 255).astype(np.uint8))
+    out = tmp_path / "out.mp4"
+    common = ["inpaint", str(source), "--mask", str(mask_path), "--prompt", "a red cat", "--steps", "2",
+              "--no-progress", "--codec", "libx264rgb", "--crf", "0", "--dilate", "0", "--feather", "0"]
+    assert cli.main([*common, "-o", str(out), "--model", str(tiny / "sd-inpaint")]) == 0
+    with open_source(source) as reader, open_source(out) as written:
+        pairs = list(zip(reader, written, strict=True))
+    assert len(pairs) == 4
+    outside = box_mask() == 0
+    for before, after in pairs:
+        assert np.array_equal(after.image[outside], before.image[outside])
+        assert not np.array_equal(after.image[~outside], before.image[~outside])
+    capsys.readouterr()
+    refused = tmp_path / "refused.mp4"
+    assert cli.main([*common, "-o", str(refused), "--model", str(tiny / "sd")]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "stable-diffusion-inpainting" in error and not refused.exists()

@@ -3,6 +3,7 @@
 - `folder/sd-inpaint`: `StableDiffusionInpaintPipeline` with the tiny SD UNet of `tiny_diffusion` at 9 input
   channels (noise latents, mask, masked image latents) and the tiny SD folder's VAE, text encoder, tokenizer,
   scheduler;
+- `folder/sdxl-inpaint`: `StableDiffusionXLInpaintPipeline`, the tiny SDXL folder's components with a 9-channel UNet;
 - `folder/flux-fill`: `FluxFillPipeline` with a one-block FLUX transformer of 384 input channels (64 noise + 64 masked
   image + 256 mask, packed 2x2) and 64 output channels, `tiny_dit`'s text encoders and VAE.
 
@@ -29,8 +30,21 @@ def build_tiny_inpaint(folder: str | Path, sd_folder: str | Path, seed: int = 0)
         vae=plain.vae, text_encoder=plain.text_encoder, tokenizer=plain.tokenizer, unet=_tiny_unet(in_channels=9),
         scheduler=plain.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     ).save_pretrained(str(folder / "sd-inpaint"))  # fmt: skip
+    _save_tiny_sdxl_inpaint(folder / "sdxl-inpaint", Path(sd_folder).parent / "sdxl")
     _save_tiny_flux_fill(folder / "flux-fill")
     return folder
+
+
+def _save_tiny_sdxl_inpaint(folder: Path, sdxl_folder: Path) -> None:
+    """The tiny SDXL pipeline's components with its UNet's config at 9 input channels."""
+    from diffusers import StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    plain = StableDiffusionXLPipeline.from_pretrained(str(sdxl_folder))
+    unet = UNet2DConditionModel.from_config({**plain.unet.config, "in_channels": 9})
+    StableDiffusionXLInpaintPipeline(
+        vae=plain.vae, text_encoder=plain.text_encoder, text_encoder_2=plain.text_encoder_2, tokenizer=plain.tokenizer,
+        tokenizer_2=plain.tokenizer_2, unet=unet, scheduler=plain.scheduler,
+    ).save_pretrained(str(folder))  # fmt: skip
 
 
 def _save_tiny_flux_fill(folder: Path) -> None:
@@ -58,8 +72,11 @@ def shared_tiny_inpaint(factory: object) -> Path:
     """`build_tiny_inpaint` once per test process (beside `tiny_diffusion`'s models); returns the folder holding
     sd, sd-inpaint and flux-fill."""
     if "inpaint" not in _BUILT:
-        from tiny_diffusion import shared_tiny_models
+        import tiny_diffusion
+        from tiny_diffusion import build_tiny_models
 
-        models = shared_tiny_models(factory)
-        _BUILT["inpaint"] = build_tiny_inpaint(models, models / "sd")
+        built = tiny_diffusion._BUILT  # shared with tiny_diffusion's `tiny` fixture: one build per process
+        if "models" not in built:
+            built["models"] = build_tiny_models(factory.mktemp("tiny-diffusion"))  # type: ignore[attr-defined]
+        _BUILT["inpaint"] = build_tiny_inpaint(built["models"], built["models"] / "sd")
     return _BUILT["inpaint"]

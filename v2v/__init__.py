@@ -33,6 +33,9 @@ _EXPORTS = {
     "FusionConfig": "v2v.consistency.fusion",
     "InterpolateStage": "v2v.restore.interpolate",
     "RestyleStage": "v2v.diffusion.stage",
+    "InpaintStage": "v2v.inpaint.stage",
+    "InpaintConfig": "v2v.inpaint.stage",
+    "PropagatedMask": "v2v.inpaint.propagate",
     "RestyleConfig": "v2v.diffusion.config",
     # errors
     "V2VError": "v2v.errors",

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="blend over PX pixels beyond the grown mask (default 2; 0 = a hard edge)")
     edge.add_argument("--fill-radius", type=pixels, default=8, metavar="K",
                       help="flow fill looks K frames each side for the background (default 8; 0 = no flow fill)")
-    add_model_arguments(parser, controls=False)
+    add_model_arguments(parser, controls=True)
     look = parser.add_argument_group("with a model")
     look.add_argument("--prompt", help="what to paint in the region (needs --model); without it the region is removed")
     look.add_argument("--negative-prompt", help="what it should not look like")

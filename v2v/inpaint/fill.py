@@ -48,16 +48,12 @@ FLOW_SIDE = 480  # flows for the fill are estimated at most this many pixels on 
 
 def spread(values: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """(H, W, C) float values known where `weight` (H, W) is 1, spread smoothly over the rest (`masked_lowpass`,
-    normalised convolution at `COMPLETION_SCALE`)."""
-    import torch
-
+    normalised convolution at `COMPLETION_SCALE`, in numpy on the calling thread)."""
     from v2v.consistency import masked_lowpass
-    from v2v.flow.warp import single_threaded
 
-    with single_threaded(), torch.inference_mode():
-        tensor = torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1), dtype=np.float32))[None]
-        mass = torch.from_numpy(weight.astype(np.float32))[None, None]
-        return masked_lowpass(tensor, mass, COMPLETION_SCALE)[0].numpy().transpose(1, 2, 0)
+    planes = np.ascontiguousarray(values.transpose(2, 0, 1), dtype=np.float32)[None]
+    mass = weight.astype(np.float32)[None, None]
+    return np.asarray(masked_lowpass(planes, mass, COMPLETION_SCALE))[0].transpose(1, 2, 0)
 
 
 def complete_flow(flow: np.ndarray, hole: np.ndarray) -> np.ndarray:

@@ -26,12 +26,15 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from v2v.errors import InputError, SourceNotFoundError, UsageError
 from v2v.frames import Frame
+
+if TYPE_CHECKING:
+    from v2v.io.side_input import SideInput
 
 log = logging.getLogger(__name__)
 
@@ -150,15 +153,18 @@ class SequenceMask:
 
 
 class VideoMask:
-    """A mask video read beside the clip (`SideInput`, aligned by time; its own decode thread)."""
+    """A mask video read beside the clip (`SideInput`, aligned by time; its own decode thread). Give its path, or a
+    `SideInput` of your own (its alignment and policies are then yours)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, main_origin: float, length: str = "error") -> None:
+    def __init__(self, path: str | os.PathLike[str] | SideInput, *, main_origin: float = 0.0,
+                 length: str = "error") -> None:
         from v2v.io.side_input import SideInput
 
         if length not in LENGTH_POLICIES:
             raise UsageError(f"mask length policy must be one of {', '.join(LENGTH_POLICIES)}, got {length!r}")
-        self.side = SideInput(path, what="mask video", align="time", main_origin=main_origin,
-                              shorter="error" if length == "error" else "hold", size="resize")
+        self.side = path if isinstance(path, SideInput) else SideInput(
+            path, what="mask video", align="time", main_origin=main_origin,
+            shorter="error" if length == "error" else "hold", size="resize")
 
     def mask_for(self, frame: Frame) -> np.ndarray:
         return binarize(self.side.frame_for(frame))

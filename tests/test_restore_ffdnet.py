@@ -7,7 +7,6 @@ import copy
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from restore_reference import clip_frames, wheel_reference
+from restore_reference import clip_frames, one_thread, wheel_reference  # noqa: F401 (one_thread: a fixture)
 
 from v2v.errors import MissingDependencyError, ModelError, UsageError
 from v2v.frames import Frame, images_to_tensor, tensor_to_images
@@ -35,16 +34,6 @@ def noisy(images: list[np.ndarray], sigma: float, seed: int = 0) -> list[np.ndar
 
 def as_frames(images: list[np.ndarray]) -> list[Frame]:
     return [Frame(image, index, pts=index * 2, time_base=Fraction(1, 50)) for index, image in enumerate(images)]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """One torch thread: on this shared CPU, torch's thread pool spends far longer at its barriers than computing
-    (FFDNet on a 64x48 frame: 0.3 s on one thread, 4-6 s on two when other jobs load both cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
     from v2v.io.probe import probe
 
     # 1. Check inputs: at least two frames to interpolate between.
-    info = probe(args.input)
+    info = probe(args.input, count_frames=False)  # the container's count: the stage refuses one frame anyway
     if info.frame_count is not None and min(info.frame_count, args.max_frames or info.frame_count) < 2:
         raise InputError(f"{args.input}: has {info.frame_count} frame(s); interpolation needs at least two")
     # 2. The stage, then run.

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from v2v.commands.common import positive_int
+from v2v.commands.stabilize import FLOWS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -39,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(needs pip install 'v2v[plot]')")
     parser.add_argument("--guide", default=None, metavar="ORIGINAL",
                         help="the clip whose motion the warping error follows (default A)")
-    parser.add_argument("--flow", choices=("dis", "raft", "raft-small"), default="dis",
+    parser.add_argument("--flow", choices=FLOWS, default="dis",
                         help="flow for the warping error (default dis: fast on a CPU)")
     parser.add_argument("--max-frames", type=positive_int, default=None, metavar="N", help="compare N frames at most")
     parser.add_argument("--codec", default="libx264", help="video encoder (default libx264)")

@@ -76,6 +76,19 @@ def add_temporal_and_speed_arguments(parser: argparse.ArgumentParser) -> None:
         "SD 1.5 at 512x512 and 10 steps in fp16 uncapped)",
     )
     time.add_argument("--fusion", type=float, help="weight of the flow-warped previous output, 0-1 (default 0.7)")
+    time.add_argument(
+        "--latent-fusion",
+        type=float,
+        metavar="W",
+        help="weight of the previous frame's latents, warped by the source's flow, blended in where trusted during "
+        "the first denoising steps, 0-1 (default 0: off)",
+    )
+    time.add_argument(
+        "--latent-fusion-steps",
+        type=float,
+        metavar="F",
+        help="share of the denoising steps, from the first, that latent fusion blends (default 0.5)",
+    )
     speed = parser.add_argument_group("speed and memory")
     speed.add_argument("--batch-size", type=int, help="frames per denoiser call (default 1)")
     speed.add_argument("--max-side", type=int, help="diffuse at most this many pixels on the longer side")

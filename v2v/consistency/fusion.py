@@ -179,6 +179,29 @@ def masked_lowpass(values: Array, weight: Array, scale: float) -> Array:
     return _resize(low, (height, width), "bilinear")
 
 
+def flow_trust(
+    flow: Array, flow_back: Array, previous_luma: Array, luma: Array, tolerance: float
+) -> tuple[Array, float]:
+    """Where the source's flow from frame t to t-1 can be trusted, and how much of the frame passes.
+
+    Args:
+        flow, flow_back: (B, 2, H, W) flows t -> t-1 and t-1 -> t (numpy or tensors, one kind).
+        previous_luma, luma: (B, 1, H, W) luma of the sources t-1 and t in [0, 1] (`_luma`).
+        tolerance: luma difference (0..1) of the warped previous source at which trust falls to 0.
+
+    Returns:
+        trust (B, 1, H, W) in [0, 1]: the forward-backward and outside tests (`v2v.flow.occlusion`), softened by
+        how well the warped previous source matches; and the fraction of pixels passing those tests (for the
+        scene-cut detector).
+    """
+    valid = ~(invalid_mask(flow, flow_back) | outside_mask(flow))
+    numpy = isinstance(valid, np.ndarray)
+    valid_fraction = float(valid.sum()) / valid.size if numpy else float(valid.float().mean())
+    mismatch = abs(warp_by_flow(previous_luma, flow) - luma)  # luma is linear: warp it alone
+    trust = (1.0 - mismatch * (1.0 / tolerance)).clip(0, 1)
+    return trust * (valid if numpy else valid.to(trust.dtype)), valid_fraction
+
+
 @dataclasses.dataclass(frozen=True)
 class _Ahead:
     """What the fuser keeps of a frame ahead: its scene-cut signature and its look (low band of edit - source,
@@ -373,12 +396,8 @@ class TemporalFuser:
             # 1. flow of the source, and where it can be trusted
             to_previous, from_previous = self.estimator.pair(source, self._previous_source)
             flow, flow_back = self._flow(to_previous), self._flow(from_previous)
-            valid = ~(invalid_mask(flow, flow_back) | outside_mask(flow))
-            valid_fraction = float(valid.sum()) / valid.size if self._numpy else float(valid.float().mean())
             luma = _luma(current_source)
-            mismatch = abs(warp_by_flow(self._previous_luma, flow) - luma)  # luma is linear: warp it alone
-            trust = (1.0 - mismatch * (1.0 / config.photometric_tolerance)).clip(0, 1)
-            trust = trust * (valid if self._numpy else valid.to(trust.dtype))
+            trust, valid_fraction = flow_trust(flow, flow_back, self._previous_luma, luma, config.photometric_tolerance)
             assert self._previous_signature is not None
             cut = scenes.signatures_cut(self._previous_signature, current.signature, trusted=valid_fraction)
             step = FusionStep(index=index, cut=cut, flow=to_previous, flow_back=from_previous,

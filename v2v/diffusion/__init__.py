@@ -11,6 +11,8 @@
 - `dit_attention`: the same for diffusion transformers' joint attention (FLUX, SD3, Qwen-Image): image queries also
   see the bank's image keys, taken after the family's rotary embedding; text tokens are never banked.
 - `keyframes`: keyframe mode, the look of keyframes carried between them by flow.
+- `latent_fusion`: latent flow fusion, the previous frame's latents warped by the source's flow during the first
+  denoising steps.
 - `config`: `RestyleConfig` and `EditConfig`, also read from a recipe TOML file.
 - `stage`: `RestyleStage` (`v2v restyle`) and `EditStage` (`v2v edit`), one `DiffusionStage` asking the family.
 

@@ -58,6 +58,10 @@ class RestyleConfig:
     temporal: bool = True
     keyframe_every: int = 0  # 0 or 1: diffuse every frame
     fusion: float = 0.7  # weight of the flow-warped previous output where it is visible
+    # latent flow fusion (`latent_fusion.py`): weight of the flow-warped previous latents where trusted (0: off),
+    # over this share of the denoising steps, from the first
+    latent_fusion: float = 0.0
+    latent_fusion_steps: float = 0.5
     batch_size: int = 1
     max_side: int | None = None  # downscale frames whose longer side is larger, diffuse, scale back
     attention_slicing: bool = False
@@ -101,6 +105,10 @@ class RestyleConfig:
             raise UsageError("batch size must be >= 1 and keyframe interval >= 0")
         if not 0.0 <= self.fusion < 1.0:
             raise UsageError(f"fusion must be in [0, 1), got {self.fusion}")
+        if not 0.0 <= self.latent_fusion <= 1.0:
+            raise UsageError(f"latent fusion must be in [0, 1], got {self.latent_fusion}")
+        if not 0.0 < self.latent_fusion_steps <= 1.0:
+            raise UsageError(f"latent fusion steps must be a share in (0, 1], got {self.latent_fusion_steps}")
         return self
 
     @property

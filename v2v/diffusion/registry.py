@@ -26,10 +26,14 @@ How a family module plugs in
    - temporal: `cross_frame_attention(pipe, bank)`, a context manager that installs cross-frame attention
      processors on the layers the family chooses and puts the exact previous processors back (build it with
      `v2v.diffusion.attention.install_processors`); `bank_shapes()` says how many tokens of what width each
-     hooked layer stores, so the bank's memory can be capped before the first frame;
+     hooked layer stores, so the bank's memory can be capped before the first frame; `unpack_latents()` and
+     `pack_latents()` say how the pipeline's latents map to a (B, C, h, w) grid over the frame (latent flow
+     fusion warps that grid; the base class's latents are the grid already);
    - per batch: `call_arguments(pipe, batch)`, the keyword arguments of the pipeline call for one `Batch`;
-     the stage adds nothing else. `guided()` says whether the call runs classifier-free guidance and
-     `guidance_groups()` how many copies of each frame a denoiser call then sees (2, or 3 for InstructPix2Pix);
+     the stage adds only latent flow fusion's `callback_on_step_end` (when it is on), so the pipeline must take
+     that with "latents" among its tensor inputs, as diffusers' image pipelines do. `guided()` says whether the
+     call runs classifier-free guidance and `guidance_groups()` how many copies of each frame a denoiser call
+     then sees (2, or 3 for InstructPix2Pix);
    - defaults with code behind them: `dtype(device)`, `multiple(pipe)` (frames are padded to it, with a line
      saying so), `denoising_steps()` (for the bank's size), `kind()` (the refusal pointing to the other command),
      `ip_adapter_embeds()`.
@@ -290,6 +294,16 @@ class Family:
     def denoising_steps(self, kind: str, steps: int, strength: float) -> int:
         """How many denoiser calls a frame takes (img2img runs steps x strength of them)."""
         return min(steps, int(steps * strength)) if kind.startswith(("restyle", "inpaint")) else steps
+
+    def unpack_latents(self, pipe: Any, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """The pipeline's latents, as `callback_on_step_end` gets them, for frames of height x width pixels
+        (padded) as a (B, C, h, w) grid over the frame (the VAE's latent image), for latent flow fusion.
+        Base: they are that grid already (UNets, SD3); families that pack patches into tokens override both."""
+        return latents
+
+    def pack_latents(self, pipe: Any, grid: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """`unpack_latents` undone: the (B, C, h, w) grid in the layout of `like` (the pipeline's latents)."""
+        return grid
 
     def multiple(self, pipe: Any) -> int:
         """Frame sides must be multiples of this (frames of other sizes are padded and cut back)."""

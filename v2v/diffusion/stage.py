@@ -111,6 +111,12 @@ class DiffusionStage:
         self._warn_long_prompt(config.text, "instruction" if config.kind == "edit" else "prompt")
         self._warn_long_prompt(config.negative_prompt, "negative prompt")
         self.bank = FrameBank(config.bank_tokens)
+        self.latent_fusion: Any = None  # a latent_fusion.LatentFusion when on
+        if config.temporal and config.latent_fusion > 0:
+            from v2v.diffusion.latent_fusion import LatentFusion
+
+            weight, share = config.latent_fusion, config.latent_fusion_steps
+            self.latent_fusion = LatentFusion(self.family, weight, share, self.device)
         self._bank_sized: tuple[int, int] | None = None  # the padded frame size the bank's cap was chosen for
         self._padding_told: set[tuple[int, int]] = set()
         self.multiple = self.family.multiple(self.pipe)
@@ -132,6 +138,8 @@ class DiffusionStage:
 
     def process(self, frames: Iterator[Frame]) -> Iterator[Frame]:
         self.bank.reset()
+        if self.latent_fusion is not None:
+            self.latent_fusion.reset()
         fuser = self._fuser()
         try:
             for frame, image in self._diffused(frames):
@@ -273,14 +281,21 @@ class DiffusionStage:
             batch.control_modes = list(config.control_modes)
         seeds = [config.seed] * count if config.temporal else [config.seed + index for index in indices]
         batch.generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+        cuts = list(cuts) if cuts is not None else [False] * count
+        step_callback: dict[str, Any] = {}
+        if self.latent_fusion is not None:  # the previous frame's latents, warped by the source's flow, where trusted
+            sizes = (tuple(scaled.shape[-2:]), tuple(padded.shape[-2:]))
+            step_callback = self.latent_fusion.arguments(images, indices, cuts, *sizes)
         # 3. Denoise, with cross-frame attention when temporal is on.
         attention = (
             self.family.cross_frame_attention(self.pipe, self.bank) if config.temporal else contextlib.nullcontext()
         )
         try:
             with attention, torch.inference_mode():
-                self.bank.begin(list(cuts) if cuts is not None else [False] * count)
-                result = self.pipe(**self.family.call_arguments(self.pipe, batch)).images
+                self.bank.begin(cuts)
+                result = self.pipe(**self.family.call_arguments(self.pipe, batch), **step_callback).images
+            if self.latent_fusion is not None:
+                self.latent_fusion.finish()
         except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
             # CUDA raises OutOfMemoryError; the CPU allocator a RuntimeError "... can't allocate memory"
             if not isinstance(exc, torch.cuda.OutOfMemoryError) and "allocate" not in str(exc):

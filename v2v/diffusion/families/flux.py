@@ -60,6 +60,7 @@ class Flux(DiffusionTransformer):
     defaults = Defaults(steps=28, guidance=3.5, strength=0.6, half=False, multiple=16)
     checkpoint_configs = "black-forest-labs/FLUX.1-dev"
     attention_family = "flux"  # the processors of `dit_attention.PROCESSORS`
+    packed_latents = True  # the pipeline packs 2x2 patches of the latent image into tokens
     max_sequence_length = 512  # T5 tokens at most, as FLUX.1-dev was trained (fewer if the T5 tokenizer says so)
 
     # --- recognition

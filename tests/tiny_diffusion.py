@@ -383,6 +383,17 @@ def frames(count: int = 3, width: int = 64, height: int = 48) -> list[np.ndarray
     return [moving_pattern(i, width, height) for i in range(count)]
 
 
+def translating(count: int = 6, width: int = 64, height: int = 48, step: int = 2) -> list[np.ndarray]:
+    """`count` frames of a smooth random texture panned `step` pixels to the left a frame, RGB uint8: motion the
+    flow can follow everywhere but at the right edge."""
+    import cv2
+
+    texture = np.random.default_rng(7).random((height, width + step * count, 3)).astype(np.float32)
+    texture = cv2.GaussianBlur(texture, (0, 0), 3)
+    texture = (texture - texture.min()) / (texture.max() - texture.min())
+    return [(texture[:, i * step : i * step + width] * 255).round().astype(np.uint8) for i in range(count)]
+
+
 def max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> int:
     """The largest difference of any pixel between two lists of images, in uint8 levels."""
     return max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b, strict=True))

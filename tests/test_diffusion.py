@@ -381,8 +381,17 @@ def test_latent_fusion_restarts_at_a_cut(tiny: Path) -> None:
     stage.latent_fusion._link = counting
     out = run_frames(stage, shot + other)
     clip = shot + other
-    assert [next(i for i, image in enumerate(clip) if image is source) for source in linked] == [1, 2, 4]  # 0 and 3 start a shot: nothing to lean on
+    # frames 0 and 3 start a shot: nothing to lean on
+    assert [next(i for i, image in enumerate(clip) if image is source) for source in linked] == [1, 2, 4]
     assert max_diff(out[3:], run_frames(RestyleStage(config), other)) <= 1  # as if the clip began there
+
+
+def test_latent_fusion_with_sdxl(tiny: Path) -> None:
+    """The first frame has nothing to lean on and is the plain one; the next ones lean on it."""
+    sources = translating(3, step=4)
+    outs = [run_frames(RestyleStage(make_config(tiny, model=str(tiny / "sdxl"), fusion=0.0, latent_fusion=weight)),
+                       sources) for weight in (0.0, 0.9)]  # fmt: skip
+    assert max_diff(outs[0][:1], outs[1][:1]) == 0 and max_diff(outs[0][1:], outs[1][1:]) > 0
 
 
 def test_latent_fusion_settings_are_checked(tiny: Path) -> None:

@@ -5,8 +5,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -424,6 +426,17 @@ def test_flux_latent_fusion_batch_equals_single_frames(tiny: Path) -> None:
     assert max_diff(one_by_one, run(RestyleStage(config), translating(5, width=96, height=64, step=3))) <= 1
 
 
+def first_plain_then_leaning(make: Any, config: RestyleConfig, count: int = 3) -> None:
+    """With latent fusion the first frame has nothing to lean on and is the plain one; the next ones lean on it."""
+    sources = translating(count, step=4)
+    outs = [run(make(dataclasses.replace(config, fusion=0.0, latent_fusion=weight)), sources) for weight in (0.0, 0.9)]
+    assert max_diff(outs[0][:1], outs[1][:1]) == 0 and max_diff(outs[0][1:], outs[1][1:]) > 0
+
+
+def test_latent_fusion_with_flux_kontext(tiny: Path) -> None:
+    first_plain_then_leaning(EditStage, kontext_config(tiny))
+
+
 def test_flux_keyframes_diffuse_only_keyframes(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     stage = RestyleStage(make_config(tiny, keyframe_every=3))
     calls: list[list[int]] = []
@@ -507,6 +520,10 @@ def test_sd3_processors_installed_and_removed_and_no_controlnet(tiny_sd3: Path, 
 
 
 # --- FLUX.1 Kontext (instruction editing) ----------------------------------------------------------------------
+
+
+def test_latent_fusion_with_sd3(tiny_sd3: Path) -> None:
+    first_plain_then_leaning(RestyleStage, sd3_config(tiny_sd3))
 
 
 def kontext_config(tiny: Path, **overrides: object) -> EditConfig:
@@ -645,3 +662,8 @@ def test_qwen_image_edit_true_cfg_passes_get_their_own_bank_slots(tiny_qwen: Pat
     assert [image.shape for image in tied] == [(48, 64, 3)] * 2
     together = run(EditStage(qwen_config(tiny_qwen, fusion=0.0, batch_size=2)), frames(2))
     assert max_diff(tied, together) <= 1  # a batch (a list of images to diffusers) equals the frames one by one
+
+
+@pytest.mark.slow
+def test_latent_fusion_with_qwen_image_edit(tiny_qwen: Path) -> None:
+    first_plain_then_leaning(EditStage, qwen_config(tiny_qwen), count=2)

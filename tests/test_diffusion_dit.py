@@ -399,7 +399,7 @@ def test_packed_latents_unpack_as_diffusers_does(name: str) -> None:
 def test_flux_latent_fusion_at_weight_zero_equals_off_exactly(tiny: Path) -> None:
     from v2v.diffusion.latent_fusion import LatentFusion
 
-    config = make_config(tiny, fusion=0.0, batch_size=2)
+    config = make_config(tiny, fusion=0.0, latent_fusion=0.0, batch_size=2)
     off = run(RestyleStage(config), translating(4, width=96, height=64, step=3))
     stage = RestyleStage(config)
     stage.latent_fusion = LatentFusion(stage.family, 0.0, 1.0, stage.device)

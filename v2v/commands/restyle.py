@@ -62,7 +62,8 @@ def add_temporal_and_speed_arguments(parser: argparse.ArgumentParser) -> None:
     time.add_argument(
         "--temporal",
         choices=("on", "off"),
-        help="on (default): shared noise, cross-frame attention and flow fusion; off: the plain pipeline per frame",
+        help="on (default): shared noise, cross-frame attention, flow fusion and latent flow fusion; off: the plain "
+        "pipeline per frame",
     )
     time.add_argument(
         "--keyframe-every", type=int, metavar="K", help="diffuse every K-th frame, carry the look between"
@@ -81,13 +82,13 @@ def add_temporal_and_speed_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         metavar="W",
         help="weight of the previous frame's latents, warped by the source's flow, blended in where trusted during "
-        "the first denoising steps, 0-1 (default 0: off)",
+        "the first denoising steps, 0-1 (default 0.5; 0: off)",
     )
     time.add_argument(
         "--latent-fusion-steps",
         type=float,
         metavar="F",
-        help="share of the denoising steps, from the first, that latent fusion blends (default 0.5)",
+        help="share of the denoising steps, from the first, that latent fusion blends (default 0.75)",
     )
     speed = parser.add_argument_group("speed and memory")
     speed.add_argument("--batch-size", type=int, help="frames per denoiser call (default 1)")

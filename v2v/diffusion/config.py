@@ -59,9 +59,9 @@ class RestyleConfig:
     keyframe_every: int = 0  # 0 or 1: diffuse every frame
     fusion: float = 0.7  # weight of the flow-warped previous output where it is visible
     # latent flow fusion (`latent_fusion.py`): weight of the flow-warped previous latents where trusted (0: off),
-    # over this share of the denoising steps, from the first
-    latent_fusion: float = 0.0
-    latent_fusion_steps: float = 0.5
+    # over this share of the denoising steps, from the first (defaults measured: BENCHMARKS.md, issue 15)
+    latent_fusion: float = 0.5
+    latent_fusion_steps: float = 0.75
     batch_size: int = 1
     max_side: int | None = None  # downscale frames whose longer side is larger, diffuse, scale back
     attention_slicing: bool = False

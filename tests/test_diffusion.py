@@ -282,7 +282,7 @@ def test_cross_frame_attention_ties_frames_and_keeps_the_bank_bounded(
 
     import v2v.diffusion.attention
 
-    config = make_config(tiny, fusion=0.0, steps=4, strength=0.5)
+    config = make_config(tiny, fusion=0.0, latent_fusion=0.0, steps=4, strength=0.5)  # attention alone
     stage = RestyleStage(config)
     images = frames(5)
     tied = restyle(stage, images)

@@ -314,7 +314,7 @@ def test_flux_cross_frame_attention_ties_frames_and_keeps_the_bank_bounded(
 ) -> None:
     from v2v.diffusion.families.flux import Flux
 
-    config = make_config(tiny, fusion=0.0)
+    config = make_config(tiny, fusion=0.0, latent_fusion=0.0)  # attention alone
     stage = RestyleStage(config)
     images = bikes(5)
     tied = run(stage, images)

@@ -13,7 +13,10 @@ bench is one more function in `CASES`. Measured here (CPU, tiny random models bu
 - `cli_marginal`: the marginal time per frame of the whole `python -m v2v restyle --temporal off` command
   (decode, stage and encode overlapping, torch at its default threads) vs the plain loop in this process at the
   same default threads: each run on two frame counts, the difference divided by the frame difference, so
-  start-up and model loading cancel out.
+  start-up and model loading cancel out;
+- `latent`: latent flow fusion on vs off (warping error ratio, with pixel flow fusion on and off; sharpness; time
+  and the fusion's own seconds per frame) for tiny SD + Canny ControlNet and tiny FLUX + FLUX ControlNet, on
+  bikes and carphone scaled to `--latent-width`.
 
 All contenders run at the same torch thread count: torch's default (all cores) unless `--threads` is given.
 
@@ -25,6 +28,7 @@ frames/s they imply at a stated fraction of a stated GPU's peak.
 Prints one JSON line. Example:
     python scripts/bench_restyle.py --frames 8 --steps 4 --strength 0.5
     python scripts/bench_restyle.py --cases cli_marginal --no-flops
+    python scripts/bench_restyle.py --cases latent --no-flops --frames 12 --steps 20 --threads 1
 """
 
 from __future__ import annotations
@@ -728,7 +732,39 @@ def case_latent(models: Path, clip: Path, args: argparse.Namespace) -> dict[str,
                 row["latent_fusion_own_seconds_per_frame"] = round(spent[0] / (count * (args.rounds + 1)), 4)
                 figures[f"{name}/{family}"] = row
     figures["size"] = "x".join(map(str, sources[0].shape[1::-1]))
+    figures["own_seconds_per_frame_512x512"] = latent_fusion_cost(args)
     figures["load_average_1min_at_end"] = round(os.getloadavg()[0], 1)
+    return figures
+
+
+def latent_fusion_cost(args: argparse.Namespace) -> dict[str, float]:
+    """Latent fusion's own work for one 512x512 frame (bikes, cropped): the source flow and trust, and the blend of
+    SD's (1, 4, 64, 64) and FLUX's packed (1, 1024, 64) latents at every step of `--steps` x `--strength`
+    (fastest of 5)."""
+    import cv2
+
+    from v2v.diffusion.latent_fusion import LatentFusion
+    from v2v.diffusion.registry import lookup
+
+    images = [cv2.resize(f.image[:, 64:336], (512, 512)) for f in read_frames(bikes_clip(), 2)]
+    steps = max(1, int(args.steps * args.strength))
+    pipe = type("Pipe", (), {"num_timesteps": steps, "vae_scale_factor": 8})()
+    figures = {}
+    for name, shape in (("sd", (1, 4, 64, 64)), ("flux", (1, 1024, 64))):
+        best = float("inf")
+        for _ in range(5):
+            fusion = LatentFusion(lookup(name), 0.5, 1.0, torch.device("cpu"))  # nothing remembered
+            latents = [torch.randn(shape) for _ in range(steps)]
+            step = fusion.arguments(images[:1], [0], [False], (512, 512), (512, 512))["callback_on_step_end"]
+            for i in range(steps):  # the first frame: its latents are kept for the next
+                step(pipe, i, None, {"latents": latents[i]})
+            fusion.finish()
+            began = time.perf_counter()
+            step = fusion.arguments(images[1:], [1], [False], (512, 512), (512, 512))["callback_on_step_end"]
+            for i in range(steps):
+                step(pipe, i, None, {"latents": latents[i]})
+            best = min(best, time.perf_counter() - began)
+        figures[name] = round(best, 4)
     return figures
 
 

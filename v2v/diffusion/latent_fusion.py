@@ -27,6 +27,7 @@ With weight 0 (or temporal off) the stage passes no callback: the pipeline call 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
@@ -37,37 +38,78 @@ import torch
 import torch.nn.functional as F
 
 from v2v.diffusion.registry import Family
+from v2v.flow import FlowEstimator
 
 
 @dataclasses.dataclass
 class _Link:
-    """The source's flow from a frame to the one before and its trust, at the source's size (float32 (1, 2, H, W)
-    and (1, 1, H, W)), and how the frame was scaled and padded for the pipeline."""
+    """The source's flow from a frame to the one before, (1, 2, H, W), and its trust, (1, 1, H, W), at the source's
+    size: float32 numpy on the CPU (full-frame work on the calling thread, as the pixel fuser does it), tensors on
+    other devices; how the frame was scaled and padded for the pipeline; and the device the grid goes to."""
 
-    flow: torch.Tensor
-    trust: torch.Tensor
+    flow: Any
+    trust: Any
     scaled: tuple[int, int]
     padded: tuple[int, int]
+    device: torch.device
     _on_grid: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def on_grid(self, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flow (in latent cells) and trust on the latent grid of `size` (h, w), which covers the padded frame."""
-        if self._on_grid is None or self._on_grid[0].shape[-2:] != size:
+        """Flow (in latent cells) and trust on the latent grid of `size` (h, w), which covers the padded frame:
+        float32 tensors on the device."""
+        if self._on_grid is None or tuple(self._on_grid[0].shape[-2:]) != tuple(size):
             flow, trust = _resized(self.flow, self.trust, self.scaled)
             (height, width), (padded_h, padded_w) = self.scaled, self.padded
-            padding = (0, padded_w - width, 0, padded_h - height)
-            flow, trust = F.pad(flow, padding, mode="replicate"), F.pad(trust, padding, value=0.0)
-            self._on_grid = _resized(flow, trust, size)
+            bottom, right = padded_h - height, padded_w - width
+            flow, trust = _padded(flow, bottom, right, edge=True), _padded(trust, bottom, right, edge=False)
+            grid = _resized(flow, trust, size)
+            self._on_grid = tuple(torch.as_tensor(v).to(self.device, torch.float32) for v in grid)  # type: ignore[assignment]
+        assert self._on_grid is not None
         return self._on_grid
 
 
-def _resized(flow: torch.Tensor, trust: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flow (vectors scaled with the grid) and trust area-averaged to `size` (h, w)."""
+def _resized(flow: Any, trust: Any, size: tuple[int, int]) -> tuple[Any, Any]:
+    """Flow (vectors scaled with the grid) and trust area-averaged to `size` (h, w), numpy or tensors."""
+    from v2v.consistency.fusion import _resize  # the pixel fuser's resize, numpy (OpenCV) or torch
+
     height, width = flow.shape[-2:]
     if (height, width) == tuple(size):
         return flow, trust
-    scale = torch.tensor([size[1] / width, size[0] / height], device=flow.device).view(1, 2, 1, 1)
-    return F.interpolate(flow, size=size, mode="area") * scale, F.interpolate(trust, size=size, mode="area")
+    flow = _resize(flow, tuple(size), "area")
+    flow[:, 0] *= size[1] / width
+    flow[:, 1] *= size[0] / height
+    return flow, _resize(trust, tuple(size), "area")
+
+
+def _padded(values: Any, bottom: int, right: int, edge: bool) -> Any:
+    """(B, C, H, W) grown by `bottom` rows and `right` columns: edge values repeated, or zeros."""
+    if not (bottom or right):
+        return values
+    if isinstance(values, np.ndarray):
+        return np.pad(values, ((0, 0), (0, 0), (0, bottom), (0, right)), mode="edge" if edge else "constant")
+    return F.pad(values, (0, right, 0, bottom), mode="replicate") if edge else F.pad(values, (0, right, 0, bottom))
+
+
+class RememberedPairs(FlowEstimator):
+    """A flow estimator that keeps its last `size` pairs: the pixel fuser then
+    asks for the very flows latent fusion took (the same source frames, as objects), and each pair is estimated
+    once. Holds `size` pairs of (H, W, 2) float32 flows (2 x 8.3 MB a pair at 1080p)."""
+
+    def __init__(self, estimator: FlowEstimator, size: int) -> None:
+        self.estimator = estimator
+        self.name = estimator.name
+        self._pairs: collections.deque[tuple[np.ndarray, np.ndarray, Any]] = collections.deque(maxlen=size)
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return self.estimator(a, b)
+
+    def pair(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        for first, second, flows in self._pairs:
+            if first is a and second is b:
+                return flows
+        flows = self.estimator.pair(a, b)
+        self._pairs.append((a, b, flows))
+        return flows
 
 
 class LatentFusion:
@@ -77,17 +119,20 @@ class LatentFusion:
     Args:
         family: the model's family (how its latents unpack to a grid). weight: 0..1, how far a trusted latent cell
         moves to the warped previous one. fraction: 0..1, the share of the steps (from the first) that blend.
-        device: where the flow and trust are taken to the latent grid.
+        device: where the flow and trust are taken to the latent grid. batch_size: frames per pipeline call; the
+        estimator (DIS) remembers that many pairs, for the pixel fuser to reuse.
     """
 
-    def __init__(self, family: Family, weight: float, fraction: float, device: torch.device) -> None:
+    def __init__(
+        self, family: Family, weight: float, fraction: float, device: torch.device, batch_size: int = 1
+    ) -> None:
         from v2v.flow import make_flow_estimator
 
         self.family = family
         self.weight = weight
         self.fraction = fraction
         self.device = device
-        self.estimator = make_flow_estimator("dis")
+        self.estimator = RememberedPairs(make_flow_estimator("dis"), batch_size)
         self.reset()
 
     def reset(self) -> None:
@@ -128,18 +173,20 @@ class LatentFusion:
     def _link(
         self, previous: np.ndarray, source: np.ndarray, scaled: tuple[int, int], padded: tuple[int, int]
     ) -> _Link:
-        from kornia.color import rgb_to_grayscale
-
-        from v2v.consistency.fusion import FusionConfig, flow_trust
-        from v2v.flow import flow_to_tensor
+        from v2v.consistency.fusion import FusionConfig, _luma, flow_trust
+        from v2v.flow.warp import flow_to_planes, flow_to_tensor, images_to_planes
         from v2v.frames import images_to_tensor
 
         to_previous, from_previous = self.estimator.pair(source, previous)
-        flow, flow_back = flow_to_tensor(to_previous, self.device), flow_to_tensor(from_previous, self.device)
-        luma = rgb_to_grayscale(images_to_tensor([previous, source], self.device))
         with torch.inference_mode():
+            if self.device.type == "cpu":  # numpy: torch's threads cost more than the arithmetic on a busy CPU
+                flow, flow_back = flow_to_planes(to_previous), flow_to_planes(from_previous)
+                luma = _luma(images_to_planes([previous, source]))
+            else:
+                flow, flow_back = flow_to_tensor(to_previous, self.device), flow_to_tensor(from_previous, self.device)
+                luma = _luma(images_to_tensor([previous, source], self.device))
             trust, _ = flow_trust(flow, flow_back, luma[:1], luma[1:], FusionConfig().photometric_tolerance)
-        return _Link(flow, trust, tuple(scaled), tuple(padded))  # type: ignore[arg-type]
+        return _Link(flow, trust, tuple(scaled), tuple(padded), self.device)  # type: ignore[arg-type]
 
     def _callback(self, links: list[_Link | None], padded: tuple[int, int]) -> Callable[..., dict[str, Any]]:
         from v2v.flow import warp_by_flow
@@ -148,7 +195,7 @@ class LatentFusion:
             if i >= math.ceil(self.fraction * pipe.num_timesteps):
                 return {}
             latents = tensors["latents"]
-            grid = self.family.unpack_latents(pipe, latents, *padded).float().clone()
+            grid = self.family.unpack_latents(pipe, latents, *padded).to(torch.float32, copy=True)
             previous = self._latents.get(i)
             changed = False
             for j, link in enumerate(links):

@@ -121,7 +121,7 @@ class DiffusionStage:
             from v2v.diffusion.latent_fusion import LatentFusion
 
             weight, share = config.latent_fusion, config.latent_fusion_steps
-            self.latent_fusion = LatentFusion(self.family, weight, share, self.device)
+            self.latent_fusion = LatentFusion(self.family, weight, share, self.device, config.batch_size)
         self._bank_sized: tuple[int, int] | None = None  # the padded frame size the bank's cap was chosen for
         self._padding_told: set[tuple[int, int]] = set()
         self.multiple = self.family.multiple(self.pipe)
@@ -185,7 +185,9 @@ class DiffusionStage:
             return None
         from v2v.consistency import FusionConfig, TemporalFuser
 
-        return TemporalFuser(FusionConfig(strength=self.config.fusion), device=self.device)
+        # latent fusion's estimator remembers the flows it took: the same pairs, estimated once
+        estimator = self.latent_fusion.estimator if self.latent_fusion is not None else None
+        return TemporalFuser(FusionConfig(strength=self.config.fusion), estimator, device=self.device)
 
     def _fuse(self, fuser: Any, edited: np.ndarray, source: np.ndarray) -> np.ndarray:
         """Blend in the previous output, warped by the source's flow, where it is visible (the fuser

@@ -9,7 +9,8 @@ For frame t and denoising step i < ceil(`fraction` x the steps the pipeline runs
 - flow and trust are those of the pixel fuser (`v2v.consistency.fusion.flow_trust`: the forward-backward and
   outside tests, softened where the warped previous source does not match), on the source frames, then taken to
   the latent grid: scaled like the frames (`--max-side`), padded like them (padding is not trusted), and
-  area-averaged down to the latent grid (flow vectors scaled with it). The warp is `v2v.flow.warp_by_flow`.
+  area-averaged down to the latent grid (flow vectors scaled with it). The warp is `v2v.flow.warp_by_flow`. Each
+  pair's flow is estimated once: the stage's pixel fuser reads the same pairs from `RememberedPairs`.
 - the latents are the family's (`Family.unpack_latents`/`pack_latents`): UNets and SD3 denoise a (B, C, h, w)
   grid already; FLUX and Qwen-Image pack 2x2 patches of it into tokens, unpacked here and packed back.
 - z_{t-1}[i] is the previous frame's latents after its own blend, so the tie runs along the shot. Only the steps

@@ -78,3 +78,88 @@ def test_hed_loader_refuses_other_checkpoints(tmp_path: Path) -> None:
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelError, match="not a PyTorch checkpoint"):
         load_softedge_model(tmp_path / "junk.pth")
+
+
+# --- depth and soft-edge maps rescaled per shot, not per frame (issue 15) --------------------------------------
+
+
+def blobs(seed: int, width: int = 96, height: int = 64, contrast: float = 40.0) -> np.ndarray:
+    """A static, low-contrast picture (smooth random blobs around mid-grey), float RGB in levels."""
+    import cv2
+
+    noise = np.random.default_rng(seed).normal(size=(height // 8, width // 8)).astype(np.float32)
+    smooth = cv2.resize(noise, (width, height), interpolation=cv2.INTER_CUBIC)
+    return np.repeat((128.0 + contrast * smooth / smooth.std())[..., None], 3, axis=-1)
+
+
+def flickering(scene: np.ndarray, count: int, kind: str) -> list[np.ndarray]:
+    """`count` frames of one static scene whose brightness flickers: "lamp" (a small light that is on in every other
+    frame) or "exposure" (a random gain per frame). The scene's edges and depth never change."""
+    gains = np.random.default_rng(1).uniform(0.7, 1.3, count)
+    out = []
+    for index in range(count):
+        image = scene * gains[index] if kind == "exposure" else scene.copy()
+        if kind == "lamp" and index % 2:
+            image[8:16, 8:16] = 255.0
+        out.append(np.clip(image, 0, 255).round().astype(np.uint8))
+    return out
+
+
+def map_means(make: object, images: list[np.ndarray]) -> np.ndarray:
+    """The mean of each frame's map, the frames given one at a time in clip order."""
+    from v2v.frames import images_to_tensor
+
+    return np.array([float(make(images_to_tensor([image])).mean()) for image in images])  # type: ignore[operator]
+
+
+def shot_softedge() -> object:
+    return make_control("softedge", device="cpu", dtype=torch.float32, depth_model=None, pose_model=None)
+
+
+def flicker(means: np.ndarray) -> float:
+    """How much the maps' brightness flickers: the mean change of the map mean from one frame to the next,
+    relative to the map mean."""
+    return float(np.abs(np.diff(means)).mean() / means.mean())
+
+
+@pytest.mark.parametrize("kind", ["lamp", "exposure"])
+def test_softedge_maps_of_a_flickering_shot_hold_their_brightness(kind: str) -> None:
+    from v2v.diffusion.control import ShotNormalised
+
+    images = flickering(blobs(0), 24, kind)
+    shot = shot_softedge()
+    assert isinstance(shot, ShotNormalised)
+    per_shot, per_frame = map_means(shot, images), map_means(softedge, images)
+    # the first frame of a shot gets exactly the per-frame map
+    assert per_shot[0] == pytest.approx(per_frame[0], rel=1e-5)
+    if kind == "lamp":  # per frame, the lamp's edge sets the maximum and dims every other edge when it is on
+        assert flicker(per_frame) > 0.3 and flicker(per_shot) < flicker(per_frame) / 5
+    else:  # a gain scales the Sobel magnitude; per shot the frame's level cancels it (a fixed range would not)
+        assert flicker(per_shot) < 0.005, flicker(per_shot)
+
+
+def spiking_depth(count: int, height: int = 48, width: int = 64) -> list[torch.Tensor]:
+    """Raw (1, 1, H, W) maps of a static depth scene (a ramp) whose nearest point spikes in every other frame, each
+    with its own scale and offset, as a relative depth model gives them."""
+    ramp = torch.linspace(0.0, 1.0, height).view(1, 1, height, 1).expand(1, 1, height, width)
+    rng = np.random.default_rng(2)
+    raws = []
+    for index in range(count):
+        depth = ramp.clone()
+        depth[..., 20:24, 30:34] = 3.0 if index % 2 else 1.0
+        raws.append(depth * rng.uniform(0.8, 1.2) + rng.uniform(-0.5, 0.5))
+    return raws
+
+
+def test_depth_like_maps_of_a_shot_hold_their_brightness() -> None:
+    from v2v.diffusion.control import ShotNormalised
+
+    raws = spiking_depth(20)
+    given = iter(raws)
+    shot = ShotNormalised(lambda images: next(given), anchored=False)
+    picture = torch.from_numpy(blobs(3, 64, 48)).permute(2, 0, 1)[None].float().div(255.0)  # one scene: no cut
+    maps = [shot(picture)[:, :1] for _ in raws]
+    per_frame = [(raw - raw.amin()) / (raw.amax() - raw.amin()) for raw in raws]  # DepthMaps' per-frame rescale
+    assert torch.allclose(maps[0], per_frame[0], atol=1e-5)  # the shot's first frame: its own min-max map
+    means, frame_means = np.array([float(m.mean()) for m in maps]), np.array([float(m.mean()) for m in per_frame])
+    assert flicker(frame_means) > 0.3 and flicker(means) < flicker(frame_means) / 5

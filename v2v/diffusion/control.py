@@ -283,7 +283,12 @@ class ControlVideo:
 
 
 def make_control(
-    kind: str, *, device: str | torch.device, dtype: torch.dtype, depth_model: str | None, pose_model: str | None,
+    kind: str,
+    *,
+    device: str | torch.device,
+    dtype: torch.dtype,
+    depth_model: str | None,
+    pose_model: str | None,
     norm: str = "shot",
 ) -> Any:
     """A function (B, 3, H, W) -> (B, 3, H, W) for a control name of CONTROLS or `softedge=PATH` (HED from a

@@ -105,7 +105,11 @@ class DiffusionStage:
         # 4. Control maps, prompt checks, and the cross-frame attention bank.
         self.controls = [
             control.make_control(
-                kind, device=self.device, dtype=self.dtype, depth_model=config.depth_model, pose_model=config.pose_model,
+                kind,
+                device=self.device,
+                dtype=self.dtype,
+                depth_model=config.depth_model,
+                pose_model=config.pose_model,
                 norm=config.control_norm,
             )
             for kind in config.control_kinds

@@ -51,7 +51,8 @@ class DiffusionStage:
     def context(self) -> Any:
         """Temporal on: the attention anchor and fusion reach back without bound, so a segment warms up on a few
         frames and only approximates one pass (never segmented by default); so does keyframe mode, whose keyframes
-        are counted from the segment's start. Off: each frame stands alone."""
+        are counted from the segment's start. Off: each frame stands alone, unless a control map is rescaled per shot
+        (`control.ShotNormalised`: its running range warms up on the same frames)."""
         from v2v.pipeline import Context
 
         inexact = self.config.temporal or self.config.keyframe_every > 1

@@ -15,6 +15,10 @@ bench is one more function in `CASES`. Measured here (CPU, tiny random models bu
   same default threads: each run on two frame counts, the difference divided by the frame difference, so
   start-up and model loading cancel out.
 
+`--control-norm` runs only its own section (issue 15): depth and Sobel soft-edge maps rescaled per shot vs per
+frame, the warping error of the maps themselves and of the restyle output, on bikes and carphone at 128 wide
+(`control_norm_section`).
+
 All contenders run at the same torch thread count: torch's default (all cores) unless `--threads` is given.
 
 Projected, not measured (no GPU here): FLOPs per output frame of an SD 1.5-sized UNet + ControlNet + VAE
@@ -25,6 +29,7 @@ frames/s they imply at a stated fraction of a stated GPU's peak.
 Prints one JSON line. Example:
     python scripts/bench_restyle.py --frames 8 --steps 4 --strength 0.5
     python scripts/bench_restyle.py --cases cli_marginal --no-flops
+    python scripts/bench_restyle.py --control-norm --threads 1
 """
 
 from __future__ import annotations

@@ -670,6 +670,15 @@ def exposure_flicker(images: list[np.ndarray], seed: int = 0) -> list[np.ndarray
     return [np.clip(image * gain, 0, 255).round().astype(np.uint8) for image, gain in zip(images, gains, strict=True)]
 
 
+def blinking_light(images: list[np.ndarray]) -> list[np.ndarray]:
+    """The frames with a small white light (a tenth of the width, near the top-left corner) on in every other one."""
+    side = max(2, images[0].shape[1] // 10)
+    out = [image.copy() for image in images]
+    for image in out[1::2]:
+        image[4 : 4 + side, 4 : 4 + side] = 255
+    return out
+
+
 MAP_GAIN = 2.5  # the conditioning embedding's weights, scaled so the tiny ControlNet follows its map
 
 
@@ -692,8 +701,9 @@ def map_sensitive_controlnet(models: Path, folder: Path) -> Path:
 def control_norm_section(models: Path, args: argparse.Namespace) -> dict[str, object]:
     """Control maps rescaled per shot (`--control-norm shot`) against per frame, on real frames (`--norm-clips`):
     the warping error of the maps themselves (the Sobel soft edge, and depth from the tiny *random* DPT), on the clip
-    as it is and with an exposure flicker added; then of the restyle output (tiny SD + `map_sensitive_controlnet`:
-    temporal on, on without flow fusion, and off) with each. Flow for the metric: DIS of the source clip."""
+    as it is, with an exposure flicker added, and with a blinking light; then of the restyle output (tiny SD +
+    `map_sensitive_controlnet`: temporal on, on without flow fusion, and off). Flow for the metric: DIS of the
+    source clip as it is."""
     from v2v.diffusion.config import RestyleConfig
     from v2v.diffusion.control import make_control
     from v2v.diffusion.stage import RestyleStage
@@ -711,8 +721,10 @@ def control_norm_section(models: Path, args: argparse.Namespace) -> dict[str, ob
         flows = [dis.pair(a, b) for a, b in zip(images, images[1:], strict=False)]
         height, width = images[0].shape[:2]
         clip: dict[str, object] = {"frames": len(images), "size": f"{width}x{height}"}
+        footages = {"as_is": images, "exposure_flicker": exposure_flicker(images)}
+        footages["blinking_light"] = blinking_light(images)
         for control in controls:
-            for footage, label in ((images, "maps"), (exposure_flicker(images), "maps_exposure_flicker")):
+            for label, footage in footages.items():
                 figures = {}
                 for norm in ("frame", "shot"):
                     make = make_control(control, device="cpu", dtype=torch.float32,
@@ -721,9 +733,13 @@ def control_norm_section(models: Path, args: argparse.Namespace) -> dict[str, ob
                 figures["ratio_shot_vs_frame"] = round(
                     figures["shot"]["warping_error"] / figures["frame"]["warping_error"], 3
                 )
-                clip[f"{control}_{label}"] = figures
-        runs = (("softedge", "on", 0.7), ("softedge", "on", 0.0), ("softedge", "off", 0.7), ("depth", "on", 0.7))
-        for control, temporal, fusion in runs:
+                clip[f"{control}_maps_{label}"] = figures
+        runs = (
+            ("as_is", "softedge", "on", 0.7), ("as_is", "softedge", "on", 0.0), ("as_is", "softedge", "off", 0.7),
+            ("as_is", "depth", "on", 0.7), ("blinking_light", "softedge", "on", 0.7),
+            ("blinking_light", "softedge", "on", 0.0),
+        )  # fmt: skip
+        for label, control, temporal, fusion in runs:
             errors = {}
             for norm in ("frame", "shot"):
                 config = RestyleConfig(
@@ -733,10 +749,12 @@ def control_norm_section(models: Path, args: argparse.Namespace) -> dict[str, ob
                     guidance=args.guidance, seed=args.seed, temporal=temporal == "on", fusion=fusion,
                 )  # fmt: skip
                 began = time.perf_counter()
-                outputs = [frame.image for frame in RestyleStage(config).process(iter(frames))]
+                given = [frame.with_image(image) for frame, image in zip(frames, footages[label], strict=True)]
+                outputs = [frame.image for frame in RestyleStage(config).process(iter(given))]
                 errors[norm] = warping_error(outputs, images, flows)[0]
                 errors[f"{norm}_seconds"] = round(time.perf_counter() - began, 1)
-            clip[f"restyle_{control}_temporal_{temporal}" + ("_no_fusion" if not fusion else "")] = {
+            key = f"restyle_{label}_{control}_temporal_{temporal}" + ("_no_fusion" if not fusion else "")
+            clip[key] = {
                 "warping_error_frame": round(errors["frame"], 6),
                 "warping_error_shot": round(errors["shot"], 6),
                 "ratio_shot_vs_frame": round(errors["shot"] / errors["frame"], 3),

@@ -51,10 +51,12 @@ class DiffusionStage:
     def context(self) -> Any:
         """Temporal on: the attention anchor and fusion reach back without bound, so a segment warms up on a few
         frames and only approximates one pass (never segmented by default); so does keyframe mode, whose keyframes
-        are counted from the segment's start. Off: each frame stands alone."""
+        are counted from the segment's start. Off: each frame stands alone, unless a control map is rescaled per shot
+        (`control.ShotNormalised`: its running range warms up on the same frames)."""
         from v2v.pipeline import Context
 
         inexact = self.config.temporal or self.config.keyframe_every > 1
+        inexact |= any(getattr(make, "reaches_back", False) for make in self.controls)  # maps rescaled per shot
         return Context(before=self.WARM_UP_FRAMES, exact=False) if inexact else Context()
 
     def __init__(self, config: RestyleConfig) -> None:
@@ -104,7 +106,12 @@ class DiffusionStage:
         # 4. Control maps, prompt checks, and the cross-frame attention bank.
         self.controls = [
             control.make_control(
-                kind, device=self.device, dtype=self.dtype, depth_model=config.depth_model, pose_model=config.pose_model
+                kind,
+                device=self.device,
+                dtype=self.dtype,
+                depth_model=config.depth_model,
+                pose_model=config.pose_model,
+                norm=config.control_norm,
             )
             for kind in config.control_kinds
         ]

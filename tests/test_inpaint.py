@@ -119,6 +119,37 @@ def test_mask_command_writes_the_propagated_mask_as_images(tmp_path: Path, capsy
     assert all(np.array_equal(a, (b * 255).round()) for a, b in zip(again, written, strict=True))
 
 
+
+def test_mask_frame_counts_the_clips_frames_whatever_start_says(tmp_path: Path) -> None:
+    """--mask-frame N is frame N of the whole clip, as the user sees it (the numbers `v2v mask` writes for the whole
+    clip), also when --start cuts the clip: a run from 0.5 s (frame 5 at 10 frames/s) gets the same masks as the
+    whole clip's frames 5.., from an anchor inside the window or before it."""
+    clip = write_scene(tmp_path / "clip.mkv", 20)
+
+    def masks(folder: Path) -> list[np.ndarray]:
+        return [cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for path in sorted(folder.iterdir())]
+
+    for anchor in (12, 2):
+        drawn = write_mask(tmp_path / f"m{anchor}.png", scene(anchor)[2])
+        common = ["--mask", drawn, "--mask-frame", anchor, "--no-progress"]
+        whole, window = tmp_path / f"whole{anchor}", tmp_path / f"window{anchor}"
+        assert run_cli("mask", clip, *common, "-o", whole / "%03d.png") == 0
+        assert run_cli("mask", clip, *common, "--start", 0.5, "-o", window / "%03d.png") == 0
+        first, rest = masks(whole), masks(window)
+        assert len(first) == 20 and len(rest) == 15
+        assert all(np.array_equal(a, b) for a, b in zip(rest, first[5:], strict=True)), anchor
+        assert min(iou(mask / 255.0, scene(5 + k)[2]) for k, mask in enumerate(rest)) >= 0.9, anchor
+    out = tmp_path / "out.mkv"
+    assert run_cli("inpaint", clip, "-o", out, "--mask", tmp_path / "m12.png", "--mask-frame", 12, "--start", 0.5,
+                   "--codec", "ffv1", "--no-progress") == 0
+    source, result = frames_of(clip)[5:], frames_of(out)
+    assert len(result) == 15
+    for k, (before, after) in enumerate(zip(source, result, strict=True)):
+        truth = scene(5 + k)[2]
+        outside = coverage(truth, dilate=2 + 3, feather=2) == 0  # 3 pixels of slack for the carried mask
+        assert np.array_equal(after[outside], before[outside]), k
+        assert not np.array_equal(after[truth > 0], before[truth > 0]), k
+
 # --- compositing and flow fill -----------------------------------------------------------------------------------
 
 

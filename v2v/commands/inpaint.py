@@ -27,8 +27,9 @@ def add_mask_arguments(parser: argparse.ArgumentParser) -> None:
                        help="a mask video (aligned by time), an image sequence (folder or pattern, one image per "
                             "frame), or one image carried through the clip by optical flow")
     group.add_argument("--mask-frame", type=frame_number, default=None, metavar="N",
-                       help="the clip's frame (from 0) a single mask image was drawn on (default 0); the mask is "
-                            "carried forward and backward from there")
+                       help="the clip's frame a single mask image was drawn on (default 0), counted from the "
+                            "clip's first frame (0) whatever --start says; the mask is carried forward and backward "
+                            "from there")
     group.add_argument("--mask-length", choices=("error", "hold"), default="error",
                        help="a mask video or sequence of another length than the clip: error (default) refuses it; "
                             "hold holds a shorter one's last frame and ignores a longer one's extra frames")

@@ -95,6 +95,8 @@ class RestyleConfig:
             raise UsageError(f"bank tokens must be >= 1, got {self.bank_tokens}")
         if self.controls and len(self.controls) != len(self.controlnets):
             raise UsageError(f"{len(self.controlnets)} ControlNet(s) but {len(self.controls)} --control: give one each")
+        if "inpaint" in self.controls and self.kind != "inpaint":
+            raise UsageError("--control inpaint (the frame with the mask's pixels at -1) is for v2v inpaint")
         if len(self.control_modes) > len(self.controlnets):
             raise UsageError(f"{len(self.control_modes)} --control-mode for {len(self.controlnets)} ControlNet(s)")
         if self.control_norm not in CONTROL_NORMS:

@@ -16,6 +16,8 @@ Every map function takes and returns float (B, 3, H, W) tensors in [0, 1] on the
   id, near = bright, rescaled per shot (`ShotNormalised`) or per frame;
 - `pose`: OpenPose-style body maps from a transformers ViTPose model (`pose.py`; one person, the whole
   frame as its box);
+- `inpaint` (`v2v inpaint` only): the frame with the pixels to repaint set to -1, what the inpainting ControlNet
+  (lllyasviel/control_v11p_sd15_inpaint) was trained on; it takes the frames' masks too (`needs_mask`);
 - a path to a video: its frames, in step with the input (precomputed pose, depth, lineart, ...).
 
 Rescaling per shot (`--control-norm shot`, the default) against per frame (`frame`): a depth model's output and the
@@ -42,7 +44,7 @@ from v2v.diffusion.config import CONTROL_NORMS
 from v2v.errors import ModelError, UsageError
 from v2v.frames import images_to_tensor, tensor_to_images
 
-CONTROLS = ("canny", "softedge", "tile", "depth", "pose")
+CONTROLS = ("canny", "softedge", "tile", "depth", "pose")  # and "inpaint", for inpainting runs
 SHOT_RATE = 0.1  # weight of each new frame in a shot's running range (a memory of about 10 frames)
 
 
@@ -222,6 +224,15 @@ def tile(images: torch.Tensor) -> torch.Tensor:
     return images
 
 
+def inpaint(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """The inpainting ControlNet's condition: (B, 3, H, W) frames in [0, 1] with the pixels where `masks` (B, 1, H, W)
+    is >= 0.5 set to -1 (as its model card and diffusers' example make it)."""
+    return torch.where(masks >= 0.5, torch.full_like(images, -1.0), images)
+
+
+inpaint.needs_mask = True  # type: ignore[attr-defined]  # called with the frames' masks (DiffusionStage.diffuse)
+
+
 class DepthMaps:
     """Depth maps from a transformers depth-estimation model, loaded from a folder or cached hub id."""
 
@@ -304,6 +315,8 @@ def make_control(
         return SoftEdgeMaps(kind.removeprefix("softedge="), device, dtype)
     if kind == "tile":
         return tile
+    if kind == "inpaint":
+        return inpaint
     if kind == "depth":
         if not depth_model:
             raise UsageError(

@@ -272,7 +272,8 @@ class DiffusionStage:
             batch.masks = _pad((stacked >= 0.5).to(self.device, self.dtype), pad_h, pad_w)
         if self.controls:
             batch.control_images = [
-                self._control_map(make, scaled, list(indices), pad_h, pad_w) for make in self.controls
+                make(padded, batch.masks) if getattr(make, "needs_mask", False)  # control.inpaint
+                else self._control_map(make, scaled, list(indices), pad_h, pad_w) for make in self.controls
             ]
             batch.control_scales = config.control_scales * (
                 len(self.controls) if len(config.control_scales) == 1 else 1

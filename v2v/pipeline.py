@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from fractions import Fraction
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -212,12 +212,13 @@ def _drain(channel: queue.Queue[object], stop: threading.Event) -> Iterator[Fram
 class _Progress:
     """Frames, fps and ETA on stderr (tqdm; silent when stderr is not a terminal or when disabled)."""
 
-    def __init__(self, total: int | None, enabled: bool, label: str) -> None:
+    def __init__(self, total: int | None, enabled: bool, label: str, initial: int = 0) -> None:
         self._bar = None
         if enabled:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, unit="frame", desc=label, disable=None, dynamic_ncols=True, leave=False)
+            self._bar = tqdm(total=total, initial=initial, unit="frame", desc=label, disable=None, dynamic_ncols=True,
+                             leave=False)  # fmt: skip
 
     def update(self) -> None:
         if self._bar is not None:
@@ -244,6 +245,31 @@ def _write_from(
         stop.set()
 
 
+def _run_record(reader: Reader, options: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a resumable output saves to recognise its run: the input's fingerprint and the options."""
+    if options is None:
+        return None
+    from v2v.resume import fingerprint
+
+    return {"input": fingerprint(reader.info.path), "options": options}
+
+
+def _restart_at(done: int, stages: Sequence[Stage]) -> int:
+    """Where a run that finished `done` frames restarts reading: the stages' context before the next frame."""
+    from v2v.errors import UsageError
+
+    if not is_one_to_one(stages):
+        raise UsageError(
+            "can't resume: these stages change the frame count, so the finished frames don't say where to restart; "
+            "rerun with --overwrite to start over"
+        )
+    context = context_of(stages)
+    if not context.exact:
+        log.warning("resuming at frame %d: the stages warm up on the %d frames before it, so what follows only "
+                    "approximates an uninterrupted run", done, context.before)  # fmt: skip
+    return max(0, done - context.before)
+
+
 def run(
     source: str | os.PathLike[str] | Reader,
     stages: Sequence[Stage] = (),
@@ -256,6 +282,9 @@ def run(
     max_frames: int | None = None,
     progress: bool = True,
     start_number: int | None = None,
+    resume: bool = False,
+    keep_partial: bool = True,
+    options: dict[str, Any] | None = None,
 ) -> RunReport:
     """Stream `source` through `stages` into `output` and return what happened.
 
@@ -264,6 +293,11 @@ def run(
     `encoding` and `overwrite` apply; the source's audio and subtitles are copied into a video output. An
     image-sequence output numbers its files from `start_number` (default: as the source sequence does, else 1).
     Nothing is written at the output's name unless the whole run succeeds.
+
+    An image-sequence output keeps the frames a stopped run finished (unless `keep_partial` is False), and
+    `resume` continues that run: the stages get the frames from their declared context before the first
+    unfinished one. `options` (what the frames depend on besides the input) must then be those of the first run.
+    (A video file output resumes in segments: `v2v.run_segmented`.)
     """
     if output is None:
         raise ValueError("run() needs an output path or writer")
@@ -283,15 +317,27 @@ def run(
             output, encoding=encoding, overwrite=overwrite, audio=audio, fps=timing.rate,
             shift=output_shift(timing, reader.start_time, reader.window.start),
             start_number=getattr(reader, "first_number", 1) if start_number is None else start_number,
-        )
+            resume=resume, keep_partial=keep_partial, record=_run_record(reader, options),
+        )  # fmt: skip
     except BaseException:
         reader.close()
         raise
+    first = getattr(writer, "frames_done", 0)
+    if first:
+        try:
+            first = _restart_at(first, stages)
+            resumed = reader.starting_at(first)  # before close(): it reads the open stream's start time
+        except BaseException:
+            writer.abort()  # keeps the finished frames
+            reader.close()
+            raise
+        reader.close()
+        reader = resumed
     expected = reader.info.frame_count if is_one_to_one(stages) else None
     if max_frames is not None and expected is not None:
         expected = min(expected, max_frames)
     label = os.path.basename(os.fspath(output)) if isinstance(output, (str, os.PathLike)) else "v2v"
-    bar = _Progress(expected, progress, label)
+    bar = _Progress(expected, progress, label, initial=first)
 
     # 2. Start decode and encode threads around bounded queues.
     stop = threading.Event()

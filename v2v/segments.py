@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -35,6 +34,7 @@ from v2v.io.remux import Part, join_parts
 from v2v.io.sequences import is_image_sequence
 from v2v.io.writer import AudioSource, Encoding, VideoFileWriter, check_output, temp_name
 from v2v.pipeline import RunReport, Stage, Timing, context_of, is_one_to_one, output_shift, output_timing, run
+from v2v.resume import check_same_run, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -122,18 +122,6 @@ def plan_segments(
     return Plan(path, pts, time_base, origin, fps, segments)
 
 
-def fingerprint(path: str) -> dict[str, Any]:
-    """Size plus a hash of the first and last MiB: cheap, and changes when the content does."""
-    size = os.path.getsize(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        digest.update(handle.read(1 << 20))
-        if size > 2 << 20:
-            handle.seek(-(1 << 20), os.SEEK_END)
-            digest.update(handle.read(1 << 20))
-    return {"path": os.path.abspath(path), "size": size, "sha256_head_tail": digest.hexdigest()}
-
-
 class WorkFolder:
     """The folder of finished segments and their manifest (JSON, replaced atomically on every change)."""
 
@@ -190,18 +178,7 @@ def _start_or_resume(
             f"work folder {work.folder} exists from an earlier run; pass --resume to continue it, or remove it"
         )
     manifest = work.load()
-    old = manifest.get("input", {})
-    if (old.get("size"), old.get("sha256_head_tail")) != (source["size"], source["sha256_head_tail"]):
-        raise InputError(
-            f"work folder {work.folder} belongs to another input ({old.get('path')}); "
-            "remove it or pass --work-dir to use another"
-        )
-    if manifest.get("options") != options:
-        before = manifest.get("options", {})
-        changed = sorted(k for k in {*options, *before} if options.get(k) != before.get(k))
-        details = ", ".join(f"{k}: {before.get(k)!r} -> {options.get(k)!r}" for k in changed)
-        raise UsageError(f"can't resume: the options changed since the work folder was made ({details}); "
-                         f"rerun with the same options or remove {work.folder}")
+    check_same_run(work.folder, manifest, source, options)
     planned = [(s["first"], s["end"]) for s in segments]
     if [(s["first"], s["end"]) for s in manifest["segments"]] != planned:
         raise InputError(f"work folder {work.folder} was cut differently; remove it to start over")

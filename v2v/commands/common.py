@@ -38,12 +38,14 @@ def add_io_arguments(parser: argparse.ArgumentParser) -> None:
         "a video run of at least two segments (--segment-seconds each) keeps finished segments in a work folder "
         "beside the output, removed when the run succeeds; after a crash, a kill or a reboot the same command "
         "with --resume redoes only what was in flight. Stages whose state reaches back without bound (stabilize, "
-        "restyle with temporal on) are segmented only with --resume, since segments restart that state.",
+        "restyle with temporal on) are segmented only with --resume, since segments restart that state. An "
+        "image-sequence output keeps its finished frames in a hidden .PATTERN.v2v-partial folder beside them; "
+        "--resume continues from there.",
     )
     long.add_argument("--resume", action="store_true",
                       help="continue from the work folder of a stopped run (or segment a run that would not be)")
     long.add_argument("--no-resume-data", action="store_true",
-                      help="one pass, no work folder: nothing to resume if the run is stopped")
+                      help="one pass, no work folder or kept frames: nothing to resume if the run is stopped")
     long.add_argument("--work-dir", default=None, help="work folder (default: .OUTPUT.v2v-work beside the output)")
     long.add_argument("--segment-seconds", type=float, default=10.0, help="segment length (default 10 s)")
     long.add_argument("--overlap", type=int, default=None, metavar="N",
@@ -98,6 +100,7 @@ def run_pipeline(args: argparse.Namespace, stages: Sequence[Stage] | Callable[[]
     `stages` is a list, or a function that builds them: segmented runs (--resume, --backend ray) build fresh
     stages for every segment, on the worker that runs it, so pass a function when stages hold state or models.
     """
+    from v2v.io.sequences import is_image_sequence
     from v2v.io.writer import Encoding
 
     encoding = Encoding(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt)
@@ -106,10 +109,12 @@ def run_pipeline(args: argparse.Namespace, stages: Sequence[Stage] | Callable[[]
         progress=not args.no_progress,
     )
     built = list(stages() if callable(stages) else stages)  # once: a single pass runs these, segments read them
-    if args.resume or args.work_dir or args.backend == "ray" or _resumable_by_default(args, built):
+    options = {key: value for key, value in vars(args).items() if key not in _NOT_OPTIONS}
+    sequence_out = is_image_sequence(args.output) and not (args.work_dir or args.backend == "ray")
+    if not sequence_out and (args.resume or args.work_dir or args.backend == "ray"
+                             or _resumable_by_default(args, built)):
         from v2v.segments import run_segmented
 
-        options = {key: value for key, value in vars(args).items() if key not in _NOT_OPTIONS}
         report = run_segmented(
             args.input, stages if callable(stages) else lambda: stages, args.output, options=options,
             declared=built,
@@ -119,8 +124,9 @@ def run_pipeline(args: argparse.Namespace, stages: Sequence[Stage] | Callable[[]
     else:
         from v2v.pipeline import run
 
-        report = run(args.input, built, args.output, **common,
-                     start_number=args.start_number)
+        # an image-sequence output resumes from its finished frames (kept unless --no-resume-data)
+        report = run(args.input, built, args.output, **common, start_number=args.start_number, resume=args.resume,
+                     keep_partial=not getattr(args, "no_resume_data", False), options=options)
     note = f" (input damaged: stopped after {report.frames_read} frames)" if report.damage else ""
     print(
         f"v2v: wrote {report.output}: {report.frames_written} frames in {report.seconds:.1f} s "

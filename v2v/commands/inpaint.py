@@ -27,8 +27,9 @@ def add_mask_arguments(parser: argparse.ArgumentParser) -> None:
                        help="a mask video (aligned by time), an image sequence (folder or pattern, one image per "
                             "frame), or one image carried through the clip by optical flow")
     group.add_argument("--mask-frame", type=frame_number, default=None, metavar="N",
-                       help="the clip's frame (from 0) a single mask image was drawn on (default 0); the mask is "
-                            "carried forward and backward from there")
+                       help="the clip's frame a single mask image was drawn on (default 0), counted from the "
+                            "clip's first frame (0) whatever --start says; the mask is carried forward and backward "
+                            "from there")
     group.add_argument("--mask-length", choices=("error", "hold"), default="error",
                        help="a mask video or sequence of another length than the clip: error (default) refuses it; "
                             "hold holds a shorter one's last frame and ignores a longer one's extra frames")
@@ -44,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     edge.add_argument("--fill-radius", type=pixels, default=8, metavar="K",
                       help="flow fill looks K frames each side for the background (default 8; 0 = no flow fill)")
     add_model_arguments(parser, controls=True)
+    control = parser._option_string_actions["--control"]
+    control.metavar = "inpaint|canny|softedge|tile|depth|pose|VIDEO"
+    control.help = (
+        "what conditions each ControlNet, in order: inpaint (the frame with the mask's pixels at -1; the default for "
+        "an inpainting ControlNet, one whose name says inpaint), canny (the default for others), softedge, tile, "
+        "depth, pose, or a path to precomputed maps")
     look = parser.add_argument_group("with a model")
     look.add_argument("--prompt", help="what to paint in the region (needs --model); without it the region is removed")
     look.add_argument("--negative-prompt", help="what it should not look like")

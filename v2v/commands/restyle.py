@@ -8,6 +8,7 @@ import argparse
 from typing import Any
 
 from v2v.commands.common import add_io_arguments, run_pipeline
+from v2v.diffusion.config import CONTROL_NORMS
 
 HELP = "restyle a video with a diffusion model (SD 1.x/2.x/XL; ControlNet, IP-Adapter, temporal consistency)"
 
@@ -28,8 +29,16 @@ def add_model_arguments(parser: argparse.ArgumentParser, controls: bool) -> argp
             "--control",
             action="append",
             metavar=CONTROL_CHOICES,
-            help="what conditions each ControlNet, in order (default canny); a path gives precomputed maps",
+            help="what conditions each ControlNet, in order (default canny); a path gives precomputed maps. softedge "
+            "is a model-free Sobel STAND-IN, not the HED/PiDiNet maps softedge ControlNets were trained on: "
+            "softedge=PATH/ControlNetHED.pth runs real HED from that checkpoint",
         )
+        model.add_argument(
+            "--control-norm", choices=CONTROL_NORMS,
+            help="how depth and Sobel softedge maps are rescaled to 0-1: shot (default: each frame's level, the "
+            "extremes' range averaged over the shot, restarted at scene cuts) or frame (each frame to its own "
+            "min/max, which flickers). canny and pose are binary, tile and HED are not rescaled: unaffected",
+        )  # fmt: skip
         model.add_argument(
             "--control-scale", type=float, action="append", help="ControlNet strength (one, or one each)"
         )

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 from v2v.errors import InputError, UsageError
 
 Config = TypeVar("Config", bound="RestyleConfig")
+CONTROL_NORMS = ("shot", "frame")  # how depth and Sobel soft-edge maps are rescaled (v2v.diffusion.control)
 
 
 @dataclasses.dataclass
@@ -42,6 +43,7 @@ class RestyleConfig:
     controls: list[str] = dataclasses.field(default_factory=list)
     control_scales: list[float] = dataclasses.field(default_factory=lambda: [1.0])
     control_modes: list[int] = dataclasses.field(default_factory=list)  # union ControlNets: mode of each (0 if none)
+    control_norm: str = "shot"  # depth and Sobel soft-edge maps rescaled per "shot" or per "frame"
     depth_model: str | None = None
     pose_model: str | None = None
     ip_adapter: str | None = None  # the reference image
@@ -97,8 +99,12 @@ class RestyleConfig:
             raise UsageError(f"bank tokens must be >= 1, got {self.bank_tokens}")
         if self.controls and len(self.controls) != len(self.controlnets):
             raise UsageError(f"{len(self.controlnets)} ControlNet(s) but {len(self.controls)} --control: give one each")
+        if "inpaint" in self.controls and self.kind != "inpaint":
+            raise UsageError("--control inpaint (the frame with the mask's pixels at -1) is for v2v inpaint")
         if len(self.control_modes) > len(self.controlnets):
             raise UsageError(f"{len(self.control_modes)} --control-mode for {len(self.controlnets)} ControlNet(s)")
+        if self.control_norm not in CONTROL_NORMS:
+            raise UsageError(f"control normalisation must be shot or frame, got {self.control_norm!r}")
         if len(self.control_scales) not in (1, len(self.controlnets) or 1):
             raise UsageError(f"give one --control-scale, or one per ControlNet ({len(self.controlnets)})")
         if self.batch_size < 1 or self.keyframe_every < 0:

@@ -3,33 +3,49 @@
 Every map function takes and returns float (B, 3, H, W) tensors in [0, 1] on the frames' device:
 
 - `canny`: OpenCV Canny edges (white on black), what the canny ControlNets were trained on;
-- `softedge`: a model-free STAND-IN, not HED: the Sobel gradient magnitude of the blurred luma, normalised per
-  frame. The softedge ControlNets were trained on HED/PiDiNet maps, which are thicker, smoother and ignore
-  texture that Sobel keeps, so expect weaker or different guidance than with the real annotator;
+- `softedge`: a model-free STAND-IN, not HED: the Sobel gradient magnitude of the blurred luma, rescaled per
+  shot (`ShotNormalised`) or per frame. The softedge ControlNets were trained on HED/PiDiNet maps, which are
+  thicker, smoother and ignore texture that Sobel keeps, so expect weaker or different guidance than with the
+  real annotator;
 - `softedge=PATH`: real HED soft edges from lllyasviel's Annotators checkpoint `ControlNetHED.pth` (the
   Apache-2.0 re-implementation of HED the softedge ControlNet 1.1 was trained with) at PATH, loaded strictly
-  (`SoftEdgeHED`, `SoftEdgeMaps`); nothing is downloaded;
+  (`SoftEdgeHED`, `SoftEdgeMaps`); nothing is downloaded. Its maps are a sigmoid, never rescaled, so the
+  normalisation below does not apply to them;
 - `tile`: the frame itself (the tile ControlNet re-details a picture it is given);
 - `depth`: a transformers depth-estimation model (DPT, Depth Anything, ...) given by folder or cached hub
-  id, near = bright, normalised per frame;
+  id, near = bright, rescaled per shot (`ShotNormalised`) or per frame;
 - `pose`: OpenPose-style body maps from a transformers ViTPose model (`pose.py`; one person, the whole
   frame as its box);
+- `inpaint` (`v2v inpaint` only): the frame with the pixels to repaint set to -1, what the inpainting ControlNet
+  (lllyasviel/control_v11p_sd15_inpaint) was trained on; it takes the frames' masks too (`needs_mask`);
 - a path to a video: its frames, in step with the input (precomputed pose, depth, lineart, ...).
+
+Rescaling per shot (`--control-norm shot`, the default) against per frame (`frame`): a depth model's output and the
+Sobel magnitude have no fixed scale, and rescaling each frame to its own extremes makes the whole map brighten or
+dim whenever the extreme pixels change (the nearest point, the strongest edge), which ControlNet then follows.
+`ShotNormalised` takes the frame's *level* from the frame (its mean, and for depth its spread: whole-frame
+statistics, which also cancel an exposure change of the input or a depth model's per-frame scale) and the *range*
+(how far the extremes lie from that level) from the shot: a running average (`SHOT_RATE`) that starts at the
+shot's first frame, whose map is exactly the per-frame one, and restarts at scene cuts (`v2v.scenes`, on the
+frames it is given). Its state is two numbers and the last frame's scene signature.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from v2v.diffusion.config import CONTROL_NORMS
 from v2v.errors import ModelError, UsageError
-from v2v.frames import images_to_tensor
+from v2v.frames import images_to_tensor, tensor_to_images
 
-CONTROLS = ("canny", "softedge", "tile", "depth", "pose")
+CONTROLS = ("canny", "softedge", "tile", "depth", "pose")  # and "inpaint", for inpainting runs
+SHOT_RATE = 0.1  # weight of each new frame in a shot's running range (a memory of about 10 frames)
 
 
 def canny(images: torch.Tensor, low: int = 100, high: int = 200) -> torch.Tensor:
@@ -42,9 +58,9 @@ def canny(images: torch.Tensor, low: int = 100, high: int = 200) -> torch.Tensor
     return maps[:, None].expand(-1, 3, -1, -1).contiguous()
 
 
-def softedge(images: torch.Tensor, blur: float = 1.5) -> torch.Tensor:
-    """Soft edges, the model-free STAND-IN for HED: Sobel magnitude of the blurred luma, scaled so each frame's
-    maximum is 1 (kornia, on the frames' device). For real HED maps use `SoftEdgeMaps` (`softedge=PATH`)."""
+def sobel_magnitude(images: torch.Tensor, blur: float = 1.5) -> torch.Tensor:
+    """(B, 3, H, W) float [0, 1] -> (B, 1, H, W) float32: the Sobel gradient magnitude of the blurred luma (kornia,
+    on the frames' device), not rescaled."""
     from kornia.color import rgb_to_grayscale
     from kornia.filters import gaussian_blur2d, spatial_gradient
 
@@ -52,9 +68,72 @@ def softedge(images: torch.Tensor, blur: float = 1.5) -> torch.Tensor:
     size = 2 * max(1, round(blur * 3)) + 1
     luma = gaussian_blur2d(luma, (size, size), (blur, blur), border_type="replicate")
     gradient = spatial_gradient(luma, mode="sobel", normalized=False)  # (B, 1, 2, H, W), replicated borders
-    magnitude = torch.sqrt(gradient.pow(2).sum(dim=2))
+    return torch.sqrt(gradient.pow(2).sum(dim=2))
+
+
+def softedge(images: torch.Tensor, blur: float = 1.5) -> torch.Tensor:
+    """Soft edges, the model-free STAND-IN for HED, rescaled per frame: `sobel_magnitude` scaled so each frame's
+    maximum is 1. For real HED maps use `SoftEdgeMaps` (`softedge=PATH`); per shot, `ShotNormalised`."""
+    magnitude = sobel_magnitude(images, blur)
     magnitude = magnitude / magnitude.amax(dim=(2, 3), keepdim=True).clamp_min(1e-6)
     return magnitude.expand(-1, 3, -1, -1).to(images.dtype).contiguous()
+
+
+class ShotNormalised:
+    """A map maker whose raw maps (B, 1, H, W) are rescaled to [0, 1] per shot (module docstring): (B, 3, H, W)
+    float [0, 1] frames in clip order, across calls -> (B, 3, H, W) maps.
+
+    Per frame: a level c and spread s from the whole frame (`anchored`, for magnitudes whose 0 means "no edge":
+    c = 0, s = the mean; otherwise c = the mean, s = the standard deviation), and where the extremes lie,
+    ((c - min) / s, (max - c) / s). Those two ratios are averaged over the shot (`rate`), and the frame maps
+    [c - below * s, c + above * s] to [0, 1] (clipped), so a shot's first frame gets exactly its min-max map.
+    A flat frame (s ~ 0) leaves the running ratios alone. `close()` (the stage's, when a pass ends) forgets the shot.
+    """
+
+    reaches_back = True  # a frame's map depends on the earlier frames of its shot
+
+    def __init__(self, raw: Callable[[torch.Tensor], torch.Tensor], anchored: bool, rate: float = SHOT_RATE) -> None:
+        self.raw, self.anchored, self.rate = raw, anchored, rate
+        self.close()
+
+    def close(self) -> None:
+        self._ratios: torch.Tensor | None = None  # (below, above) of the shot so far
+        self._signature: Any = None  # the last frame's, for v2v.scenes
+
+    def _cuts(self, images: torch.Tensor) -> list[bool]:
+        """Whether each frame starts a new shot (the first frame ever does)."""
+        from v2v.scenes import signature, signatures_cut
+
+        cuts = []
+        for image in tensor_to_images(images):
+            current = signature(image)
+            cuts.append(self._signature is None or signatures_cut(self._signature, current))
+            self._signature = current
+        return cuts
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        raw = self.raw(images).float()
+        flat = raw.flatten(1)
+        low, high = flat.aminmax(dim=1)
+        if self.anchored:
+            centre, spread = torch.zeros_like(low), flat.mean(dim=1)
+            below = torch.zeros_like(low)
+        else:
+            centre, spread = flat.mean(dim=1), flat.std(dim=1)
+            below = (centre - low) / spread.clamp_min(1e-12)
+        ratios = torch.stack([below, (high - centre) / spread.clamp_min(1e-12)], dim=1)  # (B, 2)
+        maps = []
+        for index, cut in enumerate(self._cuts(images)):
+            if cut:
+                self._ratios = None
+            if float(spread[index]) > 1e-6:  # a flat frame has no extremes to learn from
+                known = self._ratios
+                self._ratios = ratios[index] if known is None else known + self.rate * (ratios[index] - known)
+            below, above = self._ratios if self._ratios is not None else ratios[index]
+            bottom, top = centre[index] - below * spread[index], centre[index] + above * spread[index]
+            maps.append(((raw[index] - bottom) / (top - bottom).clamp_min(1e-6)).clamp(0, 1))
+        return torch.stack(maps).expand(-1, 3, -1, -1).to(images.dtype).contiguous()
 
 
 class _HEDBlock(torch.nn.Module):
@@ -145,6 +224,15 @@ def tile(images: torch.Tensor) -> torch.Tensor:
     return images
 
 
+def inpaint(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """The inpainting ControlNet's condition: (B, 3, H, W) frames in [0, 1] with the pixels where `masks` (B, 1, H, W)
+    is >= 0.5 set to -1 (as its model card and diffusers' example make it)."""
+    return torch.where(masks >= 0.5, torch.full_like(images, -1.0), images)
+
+
+inpaint.needs_mask = True  # type: ignore[attr-defined]  # called with the frames' masks (DiffusionStage.diffuse)
+
+
 class DepthMaps:
     """Depth maps from a transformers depth-estimation model, loaded from a folder or cached hub id."""
 
@@ -164,11 +252,16 @@ class DepthMaps:
         self.device, self.dtype = device, dtype
 
     @torch.inference_mode()
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) float [0, 1] -> (B, 3, H, W) relative depth in [0, 1], near = bright."""
+    def raw(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) float [0, 1] -> (B, 1, H, W) float32, the model's relative depth (near = larger), not
+        rescaled."""
         inputs = self.processor(images=images.float().cpu(), return_tensors="pt", do_rescale=False)
         depth = self.model(pixel_values=inputs["pixel_values"].to(self.device, self.dtype)).predicted_depth
-        depth = F.interpolate(depth[:, None].float(), size=images.shape[-2:], mode="bicubic", align_corners=False)
+        return F.interpolate(depth[:, None].float(), size=images.shape[-2:], mode="bicubic", align_corners=False)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) float [0, 1] -> (B, 3, H, W) relative depth rescaled per frame to [0, 1], near = bright."""
+        depth = self.raw(images)
         low = depth.amin(dim=(2, 3), keepdim=True)
         high = depth.amax(dim=(2, 3), keepdim=True)
         depth = (depth - low) / (high - low).clamp_min(1e-6)
@@ -201,25 +294,37 @@ class ControlVideo:
 
 
 def make_control(
-    kind: str, *, device: str | torch.device, dtype: torch.dtype, depth_model: str | None, pose_model: str | None
+    kind: str,
+    *,
+    device: str | torch.device,
+    dtype: torch.dtype,
+    depth_model: str | None,
+    pose_model: str | None,
+    norm: str = "shot",
 ) -> Any:
     """A function (B, 3, H, W) -> (B, 3, H, W) for a control name of CONTROLS or `softedge=PATH` (HED from a
-    ControlNetHED.pth checkpoint), or a `ControlVideo` for a path."""
+    ControlNetHED.pth checkpoint), or a `ControlVideo` for a path. `norm` (of CONTROL_NORMS) says how depth and Sobel
+    soft-edge maps are rescaled: "shot" (`ShotNormalised`; give it frames in clip order) or "frame"."""
+    if norm not in CONTROL_NORMS:
+        raise UsageError(f"unknown control normalisation {norm!r}: choose {' or '.join(CONTROL_NORMS)}")
     if kind == "canny":
         return canny
     if kind == "softedge":
-        return softedge
+        return ShotNormalised(sobel_magnitude, anchored=True) if norm == "shot" else softedge
     if kind.startswith("softedge="):
         return SoftEdgeMaps(kind.removeprefix("softedge="), device, dtype)
     if kind == "tile":
         return tile
+    if kind == "inpaint":
+        return inpaint
     if kind == "depth":
         if not depth_model:
             raise UsageError(
                 "--control depth needs --depth-model FOLDER_OR_ID (a transformers depth model such as "
                 "depth-anything/Depth-Anything-V2-Small-hf)"
             )
-        return DepthMaps(depth_model, device, dtype)
+        depth = DepthMaps(depth_model, device, dtype)
+        return ShotNormalised(depth.raw, anchored=False) if norm == "shot" else depth
     if kind == "pose":
         if not pose_model:
             raise UsageError(

@@ -4,7 +4,7 @@ reference) and `EditStage` (instruction editing), over a stream of frames, kept 
 Both are one `DiffusionStage`, which asks only the model's family (`registry.Family`) how to load, call and
 hook the model; the temporal machinery below is the same for every family.
 
-With `temporal` on, three things tie the frames together:
+With `temporal` on, four things tie the frames together:
 
 1. every frame starts from the same initial noise (the same seed for each frame);
 2. cross-frame attention (`attention.py`, on the layers the family chooses): attention also reads the anchor
@@ -56,10 +56,12 @@ class DiffusionStage:
     def context(self) -> Any:
         """Temporal on: the attention anchor and fusion reach back without bound, so a segment warms up on a few
         frames and only approximates one pass (never segmented by default); so does keyframe mode, whose keyframes
-        are counted from the segment's start. Off: each frame stands alone."""
+        are counted from the segment's start. Off: each frame stands alone, unless a control map is rescaled per shot
+        (`control.ShotNormalised`: its running range warms up on the same frames)."""
         from v2v.pipeline import Context
 
         inexact = self.config.temporal or self.config.keyframe_every > 1
+        inexact |= any(getattr(make, "reaches_back", False) for make in self.controls)  # maps rescaled per shot
         return Context(before=self.WARM_UP_FRAMES, exact=False) if inexact else Context()
 
     def __init__(self, config: RestyleConfig) -> None:
@@ -109,7 +111,12 @@ class DiffusionStage:
         # 4. Control maps, prompt checks, and the cross-frame attention bank.
         self.controls = [
             control.make_control(
-                kind, device=self.device, dtype=self.dtype, depth_model=config.depth_model, pose_model=config.pose_model
+                kind,
+                device=self.device,
+                dtype=self.dtype,
+                depth_model=config.depth_model,
+                pose_model=config.pose_model,
+                norm=config.control_norm,
             )
             for kind in config.control_kinds
         ]
@@ -280,7 +287,8 @@ class DiffusionStage:
             batch.masks = _pad((stacked >= 0.5).to(self.device, self.dtype), pad_h, pad_w)
         if self.controls:
             batch.control_images = [
-                self._control_map(make, scaled, list(indices), pad_h, pad_w) for make in self.controls
+                make(padded, batch.masks) if getattr(make, "needs_mask", False)  # control.inpaint
+                else self._control_map(make, scaled, list(indices), pad_h, pad_w) for make in self.controls
             ]
             batch.control_scales = config.control_scales * (
                 len(self.controls) if len(config.control_scales) == 1 else 1

@@ -10,8 +10,14 @@ Where the mask of each frame comes from (`open_mask`):
 - a mask *image sequence* (a folder or a printf pattern): one image per frame of the clip, image k for the
   clip's frame k (counted from the clip's first frame, whatever `--start` says);
 - a single mask *image*: drawn on frame N (`--mask-frame`, default 0) and carried through the clip by the
-  source's optical flow (`v2v.inpaint.propagate`), written once to a folder of images that is then read as a
-  sequence.
+  source's optical flow (`v2v.inpaint.propagate`). N is the clip's own frame number, counted from its first frame
+  whatever `--start` says (a run from frame 10 with `--mask-frame 40` uses the mask on the clip's frame 40; one
+  with `--mask-frame 3` carries it forward from frame 3, before the window). Segmented runs write every frame's
+  mask to a folder first and read it as a sequence.
+
+Every frame finds its mask by its own number in the clip (`ClipFrames`, from its timestamp), so a window or a
+segment gets the masks the whole clip would. `v2v mask --start S` writes the window's masks only; to edit masks
+and give them back as a sequence, write them for the whole clip (a sequence's image k is always frame k).
 
 Length policy (`length=`): "error" (the default) refuses a mask clip whose frame count differs from the clip's,
 with one line naming both counts; "hold" holds a shorter mask's last frame over the rest of the clip (logged once)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -45,6 +46,14 @@ class InpaintConfig(RestyleConfig):
     it), strength, steps, guidance, and restyle's temporal settings."""
 
     kind: ClassVar[str] = "inpaint"
+
+    @property
+    def control_kinds(self) -> list[str]:
+        """One control per ControlNet: the ones given, else `inpaint` (the frame with the mask's pixels at -1) for an
+        inpainting ControlNet (its name says so, as lllyasviel/control_v11p_sd15_inpaint's does), canny for others."""
+        if self.controls:
+            return self.controls
+        return ["inpaint" if "inpaint" in Path(name).name.lower() else "canny" for name in self.controlnets]
 
 
 def check_inpaint_model(model: str, model_config: str | None = None) -> None:

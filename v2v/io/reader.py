@@ -9,6 +9,7 @@ as players show it), 10/12-bit sources are rounded to 8 bits, an alpha channel i
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
 import os
@@ -174,6 +175,22 @@ class VideoFileReader:
             yield Frame(frame_to_rgb(decoded), self.first_index + self.frames_read, decoded.pts, stream.time_base)
             self.frames_read += 1
 
+    def starting_at(self, first: int) -> VideoFileReader:
+        """A new reader over the same window from its frame `first` on (numbered from `first`), for a run that
+        resumes; past the window's end it starts at the window's last frame."""
+        from v2v.io.probe import frame_timestamps
+
+        stamps, time_base = frame_timestamps(self.path)
+        times = [float(stamp * time_base) - self.start_time for stamp in stamps]
+        begin = bisect.bisect_left(times, self.window.start - 1e-6)
+        stop = len(times) if self.window.end is None else bisect.bisect_left(times, self.window.end - 1e-6)
+        if self.window.max_frames is not None:
+            stop = min(stop, begin + self.window.max_frames)
+        first = max(0, min(first, stop - begin - 1))
+        left = None if self.window.max_frames is None else self.window.max_frames - first
+        window = TimeWindow(start=times[begin + first], end=self.window.end, max_frames=left)
+        return VideoFileReader(self.path, window, first_index=self.first_index + first)
+
     def _decode(self) -> Iterator[av.VideoFrame]:
         """Decoded frames; a damaged or truncated file ends the stream with `damage` set, not an error."""
         try:
@@ -222,6 +239,10 @@ class Reader(Protocol):
     def __iter__(self) -> Iterator[Frame]: ...
 
     def close(self) -> None: ...
+
+    def starting_at(self, first: int) -> Reader:
+        """A new reader of the same window from its frame `first` on, numbered from `first` (to resume a run)."""
+        ...
 
 
 def open_source(

@@ -1,11 +1,14 @@
 """Image sequences: a folder of images, or the files a printf pattern names (`frames/%05d.png`), read and written.
 
 The writer puts its images in a hidden folder beside the target and moves them into place only when the run
-succeeds, as the video writer does with its file.
+succeeds, as the video writer does with its file. Each finished image there is whole, so a run that stops can be
+resumed from them.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 import re
@@ -13,6 +16,7 @@ import shutil
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -21,6 +25,8 @@ from v2v.errors import InputError, OutputError, SourceNotFoundError, UsageError
 from v2v.frames import Frame, check_image
 from v2v.io.probe import VideoInfo
 from v2v.io.reader import TimeWindow, frame_to_rgb
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".exr", ".dpx", ".tga")
 DEFAULT_SEQUENCE_FPS = Fraction(25)
@@ -71,10 +77,16 @@ class ImageSequenceReader:
     """Streams a folder of images or the files a printf pattern names, at `fps` (default 25)."""
 
     def __init__(
-        self, path: str | os.PathLike[str], window: TimeWindow | None = None, fps: Fraction | None = None
+        self,
+        path: str | os.PathLike[str],
+        window: TimeWindow | None = None,
+        fps: Fraction | None = None,
+        first_index: int = 0,
     ) -> None:
+        """`first_index` numbers the frames when this reader starts later in the window (a resumed run)."""
         self.path = os.fspath(path)
         self.window = window or TimeWindow()
+        self.first_index = first_index
         self.files = sequence_files(self.path)
         if not self.files:
             if os.path.isdir(self.path):
@@ -117,12 +129,7 @@ class ImageSequenceReader:
         pass
 
     def __iter__(self) -> Iterator[Frame]:
-        window = self.window
-        first = math.ceil(window.start / self.time_base - 1e-9)
-        last = len(self.files) if window.end is None else math.ceil(window.end / self.time_base - 1e-9)
-        last = min(last, len(self.files))
-        if window.max_frames is not None:
-            last = min(last, first + window.max_frames)
+        first, last = self._span()
         for number in range(first, last):
             image = _read_image(self.files[number])
             if image.shape[:2] != (self.info.height, self.info.width):
@@ -130,10 +137,30 @@ class ImageSequenceReader:
                     f"{self.files[number]}: is {image.shape[1]}x{image.shape[0]}, the sequence is "
                     f"{self.info.width}x{self.info.height}; all images of a sequence must have one size"
                 )
-            yield Frame(image, self.frames_read, number, self.time_base)
+            yield Frame(image, self.first_index + self.frames_read, number, self.time_base)
             self.frames_read += 1
         if last < len(self.files):
             self.stopped_at = float(last * self.time_base)
+
+    def _span(self) -> tuple[int, int]:
+        """The window as [first, last) positions in `files`."""
+        window = self.window
+        first = math.ceil(window.start / self.time_base - 1e-9)
+        last = len(self.files) if window.end is None else math.ceil(window.end / self.time_base - 1e-9)
+        last = min(last, len(self.files))
+        if window.max_frames is not None:
+            last = min(last, first + window.max_frames)
+        return first, last
+
+    def starting_at(self, first: int) -> ImageSequenceReader:
+        """A new reader over the same window from its frame `first` on (numbered from `first`), for a run that
+        resumes; past the window's end it starts at the window's last frame."""
+        window = self.window
+        begin, stop = self._span()
+        first = max(0, min(first, stop - begin - 1))
+        left = None if window.max_frames is None else window.max_frames - first
+        moved = TimeWindow(start=float((begin + first) * self.time_base), end=window.end, max_frames=left)
+        return ImageSequenceReader(self.path, moved, 1 / self.time_base, first_index=self.first_index + first)
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -146,9 +173,28 @@ def _read_image(path: Path) -> np.ndarray:
 
 class ImageSequenceWriter:
     """Writes one image a frame, named by a printf pattern (`out/%05d.png`, numbered from `start_number`, 1 by
-    default as FFmpeg does). Images go to a hidden folder first and are moved into place by close()."""
+    default as FFmpeg does).
 
-    def __init__(self, pattern: str | os.PathLike[str], *, overwrite: bool = False, start_number: int = 1) -> None:
+    Images go to a hidden work folder beside them (`.PATTERN.v2v-partial`), each one whole (written under a
+    temporary name, then renamed), and are moved into place by close(). A run that stops keeps the finished ones
+    there (unless `keep_partial` is False): the same run with `resume` writes only the frames after them
+    (`frames_done`; the frames before arrive again as context and are dropped). `record` ({"input": the input's
+    fingerprint, "options": what else the frames depend on}) is saved with them, and a resume with another
+    record is refused.
+    """
+
+    RECORD = "v2v-run.json"
+
+    def __init__(
+        self,
+        pattern: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        start_number: int = 1,
+        resume: bool = False,
+        keep_partial: bool = True,
+        record: dict[str, Any] | None = None,
+    ) -> None:
         from v2v.io.writer import check_output
 
         self.pattern = os.fspath(pattern)
@@ -162,9 +208,43 @@ class ImageSequenceWriter:
             raise UsageError(f"{self.pattern}: can't write {suffix or 'suffix-less'} images; use one of {choices}")
         self._codec = _IMAGE_CODECS[suffix]
         self._overwrite = overwrite
+        self._keep_partial = keep_partial
+        record = record or {}
+        self._record = {
+            "input": record.get("input", {"size": None, "sha256_head_tail": None}),
+            "options": {**record.get("options", {}), "start_number": start_number},
+        }
         self._made_folder = False
-        self._temp: str | None = None
-        self.frames_written = 0
+        self.work = Path(self.folder) / f".{self.name}.v2v-partial"
+        self.frames_done = self._finished_before(resume, overwrite)
+        self.frames_written = self.frames_done
+
+    def _finished_before(self, resume: bool, overwrite: bool) -> int:
+        """How many frames an earlier run of this output finished (0 without one, or when starting over)."""
+        if not self.work.is_dir():
+            return 0
+        done = 0
+        while (self.work / (self.name % (self.start_number + done))).is_file():
+            done += 1
+        if not resume:
+            if not overwrite:
+                raise OutputError(
+                    f"{self.work} holds {done} finished frames of an earlier run of {self.pattern}; pass --resume "
+                    "to continue it, or --overwrite to start over"
+                )
+            shutil.rmtree(self.work)
+            return 0
+        from v2v.resume import check_same_run
+
+        try:
+            saved = json.loads((self.work / self.RECORD).read_text())
+        except (OSError, ValueError) as exc:
+            raise OutputError(
+                f"{self.work} has no readable record of its run ({exc}); remove it to start over"
+            ) from exc
+        check_same_run(self.work, saved, self._record["input"], self._record["options"])
+        log.warning("resuming: %d frames of %s were finished already", done, self.pattern)
+        return done
 
     def __enter__(self) -> ImageSequenceWriter:
         return self
@@ -173,13 +253,15 @@ class ImageSequenceWriter:
         self.abort() if exc_type is not None else self.close()
 
     def write(self, frame: Frame) -> None:
+        if frame.index < self.frames_done:
+            return  # context before the frames a resumed run still has to write
         check_image(frame.image)
-        if self._temp is None:
+        if not self.work.is_dir():
             if not os.path.isdir(self.folder):
                 os.mkdir(self.folder)
                 self._made_folder = True
-            self._temp = os.path.join(self.folder, f".v2v-partial-{os.getpid()}")
-            os.mkdir(self._temp)
+            self.work.mkdir()
+            (self.work / self.RECORD).write_text(json.dumps(self._record, indent=1, default=str))
         context = av.CodecContext.create(self._codec, "w")
         context.width, context.height = frame.width, frame.height
         context.pix_fmt = "yuvj444p" if self._codec == "mjpeg" else "rgb24"
@@ -188,29 +270,35 @@ class ImageSequenceWriter:
             context.options = {"qmin": "1", "qmax": "2"}
         picture = av.VideoFrame.from_ndarray(frame.image, format="rgb24")
         data = b"".join(bytes(p) for p in [*context.encode(picture), *context.encode(None)])
-        with open(os.path.join(self._temp, self.name % (self.frames_written + self.start_number)), "wb") as handle:
-            handle.write(data)
+        temporary = self.work / ".writing"
+        temporary.write_bytes(data)
+        os.replace(temporary, self.work / (self.name % (self.frames_written + self.start_number)))
         self.frames_written += 1
 
+    def _finished(self) -> list[Path]:
+        return sorted(path for path in self.work.iterdir() if not path.name.startswith((".", self.RECORD)))
+
     def close(self) -> None:
-        if self._temp is None:
+        if self.frames_written == 0:
             raise OutputError(f"{self.pattern}: no frames were written, so no images were made")
         if self._overwrite:
             for old in sequence_files(self.pattern):
                 old.unlink()
-        for image in sorted(Path(self._temp).iterdir()):
+        for image in self._finished():
             os.replace(image, os.path.join(self.folder, image.name))
-        os.rmdir(self._temp)
-        self._temp = None
+        shutil.rmtree(self.work)
 
     def abort(self) -> None:
-        if self._temp is not None:
-            shutil.rmtree(self._temp, ignore_errors=True)
-            self._temp = None
+        if not self.work.is_dir():
+            return
+        kept = len(self._finished())
+        if kept and self._keep_partial:
+            log.warning("kept %d finished frames in %s: run the same command with --resume to continue", kept,
+                        self.work)  # fmt: skip
+            return
+        shutil.rmtree(self.work, ignore_errors=True)
         if self._made_folder:
             try:
                 os.rmdir(self.folder)
             except OSError:
                 pass
-
-

@@ -17,7 +17,7 @@ import math
 import os
 from collections.abc import Iterator
 from fractions import Fraction
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import av
 import numpy as np
@@ -316,14 +316,23 @@ def open_writer(
     fps: Fraction | None = None,
     shift: float = 0.0,
     start_number: int = 1,
+    resume: bool = False,
+    keep_partial: bool = True,
+    record: dict[str, Any] | None = None,
 ) -> Writer:
     """A writer for a video file, or for an image sequence when `path` is a printf pattern.
 
     `audio` says whose audio and subtitles to copy (video files only); `fps` is the nominal rate; `shift`
-    (seconds) is taken off every timestamp; an image sequence numbers its files from `start_number`.
+    (seconds) is taken off every timestamp. An image sequence numbers its files from `start_number`, and
+    `resume`, `keep_partial` and `record` say how it keeps finished frames for a resume (`ImageSequenceWriter`).
     """
     if is_image_sequence(path):
         from v2v.io.sequences import ImageSequenceWriter
 
-        return ImageSequenceWriter(path, overwrite=overwrite, start_number=start_number)
+        return ImageSequenceWriter(
+            path, overwrite=overwrite, start_number=start_number, resume=resume, keep_partial=keep_partial,
+            record=record,
+        )  # fmt: skip
+    if resume:
+        raise UsageError(f"{os.fspath(path)}: resuming a video file output is done in segments (v2v.run_segmented)")
     return VideoFileWriter(path, encoding=encoding, overwrite=overwrite, audio=audio, fps=fps, shift=shift)

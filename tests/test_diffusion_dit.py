@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -145,6 +146,12 @@ def test_flux_same_seed_same_output_and_other_seed_differs(tiny: Path) -> None:
     assert max_diff(first, run(RestyleStage(config), frames())) == 0
     config.seed = 4
     assert max_diff(first, run(RestyleStage(config), frames())) > 0
+
+
+def test_flux_says_it_ignores_a_negative_prompt(tiny: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="v2v.diffusion.stage"):
+        RestyleStage(make_config(tiny, negative_prompt="blurry"))
+    assert "takes no negative prompt: --negative-prompt is ignored" in caplog.text
 
 
 @pytest.mark.parametrize("temporal", [False, True])

@@ -63,6 +63,24 @@ def test_single_files_are_told_apart_by_their_tensors(tmp_path: Path) -> None:
         single("other.safetensors", {"some.other.weight": (2, 2)})
 
 
+def test_a_flux_shaped_single_file_is_flux_for_restyle_and_kontext_for_edit(tmp_path: Path, caplog) -> None:
+    """FLUX.1 dev/schnell and Kontext single files have one layout: the command's kind decides, and says so."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "flux1-kontext-dev.safetensors"
+    save_file({"double_blocks.0.img_attn.qkv.weight": torch.zeros(2, 2), "img_in.weight": torch.zeros(4, 64)},
+              str(path))  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="v2v.diffusion.registry"):
+        assert registry.detect(str(path), kind="restyle")[0].name == "flux"
+        assert registry.detect(str(path), kind="edit")[0].name == "flux-kontext"
+        assert registry.detect(str(path), kind="inpaint")[0].name == "flux"  # FluxInpaintPipeline
+    assert "taken as FLUX.1 Kontext" in caplog.text and "claimed by" not in caplog.text
+    fill = tmp_path / "flux1-fill-dev.safetensors"
+    save_file({"double_blocks.0.img_attn.qkv.weight": torch.zeros(2, 2), "img_in.weight": torch.zeros(4, 384)},
+              str(fill))  # fmt: skip
+    assert registry.detect(str(fill), kind="edit")[0].name == "flux-fill"  # one claimant: kind changes nothing
+
+
 def test_single_file_sd2_base_predicts_epsilon_and_768_v(tmp_path: Path) -> None:
     from diffusers import DDIMScheduler
 

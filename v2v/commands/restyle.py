@@ -116,7 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, controls=True)
     look = parser.add_argument_group("the look")
     look.add_argument("--prompt", help="what the result should look like")
-    look.add_argument("--negative-prompt", help="what it should not look like")
+    look.add_argument("--negative-prompt",
+                      help="what it should not look like (FLUX.1 and Kontext, being guidance-distilled, take none)")
     look.add_argument("--strength", type=float, help="how far from the frame to go, 0-1 (default by family: 0.5)")
     look.add_argument("--steps", type=int, help="denoising steps before strength (default by family: 20)")
     look.add_argument("--guidance", type=float, help="classifier-free guidance scale (default by family: 7.5)")

@@ -20,7 +20,9 @@ How a family module plugs in
 3. Override what differs from the base class:
    - recognition: `recognise(info)` says whether a `ModelInfo` (a diffusers folder's model_index.json and
      component configs, or a single file's tensor names and shapes) is of this family. Recognisers must be
-     exact (two families never both claim a model); `detect()` asks every registered family;
+     exact (two families never both claim a model), except for single files whose layout two families share
+     and that do different edit kinds (FLUX.1 and FLUX.1 Kontext): `detect()` asks every registered family, and
+     the command's kind picks between those;
    - loading: `load()` (base: `<pipelines[kind]>.from_pretrained` / `from_single_file` with configs from a local
      folder, never the hub), `load_controlnet()`, `check_controlnet()`, `load_ip_adapter()`;
    - temporal: `cross_frame_attention(pipe, bank)`, a context manager that installs cross-frame attention
@@ -187,6 +189,7 @@ class Family:
     ip_adapter: IPAdapterDefaults | None = None
     defaults: Defaults = Defaults()
     checkpoint_configs: str | None = None  # hub id with diffusers configs for this family's single files
+    takes_negative_prompt = True  # False: guidance-distilled, one pass a step (a negative prompt is ignored)
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"
@@ -421,15 +424,24 @@ def model_info(path: Path) -> ModelInfo:
     return ModelInfo(path, index=index)
 
 
-def detect(model: str, model_config: str | None = None) -> tuple[Family, ModelInfo]:
+def detect(model: str, model_config: str | None = None, kind: str | None = None) -> tuple[Family, ModelInfo]:
     """The family of base model `model` (a diffusers folder, a single file or a cached hub id) and what was read
     of it. ModelError (one line) for a model no family takes, listing the known families; for a single file
-    whose family can't be told, saying how to pass a folder instead."""
+    whose family can't be told, saying how to pass a folder instead. `kind` (the command's: "restyle", "edit",
+    "inpaint") chooses between families that share a single file's layout."""
     from v2v.diffusion.models import resolve_path
 
     path = resolve_path(model, "base model", "--exclude '*.ckpt' '*.bin'")
     info = model_info(path)
     found = [family for family in all_families() if family.recognise(info)]
+    if len(found) > 1 and kind is not None:
+        doing = [family for family in found if kind in family.pipelines]
+        if len(doing) == 1:
+            log.info("single file %s fits %s; taken as %s, the one that does %s (pass a diffusers folder to be "
+                     "sure)", model, " and ".join(f.title for f in found), doing[0].title, kind)  # fmt: skip
+            return doing[0], info
+        if not doing:
+            return found[0], info  # none of them does `kind`; the caller refuses it, naming the right command
     if len(found) > 1:  # a recogniser bug; say so rather than pick silently
         log.warning("base model %s is claimed by families %s; using %s", model, [f.name for f in found], found[0].name)
     if found:

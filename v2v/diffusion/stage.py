@@ -71,7 +71,7 @@ class DiffusionStage:
         from v2v.diffusion.attention import FrameBank
 
         # 1. The family, and the settings it fills in; its refusals come before anything big is loaded.
-        self.family, info = registry.detect(config.check().model, config.model_config)
+        self.family, info = registry.detect(config.check().model, config.model_config, config.kind)
         self.kind = self.family.kind(config.kind, len(config.controlnets))
         self.config = config = config.with_defaults(self.family.defaults).check()
         self.device = resolve_device(config.device)
@@ -121,7 +121,11 @@ class DiffusionStage:
             for kind in config.control_kinds
         ]
         self._warn_long_prompt(config.text, "instruction" if config.kind == "edit" else "prompt")
-        self._warn_long_prompt(config.negative_prompt, "negative prompt")
+        if config.negative_prompt and not self.family.takes_negative_prompt:
+            log.warning("%s is guidance-distilled and takes no negative prompt: --negative-prompt is ignored",
+                        self.family.title)  # fmt: skip
+        else:
+            self._warn_long_prompt(config.negative_prompt, "negative prompt")
         self.bank = FrameBank(config.bank_tokens)
         self.latent_fusion: Any = None  # a latent_fusion.LatentFusion when on
         if config.temporal and config.latent_fusion > 0:

@@ -61,7 +61,7 @@ def check_inpaint_model(model: str, model_config: str | None = None) -> None:
     from v2v.diffusion.families.sd_inpaint import inpaint_families_for
     from v2v.diffusion.registry import all_families, detect
 
-    family, _ = detect(model, model_config)
+    family, _ = detect(model, model_config, "inpaint")
     if "inpaint" in family.pipelines:
         return
     instead = inpaint_families_for(family.name)

@@ -61,6 +61,7 @@ class Flux(DiffusionTransformer):
     checkpoint_configs = "black-forest-labs/FLUX.1-dev"
     attention_family = "flux"  # the processors of `dit_attention.PROCESSORS`
     packed_latents = True  # the pipeline packs 2x2 patches of the latent image into tokens
+    takes_negative_prompt = False  # guidance-distilled (v2v runs no second "true CFG" pass)
     max_sequence_length = 512  # T5 tokens at most, as FLUX.1-dev was trained (fewer if the T5 tokenizer says so)
 
     # --- recognition

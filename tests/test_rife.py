@@ -51,11 +51,12 @@ def reference_ifnet(folder: Path) -> torch.nn.Module:
 
 
 def reference_interpolate(net: torch.nn.Module, img0: torch.Tensor, img1: torch.Tensor, t: float,
-                          refine: bool = False, ensemble: bool = False) -> torch.Tensor:
+                          refine: bool = False, ensemble: bool = False, scale: float = 1.0) -> torch.Tensor:
     """What the wheel's `Model.inference` does (fast mode unless `refine`): a fresh scale list each call (the
     net doubles it in place)."""
+    scales = [8 / scale, 4 / scale, 2 / scale, 1 / scale]
     with torch.inference_mode():
-        return net(torch.cat((img0, img1), 1), t, [8.0, 4.0, 2.0, 1.0], fastmode=not refine, ensemble=ensemble)[2][3]
+        return net(torch.cat((img0, img1), 1), t, scales, fastmode=not refine, ensemble=ensemble)[2][3]
 
 
 def tensor_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -196,6 +197,19 @@ def test_agrees_with_the_wheels_reference(net: rife.IFNet, reference: torch.nn.M
         assert tensor_psnr(ours, reference_interpolate(reference, x0, x1, t, refine, ensemble)) >= 45
 
 
+@pytest.mark.parametrize("scale", [0.5, 2.0])
+def test_other_scales_agree_with_the_wheels_reference(net: rife.IFNet, reference: torch.nn.Module,
+                                                      pairs: list[tuple[np.ndarray, np.ndarray]], scale: float) -> None:
+    a, b = (np.ascontiguousarray(image[:256, :256]) for image in pairs[0])  # a multiple of 128 for scale 0.5
+    x0, x1 = images_to_tensor([a]), images_to_tensor([b])
+    with torch.inference_mode():
+        ours = net(x0, x1, 0.5, scale=scale, refine=True)
+        plain = net(x0, x1, 0.5, refine=True)
+    expected = reference_interpolate(reference, x0, x1, 0.5, refine=True, scale=scale)
+    assert tensor_psnr(ours, expected) >= 45
+    assert tensor_psnr(plain, expected) < tensor_psnr(ours, expected) - 10  # the scale was really used
+
+
 def test_large_motion_restart_agrees_with_the_reference(net: rife.IFNet, reference: torch.nn.Module,
                                                         pairs: list[tuple[np.ndarray, np.ndarray]],
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -220,6 +234,44 @@ def test_default_dtype_agrees_with_the_reference(interpolator: rife.Interpolator
     expected = reference_interpolate(reference, images_to_tensor([a]), images_to_tensor([b]), 0.5,
                                      interpolator.refine, interpolator.ensemble)
     assert psnr(ours, tensor_to_images(expected)[0]) >= 45
+
+
+def test_tta_averages_the_reference_both_ways_round(pairs: list[tuple[np.ndarray, np.ndarray]],
+                                                    reference: torch.nn.Module) -> None:
+    """`tta`: the mean of the wheel's frame for (a, b, t) and for (b, a, 1 - t); symmetric in the pair."""
+    tta = rife.Interpolator(device="cpu", dtype="fp32", tta=True)
+    a, b = pairs[0]  # enough motion that the two ways round differ (by about 40 dB PSNR)
+    x0, x1 = images_to_tensor([a]), images_to_tensor([b])
+    forward = reference_interpolate(reference, x0, x1, 0.3, refine=True)
+    expected = (forward + reference_interpolate(reference, x1, x0, 0.7, refine=True)) / 2
+    (ours,) = tta.between(a, b, [0.3])
+    agreement = psnr(ours, tensor_to_images(expected)[0])
+    assert agreement >= 45 and psnr(ours, tensor_to_images(forward)[0]) < agreement - 10
+    assert np.array_equal(tta.between(b, a, [0.7])[0], ours)
+
+
+def test_auto_scale_by_frame_size(interpolator: rife.Interpolator) -> None:
+    """auto: the flow at half resolution above 2560x1440 (4K), else full; small frames stay at 1 (2 did not
+    help on carphone, BENCHMARKS.md)."""
+    assert interpolator.scale == "auto"
+    sizes = {(144, 176): 1.0, (720, 1280): 1.0, (1440, 2560): 1.0, (1600, 2560): 0.5, (2160, 3840): 0.5}
+    assert {size: interpolator.scale_for(*size) for size in sizes} == sizes
+    assert rife.Interpolator(device="cpu", scale="2").scale_for(2160, 3840) == 2.0
+    assert [rife.parse_scale(text) for text in ("auto", "0.25", 4)] == ["auto", 0.25, 4.0]
+
+
+def test_auto_scale_pads_for_its_scale(monkeypatch: pytest.MonkeyPatch,
+                                       pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """Above the threshold the frame is padded to the multiple of 128 that scale 0.5 needs, and the net runs at
+    0.5 (the threshold is lowered here so that a small frame counts as large)."""
+    monkeypatch.setattr(rife, "AUTO_HALF_SCALE_PIXELS", 100 * 100)
+    seen: list[tuple[float, tuple[int, ...]]] = []
+    forward = rife.IFNet.forward
+    monkeypatch.setattr(rife.IFNet, "forward", lambda self, x0, x1, t, **kw: seen.append((kw["scale"], x0.shape))
+                        or forward(self, x0, x1, t, **kw))  # fmt: skip
+    a, b = (np.ascontiguousarray(image[:150, :200]) for image in pairs[0])
+    (out,) = rife.Interpolator(device="cpu", refine=False).between(a, b, [0.5])
+    assert out.shape == (150, 200, 3) and seen == [(0.5, (1, 3, 256, 256))]
 
 
 # -- invariants of the Interpolator ---------------------------------------------------------------------------
@@ -292,8 +344,9 @@ def test_bad_arguments(interpolator: rife.Interpolator, pairs: list[tuple[np.nda
         interpolator.between(a, b[:-2], [0.5])
     with pytest.raises(TypeError, match="RGB uint8"):
         interpolator.between(a.astype(np.float32), b, [0.5])
-    with pytest.raises(UsageError, match="scale must be one of"):
-        rife.Interpolator(device="cpu", scale=3)
+    for scale in (3, "big", None):
+        with pytest.raises(UsageError, match="scale must be auto or one of"):
+            rife.Interpolator(device="cpu", scale=scale)
     with pytest.raises(UsageError, match="no model is called 'rife-9'; did you mean rife-4.0"):
         rife.Interpolator("rife-9", device="cpu")
     with pytest.raises(ValueError, match="multiples of 64"):

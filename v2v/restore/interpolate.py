@@ -41,7 +41,8 @@ class InterpolateStage:
     """Makes frames between the source's. Give exactly one of `factor`, `fps` or `slowmo`.
 
     `model` is a registry name (default RIFE 4.0) loaded when the stage is made, or `between`, any function
-    (a, b, positions) -> images, for other interpolators. `device`/`dtype` go to the model.
+    (a, b, positions) -> images, for other interpolators. `device`, `dtype`, `scale` and `tta` go to the
+    model (`v2v.restore.rife.Interpolator`).
     """
 
     context = Context(before=0, after=1)  # frames between a segment's last frame and the next one's are made here
@@ -57,6 +58,8 @@ class InterpolateStage:
         between: Between | None = None,
         device: str | None = None,
         dtype: str = "auto",
+        scale: float | str = "auto",
+        tta: bool = False,
     ) -> None:
         given = [name for name, value in (("factor", factor), ("fps", fps), ("slowmo", slowmo)) if value is not None]
         if len(given) != 1:
@@ -74,7 +77,8 @@ class InterpolateStage:
             from v2v.restore.registry import lookup
             from v2v.restore.rife import Interpolator
 
-            between = Interpolator(lookup(model, "interpolate").name, device=device, dtype=dtype).between
+            between = Interpolator(lookup(model, "interpolate").name, device=device, dtype=dtype, scale=scale,
+                                   tta=tta).between
         self.between = between
         self.cuts: list[int] = []
 

@@ -16,6 +16,12 @@ Where v2v follows the released inference code, and where it goes further:
   twice the time, so `Interpolator` runs it by default;
 - `ensemble=True` also runs each block on the pair the other way round and averages (RIFE 4.x's option;
   about +0.1 dB for 1.1-1.5x the time, off by default). Unlike the released code, a restart is ensembled too;
+- `Interpolator(tta=True)` runs the whole network a second time on the pair reversed (b, a at 1 - t) and
+  averages the two frames (test-time augmentation by time reversal, as VFI papers report it): +0.2-0.4 dB
+  on the clips in BENCHMARKS.md, 0.1-0.25 dB more than `ensemble`, for twice the time; off by default;
+- `Interpolator(scale="auto")` (the default) takes the flow at half resolution above 2560x1440, as RIFE's
+  authors advise for 4K, and at full resolution otherwise (flow at 2x for small frames did not help:
+  BENCHMARKS.md);
 - the checkpoint's distillation teacher (`block_tea`) reads the true middle frame, so it exists only in
   training and is not loaded;
 - flows, masks, warping and blending run in float32 whatever the convolutions' dtype.
@@ -25,6 +31,7 @@ Tensors: float (B, 3, H, W) in [0, 1]; H and W multiples of `IFNet.multiple(scal
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 
@@ -42,7 +49,8 @@ from v2v.restore.registry import RestoreModel, lookup
 
 log = logging.getLogger(__name__)
 
-SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # flow resolution relative to the frame: 0.5 for 4K, 2 for tiny clips
+SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # flow resolution relative to the frame: 0.5 for 4K
+AUTO_HALF_SCALE_PIXELS = 2560 * 1440  # "auto" takes the flow at 1/2 above this (RIFE's advice: scale 0.5 for 4K)
 TRAINING_ONLY = ("block_tea.",)  # checkpoint entries that need the ground-truth frame (distillation teacher)
 LARGE_MOTION = 32.0  # pixels of residual flow (at block 1) above which the estimate restarts coarser
 
@@ -298,6 +306,25 @@ def load_ifnet(model: RestoreModel) -> IFNet:
 # -- frames in, frames out ------------------------------------------------------------------------------------
 
 
+def auto_scale(height: int, width: int) -> float:
+    """The flow resolution "auto" picks for frames of this size: 0.5 above 2560x1440 pixels (RIFE's authors
+    advise 0.5 for 4K: motion in pixels doubles with the size, and memory quadruples), else 1."""
+    return 0.5 if height * width > AUTO_HALF_SCALE_PIXELS else 1.0
+
+
+def parse_scale(scale: float | str) -> float | str:
+    """`scale` checked: "auto", or one of SCALES as a float; UsageError otherwise."""
+    if scale == "auto":
+        return "auto"
+    try:
+        value = float(scale)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if value not in SCALES:
+        raise UsageError(f"RIFE scale must be auto or one of {', '.join(f'{s:g}' for s in SCALES)}, got {scale}")
+    return value
+
+
 class Interpolator:
     """New frames between two RGB uint8 frames, at any instants: `Interpolator().between(a, b, [0.5])`.
 
@@ -307,13 +334,16 @@ class Interpolator:
         dtype: the dtype of the convolutions (flows, warping and blending stay float32): "auto" is fp16 on
             CUDA, bf16 on CPUs with native bf16 (agrees with fp32 to over 50 dB and is about 1.4x faster; see
             BENCHMARKS.md), else fp32; or fp32/fp16/bf16.
-        scale: flow resolution relative to the frame, one of 0.25, 0.5, 1, 2, 4 (0.5 suits 4K).
+        scale: flow resolution relative to the frame, one of 0.25, 0.5, 1, 2, 4, or "auto" (`auto_scale`: 0.5
+            above 2560x1440, else 1).
         batch: how many instants of one pair go through the network at once (default: 4 on CUDA, 1 on the
             CPU, where a batch is no faster per frame and needs more memory).
         refine: run RIFE's refinement net (0.7-1.2 dB better on real clips, about twice the time); False is
             RIFE 4.0's own "fast mode".
         ensemble: also estimate each flow with the frames swapped and average (RIFE 4.x's ensemble option;
             about +0.1 dB for 1.1-1.5x the time).
+        tta: also interpolate the pair reversed (b, a at 1 - t) and average the two frames (+0.2-0.4 dB on
+            real clips for twice the time; see BENCHMARKS.md).
 
     Frames are treated as values: the prepared tensors of the last few images are kept, found by identity,
     so interpolating a sequence pair by pair or one instant at a time converts each image once.
@@ -322,16 +352,15 @@ class Interpolator:
     KEEP = 3  # prepared images kept: the current pair and the one before
 
     def __init__(self, model: str | RestoreModel = "rife-4.0", device: str | torch.device | None = None,
-                 dtype: str | torch.dtype = "auto", scale: float = 1.0, batch: int | None = None,
-                 refine: bool = True, ensemble: bool = False) -> None:
+                 dtype: str | torch.dtype = "auto", scale: float | str = "auto", batch: int | None = None,
+                 refine: bool = True, ensemble: bool = False, tta: bool = False) -> None:
         self.model = lookup(model, task="interpolate") if isinstance(model, str) else model
-        if scale not in SCALES:
-            raise UsageError(f"RIFE scale must be one of {', '.join(f'{s:g}' for s in SCALES)}, got {scale:g}")
+        self.scale = parse_scale(scale)
         self.device = resolve_device(device)
         self.dtype = default_dtype(self.device) if dtype == "auto" else parse_dtype(dtype)
-        self.scale = scale
         self.refine = refine
         self.ensemble = ensemble
+        self.tta = tta
         self.batch = batch if batch is not None else (4 if self.device.type == "cuda" else 1)
         if self.batch < 1:
             raise UsageError(f"batch must be at least 1, got {self.batch}")
@@ -352,24 +381,32 @@ class Interpolator:
         todo = [i for i, image in enumerate(out) if image is None]
         if todo:
             height, width = a.shape[:2]
+            scale = self.scale_for(height, width)
+            run = functools.partial(self.net, scale=scale, refine=self.refine, ensemble=self.ensemble)
             with torch.inference_mode():
-                x0, x1 = self._prepare(a), self._prepare(b)
+                x0, x1 = self._prepare(a, scale), self._prepare(b, scale)
                 for start in range(0, len(todo), self.batch):
                     chunk = todo[start : start + self.batch]
                     stamps = torch.tensor([times[i] for i in chunk])
-                    result = self.net(x0, x1, stamps, scale=self.scale, refine=self.refine, ensemble=self.ensemble)
+                    result = run(x0, x1, stamps)
+                    if self.tta:
+                        result = (result + run(x1, x0, 1 - stamps)) / 2
                     for i, image in zip(chunk, tensor_to_images(result[..., :height, :width]), strict=True):
                         out[i] = image
         return [image for image in out if image is not None]
 
-    def _prepare(self, image: np.ndarray) -> torch.Tensor:
+    def scale_for(self, height: int, width: int) -> float:
+        """The flow resolution used for frames of this size (`scale`, or what "auto" picks)."""
+        return auto_scale(height, width) if self.scale == "auto" else float(self.scale)
+
+    def _prepare(self, image: np.ndarray, scale: float) -> torch.Tensor:
         """(1, 3, H', W') on the device in the compute dtype, padded on the right and bottom to the multiple
-        the network needs by repeating the edge (black bars would pull the flow at the border)."""
+        the network needs at `scale` by repeating the edge (black bars would pull the flow at the border)."""
         for kept, tensor in self._prepared:
             if kept is image:
                 return tensor
         height, width = image.shape[:2]
-        step = IFNet.multiple(self.scale)
+        step = IFNet.multiple(scale)
         pad = (0, -width % step, 0, -height % step)
         tensor = images_to_tensor([image], self.device)
         if any(pad):

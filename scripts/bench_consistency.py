@@ -283,6 +283,25 @@ def warping_error(frames: list[np.ndarray], flows: list[tuple[np.ndarray, np.nda
     return round(score_video(frames, frames, flows=flows).warping_error or 0.0, 6)  # the flows stand for the guide
 
 
+def realesrgan_noisy(name: str, noisy: list[np.ndarray], cache: Path) -> tuple[list[np.ndarray], float | None]:
+    """Real-ESRGAN realesr-animevideov3-x2 on the noisy frames, downscaled back with area averaging, and its
+    seconds per frame (None when read from the cache: it takes seconds a frame on this CPU, more under load)."""
+    from v2v.sr.models import load_model
+    from v2v.sr.upscale import Upscaler
+
+    path = cache / f"{name}.{len(noisy)}.noisy.realesrgan-x2.npz"
+    if path.exists():
+        return list(np.load(path)["frames"]), None
+    height, width = noisy[0].shape[:2]
+    began = time.perf_counter()
+    upscaled = Upscaler(load_model("realesr-animevideov3-x2")).upscale_images(noisy)
+    seconds = round((time.perf_counter() - began) / len(noisy), 2)
+    frames = [cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA) for image in upscaled]
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(path, frames=np.stack(frames))
+    return frames, seconds
+
+
 def real_models(args: argparse.Namespace, config: FusionConfig) -> dict[str, object]:
     """Real per-frame processing; warping error before/after stabilising and PSNR of the result to the edit.
 
@@ -293,11 +312,8 @@ def real_models(args: argparse.Namespace, config: FusionConfig) -> dict[str, obj
     noise; sigmas other than 10 are scored with the clean clip's flow only (no flow of their noisy footage).
     """
     from v2v.restore.denoise import DenoiseStage
-    from v2v.sr.models import load_model
-    from v2v.sr.upscale import Upscaler
 
     wanted = args.model_cases.split(",")
-    upscaler = Upscaler(load_model("realesr-animevideov3-x2")) if "realesrgan" in wanted else None
     sigmas = [float(sigma) for sigma in args.ffdnet_sigmas.split(",")] if "ffdnet" in wanted else []
     result: dict[str, object] = {}
     for item in args.model_clips.split(","):
@@ -309,11 +325,9 @@ def real_models(args: argparse.Namespace, config: FusionConfig) -> dict[str, obj
         clip: dict[str, object] = {"frames": len(clean), "size": f"{width}x{height}",
                                    "clean_clip_warping_error": warping_error(clean, clean_flows)}
         cases: dict[str, tuple[list[np.ndarray], list[np.ndarray], str | None]] = {}
-        if upscaler is not None:
-            began = time.perf_counter()
-            upscaled = upscaler.upscale_images(noisy)
-            clip["realesrgan_seconds_per_frame"] = round((time.perf_counter() - began) / len(noisy), 2)
-            esrgan = [cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA) for image in upscaled]
+        if "realesrgan" in wanted:
+            esrgan, seconds = realesrgan_noisy(name, noisy, args.cache)
+            clip["realesrgan_seconds_per_frame"] = seconds
             cases["realesrgan_x2_noisy_downscaled"] = (esrgan, noisy, f"{name}.noisy")
         if "grade" in wanted:
             rng = np.random.default_rng(zlib.crc32(f"{name}:grade".encode()))

@@ -68,6 +68,20 @@ def test_first_frame_is_the_edit() -> None:
     assert np.array_equal(TemporalFuser().fuse(edit, source), edit)
 
 
+def test_the_look_window_stops_at_scene_cuts() -> None:
+    # two shots with looks of their own, and a cut only the flow's trust finds (the inverted scene has the same
+    # histogram): from the cut on, the second shot is corrected as if it had been a clip of its own
+    sources = [scene(i, seed=4) for i in range(8)] + [255 - scene(i, seed=9) for i in range(8)]
+    edits = [flicker(s, 0.8 if i < 8 else 1.2) for i, s in enumerate(sources)]
+    fuser = TemporalFuser(FusionConfig(lookahead=250), preview=zip(edits, sources, strict=True))
+    fused = [fuser.fuse(e, s) for e, s in zip(edits, sources, strict=True)]
+    assert fuser.cuts == [8]
+    alone = TemporalFuser(FusionConfig(lookahead=250), preview=zip(edits[8:], sources[8:], strict=True))
+    second = [alone.fuse(e, s) for e, s in zip(edits[8:], sources[8:], strict=True)]
+    for together, by_itself in zip(fused[8:], second, strict=True):
+        assert np.abs(together.astype(int) - by_itself.astype(int)).mean() < 0.5
+
+
 def test_scene_cut_restarts_without_smear() -> None:
     sources = [scene(i, seed=4) for i in range(6)] + [255 - scene(i, seed=9) for i in range(6)]
     edits = [flicker(s, 0.8 if i < 6 else 1.2) for i, s in enumerate(sources)]
@@ -164,6 +178,14 @@ def test_numpy_and_torch_paths_agree() -> None:
     edits = [flicker(s, g) for s, g in zip(sources, gains(8, seed=14), strict=True)]
     on_numpy, on_torch = TemporalFuser(), TemporalFuser()
     on_torch._numpy = False  # the path other devices take, run on the CPU
+    for edit, source in zip(edits, sources, strict=True):
+        a, b = on_numpy.fuse(edit, source), on_torch.fuse(edit, source)
+        assert np.abs(a.astype(int) - b.astype(int)).mean() < 0.5
+    # and with the look window (looks ahead from a preview, looks behind)
+    config = FusionConfig(lookahead=3)
+    on_numpy = TemporalFuser(config, preview=zip(edits, sources, strict=True))
+    on_torch = TemporalFuser(config, preview=zip(edits, sources, strict=True))
+    on_torch._numpy = False
     for edit, source in zip(edits, sources, strict=True):
         a, b = on_numpy.fuse(edit, source), on_torch.fuse(edit, source)
         assert np.abs(a.astype(int) - b.astype(int)).mean() < 0.5

@@ -197,7 +197,7 @@ def masked_lowpass(values: Array, weight: Array, scale: float) -> Array:
     return _resize(low, (height, width), "bilinear")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class _Ahead:
     """What the fuser keeps of a frame ahead: its scene-cut signature and its look (low band of edit - source,
     float32 (1, 3, rows, LOOK_COLUMNS): numpy on the CPU, else a tensor on the fuser's device)."""
@@ -265,7 +265,8 @@ class TemporalFuser:
         self._ahead: collections.deque[_Ahead] = collections.deque()
         self._behind: collections.deque[_Ahead] = collections.deque(maxlen=self.config.lookahead)
         self._next_ahead = 0
-        self._shot = 0
+        self._shot = 0  # shot of the frames being observed: ids count up, one per shot
+        self._shots = 1
         self._last_signature: scenes.Signature | None = None
 
     # -- public ---------------------------------------------------------------------------------------
@@ -346,7 +347,7 @@ class TemporalFuser:
             look = _resize(self._planes(edited) - self._planes(source), grid, "area").float()
         signature = scenes.signature(source)
         if self._last_signature is not None and scenes.signatures_cut(self._last_signature, signature):
-            self._shot += 1  # the look window stops at scene cuts
+            self._shot, self._shots = self._shots, self._shots + 1  # the look window stops at scene cuts
         self._last_signature = signature
         self._ahead.append(_Ahead(self._next_ahead, signature, look, self._shot))
         self._next_ahead += 1
@@ -379,10 +380,22 @@ class TemporalFuser:
             return None, 1
         return _resize(total / count - current.look, shape, "bilinear"), count
 
+    def _split(self, shot: int) -> None:
+        """A cut the signatures alone missed (found with the flow's trust): the frames ahead of it in `shot` are
+        a shot of their own. (The frames before it could not know, and took looks from across it.)"""
+        fresh, self._shots = self._shots, self._shots + 1
+        for entry in self._ahead:
+            if entry.shot == shot:
+                entry.shot = fresh
+        if self._shot == shot:
+            self._shot = fresh
+
     def _restart(self, edited: Any, current: _Ahead, index: int, cut: bool) -> Any:
         if cut:
             self.cuts.append(index)
             log.info("scene cut at frame %d: temporal fusion restarts", index)
+            if self._behind and self._behind[-1].shot == current.shot:
+                self._split(current.shot)
         correction, frames = self._correction(current, tuple(edited.shape[-2:]))
         self._since_restart = frames  # the running mean starts with the window's weight
         if correction is None:

@@ -28,7 +28,9 @@ is the window's mean look minus the frame's own, upsampled. At each restart (the
 the output is E + C: the shot's look from its first frame, and the running mean counts the window as that
 many frames. After it, what enters the moving average is the edit moved to its window's mean, which is
 steady already, so the moving average no longer drifts with the edit's jitter (a causal average of the raw
-edit's look did, over 30-frame shots, by 3-7 dB: BENCHMARKS.md, issue 15). The looks behind (at most
+edit's look did, over 30-frame shots, by 3-7 dB: BENCHMARKS.md, issue 15). Shots in the window are told
+apart by the frames' signatures; a cut that only the flow's trust reveals splits the window when the main pass
+reaches it (the frames before such a cut have taken looks from after it). The looks behind (at most
 `lookahead`) are kept for the window; the frames ahead come from one of:
 
 - a *preview*: a second stream of the same (edited, source) pairs, read `lookahead` frames ahead of the

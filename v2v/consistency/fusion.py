@@ -15,20 +15,28 @@
      1/(n+1) (a running mean over the first frames) and settles at `low_rate`.
    - high band (texture, strokes, detail): where trusted, the output leans on the warped previous output
      by `strength` (d - D is the detail difference).
-   O = E + (1 - a) D + strength * trust * (d - D).
+   O = E + (1 - a) D + a C + strength * trust * (d - D), where C moves the edit to its window's mean look
+   (below; C = 0 without lookahead).
 4. Scene cuts restart the filter (nothing is carried across a cut). The cut test is the project's one
    detector, `v2v.scenes`, given the fraction of pixels whose flow passes the forward-backward check.
 
-No start-of-shot transient: at each restart (the first frame and every cut) the low band is seeded with the
-mean look of the shot ahead, up to the next cut and at most `lookahead` frames, and the running mean counts
-the seed as that many frames. The look of a frame is the low band of (edit - source), what the edit did free
-of the content, kept on a grid `LOOK_COLUMNS` cells wide (48 x 20 at 640x272: 11.5 KB of float32 a frame)
-beside its scene-cut signature (`v2v.scenes.Signature`, 2 KB). The frames ahead come from one of:
+No start-of-shot transient, and no drift with the edit's jitter: the look of a frame is the low band of
+(edit - source), what the edit did free of the content, kept on a grid `LOOK_COLUMNS` cells wide (48 x 20 at
+640x272: 11.5 KB of float32 a frame) beside its scene-cut signature (`v2v.scenes.Signature`, 2 KB). Its
+*window* is the frames of its shot (up to the nearest cuts) within `lookahead` frames on either side, and C
+is the window's mean look minus the frame's own, upsampled. At each restart (the first frame and every cut)
+the output is E + C: the shot's look from its first frame, and the running mean counts the window as that
+many frames. After it, what enters the moving average is the edit moved to its window's mean, which is
+steady already, so the moving average no longer drifts with the edit's jitter (a causal average of the raw
+edit's look did, over 30-frame shots, by 3-7 dB: BENCHMARKS.md, issue 15). Shots in the window are told
+apart by the frames' signatures; a cut that only the flow's trust reveals splits the window when the main pass
+reaches it (the frames before such a cut have taken looks from after it). The looks behind (at most
+`lookahead`) are kept for the window; the frames ahead come from one of:
 
 - a *preview*: a second stream of the same (edited, source) pairs, read `lookahead` frames ahead of the
   main one (`v2v stabilize` decodes both clips a second time for it). Nothing is delayed and the buffer
-  holds looks and signatures only: at most `lookahead` + 1 of them, 13.4 KB a frame at 640x272 (3.4 MB
-  for the default 250 frames) and 15.7 KB at any 16:9 size, 1080p and 4K alike (3.9 MB): the grid is 48
+  holds looks and signatures only: at most 2 `lookahead` + 1 of them, 13.4 KB a frame at 640x272 (6.7 MB
+  for the default 250 frames) and 15.7 KB at any 16:9 size, 1080p and 4K alike (7.9 MB): the grid is 48
   cells wide whatever the frame's width (a portrait 9:16 frame, 85 rows, takes 56 KB);
 - without a preview, `push()` holds back `lookahead` full frames (edited and source) and returns each
   frame `lookahead` frames late; `fuse()` has no lookahead.
@@ -42,6 +50,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -59,6 +68,8 @@ from v2v.frames import images_to_tensor, tensor_to_images
 
 log = logging.getLogger(__name__)
 
+EDIT_RATE = 0.08  # default low_rate without lookahead: the raw edit flickers, so a long memory
+LOOK_RATE = 0.2  # with lookahead: the edit moved to its window's mean look is steady (issue 15's short shots)
 LOOK_COLUMNS = 48  # width of the grid a frame's look is kept on (rows follow the aspect ratio)
 _LUMA = (0.299, 0.587, 0.114)  # Rec. 601, as kornia.color.rgb_to_grayscale and cv2.COLOR_RGB2GRAY
 
@@ -69,8 +80,10 @@ class FusionConfig:
 
     strength: 0..1, how much of the warped previous output the high band keeps where trusted (0 = the
         edit as it came, apart from the low band).
-    low_rate: 0..1, the weight of the current edit in the low band's moving average (smaller = steadier
-        colour, slower to follow real changes of the edit's look).
+    low_rate: 0..1, the weight of the current edit in the low band's moving average along motion. Without
+        lookahead the edit enters as it is (smaller = steadier colour, slower to follow real changes of the
+        edit's look); with it the edit enters moved to its look window's mean look, which is steady already,
+        so the rate can be higher. None (default): 0.2 with lookahead, 0.08 without (`rate`).
     low_scale: size of the low band's smoothing as a fraction of the frame's width.
     photometric_tolerance: source difference (0..1, luma) at which a warped pixel stops being trusted.
     lookahead: frames ahead whose look seeds the low band at each restart (0 = none). With a preview
@@ -80,7 +93,7 @@ class FusionConfig:
     """
 
     strength: float = 0.85
-    low_rate: float = 0.08
+    low_rate: float | None = None
     low_scale: float = 1 / 24
     photometric_tolerance: float = 0.10
     lookahead: int = 0
@@ -88,10 +101,17 @@ class FusionConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength <= 1.0:
             raise UsageError(f"strength must be in [0, 1], got {self.strength}")
-        if not 0.0 < self.low_rate <= 1.0:
+        if self.low_rate is not None and not 0.0 < self.low_rate <= 1.0:
             raise UsageError(f"low_rate must be in (0, 1], got {self.low_rate}")
         if self.lookahead < 0:
             raise UsageError(f"lookahead must be >= 0, got {self.lookahead}")
+
+    @property
+    def rate(self) -> float:
+        """`low_rate`, or its default for this lookahead."""
+        if self.low_rate is not None:
+            return self.low_rate
+        return LOOK_RATE if self.lookahead else EDIT_RATE
 
 
 @dataclasses.dataclass
@@ -202,7 +222,7 @@ def flow_trust(
     return trust * (valid if numpy else valid.to(trust.dtype)), valid_fraction
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class _Ahead:
     """What the fuser keeps of a frame ahead: its scene-cut signature and its look (low band of edit - source,
     float32 (1, 3, rows, LOOK_COLUMNS): numpy on the CPU, else a tensor on the fuser's device)."""
@@ -210,6 +230,7 @@ class _Ahead:
     index: int
     signature: scenes.Signature
     look: Any
+    shot: int = 0
 
     @property
     def nbytes(self) -> int:
@@ -235,8 +256,8 @@ class TemporalFuser:
             stable = fuser.push(edited, source)[0]
 
     `fuse(edited, source)` is the no-lookahead shortcut returning the fused frame directly. Memory holds
-    the previous source and output, and at most `lookahead` + 1 looks (with a preview) or `lookahead`
-    pending full frames (without).
+    the previous source and output, at most 2 `lookahead` + 1 looks, and (without a preview) `lookahead`
+    pending full frames.
 
     Args:
         config: FusionConfig. estimator: flow estimator (default DIS "fast").
@@ -267,7 +288,11 @@ class TemporalFuser:
         self._pending: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
         self._preview: Iterator[tuple[np.ndarray, np.ndarray]] | None = iter(preview) if preview is not None else None
         self._ahead: collections.deque[_Ahead] = collections.deque()
+        self._behind: collections.deque[_Ahead] = collections.deque(maxlen=self.config.lookahead)
         self._next_ahead = 0
+        self._shot = 0  # shot of the frames being observed: ids count up, one per shot
+        self._shots = 1
+        self._last_signature: scenes.Signature | None = None
 
     # -- public ---------------------------------------------------------------------------------------
 
@@ -278,6 +303,7 @@ class TemporalFuser:
         self._previous_signature = None
         self._previous_output = None
         self._since_restart = 0
+        self._behind.clear()
 
     def fuse(self, edited: np.ndarray, source: np.ndarray) -> np.ndarray:
         """Fused RGB uint8 (H, W, 3) for frame t from its edit and source (no lookahead, or a preview)."""
@@ -309,8 +335,9 @@ class TemporalFuser:
 
     @property
     def ahead_bytes(self) -> int:
-        """Bytes held for the frames ahead (looks and signatures; pending full frames not included)."""
-        return sum(entry.nbytes for entry in self._ahead)
+        """Bytes held for the look window, ahead and behind (looks and signatures; pending full frames not
+        included)."""
+        return sum(entry.nbytes for entry in itertools.chain(self._ahead, self._behind))
 
     # -- internals ------------------------------------------------------------------------------------
 
@@ -333,18 +360,27 @@ class TemporalFuser:
 
     def _observe(self, edited: np.ndarray, source: np.ndarray) -> None:
         """Keep the signature and look of the next frame ahead."""
-        edit, original = self._planes(edited), self._planes(source)
         height, width = source.shape[:2]
         grid = (max(1, round(LOOK_COLUMNS * height / width)), min(width, LOOK_COLUMNS))
-        look = _resize(edit - original, grid, "area")
-        look = look if self._numpy else look.float()
-        self._ahead.append(_Ahead(self._next_ahead, scenes.signature(source), look))
+        if self._numpy:  # area averaging is linear: shrink each image (one OpenCV call), then subtract
+            import cv2
+
+            small = [cv2.resize(image.astype(np.float32), grid[::-1], interpolation=cv2.INTER_AREA)
+                     for image in (edited, source)]
+            look = ((small[0] - small[1]).reshape(*grid, 3) * np.float32(1 / 255)).transpose(2, 0, 1)[None].copy()
+        else:
+            look = _resize(self._planes(edited) - self._planes(source), grid, "area").float()
+        signature = scenes.signature(source)
+        if self._last_signature is not None and scenes.signatures_cut(self._last_signature, signature):
+            self._shot, self._shots = self._shots, self._shots + 1  # the look window stops at scene cuts
+        self._last_signature = signature
+        self._ahead.append(_Ahead(self._next_ahead, signature, look, self._shot))
         self._next_ahead += 1
 
     def _read_ahead(self, index: int) -> None:
         """Drop the entries behind frame `index` and, with a preview, read on to `index` + lookahead."""
         while self._ahead and self._ahead[0].index < index:
-            self._ahead.popleft()
+            self._behind.append(self._ahead.popleft())
         if self._preview is None:
             return
         while self._next_ahead <= index + self.config.lookahead:
@@ -356,30 +392,41 @@ class TemporalFuser:
         if not self._ahead or self._ahead[0].index != index:
             raise ValueError(f"the preview stream ended before frame {index}; it must hold the same frames")
 
-    def _seed(self, current: _Ahead) -> tuple[Any, int]:
-        """How far frame `current`'s look is from the mean look of the shot ahead (up to the next cut), on the
-        look grid, and how many frames that mean covers; (None, 1) with nothing ahead."""
-        total, count, before = current.look * 1, 1, current.signature
-        for entry in _after(self._ahead, current.index):
-            if scenes.signatures_cut(before, entry.signature):
-                break  # the shot ends at the next scene cut
-            total += entry.look
-            count += 1
-            before = entry.signature
+    def _correction(self, current: _Ahead, shape: tuple[int, int]) -> tuple[Any, int]:
+        """Frame `current`'s look moved to the mean look of its shot within `lookahead` frames on either side:
+        that mean minus its look, upsampled to `shape`, and how many frames the mean covers; (None, 1) with no
+        other frame of the shot in the window."""
+        total, count = current.look * 1, 1
+        for entry in itertools.chain(self._behind, _after(self._ahead, current.index)):
+            if entry.shot == current.shot:
+                total += entry.look
+                count += 1
         if count == 1:
             return None, 1
-        return total / count - current.look, count
+        return _resize(total / count - current.look, shape, "bilinear"), count
+
+    def _split(self, shot: int) -> None:
+        """A cut the signatures alone missed (found with the flow's trust): the frames ahead of it in `shot` are
+        a shot of their own. (The frames before it could not know, and took looks from across it.)"""
+        fresh, self._shots = self._shots, self._shots + 1
+        for entry in self._ahead:
+            if entry.shot == shot:
+                entry.shot = fresh
+        if self._shot == shot:
+            self._shot = fresh
 
     def _restart(self, edited: Any, current: _Ahead, index: int, cut: bool) -> Any:
         if cut:
             self.cuts.append(index)
             log.info("scene cut at frame %d: temporal fusion restarts", index)
-        seed, frames = self._seed(current)
-        self._since_restart = frames  # the running mean starts with the seed's weight
-        if seed is None:
+            if self._behind and self._behind[-1].shot == current.shot:
+                self._split(current.shot)
+        correction, frames = self._correction(current, tuple(edited.shape[-2:]))
+        self._since_restart = frames  # the running mean starts with the window's weight
+        if correction is None:
             return edited
-        seed = seed if self._numpy else seed.to(edited.dtype)
-        return (edited + _resize(seed, tuple(edited.shape[-2:]), "bilinear")).clip(0, 1)
+        correction = correction if self._numpy else correction.to(edited.dtype)
+        return (edited + correction).clip(0, 1)
 
     def _step(self, edited_image: np.ndarray, source: np.ndarray) -> Any:
         config = self.config
@@ -388,7 +435,6 @@ class TemporalFuser:
         self._read_ahead(index)
         current = self._ahead[0]
         edited = self._planes(edited_image)
-        current_source = self._planes(source)
         step = FusionStep(index=index, cut=False)
         if self._previous_source is None or self._previous_source.shape != source.shape:
             output = self._restart(edited, current, index, cut=False)
@@ -396,7 +442,7 @@ class TemporalFuser:
             # 1. flow of the source, and where it can be trusted
             to_previous, from_previous = self.estimator.pair(source, self._previous_source)
             flow, flow_back = self._flow(to_previous), self._flow(from_previous)
-            luma = _luma(current_source)
+            luma = self._source_luma(source)
             trust, valid_fraction = flow_trust(flow, flow_back, self._previous_luma, luma, config.photometric_tolerance)
             assert self._previous_signature is not None
             cut = scenes.signatures_cut(self._previous_signature, current.signature, trusted=valid_fraction)
@@ -410,16 +456,27 @@ class TemporalFuser:
                 difference = warped - edited
                 low = masked_lowpass(difference, trust, config.low_scale)
                 self._since_restart += 1
-                rate = max(config.low_rate, 1.0 / self._since_restart)
+                rate = max(config.rate, 1.0 / self._since_restart)
                 output = edited + (1.0 - rate) * low + config.strength * trust * (difference - low)
+                correction, _ = self._correction(current, tuple(edited.shape[-2:]))
+                if correction is not None:  # the edit enters the low band at its window's mean look
+                    output += rate * (correction if self._numpy else correction.to(output.dtype))
                 output = output.clip(0, 1)
         if self.on_step is not None:
             self.on_step(step)
         self._previous_source = source
-        self._previous_luma = _luma(current_source) if step.flow is None else luma
+        self._previous_luma = self._source_luma(source) if step.flow is None else luma
         self._previous_signature = current.signature
         self._previous_output = output
         return output
+
+    def _source_luma(self, source: np.ndarray) -> Any:
+        """Luma (1, 1, H, W) of an RGB uint8 frame in [0, 1] (numpy: one OpenCV call, the same weights)."""
+        if not self._numpy:
+            return _luma(self._planes(source))
+        import cv2
+
+        return cv2.cvtColor(source.astype(np.float32), cv2.COLOR_RGB2GRAY)[None, None] * np.float32(1 / 255)
 
     @staticmethod
     def _host(values: Any) -> np.ndarray:

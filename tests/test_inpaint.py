@@ -280,9 +280,11 @@ def test_bad_input_is_one_line_and_writes_nothing(case: str, tmp_path: Path,
     assert words in error
 
 
-def test_ray_backend_equals_a_single_pass(local_ray, tmp_path: Path) -> None:
-    """`--backend ray` (two workers, 1 s segments): flow fill without a model, the mask carried from one image (written
-    to a folder the workers read, removed after), lossless output equal to a single pass, audio kept."""
+@pytest.mark.parametrize("how", ["resume", "ray"])
+def test_segmented_runs_equal_a_single_pass_and_keep_audio(how: str, request, tmp_path: Path) -> None:
+    """`--resume` in 1 s segments, and `--backend ray` (two workers): flow fill without a model, the mask carried from
+    one image (written to a folder the workers read, removed after), lossless output equal to a single pass, audio
+    kept."""
     clip = write_clip(tmp_path / "clip.mp4", frames=30, width=64, height=48, fps=10, audio=True,
                       options={"g": "10", "keyint_min": "10", "sc_threshold": "0"})
     box = np.zeros((48, 64), np.float32)
@@ -290,31 +292,15 @@ def test_ray_backend_equals_a_single_pass(local_ray, tmp_path: Path) -> None:
     mask = write_mask(tmp_path / "m.png", box)
     common = ["--mask", mask, "--codec", "libx264rgb", "--crf", "0", "--preset", "ultrafast", "--no-progress",
               "--fill-radius", "3"]
+    segmented = ["--resume"] if how == "resume" else ["--backend", "ray", "--workers", 2]
+    if how == "ray":
+        request.getfixturevalue("local_ray")
     assert run_cli("inpaint", clip, "-o", tmp_path / "single.mp4", *common) == 0
-    assert run_cli("inpaint", clip, "-o", tmp_path / "ray.mp4", *common, "--backend", "ray", "--workers", 2,
-                   "--segment-seconds", 1) == 0
-    single, spread = frames_of(tmp_path / "single.mp4"), frames_of(tmp_path / "ray.mp4")
-    assert len(single) == len(spread) == 30
-    assert all(np.array_equal(a, b) for a, b in zip(single, spread, strict=True))
-    assert not all(np.array_equal(a, b) for a, b in zip(single, frames_of(clip), strict=True))  # it did inpaint
-    with av.open(str(tmp_path / "ray.mp4")) as container:
-        assert container.streams.audio
-    assert not list(tmp_path.glob(".*v2v-mask*"))
-
-
-def test_resume_in_segments_equals_a_single_pass_and_keeps_audio(tmp_path: Path) -> None:
-    clip = write_clip(tmp_path / "clip.mp4", frames=30, width=64, height=48, fps=10, audio=True,
-                      options={"g": "10", "keyint_min": "10", "sc_threshold": "0"})
-    box = np.zeros((48, 64), np.float32)
-    box[12:20, 0:8] = 1  # conftest's moving_pattern: an 8x8 white box 3 pixels a frame to the right
-    mask = write_mask(tmp_path / "m.png", box)
-    common = ["--mask", mask, "--codec", "libx264rgb", "--crf", "0", "--preset", "ultrafast", "--no-progress",
-              "--fill-radius", "3"]
-    assert run_cli("inpaint", clip, "-o", tmp_path / "single.mp4", *common) == 0
-    assert run_cli("inpaint", clip, "-o", tmp_path / "parts.mp4", *common, "--resume", "--segment-seconds", "1") == 0
+    assert run_cli("inpaint", clip, "-o", tmp_path / "parts.mp4", *common, *segmented, "--segment-seconds", 1) == 0
     single, parts = frames_of(tmp_path / "single.mp4"), frames_of(tmp_path / "parts.mp4")
     assert len(single) == len(parts) == 30
     assert all(np.array_equal(a, b) for a, b in zip(single, parts, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(single, frames_of(clip), strict=True))  # it did inpaint
     with av.open(str(tmp_path / "parts.mp4")) as container:
         assert container.streams.audio
     assert not list(tmp_path.glob(".*v2v-mask*"))

@@ -133,9 +133,9 @@ def test_the_first_frame_of_a_shot_is_already_corrected() -> None:
         difference = frames[index].astype(np.float32) - sources[index]
         return float(np.abs(cv2.GaussianBlur(difference, (0, 0), 4)).mean())
 
-    # In the whole band the first frame is 4.5x better than its edit but not as good as the last frame: a gain
-    # scales texture too, and only frames after the first can lean on a steadied past for it.
-    assert error(fused, 0) < 0.25 * error(edits, 0)
+    # the issue's test: frame 0's error within 1.5x of the last frame's, in the whole band (a gain scales texture
+    # too: the detail contrast is moved to its window's mean as the look is) and in the low band
+    assert error(fused, 0) <= 1.5 * error(fused, count - 1)
     assert low_error(fused, 0) <= 1.5 * low_error(fused, count - 1)
     # no drift after the first frame: every frame's look is moved to the shot's mean (a causal average of the
     # edits' looks wandered to 6x the first frame's low-band error here)

@@ -17,6 +17,10 @@
      by `strength` (d - D is the detail difference).
    O = E + (1 - a) D + a C + strength * trust * (d - D), where C moves the edit to its window's mean look
    (below; C = 0 without lookahead).
+   Before all this, E's detail contrast is moved to its window's mean per cell of the look grid (`_contrast`:
+   the detail around each cell's mean is scaled by exp(window mean - own) of the log ratio of the edit's detail
+   contrast to the source's), as its look is: a flicker that is a gain scales texture as well as colour, and on a
+   shot's first frame there is no steadied past to lean on for it.
 4. Scene cuts restart the filter (nothing is carried across a cut). The cut test is the project's one
    detector, `v2v.scenes`, given the fraction of pixels whose flow passes the forward-backward check.
 

@@ -75,8 +75,8 @@ log = logging.getLogger(__name__)
 EDIT_RATE = 0.08  # default low_rate without lookahead: the raw edit flickers, so a long memory
 LOOK_RATE = 0.2  # with lookahead: the edit moved to its window's mean look is steady (issue 15's short shots)
 LOOK_COLUMNS = 48  # width of the grid a frame's look is kept on (rows follow the aspect ratio)
-DETAIL_FLOOR = 2 / 255  # added to a cell's detail contrast: flat cells have no contrast to compare
-CONTRAST_LIMIT = 0.7  # a cell's detail contrast moves by at most e^0.7 (2x) either way
+DETAIL_FLOOR = 2 / 255  # added to a frame's detail contrast: a flat frame has none to compare
+CONTRAST_LIMIT = 0.7  # a frame's detail contrast moves by at most e^0.7 (2x) either way
 _LUMA = (0.299, 0.587, 0.114)  # Rec. 601, as kornia.color.rgb_to_grayscale and cv2.COLOR_RGB2GRAY
 
 
@@ -236,15 +236,15 @@ class _Ahead:
     index: int
     signature: scenes.Signature
     look: Any
-    texture: Any  # log of the edit's detail contrast over the source's, per cell of the look grid (1, 1, rows, cols)
+    texture: float  # log of the edit's detail contrast over the source's, over the whole frame
     shot: int = 0
 
     @property
     def nbytes(self) -> int:
         structure = self.signature.structure
-        sizes = [v.nbytes if isinstance(v, np.ndarray) else v.element_size() * v.nelement()
-                 for v in (self.look, self.texture)]
-        return sum(sizes) + self.signature.histogram.nbytes + (structure.nbytes if structure is not None else 0)
+        look = self.look
+        look = look.nbytes if isinstance(look, np.ndarray) else look.element_size() * look.nelement()
+        return look + self.signature.histogram.nbytes + (structure.nbytes if structure is not None else 0)
 
 
 class TemporalFuser:
@@ -377,7 +377,8 @@ class TemporalFuser:
             look = ((small[0] - small[1]).reshape(*grid, 3) * np.float32(1 / 255)).transpose(2, 0, 1)[None].copy()
         else:
             look = _resize(self._planes(edited) - self._planes(source), grid, "area").float()
-        texture = np.log((self._detail(edited, grid) + DETAIL_FLOOR) / (self._detail(source, grid) + DETAIL_FLOOR))
+        texture = np.log((self._detail(edited, grid).mean() + DETAIL_FLOOR)
+                         / (self._detail(source, grid).mean() + DETAIL_FLOOR))  # fmt: skip
         signature = scenes.signature(source)
         if self._last_signature is not None and scenes.signatures_cut(self._last_signature, signature):
             self._shot, self._shots = self._shots, self._shots + 1  # the look window stops at scene cuts
@@ -396,22 +397,20 @@ class TemporalFuser:
         return cv2.resize(np.abs(luma - low), grid[::-1], interpolation=cv2.INTER_AREA)[None, None]
 
     def _contrast(self, edited: Any, current: _Ahead) -> Any:
-        """The edit with its detail contrast moved to its window's mean (per cell, in log): a gain that flickers
-        scales texture as well as colour, and the look alone (a low band) can't undo that on a shot's first frame."""
-        total, count = current.texture * 1, 1
+        """The edit with its detail contrast (around its look grid's cell means, over the whole frame: per cell it
+        would follow the content as it moves under the grid) moved to its window's mean, in log: a gain that
+        flickers scales texture as well as colour, and the look (a low band) can't undo that on a shot's first
+        frame."""
+        total, count = current.texture, 1
         for entry in itertools.chain(self._behind, _after(self._ahead, current.index)):
             if entry.shot == current.shot:
                 total += entry.texture
                 count += 1
         if count == 1:
             return edited
-        grid = current.texture.shape[-2:]
-        factor = np.exp(np.clip(total / count - current.texture, -CONTRAST_LIMIT, CONTRAST_LIMIT)).astype(np.float32)
-        shape = tuple(edited.shape[-2:])
-        if not self._numpy:
-            factor = torch.from_numpy(factor).to(edited.device, edited.dtype)
-        low = _resize(_resize(edited, grid, "area"), shape, "bilinear")
-        factor = _resize(factor, shape, "bilinear")
+        grid = current.look.shape[-2:]
+        factor = float(np.exp(np.clip(total / count - current.texture, -CONTRAST_LIMIT, CONTRAST_LIMIT)))
+        low = _resize(_resize(edited, grid, "area"), tuple(edited.shape[-2:]), "bilinear")
         return (low + factor * (edited - low)).clip(0, 1)
 
     def _read_ahead(self, index: int) -> None:

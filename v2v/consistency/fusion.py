@@ -409,7 +409,10 @@ class TemporalFuser:
         if count == 1:
             return edited
         grid = current.look.shape[-2:]
-        factor = float(np.exp(np.clip(total / count - current.texture, -CONTRAST_LIMIT, CONTRAST_LIMIT)))
+        change = float(np.clip(total / count - current.texture, -CONTRAST_LIMIT, CONTRAST_LIMIT))
+        if abs(change) < 1e-3:  # a steady edit: nothing to move (and two full-frame resizes saved)
+            return edited
+        factor = float(np.exp(change))
         low = _resize(_resize(edited, grid, "area"), tuple(edited.shape[-2:]), "bilinear")
         return (low + factor * (edited - low)).clip(0, 1)
 

@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from v2v.consistency import FusionConfig, TemporalFuser  # noqa: E402
 from v2v.consistency.fusion import EDIT_RATE  # noqa: E402
 from v2v.flow import make_flow_estimator  # noqa: E402
+from v2v.flow.estimators import FlowEstimator  # noqa: E402
 from v2v.frames import Frame  # noqa: E402
 from v2v.io.reader import open_source  # noqa: E402
 from v2v.io.writer import Encoding, open_writer  # noqa: E402
@@ -202,12 +203,17 @@ def scores(frames: list[np.ndarray], originals: list[np.ndarray], reference: lis
     }
 
 
+def fuser_flow(preset: str) -> FlowEstimator:
+    """The fuser's flow: DIS at `preset`, or RAFT for "raft" (as `v2v stabilize --flow raft`)."""
+    return make_flow_estimator("raft") if preset == "raft" else make_flow_estimator("dis", preset=preset)
+
+
 def run_v2v(edited: list[np.ndarray], originals: list[np.ndarray], config: FusionConfig,
             preset: str, preview: bool = True) -> tuple[list[np.ndarray], float, list[int]]:
     """v2v's fuser over the clip; with `preview`, as the stage runs it (a second stream read ahead), else
     holding `config.lookahead` full frames back."""
     pairs = zip(edited, originals, strict=True) if preview else None
-    fuser = TemporalFuser(config, make_flow_estimator("dis", preset=preset), preview=pairs)
+    fuser = TemporalFuser(config, fuser_flow(preset), preview=pairs)
     began = time.perf_counter()
     out = []
     for e, s in zip(edited, originals, strict=True):
@@ -221,7 +227,7 @@ def pipeline_fps(edited_path: Path, original_path: Path, frames: int, config: Fu
     from v2v.consistency.stage import StabilizeStage
     from v2v.pipeline import run
 
-    stage = StabilizeStage(original_path, config=config, estimator=make_flow_estimator("dis", preset=preset),
+    stage = StabilizeStage(original_path, config=config, estimator=fuser_flow(preset),
                            max_frames=frames, processed=edited_path)
     report = run(edited_path, [stage], workdir / "v2v.mp4", overwrite=True, max_frames=frames, progress=False)
     return report.fps
@@ -461,7 +467,8 @@ def main() -> int:
     parser.add_argument("--strength", type=float, default=FusionConfig.strength)
     parser.add_argument("--low-rate", type=float, default=None, help="default: FusionConfig's for the lookahead")
     parser.add_argument("--lookahead", type=int, default=250, help="as `v2v stabilize --lookahead` (default 250)")
-    parser.add_argument("--preset", default="fast", help="DIS preset for v2v")
+    parser.add_argument("--preset", default="fast",
+                        help="DIS preset of v2v's fuser, or raft to fuse with RAFT (as v2v stabilize --flow raft)")
     parser.add_argument("--metric-flow", choices=("raft", "dis"), default="raft",
                         help="flow of the originals for the warping error: raft (raft-sintel, cached) or dis (medium)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "v2v_bench_cache")

@@ -377,8 +377,7 @@ class TemporalFuser:
             look = ((small[0] - small[1]).reshape(*grid, 3) * np.float32(1 / 255)).transpose(2, 0, 1)[None].copy()
         else:
             look = _resize(self._planes(edited) - self._planes(source), grid, "area").float()
-        texture = np.log((self._detail(edited, grid).mean() + DETAIL_FLOOR)
-                         / (self._detail(source, grid).mean() + DETAIL_FLOOR))  # fmt: skip
+        texture = np.log((_detail(edited, grid) + DETAIL_FLOOR) / (_detail(source, grid) + DETAIL_FLOOR))
         signature = scenes.signature(source)
         if self._last_signature is not None and scenes.signatures_cut(self._last_signature, signature):
             self._shot, self._shots = self._shots, self._shots + 1  # the look window stops at scene cuts
@@ -386,30 +385,17 @@ class TemporalFuser:
         self._ahead.append(_Ahead(self._next_ahead, signature, look, texture, self._shot))
         self._next_ahead += 1
 
-    def _detail(self, image: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-        """Mean absolute detail of an RGB uint8 image's luma (the luma minus its cell means, upsampled), per cell
-        of `grid`, float32 (1, 1, rows, cols) in numpy (it is a few hundred numbers a frame)."""
-        import cv2
-
-        luma = cv2.cvtColor(image.astype(np.float32), cv2.COLOR_RGB2GRAY) * np.float32(1 / 255)
-        low = cv2.resize(cv2.resize(luma, grid[::-1], interpolation=cv2.INTER_AREA), luma.shape[::-1],
-                         interpolation=cv2.INTER_LINEAR)  # fmt: skip
-        return cv2.resize(np.abs(luma - low), grid[::-1], interpolation=cv2.INTER_AREA)[None, None]
-
     def _contrast(self, edited: Any, current: _Ahead) -> Any:
         """The edit with its detail contrast (around its look grid's cell means, over the whole frame: per cell it
         would follow the content as it moves under the grid) moved to its window's mean, in log: a gain that
         flickers scales texture as well as colour, and the look (a low band) can't undo that on a shot's first
         frame."""
-        total, count = current.texture, 1
-        for entry in itertools.chain(self._behind, _after(self._ahead, current.index)):
-            if entry.shot == current.shot:
-                total += entry.texture
-                count += 1
-        if count == 1:
+        others = self._window(current)
+        if not others:
             return edited
+        mean = (current.texture + sum(entry.texture for entry in others)) / (len(others) + 1)
         grid = current.look.shape[-2:]
-        change = float(np.clip(total / count - current.texture, -CONTRAST_LIMIT, CONTRAST_LIMIT))
+        change = float(np.clip(mean - current.texture, -CONTRAST_LIMIT, CONTRAST_LIMIT))
         if abs(change) < 1e-3:  # a steady edit: nothing to move (and two full-frame resizes saved)
             return edited
         factor = float(np.exp(change))
@@ -435,14 +421,19 @@ class TemporalFuser:
         """Frame `current`'s look moved to the mean look of its shot within `lookahead` frames on either side:
         that mean minus its look, upsampled to `shape`, and how many frames the mean covers; (None, 1) with no
         other frame of the shot in the window."""
-        total, count = current.look * 1, 1
-        for entry in itertools.chain(self._behind, _after(self._ahead, current.index)):
-            if entry.shot == current.shot:
-                total += entry.look
-                count += 1
-        if count == 1:
+        others = self._window(current)
+        if not others:
             return None, 1
+        total = current.look * 1
+        for entry in others:
+            total += entry.look
+        count = len(others) + 1
         return _resize(total / count - current.look, shape, "bilinear"), count
+
+    def _window(self, current: _Ahead) -> list[_Ahead]:
+        """The other frames of `current`'s shot within `lookahead` frames on either side (behind, then ahead)."""
+        entries = itertools.chain(self._behind, _after(self._ahead, current.index))
+        return [entry for entry in entries if entry.shot == current.shot]
 
     def _split(self, shot: int) -> None:
         """A cut the signatures alone missed (found with the flow's trust): the frames ahead of it in `shot` are
@@ -515,13 +506,29 @@ class TemporalFuser:
         """Luma (1, 1, H, W) of an RGB uint8 frame in [0, 1] (numpy: one OpenCV call, the same weights)."""
         if not self._numpy:
             return _luma(self._planes(source))
-        import cv2
-
-        return cv2.cvtColor(source.astype(np.float32), cv2.COLOR_RGB2GRAY)[None, None] * np.float32(1 / 255)
+        return _gray(source)[None, None]
 
     @staticmethod
     def _host(values: Any) -> np.ndarray:
         return values if isinstance(values, np.ndarray) else values.float().cpu().numpy()
+
+
+def _detail(image: np.ndarray, grid: tuple[int, int]) -> float:
+    """Detail contrast of an RGB uint8 frame: the mean absolute difference of its luma from its cell means on
+    `grid` (upsampled), averaged per cell and then over the cells."""
+    import cv2
+
+    luma = _gray(image)
+    low = cv2.resize(cv2.resize(luma, grid[::-1], interpolation=cv2.INTER_AREA), luma.shape[::-1],
+                     interpolation=cv2.INTER_LINEAR)  # fmt: skip
+    return float(cv2.resize(np.abs(luma - low), grid[::-1], interpolation=cv2.INTER_AREA).mean())
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    """Luma (H, W) float32 in [0, 1] of an RGB uint8 frame (one OpenCV call, `_LUMA`'s weights)."""
+    import cv2
+
+    return cv2.cvtColor(image.astype(np.float32), cv2.COLOR_RGB2GRAY) * np.float32(1 / 255)
 
 
 def _after(entries: collections.deque[_Ahead], index: int) -> Iterator[_Ahead]:

@@ -11,7 +11,6 @@ exactly once, and copies the source's audio and subtitles once.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import json
 import logging
@@ -103,10 +102,7 @@ def plan_segments(
         raise InputError(f"{path}: no video frames with timestamps, so it can't be cut into segments")
     # the window, in frame indices
     seconds = [float(p * time_base) - origin for p in pts]
-    begin = bisect.bisect_left(seconds, window.start - 1e-6)
-    stop = len(pts) if window.end is None else bisect.bisect_left(seconds, window.end - 1e-6)
-    if window.max_frames is not None:
-        stop = min(stop, begin + window.max_frames)
+    begin, stop = window.span(seconds)
     if begin >= stop:
         raise InputError(f"{path}: no frames between {window.start} s and {window.end} s")
     cuts = [begin]

@@ -43,6 +43,15 @@ class TimeWindow:
         if self.max_frames is not None and self.max_frames < 1:
             raise UsageError(f"--max-frames must be at least 1, got {self.max_frames}")
 
+    def span(self, times: list[float]) -> tuple[int, int]:
+        """The window as [begin, stop) indices into `times`, the sorted instants (seconds from the first frame) of
+        a clip's frames."""
+        begin = bisect.bisect_left(times, self.start - 1e-6)
+        stop = len(times) if self.end is None else bisect.bisect_left(times, self.end - 1e-6)
+        if self.max_frames is not None:
+            stop = min(stop, begin + self.max_frames)
+        return begin, stop
+
 
 def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
     """Decoded frame to the pixel contract, upright (rotation metadata applied)."""
@@ -182,10 +191,7 @@ class VideoFileReader:
 
         stamps, time_base = frame_timestamps(self.path)
         times = [float(stamp * time_base) - self.start_time for stamp in stamps]
-        begin = bisect.bisect_left(times, self.window.start - 1e-6)
-        stop = len(times) if self.window.end is None else bisect.bisect_left(times, self.window.end - 1e-6)
-        if self.window.max_frames is not None:
-            stop = min(stop, begin + self.window.max_frames)
+        begin, stop = self.window.span(times)
         first = max(0, min(first, stop - begin - 1))
         left = None if self.window.max_frames is None else self.window.max_frames - first
         window = TimeWindow(start=times[begin + first], end=self.window.end, max_frames=left)

@@ -245,9 +245,14 @@ def _write_from(
         stop.set()
 
 
-def _run_record(reader: Reader, options: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What a resumable output saves to recognise its run: the input's fingerprint and the options."""
-    if options is None:
+def _run_record(
+    reader: Reader, output: str | os.PathLike[str], options: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """What a resumable output (an image sequence) saves to recognise its run: the input's fingerprint and the
+    options; None for other outputs, which keep nothing to resume."""
+    from v2v.io.sequences import is_image_sequence
+
+    if options is None or not is_image_sequence(output):
         return None
     from v2v.resume import fingerprint
 
@@ -317,7 +322,7 @@ def run(
             output, encoding=encoding, overwrite=overwrite, audio=audio, fps=timing.rate,
             shift=output_shift(timing, reader.start_time, reader.window.start),
             start_number=getattr(reader, "first_number", 1) if start_number is None else start_number,
-            resume=resume, keep_partial=keep_partial, record=_run_record(reader, options),
+            resume=resume, keep_partial=keep_partial, record=_run_record(reader, output, options),
         )  # fmt: skip
     except BaseException:
         reader.close()

@@ -61,13 +61,21 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from v2v import scenes
 from v2v.errors import UsageError
 from v2v.flow.estimators import FlowEstimator, check_pair, make_flow_estimator
 from v2v.flow.occlusion import invalid_mask, outside_mask
-from v2v.flow.warp import Array, flow_to_planes, flow_to_tensor, images_to_planes, planes_to_images, warp_by_flow
+from v2v.flow.warp import (
+    Array,
+    flow_to_planes,
+    flow_to_tensor,
+    images_to_planes,
+    per_plane,
+    planes_to_images,
+    resize_planes,
+    warp_by_flow,
+)
 from v2v.frames import images_to_tensor, tensor_to_images
 
 log = logging.getLogger(__name__)
@@ -134,24 +142,6 @@ class FusionStep:
 # -- array helpers: numpy (B, C, H, W) float32 on the CPU, torch tensors elsewhere ----------------------
 
 
-def _resize(values: Array, size: tuple[int, int], mode: str) -> Array:
-    """Area-average ("area") or bilinear ("bilinear", half-pixel centres) resize of (B, C, H, W) to (h, w)."""
-    if isinstance(values, torch.Tensor):
-        if mode == "area":
-            return F.interpolate(values, size=size, mode="area")
-        return F.interpolate(values, size=size, mode="bilinear", align_corners=False)
-    import cv2
-
-    interpolation = cv2.INTER_AREA if mode == "area" else cv2.INTER_LINEAR
-    return _per_plane(values, lambda plane: cv2.resize(plane, (size[1], size[0]), interpolation=interpolation))
-
-
-def _per_plane(values: np.ndarray, operation: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """An OpenCV operation on every (H, W) plane of a numpy (B, C, H, W) array (contiguous planes: no copies)."""
-    out = [[operation(np.ascontiguousarray(plane, dtype=np.float32)) for plane in planes] for planes in values]
-    return np.stack([np.stack(planes) for planes in out])
-
-
 def _luma(batch: Array) -> Array:
     """(B, 3, H, W) RGB -> (B, 1, H, W) luma with Rec. 601 weights (kornia's rgb_to_grayscale on a tensor,
     the same weights in numpy)."""
@@ -173,7 +163,7 @@ def _gaussian_blur(values: Array, sigma: float) -> Array:
         return gaussian_blur2d(values, (size, size), (sigma, sigma), border_type="replicate")
     import cv2
 
-    return _per_plane(values, lambda plane: cv2.GaussianBlur(plane, (size, size), sigma,
+    return per_plane(values, lambda plane: cv2.GaussianBlur(plane, (size, size), sigma,
                                                              borderType=cv2.BORDER_REPLICATE))
 
 
@@ -196,13 +186,13 @@ def masked_lowpass(values: Array, weight: Array, scale: float) -> Array:
     weighted = values * weight
     channels = values.shape[1]
     concatenate = torch.cat if isinstance(values, torch.Tensor) else np.concatenate
-    stack = _gaussian_blur(_resize(concatenate([weighted, weight], 1), small, "area"), 8 / 3)
+    stack = _gaussian_blur(resize_planes(concatenate([weighted, weight], 1), small, "area"), 8 / 3)
     num, den = stack[:, :channels], stack[:, channels:]
     # holes wider than the kernel take the trusted area's mean (zero when nothing is trusted)
     total = weight.sum(axis=(2, 3), keepdims=True)
     mean = weighted.sum(axis=(2, 3), keepdims=True) / total.clip(1e-6, None)
     low = (num + 1e-3 * mean) / (den + 1e-3)
-    return _resize(low, (height, width), "bilinear")
+    return resize_planes(low, (height, width), "bilinear")
 
 
 def flow_trust(
@@ -376,7 +366,7 @@ class TemporalFuser:
                      for image in (edited, source)]
             look = ((small[0] - small[1]).reshape(*grid, 3) * np.float32(1 / 255)).transpose(2, 0, 1)[None].copy()
         else:
-            look = _resize(self._planes(edited) - self._planes(source), grid, "area").float()
+            look = resize_planes(self._planes(edited) - self._planes(source), grid, "area").float()
         texture = np.log((_detail(edited, grid) + DETAIL_FLOOR) / (_detail(source, grid) + DETAIL_FLOOR))
         signature = scenes.signature(source)
         if self._last_signature is not None and scenes.signatures_cut(self._last_signature, signature):
@@ -399,7 +389,7 @@ class TemporalFuser:
         if abs(change) < 1e-3:  # a steady edit: nothing to move (and two full-frame resizes saved)
             return edited
         factor = float(np.exp(change))
-        low = _resize(_resize(edited, grid, "area"), tuple(edited.shape[-2:]), "bilinear")
+        low = resize_planes(resize_planes(edited, grid, "area"), tuple(edited.shape[-2:]), "bilinear")
         return (low + factor * (edited - low)).clip(0, 1)
 
     def _read_ahead(self, index: int) -> None:
@@ -428,7 +418,7 @@ class TemporalFuser:
         for entry in others:
             total += entry.look
         count = len(others) + 1
-        return _resize(total / count - current.look, shape, "bilinear"), count
+        return resize_planes(total / count - current.look, shape, "bilinear"), count
 
     def _window(self, current: _Ahead) -> list[_Ahead]:
         """The other frames of `current`'s shot within `lookahead` frames on either side (behind, then ahead)."""

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from v2v.diffusion.registry import Family
 from v2v.flow import FlowEstimator
+from v2v.flow.warp import resize_flow, resize_planes
 
 
 @dataclasses.dataclass
@@ -71,15 +72,9 @@ class _Link:
 
 def _resized(flow: Any, trust: Any, size: tuple[int, int]) -> tuple[Any, Any]:
     """Flow (vectors scaled with the grid) and trust area-averaged to `size` (h, w), numpy or tensors."""
-    from v2v.consistency.fusion import _resize  # the pixel fuser's resize, numpy (OpenCV) or torch
-
-    height, width = flow.shape[-2:]
-    if (height, width) == tuple(size):
+    if tuple(flow.shape[-2:]) == tuple(size):
         return flow, trust
-    flow = _resize(flow, tuple(size), "area")
-    flow[:, 0] *= size[1] / width
-    flow[:, 1] *= size[0] / height
-    return flow, _resize(trust, tuple(size), "area")
+    return resize_flow(flow, size, "area"), resize_planes(trust, size, "area")
 
 
 def _padded(values: Any, bottom: int, right: int, edge: bool) -> Any:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from v2v.errors import ModelError
 from v2v.flow.estimators import FlowEstimator, check_pair
+from v2v.flow.warp import resize_flow
 
 log = logging.getLogger(__name__)
 
@@ -242,8 +243,7 @@ class RAFTFlow(FlowEstimator):
         top, left = (flow.shape[-2] - size[0]) // 2, (flow.shape[-1] - size[1]) // 2
         flow = flow[..., top : top + size[0], left : left + size[1]]
         if size != (height, width):
-            flow = F.interpolate(flow, size=(height, width), mode="bilinear", align_corners=False)
-            flow = flow * torch.tensor([width / size[1], height / size[0]], device=flow.device).view(1, 2, 1, 1)
+            flow = resize_flow(flow, (height, width))
         return flow
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ whatever the flow's precision (a half-precision grid would be off by up to a pix
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import numpy as np
@@ -56,6 +56,36 @@ def planes_to_images(planes: np.ndarray) -> list[np.ndarray]:
     """float (B, 3, H, W) numpy in [0, 1] -> RGB uint8 (H, W, 3) images (rounded, clipped)."""
     pixels = np.clip(planes * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return [np.ascontiguousarray(image.transpose(1, 2, 0)) for image in pixels]
+
+
+def per_plane(values: np.ndarray, operation: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """An OpenCV operation on every (H, W) plane of a numpy (B, C, H, W) array (contiguous planes: no copies)."""
+    out = [[operation(np.ascontiguousarray(plane, dtype=np.float32)) for plane in planes] for planes in values]
+    return np.stack([np.stack(planes) for planes in out])
+
+
+def resize_planes(values: Array, size: tuple[int, int], mode: str) -> Array:
+    """Area-average ("area") or bilinear ("bilinear", half-pixel centres) resize of (B, C, H, W) to (h, w),
+    numpy (OpenCV) or tensors (on their device)."""
+    if isinstance(values, torch.Tensor):
+        if mode == "area":
+            return F.interpolate(values, size=size, mode="area")
+        return F.interpolate(values, size=size, mode="bilinear", align_corners=False)
+    import cv2
+
+    interpolation = cv2.INTER_AREA if mode == "area" else cv2.INTER_LINEAR
+    return per_plane(values, lambda plane: cv2.resize(plane, (size[1], size[0]), interpolation=interpolation))
+
+
+def resize_flow(flow: Array, size: tuple[int, int], mode: str = "bilinear") -> Array:
+    """A (B, 2, H, W) flow resized to (h, w) as `resize_planes` does, its vectors scaled with the grid."""
+    height, width = flow.shape[-2:]
+    if (height, width) == tuple(size):
+        return flow
+    resized = resize_planes(flow, tuple(size), mode)
+    resized[:, 0] *= size[1] / width
+    resized[:, 1] *= size[0] / height
+    return resized
 
 
 def _base_grid(height: int, width: int, device: torch.device) -> torch.Tensor:

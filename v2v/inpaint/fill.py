@@ -33,6 +33,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from v2v.flow import FlowEstimator, make_flow_estimator
+from v2v.flow.warp import flow_to_planes, resize_flow
 from v2v.frames import Frame
 from v2v.scenes import is_cut
 
@@ -80,10 +81,7 @@ def scaled_flow(estimator: FlowEstimator, a: np.ndarray, b: np.ndarray) -> np.nd
     size = (max(8, round(width * factor)), max(8, round(height * factor)))
     shrink = cv2.INTER_AREA
     small = estimator(cv2.resize(a, size, interpolation=shrink), cv2.resize(b, size, interpolation=shrink))
-    flow = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
-    flow[..., 0] *= width / size[0]
-    flow[..., 1] *= height / size[1]
-    return flow
+    return np.ascontiguousarray(resize_flow(flow_to_planes(small), (height, width))[0].transpose(1, 2, 0))
 
 
 def fill_from_neighbours(image: np.ndarray, hole: np.ndarray,

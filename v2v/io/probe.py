@@ -6,7 +6,6 @@ packets (count, timestamps in presentation order, keyframes), used by probe, ran
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import math
 import os
@@ -147,7 +146,7 @@ def scan_video_packets(path: str | os.PathLike[str]) -> VideoPackets:
 def time_of_frame(path: str | os.PathLike[str], index: int, start: float = 0.0, fps: Fraction | None = None) -> float:
     """Seconds from a source's first frame to its frame `index`, counting from the first frame at or after
     `start`: where a reader must start to deliver that frame first (e.g. a side input of a later segment)."""
-    from v2v.io.reader import VideoFileReader
+    from v2v.io.reader import TimeWindow, VideoFileReader
     from v2v.io.sequences import DEFAULT_SEQUENCE_FPS, is_image_sequence
 
     if is_image_sequence(path):
@@ -157,7 +156,7 @@ def time_of_frame(path: str | os.PathLike[str], index: int, start: float = 0.0, 
         origin = reader.start_time
     stamps, time_base = frame_timestamps(path)
     times = [float(stamp * time_base) - origin for stamp in stamps]
-    position = bisect.bisect_left(times, start - 1e-6) + index
+    position = TimeWindow(start).span(times)[0] + index
     if position >= len(times):
         raise InputError(f"{os.fspath(path)}: has no frame {index} after {start} s (it has {len(times)} frames)")
     return times[position]

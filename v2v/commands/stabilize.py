@@ -38,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "look, from the first frame of the shot on (default 250, 10 s at 25 fps; 0 = none). "
                              "Both clips are decoded a second time for it and only a small grid (~14 KB) a frame is "
                              "kept")
+    parser.add_argument("--guide-denoise", default=None, metavar="S|auto",
+                        help="denoise the guide first (FFDNet, as `v2v denoise`) at noise level S on the 0-255 scale, "
+                             "or auto: a noisy guide's motion is poor and stabilize then steadies less. Needs the "
+                             "restore extra; slow on a CPU (about 1 frame/s at 640x272)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     parser.add_argument("--debug-dir", default=None, metavar="DIR", help="write flow and trust-mask PNGs here")
 
@@ -52,12 +56,14 @@ def build_stages(args: argparse.Namespace) -> list[Stage]:
     from v2v.flow import make_flow_estimator
     from v2v.io.probe import probe
     from v2v.io.reader import open_source
+    from v2v.restore.denoise import DenoiseStage, parse_sigma
 
     # 1. Check inputs: the options, then the two clips against each other.
     try:
         config = FusionConfig(strength=args.fusion, low_rate=args.low_rate, lookahead=args.lookahead)
     except ValueError as error:  # FusionConfig calls --fusion its strength
         raise UsageError(str(error).replace("strength", "--fusion", 1)) from None
+    guide_sigma = None if args.guide_denoise is None else parse_sigma(args.guide_denoise, "--guide-denoise")
     with open_source(args.input) as processed, open_source(args.guide) as guide:
         check_same_shape(processed, guide, args.max_frames, windowed=args.start > 0 or args.end is not None)
     segmented = bool(args.resume or args.work_dir or args.backend == "ray")
@@ -68,6 +74,7 @@ def build_stages(args: argparse.Namespace) -> list[Stage]:
             raise InputError(f"frame count differs: {args.input} has {counts[0]} frames but the guide {args.guide} "
                              f"has {counts[1]}; they must match frame for frame")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    guide_denoiser = None if guide_sigma is None else DenoiseStage(guide_sigma, device=device)
 
     # 2. Flow estimator and the stage; the guide follows the same --start/--end/--max-frames window.
     if args.flow == "dis":
@@ -76,7 +83,8 @@ def build_stages(args: argparse.Namespace) -> list[Stage]:
         estimator = make_flow_estimator(args.flow, weights=args.flow_weights, device=device)
     stage = StabilizeStage(args.guide, config, estimator, start=args.start, end=args.end,
                            max_frames=args.max_frames, device=device, debug_dir=args.debug_dir,
-                           check_end=not (segmented or getattr(args, "partial", False)), processed=args.input)
+                           check_end=not (segmented or getattr(args, "partial", False)), processed=args.input,
+                           guide_denoiser=guide_denoiser)
     return [stage]
 
 

@@ -9,10 +9,17 @@ a second time, `config.lookahead` frames ahead of the main pass, as the fuser's 
 the looks of those frames (13-16 KB a frame for landscape video of any size), so the first frame of every shot is
 already corrected with no delay and flat memory, and segments need no context after them. Without it the
 fuser holds `config.lookahead` full frames.
+
+A noisy guide (restoring noisy footage) gives poor flow, and its pixel noise reads as mismatch, so the fuser
+trusts less and steadies less. With `guide_denoiser` (`--guide-denoise`) the guide goes through it (FFDNet,
+`v2v denoise`'s temporal mode) before the fuser takes its flow and trust; the look-ahead keeps the raw guide
+(its looks are cell means, where the noise averages out). Without one, a guide whose first frame looks noisy
+gets a one-line warning.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import os
@@ -28,11 +35,12 @@ from v2v.frames import Frame
 from v2v.io.probe import time_of_frame
 from v2v.io.reader import Reader, TimeWindow, open_source
 from v2v.io.side_input import SideInput
-from v2v.pipeline import Context
+from v2v.pipeline import Context, Stage
 
 log = logging.getLogger(__name__)
 
 WARM_UP_FRAMES = 8  # context decoded before each segment of a segmented run
+NOISY_GUIDE_SIGMA = 4.0  # estimated noise (0-255) above which a guide is called noisy (clean clips read 0.5-1.5)
 
 
 def check_same_shape(processed: Reader, guide: Reader, max_frames: int | None = None,
@@ -66,13 +74,15 @@ class StabilizeStage:
         check_end: refuse a guide with frames left when the processed frames end (off for segmented runs,
             whose passes end at segment boundaries; the counts are compared up front there).
         device: torch device for the fusion. debug_dir: write flow and trust PNGs for every frame there.
+        guide_denoiser: a stage that denoises the guide before the fuser takes its flow and trust (a
+            `v2v.restore.denoise.DenoiseStage`), for noisy footage; None uses the guide as it is.
     """
 
     def __init__(self, guide: str | os.PathLike[str], config: FusionConfig | None = None,
                  estimator: FlowEstimator | None = None, *, start: float = 0.0, end: float | None = None,
                  max_frames: int | None = None, device: str = "cpu",
                  debug_dir: str | os.PathLike[str] | None = None, check_end: bool = True,
-                 processed: str | os.PathLike[str] | None = None) -> None:
+                 processed: str | os.PathLike[str] | None = None, guide_denoiser: Stage | None = None) -> None:
         lookahead = (config or FusionConfig()).lookahead
         # the fuser's running average reaches back without bound: segments warm it up, and only approximate;
         # the look-ahead reads the files itself with `processed`, else it needs the frames after a segment
@@ -80,6 +90,7 @@ class StabilizeStage:
         self.window = TimeWindow(start=start, end=end, max_frames=max_frames)
         self.guide = SideInput(guide, what="the guide", align="index", window=self.window)
         self.processed = processed
+        self.guide_denoiser = guide_denoiser
         self.check_end = check_end
         self.debug_dir = Path(debug_dir) if debug_dir is not None else None
         self._fuser_settings = (config, estimator, device)
@@ -124,14 +135,7 @@ class StabilizeStage:
         held: list[Frame] = []  # frames waiting for lookahead, in order
         last = first
         try:
-            for frame in itertools.chain([first], frames):
-                try:
-                    original = self.guide.frame_for(frame)
-                except InputError as error:
-                    if "ends before" in str(error):
-                        raise InputError(f"frame count differs: the guide {self.guide.path} ends before the "
-                                         "processed video; they must match frame for frame") from None
-                    raise
+            for frame, original in self._with_guide(itertools.chain([first], frames)):
                 last = frame
                 held.append(frame)
                 for image in self.fuser.push(frame.image, original):
@@ -148,6 +152,35 @@ class StabilizeStage:
         if self.fuser.cuts:
             log.info("scene cuts at frames %s", ", ".join(map(str, self.fuser.cuts)))
 
+    def _with_guide(self, frames: Iterator[Frame]) -> Iterator[tuple[Frame, np.ndarray]]:
+        """Each processed frame with its guide image, in order; through `guide_denoiser` when there is one
+        (it reads a few guide frames ahead: the processed frames wait for them)."""
+        if self.guide_denoiser is None:
+            for index, frame in enumerate(frames):
+                original = self._guide_for(frame)
+                if index == 0:
+                    _warn_if_noisy(original, self.guide.path)
+                yield frame, original
+            return
+        waiting: collections.deque[Frame] = collections.deque()
+
+        def guide_frames() -> Iterator[Frame]:
+            for frame in frames:
+                waiting.append(frame)
+                yield frame.with_image(self._guide_for(frame))
+
+        for denoised in self.guide_denoiser.process(guide_frames()):
+            yield waiting.popleft(), denoised.image
+
+    def _guide_for(self, frame: Frame) -> np.ndarray:
+        try:
+            return self.guide.frame_for(frame)
+        except InputError as error:
+            if "ends before" in str(error):
+                raise InputError(f"frame count differs: the guide {self.guide.path} ends before the "
+                                 "processed video; they must match frame for frame") from None
+            raise
+
     def _debug(self, step: FusionStep) -> None:
         """Flow (colour wheel) and trust map (white = carried from the previous output, black = occluded,
         motion boundary, out of frame or photometric mismatch) of one frame, as PNGs in `debug_dir`."""
@@ -158,3 +191,13 @@ class StabilizeStage:
             write_png(self.debug_dir / f"flow_{step.index:05d}.png", flow_to_rgb(step.flow))
         if step.trust is not None:
             write_png(self.debug_dir / f"trust_{step.index:05d}.png", mask_to_rgb(step.trust))
+
+
+def _warn_if_noisy(image: np.ndarray, path: str | os.PathLike[str]) -> None:
+    """One line when a guide frame looks noisy: its flow is poor and the fuser steadies less."""
+    from v2v.restore.denoise import estimate_sigma
+
+    sigma = estimate_sigma([image])
+    if sigma >= NOISY_GUIDE_SIGMA:
+        log.warning("the guide %s looks noisy (noise ~%.0f on 0-255): its motion is poor and stabilize steadies "
+                    "less; --guide-denoise auto denoises it first (FFDNet, slow on a CPU)", os.fspath(path), sigma)

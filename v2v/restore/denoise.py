@@ -58,17 +58,17 @@ RADIUS = 3  # neighbours on each side (7 frames)
 MATCH_TOLERANCE = 0.04  # RMS difference of the per-frame results (0-1 scale) at which a match fades
 
 
-def parse_sigma(value: float | str) -> float | str:
-    """A noise level on the 0-255 scale in (0, MAX_SIGMA], or "auto"; UsageError otherwise."""
+def parse_sigma(value: float | str, option: str = "--sigma") -> float | str:
+    """A noise level on the 0-255 scale in (0, MAX_SIGMA], or "auto"; UsageError (naming `option`) otherwise."""
     if isinstance(value, str):
         if value.strip().lower() == "auto":
             return "auto"
         try:
             value = float(value)
         except ValueError:
-            raise UsageError(f"--sigma must be a number in (0, {MAX_SIGMA:g}] or auto, got {value!r}") from None
+            raise UsageError(f"{option} must be a number in (0, {MAX_SIGMA:g}] or auto, got {value!r}") from None
     if not 0 < value <= MAX_SIGMA:
-        raise UsageError(f"--sigma must be in (0, {MAX_SIGMA:g}] on the 0-255 scale (or auto), got {value:g}")
+        raise UsageError(f"{option} must be in (0, {MAX_SIGMA:g}] on the 0-255 scale (or auto), got {value:g}")
     return float(value)
 
 

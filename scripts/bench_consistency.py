@@ -29,7 +29,7 @@ Sections (--sections, default long,short,models):
   grade, ffdnet. The noisy cases run a second time with the guide denoised first, as `v2v stabilize
   --guide-denoise auto` does (keys ending in `_guide_denoised`).
 - speed: the whole `v2v stabilize` command on bikes.mp4 at 640x272, marginal frames/s and CPU ms a frame,
-  with its default look-ahead and with --lookahead 0 (not in the default sections).
+  with its default look-ahead, with --lookahead 0 and with --guide-denoise auto (not in the default sections).
 
 Prints one JSON line. RAFT flows of the originals are cached in --cache (they take minutes on a quiet CPU, far
 longer on a busy one); --metric-flow dis scores with OpenCV DIS "medium" instead (said in the output).
@@ -461,7 +461,9 @@ def speed(args: argparse.Namespace, config: FusionConfig) -> dict[str, object]:
             cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             return time.perf_counter() - began, cpu
 
-        for label, extra in (("default", []), ("lookahead_0", ["--lookahead", "0"])):
+        settings = (("default", []), ("lookahead_0", ["--lookahead", "0"]),
+                    ("guide_denoise_auto", ["--guide-denoise", "auto"]))
+        for label, extra in settings:
             rows = []
             for _ in range(args.speed_repeats):
                 load = os.getloadavg()[0]

@@ -75,6 +75,18 @@ def test_fps_24_to_60_gives_the_right_count_and_instants(tmp_path: Path) -> None
     assert got == [Fraction(k, 60) for k in range(23)]
 
 
+def test_the_progress_bar_knows_how_many_frames_come_out(tmp_path: Path) -> None:
+    """The run's frame estimate (the progress bar's total) equals what the stage writes, for each mode."""
+    from v2v.pipeline import frames_out
+
+    source = write_clip(tmp_path / "in.mp4", frames=10, fps=24, time_base=Fraction(1, 12288))
+    for mode in ({"factor": 3}, {"fps": 60}, {"slowmo": 2}):
+        stage = InterpolateStage(**mode, between=blend)
+        report = run(source, [stage], tmp_path / "out.mp4", encoding=LOSSLESS, overwrite=True, progress=False)
+        assert frames_out([stage], 10, Fraction(24)) == report.frames_written, mode
+    assert frames_out([InterpolateStage(fps=60, between=blend)], 10, None) is None  # rate unknown: no total
+
+
 def test_ntsc_23_976_to_59_94_is_exact(tmp_path: Path) -> None:
     from v2v.commands.interpolate import frame_rate
 

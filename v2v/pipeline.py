@@ -63,11 +63,13 @@ class Stage(Protocol):
 
     A stage that needs context (the previous frame, a batch) keeps a bounded buffer and flushes it when
     its input ends; it never holds the whole clip. What a stage needs and does is declared by optional
-    attributes, read through `context_of`, `is_one_to_one` and `output_timing`:
+    attributes, read through `context_of`, `is_one_to_one`, `output_timing` and `frames_out`:
 
     - `context: Context`: frames needed before/after each frame (default none);
     - `one_to_one: bool`: one output frame per input frame, same timestamps (default True);
-    - `output_timing(timing: Timing) -> Timing`: the output's rate/time base (default unchanged).
+    - `output_timing(timing: Timing) -> Timing`: the output's rate/time base (default unchanged);
+    - `frames_out(count: int, rate: Fraction | None) -> int | None`: about how many frames a stage that is not
+      one-to-one gives for `count` at `rate` (for the progress bar; default unknown).
     """
 
     def process(self, frames: Iterator[Frame]) -> Iterator[Frame]: ...
@@ -107,6 +109,18 @@ def output_shift(timing: Timing, origin: float, start: float) -> float:
     """Seconds taken off every output timestamp so that a run trimmed to start `start` seconds after the
     source's first frame (at `origin`) starts there; instants stretched by the stages move with them."""
     return float(timing.stretch) * (origin + start) - origin
+
+
+def frames_out(stages: Sequence[Stage], count: int | None, rate: Fraction | None) -> int | None:
+    """About how many frames `stages` give for `count` input frames at `rate` (None when a stage can't say)."""
+    for stage in stages:
+        if count is None:
+            return None
+        if not getattr(stage, "one_to_one", True):
+            estimate = getattr(stage, "frames_out", None)
+            count = estimate(count, rate) if estimate is not None else None
+        rate = output_timing([stage], Timing(rate, None)).rate
+    return count
 
 
 def output_timing(stages: Sequence[Stage], timing: Timing) -> Timing:
@@ -338,9 +352,10 @@ def run(
             raise
         reader.close()
         reader = resumed
-    expected = reader.info.frame_count if is_one_to_one(stages) else None
+    expected = reader.info.frame_count
     if max_frames is not None and expected is not None:
         expected = min(expected, max_frames)
+    expected = frames_out(stages, expected, reader.info.fps)
     label = os.path.basename(os.fspath(output)) if isinstance(output, (str, os.PathLike)) else "v2v"
     bar = _Progress(expected, progress, label, initial=first)
 

@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guide-denoise", default=None, metavar="S|auto",
                         help="denoise the guide first (FFDNet, as `v2v denoise`) at noise level S on the 0-255 scale, "
                              "or auto: a noisy guide's motion is poor and stabilize then steadies less. Needs the "
-                             "restore extra; slow on a CPU (1.3-1.4 frames/s at 640x272 on 2 cores, against 25 without)")
+                             "restore extra; slow on a CPU (1.3-1.4 frames/s at 640x272 on 2 cores, against 25 "
+                             "without)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     parser.add_argument("--debug-dir", default=None, metavar="DIR", help="write flow and trust-mask PNGs here")
 

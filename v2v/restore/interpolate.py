@@ -99,6 +99,15 @@ class InterpolateStage:
         return Timing(None if rate is None else rate * self.factor,
                       None if time_base is None else time_base / self.factor, timing.stretch)
 
+    def frames_out(self, count: int, rate: Fraction | None) -> int | None:
+        """Frames given for `count` source frames: exact with a factor; with `fps`, the grid's instants over a
+        constant `rate` (None when the rate is unknown)."""
+        if self.fps is None:
+            return (count - 1) * self.factor + 1 if count else 0
+        if not rate or not count:
+            return None
+        return math.floor((count - 1) * self.fps / rate) + 1
+
     # -- the stage ---------------------------------------------------------------------------------------
     def process(self, frames: Iterator[Frame]) -> Iterator[Frame]:
         previous: Frame | None = None

@@ -91,6 +91,7 @@ class StabilizeStage:
         self.guide = SideInput(guide, what="the guide", align="index", window=self.window)
         self.processed = processed
         self.guide_denoiser = guide_denoiser
+        self._noise_checked = False  # once per stage, not per segment
         self.check_end = check_end
         self.debug_dir = Path(debug_dir) if debug_dir is not None else None
         self._fuser_settings = (config, estimator, device)
@@ -156,9 +157,10 @@ class StabilizeStage:
         """Each processed frame with its guide image, in order; through `guide_denoiser` when there is one
         (it reads a few guide frames ahead: the processed frames wait for them)."""
         if self.guide_denoiser is None:
-            for index, frame in enumerate(frames):
+            for frame in frames:
                 original = self._guide_for(frame)
-                if index == 0:
+                if not self._noise_checked:
+                    self._noise_checked = True
                     _warn_if_noisy(original, self.guide.path)
                 yield frame, original
             return

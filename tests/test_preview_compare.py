@@ -94,6 +94,23 @@ def test_preview_of_a_short_clip_takes_what_there_is_and_stabilize_gets_its_guid
     assert again.returncode == 1 and "--overwrite" in again.stderr
 
 
+def test_preview_of_interpolation_shows_a_made_frame_not_the_source_passed_through(tmp_path: Path) -> None:
+    from v2v.commands.preview import frame_times, run_around
+    from v2v.restore.interpolate import InterpolateStage
+
+    def blend(a: np.ndarray, b: np.ndarray, positions: list[float]) -> list[np.ndarray]:
+        return [np.round(a * (1 - t) + b * t).astype(np.uint8) for t in positions]
+
+    clip = write_clip(tmp_path / "clip.mp4", frames=12, width=96, height=64)
+    frames = decode(clip)
+    times = frame_times(str(clip), None)
+    source, result = run_around(str(clip), [InterpolateStage(factor=2, between=blend)], times, 5, 1, 1, None)
+    assert psnr(source, frames[5]) > 40
+    assert np.array_equal(result, blend(frames[5], frames[6], [0.5])[0])  # what interpolation adds after frame 5
+    _, last = run_around(str(clip), [InterpolateStage(factor=2, between=blend)], times, 11, 1, 1, None)
+    assert psnr(last, frames[11]) > 40  # nothing is made after the last frame: the nearest output
+
+
 def test_compare_side_by_side_aligns_lengths_and_sizes_and_keeps_a_audio(tmp_path: Path) -> None:
     a = write_clip(tmp_path / "a.mp4", frames=20, width=96, height=64, audio=True)
     b = write_clip(tmp_path / "b.mp4", frames=15, width=64, height=48)

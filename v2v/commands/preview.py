@@ -165,9 +165,10 @@ def frame_times(path: str, fps: Any) -> list[float]:
 def run_around(path: str, stages: Sequence[Any], times: list[float], pick: int, before: int, after: int,
                fps: Any) -> tuple[Any, Any] | None:
     """(source image, result image) of frame `pick`: the stages run on frames pick-before .. pick+after, read by
-    seeking to the first; the result is the output frame nearest the picked frame's time."""
+    seeking to the first; the result is the output frame nearest the picked frame's time, or, for stages that
+    make frames of their own (interpolation, which passes the picked frame through), the first frame made after it."""
     from v2v.io.reader import open_source
-    from v2v.pipeline import apply_stages
+    from v2v.pipeline import apply_stages, is_one_to_one
 
     first, last = max(0, pick - before), min(len(times) - 1, pick + after)
     with open_source(path, start=times[first], max_frames=last - first + 1, fps=fps) as reader:
@@ -179,7 +180,11 @@ def run_around(path: str, stages: Sequence[Any], times: list[float], pick: int, 
     outputs = list(apply_stages(iter(frames), stages))
     if not outputs:
         return None
-    if target.time is None or any(frame.time is None for frame in outputs):
+    made = [f for f in outputs if f.source_index is None and f.time is not None and target.time is not None
+            and f.time > target.time]
+    if made and not is_one_to_one(stages):
+        chosen = min(made, key=lambda frame: frame.time)  # type: ignore[arg-type,return-value]
+    elif target.time is None or any(frame.time is None for frame in outputs):
         chosen = next((f for f in outputs if f.source_index == pick), outputs[min(pick - first, len(outputs) - 1)])
     else:
         chosen = min(outputs, key=lambda frame: (abs(frame.time - target.time), frame.index))  # type: ignore[operator]

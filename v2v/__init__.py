@@ -32,6 +32,7 @@ _EXPORTS = {
     "StabilizeStage": "v2v.consistency.stage",
     "FusionConfig": "v2v.consistency.fusion",
     "InterpolateStage": "v2v.restore.interpolate",
+    "DenoiseStage": "v2v.restore.denoise",
     "RestyleStage": "v2v.diffusion.stage",
     "InpaintStage": "v2v.inpaint.stage",
     "InpaintConfig": "v2v.inpaint.stage",

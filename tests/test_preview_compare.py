@@ -104,10 +104,12 @@ def test_preview_of_interpolation_shows_a_made_frame_not_the_source_passed_throu
     clip = write_clip(tmp_path / "clip.mp4", frames=12, width=96, height=64)
     frames = decode(clip)
     times = frame_times(str(clip), None)
-    source, result = run_around(str(clip), [InterpolateStage(factor=2, between=blend)], times, 5, 1, 1, None)
+    source, result, made = run_around(str(clip), [InterpolateStage(factor=2, between=blend)], times, 5, 1, 1, None)
+    assert made
     assert psnr(source, frames[5]) > 40
     assert np.array_equal(result, blend(frames[5], frames[6], [0.5])[0])  # what interpolation adds after frame 5
-    _, last = run_around(str(clip), [InterpolateStage(factor=2, between=blend)], times, 11, 1, 1, None)
+    _, last, made = run_around(str(clip), [InterpolateStage(factor=2, between=blend)], times, 11, 1, 1, None)
+    assert not made
     assert psnr(last, frames[11]) > 40  # nothing is made after the last frame: the nearest output
 
 

@@ -96,9 +96,10 @@ def main(args: argparse.Namespace) -> int:
         if result is None:
             log.warning("%s: frame %d could not be decoded; left out of the sheet", args.input, pick)
             continue
-        source, processed = result
+        source, processed, made = result
         label = (f"frame {pick} at {times[pick]:.2f} s: source {source.shape[1]}x{source.shape[0]} | "
                  f"{args.command} {processed.shape[1]}x{processed.shape[0]}")
+        label += ", the frame made after it" if made else ""
         rows.append((label, source, processed))
     if not rows:
         raise InputError(f"{args.input}: none of the picked frames could be decoded")
@@ -163,10 +164,11 @@ def frame_times(path: str, fps: Any) -> list[float]:
 
 
 def run_around(path: str, stages: Sequence[Any], times: list[float], pick: int, before: int, after: int,
-               fps: Any) -> tuple[Any, Any] | None:
-    """(source image, result image) of frame `pick`: the stages run on frames pick-before .. pick+after, read by
-    seeking to the first; the result is the output frame nearest the picked frame's time, or, for stages that
-    make frames of their own (interpolation, which passes the picked frame through), the first frame made after it."""
+               fps: Any) -> tuple[Any, Any, bool] | None:
+    """(source image, result image, whether the stages made the result) of frame `pick`: the stages run on frames
+    pick-before .. pick+after, read by seeking to the first; the result is the output frame nearest the picked frame's
+    time, or, for stages that make frames (interpolation, which passes the picked frame through), the first frame
+    made after it."""
     from v2v.io.reader import open_source
     from v2v.pipeline import apply_stages, is_one_to_one
 
@@ -183,9 +185,9 @@ def run_around(path: str, stages: Sequence[Any], times: list[float], pick: int, 
     made = [f for f in outputs if f.source_index is None and f.time is not None and target.time is not None
             and f.time > target.time]
     if made and not is_one_to_one(stages):
-        chosen = min(made, key=lambda frame: frame.time)  # type: ignore[arg-type,return-value]
-    elif target.time is None or any(frame.time is None for frame in outputs):
+        return target.image, min(made, key=lambda frame: frame.time).image, True  # type: ignore[arg-type,return-value]
+    if target.time is None or any(frame.time is None for frame in outputs):
         chosen = next((f for f in outputs if f.source_index == pick), outputs[min(pick - first, len(outputs) - 1)])
     else:
         chosen = min(outputs, key=lambda frame: (abs(frame.time - target.time), frame.index))  # type: ignore[operator]
-    return target.image, chosen.image
+    return target.image, chosen.image, False

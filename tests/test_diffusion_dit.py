@@ -789,3 +789,42 @@ def test_true_cfg_temporal_on_is_deterministic_and_latent_fusion_still_leans(tin
     assert max_diff(first, run(stage_class(config), frames(3))) == 0
     assert max_diff(first, run(stage_class(dataclasses.replace(config, true_cfg=None)), frames(3))) > 0
     first_plain_then_leaning(stage_class, config)
+
+
+def test_true_cfg_flux_inpaint_is_diffusers_own(tiny: Path) -> None:
+    """`v2v inpaint` with a plain FLUX.1 model (FluxInpaintPipeline) and --true-cfg, temporal off: diffusers' own."""
+    from diffusers import FluxInpaintPipeline
+
+    from v2v.diffusion.stage import DiffusionStage
+    from v2v.frames import images_to_tensor, tensor_to_images
+    from v2v.inpaint.stage import InpaintConfig
+
+    config = InpaintConfig(model=str(tiny / "flux"), prompt="a red cat", negative_prompt="grey fog", true_cfg=3.0,
+                           steps=4, strength=0.75, seed=5, temporal=False)  # fmt: skip
+    stage = DiffusionStage(config)
+    mask = np.zeros((48, 64), np.float32)
+    mask[12:36, 16:48] = 1
+    image = frames(1)[0]
+    ours = stage.diffuse([image], [0], masks=[mask])[0]
+    pipe = FluxInpaintPipeline.from_pretrained(str(tiny / "flux"))
+    pipe.set_progress_bar_config(disable=True)
+    with torch.inference_mode():
+        theirs = pipe(prompt=config.prompt, negative_prompt="grey fog", true_cfg_scale=3.0,
+                      image=images_to_tensor([image]), mask_image=torch.from_numpy(mask)[None, None], height=48,
+                      width=64, strength=0.75, num_inference_steps=4, guidance_scale=stage.config.guidance,
+                      generator=torch.Generator("cpu").manual_seed(5), output_type="pt",
+                      max_sequence_length=T5_TOKENS).images  # fmt: skip
+    assert max_diff([ours], tensor_to_images(theirs)) == 0
+    plain = DiffusionStage(dataclasses.replace(config, negative_prompt="", true_cfg=None))
+    assert max_diff([ours], plain.diffuse([image], [0], masks=[mask])) > 0
+
+
+@pytest.mark.parametrize("adapter", ["flux-ip-adapter/ip_adapter.safetensors", "flux-redux"])
+def test_true_cfg_with_an_ip_adapter_or_redux(tiny: Path, reference: Path, adapter: str) -> None:
+    """With an XLabs IP-Adapter (diffusers gives the negative pass a black reference) or Redux (the reference's tokens
+    follow the negative prompt's too: the pipeline needs sequences of one length), true CFG runs and the negative
+    prompt counts."""
+    config = make_config(tiny, ip_adapter=str(reference), ip_adapter_model=str(tiny / adapter), ip_adapter_scale=1.0,
+                         negative_prompt="grey fog", true_cfg=3.0)  # fmt: skip
+    guided = run(RestyleStage(config), frames(2))
+    assert max_diff(guided, run(RestyleStage(dataclasses.replace(config, negative_prompt="ink")), frames(2))) > 0

@@ -134,6 +134,7 @@ class Flux(DiffusionTransformer):
             output_type="pt",
             max_sequence_length=self.text_tokens(pipe),
         )
+        arguments.update(self.true_cfg_arguments(batch))
         if batch.control_images:
             single = len(batch.control_images) == 1
             # FLUX's ControlNet pipelines hand tensors to the VAE as they are, so give them in the VAE's [-1, 1], as
@@ -145,12 +146,19 @@ class Flux(DiffusionTransformer):
             if modes is not None:
                 arguments["control_mode"] = modes
         if batch.ip_adapter_embeds is not None and getattr(pipe, "v2v_redux", None) is not None:
-            arguments.update(redux_prompt(pipe, batch, arguments.pop("prompt"), arguments["max_sequence_length"]))
+            tokens = arguments["max_sequence_length"]
+            arguments.update(redux_prompt(pipe, batch, arguments.pop("prompt"), tokens))
+            if "negative_prompt" in arguments:
+                # the pipeline gives the negative pass the prompt's text ids, so its tokens must be as many: the
+                # reference's follow the negative prompt's too, and true CFG then guides on the text alone
+                negative = redux_prompt(pipe, batch, arguments.pop("negative_prompt"), tokens)
+                arguments["negative_prompt_embeds"] = negative["prompt_embeds"]
+                arguments["negative_pooled_prompt_embeds"] = negative["pooled_prompt_embeds"]
         elif batch.ip_adapter_embeds is not None:
             arguments["ip_adapter_image_embeds"] = batch.ip_adapter_embeds
         if batch.masks is not None:  # inpaint kinds
             arguments["mask_image"] = batch.masks
-        return arguments | self.true_cfg_arguments(batch)
+        return arguments
 
     def true_cfg_arguments(self, batch: Batch) -> dict[str, Any]:
         """With `--true-cfg`: the negative prompt and its scale (diffusers then runs the transformer a second time

@@ -720,6 +720,12 @@ def test_true_cfg_refusals_are_one_line(tiny: Path, tiny_sd3: Path, clip: Path, 
         with pytest.raises(UsageError, match=message) as caught:
             (EditStage if isinstance(config, EditConfig) else RestyleStage)(config)
         assert "\n" not in str(caught.value)
+    from v2v.diffusion.registry import all_families
+    from v2v.diffusion.stage import _check_true_cfg
+
+    fill = next(family for family in all_families() if family.name == "flux-fill")
+    with pytest.raises(UsageError, match="FLUX.1 Fill models take no --true-cfg .diffusers' FluxFillPipeline"):
+        _check_true_cfg(fill, "inpaint")
     capsys.readouterr()
     arguments = ["restyle", str(clip), "-o", str(tmp_path / "out.mp4"), "--model", str(tiny / "flux"), "--prompt",
                  "ink", "--negative-prompt", "grey", "--true-cfg", "0.5", "--no-progress"]  # fmt: skip

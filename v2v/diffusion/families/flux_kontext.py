@@ -5,7 +5,7 @@ axis), and the result is denoised from noise, so there is no strength.
 Cross-frame attention is FLUX's (`v2v.diffusion.dit_attention.FluxCrossFrameProcessor`); a frame's image tokens are
 those of the result and of its source, so both are banked. The frame keeps its size: Kontext's own resizing, to
 its preferred resolutions (`_auto_resize`) and to a megapixel (`max_area`), is turned off, and sides are padded to a
-multiple of 16 as for FLUX.1.
+multiple of 16 as for FLUX.1. `--true-cfg` with a negative prompt is FLUX.1's too (`Flux.true_cfg_arguments`).
 """
 
 from __future__ import annotations

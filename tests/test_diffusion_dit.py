@@ -778,7 +778,11 @@ def test_true_cfg_passes_read_and_fill_their_own_bank_slots(tiny: Path) -> None:
     negative pass to write the prompt pass's slots, or read them, frame 1's outputs would differ."""
     config = make_config(tiny, fusion=0.0, negative_prompt="grey fog")
     steps = 3  # 4 steps x strength 0.75
-    guided = transformer_outputs(RestyleStage(dataclasses.replace(config, true_cfg=4.0)), frames(2))
+    stage = RestyleStage(dataclasses.replace(config, true_cfg=4.0))
+    guided = transformer_outputs(stage, frames(2))
+    layers = cross_frame_layers(stage.pipe.transformer, "flux")
+    assert sorted(stage.bank.previous) == sorted((f"{n}#{p}", s) for n in layers for p in (0, 1) for s in range(steps))
+    assert stage.family.guidance_groups(stage.guided) == 2  # the bank's cap counts both passes
     plain = transformer_outputs(RestyleStage(config), frames(2))
     negative = transformer_outputs(RestyleStage(dataclasses.replace(config, prompt="grey fog")), frames(2))
     assert len(guided) == 2 * len(plain) == 4 * steps

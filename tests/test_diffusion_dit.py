@@ -838,3 +838,17 @@ def test_true_cfg_with_an_ip_adapter_or_redux(tiny: Path, reference: Path, adapt
                          negative_prompt="grey fog", true_cfg=3.0)  # fmt: skip
     guided = run(RestyleStage(config), frames(2))
     assert max_diff(guided, run(RestyleStage(dataclasses.replace(config, negative_prompt="ink")), frames(2))) > 0
+
+
+@pytest.mark.parametrize("name", ["flux", "flux-kontext"])
+def test_true_cfg_with_the_prompt_as_negative_is_one_pass_exactly(tiny: Path, name: str) -> None:
+    """Temporal on (cross-frame attention, latent and pixel fusion), every step of every frame: with the prompt as
+    the negative prompt, the negative pass must predict what the prompt's pass predicts, so the guided prediction
+    (negative + S x (positive - negative)) is the prompt's own and the output is the one-pass output, pixel for pixel.
+    It would not be if the negative pass read other slots of the bank than its own (the prompt's pass at another
+    step, or the other pass)."""
+    make, stage_class = (kontext_config, EditStage) if name == "flux-kontext" else (make_config, RestyleStage)
+    config = make(tiny)
+    one_pass = run(stage_class(config), frames(3))
+    guided = run(stage_class(dataclasses.replace(config, negative_prompt=config.text, true_cfg=4.0)), frames(3))
+    assert max_diff(one_pass, guided) == 0

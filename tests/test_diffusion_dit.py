@@ -148,12 +148,6 @@ def test_flux_same_seed_same_output_and_other_seed_differs(tiny: Path) -> None:
     assert max_diff(first, run(RestyleStage(config), frames())) > 0
 
 
-def test_flux_says_it_ignores_a_negative_prompt(tiny: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="v2v.diffusion.stage"):
-        RestyleStage(make_config(tiny, negative_prompt="blurry"))
-    assert "takes no negative prompt: --negative-prompt is ignored" in caplog.text
-
-
 @pytest.mark.parametrize("temporal", [False, True])
 def test_flux_batch_equals_single_frames(tiny: Path, temporal: bool) -> None:
     config = make_config(tiny, controlnets=[str(tiny / "flux-controlnet")], temporal=temporal, fusion=0.0)
@@ -753,7 +747,7 @@ def test_true_cfg_kinds_are_those_whose_diffusers_pipeline_takes_it() -> None:
 def test_flux_negative_prompt_without_true_cfg_points_to_it(tiny: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="v2v.diffusion.stage"):
         RestyleStage(make_config(tiny, negative_prompt="blurry"))
-    assert "--negative-prompt is ignored (or add --true-cfg" in caplog.text
+    assert "takes no negative prompt: --negative-prompt is ignored (or add --true-cfg" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="v2v.diffusion.stage"):
         RestyleStage(make_config(tiny, negative_prompt="blurry", true_cfg=4.0))

@@ -752,6 +752,9 @@ def test_flux_negative_prompt_without_true_cfg_points_to_it(tiny: Path, caplog: 
     with caplog.at_level(logging.WARNING, logger="v2v.diffusion.stage"):
         RestyleStage(make_config(tiny, negative_prompt="blurry", true_cfg=4.0))
     assert "ignored" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="v2v.diffusion.stage"):  # a ControlNet: no true CFG to point to
+        RestyleStage(make_config(tiny, negative_prompt="blurry", controlnets=[str(tiny / "flux-controlnet")]))
+    assert "--negative-prompt is ignored" in caplog.text and "--true-cfg" not in caplog.text
 
 
 def transformer_outputs(stage: Any, images: list[np.ndarray]) -> list[Any]:

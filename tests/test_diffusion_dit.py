@@ -148,12 +148,6 @@ def test_flux_same_seed_same_output_and_other_seed_differs(tiny: Path) -> None:
     assert max_diff(first, run(RestyleStage(config), frames())) > 0
 
 
-def test_flux_says_it_ignores_a_negative_prompt(tiny: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="v2v.diffusion.stage"):
-        RestyleStage(make_config(tiny, negative_prompt="blurry"))
-    assert "takes no negative prompt: --negative-prompt is ignored" in caplog.text
-
-
 @pytest.mark.parametrize("temporal", [False, True])
 def test_flux_batch_equals_single_frames(tiny: Path, temporal: bool) -> None:
     config = make_config(tiny, controlnets=[str(tiny / "flux-controlnet")], temporal=temporal, fusion=0.0)
@@ -674,3 +668,184 @@ def test_qwen_image_edit_true_cfg_passes_get_their_own_bank_slots(tiny_qwen: Pat
 @pytest.mark.slow
 def test_latent_fusion_with_qwen_image_edit(tiny_qwen: Path) -> None:
     first_plain_then_leaning(EditStage, qwen_config(tiny_qwen), count=2)
+
+
+# --- true CFG (`--true-cfg`): a second pass a step on the negative prompt, FLUX.1 and Kontext -----------------------
+
+
+@pytest.mark.parametrize("name", ["flux", "flux-kontext"])
+def test_true_cfg_temporal_off_is_diffusers_own_and_the_negative_prompt_counts(tiny: Path, name: str) -> None:
+    """With temporal off and --true-cfg, v2v gives what diffusers' pipeline gives with the same negative prompt and
+    true_cfg_scale, pixel for pixel; another negative prompt gives another result (so it is not dropped)."""
+    from diffusers import FluxImg2ImgPipeline, FluxKontextPipeline
+    from PIL import Image
+
+    kontext = name == "flux-kontext"
+    make, stage_class = (kontext_config, EditStage) if kontext else (make_config, RestyleStage)
+    config = make(tiny, temporal=False, true_cfg=4.0, negative_prompt="blurry, grey")
+    ours = [stage_class(config).diffuse([image], [index])[0] for index, image in enumerate(frames(2))]
+    pipe = (FluxKontextPipeline if kontext else FluxImg2ImgPipeline).from_pretrained(str(tiny / name))
+    pipe.set_progress_bar_config(disable=True)
+    extra: dict[str, Any] = dict(max_area=48 * 64, _auto_resize=False) if kontext else dict(strength=config.strength)
+    for index, image in enumerate(frames(2)):
+        theirs = pipe(
+            prompt=config.text, negative_prompt="blurry, grey", true_cfg_scale=4.0, image=Image.fromarray(image),
+            height=48, width=64, num_inference_steps=config.steps, guidance_scale=config.guidance,
+            generator=torch.Generator().manual_seed(config.seed + index), output_type="np",
+            max_sequence_length=T5_TOKENS, **extra,
+        ).images[0]  # fmt: skip
+        assert max_diff([ours[index]], [(theirs * 255).round().astype(np.uint8)]) == 0, index
+    other = stage_class(dataclasses.replace(config, negative_prompt="a watercolour")).diffuse(frames(1), [0])
+    assert max_diff(ours[:1], other) > 0
+
+
+def test_true_cfg_refusals_are_one_line(tiny: Path, tiny_sd3: Path, clip: Path, tmp_path: Path, capsys: Any) -> None:
+    from v2v.cli import main
+
+    cases = {
+        "guide with the negative prompt at --guidance": sd3_config(tiny_sd3, true_cfg=4.0),
+        "FluxControlNetImg2ImgPipeline takes no negative prompt": make_config(
+            tiny, controlnets=[str(tiny / "flux-controlnet")], true_cfg=4.0, negative_prompt="grey"
+        ),
+        "must be > 1": make_config(tiny, true_cfg=1.0, negative_prompt="grey"),
+        "does nothing without --negative-prompt": kontext_config(tiny, true_cfg=4.0),
+    }
+    for message, config in cases.items():
+        with pytest.raises(UsageError, match=message) as caught:
+            (EditStage if isinstance(config, EditConfig) else RestyleStage)(config)
+        assert "\n" not in str(caught.value)
+    from v2v.diffusion.registry import all_families
+    from v2v.diffusion.stage import _check_true_cfg
+
+    fill = next(family for family in all_families() if family.name == "flux-fill")
+    with pytest.raises(UsageError, match="FLUX.1 Fill models take no --true-cfg .diffusers' FluxFillPipeline"):
+        _check_true_cfg(fill, "inpaint")
+    capsys.readouterr()
+    arguments = ["restyle", str(clip), "-o", str(tmp_path / "out.mp4"), "--model", str(tiny / "flux"), "--prompt",
+                 "ink", "--negative-prompt", "grey", "--true-cfg", "0.5", "--no-progress"]  # fmt: skip
+    assert main(arguments) == 2  # a usage error
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--true-cfg must be > 1" in error
+
+
+def test_true_cfg_kinds_are_those_whose_diffusers_pipeline_takes_it() -> None:
+    """What the guidance-distilled families declare in `true_cfg_kinds` is what diffusers' pipelines take."""
+    import inspect
+
+    import diffusers
+
+    from v2v.diffusion.registry import all_families
+
+    distilled = [family for family in all_families() if not family.takes_negative_prompt]
+    assert {family.name for family in distilled} >= {"flux", "flux-kontext", "flux-fill"}
+    for family in distilled:
+        for kind, pipeline in family.pipelines.items():
+            takes = "true_cfg_scale" in inspect.signature(getattr(diffusers, pipeline).__call__).parameters
+            assert takes == (kind in family.true_cfg_kinds), (family.name, kind)
+
+
+def test_flux_negative_prompt_without_true_cfg_points_to_it(tiny: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="v2v.diffusion.stage"):
+        RestyleStage(make_config(tiny, negative_prompt="blurry"))
+    assert "takes no negative prompt: --negative-prompt is ignored (or add --true-cfg" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="v2v.diffusion.stage"):
+        RestyleStage(make_config(tiny, negative_prompt="blurry", true_cfg=4.0))
+    assert "ignored" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="v2v.diffusion.stage"):  # a ControlNet: no true CFG to point to
+        RestyleStage(make_config(tiny, negative_prompt="blurry", controlnets=[str(tiny / "flux-controlnet")]))
+    assert "--negative-prompt is ignored" in caplog.text and "--true-cfg" not in caplog.text
+
+
+def transformer_outputs(stage: Any, images: list[np.ndarray]) -> list[Any]:
+    """The transformer's output of every call while `stage` runs over `images`, in order."""
+    outputs: list[Any] = []
+    handle = stage.pipe.transformer.register_forward_hook(lambda module, args, out: outputs.append(out[0].clone()))
+    try:
+        run(stage, images)
+    finally:
+        handle.remove()
+    return outputs
+
+
+def test_true_cfg_passes_read_and_fill_their_own_bank_slots(tiny: Path) -> None:
+    """Temporal on, frame 1's first step: its prompt pass sees exactly what it sees without true CFG (frame 0's prompt
+    pass at that step; the same latents go in), and its negative-prompt pass exactly what a run with the negative
+    prompt as the prompt sees. Later steps differ by design (the latents follow the guided prediction). Were the
+    negative pass to write the prompt pass's slots, or read them, frame 1's outputs would differ."""
+    config = make_config(tiny, fusion=0.0, negative_prompt="grey fog")
+    steps = 3  # 4 steps x strength 0.75
+    stage = RestyleStage(dataclasses.replace(config, true_cfg=4.0))
+    guided = transformer_outputs(stage, frames(2))
+    layers = cross_frame_layers(stage.pipe.transformer, "flux")
+    assert sorted(stage.bank.previous) == sorted((f"{n}#{p}", s) for n in layers for p in (0, 1) for s in range(steps))
+    assert stage.family.guidance_groups(stage.guided) == 2  # the bank's cap counts both passes
+    plain = transformer_outputs(RestyleStage(config), frames(2))
+    negative = transformer_outputs(RestyleStage(dataclasses.replace(config, prompt="grey fog")), frames(2))
+    assert len(guided) == 2 * len(plain) == 4 * steps
+    assert torch.equal(guided[2 * steps], plain[steps])  # frame 1, step 0, prompt pass
+    assert torch.equal(guided[2 * steps + 1], negative[steps])  # frame 1, step 0, negative pass
+    assert not torch.equal(guided[2 * steps], guided[2 * steps + 1])
+
+
+@pytest.mark.parametrize("name", ["flux", "flux-kontext"])
+def test_true_cfg_temporal_on_is_deterministic_and_latent_fusion_still_leans(tiny: Path, name: str) -> None:
+    make, stage_class = (kontext_config, EditStage) if name == "flux-kontext" else (make_config, RestyleStage)
+    config = make(tiny, true_cfg=4.0, negative_prompt="grey fog")
+    first = run(stage_class(config), frames(3))
+    assert max_diff(first, run(stage_class(config), frames(3))) == 0
+    assert max_diff(first, run(stage_class(dataclasses.replace(config, true_cfg=None)), frames(3))) > 0
+    first_plain_then_leaning(stage_class, config)
+
+
+def test_true_cfg_flux_inpaint_is_diffusers_own(tiny: Path) -> None:
+    """`v2v inpaint` with a plain FLUX.1 model (FluxInpaintPipeline) and --true-cfg, temporal off: diffusers' own."""
+    from diffusers import FluxInpaintPipeline
+
+    from v2v.diffusion.stage import DiffusionStage
+    from v2v.frames import images_to_tensor, tensor_to_images
+    from v2v.inpaint.stage import InpaintConfig
+
+    config = InpaintConfig(model=str(tiny / "flux"), prompt="a red cat", negative_prompt="grey fog", true_cfg=3.0,
+                           steps=4, strength=0.75, seed=5, temporal=False)  # fmt: skip
+    stage = DiffusionStage(config)
+    mask = np.zeros((48, 64), np.float32)
+    mask[12:36, 16:48] = 1
+    image = frames(1)[0]
+    ours = stage.diffuse([image], [0], masks=[mask])[0]
+    pipe = FluxInpaintPipeline.from_pretrained(str(tiny / "flux"))
+    pipe.set_progress_bar_config(disable=True)
+    with torch.inference_mode():
+        theirs = pipe(prompt=config.prompt, negative_prompt="grey fog", true_cfg_scale=3.0,
+                      image=images_to_tensor([image]), mask_image=torch.from_numpy(mask)[None, None], height=48,
+                      width=64, strength=0.75, num_inference_steps=4, guidance_scale=stage.config.guidance,
+                      generator=torch.Generator("cpu").manual_seed(5), output_type="pt",
+                      max_sequence_length=T5_TOKENS).images  # fmt: skip
+    assert max_diff([ours], tensor_to_images(theirs)) == 0
+    plain = DiffusionStage(dataclasses.replace(config, negative_prompt="", true_cfg=None))
+    assert max_diff([ours], plain.diffuse([image], [0], masks=[mask])) > 0
+
+
+@pytest.mark.parametrize("adapter", ["flux-ip-adapter/ip_adapter.safetensors", "flux-redux"])
+def test_true_cfg_with_an_ip_adapter_or_redux(tiny: Path, reference: Path, adapter: str) -> None:
+    """With an XLabs IP-Adapter (diffusers gives the negative pass a black reference) or Redux (the reference's tokens
+    follow the negative prompt's too: the pipeline needs sequences of one length), true CFG runs and the negative
+    prompt counts."""
+    config = make_config(tiny, ip_adapter=str(reference), ip_adapter_model=str(tiny / adapter), ip_adapter_scale=1.0,
+                         negative_prompt="grey fog", true_cfg=3.0)  # fmt: skip
+    guided = run(RestyleStage(config), frames(2))
+    assert max_diff(guided, run(RestyleStage(dataclasses.replace(config, negative_prompt="ink")), frames(2))) > 0
+
+
+@pytest.mark.parametrize("name", ["flux", "flux-kontext"])
+def test_true_cfg_with_the_prompt_as_negative_is_one_pass_exactly(tiny: Path, name: str) -> None:
+    """Temporal on (cross-frame attention, latent and pixel fusion), every step of every frame: with the prompt as
+    the negative prompt, the negative pass must predict what the prompt's pass predicts, so the guided prediction
+    (negative + S x (positive - negative)) is the prompt's own and the output is the one-pass output, pixel for pixel.
+    It would not be if the negative pass read other slots of the bank than its own (the prompt's pass at another
+    step, or the other pass)."""
+    make, stage_class = (kontext_config, EditStage) if name == "flux-kontext" else (make_config, RestyleStage)
+    config = make(tiny)
+    one_pass = run(stage_class(config), frames(3))
+    guided = run(stage_class(dataclasses.replace(config, negative_prompt=config.text, true_cfg=4.0)), frames(3))
+    assert max_diff(one_pass, guided) == 0

@@ -10,6 +10,7 @@ from v2v.commands.common import add_io_arguments
 from v2v.commands.restyle import (
     add_model_arguments,
     add_temporal_and_speed_arguments,
+    add_true_cfg_argument,
     diffusion_stages,
     run_diffusion,
 )
@@ -22,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, controls=False)
     look = parser.add_argument_group("the edit")
     look.add_argument("--instruction", help='what to change, e.g. "make it a snowy winter day" (required)')
-    look.add_argument("--negative-prompt", help="what it should not look like")
+    look.add_argument("--negative-prompt", help="what it should not look like (FLUX.1 Kontext: only with --true-cfg)")
+    add_true_cfg_argument(look)
     look.add_argument(
         "--image-guidance", type=float, help="how closely to hold to the source frame (default by family: 1.5)"
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from v2v.commands.common import add_io_arguments, at_least, run_pipeline
-from v2v.commands.restyle import add_model_arguments, add_temporal_and_speed_arguments
+from v2v.commands.restyle import add_model_arguments, add_temporal_and_speed_arguments, add_true_cfg_argument
 
 HELP = "remove an object or repaint a masked region (flow fill from other frames; SD/SDXL/FLUX inpainting models)"
 
@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "depth, pose, or a path to precomputed maps")
     look = parser.add_argument_group("with a model")
     look.add_argument("--prompt", help="what to paint in the region (needs --model); without it the region is removed")
-    look.add_argument("--negative-prompt", help="what it should not look like")
+    look.add_argument("--negative-prompt", help="what it should not look like (FLUX: only with --true-cfg)")
+    add_true_cfg_argument(look)
     look.add_argument("--strength", type=float, help="how far from the frame to go inside the mask, 0-1 (default by "
                                                       "family: 1.0 for SD inpainting)")
     look.add_argument("--steps", type=int, help="denoising steps (default by family)")

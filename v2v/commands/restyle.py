@@ -111,13 +111,21 @@ def add_temporal_and_speed_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own, all cores)")
 
 
+def add_true_cfg_argument(group: Any) -> None:
+    """`--true-cfg`, for the commands that reach FLUX.1 or FLUX.1 Kontext."""
+    group.add_argument("--true-cfg", type=float, metavar="S",
+                       help="FLUX.1/Kontext: true classifier-free guidance at S > 1 with --negative-prompt, a second "
+                            "transformer pass a step on it (about twice the time; default off)")  # fmt: skip
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_io_arguments(parser)
     add_model_arguments(parser, controls=True)
     look = parser.add_argument_group("the look")
     look.add_argument("--prompt", help="what the result should look like")
     look.add_argument("--negative-prompt",
-                      help="what it should not look like (FLUX.1 and Kontext, being guidance-distilled, take none)")
+                      help="what it should not look like (guidance-distilled FLUX.1: only with --true-cfg)")
+    add_true_cfg_argument(look)
     look.add_argument("--strength", type=float, help="how far from the frame to go, 0-1 (default by family: 0.5)")
     look.add_argument("--steps", type=int, help="denoising steps before strength (default by family: 20)")
     look.add_argument("--guidance", type=float, help="classifier-free guidance scale (default by family: 7.5)")

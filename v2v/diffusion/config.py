@@ -56,6 +56,7 @@ class RestyleConfig:
     strength: float | None = None  # None: the family's default (0.5 for SD)
     steps: int | None = None  # None: the family's default (20 for SD)
     guidance: float | None = None  # None: the family's default (7.5 for SD 1.x/2.x, 5 for SDXL)
+    true_cfg: float | None = None  # FLUX.1/Kontext: a second pass a step on the negative prompt, at this scale
     seed: int = 0
     temporal: bool = True
     keyframe_every: int = 0  # 0 or 1: diffuse every frame
@@ -95,6 +96,10 @@ class RestyleConfig:
             raise UsageError(f"steps must be >= 1, got {self.steps}")
         if self.kind == "restyle" and self.steps and self.strength and int(self.steps * self.strength) < 1:
             raise UsageError(f"steps x strength must give at least one step, got {self.steps} x {self.strength}")
+        if self.true_cfg is not None and not self.true_cfg > 1.0:
+            raise UsageError(f"--true-cfg must be > 1 (at 1 the negative pass adds nothing), got {self.true_cfg}")
+        if self.true_cfg is not None and not self.negative_prompt:
+            raise UsageError("--true-cfg does nothing without --negative-prompt (its second pass reads that prompt)")
         if self.bank_tokens is not None and self.bank_tokens < 1:
             raise UsageError(f"bank tokens must be >= 1, got {self.bank_tokens}")
         if self.controls and len(self.controls) != len(self.controlnets):

@@ -35,7 +35,8 @@ How a family module plugs in
      the stage adds only latent flow fusion's `callback_on_step_end` (when it is on), so the pipeline must take
      that with "latents" among its tensor inputs, as diffusers' image pipelines do. `guided()` says whether the
      call runs classifier-free guidance and `guidance_groups()` how many copies of each frame a denoiser call
-     then sees (2, or 3 for InstructPix2Pix);
+     then sees (2, or 3 for InstructPix2Pix); `true_cfg_kinds` says for which kinds a guidance-distilled family
+     takes `--true-cfg` (FLUX.1 and Kontext);
    - defaults with code behind them: `dtype(device)`, `multiple(pipe)` (frames are padded to it, with a line
      saying so), `denoising_steps()` (for the bank's size), `kind()` (the refusal pointing to the other command),
      `ip_adapter_embeds()`.
@@ -172,6 +173,7 @@ class Batch:
     control_modes: list[int] = dataclasses.field(default_factory=list)  # union ControlNets: the mode of each
     ip_adapter_embeds: list[torch.Tensor] | None = None
     masks: torch.Tensor | None = None
+    true_cfg: float | None = None  # `--true-cfg`: the scale of the negative prompt's pass (None: no such pass)
 
     @property
     def count(self) -> int:
@@ -190,6 +192,9 @@ class Family:
     defaults: Defaults = Defaults()
     checkpoint_configs: str | None = None  # hub id with diffusers configs for this family's single files
     takes_negative_prompt = True  # False: guidance-distilled, one pass a step (a negative prompt is ignored)
+    # kinds whose pipeline runs "true CFG" (`--true-cfg`: a second pass a step on the negative prompt) for a
+    # guidance-distilled family; its `call_arguments` then pass `Batch.true_cfg` as `true_cfg_scale`
+    true_cfg_kinds: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from v2v.diffusion.config import EditConfig, RestyleConfig
-from v2v.errors import ModelError, require
+from v2v.errors import ModelError, UsageError, require
 from v2v.frames import Frame, images_to_tensor, tensor_to_images
 from v2v.pipeline import batched
 from v2v.scenes import is_cut
@@ -78,6 +78,8 @@ class DiffusionStage:
         self.dtype = parse_dtype(config.dtype) if config.dtype else self.family.dtype(self.device)
         if config.ip_adapter and self.family.ip_adapter is None:
             raise ModelError(f"{self.family.title} models take no IP-Adapter; drop --ip-adapter")
+        if config.true_cfg is not None:
+            _check_true_cfg(self.family, self.kind)
         # 2. ControlNets first: the cheaper error (a missing ControlNet) comes before the big load.
         controlnets = [self.family.load_controlnet(name, self.dtype, config.model) for name in config.controlnets]
         # 3. The base pipeline, then what modifies it.
@@ -94,6 +96,7 @@ class DiffusionStage:
             models.load_lora(self.pipe, config.lora, config.lora_scale)
         self.image_guidance: float | None = getattr(config, "image_guidance", None)
         self.guided = self.family.guided(self.pipe, float(config.guidance), self.image_guidance)
+        self.guided |= config.true_cfg is not None  # two passes a step, each with its own bank slots
         self.ip_embeds: list[Any] | None = None
         if config.ip_adapter:
             reference = _read_reference(config.ip_adapter)
@@ -121,9 +124,10 @@ class DiffusionStage:
             for kind in config.control_kinds
         ]
         self._warn_long_prompt(config.text, "instruction" if config.kind == "edit" else "prompt")
-        if config.negative_prompt and not self.family.takes_negative_prompt:
-            log.warning("%s is guidance-distilled and takes no negative prompt: --negative-prompt is ignored",
-                        self.family.title)  # fmt: skip
+        if config.negative_prompt and not self.family.takes_negative_prompt and config.true_cfg is None:
+            hint = " (or add --true-cfg S, e.g. 4: a second pass a step on it)"
+            log.warning("%s is guidance-distilled and takes no negative prompt: --negative-prompt is ignored%s",
+                        self.family.title, hint if self.kind in self.family.true_cfg_kinds else "")  # fmt: skip
         else:
             self._warn_long_prompt(config.negative_prompt, "negative prompt")
         self.bank = FrameBank(config.bank_tokens)
@@ -283,6 +287,7 @@ class DiffusionStage:
             kind=self.kind, images=padded, prompt=config.text, negative_prompt=config.negative_prompt,
             steps=int(config.steps), guidance=float(config.guidance), strength=float(config.strength),
             image_guidance=self.image_guidance, generators=[], ip_adapter_embeds=self.ip_embeds,
+            true_cfg=config.true_cfg,
         )  # fmt: skip
         if masks is not None:
             stacked = torch.from_numpy(np.stack([np.asarray(mask, np.float32) for mask in masks]))[:, None]
@@ -349,6 +354,20 @@ class EditStage(DiffusionStage):
 
     def __init__(self, config: EditConfig) -> None:
         super().__init__(config)
+
+
+def _check_true_cfg(family: Any, kind: str) -> None:
+    """UsageError (one line) when `--true-cfg` does not apply to the family's pipeline for `kind`."""
+    if kind in family.true_cfg_kinds:
+        return
+    if family.takes_negative_prompt:
+        raise UsageError(f"--true-cfg is for the guidance-distilled FLUX.1 and FLUX.1 Kontext; {family.title} models "
+                         "already guide with the negative prompt at --guidance: drop --true-cfg")  # fmt: skip
+    pipeline = family.pipelines[kind]
+    if kind.endswith("+controlnet"):
+        raise UsageError(f"--true-cfg does not combine with a {family.title} ControlNet (diffusers' {pipeline} takes "
+                         "no negative prompt): drop --true-cfg or --controlnet")  # fmt: skip
+    raise UsageError(f"{family.title} models take no --true-cfg (diffusers' {pipeline} takes no negative prompt)")
 
 
 def _pad(images: Any, pad_h: int, pad_w: int) -> Any:

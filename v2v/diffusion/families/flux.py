@@ -7,7 +7,9 @@ FLUX is a diffusion transformer: 19 double-stream blocks (text and image streams
 attention) then 38 single-stream blocks (one sequence, text first). Cross-frame attention goes on every one of
 them (`v2v.diffusion.dit_attention.FluxCrossFrameProcessor`): the image queries also read the anchor's and the
 previous frame's image keys/values, banked after FLUX's rotary embedding. FLUX.1-dev is guidance-distilled (the
-guidance is an input, one pass per step), so a frame is one row of the transformer's batch.
+guidance is an input, one pass per step), so a frame is one row of the transformer's batch. `--true-cfg S` with a
+negative prompt adds diffusers' "true CFG": a second transformer call a step on the negative prompt, with its own
+bank slots (the call clock of `dit_attention` counts the passes of a step), so neither pass reads the other's keys.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ class Flux(DiffusionTransformer):
     checkpoint_configs = "black-forest-labs/FLUX.1-dev"
     attention_family = "flux"  # the processors of `dit_attention.PROCESSORS`
     packed_latents = True  # the pipeline packs 2x2 patches of the latent image into tokens
-    takes_negative_prompt = False  # guidance-distilled (v2v runs no second "true CFG" pass)
+    takes_negative_prompt = False  # guidance-distilled: one pass a step, unless --true-cfg asks for a second
+    true_cfg_kinds = ("restyle", "inpaint")  # FluxImg2ImgPipeline, FluxInpaintPipeline (not the ControlNet ones)
     max_sequence_length = 512  # T5 tokens at most, as FLUX.1-dev was trained (fewer if the T5 tokenizer says so)
 
     # --- recognition
@@ -131,6 +134,7 @@ class Flux(DiffusionTransformer):
             output_type="pt",
             max_sequence_length=self.text_tokens(pipe),
         )
+        arguments.update(self.true_cfg_arguments(batch))
         if batch.control_images:
             single = len(batch.control_images) == 1
             # FLUX's ControlNet pipelines hand tensors to the VAE as they are, so give them in the VAE's [-1, 1], as
@@ -142,12 +146,26 @@ class Flux(DiffusionTransformer):
             if modes is not None:
                 arguments["control_mode"] = modes
         if batch.ip_adapter_embeds is not None and getattr(pipe, "v2v_redux", None) is not None:
-            arguments.update(redux_prompt(pipe, batch, arguments.pop("prompt"), arguments["max_sequence_length"]))
+            tokens = arguments["max_sequence_length"]
+            arguments.update(redux_prompt(pipe, batch, arguments.pop("prompt"), tokens))
+            if "negative_prompt" in arguments:
+                # the pipeline gives the negative pass the prompt's text ids, so its tokens must be as many: the
+                # reference's follow the negative prompt's too, and true CFG then guides on the text alone
+                negative = redux_prompt(pipe, batch, arguments.pop("negative_prompt"), tokens)
+                arguments["negative_prompt_embeds"] = negative["prompt_embeds"]
+                arguments["negative_pooled_prompt_embeds"] = negative["pooled_prompt_embeds"]
         elif batch.ip_adapter_embeds is not None:
             arguments["ip_adapter_image_embeds"] = batch.ip_adapter_embeds
         if batch.masks is not None:  # inpaint kinds
             arguments["mask_image"] = batch.masks
         return arguments
+
+    def true_cfg_arguments(self, batch: Batch) -> dict[str, Any]:
+        """With `--true-cfg`: the negative prompt and its scale (diffusers then runs the transformer a second time
+        a step on the negative prompt and takes negative + scale x (positive - negative))."""
+        if batch.true_cfg is None:
+            return {}
+        return {"negative_prompt": [batch.negative_prompt] * batch.count, "true_cfg_scale": batch.true_cfg}
 
 
 def _redux_folder(name: str) -> Any:

@@ -24,6 +24,7 @@ class FluxFill(InpaintFamily, Flux):
     ip_adapter = None
     defaults = Defaults(steps=28, guidance=30.0, strength=1.0, half=False, multiple=16)  # FLUX.1-Fill-dev's card
     checkpoint_configs = "black-forest-labs/FLUX.1-Fill-dev"
+    true_cfg_kinds = ()  # FluxFillPipeline takes no negative prompt
 
     def recognise(self, info: ModelInfo) -> bool:
         channels = transformer_in_channels(info)

@@ -5,7 +5,7 @@ axis), and the result is denoised from noise, so there is no strength.
 Cross-frame attention is FLUX's (`v2v.diffusion.dit_attention.FluxCrossFrameProcessor`); a frame's image tokens are
 those of the result and of its source, so both are banked. The frame keeps its size: Kontext's own resizing, to
 its preferred resolutions (`_auto_resize`) and to a megapixel (`max_area`), is turned off, and sides are padded to a
-multiple of 16 as for FLUX.1.
+multiple of 16 as for FLUX.1. `--true-cfg` with a negative prompt is FLUX.1's too (`Flux.true_cfg_arguments`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class FluxKontext(Flux):
     ip_adapter = None
     defaults = Defaults(steps=28, guidance=2.5, half=False, multiple=16)  # diffusers' Kontext settings
     checkpoint_configs = "black-forest-labs/FLUX.1-Kontext-dev"
+    true_cfg_kinds = ("edit",)  # FluxKontextPipeline takes negative_prompt and true_cfg_scale
 
     def recognise(self, info: ModelInfo) -> bool:
         if info.is_file:  # laid out as FLUX.1's: `detect` gives it to `edit`, FLUX.1 to `restyle`
@@ -37,7 +38,7 @@ class FluxKontext(Flux):
 
     def call_arguments(self, pipe: Any, batch: Batch) -> dict[str, Any]:
         height, width = batch.images.shape[-2:]
-        return dict(
+        return self.true_cfg_arguments(batch) | dict(
             prompt=[batch.prompt] * batch.count,
             image=batch.images,
             height=int(height),

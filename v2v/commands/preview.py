@@ -154,13 +154,9 @@ def frame_times(path: str, fps: Any) -> list[float]:
     if is_image_sequence(path):
         rate = fps or DEFAULT_SEQUENCE_FPS
         return [float(i / rate) for i in range(len(sequence_files(path)))]
-    from v2v.io.probe import frame_timestamps
-    from v2v.io.reader import VideoFileReader
+    from v2v.io.probe import frame_seconds
 
-    with VideoFileReader(path) as reader:
-        origin = reader.start_time
-    stamps, time_base = frame_timestamps(path)
-    return [max(0.0, float(stamp * time_base) - origin) for stamp in stamps]
+    return [max(0.0, seconds) for seconds in frame_seconds(path)]
 
 
 def run_around(path: str, stages: Sequence[Any], times: list[float], pick: int, before: int, after: int,

@@ -117,6 +117,18 @@ def frame_timestamps(path: str | os.PathLike[str]) -> tuple[list[int], Fraction]
     return packets.pts, packets.time_base
 
 
+def frame_seconds(path: str | os.PathLike[str], origin: float | None = None) -> list[float]:
+    """Seconds of every video frame, in presentation order, from `origin` (default: the file's start time, where
+    its readers count from), from the packets: nothing is decoded."""
+    if origin is None:
+        from v2v.io.reader import VideoFileReader
+
+        with VideoFileReader(path) as reader:
+            origin = reader.start_time
+    stamps, time_base = frame_timestamps(path)
+    return [float(stamp * time_base) - origin for stamp in stamps]
+
+
 @dataclasses.dataclass
 class VideoPackets:
     """What the video packets of a file tell without decoding (see `scan_video_packets`)."""
@@ -146,16 +158,13 @@ def scan_video_packets(path: str | os.PathLike[str]) -> VideoPackets:
 def time_of_frame(path: str | os.PathLike[str], index: int, start: float = 0.0, fps: Fraction | None = None) -> float:
     """Seconds from a source's first frame to its frame `index`, counting from the first frame at or after
     `start`: where a reader must start to deliver that frame first (e.g. a side input of a later segment)."""
-    from v2v.io.reader import TimeWindow, VideoFileReader
+    from v2v.io.reader import TimeWindow
     from v2v.io.sequences import DEFAULT_SEQUENCE_FPS, is_image_sequence
 
     if is_image_sequence(path):
         rate = Fraction(fps) if fps else DEFAULT_SEQUENCE_FPS
         return float((math.ceil(start * rate - 1e-9) + index) / rate)
-    with VideoFileReader(path) as reader:
-        origin = reader.start_time
-    stamps, time_base = frame_timestamps(path)
-    times = [float(stamp * time_base) - origin for stamp in stamps]
+    times = frame_seconds(path)
     position = TimeWindow(start).span(times)[0] + index
     if position >= len(times):
         raise InputError(f"{os.fspath(path)}: has no frame {index} after {start} s (it has {len(times)} frames)")

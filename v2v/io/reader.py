@@ -187,10 +187,9 @@ class VideoFileReader:
     def starting_at(self, first: int) -> VideoFileReader:
         """A new reader over the same window from its frame `first` on (numbered from `first`), for a run that
         resumes; past the window's end it starts at the window's last frame."""
-        from v2v.io.probe import frame_timestamps
+        from v2v.io.probe import frame_seconds
 
-        stamps, time_base = frame_timestamps(self.path)
-        times = [float(stamp * time_base) - self.start_time for stamp in stamps]
+        times = frame_seconds(self.path, self.start_time)
         begin, stop = self.window.span(times)
         first = max(0, min(first, stop - begin - 1))
         left = None if self.window.max_frames is None else self.window.max_frames - first

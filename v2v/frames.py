@@ -29,6 +29,8 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
+LUMA = (0.299, 0.587, 0.114)  # R, G, B weights of luma (Rec. 601), as cv2.COLOR_RGB2GRAY and kornia's rgb_to_grayscale
+
 
 @dataclasses.dataclass(frozen=True)
 class Frame:

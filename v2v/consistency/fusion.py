@@ -76,7 +76,7 @@ from v2v.flow.warp import (
     resize_planes,
     warp_by_flow,
 )
-from v2v.frames import images_to_tensor, tensor_to_images
+from v2v.frames import LUMA, images_to_tensor, tensor_to_images
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,6 @@ LOOK_RATE = 0.2  # with lookahead: the edit moved to its window's mean look is s
 LOOK_COLUMNS = 48  # width of the grid a frame's look is kept on (rows follow the aspect ratio)
 DETAIL_FLOOR = 2 / 255  # added to a frame's detail contrast: a flat frame has none to compare
 CONTRAST_LIMIT = 0.7  # a frame's detail contrast moves by at most e^0.7 (2x) either way
-_LUMA = (0.299, 0.587, 0.114)  # Rec. 601, as kornia.color.rgb_to_grayscale and cv2.COLOR_RGB2GRAY
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +148,7 @@ def _luma(batch: Array) -> Array:
         from kornia.color import rgb_to_grayscale
 
         return rgb_to_grayscale(batch)
-    red, green, blue = _LUMA
+    red, green, blue = LUMA
     return red * batch[:, 0:1] + green * batch[:, 1:2] + blue * batch[:, 2:3]
 
 
@@ -515,7 +514,7 @@ def _detail(image: np.ndarray, grid: tuple[int, int]) -> float:
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
-    """Luma (H, W) float32 in [0, 1] of an RGB uint8 frame (one OpenCV call, `_LUMA`'s weights)."""
+    """Luma (H, W) float32 in [0, 1] of an RGB uint8 frame (one OpenCV call, `LUMA`'s weights)."""
     import cv2
 
     return cv2.cvtColor(image.astype(np.float32), cv2.COLOR_RGB2GRAY) * np.float32(1 / 255)

@@ -34,7 +34,7 @@ import numpy as np
 
 from v2v.flow import FlowEstimator, make_flow_estimator
 from v2v.flow.warp import flow_to_planes, resize_flow
-from v2v.frames import Frame
+from v2v.frames import LUMA, Frame
 from v2v.scenes import is_cut
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ RING = 8  # pixels around the hole (beyond BAND) where each neighbour's alignmen
 MISFIT = 0.05  # mean luma error (0-1) around the hole above which a neighbour is not used there
 FLOW_SIDE = 480  # flows for the fill are estimated at most this many pixels on the longer side
 DISAGREE = 0.25  # luma (0-1) by which the two nearest neighbours showing a pixel may differ
-LUMA = np.float32([0.299, 0.587, 0.114])
+LUMA_WEIGHTS = np.float32(LUMA)
 
 
 def spread(values: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -103,7 +103,7 @@ def fill_from_neighbours(image: np.ndarray, hole: np.ndarray,
     # the ring around the hole where a neighbour's alignment can be checked against the frame itself
     grown = cv2.dilate(hole.astype(np.uint8), np.ones((2 * BAND + 1,) * 2, np.uint8))
     ring = (cv2.dilate(grown, np.ones((2 * RING + 1,) * 2, np.uint8)) > 0) & (grown == 0)
-    luma = image.astype(np.float32) @ LUMA / 255
+    luma = image.astype(np.float32) @ LUMA_WEIGHTS / 255
     shown = [np.zeros(image.shape, np.float32) for _ in range(2)]  # the first two neighbours' pixels that pass
     count = np.zeros(hole.shape, np.int32)
     for _, other, other_hole, other_guide in sorted(neighbours, key=lambda item: (abs(item[0]), item[0])):
@@ -117,7 +117,7 @@ def fill_from_neighbours(image: np.ndarray, hole: np.ndarray,
         # how well this neighbour lines up around the hole, spread into it: a neighbour whose warp misses
         # (the hole spans another motion than its surroundings) is not copied in
         checked = ring & valid
-        error = np.abs(warped @ LUMA / 255 - luma)
+        error = np.abs(warped @ LUMA_WEIGHTS / 255 - luma)
         misfit = spread(error[..., None], checked.astype(np.float32))[..., 0] if checked.any() else 1.0
         usable = hole & valid & (misfit < MISFIT) & (count < 2)
         for rank, pixels in enumerate(shown):
@@ -127,7 +127,7 @@ def fill_from_neighbours(image: np.ndarray, hole: np.ndarray,
         if (count[hole] >= 2).all():
             break
     # a pixel two neighbours show differently is where a flow guessed from around the hole is likely wrong
-    agree = (count < 2) | (np.abs((shown[0] - shown[1]) @ LUMA) <= DISAGREE * 255)
+    agree = (count < 2) | (np.abs((shown[0] - shown[1]) @ LUMA_WEIGHTS) <= DISAGREE * 255)
     filled = hole & (count > 0) & agree
     mean = np.where((count > 1)[..., None], (shown[0] + shown[1]) / 2, shown[0])
     out[filled] = np.clip(np.rint(mean[filled]), 0, 255).astype(np.uint8)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from v2v.errors import InputError, SourceNotFoundError, UsageError
-from v2v.frames import Frame
+from v2v.frames import LUMA, Frame
 
 if TYPE_CHECKING:
     from v2v.io.side_input import SideInput
@@ -59,7 +59,7 @@ class MaskSource(Protocol):
 def binarize(image: np.ndarray) -> np.ndarray:
     """RGB/grey uint8 (H, W[, 3]) -> float32 (H, W) of 0 and 1 (white = 1), thresholded at half grey on luma."""
     if image.ndim == 3:
-        luma = image[..., 0] * 0.299 + image[..., 1] * 0.587 + image[..., 2] * 0.114
+        luma = image[..., 0] * LUMA[0] + image[..., 1] * LUMA[1] + image[..., 2] * LUMA[2]
     else:
         luma = image.astype(np.float32)
     return (luma >= 127.5).astype(np.float32)

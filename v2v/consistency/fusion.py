@@ -17,10 +17,10 @@
      by `strength` (d - D is the detail difference).
    O = E + (1 - a) D + a C + strength * trust * (d - D), where C moves the edit to its window's mean look
    (below; C = 0 without lookahead).
-   Before all this, E's detail contrast is moved to its window's mean per cell of the look grid (`_contrast`:
-   the detail around each cell's mean is scaled by exp(window mean - own) of the log ratio of the edit's detail
-   contrast to the source's), as its look is: a flicker that is a gain scales texture as well as colour, and on a
-   shot's first frame there is no steadied past to lean on for it.
+   Before all this, E's detail contrast is moved to its window's mean, as its look is (`_contrast`: the detail
+   around the look grid's cell means is scaled by exp(window mean - own) of the log ratio of the edit's detail
+   contrast to the source's, one figure a frame): a flicker that is a gain scales texture as well as colour, and
+   on a shot's first frame there is no steadied past to lean on for it.
 4. Scene cuts restart the filter (nothing is carried across a cut). The cut test is the project's one
    detector, `v2v.scenes`, given the fraction of pixels whose flow passes the forward-backward check.
 
@@ -163,7 +163,7 @@ def _gaussian_blur(values: Array, sigma: float) -> Array:
     import cv2
 
     return per_plane(values, lambda plane: cv2.GaussianBlur(plane, (size, size), sigma,
-                                                             borderType=cv2.BORDER_REPLICATE))
+                                                            borderType=cv2.BORDER_REPLICATE))
 
 
 def masked_lowpass(values: Array, weight: Array, scale: float) -> Array:

@@ -1,5 +1,5 @@
-"""Running segments as Ray tasks: each task encodes one segment in its worker and hands the file's bytes back,
-so workers need no storage shared with the driver."""
+"""Running segments as Ray tasks (`run_ray`): the stage factory goes into the object store once, each worker
+process builds its stages once, and each finished segment's file is saved by the driver as it arrives."""
 
 from __future__ import annotations
 

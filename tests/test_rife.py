@@ -253,7 +253,7 @@ def test_tta_averages_the_reference_both_ways_round(pairs: list[tuple[np.ndarray
 def test_auto_scale_by_frame_size(interpolator: rife.Interpolator) -> None:
     """auto: the flow at half resolution above 2560x1440 (4K), else full; small frames stay at 1 (2 did not
     help on carphone, BENCHMARKS.md)."""
-    assert interpolator.scale == "auto"
+    assert interpolator.flow_scale == "auto"
     sizes = {(144, 176): 1.0, (720, 1280): 1.0, (1440, 2560): 1.0, (1600, 2560): 0.5, (2160, 3840): 0.5}
     assert {size: interpolator.scale_for(*size) for size in sizes} == sizes
     assert rife.Interpolator(device="cpu", flow_scale="2").scale_for(2160, 3840) == 2.0

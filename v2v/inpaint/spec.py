@@ -47,7 +47,7 @@ def mask_frame_count(path: str | os.PathLike[str]) -> int:
 
     if is_image_sequence(path):
         return len(sequence_files(path))
-    from v2v.io.probe import scan_video_packets
+    from v2v.io.container import scan_video_packets
 
     return scan_video_packets(path).count
 

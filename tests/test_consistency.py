@@ -291,6 +291,30 @@ def test_guide_starts_where_a_segment_does(tmp_path: Path) -> None:
     guide.close()
 
 
+def test_stabilize_reads_ahead_in_the_source_the_run_hands_it(tmp_path: Path) -> None:
+    """Without `processed=`, the look-ahead reads the run's source (`attach_source`): each frame leaves as soon as
+    it came in, where a stage without it would hold `lookahead` frames back."""
+    clip = write_clip(tmp_path / "clip.mp4", frames=12)
+    taken: list[int] = []
+    left_after: list[int] = []
+
+    class Count:
+        def process(self, frames):
+            for frame in frames:
+                taken.append(frame.index)
+                yield frame
+
+    class Watch:
+        def process(self, frames):
+            for frame in frames:
+                left_after.append(len(taken))
+                yield frame
+
+    stage = StabilizeStage(clip, FusionConfig(lookahead=250))
+    run(clip, [Count(), stage, Watch()], tmp_path / "out.mp4", progress=False)
+    assert left_after == list(range(1, 13))
+
+
 class SceneCut:
     """From frame 30 on, a different scene (the picture inverted and mirrored)."""
 

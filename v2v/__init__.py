@@ -25,7 +25,7 @@ _EXPORTS = {
     # reading and writing
     "open_source": "v2v.io.reader",
     "probe": "v2v.io.probe",
-    "VideoInfo": "v2v.io.probe",
+    "VideoInfo": "v2v.io.container",
     "open_writer": "v2v.io.writer",
     "Encoding": "v2v.io.writer",
     # the processing stages (each imports torch and its models only when used)

@@ -81,8 +81,7 @@ def build_stages(args: argparse.Namespace) -> list[Stage]:
         estimator = make_flow_estimator(args.flow, weights=args.flow_weights, device=device)
     stage = StabilizeStage(args.guide, config, estimator, start=args.start, end=args.end,
                            max_frames=args.max_frames, device=device, debug_dir=args.debug_dir,
-                           check_end=not (segmented or getattr(args, "partial", False)), processed=args.input,
-                           guide_denoiser=guide_denoiser)
+                           check_end=not (segmented or getattr(args, "partial", False)), guide_denoiser=guide_denoiser)
     return [stage]
 
 

@@ -140,12 +140,10 @@ def tensors_v1_key() -> str:
 def test_controlnet_of_another_family_is_refused_before_the_base_loads(
     tiny: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from v2v.diffusion import models
-
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("the base model was loaded")
 
-    monkeypatch.setattr(models, "load_pipeline", never)
+    monkeypatch.setattr(registry.Family, "load", never)
     owner = ", ".join(f.title for f in registry.controlnet_families("FluxControlNetModel")) or "FluxControlNetModel"
     with pytest.raises(ModelError, match=rf"is a {owner}.*Stable Diffusion 1.x/2.x; pass a ControlNet made for"):
         RestyleStage(make_config(tiny, controlnets=[str(tiny / "controlnet-flux")]))

@@ -56,12 +56,13 @@ import json
 import logging
 import os
 import pkgutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from v2v.errors import ModelError, UsageError
+from v2v.diffusion.checkpoints import read_tensor_shapes
+from v2v.errors import ModelError, UsageError, require
 
 if TYPE_CHECKING:
     import torch
@@ -248,32 +249,115 @@ class Family:
         dtype: torch.dtype,
         model_config: str | None,
     ) -> Any:
-        """The diffusers pipeline `pipelines[kind]` for the model in `info`, on `device` in `dtype`."""
-        from v2v.diffusion import models
+        """The diffusers pipeline `pipelines[kind]` for the model in `info`, on `device` in `dtype`.
 
-        return models.load_pipeline(
-            self, info, kind, controlnets, model=model, device=device, dtype=dtype, model_config=model_config
+        A diffusers folder (or cached hub id) loads with `from_pretrained`; a single-file checkpoint with
+        `from_single_file`, its diffusers configs from `model_config` (a folder or cached hub id) or else the
+        family's configs from the Hugging Face cache: diffusers would fetch them from the hub, we never download.
+        """
+        require("diffusers", "diffusion")
+        require("transformers", "diffusion")
+        import diffusers
+
+        from v2v.diffusion.models import dtype_argument, first_line, resolve_path
+
+        cls = getattr(diffusers, self.pipelines[kind])
+        extra: dict[str, Any] = (
+            {"controlnet": controlnets if len(controlnets) > 1 else controlnets[0]} if controlnets else {}
         )
+        path = info.path
+        try:
+            if info.is_file:
+                config = resolve_path(
+                    model_config or self.single_file_configs(info),
+                    "diffusers configs for the single-file checkpoint",
+                    "--include '*.json' '*.txt'",
+                    "pass --model-config FOLDER (a diffusers folder of the same architecture)",
+                )
+                pipe = cls.from_single_file(
+                    str(path), config=str(config), local_files_only=True, **extra, **dtype_argument(dtype)
+                )
+                self.adjust_single_file(pipe, info, model_config)
+            else:
+                if "safety_checker" in info.index:  # SD 1.x folders list one; v2v never runs it
+                    extra["safety_checker"] = None
+                pipe = cls.from_pretrained(str(path), local_files_only=True, **extra, **dtype_argument(dtype))
+        except ModelError:
+            raise
+        except Exception as exc:  # diffusers raises many kinds here (SingleFileComponentError is a bare Exception)
+            single = info.is_file and not model_config
+            hint = " (pass --model-config with a diffusers folder of the same architecture)" if single else ""
+            raise ModelError(f"cannot load base model {model!r}: {first_line(exc)}{hint}") from exc
+        pipe.set_progress_bar_config(disable=True)
+        return pipe.to(device)
 
     def adjust_single_file(self, pipe: Any, info: ModelInfo, model_config: str | None) -> None:
         """Fix up a pipeline loaded from a single file (e.g. its scheduler's prediction type)."""
 
     def load_controlnet(self, name: str, dtype: torch.dtype, model: str) -> Any:
-        """A ControlNet of this family; ModelError when it is missing or made for another family."""
-        from v2v.diffusion import models
+        """A ControlNet of this family from a diffusers folder, a single file, or a cached hub id; ModelError when
+        it is missing or made for another family. Its config's class is checked first, so a ControlNet of another
+        family is refused before anything big is loaded."""
+        require("diffusers", "diffusion")
+        import diffusers
 
-        return models.load_controlnet(self, name, dtype, model)
+        from v2v.diffusion.models import dtype_argument, first_line, resolve_path
+
+        path = resolve_path(name, "ControlNet")
+        config = path / "config.json" if path.is_dir() else path.parent / "config.json"
+        if not config.exists():
+            if path.is_file():  # diffusers would fetch a config from the hub when none is at hand; we never download
+                raise ModelError(
+                    f"single-file ControlNet {name!r} needs its diffusers config.json beside it (e.g. from "
+                    "lllyasviel/control_v11p_sd15_canny), or pass the ControlNet's diffusers folder"
+                )
+            raise ModelError(f"ControlNet {name!r} is a folder without config.json; pass a diffusers ControlNet folder")
+        class_name = str(json.loads(config.read_text()).get("_class_name", ""))
+        if class_name not in self.controlnet_classes:
+            owners = " or ".join(f.title for f in controlnet_families(class_name))
+            made_for = f"a {owners} ControlNet" if owners else f"a {class_name or 'model of unknown class'}"
+            raise ModelError(
+                f"ControlNet {name!r} is {made_for}, but base model {model!r} is {self.title}; pass a ControlNet made "
+                f"for {self.title}"
+            )
+        cls = getattr(diffusers, class_name)
+        try:
+            if path.is_file():
+                return cls.from_single_file(
+                    str(path), config=str(path.parent), local_files_only=True, **dtype_argument(dtype)
+                )
+            return cls.from_pretrained(str(path), local_files_only=True, **dtype_argument(dtype))
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"cannot load ControlNet {name!r}: {first_line(exc)}") from exc
 
     def check_controlnet(self, controlnet: Any, pipe: Any, name: str, model: str) -> None:
         """Raise ModelError when `controlnet` (of the right class) was made for another base than `pipe`'s."""
 
     def load_ip_adapter(self, pipe: Any, name: str | None, image_encoder: str | None, scale: float) -> None:
-        """Load an IP-Adapter (this family's default when `name` is None) into `pipe` at `scale`."""
+        """Load an IP-Adapter (this family's default when `name` is None) and its CLIP image encoder into `pipe`,
+        at `scale`. ModelError when it was made for another base (its width differs from the denoiser's text width)."""
         if self.ip_adapter is None:
             raise UsageError(f"{self.title} models take no IP-Adapter in v2v")
-        from v2v.diffusion import models
+        from transformers import CLIPVisionModelWithProjection
 
-        models.load_ip_adapter(self, pipe, name, image_encoder, scale)
+        from v2v.diffusion.models import find_image_encoder, first_line, ip_adapter_file, ip_adapter_width, resolve_path
+
+        default = self.ip_adapter
+        weights = ip_adapter_file(resolve_path(name or default.weights, "IP-Adapter", default.files_hint))
+        width, ours = ip_adapter_width(weights), self.text_width(pipe)
+        if width is not None and ours is not None and width != ours:
+            raise ModelError(
+                f"IP-Adapter {weights.name} was made for a base with text width {width}, but base model is "
+                f"{self.title} with {ours}; pass one made for {self.title} (default {default.weights})"
+            )
+        encoder_path = find_image_encoder(weights, image_encoder)
+        try:
+            encoder = CLIPVisionModelWithProjection.from_pretrained(str(encoder_path), dtype=pipe.dtype)
+            pipe.register_modules(image_encoder=encoder.to(pipe.device))
+            pipe.load_ip_adapter(str(weights.parent), subfolder="", weight_name=weights.name, image_encoder_folder=None)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ModelError(f"cannot load IP-Adapter {weights}: {first_line(exc)}") from exc
+        pipe.set_ip_adapter_scale(scale)
 
     def text_width(self, pipe: Any) -> int | None:
         """The width of the text states the denoiser attends to (what an IP-Adapter's projections take)."""
@@ -385,34 +469,6 @@ def known_list() -> str:
 def controlnet_families(class_name: str) -> list[Family]:
     """The families whose ControlNets are of diffusers class `class_name`."""
     return [family for family in all_families() if class_name in family.controlnet_classes]
-
-
-def read_tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes of a checkpoint file, without loading its weights into memory."""
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        shapes: dict[str, tuple[int, ...]] = {}
-        with safe_open(str(path), framework="pt") as handle:
-            for key in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
-                shapes[key] = tuple(handle.get_slice(key).get_shape())
-        return shapes
-    import torch
-
-    try:
-        state = torch.load(str(path), map_location="meta", weights_only=True, mmap=True)
-    except Exception as exc:  # pickles raise many kinds
-        raise ModelError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    return {key: tuple(value.shape) for key, value in _tensors(state)}
-
-
-def _tensors(state: Any) -> Iterator[tuple[str, Any]]:
-    if isinstance(state, dict):
-        for key, value in state.items():
-            if hasattr(value, "shape"):
-                yield str(key), value
 
 
 def model_info(path: Path) -> ModelInfo:

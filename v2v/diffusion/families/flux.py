@@ -94,12 +94,10 @@ class Flux(DiffusionTransformer):
     def load_ip_adapter(self, pipe: Any, name: str | None, image_encoder: str | None, scale: float) -> None:
         """An XLabs FLUX IP-Adapter, or FLUX Redux when `name` is a `FluxPriorReduxPipeline` folder (e.g.
         black-forest-labs/FLUX.1-Redux-dev): its SigLIP image tokens are appended to the prompt's T5 tokens."""
-        from v2v.diffusion import models
-
         if name and (redux := _redux_folder(name)) is not None:
             pipe.v2v_redux = (load_redux(redux, pipe, name), scale)
             return
-        models.load_ip_adapter(self, pipe, name, image_encoder, scale)
+        super().load_ip_adapter(pipe, name, image_encoder, scale)
 
     def ip_adapter_embeds(self, pipe: Any, reference: Any, device: torch.device, guided: bool) -> list[Any]:
         redux = getattr(pipe, "v2v_redux", None)
@@ -186,12 +184,12 @@ def load_redux(path: Any, pipe: Any, name: str) -> Any:
     ModelError when its tokens are not as wide as the transformer's text."""
     from diffusers import FluxPriorReduxPipeline
 
-    from v2v.diffusion.models import _dtype_argument
+    from v2v.diffusion.models import dtype_argument, first_line
 
     try:
-        prior = FluxPriorReduxPipeline.from_pretrained(str(path), local_files_only=True, **_dtype_argument(pipe.dtype))
+        prior = FluxPriorReduxPipeline.from_pretrained(str(path), local_files_only=True, **dtype_argument(pipe.dtype))
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(f"cannot load FLUX Redux {name!r}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
+        raise ModelError(f"cannot load FLUX Redux {name!r}: {first_line(exc)}") from exc
     width, ours = prior.image_embedder.config.txt_in_features, pipe.transformer.config.joint_attention_dim
     if width != ours:
         raise ModelError(f"FLUX Redux {name!r} makes tokens {width} wide, the base transformer reads {ours}")

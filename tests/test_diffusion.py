@@ -27,7 +27,7 @@ one_thread = tiny_diffusion.one_thread  # autouse: one torch thread
 
 
 def restyle(stage: RestyleStage, images: list[np.ndarray], start: int = 0) -> list[np.ndarray]:
-    return stage.restyle(images, list(range(start, start + len(images))))
+    return stage.diffuse(images, list(range(start, start + len(images))))
 
 
 # --- what comes out ---------------------------------------------------------------------------------

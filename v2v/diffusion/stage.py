@@ -342,12 +342,6 @@ class RestyleStage(DiffusionStage):
     def __init__(self, config: RestyleConfig) -> None:
         super().__init__(config)
 
-    def restyle(
-        self, images: Sequence[np.ndarray], indices: Sequence[int], cuts: Sequence[bool] | None = None
-    ) -> list[np.ndarray]:
-        """`diffuse` by its restyle name."""
-        return self.diffuse(images, indices, cuts)
-
 
 class EditStage(DiffusionStage):
     """`v2v edit`: instruction editing (InstructPix2Pix, ...); the source frame is the image the editor sees."""

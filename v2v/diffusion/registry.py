@@ -2,46 +2,77 @@
 
 A *family* is an architecture (SD 1.x/2.x, SDXL, InstructPix2Pix, FLUX, SD3, ...) together with everything v2v
 must know to make it a video editor. The stages (`v2v.diffusion.stage`) ask only the `Family` interface below;
-nothing outside a family module says `if family == ...`.
+nothing outside a family module says `if family == ...` or names a family: `detect()` finds the module with
+pkgutil, `v2v restyle`/`v2v edit`/`v2v inpaint` accept its models, and their help lines and errors list it
+(`families_doing`, `known_list`).
 
-How a family module plugs in
-----------------------------
-1. Write `v2v/diffusion/families/<name>.py`. Import only the standard library and `v2v` modules that are light at
-   module level (this one, `v2v.errors`); torch/diffusers are imported inside methods, so `v2v --help` and
-   `families()` stay fast.
-2. Subclass `Family` (or a family close to yours, e.g. `families.sd.StableDiffusion` for UNet models) and set:
-   - `name` (what users and errors see: "sd", "sdxl", "flux", ...), `title` (one line for humans);
-   - `pipelines`: edit kind -> diffusers pipeline class name, for each kind of `KINDS` the family takes,
-     e.g. {"restyle": "FluxImg2ImgPipeline", "restyle+controlnet": "FluxControlNetImg2ImgPipeline"};
-   - `controlnet_classes`: the diffusers class names (config `_class_name`) of the ControlNets it takes;
-   - `ip_adapter`: an `IPAdapterDefaults` (default weights + image encoder), or None if it takes none;
-   - `defaults`: a `Defaults` (steps, guidance, strength, image guidance, scheduler, dtype policy, multiple);
-   - `checkpoint_configs`: a hub id whose diffusers configs fit a single-file checkpoint of the family.
-3. Override what differs from the base class:
-   - recognition: `recognise(info)` says whether a `ModelInfo` (a diffusers folder's model_index.json and
-     component configs, or a single file's tensor names and shapes) is of this family. Recognisers must be
-     exact (two families never both claim a model), except for single files whose layout two families share
-     and that do different edit kinds (FLUX.1 and FLUX.1 Kontext): `detect()` asks every registered family, and
-     the command's kind picks between those;
-   - loading: `load()` (base: `<pipelines[kind]>.from_pretrained` / `from_single_file` with configs from a local
-     folder, never the hub), `load_controlnet()`, `check_controlnet()`, `load_ip_adapter()`;
-   - temporal: `cross_frame_attention(pipe, bank)`, a context manager that installs cross-frame attention
-     processors on the layers the family chooses and puts the exact previous processors back (build it with
-     `v2v.diffusion.attention.install_processors`); `bank_shapes()` says how many tokens of what width each
-     hooked layer stores, so the bank's memory can be capped before the first frame; `unpack_latents()` and
-     `pack_latents()` say how the pipeline's latents map to a (B, C, h, w) grid over the frame (latent flow
-     fusion warps that grid; the base class's latents are the grid already);
-   - per batch: `call_arguments(pipe, batch)`, the keyword arguments of the pipeline call for one `Batch`;
-     the stage adds only latent flow fusion's `callback_on_step_end` (when it is on), so the pipeline must take
-     that with "latents" among its tensor inputs, as diffusers' image pipelines do. `guided()` says whether the
-     call runs classifier-free guidance and `guidance_groups()` how many copies of each frame a denoiser call
-     then sees (2, or 3 for InstructPix2Pix); `true_cfg_kinds` says for which kinds a guidance-distilled family
-     takes `--true-cfg` (FLUX.1 and Kontext);
-   - defaults with code behind them: `dtype(device)`, `multiple(pipe)` (frames are padded to it, with a line
-     saying so), `denoising_steps()` (for the bank's size), `kind()` (the refusal pointing to the other command),
-     `ip_adapter_embeds()`.
-4. At the end of the module: `register(MyFamily())`. Nothing else in the tree changes: `detect()` discovers the
-   module with pkgutil, `v2v restyle`/`v2v edit` accept its models, and errors list it among the known families.
+Adding a UNet family, in one file
+---------------------------------
+1. Write `v2v/diffusion/families/<name>.py`. At module level import only the standard library and light `v2v`
+   modules (this one, `v2v.errors`, other family modules); torch/diffusers are imported inside methods, so
+   `v2v --help` and `all_families()` stay fast.
+2. Subclass `families.sd.StableDiffusion`. It brings cross-frame attention on the UNet's self-attention layers
+   (`attn1`, `v2v.diffusion.attention`), the bank's shapes per UNet level, the img2img call and the ControlNet fit
+   check.
+3. Set `name`, `title`, `pipelines`, `controlnet_classes`, `ip_adapter`, `defaults`, `checkpoint_configs` (see the
+   attributes below), and `in_channels` when the UNet reads more than the latents.
+4. Write `recognise(info)`, exact (see recognition below).
+5. Override what the pipeline does differently: `sdxl.py` sets attributes and `recognise` only,
+   `instruct_pix2pix.py` adds image guidance to `call_arguments`.
+6. End the module with `register(MyFamily())`.
+
+Adding a DiT family, in one file
+--------------------------------
+1. As step 1 above.
+2. Subclass `families.dit.DiffusionTransformer`. It brings cross-frame attention on the transformer's joint attention
+   (`v2v.diffusion.dit_attention`: image queries also read the bank's image keys/values), the bank's shapes from the
+   image tokens a frame makes, packed latents, and the keyword arguments every DiT pipeline call takes
+   (`call_arguments`: prompts, frames and their size, steps, guidance, generators, the T5 length; strength for the
+   img2img kinds; the negative prompt when guided or with `--true-cfg`).
+3. Name its cross-frame attention: `cross_frame_processor()` returns the processor class (one of `dit_attention`'s,
+   or the family's own `dit_attention.DiTCrossFrameProcessor` subclass, imported inside the method), and
+   `gets_cross_frame(layer)` says which keys of `transformer.attn_processors` get it (base: the attention layers of
+   `transformer_blocks`).
+4. Set `name`, `title`, `pipelines`, `defaults` (`multiple`: the VAE's factor times the patch), `patch`,
+   `packed_latents`, `text_tokenizer` and `max_sequence_length`; override `image_tokens` when a frame makes more
+   tokens than its own (an edit model's source image).
+5. Write `recognise(info)`; extend `call_arguments` with what the pipeline takes besides, drop what it does not.
+6. End the module with `register(MyFamily())`. `tests/test_diffusion_family_plugin.py` does exactly this in a test
+   module and runs the family through `DiffusionStage` with cross-frame attention.
+
+The Family interface
+--------------------
+Attributes:
+- `name` (what users and errors see: "sd", "sdxl", "flux", ...), `title` (one line for humans);
+- `pipelines`: edit kind -> diffusers pipeline class name, for each kind of `KINDS` the family takes,
+  e.g. {"restyle": "FluxImg2ImgPipeline", "restyle+controlnet": "FluxControlNetImg2ImgPipeline"};
+- `controlnet_classes`: the diffusers class names (config `_class_name`) of the ControlNets it takes;
+- `ip_adapter`: an `IPAdapterDefaults` (default weights + image encoder), or None if it takes none;
+- `defaults`: a `Defaults` (steps, guidance, strength, image guidance, scheduler, dtype policy, multiple);
+- `checkpoint_configs`: a hub id whose diffusers configs fit a single-file checkpoint of the family.
+Methods, overridden where the family differs from its base:
+- recognition: `recognise(info)` says whether a `ModelInfo` (a diffusers folder's model_index.json and
+  component configs, or a single file's tensor names and shapes) is of this family. Recognisers must be
+  exact (two families never both claim a model), except for single files whose layout two families share
+  and that do different edit kinds (FLUX.1 and FLUX.1 Kontext): `detect()` asks every registered family, and
+  the command's kind picks between those;
+- loading: `load()` (base: `<pipelines[kind]>.from_pretrained` / `from_single_file` with configs from a local
+  folder, never the hub), `load_controlnet()`, `check_controlnet()`, `load_ip_adapter()`;
+- temporal: `cross_frame_attention(pipe, bank)`, a context manager that installs cross-frame attention
+  processors on the layers the family chooses and puts the exact previous processors back (build it with
+  `v2v.diffusion.attention.install_processors`); `bank_shapes()` says how many tokens of what width each
+  hooked layer stores, so the bank's memory can be capped before the first frame; `unpack_latents()` and
+  `pack_latents()` say how the pipeline's latents map to a (B, C, h, w) grid over the frame (latent flow
+  fusion warps that grid; the base class's latents are the grid already);
+- per batch: `call_arguments(pipe, batch)`, the keyword arguments of the pipeline call for one `Batch`;
+  the stage adds only latent flow fusion's `callback_on_step_end` (when it is on), so the pipeline must take
+  that with "latents" among its tensor inputs, as diffusers' image pipelines do. `guided()` says whether the
+  call runs classifier-free guidance and `guidance_groups()` how many copies of each frame a denoiser call
+  then sees (2, or 3 for InstructPix2Pix); `true_cfg_kinds` says for which kinds a guidance-distilled family
+  takes `--true-cfg` (FLUX.1 and Kontext);
+- defaults with code behind them: `dtype(device)`, `multiple(pipe)` (frames are padded to it, with a line
+  saying so), `denoising_steps()` (for the bank's size), `kind()` (the refusal pointing to the other command),
+  `ip_adapter_embeds()`.
 
 Edit kinds (`KINDS`): "restyle" (img2img), "restyle+controlnet" (img2img held by one or more ControlNets),
 "edit" (instruction editing: the source frame is the image the editor sees), "edit+controlnet", "inpaint" (repaint

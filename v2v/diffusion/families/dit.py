@@ -98,9 +98,8 @@ class DiffusionTransformer(Family):
         )
         if batch.kind.startswith(("restyle", "inpaint")):  # denoised from the noised frame, not from noise
             arguments["strength"] = batch.strength
-        if self.guided(pipe, batch.guidance, batch.image_guidance):
+        if batch.true_cfg is not None or self.guided(pipe, batch.guidance, batch.image_guidance):
             arguments["negative_prompt"] = [batch.negative_prompt] * batch.count
         if batch.true_cfg is not None:
-            arguments["negative_prompt"] = [batch.negative_prompt] * batch.count
             arguments["true_cfg_scale"] = batch.true_cfg
         return arguments

@@ -55,7 +55,7 @@ def test_fusion_removes_flicker_and_tends_to_the_consistent_edit() -> None:
 
 
 def test_identity_settings_return_the_edit() -> None:
-    fuser = TemporalFuser(FusionConfig(strength=0.0, low_rate=1.0))
+    fuser = TemporalFuser(FusionConfig(fusion=0.0, low_rate=1.0))
     for index in range(4):
         source = scene(index, seed=2)
         edit = flicker(source, 1.0 + 0.1 * index)

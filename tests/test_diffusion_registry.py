@@ -225,7 +225,7 @@ def test_restyle_leaves_torch_threads_alone(
 
     calls: list[int] = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
-    # temporal off: the flow fusion's own thread handling (v2v.flow.warp.single_threaded) is not restyle's
+    # temporal off: no flow fusion, so only restyle itself could change the thread count
     arguments = ["--model", str(tiny / "sd"), "--prompt", "x", "--steps", "2", "--max-frames", "1", "--no-progress",
                  "--temporal", "off"]  # fmt: skip
     assert main(["restyle", str(clip), "-o", str(tmp_path / "out.mp4"), *arguments]) == 0

@@ -291,8 +291,8 @@ def _restart_at(done: int, stages: Sequence[Stage]) -> int:
 
 def run(
     source: str | os.PathLike[str] | Reader,
-    stages: Sequence[Stage] = (),
-    output: str | os.PathLike[str] | Writer | None = None,
+    stages: Sequence[Stage],
+    output: str | os.PathLike[str] | Writer,
     *,
     overwrite: bool = False,
     encoding: Encoding | None = None,
@@ -307,10 +307,11 @@ def run(
 ) -> RunReport:
     """Stream `source` through `stages` into `output` and return what happened.
 
-    `source` is a path (video file, image folder, printf pattern) or an open reader; `output` a path
-    (video file or printf pattern) or an open writer. For paths, `start`/`end` (seconds), `max_frames`,
-    `encoding` and `overwrite` apply; the source's audio and subtitles are copied into a video output. An
-    image-sequence output numbers its files from `start_number` (default: as the source sequence does, else 1).
+    `source` is a path (video file, image folder, printf pattern) or an open reader; `stages` may be empty (a
+    transcode); `output` is a path (video file or printf pattern) or an open writer. For paths, `start`/`end`
+    (seconds), `max_frames`, `encoding` and `overwrite` apply; the source's audio and subtitles are copied into a
+    video output. An image-sequence output numbers its files from `start_number` (default: as the source sequence
+    does, else 1).
     Nothing is written at the output's name unless the whole run succeeds.
 
     An image-sequence output keeps the frames a stopped run finished (unless `keep_partial` is False), and
@@ -318,8 +319,6 @@ def run(
     unfinished one. `options` (what the frames depend on besides the input) must then be those of the first run.
     (A video file output resumes in segments: `v2v.run_segmented`.)
     """
-    if output is None:
-        raise ValueError("run() needs an output path or writer")
     # 1. Open the ends; the output is checked (exists? writable?) before any frame is decoded. The writer
     #    takes the timing the stages declare, and the source's audio unless a stage stretches time.
     reader = source if not isinstance(source, (str, os.PathLike)) else open_source(

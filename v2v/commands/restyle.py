@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from v2v.commands.common import add_io_arguments, run_pipeline
+from v2v.commands.common import PARAMETERS, add_io_arguments, run_pipeline
 from v2v.diffusion.config import CONTROL_NORMS
 from v2v.diffusion.registry import families_doing
 
@@ -143,13 +143,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_temporal_and_speed_arguments(parser)
 
 
-# CLI option -> config field, for the options whose names differ
-_RENAMED = {
-    "controlnet": "controlnets", "control": "controls", "control_scale": "control_scales",
-    "control_mode": "control_modes",
-}  # fmt: skip
-
-
 def config_from_args(args: argparse.Namespace, kind: str = "restyle") -> Any:
     """The RestyleConfig (or EditConfig, for kind "edit") the options (and recipe) describe."""
     import dataclasses
@@ -160,7 +153,7 @@ def config_from_args(args: argparse.Namespace, kind: str = "restyle") -> Any:
     fields = {field.name for field in dataclasses.fields(cls)}
     values = {}
     for name, value in vars(args).items():
-        field = _RENAMED.get(name, name)
+        field = PARAMETERS.get(name, name)
         if field in fields and value is not None:
             values[field] = value
     if "temporal" in values:

@@ -203,7 +203,7 @@ class DiffusionStage:
 
         # latent fusion's estimator remembers the flows it took: the same pairs, estimated once
         estimator = self.latent_fusion.estimator if self.latent_fusion is not None else None
-        return TemporalFuser(FusionConfig(strength=self.config.fusion), estimator, device=self.device)
+        return TemporalFuser(FusionConfig(fusion=self.config.fusion), estimator, device=self.device)
 
     def _fuse(self, fuser: Any, edited: np.ndarray, source: np.ndarray) -> np.ndarray:
         """Blend in the previous output, warped by the source's flow, where it is visible (the fuser

@@ -1,6 +1,7 @@
-"""`v2v restyle IN -o OUT --model M --prompt P ...`: img2img over a video with any registered diffusion family
-(SD 1.x/2.x/XL, ...), held by ControlNet, styled by a prompt and/or an IP-Adapter reference, kept steady by
-cross-frame attention and flow fusion. The option groups shared with `v2v edit` live here too."""
+"""`v2v restyle IN -o OUT --model M --prompt P ...`: img2img over a video with any registered diffusion family that
+restyles (the help line names them, from `v2v.diffusion.registry`), held by ControlNet, styled by a prompt and/or an
+IP-Adapter reference, kept steady by cross-frame attention and flow fusion. The option groups shared with `v2v edit`
+live here too."""
 
 from __future__ import annotations
 
@@ -9,8 +10,16 @@ from typing import Any
 
 from v2v.commands.common import PARAMETERS, add_io_arguments, run_pipeline
 from v2v.diffusion.config import CONTROL_NORMS
+from v2v.diffusion.registry import families_doing
 
-HELP = "restyle a video with a diffusion model (SD 1.x/2.x/XL; ControlNet, IP-Adapter, temporal consistency)"
+
+def family_titles(base: str) -> str:
+    """The titles of the registered families that take base kind `base`, for help lines."""
+    return ", ".join(family.title for family in families_doing(base))
+
+
+HELP = (f"restyle a video with a diffusion model ({family_titles('restyle')}; ControlNet, IP-Adapter, temporal "
+        "consistency)")
 
 CONTROL_CHOICES = "canny|softedge|tile|depth|pose|VIDEO"
 SCHEDULER_CHOICES = ("ddim", "pndm", "euler", "euler-a", "dpm++", "unipc", "lcm", "tcd", "turbo")
@@ -53,7 +62,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, controls: bool) -> argp
         )
         model.add_argument(
             "--ip-adapter-model",
-            help="IP-Adapter weights (default by family: h94/IP-Adapter's ip-adapter_sd15, or ip-adapter_sdxl)",
+            help="IP-Adapter weights, or a FLUX Redux folder (default: the family's own, e.g. h94/IP-Adapter's "
+            "ip-adapter_sd15 for SD 1.x/2.x)",
         )
         model.add_argument(
             "--image-encoder", help="the IP-Adapter's CLIP image encoder (default: found beside the weights)"

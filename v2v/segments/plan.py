@@ -11,7 +11,7 @@ from fractions import Fraction
 
 from v2v.errors import InputError, UsageError
 from v2v.frames import Frame
-from v2v.io.probe import scan_video_packets
+from v2v.io.container import scan_video_packets
 from v2v.io.reader import TimeWindow, VideoFileReader
 
 

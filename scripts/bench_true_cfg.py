@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from bench_restyle import bikes_clip, read_frames  # noqa: E402
+from bench_restyle_common import bikes_clip, read_frames  # noqa: E402
 from tiny_dit import T5_TOKENS  # noqa: E402
 
 

@@ -56,10 +56,14 @@ def test_stage_error_is_raised_and_no_output_is_left(clip: Path, tmp_path: Path)
 
     explode.calls = 0  # type: ignore[attr-defined]
     out = tmp_path / "o.mp4"
+    before = set(threading.enumerate())
     with pytest.raises(ValueError, match="frame 5"):
         run(clip, [MapStage(explode)], out, progress=False)
     assert not out.exists() and leftovers(tmp_path) == []
-    assert threading.active_count() < 5  # worker threads were joined
+    started = [thread for thread in threading.enumerate() if thread not in before]
+    for thread in started:
+        thread.join(timeout=1.0)
+    assert [thread.name for thread in started if thread.is_alive()] == []  # the run's threads were all joined
 
 
 def test_ctrl_c_part_way_leaves_no_output(clip: Path, tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Tiny random diffusion models built from config, for tests and benchmarks on machines without weights.
 
-(Kept in tests/, not in the package; `scripts/bench_restyle.py` puts this folder on its path.)
+(Kept in tests/, not in the package; `scripts/bench_restyle_common.py` puts this folder on its path.)
 
 `build_tiny_models(folder)` writes, with `save_pretrained`, the same layouts a user's real downloads have:
 

@@ -64,7 +64,8 @@ import torch
 
 from v2v import scenes
 from v2v.errors import UsageError
-from v2v.flow.estimators import FlowEstimator, check_pair, make_flow_estimator
+from v2v.flow.estimators import FlowEstimator, check_pair
+from v2v.flow.factory import make_flow_estimator
 from v2v.flow.occlusion import invalid_mask, outside_mask
 from v2v.flow.warp import (
     Array,

@@ -22,11 +22,11 @@ from v2v.commands import models as models_command
 from v2v.commands import upscale as upscale_command
 from v2v.errors import MissingDependencyError, UsageError
 from v2v.restore import registry
+from v2v.restore.ncnn import load_ncnn
+from v2v.restore.ncnn_import import import_ncnn
 from v2v.restore.registry import RestoreModel
-from v2v.sr.convert import import_ncnn
-from v2v.sr.models import load_file, load_model, named_model
-from v2v.sr.ncnn import load_ncnn
-from v2v.sr.upscale import Upscaler
+from v2v.restore.sr_models import load_file, load_model, named_model
+from v2v.restore.upscale import Upscaler
 
 UPCUNET = {2: UpCunet2x, 3: UpCunet3x, 4: UpCunet4x}
 

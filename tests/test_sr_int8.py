@@ -13,9 +13,9 @@ from test_sr_upscale import _bikes, _ncnn, _psnr
 
 from v2v import devices
 from v2v.errors import UsageError
-from v2v.sr.int8 import Int8Network, float_modules
-from v2v.sr.models import load_model
-from v2v.sr.upscale import Upscaler, UpscaleStage
+from v2v.restore.int8 import Int8Network, float_modules
+from v2v.restore.sr_models import load_model
+from v2v.restore.upscale import Upscaler, UpscaleStage
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,7 @@ _EXPORTS = {
     "open_writer": "v2v.io.writer",
     "Encoding": "v2v.io.writer",
     # the processing stages (each imports torch and its models only when used)
-    "UpscaleStage": "v2v.sr.upscale",
+    "UpscaleStage": "v2v.restore.upscale",
     "StabilizeStage": "v2v.consistency.stage",
     "FusionConfig": "v2v.consistency.fusion",
     "InterpolateStage": "v2v.restore.interpolate",

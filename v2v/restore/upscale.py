@@ -35,8 +35,8 @@ from v2v.pipeline import batched
 if TYPE_CHECKING:
     import torch
 
-    from v2v.sr.int8 import Int8Network
-    from v2v.sr.models import SRModel
+    from v2v.restore.int8 import Int8Network
+    from v2v.restore.sr_models import SRModel
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +83,10 @@ class Upscaler:
     """Run an SRModel over batches of frames: float (B, 3, H, W) in [0, 1] -> float (B, 3, H', W') in [0, 1].
 
     Args:
-        model: the loaded model (see `v2v.sr.models.load_model`).
+        model: the loaded model (see `v2v.restore.sr_models.load_model`).
         device: "cpu", "cuda", "cuda:1", ...; the model is moved there.
         dtype: compute dtype ("auto", "fp32", "fp16", "bf16" or a torch dtype; see `pick_dtype`), or "int8"
-            for quantized convolutions on the CPU (see `v2v.sr.int8`).
+            for quantized convolutions on the CPU (see `v2v.restore.int8`).
         tile: tile size in input pixels; None picks one from free memory (no tiling when the frame fits) once
             per frame size, on the first frame of that size, and keeps it; 0 never tiles.
         tile_pad: context pixels around each tile (inputs overlap by this much on each side).
@@ -142,12 +142,12 @@ class Upscaler:
             if self.device.type != "cpu":
                 raise UsageError("--dtype int8 is for the CPU (torch's quantized kernels); on CUDA use fp16 or bf16")
             self.dtype = torch.float32  # the layers int8 leaves float, and the calibration frames
-            from v2v.sr.int8 import Int8Network
+            from v2v.restore.int8 import Int8Network
 
             self.int8 = self.network = Int8Network(model.descriptor.model, calibration_frames=calibration_frames)
         else:
             self.dtype = pick_dtype(model, self.device, dtype)
-            from v2v.sr.dense_block import share_dense_block_buffers
+            from v2v.restore.dense_block import share_dense_block_buffers
 
             network = copy.deepcopy(model.descriptor.model)  # the SRModel stays as loaded, for others to share
             share_dense_block_buffers(network)  # RRDBNet: 12% faster per block on the CPU (see its module)
@@ -389,7 +389,7 @@ class UpscaleStage:
     """
 
     def __init__(self, model: SRModel | str | os.PathLike[str], *, batch_size: int = 1, **options: object) -> None:
-        from v2v.sr.models import SRModel, load_model
+        from v2v.restore.sr_models import SRModel, load_model
 
         if batch_size < 1:
             raise UsageError(f"batch size must be >= 1, got {batch_size}")

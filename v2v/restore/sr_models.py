@@ -80,11 +80,12 @@ def _fingerprint(*paths: Path) -> str:
 
 
 def convert_ncnn(param: Path, weights: Path, output: Path, fingerprint: str = "") -> Path:
-    """Convert an ncnn SR model (see `v2v.sr.convert`) to a safetensors file that spandrel loads (atomically)."""
+    """Convert an ncnn SR model (see `v2v.restore.ncnn_import`) to a safetensors file that spandrel loads
+    (atomically)."""
     torch = require("torch", "torch")
     safetensors_torch = require("safetensors.torch", "torch")
-    from v2v.sr.convert import import_ncnn
-    from v2v.sr.ncnn import load_ncnn
+    from v2v.restore.ncnn import load_ncnn
+    from v2v.restore.ncnn_import import import_ncnn
 
     imported = import_ncnn(load_ncnn(param, weights))
     tensors = {key: torch.from_numpy(value).contiguous() for key, value in imported.state_dict.items()}
@@ -203,7 +204,7 @@ def load_file(path: str | os.PathLike[str], device: str | torch.device = "cpu") 
 
 
 def _load_checkpoint(path: Path, name: str, device: str | torch.device, spandrel: object) -> SRModel:
-    from v2v.sr.convert import IMPORTER_NAMES
+    from v2v.restore.ncnn_import import IMPORTERS
 
     loader = spandrel.ModelLoader(device=device)  # type: ignore[attr-defined]
     try:
@@ -219,7 +220,7 @@ def _load_checkpoint(path: Path, name: str, device: str | torch.device, spandrel
         tried = _architecture_ids()
         raise ModelError(
             f"{path}: no known architecture fits these weights (tried spandrel's {len(tried)}: {', '.join(tried)}; "
-            f"and v2v's ncnn importers, for .param files: {', '.join(IMPORTER_NAMES)})"
+            f"and v2v's ncnn importers, for .param files: {', '.join(IMPORTERS)})"
         ) from error
     except Exception as error:  # detected, but the weights do not fit the architecture
         raise ModelError(f"{path}: not a usable model ({type(error).__name__}: {str(error)[:200]})") from error

@@ -51,17 +51,16 @@ where `Batch.masks` is white), "inpaint+controlnet".
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import logging
 import os
-import pkgutil
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from v2v.errors import ModelError, UsageError
+from v2v.plugins import import_all
 
 if TYPE_CHECKING:
     import torch
@@ -336,7 +335,6 @@ class Family:
 # --- the registry ------------------------------------------------------------------------------------------
 
 _FAMILIES: dict[str, Family] = {}
-_loaded = False
 
 
 def register(family: Family) -> Family:
@@ -354,14 +352,7 @@ def register(family: Family) -> Family:
 
 
 def _load_all() -> None:
-    global _loaded
-    if _loaded:
-        return
-    from v2v.diffusion import families as package
-
-    for module in sorted(info.name for info in pkgutil.iter_modules(package.__path__)):
-        importlib.import_module(f"{package.__name__}.{module}")
-    _loaded = True
+    import_all("v2v.diffusion.families")
 
 
 def all_families() -> list[Family]:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import torch
     from spandrel import ImageModelDescriptor
 
-    from v2v.restore.registry import RestoreModel
+    from v2v.restore.registry import ModelTraits, RestoreModel
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,17 @@ class SRModel:
     @property
     def architecture(self) -> str:
         return str(self.descriptor.architecture.id)
+
+    @property
+    def traits(self) -> ModelTraits:
+        """What spandrel's descriptor says the network supports, in the form every restoration network has."""
+        from v2v.restore.registry import ModelTraits
+
+        descriptor = self.descriptor
+        return ModelTraits(
+            f"{self.name} ({self.architecture})", self.scale, max(1, descriptor.size_requirements.multiple_of),
+            descriptor.supports_half, descriptor.supports_bfloat16,
+        )  # fmt: skip
 
 
 def cache_dir() -> Path:
@@ -167,7 +178,7 @@ def describe(model: RestoreModel) -> str:
     return "available (cached)" if cached.is_file() else "available (converted on first use)"
 
 
-def load_named(model: RestoreModel, device: str | torch.device = "cpu") -> SRModel:
+def load_named(model: RestoreModel, device: str | torch.device | None = None) -> SRModel:
     """A named model from the registry (its `loader`), converted on first use and loaded through spandrel."""
     return _load_checkpoint(named_model_path(model), model.name, device, require("spandrel", "torch"))
 
@@ -178,7 +189,7 @@ def _architecture_ids() -> list[str]:
     return [str(support.architecture.id) for support in MAIN_REGISTRY.architectures()]
 
 
-def load_file(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> SRModel:
+def load_file(path: str | os.PathLike[str], device: str | torch.device | None = None) -> SRModel:
     """Load a checkpoint (.pth/.pt/.ckpt/.safetensors via spandrel, or an ncnn .param) as an SRModel."""
     require("torch", "torch")
     spandrel = require("spandrel", "torch")
@@ -203,10 +214,11 @@ def load_file(path: str | os.PathLike[str], device: str | torch.device = "cpu") 
     return _load_checkpoint(path, path.stem, device, spandrel)
 
 
-def _load_checkpoint(path: Path, name: str, device: str | torch.device, spandrel: object) -> SRModel:
+def _load_checkpoint(path: Path, name: str, device: str | torch.device | None, spandrel: object) -> SRModel:
+    from v2v.devices import resolve_device
     from v2v.restore.ncnn_import import IMPORTERS
 
-    loader = spandrel.ModelLoader(device=device)  # type: ignore[attr-defined]
+    loader = spandrel.ModelLoader(device=resolve_device(device))  # type: ignore[attr-defined]
     try:
         state_dict = loader.load_state_dict_from_file(path)
     except Exception as error:
@@ -247,10 +259,12 @@ def _load_checkpoint(path: Path, name: str, device: str | torch.device, spandrel
 
 
 def load_model(
-    model: str | os.PathLike[str] | RestoreModel, device: str | torch.device = "cpu", scale: float | None = None
+    model: str | os.PathLike[str] | RestoreModel, device: str | torch.device | None = None,
+    scale: float | None = None,
 ) -> SRModel:
     """A named model (see `v2v models`; `scale` completes a name without one, see `named_model`) or a model file,
-    loaded on `device`. UsageError with "did you mean" for a name that is neither."""
+    loaded on `device` (None: `v2v.devices.resolve_device`). UsageError with "did you mean" for a name that is
+    neither."""
     from v2v.restore import registry
 
     if isinstance(model, registry.RestoreModel):

@@ -93,10 +93,11 @@ def test_network_without_convolutions_is_refused():
 
 
 def test_int8_is_for_the_cpu(monkeypatch):
+    model = load_model("realesr-animevideov3-x2", "cpu")
     # No GPU here: pretend the device check found one, the int8 check comes before anything touches it.
     monkeypatch.setattr(devices, "resolve_device", lambda device: torch.device("cuda"))
     with pytest.raises(UsageError, match="int8 is for the CPU"):
-        Upscaler(load_model("realesr-animevideov3-x2"), device="cuda", dtype="int8")
+        Upscaler(model, device="cuda", dtype="int8")
 
 
 def test_upscale_command_with_int8(clip, tmp_path):

@@ -361,21 +361,22 @@ def _support(weight: torch.Tensor) -> tuple[int, int]:
 class UpscaleStage:
     """A pipeline stage that upscales every frame (timing kept), `batch_size` frames at a time.
 
-    `model` is an SRModel, a model name or a path; the other keyword arguments go to `Upscaler`.
+    `model` is an SRModel, a model name or a path; `device` and the other keyword arguments go to `Upscaler`.
     """
 
-    def __init__(self, model: SRModel | str | os.PathLike[str], *, batch_size: int = 1, **options: object) -> None:
+    def __init__(self, model: SRModel | str | os.PathLike[str], *, batch_size: int = 1,
+                 device: str | torch.device | None = None, **options: object) -> None:
         from v2v.restore.sr_models import SRModel, load_model
 
         if batch_size < 1:
             raise UsageError(f"batch size must be >= 1, got {batch_size}")
         from v2v.devices import resolve_device
 
-        resolve_device(options.get("device"))  # type: ignore[arg-type]  # before a slow model load
+        device = resolve_device(device)  # before a slow model load
         scale = options.get("scale")
         # loaded on the CPU, moved by Upscaler; `scale` completes a name without one (realesr-animevideov3 -> -x2)
         loaded = model if isinstance(model, SRModel) else load_model(model, "cpu", scale)  # type: ignore[arg-type]
-        self.upscaler = Upscaler(loaded, **options)  # type: ignore[arg-type]
+        self.upscaler = Upscaler(loaded, device=device, **options)  # type: ignore[arg-type]
         self.batch_size = batch_size
 
     def process(self, frames: Iterator[Frame]) -> Iterator[Frame]:

@@ -14,10 +14,11 @@ How a model plugs in
    and its `loader`. Weights are found through the package's folder (`importlib.util.find_spec`), never by
    importing it (some of those packages need VapourSynth), and nothing is downloaded.
 3. The `loader` ("module:function") builds the network, called as `function(model)` only when a model is used:
-   - a single-image SR model spandrel knows needs no code: `v2v.restore.sr_models:load_named` converts ncnn
-     files of the architectures in `ncnn_import.IMPORTERS` (set the `architecture` option);
+   - a single-image SR model from ncnn files needs no code: `v2v.restore.sr_models:load_named` converts graphs
+     of the architectures in `ncnn_import.IMPORTERS` (set the `architecture` option) and loads them through
+     spandrel, whose descriptor gives the `SRModel` its `traits`;
    - any other network is a module beside the families (`v2v/restore/<network>.py`, as `basicvsr.py`,
-     `ffdnet.py`, `rife.py`) whose loader returns it in eval mode with a class attribute `traits`, a
+     `ffdnet.py`, `rife.py`) whose loader returns it in eval mode, with a class attribute `traits`: a
      `ModelTraits` (scale, size multiple, fp16/bf16 support). Stages choose the dtype with `traits.dtype(...)`;
      nothing else says which network takes which precision.
 4. Nothing else in the tree changes: `_load_all()` finds the module (`v2v.plugins.import_all`), `lookup()`

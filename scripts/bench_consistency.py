@@ -270,7 +270,7 @@ def mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
 
 def short_shots(args: argparse.Namespace, config: FusionConfig) -> dict[str, object]:
     """Every kind on 30-frame shots, each its own run; means over the shots of each clip."""
-    slow = FusionConfig(strength=config.strength, low_rate=EDIT_RATE, lookahead=config.lookahead)
+    slow = FusionConfig(fusion=config.fusion, low_rate=EDIT_RATE, lookahead=config.lookahead)
     result: dict[str, object] = {}
     for item in args.shots.split(","):
         name, starts_text = item.split(":")
@@ -491,7 +491,7 @@ def main() -> int:
     parser.add_argument("--model-cases", default="realesrgan,grade,ffdnet", help="models section: which cases")
     parser.add_argument("--ffdnet-sigmas", default="10,25", help="models section: FFDNet noise levels (0-255)")
     parser.add_argument("--kinds", default=",".join(KINDS))
-    parser.add_argument("--strength", type=float, default=FusionConfig.strength)
+    parser.add_argument("--fusion", type=float, default=FusionConfig.fusion)
     parser.add_argument("--low-rate", type=float, default=None, help="default: FusionConfig's for the lookahead")
     parser.add_argument("--lookahead", type=int, default=250, help="as `v2v stabilize --lookahead` (default 250)")
     parser.add_argument("--preset", default="fast",
@@ -500,10 +500,10 @@ def main() -> int:
                         help="flow of the originals for the warping error: raft (raft-sintel, cached) or dis (medium)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "v2v_bench_cache")
     args = parser.parse_args()
-    config = FusionConfig(strength=args.strength, low_rate=args.low_rate, lookahead=args.lookahead)
+    config = FusionConfig(fusion=args.fusion, low_rate=args.low_rate, lookahead=args.lookahead)
     metric = ("raft-sintel (torchvision raft_large, 12 iters)" if args.metric_flow == "raft"
               else "OpenCV DIS medium")
-    results: dict[str, object] = {"config": {"strength": config.strength, "low_rate": config.rate,
+    results: dict[str, object] = {"config": {"fusion": config.fusion, "low_rate": config.rate,
                                              "lookahead": config.lookahead, "dis_preset": args.preset,
                                              "metric_flow": metric}}
     sections = args.sections.split(",")

@@ -475,9 +475,10 @@ def _with_bank(model: object, family: str, run: Callable[[], object], cap: int |
     holds an anchor and a previous frame (a third frame is counted)."""
     from v2v.diffusion.attention import FrameBank
     from v2v.diffusion.dit_attention import dit_cross_frame_attention
+    from v2v.diffusion.registry import lookup
 
     bank = FrameBank(cap)
-    with dit_cross_frame_attention(model, bank, family):
+    with dit_cross_frame_attention(model, bank, lookup(family)):
         for _ in range(2):
             bank.begin([False])
             run()
@@ -493,6 +494,7 @@ def count_dit_flops(args: argparse.Namespace) -> dict[str, object]:
 
     from v2v.diffusion.attention import BANK_MEMORY_FRACTION, bank_bytes, bank_cap
     from v2v.diffusion.dit_attention import transformer_bank_shapes
+    from v2v.diffusion.registry import lookup
 
     side, meta = 1024, torch.device("meta")
     with meta:
@@ -509,7 +511,7 @@ def count_dit_flops(args: argparse.Namespace) -> dict[str, object]:
     budget = int(DIT_GPU_FREE_BYTES * BANK_MEMORY_FRACTION)
     bank, caps = {}, {}
     for name, model, family in (("flux", flux, "flux"), ("sd35_medium", sd3, "sd3")):
-        shapes = transformer_bank_shapes(model, family, tokens)
+        shapes = transformer_bank_shapes(model, lookup(family), tokens)
         groups = 1 if family == "flux" else 2
         caps[name] = cap = bank_cap(shapes, steps, groups, 2, budget)
         bank[name] = {

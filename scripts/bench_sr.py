@@ -109,7 +109,7 @@ def main() -> None:
                         help="ncnn tile (default 0: Real-ESRGAN's CPU default, 400; for Real-CUGAN the whole frame)")
     parser.add_argument("--dtype", default="auto", help="v2v's dtype: auto, fp32, bf16 or int8")
     parser.add_argument("--calibration-frames", type=int, default=2, help="with int8: frames to calibrate on")
-    parser.add_argument("--batch", type=int, default=1, help="v2v frames per batch")
+    parser.add_argument("--batch-size", type=int, default=1, help="v2v frames per batch")
     args = parser.parse_args()
 
     import torch
@@ -159,8 +159,8 @@ def main() -> None:
         raise SystemExit(f"int8 did not calibrate on the first {warmup} frames (too flat?)")
     timing = {"ncnn": [0.0, 0.0], "v2v": [0.0, 0.0]}  # wall, CPU seconds
     scores = []
-    for start in range(warmup, len(frames), args.batch):
-        group = frames[start : start + args.batch]
+    for start in range(warmup, len(frames), args.batch_size):
+        group = frames[start : start + args.batch_size]
         theirs = []
         for image in group if settings is not None else []:
             out, wall, cpu = run_ncnn(image)

@@ -16,8 +16,41 @@ def test_every_exported_name_imports() -> None:
         assert getattr(v2v, name) is not None, name
     assert v2v.Encoding().codec == "libx264"
     assert issubclass(v2v.InputError, v2v.V2VError) and issubclass(v2v.UsageError, ValueError)
-    for stage in ("MapStage", "UpscaleStage", "StabilizeStage", "RestyleStage", "InterpolateStage"):
+    for stage in ("MapStage", "UpscaleStage", "VideoSRStage", "StabilizeStage", "RestyleStage", "EditStage",
+                  "InterpolateStage", "DenoiseStage", "InpaintStage"):
         assert hasattr(getattr(v2v, stage), "process"), stage
+
+
+def test_the_new_exports_are_the_modules_own() -> None:
+    from v2v.diffusion.config import EditConfig
+    from v2v.diffusion.stage import EditStage
+    from v2v.restore.rife import Interpolator
+    from v2v.restore.video_sr import VideoSRStage
+    from v2v.segments import run_segmented
+
+    assert (v2v.EditStage, v2v.EditConfig, v2v.VideoSRStage, v2v.Interpolator, v2v.run_segmented) == (
+        EditStage, EditConfig, VideoSRStage, Interpolator, run_segmented)
+
+
+def test_an_error_names_the_python_parameter() -> None:
+    import pickle
+
+    # the same error the CLI gives as "--flow-scale must be ..." (tests/test_cli.py)
+    with pytest.raises(v2v.ParameterError) as caught:
+        v2v.InterpolateStage(factor=2, flow_scale=3)
+    assert one_line(caught.value) == "flow_scale must be auto or one of 0.25, 0.5, 1, 2, 4, got 3"
+    assert isinstance(caught.value, v2v.UsageError) and caught.value.parameter == "flow_scale"
+    with pytest.raises(v2v.ParameterError, match=r"^fusion must be in \[0, 1\], got 2") as fusion:
+        v2v.FusionConfig(fusion=2)
+    again = pickle.loads(pickle.dumps(fusion.value))  # as a Ray worker's error reaches the driver
+    assert (str(again), again.parameter, again.problem) == (str(fusion.value), "fusion", "must be in [0, 1], got 2")
+
+
+def test_run_needs_stages_and_an_output() -> None:
+    with pytest.raises(TypeError, match="output"):
+        v2v.run("in.mp4", [])  # refused before anything is opened
+    with pytest.raises(TypeError, match="stages"):
+        v2v.run("in.mp4", output="out.mp4")  # no stages is `[]`, said so
 
 
 def test_open_is_an_attribute_but_does_not_shadow_the_builtin() -> None:
@@ -80,7 +113,7 @@ def test_review_found_errors_are_v2v_errors_with_one_line(tmp_path: Path) -> Non
         score_video(frames, frames[:2], make_flow_estimator("dis"))
     assert "ends after 2 frames" in one_line(caught.value)
     # the fusion config and the keyframe window (UsageError is still a ValueError for old callers)
-    for settings in ({"strength": 2.0}, {"low_rate": 0.0}, {"lookahead": -1}):
+    for settings in ({"fusion": 2.0}, {"low_rate": 0.0}, {"lookahead": -1}):
         with pytest.raises(v2v.UsageError) as caught:
             v2v.FusionConfig(**settings)
         one_line(caught.value)

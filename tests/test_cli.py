@@ -168,5 +168,36 @@ def test_review_found_errors_are_one_line(clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "o.mp4"
     for option, value in (("--fusion", "2"), ("--low-rate", "0"), ("--lookahead", "-1")):
         result = v2v("stabilize", str(clip), "--guide", str(clip), "-o", str(out), option, value)
-        assert_one_line_error(result, 2, option.lstrip("-").replace("-", "_"))
+        assert_one_line_error(result, 2, f"{option} must be")  # the flag, not FusionConfig's parameter
     assert not out.exists()
+
+
+def test_a_bad_value_is_named_by_its_flag(clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.mp4"
+    result = v2v("interpolate", str(clip), "-o", str(out), "--flow-scale", "3")
+    assert_one_line_error(result, 2, "--flow-scale must be auto or one of 0.25, 0.5, 1, 2, 4, got 3")
+    assert "flow_scale" not in result.stderr and not out.exists()
+
+
+def test_one_table_maps_parameters_to_flags() -> None:
+    from v2v.commands.common import error_message, flag
+    from v2v.errors import ParameterError, UsageError
+
+    assert [flag(name) for name in ("batch_size", "flow_scale", "fusion", "control_scales", "controlnets")] == [
+        "--batch-size", "--flow-scale", "--fusion", "--control-scale", "--controlnet"]
+    assert error_message(ParameterError("control_modes", "needs one per ControlNet")) == (
+        "--control-mode needs one per ControlNet")
+    assert error_message(UsageError("batch_size as it is")) == "batch_size as it is"  # only parameter errors
+
+
+def test_old_option_names_still_work_but_are_not_shown() -> None:
+    from v2v.cli import build_parser
+
+    parser = build_parser()
+    upscale = parser.parse_args(["upscale", "in.mp4", "-o", "out.mp4", "--batch", "3"])
+    interpolate = parser.parse_args(["interpolate", "in.mp4", "-o", "out.mp4", "--scale", "0.5"])
+    assert (upscale.batch_size, interpolate.flow_scale) == (3, "0.5")
+    assert "batch" not in vars(upscale) and "scale" not in vars(interpolate)
+    for command, old in (("upscale", "--batch "), ("interpolate", "--scale")):
+        text = v2v(command, "--help").stdout
+        assert old not in text and ("--batch-size" in text or "--flow-scale" in text), text

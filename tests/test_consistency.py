@@ -55,7 +55,7 @@ def test_fusion_removes_flicker_and_tends_to_the_consistent_edit() -> None:
 
 
 def test_identity_settings_return_the_edit() -> None:
-    fuser = TemporalFuser(FusionConfig(strength=0.0, low_rate=1.0))
+    fuser = TemporalFuser(FusionConfig(fusion=0.0, low_rate=1.0))
     for index in range(4):
         source = scene(index, seed=2)
         edit = flicker(source, 1.0 + 0.1 * index)
@@ -289,6 +289,30 @@ def test_guide_starts_where_a_segment_does(tmp_path: Path) -> None:
     guide = StabilizeStage(original, start=0.2).guide  # the segment's first frame is frame 15 of the window
     assert np.array_equal(guide.frame_for(dataclasses.replace(expected, index=0, source_index=15)), expected.image)
     guide.close()
+
+
+def test_stabilize_reads_ahead_in_the_source_the_run_hands_it(tmp_path: Path) -> None:
+    """Without `processed=`, the look-ahead reads the run's source (`attach_source`): each frame leaves as soon as
+    it came in, where a stage without it would hold `lookahead` frames back."""
+    clip = write_clip(tmp_path / "clip.mp4", frames=12)
+    taken: list[int] = []
+    left_after: list[int] = []
+
+    class Count:
+        def process(self, frames):
+            for frame in frames:
+                taken.append(frame.index)
+                yield frame
+
+    class Watch:
+        def process(self, frames):
+            for frame in frames:
+                left_after.append(len(taken))
+                yield frame
+
+    stage = StabilizeStage(clip, FusionConfig(lookahead=250))
+    run(clip, [Count(), stage, Watch()], tmp_path / "out.mp4", progress=False)
+    assert left_after == list(range(1, 13))
 
 
 class SceneCut:

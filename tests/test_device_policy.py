@@ -15,9 +15,9 @@ from v2v.restore.registry import ModelTraits
 
 # Not exported, but public and taking a device: they follow the same policy.
 MORE = (
-    "v2v.restore.upscale:Upscaler", "v2v.restore.video_sr:VideoSRStage", "v2v.restore.rife:Interpolator",
-    "v2v.restore.sr_models:load_model", "v2v.restore.sr_models:load_named", "v2v.restore.sr_models:load_file",
-    "v2v.consistency.fusion:TemporalFuser", "v2v.flow.raft:RAFTFlow", "v2v.flow.raft:load_raft",
+    "v2v.restore.upscale:Upscaler", "v2v.restore.sr_models:load_model", "v2v.restore.sr_models:load_named",
+    "v2v.restore.sr_models:load_file", "v2v.consistency.fusion:TemporalFuser", "v2v.flow.raft:RAFTFlow",
+    "v2v.flow.raft:load_raft",
 )  # fmt: skip
 
 
@@ -39,7 +39,8 @@ def _device_defaults() -> dict[str, object]:
 
 def test_everything_that_takes_a_device_defaults_to_none() -> None:
     defaults = _device_defaults()
-    assert {"UpscaleStage", "StabilizeStage", "InterpolateStage", "DenoiseStage"} <= set(defaults)
+    stages = {"UpscaleStage", "VideoSRStage", "Interpolator", "StabilizeStage", "InterpolateStage", "DenoiseStage"}
+    assert stages <= set(defaults)
     assert set(MORE) <= set(defaults)
     assert {name: default for name, default in defaults.items() if default is not None} == {}
 

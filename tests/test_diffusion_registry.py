@@ -104,6 +104,22 @@ def test_single_file_sd2_base_predicts_epsilon_and_768_v(tmp_path: Path) -> None
     assert sd.single_file_configs(v1) == "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 
+def test_readme_and_help_lines_name_every_family() -> None:
+    import re
+
+    from v2v.commands import edit, restyle
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    listed = re.search(r"Diffusion models are recognised by family \((.*?)\), which", readme, re.S)
+    assert listed is not None
+    families = registry.all_families()
+    assert sorted(re.findall(r"`([a-z0-9-]+)`", listed.group(1))) == sorted(family.name for family in families)
+    for family in families:
+        for base, command in (("restyle", restyle), ("edit", edit)):
+            if base in family.pipelines:
+                assert family.title in command.HELP, (family.name, base)
+
+
 def test_unknown_family_lists_the_known_ones(tmp_path: Path) -> None:
     folder = tmp_path / "odd"
     folder.mkdir()
@@ -140,12 +156,10 @@ def tensors_v1_key() -> str:
 def test_controlnet_of_another_family_is_refused_before_the_base_loads(
     tiny: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from v2v.diffusion import models
-
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("the base model was loaded")
 
-    monkeypatch.setattr(models, "load_pipeline", never)
+    monkeypatch.setattr(registry.Family, "load", never)
     owner = ", ".join(f.title for f in registry.controlnet_families("FluxControlNetModel")) or "FluxControlNetModel"
     with pytest.raises(ModelError, match=rf"is a {owner}.*Stable Diffusion 1.x/2.x; pass a ControlNet made for"):
         RestyleStage(make_config(tiny, controlnets=[str(tiny / "controlnet-flux")]))
@@ -211,7 +225,7 @@ def test_restyle_leaves_torch_threads_alone(
 
     calls: list[int] = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
-    # temporal off: the flow fusion's own thread handling (v2v.flow.warp.single_threaded) is not restyle's
+    # temporal off: no flow fusion, so only restyle itself could change the thread count
     arguments = ["--model", str(tiny / "sd"), "--prompt", "x", "--steps", "2", "--max-frames", "1", "--no-progress",
                  "--temporal", "off"]  # fmt: skip
     assert main(["restyle", str(clip), "-o", str(tmp_path / "out.mp4"), *arguments]) == 0

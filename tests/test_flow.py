@@ -228,15 +228,6 @@ def test_raft_out_of_memory_is_a_model_error(monkeypatch: pytest.MonkeyPatch) ->
         estimator.pair(a, a)
 
 
-def test_single_threaded_is_a_no_op_now() -> None:
-    from v2v.flow.warp import single_threaded
-
-    before = torch.get_num_threads()
-    with single_threaded():
-        assert torch.get_num_threads() == before  # library code leaves the process's thread count alone
-    assert torch.get_num_threads() == before
-
-
 def test_numpy_warp_matches_torch_warp() -> None:
     image = textured(64, 96, seed=6)
     flow = np.random.default_rng(7).uniform(-3, 3, (1, 2, 64, 96)).astype(np.float32)

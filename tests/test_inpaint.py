@@ -104,6 +104,26 @@ def test_mask_is_carried_backward_and_forward_from_frame_n(tmp_path: Path) -> No
         assert iou(got[index], scene(index)[2]) >= 0.9, index
 
 
+def test_a_run_with_a_carried_mask_opens_its_source_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline's reader and the one `SourceFrames` it hands the stage: the frame numbers, the frames carried
+    back from the anchor (two chunks) and the size all come from those, the clip is never reopened by path."""
+    from v2v.commands.mask import MaskStage
+    from v2v.inpaint.spec import MaskSpec
+    from v2v.pipeline import run
+
+    clip = write_scene(tmp_path / "clip.mkv", 30)
+    drawn = write_mask(tmp_path / "m.png", scene(20)[2])
+    opened: list[str] = []
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k))
+    masks = MaskSpec(str(drawn), str(clip), "image", frame=20).open()
+    run(clip, [MaskStage(masks)], tmp_path / "masks/%05d.png", progress=False)
+    assert opened.count(str(clip)) == 2, opened
+    written = [cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) / 255.0 for path in sorted((tmp_path / "masks").iterdir())]
+    assert len(written) == 30
+    assert min(iou(mask, scene(index)[2]) for index, mask in enumerate(written)) >= 0.9
+
+
 def test_mask_command_writes_the_propagated_mask_as_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     clip = write_scene(tmp_path / "clip.mkv", 12)
     drawn = write_mask(tmp_path / "m.png", scene(5)[2])

@@ -215,7 +215,8 @@ def test_cli_bad_input_gets_one_line_and_writes_nothing(tmp_path: Path) -> None:
                    "not allowed with")
     one_line_error(v2v("interpolate", str(single), "-o", str(out)), 1, "at least two")
     one_line_error(v2v("interpolate", str(source), "-o", str(out), "--model", "rife-9"), 2, "did you mean")
-    one_line_error(v2v("interpolate", str(source), "-o", str(out), "--scale", "3"), 2, "--scale")
+    one_line_error(v2v("interpolate", str(source), "-o", str(out), "--flow-scale", "3"), 2,
+                   "--flow-scale must be auto or one of")
     frames_dir = tmp_path / "frames"
     frames_dir.mkdir()
     run(source, [], str(frames_dir / "%04d.png"), progress=False)
@@ -229,11 +230,11 @@ def test_cli_model_options_reach_the_interpolator() -> None:
     from v2v.cli import build_parser
     from v2v.commands.interpolate import build_stages
 
-    for options, scale, tta in (([], "auto", False), (["--scale", "0.5", "--tta"], 0.5, True)):
+    for options, scale, tta in (([], "auto", False), (["--flow-scale", "0.5", "--tta"], 0.5, True)):
         args = build_parser().parse_args(["interpolate", "in.mp4", "-o", "out.mp4", "--device", "cpu", *options])
         (stage,) = build_stages(args)
         interpolator = stage.between.__self__
-        assert (interpolator.scale, interpolator.tta) == (scale, tta)
+        assert (interpolator.flow_scale, interpolator.tta) == (scale, tta)
 
 
 def test_resume_after_a_kill_equals_a_single_pass(tmp_path: Path) -> None:

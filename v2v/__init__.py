@@ -13,7 +13,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    # frames, stages and the runner
+    # frames, stages and the runners (one pass, or in resumable segments)
     "Frame": "v2v.frames",
     "Stage": "v2v.pipeline",
     "Context": "v2v.pipeline",
@@ -21,26 +21,32 @@ _EXPORTS = {
     "MapStage": "v2v.pipeline",
     "run": "v2v.pipeline",
     "RunReport": "v2v.pipeline",
+    "run_segmented": "v2v.segments",
     # reading and writing
     "open_source": "v2v.io.reader",
     "probe": "v2v.io.probe",
-    "VideoInfo": "v2v.io.probe",
+    "VideoInfo": "v2v.io.container",
     "open_writer": "v2v.io.writer",
     "Encoding": "v2v.io.writer",
     # the processing stages (each imports torch and its models only when used)
     "UpscaleStage": "v2v.restore.upscale",
+    "VideoSRStage": "v2v.restore.video_sr",
     "StabilizeStage": "v2v.consistency.stage",
     "FusionConfig": "v2v.consistency.fusion",
     "InterpolateStage": "v2v.restore.interpolate",
+    "Interpolator": "v2v.restore.rife",
     "DenoiseStage": "v2v.restore.denoise",
     "RestyleStage": "v2v.diffusion.stage",
+    "EditStage": "v2v.diffusion.stage",
     "InpaintStage": "v2v.inpaint.stage",
     "InpaintConfig": "v2v.inpaint.stage",
     "PropagatedMask": "v2v.inpaint.propagate",
     "RestyleConfig": "v2v.diffusion.config",
+    "EditConfig": "v2v.diffusion.config",
     # errors
     "V2VError": "v2v.errors",
     "UsageError": "v2v.errors",
+    "ParameterError": "v2v.errors",
     "InputError": "v2v.errors",
     "SourceNotFoundError": "v2v.errors",
     "OutputExistsError": "v2v.errors",

@@ -87,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
     _interrupt_on_signals()
+    from v2v.commands.common import error_message
     from v2v.errors import V2VError
 
     try:
@@ -100,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except V2VError as error:
         if args.verbose:
             log.exception("failed")
-        print(f"v2v: error: {error}", file=sys.stderr)
+        print(f"v2v: error: {error_message(error)}", file=sys.stderr)
         return error.exit_code
     except Exception as error:  # a bug: still one line, the traceback with --verbose
         if args.verbose:

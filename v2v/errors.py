@@ -20,6 +20,19 @@ class UsageError(V2VError, ValueError):
     exit_code = 2
 
 
+class ParameterError(UsageError):
+    """A value one parameter cannot take. `str()` names the Python parameter ("fusion must be in [0, 1], got
+    2"); the CLI names the parameter's flag instead (`v2v.commands.common.flag`)."""
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        super().__init__(f"{parameter} {problem}")
+        self.parameter = parameter
+        self.problem = problem
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # pickled across processes (Ray) with both parts
+        return type(self), (self.parameter, self.problem)
+
+
 class InputError(V2VError, ValueError):
     """An input that exists but cannot be used: not a video, no video stream, mismatched clips."""
 

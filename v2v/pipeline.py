@@ -21,7 +21,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from v2v.frames import Frame
+from v2v.io.queues import End, Failed, put, read_into
 from v2v.io.reader import Reader, open_source
+from v2v.io.source_frames import SourceFrames
 from v2v.io.writer import AudioSource, Encoding, Writer, open_writer
 
 log = logging.getLogger(__name__)
@@ -69,7 +71,9 @@ class Stage(Protocol):
     - `one_to_one: bool`: one output frame per input frame, same timestamps (default True);
     - `output_timing(timing: Timing) -> Timing`: the output's rate/time base (default unchanged);
     - `frames_out(count: int, rate: Fraction | None) -> int | None`: about how many frames a stage that is not
-      one-to-one gives for `count` at `rate` (for the progress bar; default unknown).
+      one-to-one gives for `count` at `rate` (for the progress bar; default unknown);
+    - `attach_source(source: SourceFrames) -> None`: the run's source, for a stage that reads frames ahead of or
+      behind the one in hand (read through `attach_source`; a stage never reopens its input by path).
     """
 
     def process(self, frames: Iterator[Frame]) -> Iterator[Frame]: ...
@@ -93,10 +97,19 @@ def is_one_to_one(stages: Stage | Sequence[Stage]) -> bool:
     return all(getattr(stage, "one_to_one", True) for stage in chain)
 
 
+def attach_source(stages: Sequence[Any], source: SourceFrames) -> None:
+    """Hand `source` (the run's input, read at any frame) to each of `stages` that declares `attach_source`."""
+    for stage in stages:
+        attach = getattr(stage, "attach_source", None)
+        if attach is not None:
+            attach(source)
+
+
 def check_not_source(output: str | os.PathLike[str], reader: Reader) -> None:
     """Refuse an image-sequence output whose file names would overwrite the source's own images."""
     from v2v.errors import UsageError
-    from v2v.io.sequences import ImageSequenceReader, is_image_sequence, sequence_files
+    from v2v.io.reader import ImageSequenceReader
+    from v2v.io.sequences import is_image_sequence, sequence_files
 
     if not (is_image_sequence(output) and isinstance(reader, ImageSequenceReader)):
         return
@@ -176,36 +189,6 @@ class RunReport:
         return self.frames_written / self.seconds if self.seconds > 0 else 0.0
 
 
-class _End:
-    """Marks the end of a queue's frames."""
-
-
-class _Failed:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-def _put(channel: queue.Queue[object], item: object, stop: threading.Event) -> bool:
-    """Put unless `stop` is set; False when the run is being torn down."""
-    while not stop.is_set():
-        try:
-            channel.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-def _read_into(reader: Reader, channel: queue.Queue[object], stop: threading.Event) -> None:
-    try:
-        for frame in reader:
-            if not _put(channel, frame, stop):
-                return
-        _put(channel, _End(), stop)
-    except BaseException as error:  # re-raised in the caller
-        _put(channel, _Failed(error), stop)
-
-
 def _drain(channel: queue.Queue[object], stop: threading.Event) -> Iterator[Frame]:
     """Frames from `channel` until its end marker; ends early when `stop` is set (a failure elsewhere)."""
     while True:
@@ -215,9 +198,9 @@ def _drain(channel: queue.Queue[object], stop: threading.Event) -> Iterator[Fram
             if stop.is_set():
                 return
             continue
-        if isinstance(item, _End):
+        if isinstance(item, End):
             return
-        if isinstance(item, _Failed):
+        if isinstance(item, Failed):
             stop.set()
             raise item.error
         yield item  # type: ignore[misc]
@@ -270,7 +253,7 @@ def _run_record(
         return None
     from v2v.resume import fingerprint
 
-    return {"input": fingerprint(reader.info.path), "options": options}
+    return {"input": fingerprint(reader.info.path, getattr(reader, "files", None)), "options": options}
 
 
 def _restart_at(done: int, stages: Sequence[Stage]) -> int:
@@ -291,8 +274,8 @@ def _restart_at(done: int, stages: Sequence[Stage]) -> int:
 
 def run(
     source: str | os.PathLike[str] | Reader,
-    stages: Sequence[Stage] = (),
-    output: str | os.PathLike[str] | Writer | None = None,
+    stages: Sequence[Stage],
+    output: str | os.PathLike[str] | Writer,
     *,
     overwrite: bool = False,
     encoding: Encoding | None = None,
@@ -307,10 +290,11 @@ def run(
 ) -> RunReport:
     """Stream `source` through `stages` into `output` and return what happened.
 
-    `source` is a path (video file, image folder, printf pattern) or an open reader; `output` a path
-    (video file or printf pattern) or an open writer. For paths, `start`/`end` (seconds), `max_frames`,
-    `encoding` and `overwrite` apply; the source's audio and subtitles are copied into a video output. An
-    image-sequence output numbers its files from `start_number` (default: as the source sequence does, else 1).
+    `source` is a path (video file, image folder, printf pattern) or an open reader; `stages` may be empty (a
+    transcode); `output` is a path (video file or printf pattern) or an open writer. For paths, `start`/`end`
+    (seconds), `max_frames`, `encoding` and `overwrite` apply; the source's audio and subtitles are copied into a
+    video output. An image-sequence output numbers its files from `start_number` (default: as the source sequence
+    does, else 1).
     Nothing is written at the output's name unless the whole run succeeds.
 
     An image-sequence output keeps the frames a stopped run finished (unless `keep_partial` is False), and
@@ -318,8 +302,6 @@ def run(
     unfinished one. `options` (what the frames depend on besides the input) must then be those of the first run.
     (A video file output resumes in segments: `v2v.run_segmented`.)
     """
-    if output is None:
-        raise ValueError("run() needs an output path or writer")
     # 1. Open the ends; the output is checked (exists? writable?) before any frame is decoded. The writer
     #    takes the timing the stages declare, and the source's audio unless a stage stretches time.
     reader = source if not isinstance(source, (str, os.PathLike)) else open_source(
@@ -358,13 +340,15 @@ def run(
     expected = frames_out(stages, expected, reader.info.fps)
     label = os.path.basename(os.fspath(output)) if isinstance(output, (str, os.PathLike)) else "v2v"
     bar = _Progress(expected, progress, label, initial=first)
+    source_frames = SourceFrames.of(reader)  # opens nothing until a stage reads from it
+    attach_source(stages, source_frames)
 
     # 2. Start decode and encode threads around bounded queues.
     stop = threading.Event()
     decoded: queue.Queue[object] = queue.Queue(QUEUE_FRAMES)
     processed: queue.Queue[object] = queue.Queue(QUEUE_FRAMES)
     write_failures: list[BaseException] = []
-    reading = threading.Thread(target=_read_into, args=(reader, decoded, stop), name="v2v-decode", daemon=True)
+    reading = threading.Thread(target=read_into, args=(reader, decoded, stop), name="v2v-decode", daemon=True)
     writing = threading.Thread(
         target=_write_from, args=(writer, processed, stop, bar, write_failures), name="v2v-encode", daemon=True
     )
@@ -375,9 +359,9 @@ def run(
     # 3. Run the stages here, handing frames to the encoder; then close (commit) or abort the output.
     try:
         for frame in apply_stages(_drain(decoded, stop), stages):
-            if not _put(processed, frame, stop):
+            if not put(processed, frame, stop):
                 break
-        _put(processed, _End(), stop)
+        put(processed, End(), stop)
         writing.join()
         if write_failures:
             raise write_failures[0]
@@ -399,6 +383,7 @@ def run(
         stop.set()
         reading.join(timeout=10)
         reader.close()
+        source_frames.close()
         bar.close()
     return RunReport(
         output=os.fspath(output) if isinstance(output, (str, os.PathLike)) else getattr(writer, "path", ""),

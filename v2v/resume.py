@@ -1,27 +1,28 @@
 """What makes a stopped run resumable: the same input and the same options as when its work was saved.
 
-Segmented runs (`v2v.segments`) and image-sequence outputs (`v2v.io.sequences`) both keep finished work beside
-the output; both check with `check_same_run` that a resume continues the run that saved it.
+Segmented runs (`v2v.segments`) and image-sequence outputs (`v2v.io.writer.ImageSequenceWriter`) both keep finished
+work beside the output; both check with `check_same_run` that a resume continues the run that saved it. This module
+imports nothing of `v2v.io`, which uses it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from v2v.errors import InputError, UsageError
 
 
-def fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
+def fingerprint(path: str | os.PathLike[str], files: Sequence[Path] | None = None) -> dict[str, Any]:
     """The input's identity. A file: size plus a hash of its first and last MiB (cheap, and changes when the
-    content does). An image sequence: its files' names and sizes."""
-    from v2v.io.sequences import is_image_sequence, sequence_files
-
+    content does). An image sequence (give its `files`, as `v2v.io.sequences.sequence_files` lists them): their
+    names and sizes."""
     path = os.fspath(path)
     digest = hashlib.sha256()
-    if is_image_sequence(path):
-        files = sequence_files(path)
+    if files is not None:
         for file in files:
             digest.update(f"{file.name}\0{file.stat().st_size}\0".encode())
         size = sum(file.stat().st_size for file in files)

@@ -47,15 +47,6 @@ class Signature:
     structure: np.ndarray | None
 
 
-def luma_histogram(image: np.ndarray, bins: int = HISTOGRAM_BINS) -> np.ndarray:
-    """Normalised luma histogram of an RGB uint8 (H, W, 3) image."""
-    import cv2
-
-    luma = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    counts = cv2.calcHist([luma], [0], None, [bins], [0, 256]).ravel()
-    return counts / max(float(counts.sum()), 1.0)
-
-
 def signature(image: np.ndarray) -> Signature:
     """The detector's summary of an RGB uint8 (H, W, 3) frame."""
     import cv2

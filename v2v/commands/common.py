@@ -8,7 +8,15 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from v2v.errors import V2VError
     from v2v.pipeline import RunReport, Stage
+
+# Python parameter -> its flag, where the flag is not the parameter with dashes for underscores. Library errors
+# name the parameter; the CLI says the flag (`flag`, `error_message`).
+FLAGS = {"controlnets": "--controlnet", "controls": "--control", "control_scales": "--control-scale",
+         "control_modes": "--control-mode"}
+# argparse destination -> Python parameter, for the same flags
+PARAMETERS = {flag.lstrip("-").replace("-", "_"): parameter for parameter, flag in FLAGS.items()}
 
 # Arguments that don't change the output: a resumed run may differ in these.
 _NOT_OPTIONS = {"input", "output", "overwrite", "resume", "work_dir", "backend", "workers", "address", "no_progress",
@@ -54,6 +62,20 @@ def add_io_arguments(parser: argparse.ArgumentParser) -> None:
                       help="run segments here, or as Ray tasks (pip install 'v2v[ray]')")
     long.add_argument("--workers", type=positive_int, default=2, help="Ray tasks at once (default 2)")
     long.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+
+
+def flag(parameter: str) -> str:
+    """The flag that sets the Python parameter `parameter` (`batch_size` -> `--batch-size`)."""
+    return FLAGS.get(parameter, "--" + parameter.replace("_", "-"))
+
+
+def error_message(error: V2VError) -> str:
+    """The error's one line as the CLI says it: a bad parameter value is named by its flag."""
+    from v2v.errors import ParameterError
+
+    if isinstance(error, ParameterError):
+        return f"{flag(error.parameter)} {error.problem}"
+    return str(error)
 
 
 def at_least(kind: Callable[[str], float], minimum: float, what: str) -> Callable[[str], Any]:

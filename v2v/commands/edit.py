@@ -1,6 +1,7 @@
 """`v2v edit IN -o OUT --model M --instruction "make it winter" ...`: instruction editing of a video with an
-instruction-following family (InstructPix2Pix, FLUX.1 Kontext, ...). The source frame is the image the editor
-sees; the temporal machinery is restyle's (shared noise, cross-frame attention, flow fusion, keyframes)."""
+instruction-following family (the help line names them, from `v2v.diffusion.registry`). The source frame is the
+image the editor sees; the temporal machinery is restyle's (shared noise, cross-frame attention, flow fusion,
+keyframes)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from v2v.commands.restyle import (
     add_temporal_and_speed_arguments,
     add_true_cfg_argument,
     diffusion_stages,
+    family_titles,
     run_diffusion,
 )
 
-HELP = "edit a video by an instruction (InstructPix2Pix and the other instruction-following families)"
+HELP = f"edit a video by an instruction ({family_titles('edit')})"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -117,7 +117,7 @@ class InpaintFactory:
 
 
 def open_spec(args: argparse.Namespace) -> Any:
-    from v2v.inpaint.masks import MaskSpec
+    from v2v.inpaint.spec import MaskSpec
 
     return MaskSpec.check(args.mask, args.input, frame=args.mask_frame, length=args.mask_length)
 

@@ -41,9 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
                        help="precision of the convolutions (default auto: fp16 on CUDA, bf16 on CPUs that have it "
                             "natively, else fp32; flows and warps stay fp32)")
-    model.add_argument("--scale", default="auto", choices=("auto", "0.25", "0.5", "1", "2", "4"),
+    model.add_argument("--flow-scale", default="auto", metavar="auto|0.25|0.5|1|2|4",
                        help="resolution of the flow relative to the frame (default auto: 0.5 above 2560x1440, as "
                             "RIFE's authors advise for 4K, else 1)")
+    model.add_argument("--scale", dest="flow_scale", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old name
     model.add_argument("--tta", action="store_true",
                        help="also interpolate each pair reversed in time and average: 0.2-0.4 dB better, twice "
                             "the time")
@@ -56,7 +57,7 @@ def build_stages(args: argparse.Namespace) -> list[object]:
     if args.factor is None and args.fps is None and args.slowmo is None:
         args.factor = 2
     return [InterpolateStage(factor=args.factor, fps=args.fps, slowmo=args.slowmo, model=args.model,
-                             device=args.device, dtype=args.dtype, scale=args.scale, tta=args.tta)]
+                             device=args.device, dtype=args.dtype, flow_scale=args.flow_scale, tta=args.tta)]
 
 
 def main(args: argparse.Namespace) -> int:

@@ -30,6 +30,11 @@ class MaskStage:
     def __init__(self, masks: Any) -> None:
         self.masks = masks
 
+    def attach_source(self, source: Any) -> None:
+        from v2v.pipeline import attach_source
+
+        attach_source([self.masks], source)
+
     def process(self, frames: Iterator[Frame]) -> Iterator[Frame]:
         from v2v.flow.visualize import mask_to_rgb
 

@@ -90,6 +90,11 @@ def main(args: argparse.Namespace) -> int:
     if len(picks) < args.frames:
         log.warning("%s has %d frame(s): previewing all of them, not %d", args.input, len(picks), args.frames)
     before, after = _context(stages, args.context)
+    from v2v.io.source_frames import SourceFrames
+    from v2v.pipeline import attach_source
+
+    clip = SourceFrames(args.input, info.fps)  # as a run hands it, for stages that read ahead (stabilize)
+    attach_source(stages, clip)
     rows = []
     for pick in picks:
         result = run_around(args.input, stages, times, pick, before, after, info.fps)
@@ -101,6 +106,7 @@ def main(args: argparse.Namespace) -> int:
                  f"{args.command} {processed.shape[1]}x{processed.shape[0]}")
         label += ", the frame made after it" if made else ""
         rows.append((label, source, processed))
+    clip.close()
     if not rows:
         raise InputError(f"{args.input}: none of the picked frames could be decoded")
 
@@ -154,7 +160,7 @@ def frame_times(path: str, fps: Any) -> list[float]:
     if is_image_sequence(path):
         rate = fps or DEFAULT_SEQUENCE_FPS
         return [float(i / rate) for i in range(len(sequence_files(path)))]
-    from v2v.io.probe import frame_seconds
+    from v2v.io.container import frame_seconds
 
     return [max(0.0, seconds) for seconds in frame_seconds(path)]
 

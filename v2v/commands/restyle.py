@@ -1,16 +1,25 @@
-"""`v2v restyle IN -o OUT --model M --prompt P ...`: img2img over a video with any registered diffusion family
-(SD 1.x/2.x/XL, ...), held by ControlNet, styled by a prompt and/or an IP-Adapter reference, kept steady by
-cross-frame attention and flow fusion. The option groups shared with `v2v edit` live here too."""
+"""`v2v restyle IN -o OUT --model M --prompt P ...`: img2img over a video with any registered diffusion family that
+restyles (the help line names them, from `v2v.diffusion.registry`), held by ControlNet, styled by a prompt and/or an
+IP-Adapter reference, kept steady by cross-frame attention and flow fusion. The option groups shared with `v2v edit`
+live here too."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from v2v.commands.common import add_io_arguments, run_pipeline
+from v2v.commands.common import PARAMETERS, add_io_arguments, run_pipeline
 from v2v.diffusion.config import CONTROL_NORMS
+from v2v.diffusion.registry import families_doing
 
-HELP = "restyle a video with a diffusion model (SD 1.x/2.x/XL; ControlNet, IP-Adapter, temporal consistency)"
+
+def family_titles(base: str) -> str:
+    """The titles of the registered families that take base kind `base`, for help lines."""
+    return ", ".join(family.title for family in families_doing(base))
+
+
+HELP = (f"restyle a video with a diffusion model ({family_titles('restyle')}; ControlNet, IP-Adapter, temporal "
+        "consistency)")
 
 CONTROL_CHOICES = "canny|softedge|tile|depth|pose|VIDEO"
 SCHEDULER_CHOICES = ("ddim", "pndm", "euler", "euler-a", "dpm++", "unipc", "lcm", "tcd", "turbo")
@@ -53,7 +62,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, controls: bool) -> argp
         )
         model.add_argument(
             "--ip-adapter-model",
-            help="IP-Adapter weights (default by family: h94/IP-Adapter's ip-adapter_sd15, or ip-adapter_sdxl)",
+            help="IP-Adapter weights, or a FLUX Redux folder (default: the family's own, e.g. h94/IP-Adapter's "
+            "ip-adapter_sd15 for SD 1.x/2.x)",
         )
         model.add_argument(
             "--image-encoder", help="the IP-Adapter's CLIP image encoder (default: found beside the weights)"
@@ -133,13 +143,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_temporal_and_speed_arguments(parser)
 
 
-# CLI option -> config field, for the options whose names differ
-_RENAMED = {
-    "controlnet": "controlnets", "control": "controls", "control_scale": "control_scales",
-    "control_mode": "control_modes",
-}  # fmt: skip
-
-
 def config_from_args(args: argparse.Namespace, kind: str = "restyle") -> Any:
     """The RestyleConfig (or EditConfig, for kind "edit") the options (and recipe) describe."""
     import dataclasses
@@ -150,7 +153,7 @@ def config_from_args(args: argparse.Namespace, kind: str = "restyle") -> Any:
     fields = {field.name for field in dataclasses.fields(cls)}
     values = {}
     for name, value in vars(args).items():
-        field = _RENAMED.get(name, name)
+        field = PARAMETERS.get(name, name)
         if field in fields and value is not None:
             values[field] = value
     if "temporal" in values:

@@ -51,17 +51,14 @@ def build_stages(args: argparse.Namespace) -> list[Stage]:
     """The stabilize stage, after checking the two clips against each other. With `args.partial` (a preview)
     the stage sees only parts of the clip, so the guide is not required to end with them."""
     from v2v.consistency import FusionConfig, StabilizeStage, check_same_shape
-    from v2v.errors import InputError, UsageError
+    from v2v.errors import InputError
     from v2v.flow import make_flow_estimator
     from v2v.io.probe import probe
     from v2v.io.reader import open_source
     from v2v.restore.denoise import DenoiseStage, parse_sigma
 
     # 1. Check inputs: the options, then the two clips against each other.
-    try:
-        config = FusionConfig(strength=args.fusion, low_rate=args.low_rate, lookahead=args.lookahead)
-    except ValueError as error:  # FusionConfig calls --fusion its strength
-        raise UsageError(str(error).replace("strength", "--fusion", 1)) from None
+    config = FusionConfig(fusion=args.fusion, low_rate=args.low_rate, lookahead=args.lookahead)
     guide_sigma = None if args.guide_denoise is None else parse_sigma(args.guide_denoise, "--guide-denoise")
     with open_source(args.input) as processed, open_source(args.guide) as guide:
         check_same_shape(processed, guide, args.max_frames, windowed=args.start > 0 or args.end is not None)
@@ -82,8 +79,7 @@ def build_stages(args: argparse.Namespace) -> list[Stage]:
         estimator = make_flow_estimator(args.flow, weights=args.flow_weights, device=device)
     stage = StabilizeStage(args.guide, config, estimator, start=args.start, end=args.end,
                            max_frames=args.max_frames, device=device, debug_dir=args.debug_dir,
-                           check_end=not (segmented or getattr(args, "partial", False)), processed=args.input,
-                           guide_denoiser=guide_denoiser)
+                           check_end=not (segmented or getattr(args, "partial", False)), guide_denoiser=guide_denoiser)
     return [stage]
 
 

@@ -33,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--tile", type=int, default=None, metavar="N",
                        help="tile size in input pixels (0: never tile; default: chosen from free memory on the "
                        "first frame of each size, then kept)")
-    model.add_argument("--batch", type=positive_int, default=1, metavar="N", help="frames per batch (default 1)")
+    model.add_argument("--batch-size", type=positive_int, default=1, metavar="N", help="frames per batch (default 1)")
+    model.add_argument("--batch", type=positive_int, dest="batch_size", default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)  # the old name
     model.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     model.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16", "int8"),
                        help="compute precision (default auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32); "
@@ -67,7 +69,7 @@ def video_stage(args: argparse.Namespace, model: object) -> object:
     scale = model.scale  # type: ignore[attr-defined]
     if args.scale is not None and abs(args.scale - scale) > 1e-9:
         raise UsageError(f"{name} upscales x{scale:g} only; leave --scale out or choose a single-image model")
-    return VideoSRStage(model, device=args.device, dtype=args.dtype, batch_size=args.batch)  # type: ignore[arg-type]
+    return VideoSRStage(model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)  # type: ignore[arg-type]
 
 
 def build_stages(args: argparse.Namespace) -> list[Stage]:
@@ -82,7 +84,7 @@ def build_stages(args: argparse.Namespace) -> list[Stage]:
         from v2v.restore.upscale import UpscaleStage
 
         stage = UpscaleStage(
-            args.model, batch_size=args.batch, device=device, dtype=args.dtype, tile=args.tile, scale=args.scale,
+            args.model, batch_size=args.batch_size, device=device, dtype=args.dtype, tile=args.tile, scale=args.scale,
             calibration_frames=args.calibration_frames,
         )  # fmt: skip
     return [stage]  # type: ignore[list-item]

@@ -5,7 +5,7 @@ API for other stages (e.g. diffusion restyle); frames are RGB uint8 (H, W, 3) nu
     from v2v.consistency import FusionConfig, TemporalFuser
     from v2v.flow import make_flow_estimator
 
-    fuser = TemporalFuser(FusionConfig(strength=0.85), make_flow_estimator("dis"), device="cuda")
+    fuser = TemporalFuser(FusionConfig(fusion=0.85), make_flow_estimator("dis"), device="cuda")
     for edited, source in frames:              # the edit of frame t and the source frame it came from
         stable = fuser.fuse(edited, source)    # the fused frame t, at once
 

@@ -14,8 +14,8 @@
      so the look converges to the edit's average (its consistent look), not to frame 0's. `a` starts at
      1/(n+1) (a running mean over the first frames) and settles at `low_rate`.
    - high band (texture, strokes, detail): where trusted, the output leans on the warped previous output
-     by `strength` (d - D is the detail difference).
-   O = E + (1 - a) D + a C + strength * trust * (d - D), where C moves the edit to its window's mean look
+     by `fusion` (d - D is the detail difference).
+   O = E + (1 - a) D + a C + fusion * trust * (d - D), where C moves the edit to its window's mean look
    (below; C = 0 without lookahead).
    Before all this, E's detail contrast is moved to its window's mean, as its look is (`_contrast`: the detail
    around the look grid's cell means is scaled by exp(window mean - own) of the log ratio of the edit's detail
@@ -45,9 +45,9 @@ reaches it (the frames before such a cut have taken looks from after it). The lo
 - without a preview, `push()` holds back `lookahead` full frames (edited and source) and returns each
   frame `lookahead` frames late; `fuse()` has no lookahead.
 
-CPU work: per-frame arithmetic on full frames runs in numpy/OpenCV on the calling thread when the device is
-the CPU (see `v2v.flow.warp`), and in torch on the device otherwise; the low band's small grids are torch
-(kornia's Gaussian) on the device either way.
+CPU work: when the device is the CPU, all the per-frame arithmetic runs in numpy/OpenCV on the calling thread
+(see `v2v.flow.warp`), the low band's small grids included (OpenCV's Gaussian, the same kernel as kornia's);
+on any other device it all runs in torch there (kornia's Gaussian for the low band).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ import torch
 
 from v2v import scenes
 from v2v.devices import resolve_device
-from v2v.errors import UsageError
+from v2v.errors import ParameterError
 from v2v.flow.estimators import FlowEstimator, check_pair
 from v2v.flow.factory import make_flow_estimator
 from v2v.flow.occlusion import invalid_mask, outside_mask
@@ -93,8 +93,8 @@ CONTRAST_LIMIT = 0.7  # a frame's detail contrast moves by at most e^0.7 (2x) ei
 class FusionConfig:
     """Knobs of `TemporalFuser`.
 
-    strength: 0..1, how much of the warped previous output the high band keeps where trusted (0 = the
-        edit as it came, apart from the low band).
+    fusion: 0..1, how much of the warped previous output the high band keeps where trusted (0 = the
+        edit as it came, apart from the low band). The same knob as `RestyleConfig.fusion` and `--fusion`.
     low_rate: 0..1, the weight of the current edit in the low band's moving average along motion. Without
         lookahead the edit enters as it is (smaller = steadier colour, slower to follow real changes of the
         edit's look); with it the edit enters moved to its look window's mean look, which is steady already,
@@ -107,19 +107,19 @@ class FusionConfig:
     Scene cuts are `v2v.scenes`' call (its thresholds), not a knob here.
     """
 
-    strength: float = 0.85
+    fusion: float = 0.85
     low_rate: float | None = None
     low_scale: float = 1 / 24
     photometric_tolerance: float = 0.10
     lookahead: int = 0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.strength <= 1.0:
-            raise UsageError(f"strength must be in [0, 1], got {self.strength}")
+        if not 0.0 <= self.fusion <= 1.0:
+            raise ParameterError("fusion", f"must be in [0, 1], got {self.fusion}")
         if self.low_rate is not None and not 0.0 < self.low_rate <= 1.0:
-            raise UsageError(f"low_rate must be in (0, 1], got {self.low_rate}")
+            raise ParameterError("low_rate", f"must be in (0, 1], got {self.low_rate}")
         if self.lookahead < 0:
-            raise UsageError(f"lookahead must be >= 0, got {self.lookahead}")
+            raise ParameterError("lookahead", f"must be >= 0, got {self.lookahead}")
 
     @property
     def rate(self) -> float:
@@ -481,7 +481,7 @@ class TemporalFuser:
                 low = masked_lowpass(difference, trust, config.low_scale)
                 self._since_restart += 1
                 rate = max(config.rate, 1.0 / self._since_restart)
-                output = edited + (1.0 - rate) * low + config.strength * trust * (difference - low)
+                output = edited + (1.0 - rate) * low + config.fusion * trust * (difference - low)
                 correction, _ = self._correction(current, tuple(edited.shape[-2:]))
                 if correction is not None:  # the edit enters the low band at its window's mean look
                     output += rate * (correction if self._numpy else correction.to(output.dtype))

@@ -4,11 +4,11 @@ The run's source is the processed (flickering) video; the original (the guide) i
 frame number over the same window, frame t of one with frame t of the other, so timing and audio come from
 the processed video untouched. A guide of another size, or one that ends first or goes on, is refused.
 
-Given the processed video's path as well (`processed`, as `v2v stabilize` does), the stage decodes both clips
-a second time, `config.lookahead` frames ahead of the main pass, as the fuser's preview: the fuser keeps only
+Run by the pipeline, the stage is handed the run's source (`attach_source`, a `SourceFrames`) and reads it, and the
+guide, a second time, `config.lookahead` frames ahead of the main pass, as the fuser's preview: the fuser keeps only
 the looks of those frames (13-16 KB a frame for landscape video of any size), so the first frame of every shot is
-already corrected with no delay and flat memory, and segments need no context after them. Without it the
-fuser holds `config.lookahead` full frames.
+already corrected with no delay and flat memory, and segments need no context after them. Driven by hand without a
+source (or `processed`), the fuser holds `config.lookahead` full frames instead.
 
 A noisy guide (restoring noisy footage) gives poor flow, and its pixel noise reads as mismatch, so the fuser
 trusts less and steadies less. With `guide_denoiser` (`--guide-denoise`) the guide goes through it (FFDNet,
@@ -32,9 +32,9 @@ from v2v.consistency.fusion import FusionConfig, FusionStep, TemporalFuser
 from v2v.errors import InputError
 from v2v.flow.estimators import FlowEstimator
 from v2v.frames import Frame
-from v2v.io.probe import time_of_frame
 from v2v.io.reader import Reader, TimeWindow, open_source
 from v2v.io.side_input import SideInput
+from v2v.io.source_frames import SourceFrames, time_of_frame
 from v2v.pipeline import Context, Stage
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,8 @@ class StabilizeStage:
         guide: the original video (file, folder or pattern).
         config: FusionConfig. estimator: flow estimator (default DIS).
         start, end, max_frames: the same window as the processed source's, applied to the guide.
-        processed: the processed video's path (the run's source), read a second time ahead of the run for
-            the look-ahead; None holds `config.lookahead` full frames instead.
+        processed: the processed video's path, read a second time ahead of the run for the look-ahead; None (the
+            usual): the run's source, which the pipeline hands over (`attach_source`).
         check_end: refuse a guide with frames left when the processed frames end (off for segmented runs,
             whose passes end at segment boundaries; the counts are compared up front there).
         device: torch device for the fusion. debug_dir: write flow and trust PNGs for every frame there.
@@ -83,13 +83,13 @@ class StabilizeStage:
                  max_frames: int | None = None, device: str | None = None,
                  debug_dir: str | os.PathLike[str] | None = None, check_end: bool = True,
                  processed: str | os.PathLike[str] | None = None, guide_denoiser: Stage | None = None) -> None:
-        lookahead = (config or FusionConfig()).lookahead
         # the fuser's running average reaches back without bound: segments warm it up, and only approximate;
-        # the look-ahead reads the files itself with `processed`, else it needs the frames after a segment
-        self.context = Context(before=WARM_UP_FRAMES, after=0 if processed is not None else lookahead, exact=False)
+        # the look-ahead reads the source past a segment's end itself, so no context is needed after it
+        self.context = Context(before=WARM_UP_FRAMES, after=0, exact=False)
         self.window = TimeWindow(start=start, end=end, max_frames=max_frames)
         self.guide = SideInput(guide, what="the guide", align="index", window=self.window)
-        self.processed = processed
+        self.source = None if processed is None else SourceFrames(processed)
+        self._own_source = processed is not None
         self.guide_denoiser = guide_denoiser
         self._noise_checked = False  # once per stage, not per segment
         self.check_end = check_end
@@ -102,25 +102,27 @@ class StabilizeStage:
         return TemporalFuser(config, estimator, device=device,
                              on_step=self._debug if self.debug_dir is not None else None, preview=preview)
 
-    def _open_window(self, path: str | os.PathLike[str], skip: int) -> Reader:
+    def attach_source(self, source: SourceFrames) -> None:
+        """The run's source (the processed video), read ahead for the look-ahead; `processed` given wins."""
+        if not self._own_source:
+            self.source = source
+
+    def _open_guide(self, skip: int) -> Reader:
+        """A second reader of the guide over the window from its frame `skip` (a side input, read by its path)."""
         start, end, max_frames = self.window.start, self.window.end, self.window.max_frames
         if skip:
-            start = time_of_frame(path, skip, start)
+            start = time_of_frame(self.guide.path, skip, start)
             max_frames = None if max_frames is None else max_frames - skip
-        return open_source(path, start=start, end=end, max_frames=max_frames)
+        return open_source(self.guide.path, start=start, end=end, max_frames=max_frames)
 
-    def _open_preview(self, skip: int) -> list[Reader]:
-        """Second readers of the processed video and the guide for the fuser's look-ahead ([] without)."""
+    def _open_preview(self, skip: int) -> tuple[Iterator[Frame], Reader] | None:
+        """The processed frames of the window from its frame `skip` on, and a second reader of the guide, for the
+        fuser's look-ahead (None without)."""
         config = self._fuser_settings[0]
-        if self.processed is None or config is None or not config.lookahead:
-            return []
-        readers = [self._open_window(self.processed, skip)]
-        try:
-            readers.append(self._open_window(self.guide.path, skip))
-        except BaseException:
-            readers[0].close()
-            raise
-        return readers
+        if self.source is None or config is None or not config.lookahead:
+            return None
+        begin, stop = self.window.span(self.source.times)
+        return self.source.frames(begin + skip, stop), self._open_guide(skip)
 
     def process(self, frames: Iterator[Frame]) -> Iterator[Frame]:
         frames = iter(frames)
@@ -148,8 +150,10 @@ class StabilizeStage:
                 yield held.pop(0).with_image(image)
         finally:
             self.guide.close()
-            for opened in previews:
-                opened.close()
+            if previews is not None:
+                previews[1].close()
+            if self._own_source and self.source is not None:
+                self.source.close()
         if self.fuser.cuts:
             log.info("scene cuts at frames %s", ", ".join(map(str, self.fuser.cuts)))
 

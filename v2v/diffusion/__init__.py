@@ -4,12 +4,14 @@
   SDXL, InstructPix2Pix, FLUX.1, FLUX.1 Kontext, SD3/3.5, Qwen-Image-Edit): how its models are recognised and
   loaded, which diffusers pipeline it calls per edit kind, which ControlNets/IP-Adapters it takes, where
   cross-frame attention goes, and its defaults.
-- `models`: the loading every family shares (diffusers folder, single file, cached hub id; ControlNets,
-  IP-Adapter, LoRA, schedulers); a model that is not on disk is a one-line `ModelError` saying how to get it.
+- `models`: the loading helpers every family's loading is built from (where a model is: a diffusers folder, a single
+  file or a cached hub id; LoRA, schedulers, the IP-Adapter's files); a model that is not on disk is a one-line
+  `ModelError` saying how to get it. `checkpoints`: a checkpoint's tensor names and shapes, without its weights.
 - `control`, `pose`: control maps (canny, soft edges, tile, depth, pose) or a precomputed control video.
 - `attention`: cross-frame attention (anchor + previous frame keys/values, a bank bounded by a memory budget).
 - `dit_attention`: the same for diffusion transformers' joint attention (FLUX, SD3, Qwen-Image): image queries also
-  see the bank's image keys, taken after the family's rotary embedding; text tokens are never banked.
+  see the bank's image keys, taken after the family's rotary embedding; text tokens are never banked. Each DiT
+  family names its processor class and the layers that get it.
 - `keyframes`: keyframe mode, the look of keyframes carried between them by flow.
 - `latent_fusion`: latent flow fusion, the previous frame's latents warped by the source's flow during the first
   denoising steps.

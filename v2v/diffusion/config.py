@@ -72,7 +72,7 @@ class RestyleConfig:
     # cap on the tokens kept per frame in the cross-frame attention bank (None: from the memory available)
     bank_tokens: int | None = None
     model_config: str | None = None  # diffusers configs for a single-file checkpoint
-    device: str | None = None
+    device: str | None = None  # None: `v2v.devices.resolve_device`'s choice (CUDA when there is one)
     dtype: str | None = None  # fp16/float16, bf16/bfloat16 or fp32/float32 (None: v2v.devices' default)
 
     @property

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from v2v.devices import resolve_device
 from v2v.diffusion.config import CONTROL_NORMS
 from v2v.errors import ModelError, UsageError
 from v2v.frames import images_to_tensor, tensor_to_images
@@ -179,10 +180,11 @@ class SoftEdgeHED(torch.nn.Module):
         return sides
 
 
-def load_softedge_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
+def load_softedge_model(path: str | os.PathLike[str], device: str | torch.device | None = None,
                         dtype: torch.dtype = torch.float32) -> SoftEdgeHED:
     """`SoftEdgeHED` with the weights of a `ControlNetHED.pth`-layout checkpoint at `path`, loaded strictly (every
-    key present, none extra, every shape right); ModelError otherwise."""
+    key present, none extra, every shape right), on `device` (None: `resolve_device`'s choice); ModelError
+    otherwise."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ModelError(f"{path}: no such soft-edge (HED) checkpoint; give the path of ControlNetHED.pth")
@@ -198,7 +200,7 @@ def load_softedge_model(path: str | os.PathLike[str], device: str | torch.device
     except (RuntimeError, TypeError, AttributeError) as exc:
         raise ModelError(f"{path}: not a ControlNetHED.pth-layout HED checkpoint "
                          f"({str(exc).splitlines()[0][:200]})") from exc
-    return model.eval().to(device=device, dtype=dtype)
+    return model.eval().to(device=resolve_device(device), dtype=dtype)
 
 
 class SoftEdgeMaps:
@@ -206,9 +208,10 @@ class SoftEdgeMaps:
     [0, 1]: the sigmoid of the mean of the five side outputs, each resized bilinearly to the frame, as the
     Annotators' HED detector does."""
 
-    def __init__(self, path: str | os.PathLike[str], device: str | torch.device, dtype: torch.dtype) -> None:
-        self.model = load_softedge_model(path, device, dtype)
-        self.device, self.dtype = torch.device(device), dtype
+    def __init__(self, path: str | os.PathLike[str], device: str | torch.device | None = None,
+                 dtype: torch.dtype = torch.float32) -> None:
+        self.device, self.dtype = resolve_device(device), dtype
+        self.model = load_softedge_model(path, self.device, dtype)
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -236,7 +239,8 @@ inpaint.needs_mask = True  # type: ignore[attr-defined]  # called with the frame
 class DepthMaps:
     """Depth maps from a transformers depth-estimation model, loaded from a folder or cached hub id."""
 
-    def __init__(self, model: str, device: str | torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, model: str, device: str | torch.device | None = None,
+                 dtype: torch.dtype = torch.float32) -> None:
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
         from v2v.diffusion.models import resolve_path
@@ -248,8 +252,8 @@ class DepthMaps:
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"cannot load depth model {model!r}: "
                              f"{(str(exc) or type(exc).__name__).splitlines()[0]}") from exc
-        self.model.to(device).eval()
-        self.device, self.dtype = device, dtype
+        self.device, self.dtype = resolve_device(device), dtype
+        self.model.to(self.device).eval()
 
     @torch.inference_mode()
     def raw(self, images: torch.Tensor) -> torch.Tensor:
@@ -296,15 +300,16 @@ class ControlVideo:
 def make_control(
     kind: str,
     *,
-    device: str | torch.device,
+    device: str | torch.device | None = None,
     dtype: torch.dtype,
     depth_model: str | None,
     pose_model: str | None,
     norm: str = "shot",
 ) -> Any:
     """A function (B, 3, H, W) -> (B, 3, H, W) for a control name of CONTROLS or `softedge=PATH` (HED from a
-    ControlNetHED.pth checkpoint), or a `ControlVideo` for a path. `norm` (of CONTROL_NORMS) says how depth and Sobel
-    soft-edge maps are rescaled: "shot" (`ShotNormalised`; give it frames in clip order) or "frame"."""
+    ControlNetHED.pth checkpoint), or a `ControlVideo` for a path; models run on `device` (None: `resolve_device`'s
+    choice). `norm` (of CONTROL_NORMS) says how depth and Sobel soft-edge maps are rescaled: "shot"
+    (`ShotNormalised`; give it frames in clip order) or "frame"."""
     if norm not in CONTROL_NORMS:
         raise UsageError(f"unknown control normalisation {norm!r}: choose {' or '.join(CONTROL_NORMS)}")
     if kind == "canny":

@@ -13,7 +13,9 @@ cuts). The denoising step is not counted per layer call as in a UNet: a forward 
 transformer reads the timestep of every call, so the count stays right whatever order the blocks run in
 and however often the pipeline calls the transformer per step.
 
-`dit_cross_frame_attention(transformer, bank, family)` installs the processors for a block and puts back
+The processors for FLUX, SD3 and Qwen-Image are here; a DiT family names its own (`DiTFamily`: which processor
+class, on which attention layers), so a new family may bring a new processor without an entry here.
+`dit_cross_frame_attention(transformer, bank, family)` installs the family's processors for a block and puts back
 the exact processor objects that were there (IP-Adapter ones included) when it ends, also on error.
 Frames of a batch are handled in order, so a batch gives the same result as the frames one at a time.
 """
@@ -21,9 +23,9 @@ Frames of a batch are handled in order, so a batch gives the same result as the 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -121,9 +123,10 @@ def joint_attention(
     return torch.stack(out_txt), torch.stack(out_img)
 
 
-class _DiTProcessor:
-    """Shared state of the cross-frame processors: the bank, the call clock, the layer name and the
-    processor this one stands in for (its IP-Adapter weights are used when it has them)."""
+class DiTCrossFrameProcessor:
+    """The base of the cross-frame processors: the bank, the call clock, the layer name and the processor this one
+    stands in for (its IP-Adapter weights are used when it has them). A subclass's `__call__` computes the layer's
+    attention as diffusers' processor does, with `joint_attention(self.bank, self.slot, ...)` at its core."""
 
     def __init__(self, bank: FrameBank, call: TransformerCall, layer: str, original: Any) -> None:
         self.bank = bank
@@ -141,7 +144,7 @@ def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
     return x.unflatten(-1, (-1, head_dim))
 
 
-class FluxCrossFrameProcessor(_DiTProcessor):
+class FluxCrossFrameProcessor(DiTCrossFrameProcessor):
     """For FLUX's `FluxAttention` (double-stream blocks, with the text stream as `encoder_hidden_states`, and
     single-stream blocks, where the text tokens lead the sequence). The same projections, RMS norms and
     rotary embedding as diffusers' `FluxAttnProcessor`; IP-Adapter attention as `FluxIPAdapterAttnProcessor`."""
@@ -216,7 +219,7 @@ class FluxCrossFrameProcessor(_DiTProcessor):
         return total
 
 
-class JointCrossFrameProcessor(_DiTProcessor):
+class JointCrossFrameProcessor(DiTCrossFrameProcessor):
     """For SD3/3.5's joint blocks (`JointAttnProcessor2_0`: image tokens first, then text, no rotary) and
     SD3.5's image-only second attention (`AttnProcessor2_0` without a text stream)."""
 
@@ -267,7 +270,7 @@ class JointCrossFrameProcessor(_DiTProcessor):
         return image_out, text_out
 
 
-class QwenCrossFrameProcessor(_DiTProcessor):
+class QwenCrossFrameProcessor(DiTCrossFrameProcessor):
     """For Qwen-Image's double-stream blocks (`QwenDoubleStreamAttnProcessor2_0`: text first, separate rotary
     frequencies for the image and text streams, a text padding mask)."""
 
@@ -318,30 +321,33 @@ class QwenCrossFrameProcessor(_DiTProcessor):
         return image_out, attn.to_add_out(text_out.contiguous())
 
 
-# family name -> (processor class, which entries of `transformer.attn_processors` it replaces)
-PROCESSORS: dict[str, tuple[type[_DiTProcessor], Callable[[str], bool]]] = {
-    "flux": (FluxCrossFrameProcessor, lambda name: "transformer_blocks." in name),
-    "sd3": (JointCrossFrameProcessor, lambda name: name.startswith("transformer_blocks.")),
-    "qwen-image": (QwenCrossFrameProcessor, lambda name: name.startswith("transformer_blocks.")),
-}
+class DiTFamily(Protocol):
+    """What a DiT family says about its cross-frame attention (`families.dit.DiffusionTransformer` does)."""
+
+    def cross_frame_processor(self) -> type[DiTCrossFrameProcessor]:
+        """The processor class that replaces the chosen layers' attention processors."""
+        ...
+
+    def gets_cross_frame(self, layer: str) -> bool:
+        """Whether the attention layer `layer` (a key of `transformer.attn_processors`) gets cross-frame attention."""
+        ...
 
 
-def cross_frame_layers(transformer: Any, family: str) -> list[str]:
+def cross_frame_layers(transformer: Any, family: DiTFamily) -> list[str]:
     """Names (as in `transformer.attn_processors`) of the layers that get cross-frame attention."""
-    wanted = PROCESSORS[family][1]
-    return [name for name in transformer.attn_processors if wanted(name)]
+    return [name for name in transformer.attn_processors if family.gets_cross_frame(name)]
 
 
 @contextlib.contextmanager
-def dit_cross_frame_attention(transformer: Any, bank: FrameBank, family: str) -> Iterator[TransformerCall]:
+def dit_cross_frame_attention(transformer: Any, bank: FrameBank, family: DiTFamily) -> Iterator[TransformerCall]:
     """Install the family's cross-frame processors on `transformer` for the block; afterwards (also on
     error) the very processor objects that were there before are back and the step hook is gone."""
-    processor, wanted = PROCESSORS[family]
+    processor = family.cross_frame_processor()
     call = TransformerCall()
     replacements = {
         name: processor(bank, call, name, existing)
         for name, existing in transformer.attn_processors.items()
-        if wanted(name)
+        if family.gets_cross_frame(name)
     }
     with install_processors(transformer, replacements):
         handle = _watch_calls(transformer, bank, call)
@@ -351,7 +357,7 @@ def dit_cross_frame_attention(transformer: Any, bank: FrameBank, family: str) ->
             handle.remove()
 
 
-def transformer_bank_shapes(transformer: Any, family: str, image_tokens: int) -> list[tuple[int, int]]:
+def transformer_bank_shapes(transformer: Any, family: DiTFamily, image_tokens: int) -> list[tuple[int, int]]:
     """(tokens, key width) for each layer with cross-frame attention: every layer of a DiT banks all of a
     frame's `image_tokens` (see `Family.bank_shapes`)."""
     width = int(transformer.config.num_attention_heads * transformer.config.attention_head_dim)

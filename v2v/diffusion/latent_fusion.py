@@ -115,19 +115,22 @@ class LatentFusion:
     Args:
         family: the model's family (how its latents unpack to a grid). weight: 0..1, how far a trusted latent cell
         moves to the warped previous one. fraction: 0..1, the share of the steps (from the first) that blend.
-        device: where the flow and trust are taken to the latent grid. batch_size: frames per pipeline call; the
-        estimator (DIS) remembers that many pairs, for the pixel fuser to reuse.
+        device: where the flow and trust are taken to the latent grid (None: `resolve_device`'s choice).
+        batch_size: frames per pipeline call; the estimator (DIS) remembers that many pairs, for the pixel fuser to
+        reuse.
     """
 
     def __init__(
-        self, family: Family, weight: float, fraction: float, device: torch.device, batch_size: int = 1
+        self, family: Family, weight: float, fraction: float, device: str | torch.device | None = None,
+        batch_size: int = 1,
     ) -> None:
+        from v2v.devices import resolve_device
         from v2v.flow import make_flow_estimator
 
         self.family = family
         self.weight = weight
         self.fraction = fraction
-        self.device = device
+        self.device = resolve_device(device)
         self.estimator = RememberedPairs(make_flow_estimator("dis"), batch_size)
         self.reset()
 

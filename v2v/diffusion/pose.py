@@ -61,9 +61,11 @@ def draw_pose(points: list[tuple[float, float] | None], height: int, width: int)
 class PoseMaps:
     """Pose maps of frames: (B, 3, H, W) float [0, 1] in, OpenPose-style maps of the same shape out."""
 
-    def __init__(self, model: str, device: str | torch.device, dtype: torch.dtype, threshold: float = 0.3) -> None:
+    def __init__(self, model: str, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
+                 threshold: float = 0.3) -> None:
         from transformers import AutoImageProcessor, VitPoseForPoseEstimation
 
+        from v2v.devices import resolve_device
         from v2v.diffusion.models import resolve_path
         from v2v.errors import ModelError
 
@@ -74,8 +76,8 @@ class PoseMaps:
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"cannot load pose model {model!r}: "
                              f"{(str(exc) or type(exc).__name__).splitlines()[0]}") from exc
-        self.model.to(device).eval()
-        self.device, self.dtype, self.threshold = device, dtype, threshold
+        self.device, self.dtype, self.threshold = resolve_device(device), dtype, threshold
+        self.model.to(self.device).eval()
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:

@@ -2,46 +2,77 @@
 
 A *family* is an architecture (SD 1.x/2.x, SDXL, InstructPix2Pix, FLUX, SD3, ...) together with everything v2v
 must know to make it a video editor. The stages (`v2v.diffusion.stage`) ask only the `Family` interface below;
-nothing outside a family module says `if family == ...`.
+nothing outside a family module says `if family == ...` or names a family: `detect()` finds the module with
+pkgutil, `v2v restyle`/`v2v edit`/`v2v inpaint` accept its models, and their help lines and errors list it
+(`families_doing`, `known_list`).
 
-How a family module plugs in
-----------------------------
-1. Write `v2v/diffusion/families/<name>.py`. Import only the standard library and `v2v` modules that are light at
-   module level (this one, `v2v.errors`); torch/diffusers are imported inside methods, so `v2v --help` and
-   `families()` stay fast.
-2. Subclass `Family` (or a family close to yours, e.g. `families.sd.StableDiffusion` for UNet models) and set:
-   - `name` (what users and errors see: "sd", "sdxl", "flux", ...), `title` (one line for humans);
-   - `pipelines`: edit kind -> diffusers pipeline class name, for each kind of `KINDS` the family takes,
-     e.g. {"restyle": "FluxImg2ImgPipeline", "restyle+controlnet": "FluxControlNetImg2ImgPipeline"};
-   - `controlnet_classes`: the diffusers class names (config `_class_name`) of the ControlNets it takes;
-   - `ip_adapter`: an `IPAdapterDefaults` (default weights + image encoder), or None if it takes none;
-   - `defaults`: a `Defaults` (steps, guidance, strength, image guidance, scheduler, dtype policy, multiple);
-   - `checkpoint_configs`: a hub id whose diffusers configs fit a single-file checkpoint of the family.
-3. Override what differs from the base class:
-   - recognition: `recognise(info)` says whether a `ModelInfo` (a diffusers folder's model_index.json and
-     component configs, or a single file's tensor names and shapes) is of this family. Recognisers must be
-     exact (two families never both claim a model), except for single files whose layout two families share
-     and that do different edit kinds (FLUX.1 and FLUX.1 Kontext): `detect()` asks every registered family, and
-     the command's kind picks between those;
-   - loading: `load()` (base: `<pipelines[kind]>.from_pretrained` / `from_single_file` with configs from a local
-     folder, never the hub), `load_controlnet()`, `check_controlnet()`, `load_ip_adapter()`;
-   - temporal: `cross_frame_attention(pipe, bank)`, a context manager that installs cross-frame attention
-     processors on the layers the family chooses and puts the exact previous processors back (build it with
-     `v2v.diffusion.attention.install_processors`); `bank_shapes()` says how many tokens of what width each
-     hooked layer stores, so the bank's memory can be capped before the first frame; `unpack_latents()` and
-     `pack_latents()` say how the pipeline's latents map to a (B, C, h, w) grid over the frame (latent flow
-     fusion warps that grid; the base class's latents are the grid already);
-   - per batch: `call_arguments(pipe, batch)`, the keyword arguments of the pipeline call for one `Batch`;
-     the stage adds only latent flow fusion's `callback_on_step_end` (when it is on), so the pipeline must take
-     that with "latents" among its tensor inputs, as diffusers' image pipelines do. `guided()` says whether the
-     call runs classifier-free guidance and `guidance_groups()` how many copies of each frame a denoiser call
-     then sees (2, or 3 for InstructPix2Pix); `true_cfg_kinds` says for which kinds a guidance-distilled family
-     takes `--true-cfg` (FLUX.1 and Kontext);
-   - defaults with code behind them: `dtype(device)`, `multiple(pipe)` (frames are padded to it, with a line
-     saying so), `denoising_steps()` (for the bank's size), `kind()` (the refusal pointing to the other command),
-     `ip_adapter_embeds()`.
-4. At the end of the module: `register(MyFamily())`. Nothing else in the tree changes: `detect()` discovers the
-   module with pkgutil, `v2v restyle`/`v2v edit` accept its models, and errors list it among the known families.
+Adding a UNet family, in one file
+---------------------------------
+1. Write `v2v/diffusion/families/<name>.py`. At module level import only the standard library and light `v2v`
+   modules (this one, `v2v.errors`, other family modules); torch/diffusers are imported inside methods, so
+   `v2v --help` and `all_families()` stay fast.
+2. Subclass `families.sd.StableDiffusion`. It brings cross-frame attention on the UNet's self-attention layers
+   (`attn1`, `v2v.diffusion.attention`), the bank's shapes per UNet level, the img2img call and the ControlNet fit
+   check.
+3. Set `name`, `title`, `pipelines`, `controlnet_classes`, `ip_adapter`, `defaults`, `checkpoint_configs` (see the
+   attributes below), and `in_channels` when the UNet reads more than the latents.
+4. Write `recognise(info)`, exact (see recognition below).
+5. Override what the pipeline does differently: `sdxl.py` sets attributes and `recognise` only,
+   `instruct_pix2pix.py` adds image guidance to `call_arguments`.
+6. End the module with `register(MyFamily())`.
+
+Adding a DiT family, in one file
+--------------------------------
+1. As step 1 above.
+2. Subclass `families.dit.DiffusionTransformer`. It brings cross-frame attention on the transformer's joint attention
+   (`v2v.diffusion.dit_attention`: image queries also read the bank's image keys/values), the bank's shapes from the
+   image tokens a frame makes, packed latents, and the keyword arguments every DiT pipeline call takes
+   (`call_arguments`: prompts, frames and their size, steps, guidance, generators, the T5 length; strength for the
+   img2img kinds; the negative prompt when guided or with `--true-cfg`).
+3. Name its cross-frame attention: `cross_frame_processor()` returns the processor class (one of `dit_attention`'s,
+   or the family's own `dit_attention.DiTCrossFrameProcessor` subclass, imported inside the method), and
+   `gets_cross_frame(layer)` says which keys of `transformer.attn_processors` get it (base: the attention layers of
+   `transformer_blocks`).
+4. Set `name`, `title`, `pipelines`, `defaults` (`multiple`: the VAE's factor times the patch), `patch`,
+   `packed_latents`, `text_tokenizer` and `max_sequence_length`; override `image_tokens` when a frame makes more
+   tokens than its own (an edit model's source image).
+5. Write `recognise(info)`; extend `call_arguments` with what the pipeline takes besides, drop what it does not.
+6. End the module with `register(MyFamily())`. `tests/test_diffusion_family_plugin.py` does exactly this in a test
+   module and runs the family through `DiffusionStage` with cross-frame attention.
+
+The Family interface
+--------------------
+Attributes:
+- `name` (what users and errors see: "sd", "sdxl", "flux", ...), `title` (one line for humans);
+- `pipelines`: edit kind -> diffusers pipeline class name, for each kind of `KINDS` the family takes,
+  e.g. {"restyle": "FluxImg2ImgPipeline", "restyle+controlnet": "FluxControlNetImg2ImgPipeline"};
+- `controlnet_classes`: the diffusers class names (config `_class_name`) of the ControlNets it takes;
+- `ip_adapter`: an `IPAdapterDefaults` (default weights + image encoder), or None if it takes none;
+- `defaults`: a `Defaults` (steps, guidance, strength, image guidance, scheduler, dtype policy, multiple);
+- `checkpoint_configs`: a hub id whose diffusers configs fit a single-file checkpoint of the family.
+Methods, overridden where the family differs from its base:
+- recognition: `recognise(info)` says whether a `ModelInfo` (a diffusers folder's model_index.json and
+  component configs, or a single file's tensor names and shapes) is of this family. Recognisers must be
+  exact (two families never both claim a model), except for single files whose layout two families share
+  and that do different edit kinds (FLUX.1 and FLUX.1 Kontext): `detect()` asks every registered family, and
+  the command's kind picks between those;
+- loading: `load()` (base: `<pipelines[kind]>.from_pretrained` / `from_single_file` with configs from a local
+  folder, never the hub), `load_controlnet()`, `check_controlnet()`, `load_ip_adapter()`;
+- temporal: `cross_frame_attention(pipe, bank)`, a context manager that installs cross-frame attention
+  processors on the layers the family chooses and puts the exact previous processors back (build it with
+  `v2v.diffusion.attention.install_processors`); `bank_shapes()` says how many tokens of what width each
+  hooked layer stores, so the bank's memory can be capped before the first frame; `unpack_latents()` and
+  `pack_latents()` say how the pipeline's latents map to a (B, C, h, w) grid over the frame (latent flow
+  fusion warps that grid; the base class's latents are the grid already);
+- per batch: `call_arguments(pipe, batch)`, the keyword arguments of the pipeline call for one `Batch`;
+  the stage adds only latent flow fusion's `callback_on_step_end` (when it is on), so the pipeline must take
+  that with "latents" among its tensor inputs, as diffusers' image pipelines do. `guided()` says whether the
+  call runs classifier-free guidance and `guidance_groups()` how many copies of each frame a denoiser call
+  then sees (2, or 3 for InstructPix2Pix); `true_cfg_kinds` says for which kinds a guidance-distilled family
+  takes `--true-cfg` (FLUX.1 and Kontext);
+- defaults with code behind them: `dtype(device)`, `multiple(pipe)` (frames are padded to it, with a line
+  saying so), `denoising_steps()` (for the bank's size), `kind()` (the refusal pointing to the other command),
+  `ip_adapter_embeds()`.
 
 Edit kinds (`KINDS`): "restyle" (img2img), "restyle+controlnet" (img2img held by one or more ControlNets),
 "edit" (instruction editing: the source frame is the image the editor sees), "edit+controlnet", "inpaint" (repaint
@@ -54,12 +85,13 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from v2v.errors import ModelError, UsageError
+from v2v.diffusion.checkpoints import read_tensor_shapes
+from v2v.errors import ModelError, UsageError, require
 from v2v.plugins import import_all
 
 if TYPE_CHECKING:
@@ -221,7 +253,7 @@ class Family:
         other = next((k for k in ("edit", "restyle", "inpaint") if k in self.pipelines), None)
         if other is not None:
             command = COMMAND_OF_KIND[other] + (" --instruction '...'" if other == "edit" else "")
-            able = ", ".join(f.name for f in all_families() if base in f.pipelines)
+            able = ", ".join(f.name for f in families_doing(base))
             raise UsageError(
                 f"{self.title} models do not {WHAT_KIND_DOES[base]}: use `{command}` for this model, or pick a model "
                 f"of a family that does ({able})"
@@ -247,32 +279,115 @@ class Family:
         dtype: torch.dtype,
         model_config: str | None,
     ) -> Any:
-        """The diffusers pipeline `pipelines[kind]` for the model in `info`, on `device` in `dtype`."""
-        from v2v.diffusion import models
+        """The diffusers pipeline `pipelines[kind]` for the model in `info`, on `device` in `dtype`.
 
-        return models.load_pipeline(
-            self, info, kind, controlnets, model=model, device=device, dtype=dtype, model_config=model_config
+        A diffusers folder (or cached hub id) loads with `from_pretrained`; a single-file checkpoint with
+        `from_single_file`, its diffusers configs from `model_config` (a folder or cached hub id) or else the
+        family's configs from the Hugging Face cache: diffusers would fetch them from the hub, we never download.
+        """
+        require("diffusers", "diffusion")
+        require("transformers", "diffusion")
+        import diffusers
+
+        from v2v.diffusion.models import dtype_argument, first_line, resolve_path
+
+        cls = getattr(diffusers, self.pipelines[kind])
+        extra: dict[str, Any] = (
+            {"controlnet": controlnets if len(controlnets) > 1 else controlnets[0]} if controlnets else {}
         )
+        path = info.path
+        try:
+            if info.is_file:
+                config = resolve_path(
+                    model_config or self.single_file_configs(info),
+                    "diffusers configs for the single-file checkpoint",
+                    "--include '*.json' '*.txt'",
+                    "pass --model-config FOLDER (a diffusers folder of the same architecture)",
+                )
+                pipe = cls.from_single_file(
+                    str(path), config=str(config), local_files_only=True, **extra, **dtype_argument(dtype)
+                )
+                self.adjust_single_file(pipe, info, model_config)
+            else:
+                if "safety_checker" in info.index:  # SD 1.x folders list one; v2v never runs it
+                    extra["safety_checker"] = None
+                pipe = cls.from_pretrained(str(path), local_files_only=True, **extra, **dtype_argument(dtype))
+        except ModelError:
+            raise
+        except Exception as exc:  # diffusers raises many kinds here (SingleFileComponentError is a bare Exception)
+            single = info.is_file and not model_config
+            hint = " (pass --model-config with a diffusers folder of the same architecture)" if single else ""
+            raise ModelError(f"cannot load base model {model!r}: {first_line(exc)}{hint}") from exc
+        pipe.set_progress_bar_config(disable=True)
+        return pipe.to(device)
 
     def adjust_single_file(self, pipe: Any, info: ModelInfo, model_config: str | None) -> None:
         """Fix up a pipeline loaded from a single file (e.g. its scheduler's prediction type)."""
 
     def load_controlnet(self, name: str, dtype: torch.dtype, model: str) -> Any:
-        """A ControlNet of this family; ModelError when it is missing or made for another family."""
-        from v2v.diffusion import models
+        """A ControlNet of this family from a diffusers folder, a single file, or a cached hub id; ModelError when
+        it is missing or made for another family. Its config's class is checked first, so a ControlNet of another
+        family is refused before anything big is loaded."""
+        require("diffusers", "diffusion")
+        import diffusers
 
-        return models.load_controlnet(self, name, dtype, model)
+        from v2v.diffusion.models import dtype_argument, first_line, resolve_path
+
+        path = resolve_path(name, "ControlNet")
+        config = path / "config.json" if path.is_dir() else path.parent / "config.json"
+        if not config.exists():
+            if path.is_file():  # diffusers would fetch a config from the hub when none is at hand; we never download
+                raise ModelError(
+                    f"single-file ControlNet {name!r} needs its diffusers config.json beside it (e.g. from "
+                    "lllyasviel/control_v11p_sd15_canny), or pass the ControlNet's diffusers folder"
+                )
+            raise ModelError(f"ControlNet {name!r} is a folder without config.json; pass a diffusers ControlNet folder")
+        class_name = str(json.loads(config.read_text()).get("_class_name", ""))
+        if class_name not in self.controlnet_classes:
+            owners = " or ".join(f.title for f in controlnet_families(class_name))
+            made_for = f"a {owners} ControlNet" if owners else f"a {class_name or 'model of unknown class'}"
+            raise ModelError(
+                f"ControlNet {name!r} is {made_for}, but base model {model!r} is {self.title}; pass a ControlNet made "
+                f"for {self.title}"
+            )
+        cls = getattr(diffusers, class_name)
+        try:
+            if path.is_file():
+                return cls.from_single_file(
+                    str(path), config=str(path.parent), local_files_only=True, **dtype_argument(dtype)
+                )
+            return cls.from_pretrained(str(path), local_files_only=True, **dtype_argument(dtype))
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"cannot load ControlNet {name!r}: {first_line(exc)}") from exc
 
     def check_controlnet(self, controlnet: Any, pipe: Any, name: str, model: str) -> None:
         """Raise ModelError when `controlnet` (of the right class) was made for another base than `pipe`'s."""
 
     def load_ip_adapter(self, pipe: Any, name: str | None, image_encoder: str | None, scale: float) -> None:
-        """Load an IP-Adapter (this family's default when `name` is None) into `pipe` at `scale`."""
+        """Load an IP-Adapter (this family's default when `name` is None) and its CLIP image encoder into `pipe`,
+        at `scale`. ModelError when it was made for another base (its width differs from the denoiser's text width)."""
         if self.ip_adapter is None:
             raise UsageError(f"{self.title} models take no IP-Adapter in v2v")
-        from v2v.diffusion import models
+        from transformers import CLIPVisionModelWithProjection
 
-        models.load_ip_adapter(self, pipe, name, image_encoder, scale)
+        from v2v.diffusion.models import find_image_encoder, first_line, ip_adapter_file, ip_adapter_width, resolve_path
+
+        default = self.ip_adapter
+        weights = ip_adapter_file(resolve_path(name or default.weights, "IP-Adapter", default.files_hint))
+        width, ours = ip_adapter_width(weights), self.text_width(pipe)
+        if width is not None and ours is not None and width != ours:
+            raise ModelError(
+                f"IP-Adapter {weights.name} was made for a base with text width {width}, but base model is "
+                f"{self.title} with {ours}; pass one made for {self.title} (default {default.weights})"
+            )
+        encoder_path = find_image_encoder(weights, image_encoder)
+        try:
+            encoder = CLIPVisionModelWithProjection.from_pretrained(str(encoder_path), dtype=pipe.dtype)
+            pipe.register_modules(image_encoder=encoder.to(pipe.device))
+            pipe.load_ip_adapter(str(weights.parent), subfolder="", weight_name=weights.name, image_encoder_folder=None)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ModelError(f"cannot load IP-Adapter {weights}: {first_line(exc)}") from exc
+        pipe.set_ip_adapter_scale(scale)
 
     def text_width(self, pipe: Any) -> int | None:
         """The width of the text states the denoiser attends to (what an IP-Adapter's projections take)."""
@@ -369,6 +484,11 @@ def lookup(name: str) -> Family:
     return _FAMILIES[name]
 
 
+def families_doing(base: str) -> list[Family]:
+    """The families that take base kind `base` ("restyle", "edit" or "inpaint"), by name."""
+    return [family for family in all_families() if base in family.pipelines]
+
+
 def known_list() -> str:
     return ", ".join(f"{family.name} ({family.title})" for family in all_families())
 
@@ -376,34 +496,6 @@ def known_list() -> str:
 def controlnet_families(class_name: str) -> list[Family]:
     """The families whose ControlNets are of diffusers class `class_name`."""
     return [family for family in all_families() if class_name in family.controlnet_classes]
-
-
-def read_tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes of a checkpoint file, without loading its weights into memory."""
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        shapes: dict[str, tuple[int, ...]] = {}
-        with safe_open(str(path), framework="pt") as handle:
-            for key in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
-                shapes[key] = tuple(handle.get_slice(key).get_shape())
-        return shapes
-    import torch
-
-    try:
-        state = torch.load(str(path), map_location="meta", weights_only=True, mmap=True)
-    except Exception as exc:  # pickles raise many kinds
-        raise ModelError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    return {key: tuple(value.shape) for key, value in _tensors(state)}
-
-
-def _tensors(state: Any) -> Iterator[tuple[str, Any]]:
-    if isinstance(state, dict):
-        for key, value in state.items():
-            if hasattr(value, "shape"):
-                yield str(key), value
 
 
 def model_info(path: Path) -> ModelInfo:

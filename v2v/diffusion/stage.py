@@ -45,8 +45,9 @@ log = logging.getLogger(__name__)
 class DiffusionStage:
     """A pipeline stage (see `v2v.pipeline.Stage`) that diffuses frames as `config` says, with the model's family.
 
-    Models load when the stage is made, so a missing model fails before any frame is decoded. Frames may
-    have any size: they are padded (edge pixels repeated) to the family's multiple, and cut back after.
+    Models load when the stage is made, on `config.device` (None, the default: `v2v.devices.resolve_device`'s choice),
+    so a missing model fails before any frame is decoded. Frames may have any size: they are padded (edge pixels
+    repeated) to the family's multiple, and cut back after.
     """
 
     one_to_one = True
@@ -202,7 +203,7 @@ class DiffusionStage:
 
         # latent fusion's estimator remembers the flows it took: the same pairs, estimated once
         estimator = self.latent_fusion.estimator if self.latent_fusion is not None else None
-        return TemporalFuser(FusionConfig(strength=self.config.fusion), estimator, device=self.device)
+        return TemporalFuser(FusionConfig(fusion=self.config.fusion), estimator, device=self.device)
 
     def _fuse(self, fuser: Any, edited: np.ndarray, source: np.ndarray) -> np.ndarray:
         """Blend in the previous output, warped by the source's flow, where it is visible (the fuser
@@ -341,12 +342,6 @@ class RestyleStage(DiffusionStage):
 
     def __init__(self, config: RestyleConfig) -> None:
         super().__init__(config)
-
-    def restyle(
-        self, images: Sequence[np.ndarray], indices: Sequence[int], cuts: Sequence[bool] | None = None
-    ) -> list[np.ndarray]:
-        """`diffuse` by its restyle name."""
-        return self.diffuse(images, indices, cuts)
 
 
 class EditStage(DiffusionStage):

@@ -15,8 +15,7 @@ whatever the flow's precision (a half-precision grid would be off by up to a pix
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
 import numpy as np
@@ -189,13 +188,3 @@ class FlowWarp(torch.nn.Module):
 
     def forward(self, image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         return warp_by_flow(image, flow, self.mode, self.padding_mode)
-
-
-@contextlib.contextmanager
-def single_threaded(device: torch.device | str = "cpu") -> Iterator[None]:
-    """Deprecated, and does nothing now: it used to set torch's process-wide thread count around the block,
-    which library code must not do (another thread's work changed speed under it). Per-frame work on the CPU
-    runs in numpy/OpenCV instead (`warp_by_flow` and `v2v.flow.occlusion` take numpy arrays); callers should
-    drop it."""
-    del device
-    yield

@@ -18,10 +18,10 @@ mask over the occluder (the fill then repaints the occluder too: dilate less or 
 enter the frame or appear from behind something are not added.
 
 Memory: forward from N the propagation streams (the previous frame and its mask). Backward from N to 0 needs
-the frames in reverse: they are decoded in chunks of `CHUNK` frames, from N back to 0 (each chunk reopens the clip
-with a seek), so at most `CHUNK` frames are held; the backward masks (binary PNGs, a few kB each) wait in a scratch
-folder until the stream reaches them. Decoding cost: the frames before N are decoded twice (plus up to a GOP per
-chunk for the seeks).
+the frames in reverse: they are decoded in chunks of `CHUNK` frames, from N back to 0 (each chunk a seek in the
+run's `SourceFrames`, which the pipeline hands over: the clip is not reopened), so at most `CHUNK` frames are held;
+the backward masks (binary PNGs, a few kB each) wait in a scratch folder until the stream reaches them. Decoding
+cost: the frames before N are decoded twice (plus up to a GOP per chunk for the seeks).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ import numpy as np
 from v2v.errors import InputError
 from v2v.flow import FlowEstimator, make_flow_estimator
 from v2v.frames import Frame
-from v2v.inpaint.masks import ClipFrames, fit_mask, read_mask_image
+from v2v.inpaint.masks import fit_mask, given_clip, read_mask_image
+from v2v.io.source_frames import SourceFrames
 
 log = logging.getLogger(__name__)
 
@@ -99,56 +100,58 @@ def propagate_step(mask: np.ndarray, known: np.ndarray, target: np.ndarray, esti
     return np.clip((moved - 0.5) * SHARPEN + 0.5, 0, 1)  # keeps the half-way edge, stops it spreading out
 
 
-def read_frames(source: str | os.PathLike[str], first: int, count: int) -> list[np.ndarray]:
-    """Frames first .. first+count-1 of the clip (RGB uint8), decoded from a seek."""
-    from v2v.io.probe import time_of_frame
-    from v2v.io.reader import open_source
-
-    start = time_of_frame(source, first) if first else 0.0
-    with open_source(source, start=max(0.0, start - 1e-4), max_frames=count) as reader:
-        return [frame.image for frame in reader]
-
-
 class PropagatedMask:
     """A `MaskSource`: the mask image `mask` (a path or a float (H, W) 0/1 array) drawn on the clip's frame
-    `frame` (counted from 0), carried forward and backward by flow. Ask `mask_for` in clip order; a jump ahead
-    (a later window or segment) is caught up by decoding the frames between."""
+    `frame` (counted from 0), carried forward and backward by flow. `source` is the clip: its path, a
+    `SourceFrames`, or None for the run's source, which the pipeline hands over (`attach_source`). Ask `mask_for` in
+    clip order; a jump ahead (a later window or segment) is caught up by decoding the frames between."""
 
-    def __init__(self, source: str | os.PathLike[str], mask: str | os.PathLike[str] | np.ndarray, frame: int = 0,
-                 *, estimator: FlowEstimator | None = None, clip: ClipFrames | None = None,
-                 scratch: str | os.PathLike[str] | None = None) -> None:
-        from v2v.io.reader import open_source
-
-        self.source = os.fspath(source)
-        self.clip = clip or ClipFrames(source)
+    def __init__(self, source: str | os.PathLike[str] | SourceFrames | None,
+                 mask: str | os.PathLike[str] | np.ndarray, frame: int = 0, *,
+                 estimator: FlowEstimator | None = None, scratch: str | os.PathLike[str] | None = None) -> None:
+        self.clip = SourceFrames(source) if isinstance(source, (str, os.PathLike)) else source
+        self._own_clip = isinstance(source, (str, os.PathLike))
         self.estimator = estimator or make_flow_estimator("dis", preset="fine")
-        with open_source(self.source) as reader:
-            self.width, self.height = reader.info.width, reader.info.height
-        total = len(self.clip) if len(self.clip) else None
-        if frame < 0 or (total is not None and frame >= total):
-            raise InputError(f"--mask-frame {frame} is outside the clip (frames 0 to {(total or 1) - 1})")
-        given = read_mask_image(mask) if not isinstance(mask, np.ndarray) else mask.astype(np.float32)
-        self.told: set[str] = set()
+        self.given = read_mask_image(mask) if not isinstance(mask, np.ndarray) else mask.astype(np.float32)
         self.anchor = frame
-        self.given = fit_mask(given, self.height, self.width, "mask image", self.told)
+        self.told: set[str] = set()
+        self._scratch_parent = scratch
+        self._scratch: Path | None = None  # made, and the masks before the anchor written, on the first mask asked
+        self._last: tuple[int, np.ndarray, np.ndarray] | None = None  # (frame number, image, mask)
+
+    def attach_source(self, source: SourceFrames) -> None:
+        self.clip = self.clip or source
+
+    def _start(self) -> SourceFrames:
+        """The clip; the first time, the anchor checked, the mask fitted to the frames and carried back to 0."""
+        clip = given_clip(self.clip, "PropagatedMask")
+        if self._scratch is not None:
+            return clip
+        total = len(clip)
+        if self.anchor < 0 or self.anchor >= total:
+            raise InputError(f"--mask-frame {self.anchor} is outside the clip (frames 0 to {max(total, 1) - 1})")
+        height, width = clip.image(self.anchor).shape[:2]
+        self.given = fit_mask(self.given, height, width, "mask image", self.told)
         if not self.given.any():
             log.warning("the mask image is all black: nothing is edited")
-        self._scratch = Path(tempfile.mkdtemp(prefix="v2v-mask-", dir=scratch))
-        self._last: tuple[int, np.ndarray, np.ndarray] | None = None  # (frame number, image, mask)
-        self._backward()
+        self._scratch = Path(tempfile.mkdtemp(prefix="v2v-mask-", dir=self._scratch_parent))
+        self._backward(clip)
+        return clip
 
-    def _backward(self) -> None:
+    def _backward(self, clip: SourceFrames) -> None:
         """Masks of frames anchor-1 .. 0 into the scratch folder, CHUNK frames decoded at a time."""
         import cv2
 
         if self.anchor == 0:
             return
-        known = read_frames(self.source, self.anchor, 1)[0]
+        known = clip.image(self.anchor)
         mask = self.given
         high = self.anchor
         while high > 0:
             low = max(0, high - CHUNK)
-            images = read_frames(self.source, low, high - low)
+            images = [frame.image for frame in clip.frames(low, high)]
+            if len(images) != high - low:
+                raise InputError(f"{clip.path}: could not decode frames {low} to {high - 1} to carry the mask back")
             for number in range(high - 1, low - 1, -1):
                 image = images[number - low]
                 mask = propagate_step(mask, known, image, self.estimator)
@@ -158,10 +161,12 @@ class PropagatedMask:
         log.info("mask carried back from frame %d to frame 0", self.anchor)
 
     def _stored(self, number: int) -> Path:
+        assert self._scratch is not None
         return self._scratch / f"{number:07d}.png"
 
     def mask_for(self, frame: Frame) -> np.ndarray:
-        number = self.clip.number(frame)
+        clip = self._start()
+        number = clip.number(frame)
         if number < self.anchor:
             mask = read_mask_image(self._stored(number))
         elif number == self.anchor:
@@ -169,44 +174,39 @@ class PropagatedMask:
         else:
             last = self._last
             if last is None or last[0] != number - 1:
-                last = self._catch_up(number - 1, last)
+                last = self._catch_up(clip, number - 1, last)
             mask = propagate_step(last[2], last[1], frame.image, self.estimator)
         self._last = (number, frame.image, mask)
         return (mask >= 0.5).astype(np.float32)
 
-    def _catch_up(self, number: int, last: tuple[int, np.ndarray, np.ndarray] | None) -> tuple[int, np.ndarray,
-                                                                                                np.ndarray]:
+    def _catch_up(self, clip: SourceFrames, number: int, last: tuple[int, np.ndarray, np.ndarray] | None
+                  ) -> tuple[int, np.ndarray, np.ndarray]:
         """The state at frame `number` (> anchor - 1), carried forward from the anchor (or from `last`, if it is
         earlier) by decoding the frames between."""
-        from v2v.io.probe import time_of_frame
-        from v2v.io.reader import open_source
-
         begin = last[0] if last is not None and self.anchor <= last[0] < number else self.anchor
         state = last if begin != self.anchor else None
-        start = time_of_frame(self.source, begin) if begin else 0.0
-        with open_source(self.source, start=max(0.0, start - 1e-4), max_frames=number - begin + 1) as reader:
-            for offset, frame in enumerate(reader):
-                current = begin + offset
-                if state is None:
-                    state = (current, frame.image, self.given)
-                elif current > state[0]:
-                    state = (current, frame.image, propagate_step(state[2], state[1], frame.image, self.estimator))
+        for frame in clip.frames(begin, number + 1):
+            if state is None:
+                state = (frame.index, frame.image, self.given)
+            elif frame.index > state[0]:
+                state = (frame.index, frame.image, propagate_step(state[2], state[1], frame.image, self.estimator))
         if state is None or state[0] != number:
-            raise InputError(f"{self.source}: could not decode up to frame {number} to carry the mask there")
+            raise InputError(f"{clip.path}: could not decode up to frame {number} to carry the mask there")
         return state
 
     def masks(self) -> Iterator[tuple[Frame, np.ndarray]]:
         """Every frame of the clip with its mask, in order."""
-        from v2v.io.reader import open_source
-
-        with open_source(self.source) as reader:
-            for frame in reader:
-                yield frame, self.mask_for(frame)
+        for frame in self._start().frames(0):
+            yield frame, self.mask_for(frame)
 
     def close(self) -> None:
         scratch = getattr(self, "_scratch", None)  # None when __init__ failed before making it
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+            self._scratch, self._last = None, None
+        clip = getattr(self, "clip", None)
+        if clip is not None and getattr(self, "_own_clip", False):
+            clip.close()
 
     def __del__(self) -> None:
         self.close()

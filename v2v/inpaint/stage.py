@@ -32,7 +32,8 @@ from v2v.inpaint.composite import check_sizes, composite, coverage, region
 from v2v.inpaint.fill import RADIUS, FillWindow, telea
 from v2v.inpaint.masks import MaskSource, VideoMask
 from v2v.io.side_input import SideInput
-from v2v.pipeline import Context, batched
+from v2v.io.source_frames import SourceFrames
+from v2v.pipeline import Context, attach_source, batched
 from v2v.scenes import is_cut
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,10 @@ class InpaintStage:
         self.context = Context(before=radius, after=radius) if fill else Context()
         self.frames_masked = self.frames_seen = 0
         self.fill_window: FillWindow | None = None
+
+    def attach_source(self, source: SourceFrames) -> None:
+        """The run's source, for masks that number frames in the clip or carry a mask through it."""
+        attach_source([self.masks], source)
 
     def _holes(self, frames: Iterator[Frame], alphas: dict[int, np.ndarray]) -> Iterator[tuple[Frame, np.ndarray]]:
         for frame in frames:

@@ -1,4 +1,5 @@
-"""Reading video files through PyAV, one frame at a time; `open_source` also opens image sequences.
+"""Readers: video files through PyAV, and image sequences (a folder, or the files a printf pattern names), one frame
+at a time; `open_source` opens either.
 
 Every reader yields `Frame`s that follow the pixel contract of `v2v.frames` (RGB uint8 (H, W, 3)), one
 at a time: nothing holds more than the decoder's own few frames, however long the clip.
@@ -12,17 +13,29 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import logging
+import math
 import os
+import re
 from collections.abc import Iterator
 from fractions import Fraction
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import av
 import numpy as np
 
-from v2v.errors import InputError, UsageError
+from v2v.errors import InputError, SourceNotFoundError, UsageError
 from v2v.frames import Frame
-from v2v.io.probe import VideoInfo, _format_facts, _reason, _stream_info, open_container
+from v2v.io.container import (
+    VideoInfo,
+    error_reason,
+    format_facts,
+    frame_seconds,
+    open_container,
+    stream_info,
+    stream_start,
+)
+from v2v.io.sequences import DEFAULT_SEQUENCE_FPS, IMAGE_SUFFIXES, is_image_sequence, sequence_files
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +111,7 @@ class VideoFileReader:
     @property
     def start_time(self) -> float:
         """Source time (seconds) of the stream's first frame: the origin of `window`."""
-        stream = self._stream
-        if stream.start_time is None:
-            return 0.0
-        return float(stream.start_time * stream.time_base)
+        return stream_start(self._stream)
 
     def _probe(self) -> VideoInfo:
         rotation = self._first_rotation()  # first: it may reopen the file, and the old stream is then closed
@@ -109,7 +119,7 @@ class VideoFileReader:
         ctx = stream.codec_context
         width, height = (ctx.height, ctx.width) if rotation % 180 else (ctx.width, ctx.height)
         pix_fmt = ctx.pix_fmt or "unknown"
-        bits, alpha = _format_facts(pix_fmt)
+        bits, alpha = format_facts(pix_fmt)
         duration = None
         if stream.duration is not None:
             duration = float(stream.duration * stream.time_base)
@@ -118,7 +128,7 @@ class VideoFileReader:
         count = stream.frames or None
         if count is None and duration and stream.average_rate:
             count = round(duration * stream.average_rate)
-        streams = tuple(_stream_info(s) for s in self._container.streams)
+        streams = tuple(stream_info(s) for s in self._container.streams)
         return VideoInfo(
             path=self.path,
             container=self._container.format.name,
@@ -187,8 +197,6 @@ class VideoFileReader:
     def starting_at(self, first: int) -> VideoFileReader:
         """A new reader over the same window from its frame `first` on (numbered from `first`), for a run that
         resumes; past the window's end it starts at the window's last frame."""
-        from v2v.io.probe import frame_seconds
-
         times = frame_seconds(self.path, self.start_time)
         begin, stop = self.window.span(times)
         first = max(0, min(first, stop - begin - 1))
@@ -201,7 +209,7 @@ class VideoFileReader:
         try:
             yield from self._container.decode(self._stream)
         except av.error.FFmpegError as exc:
-            self.damage = _reason(exc)
+            self.damage = error_reason(exc)
         else:
             # A truncated file often just ends: compare with what the container promised.
             expected = self.info.frame_count
@@ -221,6 +229,105 @@ class VideoFileReader:
             log.warning("%s: alpha channel of %s dropped (v2v works on RGB)", self.path, info.pix_fmt)
         if info.rotation:
             log.info("%s: rotation metadata (%d degrees) applied to the pixels", self.path, info.rotation)
+
+
+class ImageSequenceReader:
+    """Streams a folder of images or the files a printf pattern names, at `fps` (default 25)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        window: TimeWindow | None = None,
+        fps: Fraction | None = None,
+        first_index: int = 0,
+    ) -> None:
+        """`first_index` numbers the frames when this reader starts later in the window (a resumed run)."""
+        self.path = os.fspath(path)
+        self.window = window or TimeWindow()
+        self.first_index = first_index
+        self.files = sequence_files(self.path)
+        if not self.files:
+            if os.path.isdir(self.path):
+                raise InputError(f"{self.path}: folder has no images ({', '.join(IMAGE_SUFFIXES[:4])}, ...)")
+            raise SourceNotFoundError(f"{self.path}: no files match this pattern")
+        fps = Fraction(fps) if fps else DEFAULT_SEQUENCE_FPS
+        self.time_base = 1 / fps
+        first = read_image(self.files[0])
+        self.info = VideoInfo(
+            path=self.path,
+            container="image sequence",
+            width=first.shape[1],
+            height=first.shape[0],
+            fps=fps,
+            time_base=self.time_base,
+            frame_count=len(self.files),
+            duration=float(len(self.files) / fps),
+            codec=self.files[0].suffix.lstrip(".").lower(),
+            pix_fmt="rgb24",
+            bit_depth=8,
+            has_alpha=False,
+            rotation=0,
+        )
+        self.frames_read = 0
+        self.damage: str | None = None
+        self.stopped_at: float | None = None
+        self.start_time = 0.0
+        # the number in the name of the first file read (0 or 1, usually): an image-sequence output starts there
+        first = min(math.ceil(self.window.start / self.time_base - 1e-9), len(self.files) - 1)
+        numbers = re.findall(r"\d+", self.files[first].stem)
+        self.first_number = int(numbers[-1]) if numbers else 1
+
+    def __enter__(self) -> ImageSequenceReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        pass
+
+    def __iter__(self) -> Iterator[Frame]:
+        first, last = self._span()
+        for number in range(first, last):
+            image = read_image(self.files[number])
+            if image.shape[:2] != (self.info.height, self.info.width):
+                raise InputError(
+                    f"{self.files[number]}: is {image.shape[1]}x{image.shape[0]}, the sequence is "
+                    f"{self.info.width}x{self.info.height}; all images of a sequence must have one size"
+                )
+            yield Frame(image, self.first_index + self.frames_read, number, self.time_base)
+            self.frames_read += 1
+        if last < len(self.files):
+            self.stopped_at = float(last * self.time_base)
+
+    def _span(self) -> tuple[int, int]:
+        """The window as [first, last) positions in `files`."""
+        window = self.window
+        first = math.ceil(window.start / self.time_base - 1e-9)
+        last = len(self.files) if window.end is None else math.ceil(window.end / self.time_base - 1e-9)
+        last = min(last, len(self.files))
+        if window.max_frames is not None:
+            last = min(last, first + window.max_frames)
+        return first, last
+
+    def starting_at(self, first: int) -> ImageSequenceReader:
+        """A new reader over the same window from its frame `first` on (numbered from `first`), for a run that
+        resumes; past the window's end it starts at the window's last frame."""
+        window = self.window
+        begin, stop = self._span()
+        first = max(0, min(first, stop - begin - 1))
+        left = None if window.max_frames is None else window.max_frames - first
+        moved = TimeWindow(start=float((begin + first) * self.time_base), end=window.end, max_frames=left)
+        return ImageSequenceReader(self.path, moved, 1 / self.time_base, first_index=self.first_index + first)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """One image file, decoded to the pixel contract."""
+    try:
+        with av.open(str(path)) as container:
+            return frame_to_rgb(next(container.decode(video=0)))
+    except (av.error.FFmpegError, StopIteration) as exc:
+        raise InputError(f"{path}: not an image FFmpeg can read") from exc
 
 
 @runtime_checkable
@@ -263,8 +370,6 @@ def open_source(
     `start`/`end` are seconds from the first frame; `max_frames` caps the count; `fps` sets the rate of
     an image sequence (video files keep their own timing).
     """
-    from v2v.io.sequences import ImageSequenceReader, is_image_sequence
-
     window = TimeWindow(start=start, end=end, max_frames=max_frames)
     if is_image_sequence(path):
         return ImageSequenceReader(path, window, Fraction(fps) if fps else None)

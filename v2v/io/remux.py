@@ -1,5 +1,5 @@
-"""Stream copy: a source's audio and subtitle packets copied into an output untouched, and finished segment files
-joined into one output without re-encoding. Both mux packets the way the video writer does (`v2v.io.writer`).
+"""Joining: finished segment files joined into one output by stream copy (no re-encoding), with the source's audio
+copied once, as the video writer copies it (`v2v.io.writer.StreamCopier`).
 """
 
 from __future__ import annotations
@@ -14,80 +14,10 @@ from fractions import Fraction
 import av
 
 from v2v.errors import OutputError
-from v2v.io.probe import open_container
-from v2v.io.writer import AudioSource, discard_partial, temp_name, writing_errors
+from v2v.io.container import open_container
+from v2v.io.writer import AudioSource, StreamCopier, discard_partial, temp_name, writing_errors
 
 log = logging.getLogger(__name__)
-
-
-class StreamCopier:
-    """Copies a source's audio and subtitle packets into the output, untouched, in step with the video.
-
-    `origin` is the source time (seconds) of its first video frame and `trim_start` how far after it the
-    output begins: packets before that are dropped and the rest shifted back by `trim_start`, as the video is.
-    """
-
-    def __init__(
-        self, output: av.container.OutputContainer, source: str, *, origin: float = 0.0, trim_start: float = 0.0
-    ) -> None:
-        self._output = output
-        self._input = av.open(source, metadata_errors="ignore")
-        # untrimmed: everything, including packets before the first frame (AAC priming has pts < 0)
-        self.start = origin + trim_start if trim_start > 0 else -math.inf
-        self.shift = trim_start
-        self._map: dict[int, av.stream.Stream] = {}
-        wanted = []
-        for stream in self._input.streams:
-            if stream.type not in ("audio", "subtitle"):
-                continue
-            codec = stream.codec_context.name if stream.codec_context else "unknown"
-            if codec not in output.supported_codecs:
-                where = os.path.splitext(output.name)[1] or output.format.name
-                if stream.type == "audio":
-                    raise OutputError(
-                        f"{output.name}: a {where} file can't hold the source's {codec} audio; "
-                        "choose a container that can, such as .mkv"
-                    )
-                log.warning("subtitle stream %d (%s) can't be stored in %s; not copied", stream.index, codec, where)
-                continue
-            self._map[stream.index] = output.add_stream_from_template(stream)
-            wanted.append(stream)
-        self._packets = self._input.demux(wanted) if wanted else iter(())
-        if wanted and trim_start > 0:
-            self._input.seek(int(self.start * av.time_base), backward=True)
-        self._pending: av.Packet | None = None
-
-    @property
-    def copies_anything(self) -> bool:
-        return bool(self._map)
-
-    def copy_until(self, until: float) -> None:
-        """Mux every packet that starts before `until` (source seconds)."""
-        while True:
-            packet = self._pending or next(self._packets, None)
-            self._pending = None
-            if packet is None:
-                return
-            if not packet.size:  # demuxer flush packets carry nothing
-                continue
-            stamp = packet.pts if packet.pts is not None else packet.dts
-            time = float(stamp * packet.time_base) if stamp is not None else self.start
-            if time >= until:
-                self._pending = packet
-                return
-            if time < self.start - 1e-6:
-                continue
-            if self.shift:
-                offset = round(self.shift / packet.time_base)
-                packet.pts = None if packet.pts is None else packet.pts - offset
-                packet.dts = None if packet.dts is None else packet.dts - offset
-            packet.stream = self._map[packet.stream_index]
-            self._output.mux(packet)
-
-    def close(self) -> None:
-        self._input.close()
-
-
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,6 +32,7 @@ import numpy as np
 
 from v2v.errors import InputError, UsageError
 from v2v.frames import Frame
+from v2v.io.queues import End, Failed, read_into
 from v2v.io.reader import Reader, TimeWindow, open_source
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class SideInput:
         if self.align == "time":
             window = TimeWindow(start=max(0.0, start))
         elif first_index:
-            from v2v.io.probe import time_of_frame
+            from v2v.io.source_frames import time_of_frame
 
             begin = time_of_frame(self.path, first_index, window.start)
             left = None if window.max_frames is None else window.max_frames - first_index
@@ -94,39 +95,17 @@ class SideInput:
         self._queue = queue.Queue(QUEUE_FRAMES)
         self._current = self._next = None
         self._ended = False
-        self._thread = threading.Thread(target=self._decode, args=(self._reader, self._queue, self._stop),
+        self._thread = threading.Thread(target=read_into, args=(self._reader, self._queue, self._stop),
                                         name="v2v-side-input", daemon=True)
         self._thread.start()
-
-    @staticmethod
-    def _decode(reader: Reader, channel: queue.Queue[object], stop: threading.Event) -> None:
-        try:
-            for frame in reader:
-                while not stop.is_set():
-                    try:
-                        channel.put(frame, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            item: object = None
-        except BaseException as error:  # re-raised in the stage's thread
-            item = error
-        while not stop.is_set():
-            try:
-                channel.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
 
     def _read(self) -> Frame | None:
         if self._ended or self._reader is None:
             return None
         item = self._queue.get()
-        if isinstance(item, BaseException):
-            raise item
-        if item is None:
+        if isinstance(item, Failed):
+            raise item.error
+        if isinstance(item, End):
             self._ended = True
             return None
         frame: Frame = item  # type: ignore[assignment]

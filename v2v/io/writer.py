@@ -1,8 +1,9 @@
-"""Writing: video files through PyAV, and image sequences (`out/%05d.png`).
+"""Writers: video files through PyAV, and image sequences (`out/%05d.png`); `open_writer` opens either.
 
 A writer never touches the output's final name until the output is complete: it writes a hidden
 temporary file (or folder) beside it and renames it into place in `close()`. `abort()` removes what was
 written. An existing output is refused unless `overwrite` is set, and that is checked before any work.
+An image sequence's finished images are each whole, so a run that stops can be resumed from them.
 
 Audio and subtitle streams of the source are copied packet for packet (no re-encode), interleaved with
 the video as it is written, so nothing is held in memory and the bytes are unchanged.
@@ -12,11 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import os
+import shutil
 from collections.abc import Iterator
 from fractions import Fraction
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import av
@@ -24,17 +28,18 @@ import numpy as np
 
 from v2v.errors import InputError, OutputError, OutputExistsError, UsageError, V2VError
 from v2v.frames import Frame, check_image
-from v2v.io.sequences import is_image_sequence, sequence_files
+from v2v.io.sequences import is_image_sequence, pattern_regex, sequence_files
+from v2v.resume import check_same_run
 
 if TYPE_CHECKING:
     from v2v.io.reader import Reader
-    from v2v.io.remux import StreamCopier
 
 log = logging.getLogger(__name__)
 
 DEFAULT_FPS = Fraction(25)
 # Pixel formats that keep RGB exactly, for lossless codecs.
 _LOSSLESS_PIX_FMT = {"ffv1": "bgr0", "png": "rgb24", "qtrle": "rgb24", "libx264rgb": "rgb24"}
+_IMAGE_CODECS = {".png": "png", ".jpg": "mjpeg", ".jpeg": "mjpeg", ".bmp": "bmp", ".tif": "tiff", ".tiff": "tiff"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +162,70 @@ class AudioSource:
         return cls(reader.path, origin=reader.start_time, start=reader.window.start)
 
 
+class StreamCopier:
+    """Copies a source's audio and subtitle packets into the output, untouched, in step with the video.
+
+    `origin` is the source time (seconds) of its first video frame and `trim_start` how far after it the
+    output begins: packets before that are dropped and the rest shifted back by `trim_start`, as the video is.
+    """
+
+    def __init__(
+        self, output: av.container.OutputContainer, source: str, *, origin: float = 0.0, trim_start: float = 0.0
+    ) -> None:
+        self._output = output
+        self._input = av.open(source, metadata_errors="ignore")
+        # untrimmed: everything, including packets before the first frame (AAC priming has pts < 0)
+        self.start = origin + trim_start if trim_start > 0 else -math.inf
+        self.shift = trim_start
+        self._map: dict[int, av.stream.Stream] = {}
+        wanted = []
+        for stream in self._input.streams:
+            if stream.type not in ("audio", "subtitle"):
+                continue
+            codec = stream.codec_context.name if stream.codec_context else "unknown"
+            if codec not in output.supported_codecs:
+                where = os.path.splitext(output.name)[1] or output.format.name
+                if stream.type == "audio":
+                    raise OutputError(
+                        f"{output.name}: a {where} file can't hold the source's {codec} audio; "
+                        "choose a container that can, such as .mkv"
+                    )
+                log.warning("subtitle stream %d (%s) can't be stored in %s; not copied", stream.index, codec, where)
+                continue
+            self._map[stream.index] = output.add_stream_from_template(stream)
+            wanted.append(stream)
+        self._packets = self._input.demux(wanted) if wanted else iter(())
+        if wanted and trim_start > 0:
+            self._input.seek(int(self.start * av.time_base), backward=True)
+        self._pending: av.Packet | None = None
+
+    def copy_until(self, until: float) -> None:
+        """Mux every packet that starts before `until` (source seconds)."""
+        while True:
+            packet = self._pending or next(self._packets, None)
+            self._pending = None
+            if packet is None:
+                return
+            if not packet.size:  # demuxer flush packets carry nothing
+                continue
+            stamp = packet.pts if packet.pts is not None else packet.dts
+            time = float(stamp * packet.time_base) if stamp is not None else self.start
+            if time >= until:
+                self._pending = packet
+                return
+            if time < self.start - 1e-6:
+                continue
+            if self.shift:
+                offset = round(self.shift / packet.time_base)
+                packet.pts = None if packet.pts is None else packet.pts - offset
+                packet.dts = None if packet.dts is None else packet.dts - offset
+            packet.stream = self._map[packet.stream_index]
+            self._output.mux(packet)
+
+    def close(self) -> None:
+        self._input.close()
+
+
 class VideoFileWriter:
     """Encodes frames into a video file, copying audio/subtitles from `audio` when given.
 
@@ -198,8 +267,6 @@ class VideoFileWriter:
         self.abort() if exc_type is not None else self.close()
 
     def _open(self, frame: Frame) -> None:
-        from v2v.io.remux import StreamCopier
-
         try:
             self._container = av.open(self._temp, "w")
         except av.error.FFmpegError as exc:
@@ -294,6 +361,135 @@ class VideoFileWriter:
         self._container = None
 
 
+class ImageSequenceWriter:
+    """Writes one image a frame, named by a printf pattern (`out/%05d.png`, numbered from `start_number`, 1 by
+    default as FFmpeg does).
+
+    Images go to a hidden work folder beside them (`.PATTERN.v2v-partial`), each one whole (written under a
+    temporary name, then renamed), and are moved into place by close(). A run that stops keeps the finished ones
+    there (unless `keep_partial` is False): the same run with `resume` writes only the frames after them
+    (`frames_done`; the frames before arrive again as context and are dropped). `record` ({"input": the input's
+    fingerprint, "options": what else the frames depend on}) is saved with them, and a resume with another
+    record is refused.
+    """
+
+    RECORD = "v2v-run.json"
+
+    def __init__(
+        self,
+        pattern: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        start_number: int = 1,
+        resume: bool = False,
+        keep_partial: bool = True,
+        record: dict[str, Any] | None = None,
+    ) -> None:
+        self.pattern = os.fspath(pattern)
+        self.start_number = start_number
+        check_output(self.pattern, overwrite)
+        self.folder, self.name = os.path.split(os.path.abspath(self.pattern))
+        pattern_regex(self.name)  # raises for a pattern without %d
+        suffix = os.path.splitext(self.name)[1].lower()
+        if suffix not in _IMAGE_CODECS:
+            choices = ", ".join(_IMAGE_CODECS)
+            raise UsageError(f"{self.pattern}: can't write {suffix or 'suffix-less'} images; use one of {choices}")
+        self._codec = _IMAGE_CODECS[suffix]
+        self._overwrite = overwrite
+        self._keep_partial = keep_partial
+        record = record or {}
+        self._record = {
+            "input": record.get("input", {"size": None, "sha256_head_tail": None}),
+            "options": {**record.get("options", {}), "start_number": start_number},
+        }
+        self._made_folder = False
+        self.work = Path(self.folder) / f".{self.name}.v2v-partial"
+        self.frames_done = self._finished_before(resume, overwrite)
+        self.frames_written = self.frames_done
+
+    def _finished_before(self, resume: bool, overwrite: bool) -> int:
+        """How many frames an earlier run of this output finished (0 without one, or when starting over)."""
+        if not self.work.is_dir():
+            return 0
+        done = 0
+        while (self.work / (self.name % (self.start_number + done))).is_file():
+            done += 1
+        if not resume:
+            if not overwrite:
+                raise OutputError(
+                    f"{self.work} holds {done} finished frames of an earlier run of {self.pattern}; pass --resume "
+                    "to continue it, or --overwrite to start over"
+                )
+            shutil.rmtree(self.work)
+            return 0
+        try:
+            saved = json.loads((self.work / self.RECORD).read_text())
+        except (OSError, ValueError) as exc:
+            raise OutputError(
+                f"{self.work} has no readable record of its run ({exc}); remove it to start over"
+            ) from exc
+        check_same_run(self.work, saved, self._record["input"], self._record["options"])
+        log.warning("resuming: %d frames of %s were finished already", done, self.pattern)
+        return done
+
+    def __enter__(self) -> ImageSequenceWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.abort() if exc_type is not None else self.close()
+
+    def write(self, frame: Frame) -> None:
+        if frame.index < self.frames_done:
+            return  # context before the frames a resumed run still has to write
+        check_image(frame.image)
+        if not self.work.is_dir():
+            if not os.path.isdir(self.folder):
+                os.mkdir(self.folder)
+                self._made_folder = True
+            self.work.mkdir()
+            (self.work / self.RECORD).write_text(json.dumps(self._record, indent=1, default=str))
+        context = av.CodecContext.create(self._codec, "w")
+        context.width, context.height = frame.width, frame.height
+        context.pix_fmt = "yuvj444p" if self._codec == "mjpeg" else "rgb24"
+        context.time_base = Fraction(1, 25)
+        if self._codec == "mjpeg":
+            context.options = {"qmin": "1", "qmax": "2"}
+        picture = av.VideoFrame.from_ndarray(frame.image, format="rgb24")
+        data = b"".join(bytes(p) for p in [*context.encode(picture), *context.encode(None)])
+        temporary = self.work / ".writing"
+        temporary.write_bytes(data)
+        os.replace(temporary, self.work / (self.name % (self.frames_written + self.start_number)))
+        self.frames_written += 1
+
+    def _finished(self) -> list[Path]:
+        return sorted(path for path in self.work.iterdir() if not path.name.startswith((".", self.RECORD)))
+
+    def close(self) -> None:
+        if self.frames_written == 0:
+            raise OutputError(f"{self.pattern}: no frames were written, so no images were made")
+        if self._overwrite:
+            for old in sequence_files(self.pattern):
+                old.unlink()
+        for image in self._finished():
+            os.replace(image, os.path.join(self.folder, image.name))
+        shutil.rmtree(self.work)
+
+    def abort(self) -> None:
+        if not self.work.is_dir():
+            return
+        kept = len(self._finished())
+        if kept and self._keep_partial:
+            log.warning("kept %d finished frames in %s: run the same command with --resume to continue", kept,
+                        self.work)  # fmt: skip
+            return
+        shutil.rmtree(self.work, ignore_errors=True)
+        if self._made_folder:
+            try:
+                os.rmdir(self.folder)
+            except OSError:
+                pass
+
+
 @runtime_checkable
 class Writer(Protocol):
     """What the pipeline needs of an output: frames in order, then close (commit) or abort (remove all)."""
@@ -327,8 +523,6 @@ def open_writer(
     `resume`, `keep_partial` and `record` say how it keeps finished frames for a resume (`ImageSequenceWriter`).
     """
     if is_image_sequence(path):
-        from v2v.io.sequences import ImageSequenceWriter
-
         return ImageSequenceWriter(
             path, overwrite=overwrite, start_number=start_number, resume=resume, keep_partial=keep_partial,
             record=record,

@@ -26,7 +26,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from v2v.errors import InputError, UsageError
+from v2v.errors import InputError, ParameterError, UsageError
 from v2v.frames import Frame
 from v2v.pipeline import Context, Timing
 from v2v.scenes import is_cut
@@ -41,7 +41,7 @@ class InterpolateStage:
     """Makes frames between the source's. Give exactly one of `factor`, `fps` or `slowmo`.
 
     `model` is a registry name (default RIFE 4.0) loaded when the stage is made, or `between`, any function
-    (a, b, positions) -> images, for other interpolators. `device`, `dtype`, `scale` and `tta` go to the
+    (a, b, positions) -> images, for other interpolators. `device`, `dtype`, `flow_scale` and `tta` go to the
     model (`v2v.restore.rife.Interpolator`).
     """
 
@@ -58,27 +58,27 @@ class InterpolateStage:
         between: Between | None = None,
         device: str | None = None,
         dtype: str = "auto",
-        scale: float | str = "auto",
+        flow_scale: float | str = "auto",
         tta: bool = False,
     ) -> None:
         given = [name for name, value in (("factor", factor), ("fps", fps), ("slowmo", slowmo)) if value is not None]
         if len(given) != 1:
-            raise UsageError(f"give one of --factor, --fps or --slowmo, not {' and '.join(given) or 'none'}")
+            raise UsageError(f"give one of factor, fps or slowmo, not {' and '.join(given) or 'none'}")
         for name, value in (("factor", factor), ("slowmo", slowmo)):
             if value is not None and (int(value) != value or value < 2):
-                raise UsageError(f"--{name} must be a whole number >= 2 (N-1 new frames between each pair), "
-                                 f"got {value}")
+                raise ParameterError(name, f"must be a whole number >= 2 (N-1 new frames between each pair), "
+                                           f"got {value}")
         self.factor = int(factor or slowmo or 1)
         self.fps = Fraction(fps).limit_denominator(1_000_000) if fps is not None else None
         if self.fps is not None and self.fps <= 0:
-            raise UsageError(f"--fps must be > 0, got {fps}")
+            raise ParameterError("fps", f"must be > 0, got {fps}")
         self.slowmo = slowmo is not None
         if between is None:
             from v2v.restore.registry import lookup
             from v2v.restore.rife import Interpolator
 
-            between = Interpolator(lookup(model, "interpolate").name, device=device, dtype=dtype, scale=scale,
-                                   tta=tta).between
+            between = Interpolator(lookup(model, "interpolate").name, device=device, dtype=dtype,
+                                   flow_scale=flow_scale, tta=tta).between
         self.between = between
         self.cuts: list[int] = []
 
@@ -88,8 +88,8 @@ class InterpolateStage:
         rate, time_base = timing.rate, timing.time_base
         if self.fps is not None:
             if rate is not None and self.fps <= rate:
-                raise UsageError(
-                    f"--fps {float(self.fps):g} is not above the source's {float(rate):g} frames/s; v2v interpolates, "
+                raise ParameterError(
+                    "fps", f"{float(self.fps):g} is not above the source's {float(rate):g} frames/s; v2v interpolates, "
                     "it does not drop frames (use ffmpeg's fps filter to lower a rate)"
                 )
             base = None if time_base is None else Fraction(1, math.lcm(time_base.denominator, self.fps.numerator))

@@ -19,7 +19,7 @@ Where v2v follows the released inference code, and where it goes further:
 - `Interpolator(tta=True)` runs the whole network a second time on the pair reversed (b, a at 1 - t) and
   averages the two frames (test-time augmentation by time reversal, as VFI papers report it): +0.2-0.4 dB
   on the clips in BENCHMARKS.md, 0.1-0.25 dB more than `ensemble`, for twice the time; off by default;
-- `Interpolator(scale="auto")` (the default) takes the flow at half resolution above 2560x1440, as RIFE's
+- `Interpolator(flow_scale="auto")` (the default) takes the flow at half resolution above 2560x1440, as RIFE's
   authors advise for 4K, and at full resolution otherwise (flow at 2x for small frames did not help:
   BENCHMARKS.md);
 - the checkpoint's distillation teacher (`block_tea`) reads the true middle frame, so it exists only in
@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from v2v.devices import resolve_device
-from v2v.errors import UsageError
+from v2v.errors import ParameterError
 from v2v.flow.warp import warp_by_flow
 from v2v.frames import check_image, images_to_tensor, tensor_to_images
 from v2v.restore.checkpoint import load_strict, read_state
@@ -315,7 +315,7 @@ def auto_scale(height: int, width: int) -> float:
 
 
 def parse_scale(scale: float | str) -> float | str:
-    """`scale` checked: "auto", or one of SCALES as a float; UsageError otherwise."""
+    """`Interpolator`'s `flow_scale` checked: "auto", or one of SCALES as a float; ParameterError otherwise."""
     if scale == "auto":
         return "auto"
     try:
@@ -323,7 +323,7 @@ def parse_scale(scale: float | str) -> float | str:
     except (TypeError, ValueError):
         value = float("nan")
     if value not in SCALES:
-        raise UsageError(f"RIFE scale must be auto or one of {', '.join(f'{s:g}' for s in SCALES)}, got {scale}")
+        raise ParameterError("flow_scale", f"must be auto or one of {', '.join(f'{s:g}' for s in SCALES)}, got {scale}")
     return value
 
 
@@ -336,9 +336,9 @@ class Interpolator:
         dtype: the dtype of the convolutions (flows, warping and blending stay float32): "auto" is fp16 on
             CUDA, bf16 on CPUs with native bf16 (agrees with fp32 to over 50 dB and is about 1.4x faster; see
             BENCHMARKS.md), else fp32; or fp32/fp16/bf16.
-        scale: flow resolution relative to the frame, one of 0.25, 0.5, 1, 2, 4, or "auto" (`auto_scale`: 0.5
-            above 2560x1440, else 1).
-        batch: how many instants of one pair go through the network at once (default: 4 on CUDA, 1 on the
+        flow_scale: flow resolution relative to the frame, one of 0.25, 0.5, 1, 2, 4, or "auto" (`auto_scale`:
+            0.5 above 2560x1440, else 1).
+        batch_size: how many instants of one pair go through the network at once (default: 4 on CUDA, 1 on the
             CPU, where a batch is no faster per frame and needs more memory).
         refine: run RIFE's refinement net (0.7-1.2 dB better on real clips, about twice the time); False is
             RIFE 4.0's own "fast mode".
@@ -354,18 +354,18 @@ class Interpolator:
     KEEP = 3  # prepared images kept: the current pair and the one before
 
     def __init__(self, model: str | RestoreModel = "rife-4.0", device: str | torch.device | None = None,
-                 dtype: str | torch.dtype = "auto", scale: float | str = "auto", batch: int | None = None,
-                 refine: bool = True, ensemble: bool = False, tta: bool = False) -> None:
+                 dtype: str | torch.dtype = "auto", flow_scale: float | str = "auto",
+                 batch_size: int | None = None, refine: bool = True, ensemble: bool = False, tta: bool = False) -> None:
         self.model = lookup(model, task="interpolate") if isinstance(model, str) else model
-        self.scale = parse_scale(scale)
+        self.flow_scale = parse_scale(flow_scale)
         self.device = resolve_device(device)
         self.dtype = IFNet.traits.dtype(self.device, dtype)
         self.refine = refine
         self.ensemble = ensemble
         self.tta = tta
-        self.batch = batch if batch is not None else (4 if self.device.type == "cuda" else 1)
-        if self.batch < 1:
-            raise UsageError(f"batch must be at least 1, got {self.batch}")
+        self.batch_size = batch_size if batch_size is not None else (4 if self.device.type == "cuda" else 1)
+        if self.batch_size < 1:
+            raise ParameterError("batch_size", f"must be at least 1, got {self.batch_size}")
         self.net: IFNet = self.model.load().to(self.device, self.dtype)
         self._prepared: list[tuple[np.ndarray, torch.Tensor]] = []
 
@@ -387,8 +387,8 @@ class Interpolator:
             run = functools.partial(self.net, scale=scale, refine=self.refine, ensemble=self.ensemble)
             with torch.inference_mode():
                 x0, x1 = self._prepare(a, scale), self._prepare(b, scale)
-                for start in range(0, len(todo), self.batch):
-                    chunk = todo[start : start + self.batch]
+                for start in range(0, len(todo), self.batch_size):
+                    chunk = todo[start : start + self.batch_size]
                     stamps = torch.tensor([times[i] for i in chunk])
                     result = run(x0, x1, stamps)
                     if self.tta:
@@ -398,8 +398,8 @@ class Interpolator:
         return [image for image in out if image is not None]
 
     def scale_for(self, height: int, width: int) -> float:
-        """The flow resolution used for frames of this size (`scale`, or what "auto" picks)."""
-        return auto_scale(height, width) if self.scale == "auto" else float(self.scale)
+        """The flow resolution used for frames of this size (`flow_scale`, or what "auto" picks)."""
+        return auto_scale(height, width) if self.flow_scale == "auto" else float(self.flow_scale)
 
     def _prepare(self, image: np.ndarray, scale: float) -> torch.Tensor:
         """(1, 3, H', W') on the device in the compute dtype, padded on the right and bottom to the multiple

@@ -245,7 +245,7 @@ class Upscaler:
                 if current <= MIN_TILE:
                     raise ModelError(
                         f"out of memory upscaling {width}x{height} even with tiles of {tile} pixels; "
-                        "use a smaller --batch, the CPU, or a lighter model"
+                        "use a smaller --batch-size, the CPU, or a lighter model"
                     ) from error
                 log.warning(
                     "out of memory with %s; retrying with --tile %d (kept for the rest of this frame size)",

@@ -1,5 +1,6 @@
-"""What the diffusion-transformer (DiT) families share: cross-frame attention on their joint-attention layers
-(`v2v.diffusion.dit_attention`), the bank's shapes from the image tokens a frame makes, and the T5 prompt length.
+"""What the diffusion-transformer (DiT) families share: cross-frame attention on the attention layers each family
+picks, with the processor class it names (`v2v.diffusion.dit_attention`), the bank's shapes from the image tokens a
+frame makes, packed latents, the T5 prompt length, and the keyword arguments every DiT pipeline call takes.
 `flux.py`, `flux_kontext.py`, `sd3.py` and `qwen_image.py` subclass `DiffusionTransformer`; it registers nothing."""
 
 from __future__ import annotations
@@ -7,18 +8,18 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from v2v.diffusion.registry import Family
+from v2v.diffusion.registry import Batch, Family
 
 if TYPE_CHECKING:
     import torch
 
     from v2v.diffusion.attention import FrameBank
+    from v2v.diffusion.dit_attention import DiTCrossFrameProcessor
 
 
 class DiffusionTransformer(Family):
     """A family whose denoiser is `pipe.transformer` with joint text-image attention."""
 
-    attention_family = ""  # a key of `dit_attention.PROCESSORS`
     patch = 2  # latent pixels per image token along each side (2x2 packing or patches)
     text_tokenizer = "tokenizer_2"  # the pipeline's T5 tokenizer attribute
     max_sequence_length = 512  # T5 tokens a prompt is padded to, at most
@@ -26,10 +27,21 @@ class DiffusionTransformer(Family):
     # packed row-major (FLUX, Qwen-Image), rather than the (B, C, h, w) image itself (SD3 patches inside)
     packed_latents = False
 
+    def cross_frame_processor(self) -> type[DiTCrossFrameProcessor]:
+        """The processor class that gives the layers `gets_cross_frame` picks cross-frame attention: one of
+        `dit_attention`'s, or a `dit_attention.DiTCrossFrameProcessor` subclass of the family's own (import it here,
+        not at module level: torch is heavy)."""
+        raise NotImplementedError
+
+    def gets_cross_frame(self, layer: str) -> bool:
+        """Whether the attention layer `layer` (a key of `transformer.attn_processors`) gets cross-frame attention.
+        Base: every attention of the `transformer_blocks` (SD3, Qwen-Image)."""
+        return layer.startswith("transformer_blocks.")
+
     def cross_frame_attention(self, pipe: Any, bank: FrameBank) -> AbstractContextManager[Any]:
         from v2v.diffusion.dit_attention import dit_cross_frame_attention
 
-        return dit_cross_frame_attention(pipe.transformer, bank, self.attention_family)
+        return dit_cross_frame_attention(pipe.transformer, bank, self)
 
     def image_tokens(self, pipe: Any, height: int, width: int) -> int:
         """Image tokens one frame of height x width pixels makes in the transformer's sequence."""
@@ -40,7 +52,7 @@ class DiffusionTransformer(Family):
         from v2v.diffusion.dit_attention import transformer_bank_shapes
 
         tokens = self.image_tokens(pipe, height, width)
-        return transformer_bank_shapes(pipe.transformer, self.attention_family, tokens)
+        return transformer_bank_shapes(pipe.transformer, self, tokens)
 
     def unpack_latents(self, pipe: Any, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
         if not self.packed_latents:
@@ -64,3 +76,30 @@ class DiffusionTransformer(Family):
         """T5 tokens a prompt is padded to: `max_sequence_length`, or the T5 tokenizer's own limit if lower."""
         tokenizer = getattr(pipe, self.text_tokenizer, None)
         return min(self.max_sequence_length, int(getattr(tokenizer, "model_max_length", self.max_sequence_length)))
+
+    def call_arguments(self, pipe: Any, batch: Batch) -> dict[str, Any]:
+        """What every DiT pipeline call takes: the prompt per frame, the frames at their (padded) size, steps,
+        guidance, generators and the T5 length; `strength` for the img2img kinds, the negative prompt when the call
+        is guided, and with `--true-cfg` (a guidance-distilled family's `true_cfg_kinds`) the negative prompt and
+        `true_cfg_scale` (diffusers then runs the transformer a second time a step on the negative prompt and takes
+        negative + scale x (positive - negative)). Families add what their pipeline takes besides, or drop what it
+        does not take."""
+        height, width = batch.images.shape[-2:]
+        arguments: dict[str, Any] = dict(
+            prompt=[batch.prompt] * batch.count,
+            image=batch.images,
+            height=int(height),
+            width=int(width),
+            num_inference_steps=batch.steps,
+            guidance_scale=batch.guidance,
+            generator=batch.generators,
+            output_type="pt",
+            max_sequence_length=self.text_tokens(pipe),
+        )
+        if batch.kind.startswith(("restyle", "inpaint")):  # denoised from the noised frame, not from noise
+            arguments["strength"] = batch.strength
+        if batch.true_cfg is not None or self.guided(pipe, batch.guidance, batch.image_guidance):
+            arguments["negative_prompt"] = [batch.negative_prompt] * batch.count
+        if batch.true_cfg is not None:
+            arguments["true_cfg_scale"] = batch.true_cfg
+        return arguments

@@ -23,6 +23,8 @@ from v2v.errors import ModelError, UsageError
 if TYPE_CHECKING:
     import torch
 
+    from v2v.diffusion.dit_attention import DiTCrossFrameProcessor
+
 FLUX_PIPELINES = ("FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline", "FluxControlNetPipeline",
                   "FluxControlNetImg2ImgPipeline", "FluxControlNetInpaintPipeline")  # fmt: skip
 FLUX_ORIGINAL = "double_blocks.0.img_attn.qkv.weight"  # single files in Black Forest Labs' layout
@@ -61,19 +63,26 @@ class Flux(DiffusionTransformer):
     # diffusers' FLUX.1-dev settings; bf16 on CUDA (FLUX overflows in fp16); sides: the VAE's 8 x 2x2 packing
     defaults = Defaults(steps=28, guidance=3.5, strength=0.6, half=False, multiple=16)
     checkpoint_configs = "black-forest-labs/FLUX.1-dev"
-    attention_family = "flux"  # the processors of `dit_attention.PROCESSORS`
     packed_latents = True  # the pipeline packs 2x2 patches of the latent image into tokens
     takes_negative_prompt = False  # guidance-distilled: one pass a step, unless --true-cfg asks for a second
     true_cfg_kinds = ("restyle", "inpaint")  # FluxImg2ImgPipeline, FluxInpaintPipeline (not the ControlNet ones)
     max_sequence_length = 512  # T5 tokens at most, as FLUX.1-dev was trained (fewer if the T5 tokenizer says so)
 
-    # --- recognition
+    # --- recognition and cross-frame attention
 
     def recognise(self, info: ModelInfo) -> bool:
         channels = transformer_in_channels(info)
         if info.is_file:
             return is_flux_file(info) and channels == LATENT_TOKENS_IN
         return info.class_name in FLUX_PIPELINES and channels in (LATENT_TOKENS_IN, None)
+
+    def cross_frame_processor(self) -> type[DiTCrossFrameProcessor]:
+        from v2v.diffusion.dit_attention import FluxCrossFrameProcessor
+
+        return FluxCrossFrameProcessor
+
+    def gets_cross_frame(self, layer: str) -> bool:
+        return "transformer_blocks." in layer  # the double-stream and the single-stream blocks
 
     # --- controls and adapters
 
@@ -94,12 +103,10 @@ class Flux(DiffusionTransformer):
     def load_ip_adapter(self, pipe: Any, name: str | None, image_encoder: str | None, scale: float) -> None:
         """An XLabs FLUX IP-Adapter, or FLUX Redux when `name` is a `FluxPriorReduxPipeline` folder (e.g.
         black-forest-labs/FLUX.1-Redux-dev): its SigLIP image tokens are appended to the prompt's T5 tokens."""
-        from v2v.diffusion import models
-
         if name and (redux := _redux_folder(name)) is not None:
             pipe.v2v_redux = (load_redux(redux, pipe, name), scale)
             return
-        models.load_ip_adapter(self, pipe, name, image_encoder, scale)
+        super().load_ip_adapter(pipe, name, image_encoder, scale)
 
     def ip_adapter_embeds(self, pipe: Any, reference: Any, device: torch.device, guided: bool) -> list[Any]:
         redux = getattr(pipe, "v2v_redux", None)
@@ -121,20 +128,7 @@ class Flux(DiffusionTransformer):
         return False  # guidance-distilled: the guidance is an input of the transformer, one pass per step
 
     def call_arguments(self, pipe: Any, batch: Batch) -> dict[str, Any]:
-        height, width = batch.images.shape[-2:]
-        arguments: dict[str, Any] = dict(
-            prompt=[batch.prompt] * batch.count,
-            image=batch.images,
-            height=int(height),
-            width=int(width),
-            strength=batch.strength,
-            num_inference_steps=batch.steps,
-            guidance_scale=batch.guidance,
-            generator=batch.generators,
-            output_type="pt",
-            max_sequence_length=self.text_tokens(pipe),
-        )
-        arguments.update(self.true_cfg_arguments(batch))
+        arguments = super().call_arguments(pipe, batch)
         if batch.control_images:
             single = len(batch.control_images) == 1
             # FLUX's ControlNet pipelines hand tensors to the VAE as they are, so give them in the VAE's [-1, 1], as
@@ -160,13 +154,6 @@ class Flux(DiffusionTransformer):
             arguments["mask_image"] = batch.masks
         return arguments
 
-    def true_cfg_arguments(self, batch: Batch) -> dict[str, Any]:
-        """With `--true-cfg`: the negative prompt and its scale (diffusers then runs the transformer a second time
-        a step on the negative prompt and takes negative + scale x (positive - negative))."""
-        if batch.true_cfg is None:
-            return {}
-        return {"negative_prompt": [batch.negative_prompt] * batch.count, "true_cfg_scale": batch.true_cfg}
-
 
 def _redux_folder(name: str) -> Any:
     """The local folder of `name` when it is a FluxPriorReduxPipeline folder, else None."""
@@ -186,12 +173,12 @@ def load_redux(path: Any, pipe: Any, name: str) -> Any:
     ModelError when its tokens are not as wide as the transformer's text."""
     from diffusers import FluxPriorReduxPipeline
 
-    from v2v.diffusion.models import _dtype_argument
+    from v2v.diffusion.models import dtype_argument, first_line
 
     try:
-        prior = FluxPriorReduxPipeline.from_pretrained(str(path), local_files_only=True, **_dtype_argument(pipe.dtype))
+        prior = FluxPriorReduxPipeline.from_pretrained(str(path), local_files_only=True, **dtype_argument(pipe.dtype))
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(f"cannot load FLUX Redux {name!r}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
+        raise ModelError(f"cannot load FLUX Redux {name!r}: {first_line(exc)}") from exc
     width, ours = prior.image_embedder.config.txt_in_features, pipe.transformer.config.joint_attention_dim
     if width != ours:
         raise ModelError(f"FLUX Redux {name!r} makes tokens {width} wide, the base transformer reads {ours}")

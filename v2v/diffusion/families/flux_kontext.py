@@ -5,7 +5,7 @@ axis), and the result is denoised from noise, so there is no strength.
 Cross-frame attention is FLUX's (`v2v.diffusion.dit_attention.FluxCrossFrameProcessor`); a frame's image tokens are
 those of the result and of its source, so both are banked. The frame keeps its size: Kontext's own resizing, to
 its preferred resolutions (`_auto_resize`) and to a megapixel (`max_area`), is turned off, and sides are padded to a
-multiple of 16 as for FLUX.1. `--true-cfg` with a negative prompt is FLUX.1's too (`Flux.true_cfg_arguments`).
+multiple of 16 as for FLUX.1. `--true-cfg` with a negative prompt is FLUX.1's too.
 """
 
 from __future__ import annotations
@@ -38,19 +38,9 @@ class FluxKontext(Flux):
 
     def call_arguments(self, pipe: Any, batch: Batch) -> dict[str, Any]:
         height, width = batch.images.shape[-2:]
-        return self.true_cfg_arguments(batch) | dict(
-            prompt=[batch.prompt] * batch.count,
-            image=batch.images,
-            height=int(height),
-            width=int(width),
-            num_inference_steps=batch.steps,
-            guidance_scale=batch.guidance,
-            generator=batch.generators,
-            output_type="pt",
-            max_sequence_length=self.text_tokens(pipe),
-            max_area=int(height * width),  # else Kontext scales the result to a megapixel
-            _auto_resize=False,
-        )
+        arguments = super().call_arguments(pipe, batch)
+        arguments.update(max_area=int(height * width), _auto_resize=False)  # else Kontext scales to a megapixel
+        return arguments
 
 
 register(FluxKontext())

@@ -10,10 +10,13 @@ calls per step gets its own bank slot, so the prompt's pass and the negative pro
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from v2v.diffusion.families.dit import DiffusionTransformer
 from v2v.diffusion.registry import Batch, Defaults, ModelInfo, register
+
+if TYPE_CHECKING:
+    from v2v.diffusion.dit_attention import DiTCrossFrameProcessor
 
 EDIT_PIPELINES = ("QwenImageEditPipeline",)
 REFERENCE_AREA = 1024 * 1024  # QwenImageEditPipeline resizes the source to this area (sides multiples of 32)
@@ -24,11 +27,15 @@ class QwenImageEdit(DiffusionTransformer):
     title = "Qwen-Image-Edit"
     pipelines = {"edit": "QwenImageEditPipeline"}
     defaults = Defaults(steps=50, guidance=4.0, half=False, multiple=16)  # diffusers' settings; bf16 on CUDA
-    attention_family = "qwen-image"
     packed_latents = True  # the pipeline packs 2x2 patches of the latent image into tokens
 
     def recognise(self, info: ModelInfo) -> bool:
         return not info.is_file and info.class_name in EDIT_PIPELINES
+
+    def cross_frame_processor(self) -> type[DiTCrossFrameProcessor]:
+        from v2v.diffusion.dit_attention import QwenCrossFrameProcessor
+
+        return QwenCrossFrameProcessor
 
     def image_tokens(self, pipe: Any, height: int, width: int) -> int:
         """The result's tokens and the source's, which the pipeline encodes at about a megapixel."""
@@ -54,17 +61,12 @@ class QwenImageEdit(DiffusionTransformer):
             pipe.image_processor.resize(Image.fromarray(image), ref_height, ref_width)
             for image in tensor_to_images(batch.images)
         ]
-        return dict(
-            image=images,
-            prompt=[batch.prompt] * batch.count,
-            negative_prompt=[batch.negative_prompt or " "] * batch.count if guided else None,
-            true_cfg_scale=batch.guidance,
-            height=int(height),
-            width=int(width),
-            num_inference_steps=batch.steps,
-            generator=batch.generators,
-            output_type="pt",
-        )
+        arguments = super().call_arguments(pipe, batch)
+        del arguments["guidance_scale"]  # not guidance-distilled: the guidance is true CFG's scale
+        arguments["image"] = images
+        arguments["negative_prompt"] = [batch.negative_prompt or " "] * batch.count if guided else None
+        arguments["true_cfg_scale"] = batch.guidance
+        return arguments
 
 
 register(QwenImageEdit())

@@ -12,10 +12,13 @@ ControlNet with SD3: `v2v restyle --controlnet` says so.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from v2v.diffusion.families.dit import DiffusionTransformer
-from v2v.diffusion.registry import Batch, Defaults, ModelInfo, register
+from v2v.diffusion.registry import Defaults, ModelInfo, register
+
+if TYPE_CHECKING:
+    from v2v.diffusion.dit_attention import DiTCrossFrameProcessor
 
 SD3_PIPELINES = ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline", "StableDiffusion3InpaintPipeline",
                  "StableDiffusion3ControlNetPipeline", "StableDiffusion3PAGPipeline")  # fmt: skip
@@ -30,7 +33,6 @@ class StableDiffusion3(DiffusionTransformer):
     # diffusers' SD3 settings; bf16 on CUDA (as Stability ships 3.5); sides: the VAE's 8 x 2x2 patches
     defaults = Defaults(steps=28, guidance=7.0, strength=0.6, half=False, multiple=16)
     checkpoint_configs = "stabilityai/stable-diffusion-3.5-medium"
-    attention_family = "sd3"
     packed_latents = False  # the pipeline denoises the latent image itself; the transformer patches it
     max_sequence_length = 256  # T5 tokens, as diffusers' SD3 pipelines default
     text_tokenizer = "tokenizer_3"
@@ -40,22 +42,10 @@ class StableDiffusion3(DiffusionTransformer):
             return info.has(SD3_ORIGINAL) or (info.has(SD3_DIFFUSERS) and info.has("pos_embed.pos_embed"))
         return info.class_name in SD3_PIPELINES
 
-    def call_arguments(self, pipe: Any, batch: Batch) -> dict[str, Any]:
-        height, width = batch.images.shape[-2:]
-        guided = self.guided(pipe, batch.guidance, batch.image_guidance)
-        return dict(
-            prompt=[batch.prompt] * batch.count,
-            negative_prompt=[batch.negative_prompt] * batch.count if guided else None,
-            image=batch.images,
-            height=int(height),
-            width=int(width),
-            strength=batch.strength,
-            num_inference_steps=batch.steps,
-            guidance_scale=batch.guidance,
-            generator=batch.generators,
-            output_type="pt",
-            max_sequence_length=self.text_tokens(pipe),
-        )
+    def cross_frame_processor(self) -> type[DiTCrossFrameProcessor]:
+        from v2v.diffusion.dit_attention import JointCrossFrameProcessor
+
+        return JointCrossFrameProcessor
 
 
 register(StableDiffusion3())

@@ -310,8 +310,8 @@ def warping_error(frames: list[np.ndarray], flows: list[tuple[np.ndarray, np.nda
 def realesrgan_noisy(name: str, noisy: list[np.ndarray], cache: Path) -> tuple[list[np.ndarray], float | None]:
     """Real-ESRGAN realesr-animevideov3-x2 on the noisy frames, downscaled back with area averaging, and its
     seconds per frame (None when read from the cache: it takes seconds a frame on this CPU, more under load)."""
-    from v2v.sr.models import load_model
-    from v2v.sr.upscale import Upscaler
+    from v2v.restore.sr_models import load_model
+    from v2v.restore.upscale import Upscaler
 
     path = cache / f"{name}.{len(noisy)}.noisy.realesrgan-x2.npz"
     if path.exists():

@@ -2,8 +2,8 @@
 
 Super-resolution (the BI degradation): each clip is downscaled x4 with bicubic (PIL's antialiased bicubic, as
 MATLAB's imresize), then upscaled back with BasicVSR Vimeo90K-BI (v2v's VideoSRStage), Real-ESRGAN x4plus
-(v2v.sr Upscaler) and bicubic; PSNR/SSIM against the original frames with `--border` pixels cropped on every side
-for every method. Real-ESRGAN is slow on the CPU, so it runs on the middle `--esrgan-frames` frames only, and
+(v2v.restore.upscale.Upscaler) and bicubic; PSNR/SSIM against the original frames with `--border` pixels cropped on
+every side for every method. Real-ESRGAN is slow on the CPU, so it runs on the middle `--esrgan-frames` frames only, and
 BasicVSR and bicubic are also reported on those same frames.
 
 Denoising: Gaussian noise of sigma 15, 25 and 50 (fixed seed, clipped and rounded to uint8), then v2v's
@@ -85,8 +85,8 @@ def marginal_fps(stamps: list[float]) -> float | None:
 
 
 def bench_sr(clean: list[np.ndarray], esrgan_frames: int, border: int) -> dict[str, Any]:
-    from v2v.sr.models import load_model
-    from v2v.sr.upscale import Upscaler
+    from v2v.restore.sr_models import load_model
+    from v2v.restore.upscale import Upscaler
 
     height, width = clean[0].shape[:2]
     low = [resize(image, width // 4, height // 4) for image in clean]

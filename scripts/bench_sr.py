@@ -115,8 +115,8 @@ def main() -> None:
     import torch
 
     from v2v.frames import images_to_tensor, tensor_to_images
-    from v2v.sr.models import load_model
-    from v2v.sr.upscale import Upscaler
+    from v2v.restore.sr_models import load_model
+    from v2v.restore.upscale import Upscaler
 
     warmup = args.calibration_frames if args.dtype == "int8" else 1  # not timed; int8 calibrates on them
     frames = decode(clip_path(args.clip), warmup + args.frames)

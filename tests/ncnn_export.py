@@ -289,7 +289,7 @@ def export_span(model, folder: Path, name: str, storage: str = "fp32"):
 
 
 def run_graph(model, x):
-    """Run a parsed ncnn graph (`v2v.sr.ncnn.NcnnModel`) on float (N, C, H, W) with plain torch ops, one ncnn
+    """Run a parsed ncnn graph (`v2v.restore.ncnn.NcnnModel`) on float (N, C, H, W) with plain torch ops, one ncnn
     layer at a time, following the graph's own blob wiring. An independent reference for the importers: it knows
     ncnn's layers, not spandrel's architectures. Raises on a layer type or option it does not implement."""
     import torch

@@ -9,9 +9,9 @@ from spandrel.architectures.Compact import Compact
 from spandrel.architectures.ESRGAN import ESRGAN
 
 from v2v.errors import ModelError
-from v2v.sr.convert import import_ncnn
-from v2v.sr.models import load_file
-from v2v.sr.ncnn import load_ncnn
+from v2v.restore.ncnn import load_ncnn
+from v2v.restore.ncnn_import import import_ncnn
+from v2v.restore.sr_models import load_file
 
 
 @pytest.fixture(autouse=True)

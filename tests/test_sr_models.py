@@ -12,9 +12,9 @@ from spandrel.architectures.Compact import Compact
 
 from v2v.errors import MissingDependencyError, ModelError, UsageError
 from v2v.restore import registry
+from v2v.restore import sr_models as models
 from v2v.restore.registry import RestoreModel
-from v2v.sr import models
-from v2v.sr.models import load_model
+from v2v.restore.sr_models import load_model
 
 
 @pytest.fixture(autouse=True)

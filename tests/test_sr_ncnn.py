@@ -9,7 +9,7 @@ import pytest
 from ncnn_export import Writer
 
 from v2v.errors import ModelError
-from v2v.sr.ncnn import load_ncnn, parse_param
+from v2v.restore.ncnn import load_ncnn, parse_param
 
 
 def _two_layer_model(tmp_path, storage):

@@ -17,9 +17,9 @@ from spandrel.architectures.ESRGAN import ESRGAN
 
 from v2v.errors import ModelError, UsageError
 from v2v.frames import Frame
-from v2v.sr import upscale as upscale_module
-from v2v.sr.models import SRModel, load_model
-from v2v.sr.upscale import Upscaler, UpscaleStage
+from v2v.restore import upscale as upscale_module
+from v2v.restore.sr_models import SRModel, load_model
+from v2v.restore.upscale import Upscaler, UpscaleStage
 
 
 @pytest.fixture(autouse=True)

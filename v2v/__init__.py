@@ -29,7 +29,7 @@ _EXPORTS = {
     "open_writer": "v2v.io.writer",
     "Encoding": "v2v.io.writer",
     # the processing stages (each imports torch and its models only when used)
-    "UpscaleStage": "v2v.sr.upscale",
+    "UpscaleStage": "v2v.restore.upscale",
     "VideoSRStage": "v2v.restore.video_sr",
     "StabilizeStage": "v2v.consistency.stage",
     "FusionConfig": "v2v.consistency.fusion",

@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from v2v.restore import registry
-    from v2v.sr.models import SR_TASKS, cache_dir, describe, named_model_path
+    from v2v.restore.sr_models import SR_TASKS, cache_dir, describe, named_model_path
 
     rows = [("NAME", "TASK", "SCALE", "FAMILY", "LICENCE", "STATUS", "SOURCE")]
     models = sorted(registry.all_models(args.task), key=lambda model: (registry.TASKS.index(model.task), model.family))

@@ -50,8 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build_stages(args: argparse.Namespace) -> list[Stage]:
     """The stabilize stage, after checking the two clips against each other. With `args.partial` (a preview)
     the stage sees only parts of the clip, so the guide is not required to end with them."""
-    import torch
-
     from v2v.consistency import FusionConfig, StabilizeStage, check_same_shape
     from v2v.errors import InputError
     from v2v.flow import make_flow_estimator
@@ -71,7 +69,7 @@ def build_stages(args: argparse.Namespace) -> list[Stage]:
         if counts[0] != counts[1]:
             raise InputError(f"frame count differs: {args.input} has {counts[0]} frames but the guide {args.guide} "
                              f"has {counts[1]}; they must match frame for frame")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device  # None: each part asks v2v.devices.resolve_device
     guide_denoiser = None if guide_sigma is None else DenoiseStage(guide_sigma, device=device)
 
     # 2. Flow estimator and the stage; the guide follows the same --start/--end/--max-frames window.

@@ -1,8 +1,8 @@
 """`v2v upscale IN -o OUT --model NAME|PATH`: super-resolution of every frame, audio and timing kept.
 
 A named model is looked up in the restore registry: single-image models (task "sr": Real-ESRGAN, Real-CUGAN,
-SPAN) run frame by frame through `v2v.sr`; video models (task "video-sr": BasicVSR) run in windows of frames
-through `v2v.restore.video_sr`. Anything else is a checkpoint file.
+SPAN) run frame by frame through `v2v.restore.upscale`; video models (task "video-sr": BasicVSR) run in windows
+of frames through `v2v.restore.video_sr`. Anything else is a checkpoint file.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def build_stages(args: argparse.Namespace) -> list[Stage]:
     if video is not None:
         stage = video_stage(args, video)
     else:
-        from v2v.sr.upscale import UpscaleStage
+        from v2v.restore.upscale import UpscaleStage
 
         stage = UpscaleStage(
             args.model, batch_size=args.batch_size, device=device, dtype=args.dtype, tile=args.tile, scale=args.scale,

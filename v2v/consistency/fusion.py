@@ -63,8 +63,10 @@ import numpy as np
 import torch
 
 from v2v import scenes
+from v2v.devices import resolve_device
 from v2v.errors import ParameterError
-from v2v.flow.estimators import FlowEstimator, check_pair, make_flow_estimator
+from v2v.flow.estimators import FlowEstimator, check_pair
+from v2v.flow.factory import make_flow_estimator
 from v2v.flow.occlusion import invalid_mask, outside_mask
 from v2v.flow.warp import (
     Array,
@@ -257,7 +259,8 @@ class TemporalFuser:
 
     Args:
         config: FusionConfig. estimator: flow estimator (default DIS "fast").
-        device: torch device for the fusion arithmetic (the CPU runs it in numpy/OpenCV). dtype: float32
+        device: torch device for the fusion arithmetic (the CPU runs it in numpy/OpenCV); None:
+            `v2v.devices.resolve_device`. dtype: float32
             (default) or a half type on CUDA.
         on_step: called with a FusionStep (flows, trust map) after every frame, for debugging.
         preview: the same (edited, source) pairs as will be pushed, from the first on, as a second
@@ -265,12 +268,12 @@ class TemporalFuser:
     """
 
     def __init__(self, config: FusionConfig | None = None, estimator: FlowEstimator | None = None,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
                  on_step: Callable[[FusionStep], None] | None = None,
                  preview: Iterable[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         self.config = config or FusionConfig()
         self.estimator = estimator or make_flow_estimator("dis")
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.dtype = dtype
         self.on_step = on_step
         self.cuts: list[int] = []

@@ -80,7 +80,7 @@ class StabilizeStage:
 
     def __init__(self, guide: str | os.PathLike[str], config: FusionConfig | None = None,
                  estimator: FlowEstimator | None = None, *, start: float = 0.0, end: float | None = None,
-                 max_frames: int | None = None, device: str = "cpu",
+                 max_frames: int | None = None, device: str | None = None,
                  debug_dir: str | os.PathLike[str] | None = None, check_end: bool = True,
                  processed: str | os.PathLike[str] | None = None, guide_denoiser: Stage | None = None) -> None:
         # the fuser's running average reaches back without bound: segments warm it up, and only approximate;

@@ -82,11 +82,9 @@ where `Batch.masks` is white), "inpaint+controlnet".
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import logging
 import os
-import pkgutil
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -94,6 +92,7 @@ from typing import TYPE_CHECKING, Any
 
 from v2v.diffusion.checkpoints import read_tensor_shapes
 from v2v.errors import ModelError, UsageError, require
+from v2v.plugins import import_all
 
 if TYPE_CHECKING:
     import torch
@@ -451,7 +450,6 @@ class Family:
 # --- the registry ------------------------------------------------------------------------------------------
 
 _FAMILIES: dict[str, Family] = {}
-_loaded = False
 
 
 def register(family: Family) -> Family:
@@ -469,14 +467,7 @@ def register(family: Family) -> Family:
 
 
 def _load_all() -> None:
-    global _loaded
-    if _loaded:
-        return
-    from v2v.diffusion import families as package
-
-    for module in sorted(info.name for info in pkgutil.iter_modules(package.__path__)):
-        importlib.import_module(f"{package.__name__}.{module}")
-    _loaded = True
+    import_all("v2v.diffusion.families")
 
 
 def all_families() -> list[Family]:

@@ -8,7 +8,8 @@
     untrusted = invalid_mask(flow_to_tensor(forward), flow_to_tensor(backward))  # bool (1, 1, H, W)
 """
 
-from v2v.flow.estimators import DIS_PRESETS, FLOW_METHODS, DISFlow, FlowEstimator, estimate_flow, make_flow_estimator
+from v2v.flow.estimators import DIS_PRESETS, DISFlow, FlowEstimator
+from v2v.flow.factory import FLOW_METHODS, estimate_flow, make_flow_estimator
 from v2v.flow.occlusion import invalid_mask, motion_boundary_mask, occlusion_mask, outside_mask
 from v2v.flow.warp import FlowWarp, flow_to_tensor, warp_by_flow
 

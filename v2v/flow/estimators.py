@@ -7,6 +7,9 @@
 - `DISFlow`: OpenCV's Dense Inverse Search on grayscale, CPU, a few milliseconds a pair at 640x272.
 - `RAFTFlow` (`v2v.flow.raft`): torchvision's RAFT with the original checkpoints; slower, more accurate,
   on CUDA when present.
+
+`v2v.flow.factory` makes an estimator by name; this module holds the interface and the estimators, so that
+`v2v.flow.raft` can subclass `FlowEstimator` without an import cycle.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from v2v.errors import UsageError, require
 from v2v.frames import check_image
 
 DIS_PRESETS = ("ultrafast", "fast", "medium", "fine")
-FLOW_METHODS = ("dis", "raft", "raft-small")
 
 
 class FlowEstimator:
@@ -78,25 +80,3 @@ class DISFlow(FlowEstimator):
         check_pair(a, b)
         ga, gb = self.gray(a), self.gray(b)  # convert once for both directions
         return self._dis.calc(ga, gb, None), self._dis.calc(gb, ga, None)
-
-
-def make_flow_estimator(method: str = "dis", **options: Any) -> FlowEstimator:
-    """An estimator by name: "dis" (options: preset), "raft" / "raft-small" (options: weights, device,
-    iterations, dtype)."""
-    if method == "dis":
-        return DISFlow(**options)
-    if method in ("raft", "raft-small"):
-        from v2v.flow.raft import RAFTFlow
-
-        return RAFTFlow(variant="small" if method == "raft-small" else "large", **options)
-    raise UsageError(f"unknown flow method {method!r}; choose one of {', '.join(FLOW_METHODS)}")
-
-
-_DEFAULT: dict[str, FlowEstimator] = {}
-
-
-def estimate_flow(a: np.ndarray, b: np.ndarray, method: str = "dis") -> np.ndarray:
-    """Flow from RGB uint8 image `a` to `b`, float32 (H, W, 2), with a shared default estimator of `method`."""
-    if method not in _DEFAULT:
-        _DEFAULT[method] = make_flow_estimator(method)
-    return _DEFAULT[method](a, b)

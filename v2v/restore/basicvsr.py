@@ -31,7 +31,7 @@ from torch import nn
 from v2v.errors import ModelError
 from v2v.flow.warp import warp_by_flow
 from v2v.restore.checkpoint import load_strict, read_state
-from v2v.restore.registry import RestoreModel
+from v2v.restore.registry import ModelTraits, RestoreModel
 
 SPYNET_LEVELS = 6
 SPYNET_MULTIPLE = 32  # SPyNet's pyramid halves five times, so it works on sizes that are multiples of 32
@@ -143,7 +143,7 @@ class BasicVSR(nn.Module):
         channels: feature channels (64 in the released models). blocks: residual blocks per branch (30).
     """
 
-    scale = 4
+    traits = ModelTraits("BasicVSR", scale=4)  # any size: SPyNet resizes to its multiple of 32 itself
 
     def __init__(self, channels: int = 64, blocks: int = 30) -> None:
         super().__init__()

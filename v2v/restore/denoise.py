@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from v2v.devices import default_dtype, parse_dtype, resolve_device
+from v2v.devices import resolve_device
 from v2v.errors import UsageError
 from v2v.frames import Frame, images_to_tensor, tensor_to_images
 from v2v.pipeline import Context
@@ -103,19 +103,17 @@ class DenoiseStage:
     def __init__(self, sigma: float | str = "auto", temporal: bool = True, *, device: str | None = None,
                  dtype: str = "auto", model: str | RestoreModel = "ffdnet-color", radius: int = RADIUS,
                  estimator: FlowEstimator | None = None) -> None:
-        import torch
 
         self.sigma = parse_sigma(sigma)
         if radius < 1:
             raise UsageError(f"the temporal radius must be >= 1 frame, got {radius}")
         self.temporal, self.radius = temporal, radius
         self.device = resolve_device(device)
-        self.dtype = default_dtype(self.device) if dtype == "auto" else parse_dtype(dtype)
-        if self.dtype == torch.float16 and self.device.type == "cpu":
-            raise UsageError("fp16 is for CUDA; on the CPU use --dtype fp32 or bf16")
         named = model if isinstance(model, RestoreModel) else lookup(model, task="denoise")
         self.name = named.name
-        self.network = named.load().to(self.device, self.dtype).eval()
+        network = named.load()
+        self.dtype = network.traits.dtype(self.device, dtype)
+        self.network = network.to(self.device, self.dtype).eval()
         if temporal and estimator is None:
             from v2v.flow import make_flow_estimator
 

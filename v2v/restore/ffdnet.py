@@ -20,7 +20,7 @@ from torch import nn
 
 from v2v.errors import ModelError
 from v2v.restore.checkpoint import load_strict, read_state
-from v2v.restore.registry import RestoreModel
+from v2v.restore.registry import ModelTraits, RestoreModel
 
 
 class FFDNet(nn.Module):
@@ -30,6 +30,8 @@ class FFDNet(nn.Module):
         channels: image channels in and out (3 for the colour model). width: feature channels (96).
         layers: convolutions in all (12 for the colour model).
     """
+
+    traits = ModelTraits("FFDNet")  # any size: odd sides are padded inside
 
     def __init__(self, channels: int = 3, width: int = 96, layers: int = 12) -> None:
         super().__init__()

@@ -40,12 +40,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from v2v.devices import default_dtype, parse_dtype, resolve_device
+from v2v.devices import resolve_device
 from v2v.errors import ParameterError
 from v2v.flow.warp import warp_by_flow
 from v2v.frames import check_image, images_to_tensor, tensor_to_images
 from v2v.restore.checkpoint import load_strict, read_state
-from v2v.restore.registry import RestoreModel, lookup
+from v2v.restore.registry import ModelTraits, RestoreModel, lookup
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,9 @@ class IFNet(nn.Module):
         float32 (B, 3, H, W).
     """
 
+    # the coarsest block works at 1/32 of 8/scale after a restart for large motion: multiples of 64 at scale 1
+    traits = ModelTraits("RIFE", size_multiple=64)
+
     def __init__(self) -> None:
         super().__init__()
         self.block0 = IFBlock(7, 192)
@@ -190,11 +193,10 @@ class IFNet(nn.Module):
         self.contextnet = ContextNet()
         self.unet = RefineUNet()
 
-    @staticmethod
-    def multiple(scale: float = 1.0) -> int:
-        """What H and W must be multiples of at `scale`: the coarsest block works at 1/32 of 8/scale after a
-        restart for large motion (so 64 at scale 1)."""
-        return max(1, round(64 / scale))
+    @classmethod
+    def multiple(cls, scale: float = 1.0) -> int:
+        """What H and W must be multiples of at flow resolution `scale` (`traits.size_multiple` at 1)."""
+        return max(1, round(cls.traits.size_multiple / scale))
 
     def forward(self, img0: torch.Tensor, img1: torch.Tensor, timestep: float | torch.Tensor = 0.5,
                 scale: float = 1.0, refine: bool = False, ensemble: bool = False) -> torch.Tensor:
@@ -357,7 +359,7 @@ class Interpolator:
         self.model = lookup(model, task="interpolate") if isinstance(model, str) else model
         self.flow_scale = parse_scale(flow_scale)
         self.device = resolve_device(device)
-        self.dtype = default_dtype(self.device) if dtype == "auto" else parse_dtype(dtype)
+        self.dtype = IFNet.traits.dtype(self.device, dtype)
         self.refine = refine
         self.ensemble = ensemble
         self.tta = tta

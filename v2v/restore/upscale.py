@@ -35,8 +35,8 @@ from v2v.pipeline import batched
 if TYPE_CHECKING:
     import torch
 
-    from v2v.sr.int8 import Int8Network
-    from v2v.sr.models import SRModel
+    from v2v.restore.int8 import Int8Network
+    from v2v.restore.sr_models import SRModel
 
 log = logging.getLogger(__name__)
 
@@ -55,38 +55,14 @@ def codec_size(height: int, width: int, even: bool = True) -> tuple[int, int]:
     return max(2, height - height % 2), max(2, width - width % 2)
 
 
-def pick_dtype(model: SRModel, device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
-    """The compute dtype: as asked, else v2v.devices' default for what the model supports (fp16 on CUDA, bf16
-    where the model needs it or the CPU has native bf16, else float32); UsageError for what the model can't do."""
-    import torch
-
-    from v2v.devices import default_dtype, parse_dtype
-
-    descriptor = model.descriptor
-    if dtype in (None, "auto"):
-        chosen = default_dtype(device, half=descriptor.supports_half, bfloat16=descriptor.supports_bfloat16)
-    else:
-        try:
-            chosen = parse_dtype(dtype)  # type: ignore[arg-type]
-        except UsageError:
-            raise UsageError(f"unknown dtype {dtype!r}; use auto, fp32, fp16, bf16 or int8") from None
-    if chosen == torch.float16 and not descriptor.supports_half:
-        raise UsageError(f"{model.name} ({model.architecture}) does not support fp16; use --dtype fp32 or bf16")
-    if chosen == torch.bfloat16 and not descriptor.supports_bfloat16:
-        raise UsageError(f"{model.name} ({model.architecture}) does not support bf16; use --dtype fp32")
-    if chosen == torch.float16 and device.type == "cpu":
-        raise UsageError("fp16 is for CUDA; on the CPU use --dtype fp32 or bf16")
-    return chosen
-
-
 class Upscaler:
     """Run an SRModel over batches of frames: float (B, 3, H, W) in [0, 1] -> float (B, 3, H', W') in [0, 1].
 
     Args:
-        model: the loaded model (see `v2v.sr.models.load_model`).
-        device: "cpu", "cuda", "cuda:1", ...; the model is moved there.
-        dtype: compute dtype ("auto", "fp32", "fp16", "bf16" or a torch dtype; see `pick_dtype`), or "int8"
-            for quantized convolutions on the CPU (see `v2v.sr.int8`).
+        model: the loaded model (see `v2v.restore.sr_models.load_model`).
+        device: "cpu", "cuda", "cuda:1", ...; the model is moved there (None: `v2v.devices.resolve_device`).
+        dtype: compute dtype ("auto", "fp32", "fp16", "bf16" or a torch dtype; see `ModelTraits.dtype`), or "int8"
+            for quantized convolutions on the CPU (see `v2v.restore.int8`).
         tile: tile size in input pixels; None picks one from free memory (no tiling when the frame fits) once
             per frame size, on the first frame of that size, and keeps it; 0 never tiles.
         tile_pad: context pixels around each tile (inputs overlap by this much on each side).
@@ -103,7 +79,7 @@ class Upscaler:
         self,
         model: SRModel,
         *,
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = "auto",
         tile: int | None = None,
         tile_pad: int = 32,
@@ -142,12 +118,12 @@ class Upscaler:
             if self.device.type != "cpu":
                 raise UsageError("--dtype int8 is for the CPU (torch's quantized kernels); on CUDA use fp16 or bf16")
             self.dtype = torch.float32  # the layers int8 leaves float, and the calibration frames
-            from v2v.sr.int8 import Int8Network
+            from v2v.restore.int8 import Int8Network
 
             self.int8 = self.network = Int8Network(model.descriptor.model, calibration_frames=calibration_frames)
         else:
-            self.dtype = pick_dtype(model, self.device, dtype)
-            from v2v.sr.dense_block import share_dense_block_buffers
+            self.dtype = model.traits.dtype(self.device, dtype)
+            from v2v.restore.dense_block import share_dense_block_buffers
 
             network = copy.deepcopy(model.descriptor.model)  # the SRModel stays as loaded, for others to share
             share_dense_block_buffers(network)  # RRDBNet: 12% faster per block on the CPU (see its module)
@@ -385,21 +361,22 @@ def _support(weight: torch.Tensor) -> tuple[int, int]:
 class UpscaleStage:
     """A pipeline stage that upscales every frame (timing kept), `batch_size` frames at a time.
 
-    `model` is an SRModel, a model name or a path; the other keyword arguments go to `Upscaler`.
+    `model` is an SRModel, a model name or a path; `device` and the other keyword arguments go to `Upscaler`.
     """
 
-    def __init__(self, model: SRModel | str | os.PathLike[str], *, batch_size: int = 1, **options: object) -> None:
-        from v2v.sr.models import SRModel, load_model
+    def __init__(self, model: SRModel | str | os.PathLike[str], *, batch_size: int = 1,
+                 device: str | torch.device | None = None, **options: object) -> None:
+        from v2v.restore.sr_models import SRModel, load_model
 
         if batch_size < 1:
             raise UsageError(f"batch size must be >= 1, got {batch_size}")
         from v2v.devices import resolve_device
 
-        resolve_device(options.get("device", "cpu"))  # type: ignore[arg-type]  # before a slow model load
+        device = resolve_device(device)  # before a slow model load
         scale = options.get("scale")
         # loaded on the CPU, moved by Upscaler; `scale` completes a name without one (realesr-animevideov3 -> -x2)
-        loaded = model if isinstance(model, SRModel) else load_model(model, scale=scale)  # type: ignore[arg-type]
-        self.upscaler = Upscaler(loaded, **options)  # type: ignore[arg-type]
+        loaded = model if isinstance(model, SRModel) else load_model(model, "cpu", scale)  # type: ignore[arg-type]
+        self.upscaler = Upscaler(loaded, device=device, **options)  # type: ignore[arg-type]
         self.batch_size = batch_size
 
     def process(self, frames: Iterator[Frame]) -> Iterator[Frame]:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import torch
     from spandrel import ImageModelDescriptor
 
-    from v2v.restore.registry import RestoreModel
+    from v2v.restore.registry import ModelTraits, RestoreModel
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,17 @@ class SRModel:
     def architecture(self) -> str:
         return str(self.descriptor.architecture.id)
 
+    @property
+    def traits(self) -> ModelTraits:
+        """What spandrel's descriptor says the network supports, in the form every restoration network has."""
+        from v2v.restore.registry import ModelTraits
+
+        descriptor = self.descriptor
+        return ModelTraits(
+            f"{self.name} ({self.architecture})", self.scale, max(1, descriptor.size_requirements.multiple_of),
+            descriptor.supports_half, descriptor.supports_bfloat16,
+        )  # fmt: skip
+
 
 def cache_dir() -> Path:
     """Where converted models are kept: `$V2V_CACHE/models`, else `~/.cache/v2v/models`."""
@@ -80,11 +91,12 @@ def _fingerprint(*paths: Path) -> str:
 
 
 def convert_ncnn(param: Path, weights: Path, output: Path, fingerprint: str = "") -> Path:
-    """Convert an ncnn SR model (see `v2v.sr.convert`) to a safetensors file that spandrel loads (atomically)."""
+    """Convert an ncnn SR model (see `v2v.restore.ncnn_import`) to a safetensors file that spandrel loads
+    (atomically)."""
     torch = require("torch", "torch")
     safetensors_torch = require("safetensors.torch", "torch")
-    from v2v.sr.convert import import_ncnn
-    from v2v.sr.ncnn import load_ncnn
+    from v2v.restore.ncnn import load_ncnn
+    from v2v.restore.ncnn_import import import_ncnn
 
     imported = import_ncnn(load_ncnn(param, weights))
     tensors = {key: torch.from_numpy(value).contiguous() for key, value in imported.state_dict.items()}
@@ -166,7 +178,7 @@ def describe(model: RestoreModel) -> str:
     return "available (cached)" if cached.is_file() else "available (converted on first use)"
 
 
-def load_named(model: RestoreModel, device: str | torch.device = "cpu") -> SRModel:
+def load_named(model: RestoreModel, device: str | torch.device | None = None) -> SRModel:
     """A named model from the registry (its `loader`), converted on first use and loaded through spandrel."""
     return _load_checkpoint(named_model_path(model), model.name, device, require("spandrel", "torch"))
 
@@ -177,7 +189,7 @@ def _architecture_ids() -> list[str]:
     return [str(support.architecture.id) for support in MAIN_REGISTRY.architectures()]
 
 
-def load_file(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> SRModel:
+def load_file(path: str | os.PathLike[str], device: str | torch.device | None = None) -> SRModel:
     """Load a checkpoint (.pth/.pt/.ckpt/.safetensors via spandrel, or an ncnn .param) as an SRModel."""
     require("torch", "torch")
     spandrel = require("spandrel", "torch")
@@ -202,10 +214,11 @@ def load_file(path: str | os.PathLike[str], device: str | torch.device = "cpu") 
     return _load_checkpoint(path, path.stem, device, spandrel)
 
 
-def _load_checkpoint(path: Path, name: str, device: str | torch.device, spandrel: object) -> SRModel:
-    from v2v.sr.convert import IMPORTER_NAMES
+def _load_checkpoint(path: Path, name: str, device: str | torch.device | None, spandrel: object) -> SRModel:
+    from v2v.devices import resolve_device
+    from v2v.restore.ncnn_import import IMPORTERS
 
-    loader = spandrel.ModelLoader(device=device)  # type: ignore[attr-defined]
+    loader = spandrel.ModelLoader(device=resolve_device(device))  # type: ignore[attr-defined]
     try:
         state_dict = loader.load_state_dict_from_file(path)
     except Exception as error:
@@ -219,7 +232,7 @@ def _load_checkpoint(path: Path, name: str, device: str | torch.device, spandrel
         tried = _architecture_ids()
         raise ModelError(
             f"{path}: no known architecture fits these weights (tried spandrel's {len(tried)}: {', '.join(tried)}; "
-            f"and v2v's ncnn importers, for .param files: {', '.join(IMPORTER_NAMES)})"
+            f"and v2v's ncnn importers, for .param files: {', '.join(IMPORTERS)})"
         ) from error
     except Exception as error:  # detected, but the weights do not fit the architecture
         raise ModelError(f"{path}: not a usable model ({type(error).__name__}: {str(error)[:200]})") from error
@@ -246,10 +259,12 @@ def _load_checkpoint(path: Path, name: str, device: str | torch.device, spandrel
 
 
 def load_model(
-    model: str | os.PathLike[str] | RestoreModel, device: str | torch.device = "cpu", scale: float | None = None
+    model: str | os.PathLike[str] | RestoreModel, device: str | torch.device | None = None,
+    scale: float | None = None,
 ) -> SRModel:
     """A named model (see `v2v models`; `scale` completes a name without one, see `named_model`) or a model file,
-    loaded on `device`. UsageError with "did you mean" for a name that is neither."""
+    loaded on `device` (None: `v2v.devices.resolve_device`). UsageError with "did you mean" for a name that is
+    neither."""
     from v2v.restore import registry
 
     if isinstance(model, registry.RestoreModel):

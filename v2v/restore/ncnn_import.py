@@ -20,12 +20,11 @@ was expected, never a silently wrong model.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 
 from v2v.errors import ModelError
-from v2v.sr.ncnn import Layer, NcnnModel
+from v2v.restore.ncnn import Layer, NcnnModel
 
 # ncnn Interp resize types
 INTERP_MODES = {1: "nearest", 2: "bilinear", 3: "bicubic"}
@@ -353,22 +352,18 @@ def import_span(model: NcnnModel) -> Imported:
     return Imported("SPAN", state, extra=extra)
 
 
-# The ncnn graphs v2v imports, tried in this order; `v2v models` and error messages name them.
-IMPORTERS = (import_compact, import_rrdb, import_realcugan, import_span)
-IMPORTER_NAMES = ("SRVGGNetCompact", "RRDBNet", "RealCUGAN", "SPAN")
+# The ncnn graphs v2v imports, architecture -> importer, tried in this order; error messages name them.
+IMPORTERS = {"SRVGGNetCompact": import_compact, "RRDBNet": import_rrdb, "RealCUGAN": import_realcugan,
+             "SPAN": import_span}  # fmt: skip
 
 
 def import_ncnn(model: NcnnModel) -> Imported:
     """The architecture and state dict of an ncnn SR graph (see `IMPORTERS`); ModelError lists what was tried."""
     errors = []
-    for importer in IMPORTERS:
+    for importer in IMPORTERS.values():
         try:
             return importer(model)
         except ModelError as error:
             errors.append(str(error))
     raise ModelError("unsupported ncnn graph; tried " + "; ".join(errors))
 
-
-def resize_size(height: int, width: int, factor: float) -> tuple[int, int]:
-    """Output size of ncnn's Interp by a scale factor: each side times the factor, truncated."""
-    return max(1, math.floor(height * factor)), max(1, math.floor(width * factor))

@@ -61,7 +61,8 @@ def rgb_noise(images: list[np.ndarray], sigma: float, seed: int = 0) -> list[np.
 
 def decode(path: Path, count: int) -> list[np.ndarray]:
     with av.open(str(path)) as container:
-        return [frame.to_ndarray(format="rgb24") for _, frame in zip(range(count), container.decode(video=0), strict=False)]
+        frames = zip(range(count), container.decode(video=0), strict=False)
+        return [frame.to_ndarray(format="rgb24") for _, frame in frames]
 
 
 def yuv420_noise(images: list[np.ndarray], sigma: float, path: Path, seed: int = 0) -> list[np.ndarray]:

@@ -11,6 +11,8 @@ frames and all channels, as measured, so clipping at 0 and 255 (which lowers it 
   Gaussian noise of sigma 12 added to its Y, Cb and Cr planes, each at its own resolution (chroma at half size,
   as a camera's noise or ffmpeg's `noise` filter put it), encoded with libx264 at crf 18 (v2v's default) and
   decoded; truth = std(decoded noisy - decoded clean). Also the sample with RGB noise of sigma 25, as above.
+  For the sample's 4:2:0 case, FFDNet frame by frame (`DenoiseStage(temporal=False)`, CPU) at each
+  estimator's sigma: the mean PSNR of its output against the clean frames.
 
 Usage: python scripts/bench_sigma.py
 """
@@ -32,7 +34,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts"), str(ROOT / "samples")]
 from bench_inpaint import read_clip  # noqa: E402
 from make_sample import FPS, render  # noqa: E402
 
-from v2v.restore.denoise import AUTO_FRAMES, MAX_SIGMA, MIN_AUTO_SIGMA, estimate_sigma  # noqa: E402
+from v2v.metrics import psnr  # noqa: E402
+from v2v.restore.denoise import AUTO_FRAMES, MAX_SIGMA, MIN_AUTO_SIGMA, DenoiseStage, estimate_sigma  # noqa: E402
 
 CLIPS = ("bikes.mp4", "carphone_pristine.mp4", "bigbuckbunny.mp4")
 SIGMAS = (5, 10, 25, 50)
@@ -81,12 +84,17 @@ def yuv420_noise(images: list[np.ndarray], sigma: float, path: Path, seed: int =
     return decode(path, len(images))
 
 
-def measure(clip: str, noise: str, noisy: list[np.ndarray], clean: list[np.ndarray]) -> dict[str, object]:
+def measure(clip: str, noise: str, noisy: list[np.ndarray], clean: list[np.ndarray],
+            denoiser: DenoiseStage | None = None) -> dict[str, object]:
     truth = float(np.std(np.stack(noisy).astype(np.float64) - np.stack(clean)))
     case: dict[str, object] = {"clip": clip, "noise": noise, "truth": round(truth, 2)}
     for name, estimator in ESTIMATORS.items():
         estimate = estimator(noisy)
         case[name] = {"estimate": round(estimate, 2), "error": round(estimate / truth - 1, 3)}
+        if denoiser is not None:
+            out = denoiser.denoise(noisy, estimate)
+            scores = [psnr(a, b) for a, b in zip(out, clean, strict=True)]
+            case[name]["denoised_psnr_db"] = round(float(np.mean(scores)), 2)
     return case
 
 
@@ -108,11 +116,14 @@ def main() -> None:
         sample = decode(render(Path(folder) / "sample.mp4"), AUTO_FRAMES)
         noisy = yuv420_noise(sample, SAMPLE_YUV_SIGMA, Path(folder) / "noisy.mp4")
     clean_readings["sample.mp4"] = {name: round(estimator(sample), 2) for name, estimator in ESTIMATORS.items()}
-    cases.append(measure("sample.mp4", f"yuv420 sigma {SAMPLE_YUV_SIGMA}, x264 crf 18", noisy, sample))
+    denoiser = DenoiseStage(temporal=False, device="cpu")
+    cases.append(measure("sample.mp4", f"yuv420 sigma {SAMPLE_YUV_SIGMA}, x264 crf 18", noisy, sample, denoiser))
+    noisy_psnr = round(float(np.mean([psnr(a, b) for a, b in zip(noisy, sample, strict=True)])), 2)
     cases.append(measure("sample.mp4", f"rgb sigma {SAMPLE_RGB_SIGMA}", rgb_noise(sample, SAMPLE_RGB_SIGMA), sample))
     worst = {name: max(abs(case[name]["error"]) for case in cases) for name in ESTIMATORS}
     print(json.dumps({
         "bench": "sigma", "frames_per_case": AUTO_FRAMES, "truth": "std(noisy - clean), noise added only",
+        "noisy_psnr_db_sample_yuv420": noisy_psnr,
         "cases": cases, "clean_readings": clean_readings,
         "worst_abs_error": worst, "all_within_20pct": {name: worst[name] <= LIMIT for name in ESTIMATORS},
         "ms_per_megapixel": {name: round(1000 * seconds[name] / (pixels / 1e6), 1) for name in ESTIMATORS},

@@ -29,7 +29,7 @@ shorter), restarting at scene cuts, by `estimate_sigma`:
   finest diagonal Haar band HH = (a - b - c + d) / 2 (orthonormal Haar, the three detail bands taken as equal).
   The block average's noise is read from its own HH band, one level down. One level alone misses noise that is
   white only at half resolution: the chroma noise of 4:2:0 video, which the finest band barely sees (that
-  estimator read 11.6 on the sample with noise of 19.2 in it; see BENCHMARKS.md).
+  estimator read 13.6 on the sample with 4:2:0 noise of 22.9; see BENCHMARKS.md).
 - Robustness: a band's noise variance is the 10th percentile of its 4x4 blocks' mean squares, divided by that
   percentile for pure Gaussian noise (chi-square, 16 degrees of freedom): textured blocks sit above it, flat
   ones hold only noise.

@@ -182,7 +182,7 @@ def test_flux_union_controlnet_mode_and_several_controlnets(tiny: Path) -> None:
     stage = RestyleStage(config)
     assert type(stage.pipe.controlnet).__name__ == "FluxMultiControlNetModel"
     assert [image.shape for image in run(stage, frames(2))] == [(48, 64, 3)] * 2
-    with pytest.raises(UsageError, match="--batch-size 1"):  # diffusers gives a union net one mode per call
+    with pytest.raises(UsageError, match="batch_size 1"):  # diffusers gives a union net one mode per call
         restyle(stage, frames(2))
 
 
@@ -712,7 +712,7 @@ def test_true_cfg_refusals_are_one_line(tiny: Path, tiny_sd3: Path, clip: Path, 
     from v2v.diffusion.stage import _check_true_cfg
 
     fill = next(family for family in all_families() if family.name == "flux-fill")
-    with pytest.raises(UsageError, match="FLUX.1 Fill models take no --true-cfg .diffusers' FluxFillPipeline"):
+    with pytest.raises(UsageError, match="FLUX.1 Fill models take no true_cfg .diffusers' FluxFillPipeline"):
         _check_true_cfg(fill, "inpaint")
     capsys.readouterr()
     arguments = ["restyle", str(clip), "-o", str(tmp_path / "out.mp4"), "--model", str(tiny / "flux"), "--prompt",

@@ -697,12 +697,12 @@ def test_true_cfg_refusals_are_one_line(tiny: Path, tiny_sd3: Path, clip: Path, 
     from v2v.cli import main
 
     cases = {
-        "guide with the negative prompt at --guidance": sd3_config(tiny_sd3, true_cfg=4.0),
+        "guide with the negative prompt at guidance": sd3_config(tiny_sd3, true_cfg=4.0),
         "FluxControlNetImg2ImgPipeline takes no negative prompt": make_config(
             tiny, controlnets=[str(tiny / "flux-controlnet")], true_cfg=4.0, negative_prompt="grey"
         ),
         "must be > 1": make_config(tiny, true_cfg=1.0, negative_prompt="grey"),
-        "does nothing without --negative-prompt": kontext_config(tiny, true_cfg=4.0),
+        "does nothing without negative_prompt": kontext_config(tiny, true_cfg=4.0),
     }
     for message, config in cases.items():
         with pytest.raises(UsageError, match=message) as caught:

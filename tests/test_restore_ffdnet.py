@@ -119,6 +119,35 @@ def test_auto_sigma_is_estimated_per_shot() -> None:
     assert abs(stage.sigmas[0] - 8) < 1.5 and abs(stage.sigmas[1] - 30) < 3, stage.sigmas
 
 
+def yuv420_noisy(images: list[np.ndarray], sigma: float, seed: int = 0) -> list[np.ndarray]:
+    """Noise in the frames' yuv420p planes (chroma at half size, as in a 4:2:0 video), back to RGB."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for image in images:
+        planes = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p").to_ndarray()
+        planes = np.clip(planes + rng.normal(0, sigma, planes.shape), 0, 255).round().astype(np.uint8)
+        out.append(av.VideoFrame.from_ndarray(planes, format="yuv420p").to_ndarray(format="rgb24"))
+    return out
+
+
+def test_auto_sigma_is_within_20_percent_of_the_noise_added_to_real_frames() -> None:
+    clean = clip_frames("bikes.mp4", 3, (slice(40, 200), slice(160, 400)))
+    cases = {"rgb 5": noisy(clean, 5), "rgb 40": noisy(clean, 40), "yuv420 8": yuv420_noisy(clean, 8)}
+    for name, images in cases.items():
+        truth = float(np.std(np.stack(images).astype(float) - np.stack(clean)))
+        assert abs(estimate_sigma(images) / truth - 1) < 0.2, (name, truth, estimate_sigma(images))
+
+
+def test_auto_sigma_reads_the_noise_beside_fine_texture_not_the_texture() -> None:
+    rows, columns = np.mgrid[0:128, 0:128]
+    image = np.full((128, 128, 3), 120.0)
+    image[:, 64:] += 50 * np.where((rows + columns) % 2, 1, -1)[:, 64:, None]  # a 1-pixel checkerboard: all finest band
+    assert estimate_sigma([image.astype(np.uint8)]) < 1
+    for sigma in (3, 15):
+        images = noisy([image.astype(np.uint8)] * 3, sigma)
+        assert abs(estimate_sigma(images) / sigma - 1) < 0.2, (sigma, estimate_sigma(images))
+
+
 def test_sigma_out_of_range_and_missing_weights_are_one_line(monkeypatch) -> None:
     for bad in (0, -3, 75.5, "loud", float("nan")):
         with pytest.raises(UsageError, match="sigma must be"):

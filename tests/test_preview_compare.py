@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,10 @@ from conftest import write_clip
 from v2v.commands.preview import spread
 from v2v.metrics import psnr
 from v2v.pictures import contact_sheet, resize, to_height
+
+LABEL_BAND = 20  # compare's labels on frames 48-64 high stay above this row
+# the last line of every command that writes frames
+WROTE = re.compile(r"v2v: wrote \S+: \d+ frames in \d+\.\d s \(\d+\.\d frames/s\)")
 
 
 def v2v(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -122,7 +127,8 @@ def test_compare_side_by_side_aligns_lengths_and_sizes_and_keeps_a_audio(tmp_pat
     assert "comparing the first 15" in result.stderr and "scaled to 86x64" in result.stderr
     frames, originals = decode(out), decode(a)
     assert len(frames) == 15 and frames[0].shape == (64, 96 + 86, 3)
-    assert all(psnr(f[:, :96], o) > 30 for f, o in zip(frames, originals, strict=False))
+    band = LABEL_BAND  # below the labels
+    assert all(psnr(f[band:, :96], o[band:]) > 30 for f, o in zip(frames, originals, strict=False))
     assert audio_packets(out) == audio_packets(a)[: len(audio_packets(out))] and audio_packets(out)
     png = read_png(plot)
     assert png.shape[0] > 200 and png.std() > 10
@@ -137,9 +143,11 @@ def test_compare_wipe_is_a_size(tmp_path: Path) -> None:
     frames, first, second = decode(out), decode(a), [resize(image, 64, 48) for image in decode(b)]
     assert len(frames) == 10 and frames[0].shape == (48, 64, 3)
     # the line sweeps from left to right: A at the start, B at the end, half of each half-way
-    assert psnr(frames[0][:, 4:], first[0][:, 4:]) > 30
-    assert psnr(frames[9][:, :-4], second[9][:, :-4]) > 30
-    assert psnr(frames[5][:, :30], second[5][:, :30]) > 30 and psnr(frames[5][:, 40:], first[5][:, 40:]) > 30
+    band = LABEL_BAND  # below the labels
+    assert psnr(frames[0][band:, 4:], first[0][band:, 4:]) > 30
+    assert psnr(frames[9][band:, :-4], second[9][band:, :-4]) > 30
+    assert psnr(frames[5][band:, :30], second[5][band:, :30]) > 30
+    assert psnr(frames[5][band:, 40:], first[5][band:, 40:]) > 30
 
 
 def test_metrics_plot(tmp_path: Path) -> None:
@@ -176,3 +184,29 @@ def test_preview_and_compare_on_the_sample_clip(tmp_path: Path) -> None:
     assert len(decode(tmp_path / "same.mp4")) == len(decode(sample))
     assert audio_packets(tmp_path / "same.mp4") == audio_packets(sample)
     assert (tmp_path / "same.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_preview_of_an_upscale_adds_one_to_one_crops_of_the_result(tmp_path: Path) -> None:
+    from v2v.cli import main
+    from v2v.pictures import nearest
+
+    clip = write_clip(tmp_path / "clip.mp4", frames=5, width=64, height=48)
+    sheet, frames = tmp_path / "up.png", tmp_path / "up" / "%05d.png"
+    model = ["upscale", "--model", "realesr-animevideov3-x2", "--dtype", "fp32"]
+    # in this process, both: one torch import, the same threads for the same numbers
+    assert main(["preview", str(clip), "--frames", "1", "-o", str(sheet), *model]) == 0
+    assert main([*model, str(clip), "-o", str(frames), "--start-number", "0", "--no-progress"]) == 0
+    upscaled = read_png(tmp_path / "up" / "00002.png")  # the picked frame: the middle one
+    source = decode(clip)[2]
+    image = read_png(sheet)
+    # the row: source and result scaled to 96 high (128 wide), then the 96x96 crops at their own pixels
+    size, left = 96, 8 * 3 + 128 * 2
+    panel = image[:, left + size + 8 : left + 2 * size + 8]
+    found = [(x, y) for y in range(image.shape[0] - size) for x in range(128 - size + 1)
+             if np.array_equal(panel[y : y + size], upscaled[:, x : x + size])]
+    assert len(found) == 1, found  # the result's own pixels, exactly, once
+    x, y = found[0]
+    blown_up = nearest(source, 128, 96)
+    assert np.array_equal(blown_up[::2, ::2], source)  # x2 by nearest neighbour: every pixel a 2x2 block
+    assert np.array_equal(image[y : y + size, left : left + size], blown_up[:, x : x + size])

@@ -210,3 +210,75 @@ def test_preview_of_an_upscale_adds_one_to_one_crops_of_the_result(tmp_path: Pat
     blown_up = nearest(source, 128, 96)
     assert np.array_equal(blown_up[::2, ::2], source)  # x2 by nearest neighbour: every pixel a 2x2 block
     assert np.array_equal(image[y : y + size, left : left + size], blown_up[:, x : x + size])
+
+
+def test_preview_takes_mask_and_inpaint(tmp_path: Path) -> None:
+    import cv2
+
+    from v2v.inpaint.masks import binarize
+
+    clip = write_clip(tmp_path / "clip.mp4", frames=12, width=96, height=64)
+    masks = write_clip(tmp_path / "masks.mp4", frames=12, width=96, height=64)  # its light pixels are the masks
+    drawn = np.zeros((64, 96), np.uint8)
+    drawn[20:40, 30:60] = 255
+    cv2.imwrite(str(tmp_path / "m.png"), drawn)
+    tops = [8 + 14 + k * (14 + 64 + 8) for k in range(3)]  # frames 0, 6 and 11
+    sheet = tmp_path / "mask.png"
+    result = v2v("preview", str(clip), "--frames", "3", "-o", str(sheet), "mask", "--mask", str(masks))
+    assert result.returncode == 0, result.stderr
+    image = read_png(sheet)
+    assert picture_rows(image) == 3
+    truths = [binarize(decode(masks)[i]) for i in (0, 6, 11)]
+    for top, truth in zip(tops, truths, strict=True):
+        shown = binarize(image[top : top + 64, 16 + 96 : 16 + 192])
+        assert (shown == truth).mean() > 0.99  # each picked frame's own mask
+    sheet = tmp_path / "inpaint.png"
+    result = v2v("preview", str(clip), "--frames", "3", "-o", str(sheet), "inpaint", "--mask", str(tmp_path / "m.png"),
+                 "--fill-radius", "2")
+    assert result.returncode == 0, result.stderr
+    image = read_png(sheet)
+    assert picture_rows(image) == 3
+    source, filled = image[tops[0] : tops[0] + 64, 8 : 8 + 96], image[tops[0] : tops[0] + 64, 16 + 96 : 16 + 192]
+    assert psnr(filled[:, :20], source[:, :20]) > 40 and psnr(filled[20:40, 30:60], source[20:40, 30:60]) < 30
+
+
+def test_compare_labels_each_clip_and_ends_with_the_line_every_command_ends_with(tmp_path: Path) -> None:
+    a = write_clip(tmp_path / "a.mp4", frames=6, width=96, height=64)
+    b = write_clip(tmp_path / "b.mp4", frames=6, width=96, height=64)
+    fast = ["--preset", "ultrafast", "--crf", "10"]
+    runs = {name: v2v("compare", str(a), str(b), "-o", str(tmp_path / f"{name}.mp4"), *options, *fast)
+            for name, options in {"plain": ["--no-labels"], "named": ["--labels", "before,after"],
+                                  "wipe": ["--wipe"], "plain_wipe": ["--wipe", "--no-labels"]}.items()}
+    runs["transcode"] = v2v("transcode", str(a), "-o", str(tmp_path / "t.mp4"), *fast)
+    for name, result in runs.items():
+        assert result.returncode == 0, result.stderr
+        assert WROTE.fullmatch(result.stderr.splitlines()[-1]), (name, result.stderr)
+    plain, named = decode(tmp_path / "plain.mp4")[0], decode(tmp_path / "named.mp4")[0]
+    wipe, plain_wipe = decode(tmp_path / "wipe.mp4")[0], decode(tmp_path / "plain_wipe.mp4")[0]
+
+    def differs(labelled: np.ndarray, bare: np.ndarray, x: int) -> float:
+        return float(np.abs(labelled[:LABEL_BAND, x : x + 24].astype(int) - bare[:LABEL_BAND, x : x + 24]).mean())
+
+    assert differs(named, plain, 0) > 20 and differs(named, plain, 96) > 20  # a label over A and over B
+    assert differs(named, plain, 48) < 3  # ...in the top left corner of each half
+    assert psnr(named[LABEL_BAND:], plain[LABEL_BAND:]) > 35
+    assert differs(wipe, plain_wipe, 0) > 20 and differs(wipe, plain_wipe, 72) > 20  # B's top left, A's top right
+    assert psnr(wipe[LABEL_BAND:], plain_wipe[LABEL_BAND:]) > 35
+
+
+def test_plot_colours_mean_one_thing_each() -> None:
+    from matplotlib.colors import to_hex
+
+    from v2v.pictures import score_figure
+
+    figure = score_figure("A = a.mp4, B = b.mp4", {"A": [1.0, 2.0, 1.5], "B": [0.5, 1.0, 0.8]},
+                          {"psnr": [30.0, 31.0, 32.0, 31.0], "ssim": [0.9, 0.91, 0.92, 0.9]}, fps=10)
+    top, bottom, twin = figure.axes
+    clips = {line.get_label(): to_hex(line.get_color()) for line in top.get_lines()}
+    scores = {line.get_label(): to_hex(line.get_color()) for line in [*bottom.get_lines(), *twin.get_lines()]}
+    assert set(clips) == {"A", "B"} and set(scores) == {"PSNR", "SSIM"}
+    colours = [*clips.values(), *scores.values()]
+    assert len(set(colours)) == 4, colours  # no colour stands for two things
+    assert to_hex(bottom.yaxis.label.get_color()) == scores["PSNR"]
+    assert to_hex(twin.yaxis.label.get_color()) == scores["SSIM"]
+    assert bottom.get_legend() is not None

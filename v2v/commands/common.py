@@ -148,10 +148,15 @@ def run_pipeline(args: argparse.Namespace, stages: Sequence[Stage] | Callable[[]
         # an image-sequence output resumes from its finished frames (kept unless --no-resume-data)
         report = run(args.input, built, args.output, **common, start_number=args.start_number, resume=args.resume,
                      keep_partial=not getattr(args, "no_resume_data", False), options=options)
+    say_written(report)
+    return report
+
+
+def say_written(report: RunReport) -> None:
+    """The last line of every command that writes frames: where, how many, how long."""
     note = f" (input damaged: stopped after {report.frames_read} frames)" if report.damage else ""
     print(
         f"v2v: wrote {report.output}: {report.frames_written} frames in {report.seconds:.1f} s "
         f"({report.fps:.1f} frames/s){note}",
         file=sys.stderr,
     )
-    return report

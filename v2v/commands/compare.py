@@ -1,6 +1,6 @@
 """`v2v compare A B -o side_by_side.mp4 [--wipe] [--plot PLOT.png]`: two versions of a clip in one video, A on
-the left and B on the right (or a wipe across A's frame), with A's audio; `--plot` draws per-frame warping error
-(both clips, on the flow of A or of --guide) and PSNR/SSIM of B against A over time.
+the left and B on the right (or a wipe across A's frame), each labelled with its name, with A's audio; `--plot`
+draws per-frame warping error (both clips, on the flow of A or of --guide) and PSNR/SSIM of B against A over time.
 
 Clips that differ are aligned, with a warning: the longer one is cut to the shorter's frame count, and B is
 scaled to A's height (side by side) or A's size (wipe).
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace the outputs if they exist")
     parser.add_argument("--wipe", action="store_true",
                         help="one frame of A's size, B revealed from the left by a line sweeping across the clip")
+    parser.add_argument("--labels", default=None, metavar="A,B",
+                        help="the names written on the video (default: the files' names)")
+    parser.add_argument("--no-labels", action="store_true", help="write no names on the video")
     parser.add_argument("--plot", default=None, metavar="PLOT.png",
                         help="also write per-frame warping error and PSNR/SSIM (B against A) over time "
                              "(needs pip install 'v2v[plot]')")
@@ -50,10 +53,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class CompareStage:
-    """Frames of A in, A and B composed out (B read in step from `path`); ends when either clip does."""
+    """Frames of A in, A and B composed out (B read in step from `path`), each with its label in a top corner
+    when `labels` (A's, B's) are given; ends when either clip does."""
 
-    def __init__(self, path: str, size: tuple[int, int], wipe: bool, frames: int | None) -> None:
+    def __init__(self, path: str, size: tuple[int, int], wipe: bool, frames: int | None,
+                 labels: tuple[str, str] | None = None) -> None:
+        from v2v.pictures import text_patch
+
         self.path, self.size, self.wipe, self.frames = path, size, wipe, frames
+        text = max(10, size[1] // 24)  # readable at any height, small beside the picture
+        self.labels = None if labels is None else [text_patch(label, text) for label in labels]
 
     def process(self, frames: Iterator) -> Iterator:
         import numpy as np
@@ -69,9 +78,26 @@ class CompareStage:
                     return
                 image = resize(other.image, *self.size)
                 if self.wipe:
-                    yield frame.with_image(wipe(frame.image, image, count, self.frames))
+                    composed = wipe(frame.image, image, count, self.frames)
                 else:
-                    yield frame.with_image(np.concatenate([frame.image, image], axis=1))
+                    composed = np.concatenate([frame.image, image], axis=1)
+                if self.labels is not None:
+                    self.put_labels(composed, frame.image.shape[1])
+                yield frame.with_image(composed)
+
+    def put_labels(self, image: np.ndarray, a_width: int) -> None:
+        """A's label over A and B's over B: side by side, top left of each half; in a wipe, where B is left of the
+        line, B's top left and A's top right."""
+        from v2v.pictures import put
+
+        a, b = self.labels  # type: ignore[misc]
+        margin = max(2, image.shape[0] // 60)
+        if self.wipe:
+            put(image, b, margin, margin)
+            put(image, a, image.shape[1] - a.shape[1] - margin, margin)
+        else:
+            put(image, a[:, : a_width - 2 * margin], margin, margin)  # each label kept inside its own half
+            put(image, b, a_width + margin, margin)
 
 
 def wipe(a: np.ndarray, b: np.ndarray, count: int, frames: int | None) -> np.ndarray:
@@ -85,16 +111,18 @@ def wipe(a: np.ndarray, b: np.ndarray, count: int, frames: int | None) -> np.nda
 
 
 def main(args: argparse.Namespace) -> int:
+    from v2v.commands.common import say_written
     from v2v.errors import require
     from v2v.io.probe import probe
     from v2v.io.writer import Encoding, check_output
-    from v2v.pipeline import run
+    from v2v.pipeline import RunReport, run
 
     # 1. Check the outputs and what --plot needs before any work; line the clips up.
     check_output(args.output, args.overwrite)
     if args.plot:
         check_output(args.plot, args.overwrite)
         require("matplotlib", "plot")
+    labels = video_labels(args)
     a, b = probe(args.a), probe(args.b)
     frames = aligned_count(a, b, args.max_frames)
     if args.wipe:
@@ -107,16 +135,38 @@ def main(args: argparse.Namespace) -> int:
                     a.width, a.height, *size)
 
     # 2. The video: A's frames (and audio) through a stage that adds B.
-    report = run(args.a, [CompareStage(args.b, size, args.wipe, frames)], args.output, overwrite=args.overwrite,
-                 encoding=Encoding(codec=args.codec, crf=args.crf, preset=args.preset), max_frames=frames,
-                 progress=not args.no_progress)
-    print(f"v2v: wrote {report.output}: {report.frames_written} frames", file=sys.stderr)
+    report = run(args.a, [CompareStage(args.b, size, args.wipe, frames, labels)], args.output,
+                 overwrite=args.overwrite, encoding=Encoding(codec=args.codec, crf=args.crf, preset=args.preset),
+                 max_frames=frames, progress=not args.no_progress)
+    say_written(report)
 
-    # 3. The plot.
+    # 3. The plot, its line timed like the video's.
     if args.plot:
-        plot_scores(args, (a.width, a.height), frames, float(a.fps) if a.fps else None)
-        print(f"v2v: wrote {args.plot}", file=sys.stderr)
+        started = time.monotonic()
+        scored = plot_scores(args, (a.width, a.height), frames, float(a.fps) if a.fps else None)
+        say_written(RunReport(args.plot, scored, scored, time.monotonic() - started, None))
     return 0
+
+
+def video_labels(args: argparse.Namespace) -> tuple[str, str] | None:
+    """The names written over A and B: --labels, else the files' names; None with --no-labels, or without Pillow
+    (one warning: the video is still made)."""
+    import importlib.util
+
+    from v2v.errors import UsageError
+
+    if args.no_labels:
+        return None
+    if args.labels is not None:
+        labels = args.labels.split(",")
+        if len(labels) != 2 or not all(label.strip() for label in labels):
+            raise UsageError(f"--labels takes two names with a comma between them, e.g. --labels before,after; got "
+                             f"{args.labels!r}")
+        return labels[0].strip(), labels[1].strip()
+    if importlib.util.find_spec("PIL") is None:
+        log.warning("labels need Pillow (pip install 'v2v[plot]'): the video is written without them")
+        return None
+    return os.path.basename(args.a), os.path.basename(args.b)
 
 
 def aligned_count(a: VideoInfo, b: VideoInfo, max_frames: int | None) -> int | None:
@@ -132,8 +182,9 @@ def aligned_count(a: VideoInfo, b: VideoInfo, max_frames: int | None) -> int | N
     return frames
 
 
-def plot_scores(args: argparse.Namespace, size: tuple[int, int], frames: int | None, fps: float | None) -> None:
-    """Warping error of A and of B on the guide's flow, and PSNR/SSIM of B against A, per frame, as a PNG."""
+def plot_scores(args: argparse.Namespace, size: tuple[int, int], frames: int | None, fps: float | None) -> int:
+    """Warping error of A and of B on the guide's flow, and PSNR/SSIM of B against A, per frame, as a PNG; returns
+    the frames scored."""
     from v2v.flow import make_flow_estimator
     from v2v.io.reader import open_source
     from v2v.metrics import ScoreMeter
@@ -160,3 +211,4 @@ def plot_scores(args: argparse.Namespace, size: tuple[int, int], frames: int | N
     plot_series(args.plot, f"A = {os.path.basename(args.a)}, B = {os.path.basename(args.b)} ({name})",
                 {"A": meters["A"].series()["warping_error"], "B": b_series["warping_error"]},
                 {"psnr": b_series["psnr"], "ssim": b_series["ssim"]}, fps=fps, overwrite=args.overwrite)
+    return meters["B"].frames

@@ -139,7 +139,8 @@ def run_with_masks(args: argparse.Namespace, factory: Any) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def main(args: argparse.Namespace) -> int:
+def build_factory(args: argparse.Namespace) -> InpaintFactory:
+    """The factory the options describe, its model loaded."""
     from v2v.diffusion.stage import quiet_loading
 
     if args.threads:  # only when asked: torch keeps all cores by default (v2v.devices)
@@ -152,6 +153,15 @@ def main(args: argparse.Namespace) -> int:
         quiet_loading()
     factory = InpaintFactory(spec, config, dilate=args.dilate, feather=args.feather, radius=args.fill_radius)
     factory.build_painter()
-    run_with_masks(args, factory)
+    return factory
+
+
+def build_stages(args: argparse.Namespace) -> list[Any]:
+    """The inpaint stage the options describe (for `v2v preview`)."""
+    return build_factory(args)()
+
+
+def main(args: argparse.Namespace) -> int:
+    run_with_masks(args, build_factory(args))
     return 0
 

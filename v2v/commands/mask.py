@@ -53,6 +53,11 @@ class MaskFactory:
         return [MaskStage(self.spec.open())]
 
 
+def build_stages(args: argparse.Namespace) -> list[Any]:
+    """The mask stage the options describe (for `v2v preview`: source | mask)."""
+    return MaskFactory(open_spec(args))()
+
+
 def main(args: argparse.Namespace) -> int:
     run_with_masks(args, MaskFactory(open_spec(args)))
     return 0

@@ -1,6 +1,8 @@
 """`v2v preview IN --frames N COMMAND [its options]`: a processing command's stages run on N frames spread over the
 clip (found by seeking, not by decoding the whole clip), shown as a contact sheet PNG: source | result for each
-picked frame, with the command and its settings printed under them. A restyle can be judged in seconds.
+picked frame, with the command and its settings printed under them. A restyle can be judged in seconds. When the
+result's size differs (an upscale), each row also shows the same detailed region of both at the result's pixels, 1:1,
+the source blown up by nearest neighbour, so the gain is seen rather than scaled away.
 
 Any command whose module has `build_stages(args) -> list[Stage]` can be previewed; its `main` runs the same stages
 over the whole clip. `args.partial` is True here: the stages see short runs of frames, not the whole clip.
@@ -15,6 +17,7 @@ import logging
 import os
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,6 +68,7 @@ def main(args: argparse.Namespace) -> int:
     from v2v.io.probe import probe
     from v2v.pictures import contact_sheet, save_png
 
+    started = time.monotonic()
     # 1. The command's options, parsed by its own parser (INPUT and -o filled in), and its stages.
     module = importlib.import_module(previewable()[args.command])
     output = args.output or f"{_stem(args.input)}.{args.command}.preview.png"
@@ -105,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
         label = (f"frame {pick} at {times[pick]:.2f} s: source {source.shape[1]}x{source.shape[0]} | "
                  f"{args.command} {processed.shape[1]}x{processed.shape[0]}")
         label += ", the frame made after it" if made else ""
-        rows.append((label, source, processed))
+        rows.append(sheet_row(label, source, processed, args.height))
     clip.close()
     if not rows:
         raise InputError(f"{args.input}: none of the picked frames could be decoded")
@@ -120,8 +124,22 @@ def main(args: argparse.Namespace) -> int:
         f"{len(rows)} frames shown, each after {before} frame(s) of context",
     ]
     save_png(contact_sheet(rows, footer, height=args.height), output, overwrite=args.overwrite)
-    print(f"v2v: wrote {output}: {len(rows)} frames of {args.command}", file=sys.stderr)
+    print(f"v2v: wrote {output}: {len(rows)} frames of {args.command} in {time.monotonic() - started:.1f} s",
+          file=sys.stderr)
     return 0
+
+
+def sheet_row(label: str, source: Any, result: Any, height: int) -> Any:
+    """A sheet row: source | result, and when their sizes differ, 1:1 crops of the result's most detailed region
+    (at most `height` square) from both, said in the label."""
+    from v2v.pictures import SheetRow, one_to_one_crops
+
+    if source.shape == result.shape:
+        return SheetRow(label, source, result)
+    (x, y, width, tall), source_crop, result_crop = one_to_one_crops(source, result, height)
+    label += (f"; then 1:1 crops of the result's {width}x{tall} at x={x}, y={y} (the most detailed region), "
+              "source beside it blown up by nearest neighbour")
+    return SheetRow(label, source, result, (source_crop, result_crop))
 
 
 def _stem(path: str) -> str:

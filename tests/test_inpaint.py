@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -45,13 +46,15 @@ def scene(index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return image, clean, mask
 
 
-def write_scene(path: Path, count: int, fps: int = 10) -> Path:
-    """The scene as a lossless video (FFV1 in RGB), so the source pixels are known exactly."""
+def write_scene(path: Path, count: int, fps: int = 10, picture: Callable[[int], np.ndarray] | None = None) -> Path:
+    """The scene (or `picture(index)`'s frames) as a lossless video (FFV1 in RGB), so the source pixels are known
+    exactly."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("ffv1", rate=fps)
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "bgr0"
         for index in range(count):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(scene(index)[0], format="rgb24")):
+            image = picture(index) if picture else scene(index)[0]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
@@ -131,20 +134,15 @@ def test_carried_mask_keeps_the_samples_fast_ball(tmp_path: Path) -> None:
 
 def jumping_square(path: Path, where: tuple[int, int] | None) -> Path:
     """The scene's 10 frames, but from frame 6 the square is at `where` (y, x), or gone (None)."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("ffv1", rate=10)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "bgr0"
-        for index in range(10):
-            image, clean, _ = scene(index)
-            if index >= 6:
-                image = clean.copy()
-                if where is not None:
-                    image[where[0] : where[0] + SIDE, where[1] : where[1] + SIDE] = SQUARE
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    def picture(index: int) -> np.ndarray:
+        image, clean, _ = scene(index)
+        if index < 6:
+            return image
+        if where is not None:
+            clean[where[0] : where[0] + SIDE, where[1] : where[1] + SIDE] = SQUARE
+        return clean
+
+    return write_scene(path, 10, picture=picture)
 
 
 def test_a_carried_mask_finds_its_object_again_after_a_jump(tmp_path: Path) -> None:

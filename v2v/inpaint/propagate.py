@@ -243,7 +243,8 @@ class PropagatedMask:
             return clip
         total = len(clip)
         if self.anchor < 0 or self.anchor >= total:
-            raise InputError(f"--mask-frame {self.anchor} is outside the clip (frames 0 to {max(total, 1) - 1})")
+            raise InputError.naming("{anchor} {number} is outside the clip (frames 0 to {last})", number=self.anchor,
+                                    last=max(total, 1) - 1)
         anchor = clip.image(self.anchor)
         self.given = fit_mask(self.given, *anchor.shape[:2], "mask image", self.told)
         if not self.given.any():
@@ -287,9 +288,10 @@ class PropagatedMask:
             return moved
         checked = self.appearance.checked(mask, moved, image)
         if checked is None:
-            raise InputError(f"the mask drawn on frame {self.anchor} lost its object at frame {number} (it moved too "
-                             "fast or far for the flow, changed its look, or was hidden); pass a mask video or image "
-                             "sequence with --mask, or draw the mask on a frame nearer to it (--mask-frame)")
+            raise InputError.naming("the mask drawn on frame {drawn} lost its object at frame {number} (it moved too "
+                                    "fast or far for the flow, changed its look, or was hidden); pass a mask video or "
+                                    "image sequence as {mask}, or draw the mask on a frame nearer to it ({anchor})",
+                                    drawn=self.anchor, number=number)
         return checked
 
     def _stored(self, number: int) -> Path:

@@ -2,12 +2,15 @@
 
 The picture has flat colours, soft gradients and edges in motion (what upscalers and restylers are
 judged on); the audio is a short arpeggio, so a lost or shifted track is easy to hear. Deterministic:
-the same file every time. Usage: python samples/make_sample.py [OUT]
+the same file every time. Usage: python samples/make_sample.py [OUT] [--truth-masks DIR]
+
+--truth-masks DIR also writes the ball's true mask for every frame (DIR/00000.png, ..., white = ball), what a
+carried mask is measured against (scripts/bench_mask.py); `ball_mask(index)` gives the same to code.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,6 +18,20 @@ import av
 import numpy as np
 
 WIDTH, HEIGHT, FPS, SECONDS, RATE = 320, 240, 24, 3, 48000
+BALL_RADIUS = 22
+
+
+def ball(index: int) -> tuple[float, float]:
+    """The ball's centre (x, y) in frame `index`: it swings across the frame and bounces (up to 12 pixels a frame)."""
+    t = index / FPS
+    return 40 + (WIDTH - 80) * (0.5 + 0.5 * np.sin(t * 2.1)), 60 + 50 * abs(np.sin(t * 3.3))
+
+
+def ball_mask(index: int) -> np.ndarray:
+    """bool (HEIGHT, WIDTH): the pixels the ball covers in frame `index` (the box and hill never reach it)."""
+    y, x = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
+    ball_x, ball_y = ball(index)
+    return (x - ball_x) ** 2 + (y - ball_y) ** 2 < BALL_RADIUS**2
 
 
 def picture(index: int) -> np.ndarray:
@@ -25,9 +42,7 @@ def picture(index: int) -> np.ndarray:
     image = sky
     hill = HEIGHT * 0.7 + 18 * np.sin(x / 45 + t * 1.5)
     image = np.where((y > hill)[..., None], np.array([40, 140, 60], np.float32) + 20 * np.sin(x / 9)[..., None], image)
-    ball_x, ball_y = 40 + (WIDTH - 80) * (0.5 + 0.5 * np.sin(t * 2.1)), 60 + 50 * abs(np.sin(t * 3.3))
-    ball = (x - ball_x) ** 2 + (y - ball_y) ** 2 < 22**2
-    image[ball] = (235, 70, 50)
+    image[ball_mask(index)] = (235, 70, 50)
     box_x = int((t * 60) % (WIDTH + 40)) - 40
     image[150:190, max(box_x, 0) : max(box_x + 40, 0)] = (250, 220, 90)
     return np.clip(image, 0, 255).astype(np.uint8)
@@ -68,6 +83,21 @@ def render(path: Path) -> Path:
     return path
 
 
+def write_truth_masks(folder: Path) -> Path:
+    """The ball's mask of every frame as DIR/00000.png, ... (grey, 255 = ball)."""
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(FPS * SECONDS):
+        cv2.imwrite(str(folder / f"{index:05d}.png"), ball_mask(index).astype(np.uint8) * 255)
+    return folder
+
+
 if __name__ == "__main__":
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("sample.mp4")
-    print(f"rendered {render(out)}")
+    parser = argparse.ArgumentParser(description="render v2v's bundled sample")
+    parser.add_argument("out", nargs="?", type=Path, default=Path(__file__).with_name("sample.mp4"))
+    parser.add_argument("--truth-masks", type=Path, metavar="DIR", help="also write the ball's true mask per frame")
+    args = parser.parse_args()
+    print(f"rendered {render(args.out)}")
+    if args.truth_masks:
+        print(f"ball masks in {write_truth_masks(args.truth_masks)}")

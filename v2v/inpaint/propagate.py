@@ -13,9 +13,20 @@ One step, from frame p (whose mask is known) to a neighbouring frame c (either d
 
 The mask is carried soft (in [0, 1], so sub-pixel motion accumulates instead of rounding away) and its edge is
 steepened around its half-way point at every step (`SHARPEN`), so it does not spread out over a long clip; each
-frame's mask is the soft mask thresholded at 0.5. Limits: an object that passes *behind* something keeps its
-mask over the occluder (the fill then repaints the occluder too: dilate less or give a mask video); parts that
-enter the frame or appear from behind something are not added.
+frame's mask is the soft mask thresholded at 0.5.
+
+Re-anchoring (`Appearance`): DIS loses a small fast object with little texture (the sample's ball, 12 pixels a
+frame), and a mask carried by flow alone then lags and breaks into blobs off the object. So every step also looks
+for the object as drawn: the anchor's masked patch is template-matched around the flow's mask (over the whole
+frame when nothing there looks like the object: it jumped), and the anchor's mask moved there replaces the flow's
+when it looks more like the object. "Looks like" is a colour model of the
+anchor (histograms of the masked pixels and of their surround: each pixel's chance of being the object) and a
+mask's *contrast* is the mean chance inside it less the mean in a thin ring outside (a mask off the object, or
+too small for it, scores low). When no mask keeps half the anchor's contrast the object is lost, and the run stops
+with one line naming the frame. An object whose colours don't stand out from its surround
+(`MIN_CONTRAST`) is carried by flow alone. Limits: an object that passes *behind* something keeps its mask over
+the occluder until over half of it is hidden, where the run stops (give a mask video); parts that enter the frame
+or appear from behind something are not added.
 
 Memory: forward from N the propagation streams (the previous frame and its mask). Backward from N to 0 needs
 the frames in reverse: they are decoded in chunks of `CHUNK` frames, from N back to 0 (each chunk a seek in the
@@ -46,6 +57,12 @@ log = logging.getLogger(__name__)
 CHUNK = 16  # frames held at once while propagating backward
 CORE = 3  # pixels: masked pixels nearer the edge than this take the flow of the nearest pixel further in
 SHARPEN = 2.0  # each step steepens the soft edge around its half-way point by this factor
+BINS = 16  # colour histogram bins per channel of the appearance model
+RING = 4  # pixels: the ring outside a mask whose colours count against it
+SURROUND = 15  # pixels: the anchor's surround, the colours that are not the object
+PREFER_DRAWN = 0.05  # the drawn mask, moved, wins when its contrast beats the flow's by this share of the anchor's
+LOST = 0.5  # a frame whose best mask keeps less than this share of the anchor's contrast has lost the object
+MIN_CONTRAST = 0.2  # an object less distinct from its surround (1 = every colour its own) is carried by flow alone
 
 
 def object_flow(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
@@ -100,20 +117,117 @@ def propagate_step(mask: np.ndarray, known: np.ndarray, target: np.ndarray, esti
     return np.clip((moved - 0.5) * SHARPEN + 0.5, 0, 1)  # keeps the half-way edge, stops it spreading out
 
 
+def ring(mask: np.ndarray, width: int) -> np.ndarray:
+    """bool: the pixels within `width` pixels outside the mask (>= 0.5)."""
+    import cv2
+
+    inside = (mask >= 0.5).astype(np.uint8)
+    return (cv2.dilate(inside, np.ones((2 * width + 1,) * 2, np.uint8)) > 0) & (inside == 0)
+
+
+class Appearance:
+    """What the object drawn on the anchor frame looks like: a colour model (which colours are the object's rather
+    than its surround's) and its patch, to find it again where the flow lost it. See the module's notes. `mask`
+    must mark something."""
+
+    def __init__(self, image: np.ndarray, mask: np.ndarray) -> None:
+        inside = mask >= 0.5
+        codes = self._codes(image)
+        counts = [np.bincount(codes[where], minlength=BINS**3).astype(np.float64) for where in
+                  (inside, ring(mask, SURROUND))]
+        ours, theirs = (count / max(count.sum(), 1) for count in counts)
+        self.chance = (ours / np.maximum(ours + theirs, 1e-12)).astype(np.float32)  # per colour: the object's?
+        ys, xs = np.nonzero(inside)
+        self.box = (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)
+        self.mask, self.image = inside.astype(np.float32), image
+        self.contrast = self.contrast_of(self.object_chance(image), mask)
+
+    @staticmethod
+    def _codes(image: np.ndarray) -> np.ndarray:
+        bins = (image // (256 // BINS)).astype(np.int32)
+        return (bins[..., 0] * BINS + bins[..., 1]) * BINS + bins[..., 2]
+
+    def object_chance(self, image: np.ndarray) -> np.ndarray:
+        """float32 (H, W): each pixel's chance of being the object, by its colour."""
+        return self.chance[self._codes(image)]
+
+    @staticmethod
+    def contrast_of(chance: np.ndarray, mask: np.ndarray) -> float:
+        """Mean chance inside the mask less the mean in the `RING` outside it."""
+        outside = ring(mask, RING)
+        return float(chance[mask >= 0.5].mean() - (chance[outside].mean() if outside.any() else 0.0))
+
+    def window(self, near: list[np.ndarray]) -> tuple[int, int, int, int] | None:
+        """(top, bottom, left, right): where to look for the object, around the masks `near` (the previous frame's,
+        the flow's) with room for the anchor's patch; None when they are empty."""
+        top, bottom, left, right = self.box
+        height, width = near[0].shape
+        boxes = [(ys.min(), ys.max() + 1, xs.min(), xs.max() + 1) for ys, xs in
+                 (np.nonzero(mask >= 0.5) for mask in near) if len(xs)]
+        if not boxes:
+            return None
+        margin = min(max(8, (bottom - top + right - left) // 4), 32)  # the flow says roughly where: look around it
+        low_y, high_y = min(box[0] for box in boxes), max(box[1] for box in boxes)
+        low_x, high_x = min(box[2] for box in boxes), max(box[3] for box in boxes)
+        half_y = max(high_y - low_y, bottom - top) / 2 + margin
+        half_x = max(high_x - low_x, right - left) / 2 + margin
+        return (int(max((low_y + high_y) / 2 - half_y, 0)), int(min((low_y + high_y) / 2 + half_y, height)),
+                int(max((low_x + high_x) / 2 - half_x, 0)), int(min((low_x + high_x) / 2 + half_x, width)))
+
+    def relocated(self, image: np.ndarray, window: tuple[int, int, int, int] | None) -> np.ndarray | None:
+        """The anchor's mask moved to where the anchor's patch matches `image` best within `window` (top, bottom,
+        left, right); None where the patch does not fit in it."""
+        import cv2
+
+        top, bottom, left, right = self.box
+        if window is None or window[1] - window[0] < bottom - top or window[3] - window[2] < right - left:
+            return None
+        y0, y1, x0, x1 = window
+        patch = self.image[top:bottom, left:right]
+        weight = np.repeat(self.mask[top:bottom, left:right, None], 3, axis=2)
+        score = cv2.matchTemplate(image[y0:y1, x0:x1], patch, cv2.TM_SQDIFF, mask=weight)
+        _, _, (best_x, best_y), _ = cv2.minMaxLoc(score)
+        shift = np.float32([[1, 0, x0 + best_x - left], [0, 1, y0 + best_y - top]])
+        return cv2.warpAffine(self.mask, shift, image.shape[1::-1], flags=cv2.INTER_NEAREST)
+
+    def checked(self, previous: np.ndarray, moved: np.ndarray, image: np.ndarray) -> np.ndarray | None:
+        """The mask of `image`: the flow's (`moved`, from the mask `previous` of the neighbouring frame), or the
+        anchor's moved to where the object is when that looks more like it (searched near the flow's, then, if
+        neither looks like the object, over the whole frame); None when nothing does (lost)."""
+        if not (moved >= 0.5).any():
+            return moved  # the object left the frame
+        chance = self.object_chance(image)
+        contrast = self.contrast_of(chance, moved)
+        whole = (0, image.shape[0], 0, image.shape[1])
+        for window in (self.window([previous, moved]), whole):
+            found = self.relocated(image, window)
+            if found is not None:
+                found_contrast = self.contrast_of(chance, found)
+                if found_contrast > contrast + PREFER_DRAWN * self.contrast:
+                    moved, contrast = found, found_contrast
+            if contrast >= LOST * self.contrast:
+                return moved
+        return None
+
+
 class PropagatedMask:
     """A `MaskSource`: the mask image `mask` (a path or a float (H, W) 0/1 array) drawn on the clip's frame
     `frame` (counted from 0), carried forward and backward by flow. `source` is the clip: its path, a
     `SourceFrames`, or None for the run's source, which the pipeline hands over (`attach_source`). Ask `mask_for` in
-    clip order; a jump ahead (a later window or segment) is caught up by decoding the frames between."""
+    clip order; a jump ahead (a later window or segment) is caught up by decoding the frames between. `reanchor`
+    False carries by flow alone (no `Appearance` check: the carrier before issue 27, kept for the benchmark)."""
 
     def __init__(self, source: str | os.PathLike[str] | SourceFrames | None,
                  mask: str | os.PathLike[str] | np.ndarray, frame: int = 0, *,
-                 estimator: FlowEstimator | None = None, scratch: str | os.PathLike[str] | None = None) -> None:
+                 estimator: FlowEstimator | None = None, scratch: str | os.PathLike[str] | None = None,
+                 reanchor: bool = True) -> None:
         self.clip = SourceFrames(source) if isinstance(source, (str, os.PathLike)) else source
         self._own_clip = isinstance(source, (str, os.PathLike))
         self.estimator = estimator or make_flow_estimator("dis", preset="fine")
         self.given = read_mask_image(mask) if not isinstance(mask, np.ndarray) else mask.astype(np.float32)
         self.anchor = frame
+        self.reanchor = reanchor
+        self.appearance: Appearance | None = None  # made with the scratch folder, from the anchor frame
         self.told: set[str] = set()
         self._scratch_parent = scratch
         self._scratch: Path | None = None  # made, and the masks before the anchor written, on the first mask asked
@@ -131,10 +245,15 @@ class PropagatedMask:
         if self.anchor < 0 or self.anchor >= total:
             raise InputError.naming("{anchor} {number} is outside the clip (frames 0 to {last})", number=self.anchor,
                                     last=max(total, 1) - 1)
-        height, width = clip.image(self.anchor).shape[:2]
-        self.given = fit_mask(self.given, height, width, "mask image", self.told)
+        anchor = clip.image(self.anchor)
+        self.given = fit_mask(self.given, *anchor.shape[:2], "mask image", self.told)
         if not self.given.any():
             log.warning("the mask image is all black: nothing is edited")
+        elif self.reanchor:
+            self.appearance = Appearance(anchor, self.given)
+            if self.appearance.contrast < MIN_CONTRAST:
+                log.info("the masked object's colours are those of its surround: the mask is carried by flow alone")
+                self.appearance = None
         self._scratch = Path(tempfile.mkdtemp(prefix="v2v-mask-", dir=self._scratch_parent))
         self._backward(clip)
         return clip
@@ -155,11 +274,25 @@ class PropagatedMask:
                 raise InputError(f"{clip.path}: could not decode frames {low} to {high - 1} to carry the mask back")
             for number in range(high - 1, low - 1, -1):
                 image = images[number - low]
-                mask = propagate_step(mask, known, image, self.estimator)
+                mask = self._step(mask, known, image, number)
                 cv2.imwrite(str(self._stored(number)), np.rint(mask * 255).astype(np.uint8))
                 known = image
             high = low
         log.info("mask carried back from frame %d to frame 0", self.anchor)
+
+    def _step(self, mask: np.ndarray, known: np.ndarray, image: np.ndarray, number: int) -> np.ndarray:
+        """The soft mask of frame `number` (`image`) from `mask`, that of its neighbour `known`: carried by flow and
+        re-anchored on the object's look; InputError where the object is lost."""
+        moved = propagate_step(mask, known, image, self.estimator)
+        if self.appearance is None:
+            return moved
+        checked = self.appearance.checked(mask, moved, image)
+        if checked is None:
+            raise InputError.naming("the mask drawn on frame {drawn} lost its object at frame {number} (it moved too "
+                                    "fast or far for the flow, changed its look, or was hidden); pass a mask video or "
+                                    "image sequence as {mask}, or draw the mask on a frame nearer to it ({anchor})",
+                                    drawn=self.anchor, number=number)
+        return checked
 
     def _stored(self, number: int) -> Path:
         assert self._scratch is not None
@@ -176,7 +309,7 @@ class PropagatedMask:
             last = self._last
             if last is None or last[0] != number - 1:
                 last = self._catch_up(clip, number - 1, last)
-            mask = propagate_step(last[2], last[1], frame.image, self.estimator)
+            mask = self._step(last[2], last[1], frame.image, number)
         self._last = (number, frame.image, mask)
         return (mask >= 0.5).astype(np.float32)
 
@@ -190,7 +323,7 @@ class PropagatedMask:
             if state is None:
                 state = (frame.index, frame.image, self.given)
             elif frame.index > state[0]:
-                state = (frame.index, frame.image, propagate_step(state[2], state[1], frame.image, self.estimator))
+                state = (frame.index, frame.image, self._step(state[2], state[1], frame.image, frame.index))
         if state is None or state[0] != number:
             raise InputError(f"{clip.path}: could not decode up to frame {number} to carry the mask there")
         return state

@@ -1,16 +1,19 @@
-"""What loading diffusion models shares, offline: where a model is on disk, LoRAs, schedulers, the IP-Adapter's
+"""What loading diffusion models shares: where a model is on disk, LoRAs, schedulers, the IP-Adapter's
 files and width, and the ControlNet fit check. A family's own loading (`registry.Family.load`, `load_controlnet`,
 `load_ip_adapter`) is built from these; this module knows no family.
 
 A model is named by a local diffusers folder, a single-file checkpoint (`.safetensors`/`.ckpt`), or a
-Hugging Face hub id that is already in the local cache (`~/.cache/huggingface/hub`, or `HF_HUB_CACHE`).
-Nothing is ever downloaded: a model that is not on disk raises a one-line `ModelError` naming what was
-looked for and the `hf download …` command that fetches it.
+Hugging Face hub id (`org/repo`, or `org/repo/path/inside`). `resolve_path` is the one resolver: a local path as
+it is, else the local cache (`~/.cache/huggingface/hub`, or `HF_HUB_CACHE`), else a download of what the loader
+reads (`hub.py`). Offline (`--offline`, `HF_HUB_OFFLINE=1`) a model not on disk raises a one-line `ModelError`
+naming what was looked for and the `hf download …` command that fetches it; online, a hub that cannot be reached
+does too.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,33 +41,61 @@ def _download_hint(repo: str, files: str = "") -> str:
     return f"get it with `hf download {repo}{' ' + files if files else ''}` (huggingface-cli download on older hubs)"
 
 
-def resolve_path(name: str | os.PathLike[str], what: str, files_hint: str = "", instead: str = "pass a path") -> Path:
-    """A local path for `name`: itself if it exists, else the cached snapshot of a hub id.
+def resolve_path(
+    name: str | os.PathLike[str],
+    what: str,
+    files_hint: str = "",
+    instead: str = "pass a path",
+    files: Sequence[str] | None = None,
+) -> Path:
+    """A local path for `name`: itself if it exists, else the cached snapshot of a hub id, else (unless offline) the
+    snapshot downloaded now.
 
-    `name` may be `org/repo` or `org/repo/path/inside/the/repo`. Raises ModelError (one line, naming
-    `what` was looked for and how to get it) when neither is on disk.
+    `name` may be `org/repo` or `org/repo/path/inside/the/repo`. `files` narrows or adds to what a download fetches
+    (`hub.wanted_files`). Raises ModelError (one line, naming `what` was looked for and how to get it) when it is
+    not on disk and cannot be downloaded.
     """
     path = Path(os.path.expanduser(os.fspath(name)))
     if path.exists():
         return path
     text = os.fspath(name)
     parts = Path(text).parts
-    if len(parts) >= 2 and not text.startswith(("/", ".", "~")):  # org/repo[/path]: look in the hub cache
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
+    if len(parts) >= 2 and not text.startswith(("/", ".", "~")):  # org/repo[/path]: the hub cache, else the hub
+        from v2v.diffusion import hub
 
-        repo, inside = "/".join(parts[:2]), Path(*parts[2:]) if len(parts) > 2 else Path()
-        try:
-            snapshot = Path(snapshot_download(repo, local_files_only=True))
-        except (LocalEntryNotFoundError, OSError, ValueError):
-            snapshot = None
+        repo, inside = "/".join(parts[:2]), "/".join(parts[2:])
+        hint = _download_hint(repo, files_hint or inside)
+        snapshot = hub.cached(repo, inside, files)
+        if snapshot is None and not hub.is_offline():
+            snapshot = _download(repo, inside, files, f"{what} {text!r}", hint)
         if snapshot is not None and (snapshot / inside).exists():
             return snapshot / inside
-        hint = _download_hint(repo, files_hint or (inside.as_posix() if inside.parts else ""))
         raise ModelError(
             f"{what} {text!r} is neither a local path nor in the Hugging Face cache (offline); {hint}, or {instead}"
         )
-    raise ModelError(f"{what} {text!r} not found; pass an existing folder or file, or a hub id that is in the cache")
+    raise ModelError(f"{what} {text!r} not found: no such file or folder (a Hugging Face hub id is org/repo[/path])")
+
+
+def _download(repo: str, inside: str, files: Sequence[str] | None, what: str, hint: str) -> Path:
+    """`hub.download`, its failures as one-line ModelErrors."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    from v2v.diffusion import hub
+
+    try:
+        return hub.download(repo, inside, files, what)
+    except GatedRepoError:
+        raise ModelError(f"{what} is gated on the Hugging Face hub: accept its terms at {constants.ENDPOINT}/{repo}, "
+                         "then log in with `hf auth login`") from None  # fmt: skip
+    except RepositoryNotFoundError:
+        raise ModelError(f"{what}: no model {repo!r} on the Hugging Face hub ({constants.ENDPOINT}), or it is "
+                         "private: check the name, or log in with `hf auth login`") from None  # fmt: skip
+    except hub.MissingFiles as exc:
+        raise ModelError(f"{what}: {exc}") from None
+    except Exception as exc:  # no network, a proxy, the hub down: whatever the HTTP stack raises
+        raise ModelError(f"cannot download {what} from {constants.ENDPOINT} ({first_line(exc)}); pass --offline to "
+                         f"use the local cache only, or {hint} where the hub can be reached") from exc  # fmt: skip
 
 
 def dtype_argument(dtype: torch.dtype) -> dict[str, Any]:
@@ -119,6 +150,18 @@ def load_lora(pipe: Any, name: str, scale: float) -> None:
     pipe.unload_lora_weights()
 
 
+# where an IP-Adapter's image encoder lies, from the weights' folder (h94/IP-Adapter: models/image_encoder)
+IMAGE_ENCODER_PLACES = ("image_encoder", "../image_encoder", "models/image_encoder")
+
+
+def image_encoder_files(weights: str, image_encoder: str | None) -> list[str] | None:
+    """What downloading IP-Adapter `weights` fetches beside them (`resolve_path`'s `files`): the image encoder, when
+    `weights` names a file and `image_encoder` names no encoder (a folder is fetched whole)."""
+    if image_encoder or not weights.endswith((".safetensors", ".bin")):
+        return None
+    return [f"{place}/*" for place in IMAGE_ENCODER_PLACES]
+
+
 def ip_adapter_file(path: Path) -> Path:
     if path.is_file():
         return path
@@ -135,8 +178,7 @@ def find_image_encoder(weights: Path, image_encoder: str | None) -> Path:
     """The CLIP image encoder folder: `image_encoder`, or `image_encoder/` beside or above the weights."""
     if image_encoder:
         return resolve_path(image_encoder, "IP-Adapter image encoder")
-    candidates = [weights.parent / "image_encoder", weights.parent.parent / "image_encoder"]
-    candidates.append(weights.parent / "models" / "image_encoder")
+    candidates = [Path(os.path.normpath(weights.parent / place)) for place in IMAGE_ENCODER_PLACES]
     for candidate in candidates:
         if (candidate / "config.json").exists():
             return candidate

@@ -97,7 +97,7 @@ def test_restyle_downloads_hub_ids_and_runs(repos: dict[str, Path], tmp_path: Pa
         assert not any(hub.file(path).read_bytes() == JUNK for path in fetched)
 
         hub.requests.clear()
-        again = run([*args[:4], str(tmp_path / "again.mp4"), *args[5:]], env)
+        again = run([*args[:5], str(tmp_path / "again.mp4"), *args[6:]], env)
         assert again.returncode == 0, again.stderr[-2000:]
         assert hub.requests == [] and "downloading" not in again.stderr
 
@@ -114,7 +114,7 @@ def test_offline_refuses_a_model_not_in_the_cache(
         assert hub.requests == []
     assert result.returncode == 1
     error = result.stderr.strip()
-    assert error.count("\n") == 0 and "not in the Hugging Face cache (offline)" in error
+    assert error.count("\n") == 0 and "nor in the Hugging Face cache (offline)" in error
     assert "hf download test-org/tiny-sd" in error
     assert not (tmp_path / "out.mp4").exists()
 
@@ -153,7 +153,9 @@ def test_a_download_cut_half_way_resumes(repos: dict[str, Path], tmp_path: Path)
 
         result = run(["-c", RESOLVE, "test-org/tiny-sd"], env)
         weights = Path(result.stdout.strip()) / "vae" / "diffusion_pytorch_model.safetensors"
-        weights.unlink()  # as if the run had stopped before this file
+        blob = weights.resolve()
+        weights.unlink()  # as if the run had stopped before this file: neither its link nor its blob
+        blob.unlink()
         hub.requests.clear()
         result = run(["-c", RESOLVE, "test-org/tiny-sd"], env)
         assert result.returncode == 0, result.stderr[-2000:]

@@ -133,8 +133,24 @@ def test_unreachable_hub_is_one_line_naming_the_model(tmp_path: Path) -> None:
 RESOLVE = """
 import sys
 from v2v.diffusion.models import resolve_path
-print(resolve_path(sys.argv[1], "LoRA"))
+from v2v.errors import ModelError
+try:
+    print(resolve_path(sys.argv[1], "LoRA"))
+except ModelError as error:
+    sys.exit(f"error: {error}")
 """
+
+
+def test_what_the_hub_lacks_is_one_line(repos: dict[str, Path], tmp_path: Path) -> None:
+    with FakeHub(repos) as hub:
+        env = hub_env(hub.url, tmp_path / "home")
+        no_repo = run(["-c", RESOLVE, "test-org/nothing"], env)
+        no_file = run(["-c", RESOLVE, "test-org/tiny-lora/other.safetensors"], env)
+    assert no_repo.returncode == no_file.returncode == 1
+    assert no_repo.stderr == (f"error: LoRA 'test-org/nothing' is neither a local path nor a model on the Hugging Face "
+                              f"hub ({hub.url}; a private one needs `hf auth login`)\n")  # fmt: skip
+    assert no_file.stderr == ("error: LoRA 'test-org/tiny-lora/other.safetensors': test-org/tiny-lora on the hub has "
+                              "no other.safetensors\n")  # fmt: skip
 
 
 def test_a_download_cut_half_way_resumes(repos: dict[str, Path], tmp_path: Path) -> None:

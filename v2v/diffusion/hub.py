@@ -4,8 +4,8 @@
 off (`--offline`, which calls `go_offline`, or `HF_HUB_OFFLINE=1`). A download fetches only what a loader reads
 (`wanted_files`: configs, tokenizers and one copy of each weight file, safetensors before .bin, no fp16 variants,
 no single-file checkpoints beside a diffusers pipeline), logs its size first and shows huggingface_hub's progress
-bar; huggingface_hub resumes a file whose connection breaks (a Range request from the byte it had), and the files
-already fetched stay in the cache for the next run. The endpoint is huggingface_hub's (`HF_ENDPOINT`).
+bar; huggingface_hub resumes a file whose connection breaks (a Range request from the last 10 MiB chunk it wrote),
+and the files already fetched stay in the cache for the next run. The endpoint is huggingface_hub's (`HF_ENDPOINT`).
 """
 
 from __future__ import annotations

@@ -89,8 +89,8 @@ def _download(repo: str, inside: str, files: Sequence[str] | None, what: str, hi
         raise ModelError(f"{what} is gated on the Hugging Face hub: accept its terms at {constants.ENDPOINT}/{repo}, "
                          "then log in with `hf auth login`") from None  # fmt: skip
     except RepositoryNotFoundError:
-        raise ModelError(f"{what}: no model {repo!r} on the Hugging Face hub ({constants.ENDPOINT}), or it is "
-                         "private: check the name, or log in with `hf auth login`") from None  # fmt: skip
+        raise ModelError(f"{what} is neither a local path nor a model on the Hugging Face hub ({constants.ENDPOINT}; "
+                         "a private one needs `hf auth login`)") from None  # fmt: skip
     except hub.MissingFiles as exc:
         raise ModelError(f"{what}: {exc}") from None
     except Exception as exc:  # no network, a proxy, the hub down: whatever the HTTP stack raises

@@ -37,10 +37,6 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def _download_hint(repo: str, files: str = "") -> str:
-    return f"get it with `hf download {repo}{' ' + files if files else ''}` (huggingface-cli download on older hubs)"
-
-
 def resolve_path(
     name: str | os.PathLike[str],
     what: str,
@@ -53,7 +49,8 @@ def resolve_path(
 
     `name` may be `org/repo` or `org/repo/path/inside/the/repo`. `files` narrows or adds to what a download fetches
     (`hub.wanted_files`). Raises ModelError (one line, naming `what` was looked for and how to get it) when it is
-    not on disk and cannot be downloaded.
+    not on disk and cannot be downloaded. `files_hint` (the files to download) and `instead` are message templates
+    that may name parameters (`V2VError.naming`).
     """
     path = Path(os.path.expanduser(os.fspath(name)))
     if path.exists():
@@ -64,38 +61,45 @@ def resolve_path(
         from v2v.diffusion import hub
 
         repo, inside = "/".join(parts[:2]), "/".join(parts[2:])
-        hint = _download_hint(repo, files_hint or inside)
+        arguments = " " + files_hint if files_hint else " {inside}" if inside else ""
+        hint = "get it with `hf download {repo}" + arguments + "` (huggingface-cli download on older hubs)"
+        values = dict(what=what, name=text, repo=repo, inside=inside)
         snapshot = hub.cached(repo, inside, files)
         if snapshot is None and not hub.is_offline():
-            snapshot = _download(repo, inside, files, f"{what} {text!r}", hint)
+            snapshot = _download(repo, inside, files, hint, values)
         if snapshot is not None and (snapshot / inside).exists():
             return snapshot / inside
-        raise ModelError(
-            f"{what} {text!r} is neither a local path nor in the Hugging Face cache (offline); {hint}, or {instead}"
-        )
+        raise ModelError.naming(
+            "{what} {name!r} is neither a local path nor in the Hugging Face cache (offline); " + hint + ", or "
+            + instead, **values,
+        )  # fmt: skip
     raise ModelError(f"{what} {text!r} not found: no such file or folder (a Hugging Face hub id is org/repo[/path])")
 
 
-def _download(repo: str, inside: str, files: Sequence[str] | None, what: str, hint: str) -> Path:
-    """`hub.download`, its failures as one-line ModelErrors."""
+def _download(repo: str, inside: str, files: Sequence[str] | None, hint: str, values: dict[str, str]) -> Path:
+    """`hub.download`, its failures as one-line ModelErrors; `hint` says how to get it (a template over `values`)."""
     from huggingface_hub import constants
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     from v2v.diffusion import hub
 
+    what, endpoint = f"{values['what']} {values['name']!r}", constants.ENDPOINT
     try:
         return hub.download(repo, inside, files, what)
     except GatedRepoError:
-        raise ModelError(f"{what} is gated on the Hugging Face hub: accept its terms at {constants.ENDPOINT}/{repo}, "
-                         "then log in with `hf auth login`") from None  # fmt: skip
+        raise ModelError(f"{what} is gated on the Hugging Face hub: accept its terms at {endpoint}/{repo}, then log "
+                         "in with `hf auth login`") from None  # fmt: skip
     except RepositoryNotFoundError:
-        raise ModelError(f"{what} is neither a local path nor a model on the Hugging Face hub ({constants.ENDPOINT}; "
-                         "a private one needs `hf auth login`)") from None  # fmt: skip
+        raise ModelError(f"{what} is neither a local path nor a model on the Hugging Face hub ({endpoint}; a private "
+                         "one needs `hf auth login`)") from None  # fmt: skip
     except hub.MissingFiles as exc:
         raise ModelError(f"{what}: {exc}") from None
     except Exception as exc:  # no network, a proxy, the hub down: whatever the HTTP stack raises
-        raise ModelError(f"cannot download {what} from {constants.ENDPOINT} ({first_line(exc)}); pass --offline to "
-                         f"use the local cache only, or {hint} where the hub can be reached") from exc  # fmt: skip
+        raise ModelError.naming(
+            "cannot download {what} {name!r} from {endpoint} ({reason}); work offline (--offline, or HF_HUB_OFFLINE=1) "
+            "to use the local cache only, or " + hint + " where the hub can be reached",
+            endpoint=endpoint, reason=first_line(exc), **values,
+        ) from exc  # fmt: skip
 
 
 def dtype_argument(dtype: torch.dtype) -> dict[str, Any]:
@@ -182,9 +186,10 @@ def find_image_encoder(weights: Path, image_encoder: str | None) -> Path:
     for candidate in candidates:
         if (candidate / "config.json").exists():
             return candidate
-    raise ModelError(
-        f"IP-Adapter {weights.name} has no image encoder (looked in {', '.join(map(str, candidates))}); pass "
-        "--image-encoder FOLDER (h94/IP-Adapter ships it as models/image_encoder, and sdxl_models/image_encoder)"
+    raise ModelError.naming(
+        "IP-Adapter {name} has no image encoder (looked in {looked}); pass {image_encoder} FOLDER (h94/IP-Adapter "
+        "ships it as models/image_encoder, and sdxl_models/image_encoder)",
+        name=weights.name, looked=", ".join(map(str, candidates)),
     )
 
 

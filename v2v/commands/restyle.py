@@ -29,8 +29,8 @@ DTYPE_CHOICES = ("fp16", "bf16", "fp32", "float16", "bfloat16", "float32")
 def add_model_arguments(parser: argparse.ArgumentParser, controls: bool) -> argparse._ArgumentGroup:
     """--recipe, --model and what modifies it (ControlNets and IP-Adapters when `controls`)."""
     parser.add_argument("--recipe", help="TOML file with these settings (options given here win)")
-    model = parser.add_argument_group("models (folders, single files, or hub ids already in the local cache)")
-    model.add_argument("--model", help="base model: diffusers folder, .safetensors checkpoint, or cached hub id")
+    model = parser.add_argument_group("models (folders, single files, or Hugging Face hub ids, downloaded once)")
+    model.add_argument("--model", help="base model: diffusers folder, .safetensors checkpoint, or hub id")
     model.add_argument("--model-config", help="diffusers configs for a single-file checkpoint (folder or hub id)")
     if controls:
         model.add_argument("--controlnet", action="append", help="a ControlNet (repeat for several)")
@@ -72,6 +72,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, controls: bool) -> argp
     model.add_argument("--lora", help="LoRA weights (file or folder), fused into the model")
     model.add_argument("--lora-scale", type=float, help="LoRA strength (default 1.0)")
     model.add_argument("--scheduler", choices=SCHEDULER_CHOICES, help="sampler (lcm/tcd/turbo for few-step models)")
+    model.add_argument("--offline", action="store_true", default=None,
+                       help="never reach the Hugging Face hub: hub ids come from the local cache only (as "
+                            "HF_HUB_OFFLINE=1 does)")  # fmt: skip
     return model
 
 
@@ -144,11 +147,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, kind: str = "restyle") -> Any:
-    """The RestyleConfig (or EditConfig, for kind "edit") the options (and recipe) describe."""
+    """The RestyleConfig (or EditConfig, for kind "edit") the options (and recipe) describe; `--offline` takes this
+    process off the hub."""
     import dataclasses
 
     from v2v.diffusion.config import EditConfig, RestyleConfig
 
+    if args.offline:  # before any model is looked up
+        from v2v.diffusion.hub import go_offline
+
+        go_offline()
     cls = EditConfig if kind == "edit" else RestyleConfig
     fields = {field.name for field in dataclasses.fields(cls)}
     values = {}

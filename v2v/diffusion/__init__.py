@@ -1,12 +1,13 @@
-"""Diffusion editing over a video stream, offline: any registered image family becomes a video editor.
+"""Diffusion editing over a video stream: any registered image family becomes a video editor.
 
 - `registry`: the `Family` interface and the registry; `families/` holds one module per family (SD 1.x/2.x,
   SDXL, InstructPix2Pix, FLUX.1, FLUX.1 Kontext, SD3/3.5, Qwen-Image-Edit): how its models are recognised and
   loaded, which diffusers pipeline it calls per edit kind, which ControlNets/IP-Adapters it takes, where
   cross-frame attention goes, and its defaults.
 - `models`: the loading helpers every family's loading is built from (where a model is: a diffusers folder, a single
-  file or a cached hub id; LoRA, schedulers, the IP-Adapter's files); a model that is not on disk is a one-line
-  `ModelError` saying how to get it. `checkpoints`: a checkpoint's tensor names and shapes, without its weights.
+  file or a hub id, `resolve_path`; LoRA, schedulers, the IP-Adapter's files); a model that is neither on disk nor
+  downloadable (offline) is a one-line `ModelError` saying how to get it. `hub`: the cache lookup and the download.
+  `checkpoints`: a checkpoint's tensor names and shapes, without its weights.
 - `control`, `pose`: control maps (canny, soft edges, tile, depth, pose) or a precomputed control video.
 - `attention`: cross-frame attention (anchor + previous frame keys/values, a bank bounded by a memory budget).
 - `dit_attention`: the same for diffusion transformers' joint attention (FLUX, SD3, Qwen-Image): image queries also

@@ -8,12 +8,12 @@ Every map function takes and returns float (B, 3, H, W) tensors in [0, 1] on the
   thicker, smoother and ignore texture that Sobel keeps, so expect weaker or different guidance than with the
   real annotator;
 - `softedge=PATH`: real HED soft edges from lllyasviel's Annotators checkpoint `ControlNetHED.pth` (the
-  Apache-2.0 re-implementation of HED the softedge ControlNet 1.1 was trained with) at PATH, loaded strictly
-  (`SoftEdgeHED`, `SoftEdgeMaps`); nothing is downloaded. Its maps are a sigmoid, never rescaled, so the
-  normalisation below does not apply to them;
+  Apache-2.0 re-implementation of HED the softedge ControlNet 1.1 was trained with) at PATH, or at a hub path
+  (`lllyasviel/Annotators/ControlNetHED.pth`), loaded strictly (`SoftEdgeHED`, `SoftEdgeMaps`). Its maps are a
+  sigmoid, never rescaled, so the normalisation below does not apply to them;
 - `tile`: the frame itself (the tile ControlNet re-details a picture it is given);
-- `depth`: a transformers depth-estimation model (DPT, Depth Anything, ...) given by folder or cached hub
-  id, near = bright, rescaled per shot (`ShotNormalised`) or per frame;
+- `depth`: a transformers depth-estimation model (DPT, Depth Anything, ...) given by folder or hub id, near =
+  bright, rescaled per shot (`ShotNormalised`) or per frame;
 - `pose`: OpenPose-style body maps from a transformers ViTPose model (`pose.py`; one person, the whole
   frame as its box);
 - `inpaint` (`v2v inpaint` only): the frame with the pixels to repaint set to -1, what the inpainting ControlNet
@@ -185,7 +185,9 @@ def load_softedge_model(path: str | os.PathLike[str], device: str | torch.device
     """`SoftEdgeHED` with the weights of a `ControlNetHED.pth`-layout checkpoint at `path`, loaded strictly (every
     key present, none extra, every shape right), on `device` (None: `resolve_device`'s choice); ModelError
     otherwise."""
-    path = os.fspath(path)
+    from v2v.diffusion.models import resolve_path
+
+    path = os.fspath(resolve_path(path, "soft-edge (HED) checkpoint", instead="give the path of ControlNetHED.pth"))
     if not os.path.isfile(path):
         raise ModelError(f"{path}: no such soft-edge (HED) checkpoint; give the path of ControlNetHED.pth")
     try:
@@ -237,7 +239,7 @@ inpaint.needs_mask = True  # type: ignore[attr-defined]  # called with the frame
 
 
 class DepthMaps:
-    """Depth maps from a transformers depth-estimation model, loaded from a folder or cached hub id."""
+    """Depth maps from a transformers depth-estimation model, loaded from a folder or hub id."""
 
     def __init__(self, model: str, device: str | torch.device | None = None,
                  dtype: torch.dtype = torch.float32) -> None:

@@ -1,16 +1,19 @@
-"""What loading diffusion models shares, offline: where a model is on disk, LoRAs, schedulers, the IP-Adapter's
+"""What loading diffusion models shares: where a model is on disk, LoRAs, schedulers, the IP-Adapter's
 files and width, and the ControlNet fit check. A family's own loading (`registry.Family.load`, `load_controlnet`,
 `load_ip_adapter`) is built from these; this module knows no family.
 
 A model is named by a local diffusers folder, a single-file checkpoint (`.safetensors`/`.ckpt`), or a
-Hugging Face hub id that is already in the local cache (`~/.cache/huggingface/hub`, or `HF_HUB_CACHE`).
-Nothing is ever downloaded: a model that is not on disk raises a one-line `ModelError` naming what was
-looked for and the `hf download …` command that fetches it.
+Hugging Face hub id (`org/repo`, or `org/repo/path/inside`). `resolve_path` is the one resolver: a local path as
+it is, else the local cache (`~/.cache/huggingface/hub`, or `HF_HUB_CACHE`), else a download of what the loader
+reads (`hub.py`). Offline (`--offline`, `HF_HUB_OFFLINE=1`) a model not on disk raises a one-line `ModelError`
+naming what was looked for and the `hf download …` command that fetches it; online, a hub that cannot be reached
+does too.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,36 +37,69 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def resolve_path(name: str | os.PathLike[str], what: str, files_hint: str = "", instead: str = "pass a path") -> Path:
-    """A local path for `name`: itself if it exists, else the cached snapshot of a hub id.
+def resolve_path(
+    name: str | os.PathLike[str],
+    what: str,
+    files_hint: str = "",
+    instead: str = "pass a path",
+    files: Sequence[str] | None = None,
+) -> Path:
+    """A local path for `name`: itself if it exists, else the cached snapshot of a hub id, else (unless offline) the
+    snapshot downloaded now.
 
-    `name` may be `org/repo` or `org/repo/path/inside/the/repo`. Raises ModelError (one line, naming
-    `what` was looked for and how to get it) when neither is on disk. `files_hint` (the files to download) and
-    `instead` are message templates that may name parameters (`V2VError.naming`).
+    `name` may be `org/repo` or `org/repo/path/inside/the/repo`. `files` narrows or adds to what a download fetches
+    (`hub.wanted_files`). Raises ModelError (one line, naming `what` was looked for and how to get it) when it is
+    not on disk and cannot be downloaded. `files_hint` (the files to download) and `instead` are message templates
+    that may name parameters (`V2VError.naming`).
     """
     path = Path(os.path.expanduser(os.fspath(name)))
     if path.exists():
         return path
     text = os.fspath(name)
     parts = Path(text).parts
-    if len(parts) >= 2 and not text.startswith(("/", ".", "~")):  # org/repo[/path]: look in the hub cache
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
+    if len(parts) >= 2 and not text.startswith(("/", ".", "~")):  # org/repo[/path]: the hub cache, else the hub
+        from v2v.diffusion import hub
 
-        repo, inside = "/".join(parts[:2]), Path(*parts[2:]) if len(parts) > 2 else Path()
-        try:
-            snapshot = Path(snapshot_download(repo, local_files_only=True))
-        except (LocalEntryNotFoundError, OSError, ValueError):
-            snapshot = None
+        repo, inside = "/".join(parts[:2]), "/".join(parts[2:])
+        arguments = " " + files_hint if files_hint else " {inside}" if inside else ""
+        hint = "get it with `hf download {repo}" + arguments + "` (huggingface-cli download on older hubs)"
+        values = dict(what=what, name=text, repo=repo, inside=inside)
+        snapshot = hub.cached(repo, inside, files)
+        if snapshot is None and not hub.is_offline():
+            snapshot = _download(repo, inside, files, hint, values)
         if snapshot is not None and (snapshot / inside).exists():
             return snapshot / inside
-        files = " " + files_hint if files_hint else " {inside}" if inside.parts else ""
         raise ModelError.naming(
-            "{what} {name!r} is neither a local path nor in the Hugging Face cache (offline); get it with `hf download "
-            "{repo}" + files + "` (huggingface-cli download on older hubs), or " + instead,
-            what=what, name=text, repo=repo, inside=inside.as_posix(),
-        )
-    raise ModelError(f"{what} {text!r} not found; pass an existing folder or file, or a hub id that is in the cache")
+            "{what} {name!r} is neither a local path nor in the Hugging Face cache (offline); " + hint + ", or "
+            + instead, **values,
+        )  # fmt: skip
+    raise ModelError(f"{what} {text!r} not found: no such file or folder (a Hugging Face hub id is org/repo[/path])")
+
+
+def _download(repo: str, inside: str, files: Sequence[str] | None, hint: str, values: dict[str, str]) -> Path:
+    """`hub.download`, its failures as one-line ModelErrors; `hint` says how to get it (a template over `values`)."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    from v2v.diffusion import hub
+
+    what, endpoint = f"{values['what']} {values['name']!r}", constants.ENDPOINT
+    try:
+        return hub.download(repo, inside, files, what)
+    except GatedRepoError:
+        raise ModelError(f"{what} is gated on the Hugging Face hub: accept its terms at {endpoint}/{repo}, then log "
+                         "in with `hf auth login`") from None  # fmt: skip
+    except RepositoryNotFoundError:
+        raise ModelError(f"{what} is neither a local path nor a model on the Hugging Face hub ({endpoint}; a private "
+                         "one needs `hf auth login`)") from None  # fmt: skip
+    except hub.MissingFiles as exc:
+        raise ModelError(f"{what}: {exc}") from None
+    except Exception as exc:  # no network, a proxy, the hub down: whatever the HTTP stack raises
+        raise ModelError.naming(
+            "cannot download {what} {name!r} from {endpoint} ({reason}); work offline (--offline, or HF_HUB_OFFLINE=1) "
+            "to use the local cache only, or " + hint + " where the hub can be reached",
+            endpoint=endpoint, reason=first_line(exc), **values,
+        ) from exc  # fmt: skip
 
 
 def dtype_argument(dtype: torch.dtype) -> dict[str, Any]:
@@ -118,6 +154,18 @@ def load_lora(pipe: Any, name: str, scale: float) -> None:
     pipe.unload_lora_weights()
 
 
+# where an IP-Adapter's image encoder lies, from the weights' folder (h94/IP-Adapter: models/image_encoder)
+IMAGE_ENCODER_PLACES = ("image_encoder", "../image_encoder", "models/image_encoder")
+
+
+def image_encoder_files(weights: str, image_encoder: str | None) -> list[str] | None:
+    """What downloading IP-Adapter `weights` fetches beside them (`resolve_path`'s `files`): the image encoder, when
+    `weights` names a file and `image_encoder` names no encoder (a folder is fetched whole)."""
+    if image_encoder or not weights.endswith((".safetensors", ".bin")):
+        return None
+    return [f"{place}/*" for place in IMAGE_ENCODER_PLACES]
+
+
 def ip_adapter_file(path: Path) -> Path:
     if path.is_file():
         return path
@@ -134,8 +182,7 @@ def find_image_encoder(weights: Path, image_encoder: str | None) -> Path:
     """The CLIP image encoder folder: `image_encoder`, or `image_encoder/` beside or above the weights."""
     if image_encoder:
         return resolve_path(image_encoder, "IP-Adapter image encoder")
-    candidates = [weights.parent / "image_encoder", weights.parent.parent / "image_encoder"]
-    candidates.append(weights.parent / "models" / "image_encoder")
+    candidates = [Path(os.path.normpath(weights.parent / place)) for place in IMAGE_ENCODER_PLACES]
     for candidate in candidates:
         if (candidate / "config.json").exists():
             return candidate

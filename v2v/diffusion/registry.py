@@ -282,14 +282,15 @@ class Family:
     ) -> Any:
         """The diffusers pipeline `pipelines[kind]` for the model in `info`, on `device` in `dtype`.
 
-        A diffusers folder (or cached hub id) loads with `from_pretrained`; a single-file checkpoint with
-        `from_single_file`, its diffusers configs from `model_config` (a folder or cached hub id) or else the
-        family's configs from the Hugging Face cache: diffusers would fetch them from the hub, we never download.
+        A diffusers folder (or hub id) loads with `from_pretrained`; a single-file checkpoint with
+        `from_single_file`, its diffusers configs from `model_config` (a folder or hub id) or else the
+        family's configs (from the Hugging Face cache, or their configs alone downloaded: `resolve_path`).
         """
         require("diffusers", "diffusion")
         require("transformers", "diffusion")
         import diffusers
 
+        from v2v.diffusion.hub import CONFIGS
         from v2v.diffusion.models import dtype_argument, first_line, resolve_path
 
         cls = getattr(diffusers, self.pipelines[kind])
@@ -304,6 +305,7 @@ class Family:
                     "diffusers configs for the single-file checkpoint",
                     "--include '*.json' '*.txt'",
                     "pass {model_config} FOLDER (a diffusers folder of the same architecture)",
+                    files=CONFIGS,
                 )
                 pipe = cls.from_single_file(
                     str(path), config=str(config), local_files_only=True, **extra, **dtype_argument(dtype)
@@ -327,7 +329,7 @@ class Family:
         """Fix up a pipeline loaded from a single file (e.g. its scheduler's prediction type)."""
 
     def load_controlnet(self, name: str, dtype: torch.dtype, model: str) -> Any:
-        """A ControlNet of this family from a diffusers folder, a single file, or a cached hub id; ModelError when
+        """A ControlNet of this family from a diffusers folder, a single file, or a hub id; ModelError when
         it is missing or made for another family. Its config's class is checked first, so a ControlNet of another
         family is refused before anything big is loaded."""
         require("diffusers", "diffusion")
@@ -338,7 +340,7 @@ class Family:
         path = resolve_path(name, "ControlNet")
         config = path / "config.json" if path.is_dir() else path.parent / "config.json"
         if not config.exists():
-            if path.is_file():  # diffusers would fetch a config from the hub when none is at hand; we never download
+            if path.is_file():  # diffusers would fetch a config from the hub when none is at hand; v2v asks for it
                 raise ModelError(
                     f"single-file ControlNet {name!r} needs its diffusers config.json beside it (e.g. from "
                     "lllyasviel/control_v11p_sd15_canny), or pass the ControlNet's diffusers folder"
@@ -372,10 +374,19 @@ class Family:
             raise UsageError(f"{self.title} models take no IP-Adapter in v2v")
         from transformers import CLIPVisionModelWithProjection
 
-        from v2v.diffusion.models import find_image_encoder, first_line, ip_adapter_file, ip_adapter_width, resolve_path
+        from v2v.diffusion.models import (
+            find_image_encoder,
+            first_line,
+            image_encoder_files,
+            ip_adapter_file,
+            ip_adapter_width,
+            resolve_path,
+        )
 
         default = self.ip_adapter
-        weights = ip_adapter_file(resolve_path(name or default.weights, "IP-Adapter", default.files_hint))
+        name = name or default.weights
+        files = image_encoder_files(name, image_encoder)
+        weights = ip_adapter_file(resolve_path(name, "IP-Adapter", default.files_hint, files=files))
         width, ours = ip_adapter_width(weights), self.text_width(pipe)
         if width is not None and ours is not None and width != ours:
             raise ModelError(
@@ -515,10 +526,11 @@ def model_info(path: Path) -> ModelInfo:
 
 
 def detect(model: str, model_config: str | None = None, kind: str | None = None) -> tuple[Family, ModelInfo]:
-    """The family of base model `model` (a diffusers folder, a single file or a cached hub id) and what was read
+    """The family of base model `model` (a diffusers folder, a single file or a hub id) and what was read
     of it. ModelError (one line) for a model no family takes, listing the known families; for a single file
     whose family can't be told, saying how to pass a folder instead. `kind` (the command's: "restyle", "edit",
     "inpaint") chooses between families that share a single file's layout."""
+    from v2v.diffusion.hub import CONFIGS
     from v2v.diffusion.models import resolve_path
 
     path = resolve_path(model, "base model", "--exclude '*.ckpt' '*.bin'")
@@ -537,7 +549,8 @@ def detect(model: str, model_config: str | None = None, kind: str | None = None)
     if found:
         return found[0], info
     if info.is_file and model_config:  # the configs the user gave say which architecture it is
-        config_info = model_info(resolve_path(model_config, "diffusers configs for the single-file checkpoint"))
+        configs = resolve_path(model_config, "diffusers configs for the single-file checkpoint", files=CONFIGS)
+        config_info = model_info(configs)
         for family in all_families():
             if family.recognise(config_info):
                 return family, info

@@ -41,8 +41,8 @@ def main(args: argparse.Namespace) -> int:
     # 1. Open the clips and check they line up.
     opened = [open_source(path, max_frames=args.max_frames) for path in (args.input, args.guide, args.ref) if path]
     try:
-        for other in opened[1:]:
-            check_same_shape(opened[0], other, args.max_frames)
+        for number, other in enumerate(opened[1:]):
+            check_same_shape(opened[0], other, args.max_frames, any_scale=number == 0)  # the guide: any scale
         estimator = make_flow_estimator(args.flow, **({"weights": args.flow_weights} if args.flow != "dis" else {}))
 
         # 2. Score, streaming all clips in step.

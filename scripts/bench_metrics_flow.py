@@ -76,7 +76,7 @@ def main() -> None:
             flow = estimator(method)
             flow.pair(frames[0], frames[1])  # warm-up (model load, first call)
             start = time.perf_counter()
-            flows = [flow.pair(a, b) for a, b in zip(frames, frames[1:])]
+            flows = [flow.pair(a, b) for a, b in zip(frames, frames[1:], strict=False)]
             seconds = time.perf_counter() - start
             row = {"seconds": round(seconds, 2), "pairs": len(flows)}
             for video, images in videos.items():

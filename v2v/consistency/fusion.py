@@ -376,8 +376,8 @@ class TemporalFuser:
                      for image in (edited, source)]
             look = ((small[0] - small[1]).reshape(*grid, 3) * np.float32(1 / 255)).transpose(2, 0, 1)[None].copy()
         else:
-            look = (resize_planes(self._planes(edited), grid, "area") - resize_planes(self._planes(source), grid, "area")
-                    ).float()  # fmt: skip
+            small = [resize_planes(self._planes(image), grid, "area") for image in (edited, source)]
+            look = (small[0] - small[1]).float()
         texture = np.log((_detail(edited, grid) + DETAIL_FLOOR) / (_detail(source, grid) + DETAIL_FLOOR))
         signature = scenes.signature(source)
         if self._last_signature is not None and scenes.signatures_cut(self._last_signature, signature):

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_FRAMES = 4
 SEEK_AHEAD_SECONDS = 2.0  # further than this ahead, reopening at the target beats decoding through
+SIZE_POLICIES = ("error", "resize", "keep")
 TIME_TOLERANCE = 0.002  # seconds: two clips' time bases round one instant differently by less than this
 
 
@@ -57,7 +58,7 @@ class SideInput:
         shorter: str = "error",
         size: str = "error",
     ) -> None:
-        if align not in ("time", "index") or shorter not in ("error", "hold") or size not in ("error", "resize", "keep"):
+        if align not in ("time", "index") or shorter not in ("error", "hold") or size not in SIZE_POLICIES:
             raise UsageError(f"{what}: align must be time or index, shorter error or hold, size error, resize or keep")
         self.path, self.what = os.fspath(path), what
         self.align, self.main_origin, self.window = align, main_origin, window or TimeWindow()

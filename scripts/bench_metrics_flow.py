@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -83,11 +84,14 @@ def main() -> None:
                 row[video] = score_video(images, frames, flows=flows).warping_error
             row["steadied/flicker"] = row["steadied"] / row["flicker"]
             rows[method] = row
+            print(json.dumps({method: row}), file=sys.stderr, flush=True)
         if "raft" in rows:
             for row in rows.values():
                 for video in (*videos, "steadied/flicker"):
                     row[f"{video}_vs_raft"] = round(row[video] / rows["raft"][video] - 1, 4)
-        result[f"{Path(name).name} {frames[0].shape[1]}x{frames[0].shape[0]} {len(frames)} frames"] = rows
+        key = f"{Path(name).name} {frames[0].shape[1]}x{frames[0].shape[0]} {len(frames)} frames"
+        result[key] = rows
+        print(json.dumps({key: rows}), file=sys.stderr, flush=True)  # what is done so far, should a run be cut
     print(json.dumps(result))
 
 

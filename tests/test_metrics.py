@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,21 @@ def test_warping_error_is_zero_for_a_video_that_moves_with_its_flow() -> None:
     error, masked = pair_warping_error(a, b, forward, -forward)
     assert error < 1e-10
     assert masked == 0.0  # a uniform motion passes the forward-backward test everywhere
+
+
+def test_flow_of_an_original_at_half_the_size_is_scaled() -> None:
+    """An upscale's original gives its flow (and occlusion mask) at its own size: scaled, they score the upscale
+    as the full-size flow does."""
+    a = texture()
+    a[:, -8:] = a[:, -8:-7]
+    b = np.roll(a, 6, axis=1)  # 6 px right at full size: 3 px in the half-size original
+    half = np.zeros((24, 32, 2), np.float32)
+    half[..., 0] = 3
+    occluded = half.copy()
+    occluded[:12, :8, 0] = -3  # backward flow reversed there
+    error, masked = pair_warping_error(a, b, half, -occluded)
+    assert error < 1e-10
+    assert masked == pytest.approx(12 * 5 / (24 * 32))  # the pixels landing on it: rows 0-11, columns 0-4
 
 
 def test_warping_error_of_a_brightness_flicker_is_its_squared_step() -> None:
@@ -75,3 +92,20 @@ def test_metrics_command_json(clip: Path, capsys: pytest.CaptureFixture[str]) ->
     assert result["frames"] == 12
     assert result["warping_error"] is not None and result["warping_error"] < 0.01
     assert result["psnr"] == 100.0
+
+
+def test_metrics_default_flow_scores_the_sample_with_a_progress_bar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sample = tmp_path / "sample.mp4"
+    subprocess.run([sys.executable, str(Path(__file__).parents[1] / "samples" / "make_sample.py"), str(sample)],
+                   check=True, capture_output=True)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # as in a terminal: the bar shows
+    assert cli(["metrics", str(sample), "--guide", str(sample), "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["flow"] == "dis" and result["frames"] == 72 and 0 < result["warping_error"] < 1e-3
+    assert "72/72" in captured.err
+    assert cli(["metrics", str(sample), "--guide", str(sample), "--max-frames", "8", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "frames           8" in captured.out and captured.err == ""

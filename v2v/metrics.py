@@ -9,6 +9,8 @@ clip is the mean over its frame pairs; the fraction of pixels masked out is repo
 with almost no trusted pixel (under `MIN_TRUSTED` = 5%: a scene cut, where the flow means nothing) has
 no warping error: it is left out of the mean and counted in `skipped_pairs`. (Lai et al.'s script
 scores a cut's few chance matches or the whole frame, which lets one cut outweigh the rest of a clip.)
+A guide of another size at the processed video's aspect ratio (an upscale's original) gives its flow and mask at
+its own size; both are scaled to the processed frames.
 
 Everything streams: a meter holds the previous frame only.
 """
@@ -57,18 +59,23 @@ def pair_warping_error(current: np.ndarray, following: np.ndarray, flow: np.ndar
 
     Args:
         current, following: processed frames t and t+1, RGB uint8 (H, W, 3).
-        flow: float32 (H, W, 2), original frame t -> t+1. flow_back: t+1 -> t.
+        flow: float32 (h, w, 2), original frame t -> t+1. flow_back: t+1 -> t. (h, w) is (H, W) or the
+            original's size at the same aspect ratio (scaled here).
 
     Returns:
         (mean squared error in [0, 1] units over trusted pixels and channels, or NaN when fewer than
         MIN_TRUSTED of the pixels are trusted; masked fraction in [0, 1]).
     """
     from v2v.flow.occlusion import invalid_mask
-    from v2v.flow.warp import flow_to_planes, images_to_planes, warp_by_flow
+    from v2v.flow.warp import flow_to_planes, images_to_planes, resize_flow, resize_planes, warp_by_flow
 
     # numpy and OpenCV on the calling thread (see v2v.flow.warp): a frame's worth of elementwise work
     forward, backward = flow_to_planes(flow), flow_to_planes(flow_back)
     keep = ~invalid_mask(forward, backward)[0, 0]
+    size = current.shape[:2]
+    if forward.shape[-2:] != size:  # the original's size: its mask and flow, scaled
+        keep = resize_planes(keep[None, None].astype(np.float32), size, "bilinear")[0, 0] >= 0.5
+        forward = resize_flow(forward, size)
     now, nxt = images_to_planes([current, following])
     warped = warp_by_flow(nxt[None], forward)[0]
     difference = now - warped

@@ -206,8 +206,9 @@ def _drain(channel: queue.Queue[object], stop: threading.Event) -> Iterator[Fram
         yield item  # type: ignore[misc]
 
 
-class _Progress:
-    """Frames, fps and ETA on stderr (tqdm; silent when stderr is not a terminal or when disabled)."""
+class Progress:
+    """Frames, fps and ETA on stderr (tqdm; silent when stderr is not a terminal or when disabled): the runner's,
+    and that of commands that loop over frames themselves (`v2v metrics`)."""
 
     def __init__(self, total: int | None, enabled: bool, label: str, initial: int = 0) -> None:
         self._bar = None
@@ -230,7 +231,7 @@ def _write_from(
     writer: Writer,
     channel: queue.Queue[object],
     stop: threading.Event,
-    progress: _Progress,
+    progress: Progress,
     failures: list[BaseException],
 ) -> None:
     try:
@@ -339,7 +340,7 @@ def run(
         expected = min(expected, max_frames)
     expected = frames_out(stages, expected, reader.info.fps)
     label = os.path.basename(os.fspath(output)) if isinstance(output, (str, os.PathLike)) else "v2v"
-    bar = _Progress(expected, progress, label, initial=first)
+    bar = Progress(expected, progress, label, initial=first)
     source_frames = SourceFrames.of(reader)  # opens nothing until a stage reads from it
     attach_source(stages, source_frames)
 

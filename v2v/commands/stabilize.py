@@ -17,7 +17,8 @@ FLOWS = ("dis", "raft", "raft-small")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_io_arguments(parser)
     parser.add_argument("--guide", required=True, metavar="ORIGINAL",
-                        help="the original video the processed one was made from (same frame count and size)")
+                        help="the original video the processed one was made from (same frame count; its size, or "
+                             "another at its aspect ratio, e.g. an upscale's original: the motion is scaled)")
     parser.add_argument("--flow", choices=FLOWS, default="dis",
                         help="optical flow: dis (OpenCV, fast on CPU; default), raft or raft-small (torchvision "
                              "RAFT with the original checkpoints; CUDA when present)")
@@ -61,7 +62,8 @@ def build_stages(args: argparse.Namespace) -> list[Stage]:
     config = FusionConfig(fusion=args.fusion, low_rate=args.low_rate, lookahead=args.lookahead)
     guide_sigma = None if args.guide_denoise is None else parse_sigma(args.guide_denoise, "guide_denoise")
     with open_source(args.input) as processed, open_source(args.guide) as guide:
-        check_same_shape(processed, guide, args.max_frames, windowed=args.start > 0 or args.end is not None)
+        check_same_shape(processed, guide, args.max_frames, windowed=args.start > 0 or args.end is not None,
+                         any_scale=True)
     segmented = bool(args.resume or args.work_dir or args.backend == "ray")
     if segmented:
         # each pass ends at a segment boundary, where the stage can't tell a longer guide: count exactly now

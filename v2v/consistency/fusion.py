@@ -21,6 +21,8 @@
    around the look grid's cell means is scaled by exp(window mean - own) of the log ratio of the edit's detail
    contrast to the source's, one figure a frame): a flicker that is a gain scales texture as well as colour, and
    on a shot's first frame there is no steadied past to lean on for it.
+   A source of another size than the edit (an upscale's original) gives its flow and trust at its own size,
+   where they are cheap and its thresholds mean what they say; both are then scaled to the edit's size.
 4. Scene cuts restart the filter (nothing is carried across a cut). The cut test is the project's one
    detector, `v2v.scenes`, given the fraction of pixels whose flow passes the forward-backward check.
 
@@ -65,7 +67,7 @@ import torch
 from v2v import scenes
 from v2v.devices import resolve_device
 from v2v.errors import ParameterError
-from v2v.flow.estimators import FlowEstimator, check_pair
+from v2v.flow.estimators import FlowEstimator
 from v2v.flow.factory import make_flow_estimator
 from v2v.flow.occlusion import invalid_mask, outside_mask
 from v2v.flow.warp import (
@@ -73,12 +75,14 @@ from v2v.flow.warp import (
     flow_to_planes,
     flow_to_tensor,
     images_to_planes,
+    is_uniform_scale,
     per_plane,
     planes_to_images,
+    resize_flow,
     resize_planes,
     warp_by_flow,
 )
-from v2v.frames import LUMA, images_to_tensor, tensor_to_images
+from v2v.frames import LUMA, check_image, images_to_tensor, tensor_to_images
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +247,7 @@ class TemporalFuser:
 
     Usage:
         fuser = TemporalFuser()                      # DIS flow on the CPU
-        for edited, source in pairs:                 # RGB uint8 (H, W, 3) each, same size
+        for edited, source in pairs:                 # RGB uint8 (H, W, 3) each, one aspect ratio
             for stable in fuser.push(edited, source):
                 ...                                  # lagged by `config.lookahead` frames (no preview)
         for stable in fuser.flush():
@@ -342,7 +346,11 @@ class TemporalFuser:
 
     @staticmethod
     def _check(edited: np.ndarray, source: np.ndarray) -> None:
-        check_pair(edited, source, "an edited frame and its source must have one size")
+        check_image(edited)
+        check_image(source)
+        if not is_uniform_scale(edited.shape[:2], source.shape[:2]):
+            raise ValueError(f"an edited frame must be its source at one scale both ways, got "
+                             f"{edited.shape[1]}x{edited.shape[0]} and {source.shape[1]}x{source.shape[0]}")
 
     def _planes(self, image: np.ndarray) -> Any:
         if self._numpy:
@@ -368,7 +376,8 @@ class TemporalFuser:
                      for image in (edited, source)]
             look = ((small[0] - small[1]).reshape(*grid, 3) * np.float32(1 / 255)).transpose(2, 0, 1)[None].copy()
         else:
-            look = resize_planes(self._planes(edited) - self._planes(source), grid, "area").float()
+            small = [resize_planes(self._planes(image), grid, "area") for image in (edited, source)]
+            look = (small[0] - small[1]).float()
         texture = np.log((_detail(edited, grid) + DETAIL_FLOOR) / (_detail(source, grid) + DETAIL_FLOOR))
         signature = scenes.signature(source)
         if self._last_signature is not None and scenes.signatures_cut(self._last_signature, signature):
@@ -471,6 +480,9 @@ class TemporalFuser:
             cut = scenes.signatures_cut(self._previous_signature, current.signature, trusted=valid_fraction)
             step = FusionStep(index=index, cut=cut, flow=to_previous, flow_back=from_previous,
                               trust=self._host(trust[0, 0]) if self.on_step else None)
+            if trust.shape[-2:] != edited.shape[-2:]:  # a source of another size: its flow and trust, scaled
+                size = tuple(edited.shape[-2:])
+                flow, trust = resize_flow(flow, size), resize_planes(trust, size, "bilinear")
             if cut:
                 output = self._restart(edited, current, index, cut=True)
             else:

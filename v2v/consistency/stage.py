@@ -2,7 +2,9 @@
 
 The run's source is the processed (flickering) video; the original (the guide) is a `SideInput` aligned by
 frame number over the same window, frame t of one with frame t of the other, so timing and audio come from
-the processed video untouched. A guide of another size, or one that ends first or goes on, is refused.
+the processed video untouched. A guide of another size at the same aspect ratio (an upscale's original) is read
+at its own size: the fuser takes its flow and trust there, where they are cheap, and scales them to the processed
+frame. A guide of another aspect ratio, or one that ends first or goes on, is refused.
 
 Run by the pipeline, the stage is handed the run's source (`attach_source`, a `SourceFrames`) and reads it, and the
 guide, a second time, `config.lookahead` frames ahead of the main pass, as the fuser's preview: the fuser keeps only
@@ -31,6 +33,7 @@ import numpy as np
 from v2v.consistency.fusion import FusionConfig, FusionStep, TemporalFuser
 from v2v.errors import InputError
 from v2v.flow.estimators import FlowEstimator
+from v2v.flow.warp import is_uniform_scale
 from v2v.frames import Frame
 from v2v.io.reader import Reader, TimeWindow, open_source
 from v2v.io.side_input import SideInput
@@ -44,16 +47,18 @@ NOISY_GUIDE_SIGMA = 4.0  # estimated noise (0-255) above which a guide is called
 
 
 def check_same_shape(processed: Reader, guide: Reader, max_frames: int | None = None,
-                     windowed: bool = False) -> None:
-    """Raise InputError (one line) when the two clips differ in size or in a known frame count.
+                     windowed: bool = False, any_scale: bool = False) -> None:
+    """Raise InputError (one line) when the two clips differ in size (with `any_scale`: in aspect ratio) or in a
+    known frame count.
 
     Counts are compared after `max_frames`; with a time window (`windowed`) they are left to the stage,
     which stops at the first frame one clip has and the other lacks.
     """
     a, b = processed.info, guide.info
-    if (a.width, a.height) != (b.width, b.height):
-        raise InputError(f"size differs: {a.path} is {a.width}x{a.height} but the guide {b.path} is "
-                         f"{b.width}x{b.height}; give the original the edit was made from")
+    if (a.width, a.height) != (b.width, b.height) and not (
+        any_scale and is_uniform_scale((a.height, a.width), (b.height, b.width))
+    ):
+        raise InputError(size_differs(a.path, (a.width, a.height), b.path, (b.width, b.height), any_scale))
     if windowed or not a.frame_count or not b.frame_count:
         return
     count_a, count_b = (min(n, max_frames or n) for n in (a.frame_count, b.frame_count))
@@ -62,11 +67,20 @@ def check_same_shape(processed: Reader, guide: Reader, max_frames: int | None = 
                          f"{count_b}; they must match frame for frame")
 
 
+def size_differs(processed: object, size: tuple[int, int], guide: object, guide_size: tuple[int, int],
+                 any_scale: bool) -> str:
+    """The one line refusing a guide of `guide_size` (width, height) for a processed clip of `size`."""
+    why = ", another aspect ratio" if any_scale else ""
+    return (f"size differs: {processed} is {size[0]}x{size[1]} but the guide {guide} is {guide_size[0]}x{guide_size[1]}"
+            f"{why}; give the original the edit was made from")
+
+
 class StabilizeStage:
     """Make a processed clip temporally consistent, guided by the original's motion.
 
     Args:
-        guide: the original video (file, folder or pattern).
+        guide: the original video (file, folder or pattern): the processed video's size, or another at its aspect
+            ratio (the original of an upscale).
         config: FusionConfig. estimator: flow estimator (default DIS).
         start, end, max_frames: the same window as the processed source's, applied to the guide.
         processed: the processed video's path, read a second time ahead of the run for the look-ahead; None (the
@@ -87,7 +101,7 @@ class StabilizeStage:
         # the look-ahead reads the source past a segment's end itself, so no context is needed after it
         self.context = Context(before=WARM_UP_FRAMES, after=0, exact=False)
         self.window = TimeWindow(start=start, end=end, max_frames=max_frames)
-        self.guide = SideInput(guide, what="the guide", align="index", window=self.window)
+        self.guide = SideInput(guide, what="the guide", align="index", window=self.window, size="keep")
         self.source = None if processed is None else SourceFrames(processed)
         self._own_source = processed is not None
         self.guide_denoiser = guide_denoiser
@@ -180,12 +194,16 @@ class StabilizeStage:
 
     def _guide_for(self, frame: Frame) -> np.ndarray:
         try:
-            return self.guide.frame_for(frame)
+            image = self.guide.frame_for(frame)
         except InputError as error:
             if "ends before" in str(error):
                 raise InputError(f"frame count differs: the guide {self.guide.path} ends before the "
                                  "processed video; they must match frame for frame") from None
             raise
+        if not is_uniform_scale(image.shape[:2], frame.image.shape[:2]):
+            raise InputError(size_differs("the processed video", (frame.width, frame.height), self.guide.path,
+                                          (image.shape[1], image.shape[0]), any_scale=True))
+        return image
 
     def _debug(self, step: FusionStep) -> None:
         """Flow (colour wheel) and trust map (white = carried from the previous output, black = occluded,

@@ -87,6 +87,13 @@ def resize_flow(flow: Array, size: tuple[int, int], mode: str = "bilinear") -> A
     return resized
 
 
+def is_uniform_scale(size: tuple[int, int], other: tuple[int, int]) -> bool:
+    """Whether (h, w) `size` is `other` scaled by one factor both ways, to the pixel (an upscale of it, or
+    a downscale): the only case where a flow or mask of one size means something at the other."""
+    (height, width), (other_height, other_width) = size, other
+    return round(other_width * height / other_height) == width or round(other_height * width / other_width) == height
+
+
 def _base_grid(height: int, width: int, device: torch.device) -> torch.Tensor:
     """Pixel coordinates (1, 2, H, W) float32: channel 0 = x, channel 1 = y (cached: the stage warps every
     frame)."""

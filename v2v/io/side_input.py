@@ -14,7 +14,8 @@ Policies, chosen by the stage and stated in its docs:
 - a side clip that ends first: `shorter="error"` (one line naming both counts) or `"hold"` (repeat its last
   frame, logged once);
 - a side clip that goes on: ignored, or `ends_with_main()` tells the stage so it can refuse;
-- another size: `size="error"` (one line) or `"resize"` (bilinear to the main frame's size, logged once).
+- another size: `size="error"` (one line), `"resize"` (bilinear to the main frame's size, logged once) or
+  `"keep"` (as it is: the stage scales what it derives from it).
 
 Asking for an earlier frame, or one far ahead, reopens the clip at that point (a seek), so keyframe mode and
 previews can ask out of order; memory is the queue's few frames.
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_FRAMES = 4
 SEEK_AHEAD_SECONDS = 2.0  # further than this ahead, reopening at the target beats decoding through
+SIZE_POLICIES = ("error", "resize", "keep")
 TIME_TOLERANCE = 0.002  # seconds: two clips' time bases round one instant differently by less than this
 
 
@@ -56,8 +58,8 @@ class SideInput:
         shorter: str = "error",
         size: str = "error",
     ) -> None:
-        if align not in ("time", "index") or shorter not in ("error", "hold") or size not in ("error", "resize"):
-            raise UsageError(f"{what}: align must be time or index, shorter error or hold, size error or resize")
+        if align not in ("time", "index") or shorter not in ("error", "hold") or size not in SIZE_POLICIES:
+            raise UsageError(f"{what}: align must be time or index, shorter error or hold, size error, resize or keep")
         self.path, self.what = os.fspath(path), what
         self.align, self.main_origin, self.window = align, main_origin, window or TimeWindow()
         self.shorter, self.size = shorter, size
@@ -187,7 +189,7 @@ class SideInput:
         return self._seconds(after, self.origin) <= self._seconds(last, self.main_origin) + TIME_TOLERANCE
 
     def _fit(self, image: np.ndarray, like: Frame) -> np.ndarray:
-        if image.shape == like.image.shape:
+        if image.shape == like.image.shape or self.size == "keep":
             return image
         if self.size == "error":
             raise InputError(f"size differs: {self.what} {self.path} is {image.shape[1]}x{image.shape[0]} but the "

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from v2v.errors import ModelError, UsageError
+from v2v.errors import ModelError, ParameterError, UsageError
 from v2v.frames import Frame, images_to_tensor, tensor_to_images
 from v2v.pipeline import batched
 
@@ -97,9 +97,10 @@ class Upscaler:
         if scale is not None and (not math.isfinite(scale) or scale < 1):
             raise UsageError(f"--scale must be a number >= 1, got {scale}")
         if scale is not None and scale > model.net_scale + 1e-9:
-            raise UsageError(
-                f"model {model.name} upscales x{model.net_scale} at most; --scale {scale:g} would need plain "
-                f"interpolation after the network: choose a x{math.ceil(scale)} model or a smaller --scale"
+            own = "" if math.isclose(model.scale, model.net_scale) else f", resized to x{model.scale:g} by default"
+            raise ParameterError(
+                "scale", f"must be from 1 to {model.net_scale} for {model.name} (its network upscales "
+                f"x{model.net_scale}{own}; more would be plain interpolation after it), got {scale:g}"
             )
         if tile is not None and tile != 0 and tile < MIN_TILE:
             raise UsageError(f"--tile must be 0 (no tiling) or at least {MIN_TILE}, got {tile}")

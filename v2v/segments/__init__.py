@@ -27,7 +27,7 @@ from typing import Any
 from v2v.errors import UsageError
 from v2v.io.reader import TimeWindow
 from v2v.io.sequences import is_image_sequence
-from v2v.io.writer import Encoding, check_output
+from v2v.io.writer import Encoding, check_video_output
 from v2v.pipeline import RunReport, Stage, Timing, context_of, is_one_to_one, output_timing
 from v2v.segments.join import join_segments
 from v2v.segments.local import StageFactory, encode_segment, run_local, segment_container
@@ -81,7 +81,7 @@ def run_segmented(
         raise UsageError(f"--backend must be local or ray, got {backend!r}")
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
-    check_output(output, overwrite)
+    check_video_output(output, overwrite)
     encoding = encoding or Encoding()
     began = time.perf_counter()
     # 1. Plan the cuts and open (or resume) the work folder.

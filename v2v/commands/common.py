@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -80,8 +81,11 @@ def error_message(error: V2VError) -> str:
     return str(error)
 
 
-def at_least(kind: Callable[[str], float], minimum: float, what: str) -> Callable[[str], Any]:
-    """An argparse type: text parsed by `kind` (int or float), refused below `minimum`, named `what`."""
+def at_least(
+    kind: Callable[[str], float], minimum: float, what: str, maximum: float = math.inf
+) -> Callable[[str], Any]:
+    """An argparse type: text parsed by `kind` (int or float), refused below `minimum`, above `maximum` or
+    infinite, named `what`."""
 
     def parse(text: str) -> Any:
         try:
@@ -90,12 +94,17 @@ def at_least(kind: Callable[[str], float], minimum: float, what: str) -> Callabl
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
         if not value >= minimum:
             raise argparse.ArgumentTypeError(f"expected {what} >= {minimum:g}, got {text}")
+        if math.isinf(value):
+            raise argparse.ArgumentTypeError(f"expected a finite {what}, got {text}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"expected {what} from {minimum:g} to {maximum:g}, got {text}")
         return value
 
     return parse
 
 
-seconds = at_least(float, 0, "seconds")
+# A year: times past it can't be a clip's, and would overflow FFmpeg's microsecond seek positions.
+seconds = at_least(float, 0, "seconds", maximum=365 * 24 * 3600)
 positive_int = at_least(int, 1, "a whole number")
 
 

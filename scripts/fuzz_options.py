@@ -4,7 +4,7 @@ Reads the options off the CLI's own parser (`v2v.cli.build_parser`): an option i
 "2" into a number (int, float, a Fraction, the `at_least` types) or, untyped, when its default or metavar is a
 number (`--sigma S|auto`, `--flow-scale auto|0.25|...`). Each run picks a command and one or two of its numeric
 options, gives each a value from a seeded mix (negative, zero, huge, nan, inf, fractions for whole numbers, words,
-empty), and calls `v2v.cli.main` in this process on a 12-frame 64x48 clip with --max-frames 2, the output in a
+empty), and calls `v2v.cli.main` in a fork of this process on a 12-frame 64x48 clip with --max-frames 2, the output in a
 fresh folder. Commands need what they always need: a guide (the clip), a mask (a PNG), a named model that is
 installed (upscale); restyle and edit get a model path that does not exist, so they run up to their model check,
 which comes after the options are checked. A run passes with exit 0, or 1/2 with a `v2v: error:` or argparse
@@ -22,14 +22,15 @@ import argparse
 import contextlib
 import io
 import json
+import multiprocessing
 import random
-import signal
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,10 +55,6 @@ REQUIRED = {
     "preview": [],
 }
 SKIPPED = {"models", "probe"}  # no numeric options
-
-
-class TimedOut(BaseException):
-    """Raised by the alarm: a BaseException, so `main`'s own `except Exception` does not call it a bug."""
 
 
 def numeric_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
@@ -142,33 +139,43 @@ def arguments(name: str, parser: argparse.ArgumentParser, chosen: list[tuple[str
     return line
 
 
-def run_one(line: list[str], timeout: float) -> tuple[int | None, str, str]:
-    """(exit code, stderr, fault) of `v2v LINE` called in this process."""
+def _call_main(line: list[str], sender: Any) -> None:
+    """In the forked child: `v2v LINE`, its exit code, stderr and fault sent back."""
     from v2v.cli import main
 
-    def alarm(signum: int, frame: object) -> None:
-        raise TimedOut
-
-    stderr, stdout = io.StringIO(), io.StringIO()
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, timeout)
-    fault = ""
-    code: int | None = None
+    stderr, fault, code = io.StringIO(), "", None
     try:
-        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout):
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
             code = main(line)
     except SystemExit as exit:
         code = exit.code if isinstance(exit.code, int) else 2
-    except TimedOut:
-        fault = "timeout"
-    except Exception as error:  # noqa: BLE001 - anything out of main is the fault being looked for
+    except BaseException as error:  # noqa: BLE001 - anything out of main is the fault being looked for
         fault = f"escaped {type(error).__name__}: {error}"
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # main installs its own; put Python's back
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    text = stderr.getvalue()
+    sender.send((code, stderr.getvalue(), fault))
+    sender.close()
+
+
+def run_one(line: list[str], timeout: float) -> tuple[int | None, str, str]:
+    """(exit code, stderr, fault) of `v2v LINE`, called in a fork of this process: each run starts from the same
+    state (v2v and torch imported once, here), and a crash is one run's fault, not the fuzzer's end."""
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_call_main, args=(line, sender))
+    child.start()
+    sender.close()
+    code, text, fault = None, "", ""
+    if receiver.poll(timeout):
+        try:
+            code, text, fault = receiver.recv()
+        except EOFError:  # died before it could answer
+            pass
+    child.join(5 if code is not None or fault else 0)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        fault = fault or "timeout"
+    elif code is None and not fault:
+        fault = f"died (exit {child.exitcode})"
     if not fault:
         if "internal error" in text:
             fault = "internal_error"
@@ -181,8 +188,9 @@ def run_one(line: list[str], timeout: float) -> tuple[int | None, str, str]:
 
 def fuzz(runs: int, seed: int, timeout: float = 120.0) -> tuple[dict, list[tuple[str, str, str]]]:
     """`runs` seeded runs; returns (counts, faults as (command line, fault, last stderr line))."""
-    import logging
-
+    import v2v.cli  # noqa: F401 - imported once here, so each forked run starts warm
+    with contextlib.suppress(ImportError):
+        import torch  # noqa: F401
     rng = random.Random(seed)
     table = commands()
     pairs = [(name, action) for name, (_, options) in table.items() for action in options]
@@ -200,7 +208,6 @@ def fuzz(runs: int, seed: int, timeout: float = 120.0) -> tuple[dict, list[tuple
             out.mkdir()
             line = arguments(name, parser, values, inputs, out)
             code, text, fault = run_one(line, timeout)
-            logging.getLogger().handlers.clear()  # main's handler wrote to this run's stderr
             tally[name]["runs"] += 1
             tally[name]["ok" if code == 0 and not fault else "fault" if fault else "refused"] += 1
             if fault:

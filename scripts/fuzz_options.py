@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import io
 import json
 import multiprocessing
@@ -189,8 +190,9 @@ def run_one(line: list[str], timeout: float) -> tuple[int | None, str, str]:
 def fuzz(runs: int, seed: int, timeout: float = 120.0) -> tuple[dict, list[tuple[str, str, str]]]:
     """`runs` seeded runs; returns (counts, faults as (command line, fault, last stderr line))."""
     import v2v.cli  # noqa: F401 - imported once here, so each forked run starts warm
-    with contextlib.suppress(ImportError):
-        import torch  # noqa: F401
+    for heavy in ("torch", "diffusers"):  # what most commands import: once, not once a run
+        with contextlib.suppress(ImportError):
+            importlib.import_module(heavy)
     rng = random.Random(seed)
     table = commands()
     pairs = [(name, action) for name, (_, options) in table.items() for action in options]

@@ -120,9 +120,9 @@ def test_graph_resize_matches_its_own_description():
 def test_scales_the_model_cannot_meet():
     with pytest.raises(UsageError, match="scale must be from 1 to 2 for .*got 4"):
         Upscaler(_compact(upscale=2), scale=4)
-    with pytest.raises(UsageError, match="--scale must be"):
+    with pytest.raises(UsageError, match="scale must be"):
         Upscaler(_compact(upscale=2), scale=0.5)
-    with pytest.raises(UsageError, match="--tile"):
+    with pytest.raises(UsageError, match="tile"):
         Upscaler(_compact(), tile=16)
     with pytest.raises(UsageError, match="fp16 is for CUDA"):
         Upscaler(_compact(), dtype="fp16")

@@ -95,7 +95,7 @@ class Upscaler:
         if scale is not None and math.isclose(scale, model.scale):
             scale = None  # the model's own scale: do exactly what its graph does
         if scale is not None and (not math.isfinite(scale) or scale < 1):
-            raise UsageError(f"--scale must be a number >= 1, got {scale}")
+            raise ParameterError("scale", f"must be a number >= 1, got {scale}")
         if scale is not None and scale > model.net_scale + 1e-9:
             own = "" if math.isclose(model.scale, model.net_scale) else f", resized to x{model.scale:g} by default"
             raise ParameterError(
@@ -103,12 +103,12 @@ class Upscaler:
                 f"x{model.net_scale}{own}; more would be plain interpolation after it), got {scale:g}"
             )
         if tile is not None and tile != 0 and tile < MIN_TILE:
-            raise UsageError(f"--tile must be 0 (no tiling) or at least {MIN_TILE}, got {tile}")
+            raise ParameterError("tile", f"must be 0 (no tiling) or at least {MIN_TILE}, got {tile}")
         pre_pad = model.pre_pad if pre_pad is None else pre_pad
         if not 0 <= blend < tile_pad or pre_pad < 0:
             raise UsageError(f"need 0 <= blend < tile_pad and pre_pad >= 0 (got {blend}, {tile_pad}, {pre_pad})")
         if tile and tile < 4 * blend + 2:
-            raise UsageError(f"--tile {tile} is too small for a blend of {blend} pixels")
+            raise ParameterError("tile", f"{tile} is too small for a blend of {blend} pixels")
         # 2. Place the model.
         from v2v.devices import resolve_device
 
@@ -117,7 +117,8 @@ class Upscaler:
         self.int8: Int8Network | None = None
         if dtype == "int8":
             if self.device.type != "cpu":
-                raise UsageError("--dtype int8 is for the CPU (torch's quantized kernels); on CUDA use fp16 or bf16")
+                raise UsageError.naming(
+                    "{dtype} int8 is for the CPU (torch's quantized kernels); on CUDA use fp16 or bf16")
             self.dtype = torch.float32  # the layers int8 leaves float, and the calibration frames
             from v2v.restore.int8 import Int8Network
 
@@ -244,9 +245,9 @@ class Upscaler:
                 current = tile or max(height, width)
                 smaller = max(MIN_TILE, current // 2)
                 if current <= MIN_TILE:
-                    raise ModelError(
-                        f"out of memory upscaling {width}x{height} even with tiles of {tile} pixels; "
-                        "use a smaller --batch-size, the CPU, or a lighter model"
+                    raise ModelError.naming(
+                        "out of memory upscaling {width}x{height} even with tiles of {tile} pixels; use a smaller "
+                        "{batch_size}, the CPU, or a lighter model", width=width, height=height, tile=tile,
                     ) from error
                 log.warning(
                     "out of memory with %s; retrying with --tile %d (kept for the rest of this frame size)",

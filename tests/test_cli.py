@@ -179,6 +179,24 @@ def test_a_bad_value_is_named_by_its_flag(clip: Path, tmp_path: Path) -> None:
     assert "flow_scale" not in result.stderr and not out.exists()
 
 
+def test_newcomers_bad_options_are_one_line_naming_the_option_or_path(clip: Path, tmp_path: Path) -> None:
+    out = str(tmp_path / "o.mp4")
+    (tmp_path / "x.mp4").write_bytes(b"")
+    cases = [  # (arguments, exit code, words), each found by issue 27's first hour
+        (["-o", str(tmp_path / "out.xyz")], 1, "no container for the suffix 'xyz'"),
+        (["-o", str(tmp_path / "x.mp4" / "out.mp4")], 1, "x.mp4 is a file, not a folder"),
+        (["-o", out, "--crf", "-5"], 2, "argument --crf: expected a quality >= 0, got -5"),
+        (["-o", out, "--crf", "1000"], 2, "--crf must be a number from 0 to 51 for libx264"),
+        (["-o", str(tmp_path / "o.webm"), "--codec", "libvpx-vp9", "--crf", "70"], 2, "from 0 to 63 for libvpx-vp9"),
+        (["-o", out, "--overlap", "-3"], 2, "argument --overlap: expected a whole number >= 0, got -3"),
+    ]
+    for arguments, code, words in cases:
+        assert_one_line_error(v2v("transcode", str(clip), *arguments), code, words)
+    factor = v2v("interpolate", str(clip), "-o", out, "--factor", "1000")
+    assert_one_line_error(factor, 2, "--factor must be a whole number from 2 to 16")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "x.mp4"]
+
+
 def test_an_error_naming_several_parameters_says_their_flags(clip: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     from v2v.cli import main

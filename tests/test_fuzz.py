@@ -1,4 +1,5 @@
-"""Damaged inputs: a seeded 50-case slice of `scripts/fuzz_inputs.py` (the full run is 500 cases, see BENCHMARKS.md).
+"""Damaged inputs: a seeded 50-case slice of `scripts/fuzz_inputs.py` (the full run is 500 cases, see BENCHMARKS.md);
+bad option values: a 16-run slice of `scripts/fuzz_options.py`.
 
 Every `v2v probe` and `v2v transcode` on a mutated file must succeed or give one clean error line, in time, with
 no traceback, no "internal error", no signal death and nothing left in the output folder.
@@ -44,3 +45,17 @@ def test_fuzz_slice_has_no_faults() -> None:
     assert counts["runs"] == 100 and counts["ok"] + counts["clean_errors"] == 100
     assert counts["ok"] > 0 and counts["clean_errors"] > 0  # the slice both survives damage and refuses it
     assert set(counts["by_mutation"]) >= {"flip", "truncate", "duplicate", "swap", "zero", "size_field"}
+
+
+def test_option_fuzz_slice_has_no_internal_errors() -> None:
+    """A seeded 16-run slice of `scripts/fuzz_options.py` (the full run is 500, see BENCHMARKS.md): random values
+    for the numeric options of every command give a result or one clean error line, never an internal error."""
+    spec = importlib.util.spec_from_file_location("fuzz_options", SCRIPT.parent / "fuzz_options.py")
+    assert spec is not None and spec.loader is not None
+    options = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(options)
+    assert {"transcode", "upscale", "restyle", "edit", "inpaint", "interpolate", "preview"} <= set(options.commands())
+    counts, faults = options.fuzz(runs=16, seed=0)
+    assert not faults, "\n".join(" ".join(fault) for fault in faults)
+    tally = counts["by_command"].values()
+    assert sum(c.get("ok", 0) for c in tally) > 0 and sum(c.get("refused", 0) for c in tally) > 0

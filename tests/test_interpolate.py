@@ -167,7 +167,8 @@ def test_ray_workers_interpolate_as_a_local_run_does(local_ray, tmp_path: Path) 
 
 
 def test_bad_settings_are_usage_errors() -> None:
-    for settings in ({"factor": 1}, {"factor": -2}, {"slowmo": 1}, {"factor": 2, "fps": 60}, {}):
+    for settings in ({"factor": 1}, {"factor": -2}, {"slowmo": 1}, {"factor": 2, "fps": 60}, {}, {"factor": 17},
+                     {"slowmo": 1000}):
         with pytest.raises(UsageError):
             InterpolateStage(**settings, between=blend)
     stage = InterpolateStage(fps=20, between=blend)
@@ -175,6 +176,9 @@ def test_bad_settings_are_usage_errors() -> None:
 
     with pytest.raises(UsageError, match="does not drop frames"):
         stage.output_timing(Timing(Fraction(25), Fraction(1, 25)))
+    with pytest.raises(UsageError, match="more than 16 times the source's 10 frames/s; choose at most 160"):
+        InterpolateStage(fps=161, between=blend).output_timing(Timing(Fraction(10), Fraction(1, 10)))
+    assert InterpolateStage(factor=16, between=blend).factor == 16
 
 
 def test_one_frame_is_refused(tmp_path: Path) -> None:

@@ -331,3 +331,46 @@ def test_a_joined_file_keeps_frame_durations_and_its_duration(gop_clip: Path, tm
     assert durations[0] == durations[1]
     with open_source(joined) as reader:
         assert len(list(reader)) == 60 and reader.damage is None
+
+
+class StopAfter:
+    """Stops the run (as Ctrl-C does) at output frame `frame`, or never (None)."""
+
+    def __init__(self, frame: int | None) -> None:
+        self.frame = frame
+
+    def process(self, frames):  # noqa: ANN001, ANN201 - a stage
+        for frame in frames:
+            if self.frame is not None and frame.index >= self.frame:
+                raise KeyboardInterrupt
+            yield frame
+
+
+@pytest.mark.parametrize("suffix, codec", [(".mp4", "libx264"), (".mkv", "ffv1")])
+def test_a_stopped_and_resumed_run_keeps_the_sources_nominal_rate(tmp_path: Path, suffix: str, codec: str) -> None:
+    """Issue 27: 25 s at 10 fps, a keyframe every 5 s, stopped then resumed: the container says 10/1 exactly."""
+    source = write_clip(tmp_path / "long.mp4", frames=250, width=32, height=32, audio=True,
+                        options={"g": "50", "keyint_min": "50", "sc_threshold": "0"})
+    out, work = tmp_path / f"out{suffix}", tmp_path / "work"
+    encoding = Encoding(codec=codec, preset="medium")  # B-frames for x264: parts start at a negative dts
+    with pytest.raises(KeyboardInterrupt):
+        run_segmented(source, lambda: [StopAfter(120)], out, work_dir=work, segment_seconds=5, encoding=encoding,
+                      progress=False)
+    run_segmented(source, lambda: [StopAfter(None)], out, work_dir=work, segment_seconds=5, encoding=encoding,
+                  resume=True, progress=False)
+    with av.open(str(source)) as original, av.open(str(out)) as joined:
+        rates = [(c.streams.video[0].average_rate, c.streams.video[0].guessed_rate) for c in (original, joined)]
+        assert sum(1 for p in joined.demux(video=0) if p.size) == 250
+    assert rates[1] == rates[0] == (10, 10)
+
+
+def test_a_clip_with_one_keyframe_says_resume_saves_nothing(tmp_path: Path, caplog) -> None:
+    """Issue 27: it cannot be cut, so it runs in one pass, says so, and makes no work folder to resume from."""
+    source = write_clip(tmp_path / "one.mp4", frames=60, options={"g": "1000", "keyint_min": "1000"})
+    out = tmp_path / "out.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        run_segmented(source, lambda: [StopAfter(30)], out, segment_seconds=2, progress=False)
+    assert "no keyframe to cut at" in caplog.text and "--resume redoes it all" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.mp4"]  # no work folder, no partial output
+    run_segmented(source, lambda: [StopAfter(None)], out, segment_seconds=2, progress=False)
+    assert len(decoded(out)[0]) == 60

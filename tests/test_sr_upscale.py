@@ -118,7 +118,7 @@ def test_graph_resize_matches_its_own_description():
 
 
 def test_scales_the_model_cannot_meet():
-    with pytest.raises(UsageError, match="upscales x2 at most.*scale 4"):
+    with pytest.raises(UsageError, match="scale must be from 1 to 2 for .*got 4"):
         Upscaler(_compact(upscale=2), scale=4)
     with pytest.raises(UsageError, match="scale must be"):
         Upscaler(_compact(upscale=2), scale=0.5)
@@ -268,7 +268,7 @@ def test_upscale_command_end_to_end(clip, tmp_path):
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode != 0 and "overwrite" in again.stderr
     bad = subprocess.run(command + ["--overwrite", "--scale", "8"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "upscales x4 at most" in bad.stderr  # no x8 model: the x4 one cannot reach 8
+    assert bad.returncode == 2 and "--scale must be from 1 to 4" in bad.stderr  # the x4 network cannot reach 8
     typo = subprocess.run([*command[:7], "--model", "realesr-animevideo3", "--overwrite"], capture_output=True,
                           text=True)  # fmt: skip
     assert typo.returncode == 2 and "did you mean realesr-animevideov3" in typo.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,8 @@ def add_io_arguments(parser: argparse.ArgumentParser) -> None:
     window.add_argument("--max-frames", type=positive_int, default=None, metavar="N", help="process at most N frames")
     encoding = parser.add_argument_group("encoding (video outputs)")
     encoding.add_argument("--codec", default="libx264", help="FFmpeg video encoder (default libx264; ffv1 is lossless)")
-    encoding.add_argument("--crf", type=float, default=18, help="quality for x264/x265 (default 18; lower is better)")
+    encoding.add_argument("--crf", type=at_least(float, 0, "a quality"), default=18,
+                          help="quality for x264/x265 (0-51, default 18; lower is better)")
     encoding.add_argument("--preset", default="medium", help="encoder speed preset (default medium)")
     encoding.add_argument("--pix-fmt", default=None, help="pixel format (default yuv420p; RGB for lossless codecs)")
     parser.add_argument("--start-number", type=at_least(int, 0, "a whole number"), default=None, metavar="N",
@@ -58,8 +60,9 @@ def add_io_arguments(parser: argparse.ArgumentParser) -> None:
     long.add_argument("--no-resume-data", action="store_true",
                       help="one pass, no work folder or kept frames: nothing to resume if the run is stopped")
     long.add_argument("--work-dir", default=None, help="work folder (default: .OUTPUT.v2v-work beside the output)")
-    long.add_argument("--segment-seconds", type=float, default=10.0, help="segment length (default 10 s)")
-    long.add_argument("--overlap", type=int, default=None, metavar="N",
+    long.add_argument("--segment-seconds", type=at_least(float, 0.001, "seconds"), default=10.0,
+                      help="segment length (default 10 s)")
+    long.add_argument("--overlap", type=at_least(int, 0, "a whole number"), default=None, metavar="N",
                       help="context frames decoded before each segment (default: what the stages declare they need)")
     long.add_argument("--backend", choices=("local", "ray"), default="local",
                       help="run segments here, or as Ray tasks (pip install 'v2v[ray]')")
@@ -77,8 +80,11 @@ def error_message(error: V2VError) -> str:
     return error.message(flag)
 
 
-def at_least(kind: Callable[[str], float], minimum: float, what: str) -> Callable[[str], Any]:
-    """An argparse type: text parsed by `kind` (int or float), refused below `minimum`, named `what`."""
+def at_least(
+    kind: Callable[[str], float], minimum: float, what: str, maximum: float = math.inf
+) -> Callable[[str], Any]:
+    """An argparse type: text parsed by `kind` (int or float), refused below `minimum`, above `maximum` or
+    infinite, named `what`."""
 
     def parse(text: str) -> Any:
         try:
@@ -87,12 +93,17 @@ def at_least(kind: Callable[[str], float], minimum: float, what: str) -> Callabl
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
         if not value >= minimum:
             raise argparse.ArgumentTypeError(f"expected {what} >= {minimum:g}, got {text}")
+        if math.isinf(value):
+            raise argparse.ArgumentTypeError(f"expected a finite {what}, got {text}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"expected {what} from {minimum:g} to {maximum:g}, got {text}")
         return value
 
     return parse
 
 
-seconds = at_least(float, 0, "seconds")
+# A year: times past it can't be a clip's, and would overflow FFmpeg's microsecond seek positions.
+seconds = at_least(float, 0, "seconds", maximum=365 * 24 * 3600)
 positive_int = at_least(int, 1, "a whole number")
 
 
@@ -125,6 +136,8 @@ def run_pipeline(args: argparse.Namespace, stages: Sequence[Stage] | Callable[[]
     from v2v.io.writer import Encoding
 
     encoding = Encoding(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt)
+    if not is_image_sequence(args.output):
+        encoding.codec_options()  # refuses an unknown codec or a bad --crf before any model loads
     common: dict[str, Any] = dict(
         overwrite=args.overwrite, encoding=encoding, start=args.start, end=args.end, max_frames=args.max_frames,
         progress=not args.no_progress,

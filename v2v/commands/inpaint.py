@@ -16,7 +16,7 @@ from v2v.commands.restyle import add_model_arguments, add_temporal_and_speed_arg
 
 HELP = "remove an object or repaint a masked region (flow fill from other frames; SD/SDXL/FLUX inpainting models)"
 
-pixels = at_least(int, 0, "pixels")
+pixels = at_least(int, 0, "pixels", maximum=10_000)  # past an 8K frame's width: a typo, and cv2 overflows
 frame_number = at_least(int, 0, "a frame number")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from v2v.commands.common import PARAMETERS, add_io_arguments, run_pipeline
+from v2v.commands.common import PARAMETERS, add_io_arguments, positive_int, run_pipeline
 from v2v.diffusion.config import CONTROL_NORMS
 from v2v.diffusion.registry import families_doing
 
@@ -121,7 +121,7 @@ def add_temporal_and_speed_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument(
         "--dtype", choices=DTYPE_CHOICES, help="default: fp16 on CUDA (bf16 for families that need it), fp32 on CPU"
     )
-    speed.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own, all cores)")
+    speed.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's own, all cores)")
 
 
 def add_true_cfg_argument(group: Any) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import av
 import numpy as np
 
-from v2v.errors import InputError, OutputError, OutputExistsError, UsageError, V2VError
+from v2v.errors import InputError, OutputError, OutputExistsError, ParameterError, UsageError, V2VError
 from v2v.frames import Frame, check_image
 from v2v.io.sequences import is_image_sequence, pattern_regex, sequence_files
 from v2v.resume import check_same_run
@@ -40,6 +41,8 @@ DEFAULT_FPS = Fraction(25)
 # Pixel formats that keep RGB exactly, for lossless codecs.
 _LOSSLESS_PIX_FMT = {"ffv1": "bgr0", "png": "rgb24", "qtrle": "rgb24", "libx264rgb": "rgb24"}
 _IMAGE_CODECS = {".png": "png", ".jpg": "mjpeg", ".jpeg": "mjpeg", ".bmp": "bmp", ".tif": "tiff", ".tiff": "tiff"}
+# crf ranges the encoder itself enforces (FFmpeg's option takes any float and x264/x265 clamp it silently)
+_CRF_RANGE = {"libx264": (0, 51), "libx264rgb": (0, 51), "libx265": (0, 51)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,10 +67,25 @@ class Encoding:
         names = {option.name for option in av.CodecContext.create(self.codec, "w").supported_options.private}
         options = {}
         if self.crf is not None and "crf" in names:
+            self._check_crf()
             options["crf"] = f"{self.crf:g}"
         if self.preset and "preset" in names:
             options["preset"] = self.preset
         return options
+
+    def _check_crf(self) -> None:
+        """Refuse a crf outside the encoder's range, naming it, rather than FFmpeg's "out of range" at the
+        first frame or x264's silent clamp."""
+        context = av.CodecContext.create(self.codec, "w")
+        option = next(option for option in context.supported_options.private if option.name == "crf")
+        whole = option.type.name == "INT"
+        low, high = _CRF_RANGE.get(self.codec, (max(0.0, option.min), option.max))
+        crf = self.crf
+        assert crf is not None
+        if not (low <= crf <= high) or (whole and crf != int(crf)):
+            kind = "a whole number" if whole else "a number"
+            raise ParameterError("crf", f"must be {kind} from {low:g} to {high:g} for {self.codec} "
+                                        f"(lower is better), got {crf:g}")
 
 
 def _video_encoder(name: str) -> av.Codec:
@@ -96,9 +114,36 @@ def check_output(path: str | os.PathLike[str], overwrite: bool) -> None:
             raise OutputExistsError.naming("{path}: exists already; pass {overwrite} to replace it", path=text)
         parent = os.path.dirname(os.path.abspath(text))
     if not os.path.isdir(parent):
+        above = parent
+        while not os.path.exists(above):
+            above = os.path.dirname(above)
+        if not os.path.isdir(above):
+            raise OutputError(f"{text}: {above} is a file, not a folder; choose an output in a folder")
         raise OutputError(f"{text}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"{text}: folder {parent} is not writable")
+
+
+def check_video_output(path: str | os.PathLike[str], overwrite: bool) -> None:
+    """`check_output` for a video file, and a suffix FFmpeg chooses a container by."""
+    check_output(path, overwrite)
+    text = os.fspath(path)
+    suffix = os.path.splitext(text)[1].lower().lstrip(".")
+    if suffix not in _container_suffixes():
+        raise OutputError(f"{text}: FFmpeg has no container for the suffix {suffix or '(none)'!r}; use a video "
+                          "suffix such as .mp4 or .mkv, or a pattern such as out/%05d.png")
+
+
+@functools.cache
+def _container_suffixes() -> frozenset[str]:
+    """The file suffixes FFmpeg picks an output container by (what `av.open(path, "w")` can guess)."""
+    suffixes: set[str] = set()
+    for name in av.formats_available:
+        try:
+            suffixes.update(av.ContainerFormat(name, "w").extensions)
+        except ValueError:  # a demuxer only
+            continue
+    return frozenset(suffixes)
 
 
 @contextlib.contextmanager
@@ -249,7 +294,7 @@ class VideoFileWriter:
         self.encoding = encoding or Encoding()
         self.pix_fmt = self.encoding.resolved_pix_fmt()
         self._options = self.encoding.codec_options()
-        check_output(self.path, overwrite)
+        check_video_output(self.path, overwrite)
         self.audio = audio
         self.fps = fps or DEFAULT_FPS
         self.shift = shift

@@ -33,6 +33,10 @@ from v2v.scenes import is_cut
 
 log = logging.getLogger(__name__)
 
+# The most frames made per source frame (factor, slowmo, fps over the source's rate), as RIFE's own tools allow:
+# past it the in-between frames are blends of blends, and a typo (--factor 1000) would run for hours.
+MAX_FACTOR = 16
+
 # (frame a, frame b, positions t in (0, 1)) -> one RGB uint8 (H, W, 3) image per position
 Between = Callable[[np.ndarray, np.ndarray, Sequence[float]], list[np.ndarray]]
 
@@ -65,9 +69,9 @@ class InterpolateStage:
         if len(given) != 1:
             raise UsageError(f"give one of factor, fps or slowmo, not {' and '.join(given) or 'none'}")
         for name, value in (("factor", factor), ("slowmo", slowmo)):
-            if value is not None and (int(value) != value or value < 2):
-                raise ParameterError(name, f"must be a whole number >= 2 (N-1 new frames between each pair), "
-                                           f"got {value}")
+            if value is not None and (int(value) != value or not 2 <= value <= MAX_FACTOR):
+                raise ParameterError(name, f"must be a whole number from 2 to {MAX_FACTOR} (N-1 new frames between "
+                                           f"each pair), got {value}")
         self.factor = int(factor or slowmo or 1)
         self.fps = Fraction(fps).limit_denominator(1_000_000) if fps is not None else None
         if self.fps is not None and self.fps <= 0:
@@ -92,6 +96,9 @@ class InterpolateStage:
                     "fps", f"{float(self.fps):g} is not above the source's {float(rate):g} frames/s; v2v interpolates, "
                     "it does not drop frames (use ffmpeg's fps filter to lower a rate)"
                 )
+            if rate is not None and self.fps > MAX_FACTOR * rate:
+                raise ParameterError("fps", f"{float(self.fps):g} is more than {MAX_FACTOR} times the source's "
+                                            f"{float(rate):g} frames/s; choose at most {float(MAX_FACTOR * rate):g}")
             base = None if time_base is None else Fraction(1, math.lcm(time_base.denominator, self.fps.numerator))
             return Timing(self.fps, base, timing.stretch)
         if self.slowmo:

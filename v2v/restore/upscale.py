@@ -97,10 +97,10 @@ class Upscaler:
         if scale is not None and (not math.isfinite(scale) or scale < 1):
             raise ParameterError("scale", f"must be a number >= 1, got {scale}")
         if scale is not None and scale > model.net_scale + 1e-9:
-            raise UsageError.naming(
-                "model {name} upscales x{most} at most; {scale} {asked:g} would need plain interpolation after the "
-                "network: choose a x{fits} model or a smaller {scale}",
-                name=model.name, most=model.net_scale, asked=scale, fits=math.ceil(scale),
+            own = "" if math.isclose(model.scale, model.net_scale) else f", resized to x{model.scale:g} by default"
+            raise ParameterError(
+                "scale", f"must be from 1 to {model.net_scale} for {model.name} (its network upscales "
+                f"x{model.net_scale}{own}; more would be plain interpolation after it), got {scale:g}"
             )
         if tile is not None and tile != 0 and tile < MIN_TILE:
             raise ParameterError("tile", f"must be 0 (no tiling) or at least {MIN_TILE}, got {tile}")

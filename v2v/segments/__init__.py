@@ -27,7 +27,7 @@ from typing import Any
 from v2v.errors import ParameterError, UsageError
 from v2v.io.reader import TimeWindow
 from v2v.io.sequences import is_image_sequence
-from v2v.io.writer import Encoding, check_output
+from v2v.io.writer import Encoding, check_video_output
 from v2v.pipeline import RunReport, Stage, Timing, context_of, is_one_to_one, output_timing
 from v2v.segments.join import join_segments
 from v2v.segments.local import StageFactory, encode_segment, run_local, segment_container
@@ -81,7 +81,7 @@ def run_segmented(
         raise ParameterError("backend", f"must be local or ray, got {backend!r}")
     if workers < 1:
         raise ParameterError("workers", f"must be at least 1, got {workers}")
-    check_output(output, overwrite)
+    check_video_output(output, overwrite)
     encoding = encoding or Encoding()
     began = time.perf_counter()
     # 1. Plan the cuts and open (or resume) the work folder.
@@ -91,6 +91,15 @@ def run_segmented(
     plan = plan_segments(source, segment_seconds=segment_seconds, overlap=overlap, after=context.after,
                          window=window)
     timing = output_timing(declared, Timing(plan.fps, plan.time_base))
+    only = plan.segments[0]
+    if len(plan.segments) == 1 and plan.time(only.end - 1) - plan.time(only.first) >= segment_seconds:
+        log.warning("%s has no keyframe to cut at within the run: it is one segment, so a stopped run keeps nothing "
+                    "and --resume redoes it all", os.fspath(source))
+        if not resume and work_dir is None and backend == "local":  # a work folder would hold nothing worth keeping
+            from v2v.pipeline import run
+
+            return run(source, make_stages(), output, overwrite=overwrite, encoding=encoding, start=start, end=end,
+                       max_frames=max_frames, progress=progress, keep_partial=False)
     work = WorkFolder(work_dir or default_work_dir(output), segment_container(encoding))
     settings = {
         **(options or {}), "encoding": dataclasses.asdict(encoding), "segment_seconds": segment_seconds,

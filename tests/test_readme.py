@@ -9,7 +9,9 @@ import re
 import shlex
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -118,22 +120,45 @@ def as_run(example: str, stand_ins: Path) -> tuple[list[str], list[str]]:
     return args, outputs
 
 
-@pytest.mark.parametrize("example", readme_examples())
-def test_readme_example_runs(example: str, stand_ins: Path, tmp_path: Path) -> None:
-    """Run as written but for its inputs, on the sample, with tiny models for the hub ids. An example marked
-    `# online` must be one that needs the network: offline, it ends in one line and exit 1."""
+class ExampleRun(NamedTuple):
+    folder: Path
+    outputs: list[str]  # the files the example names as its outputs
+    result: subprocess.CompletedProcess[str]
+
+
+def run_example(example: str, stand_ins: Path, folder: Path) -> ExampleRun:
+    """`v2v …` as the example says, in `folder`, offline, with the README's hub ids mapped to the tiny models."""
     args, outputs = as_run(example, stand_ins)
     for output in outputs:
-        (tmp_path / output).parent.mkdir(parents=True, exist_ok=True)
+        (folder / output).parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
-           "V2V_MODEL_MAP": str(stand_ins / "models.json")}
-    result = subprocess.run([sys.executable, "-m", "v2v", *args], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=600)
+           "V2V_MODEL_MAP": str(stand_ins / "models.json"), "OMP_NUM_THREADS": "1"}
+    return ExampleRun(folder, outputs, subprocess.run([sys.executable, "-m", "v2v", *args], cwd=folder, env=env,
+                                                      capture_output=True, text=True, timeout=600))
+
+
+@pytest.fixture(scope="module")
+def example_runs(stand_ins: Path) -> dict[str, ExampleRun]:
+    """Every example run once, two at a time on one thread each: most of a run is importing, which a second
+    core halves (the whole set: 198 s on this 2-core machine, shared; 213 CPU-seconds)."""
+    folders = {example: stand_ins / f"example-{number}" for number, example in enumerate(readme_examples())}
+    for folder in folders.values():
+        folder.mkdir()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = {example: pool.submit(run_example, example, stand_ins, folder) for example, folder in folders.items()}
+        return {example: run.result() for example, run in runs.items()}
+
+
+@pytest.mark.parametrize("example", readme_examples())
+def test_readme_example_runs(example: str, example_runs: dict[str, ExampleRun]) -> None:
+    """Run as written but for its inputs, on the sample, with tiny models for the hub ids. An example marked
+    `# online` must be one that needs the network: offline, it ends in one line and exit 1."""
+    folder, outputs, result = example_runs[example]
     if ONLINE.search(example):
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and len(lines) == 1, f"marked online but ran offline: {result.stderr}"
         return
     assert result.returncode == 0, f"{example}\n{result.stderr}"
-    missing = [output for output in outputs if not any(tmp_path.glob(output.replace("%05d", "*")))]
+    missing = [output for output in outputs if not any(folder.glob(output.replace("%05d", "*")))]
     assert not missing, f"{example} made no {missing}"
-    assert outputs or result.stdout.strip() or any(tmp_path.iterdir()), f"{example} made nothing"  # e.g. preview
+    assert outputs or result.stdout.strip() or any(folder.iterdir()), f"{example} made nothing"  # e.g. preview

@@ -46,6 +46,31 @@ def test_an_error_names_the_python_parameter() -> None:
     assert (str(again), again.parameter, again.problem) == (str(fusion.value), "fusion", "must be in [0, 1], got 2")
 
 
+def test_a_message_naming_several_parameters_names_them_in_python() -> None:
+    import pickle
+
+    # the same error the CLI gives with flags (tests/test_cli.py)
+    with pytest.raises(v2v.UsageError) as caught:
+        v2v.RestyleConfig(model="any", true_cfg=4.0).check()
+    said = "true_cfg does nothing without negative_prompt (its second pass reads that prompt)"
+    assert str(caught.value) == said and caught.value.template == (
+        "{true_cfg} does nothing without {negative_prompt} (its second pass reads that prompt)")
+    again = pickle.loads(pickle.dumps(caught.value))  # as a Ray worker's error reaches the driver
+    assert type(again) is v2v.UsageError and (str(again), again.template) == (said, caught.value.template)
+    assert again.message(lambda name: name.upper()) == (
+        "TRUE_CFG does nothing without NEGATIVE_PROMPT (its second pass reads that prompt)")
+
+
+def test_values_in_a_named_message_are_never_read_as_fields() -> None:
+    import pickle
+
+    error = v2v.OutputExistsError.naming("{path}: exists already; pass {overwrite} to replace it", path="a{b}/{0}.mp4")
+    assert str(error) == "a{b}/{0}.mp4: exists already; pass overwrite to replace it"
+    again = pickle.loads(pickle.dumps(error))
+    assert isinstance(again, FileExistsError) and again.values == {"path": "a{b}/{0}.mp4"}
+    assert again.message(lambda name: "--" + name) == "a{b}/{0}.mp4: exists already; pass --overwrite to replace it"
+
+
 def test_run_needs_stages_and_an_output() -> None:
     with pytest.raises(TypeError, match="output"):
         v2v.run("in.mp4", [])  # refused before anything is opened

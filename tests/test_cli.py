@@ -179,6 +179,18 @@ def test_a_bad_value_is_named_by_its_flag(clip: Path, tmp_path: Path) -> None:
     assert "flow_scale" not in result.stderr and not out.exists()
 
 
+def test_an_error_naming_several_parameters_says_their_flags(clip: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from v2v.cli import main
+
+    # refused by RestyleConfig.check before any model is looked for; the API says true_cfg (tests/test_api.py)
+    out = tmp_path / "o.mp4"
+    assert main(["restyle", str(clip), "-o", str(out), "--model", "any", "--true-cfg", "4", "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert error == ("v2v: error: --true-cfg does nothing without --negative-prompt (its second pass reads that "
+                     "prompt)\n") and not out.exists()
+
+
 def test_one_table_maps_parameters_to_flags() -> None:
     from v2v.commands.common import error_message, flag
     from v2v.errors import ParameterError, UsageError

@@ -533,9 +533,9 @@ def test_pose_drawing_follows_openpose() -> None:
 
 def test_pose_and_depth_say_what_they_need(tiny: Path) -> None:
     net = str(tiny / "controlnet")
-    with pytest.raises(UsageError, match="--pose-model"):
+    with pytest.raises(UsageError, match="pose_model"):
         RestyleStage(make_config(tiny, controlnets=[net], controls=["pose"]))
-    with pytest.raises(UsageError, match="--depth-model"):
+    with pytest.raises(UsageError, match="depth_model"):
         RestyleStage(make_config(tiny, controlnets=[net], controls=["depth"]))
 
 
@@ -575,7 +575,7 @@ def test_single_file_checkpoint_never_downloads_its_configs(
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
     checkpoint = tmp_path / "model.safetensors"
     save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1)}, str(checkpoint))
-    with pytest.raises(ModelError, match=r"hf download stable-diffusion-v1-5/stable-diffusion-v1-5.*--model-config"):
+    with pytest.raises(ModelError, match=r"hf download stable-diffusion-v1-5/stable-diffusion-v1-5.*model_config"):
         RestyleStage(make_config(tiny, model=str(checkpoint)))
     with pytest.raises(ModelError, match="cannot load base model"):  # configs given, but no weights in the file
         RestyleStage(make_config(tiny, model=str(checkpoint), model_config=str(tiny / "sd")))
@@ -592,7 +592,7 @@ def test_out_of_memory_says_what_to_do(tiny: Path, monkeypatch: pytest.MonkeyPat
         raise torch.OutOfMemoryError("CUDA out of memory")
 
     monkeypatch.setattr(type(stage.pipe), "__call__", exhausted)
-    with pytest.raises(ModelError, match=r"out of memory .*64x48.*--max-side.*--vae-tiling"):
+    with pytest.raises(ModelError, match=r"out of memory .*64x48.*max_side.*vae_tiling"):
         restyle(stage, frames(1))
 
 
@@ -634,7 +634,7 @@ def test_ip_adapter_without_its_image_encoder(tiny: Path, tmp_path: Path) -> Non
     reference = tmp_path / "ref.png"
     Image.new("RGB", (32, 32), (10, 200, 30)).save(reference)
     model = str(tiny / "ip-adapter-bare" / "ip-adapter_tiny.safetensors")
-    with pytest.raises(ModelError, match="no image encoder.*--image-encoder"):
+    with pytest.raises(ModelError, match="no image encoder.*image_encoder"):
         RestyleStage(make_config(tiny, ip_adapter=str(reference), ip_adapter_model=model))
     with pytest.raises(InputError, match="reference image"):
         RestyleStage(make_config(tiny, ip_adapter=str(tmp_path / "missing.png"), ip_adapter_model=model))
@@ -650,5 +650,5 @@ def test_long_prompt_is_cut_with_a_warning(tiny: Path, caplog: pytest.LogCapture
 def test_bad_settings_are_usage_errors(tiny: Path) -> None:
     with pytest.raises(UsageError, match="strength"):
         RestyleStage(make_config(tiny, strength=0.0))
-    with pytest.raises(UsageError, match="--control"):
+    with pytest.raises(UsageError, match="controls"):
         RestyleStage(make_config(tiny, controlnets=[str(tiny / "controlnet")], controls=["canny", "tile"]))

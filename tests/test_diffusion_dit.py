@@ -182,7 +182,7 @@ def test_flux_union_controlnet_mode_and_several_controlnets(tiny: Path) -> None:
     stage = RestyleStage(config)
     assert type(stage.pipe.controlnet).__name__ == "FluxMultiControlNetModel"
     assert [image.shape for image in run(stage, frames(2))] == [(48, 64, 3)] * 2
-    with pytest.raises(UsageError, match="--batch-size 1"):  # diffusers gives a union net one mode per call
+    with pytest.raises(UsageError, match="batch_size 1"):  # diffusers gives a union net one mode per call
         restyle(stage, frames(2))
 
 
@@ -697,12 +697,12 @@ def test_true_cfg_refusals_are_one_line(tiny: Path, tiny_sd3: Path, clip: Path, 
     from v2v.cli import main
 
     cases = {
-        "guide with the negative prompt at --guidance": sd3_config(tiny_sd3, true_cfg=4.0),
+        "guide with the negative prompt at guidance": sd3_config(tiny_sd3, true_cfg=4.0),
         "FluxControlNetImg2ImgPipeline takes no negative prompt": make_config(
             tiny, controlnets=[str(tiny / "flux-controlnet")], true_cfg=4.0, negative_prompt="grey"
         ),
         "must be > 1": make_config(tiny, true_cfg=1.0, negative_prompt="grey"),
-        "does nothing without --negative-prompt": kontext_config(tiny, true_cfg=4.0),
+        "does nothing without negative_prompt": kontext_config(tiny, true_cfg=4.0),
     }
     for message, config in cases.items():
         with pytest.raises(UsageError, match=message) as caught:
@@ -712,7 +712,7 @@ def test_true_cfg_refusals_are_one_line(tiny: Path, tiny_sd3: Path, clip: Path, 
     from v2v.diffusion.stage import _check_true_cfg
 
     fill = next(family for family in all_families() if family.name == "flux-fill")
-    with pytest.raises(UsageError, match="FLUX.1 Fill models take no --true-cfg .diffusers' FluxFillPipeline"):
+    with pytest.raises(UsageError, match="FLUX.1 Fill models take no true_cfg .diffusers' FluxFillPipeline"):
         _check_true_cfg(fill, "inpaint")
     capsys.readouterr()
     arguments = ["restyle", str(clip), "-o", str(tmp_path / "out.mp4"), "--model", str(tiny / "flux"), "--prompt",

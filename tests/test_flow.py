@@ -217,7 +217,7 @@ def test_raft_out_of_memory_is_a_model_error(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(estimator, "model", exhausted)
     a = textured(64, 64)
-    with pytest.raises(ModelError, match="out of memory.*--flow dis"):
+    with pytest.raises(ModelError, match="out of memory.*method dis"):
         estimator.pair(a, a)
 
     def other(*args: object, **kwargs: object) -> None:

@@ -207,7 +207,7 @@ def test_bad_sources_raise_one_clear_error(tmp_path: Path) -> None:
 def test_existing_output_is_refused_and_left_untouched(clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "taken.mp4"
     out.write_bytes(b"precious")
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="overwrite"):
         run(clip, [], out, progress=False)
     assert out.read_bytes() == b"precious"
     run(clip, [], out, overwrite=True, progress=False)

@@ -147,7 +147,7 @@ def test_a_scene_cut_stops_propagation(tiny_checkpoint: Path) -> None:
 
 
 def test_bad_options_are_one_line_usage_errors(tiny_checkpoint: Path, monkeypatch) -> None:
-    with pytest.raises(UsageError, match="video model.*--tile"):
+    with pytest.raises(UsageError, match="video model.*tile"):
         VideoSRStage("basicvsr-vimeo90k-bi", tile=128)
     with pytest.raises(UsageError, match="longer than the look-ahead"):
         VideoSRStage(str(tiny_checkpoint), window=video_sr.LOOKAHEAD)

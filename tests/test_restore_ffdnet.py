@@ -121,9 +121,9 @@ def test_auto_sigma_is_estimated_per_shot() -> None:
 
 def test_sigma_out_of_range_and_missing_weights_are_one_line(monkeypatch) -> None:
     for bad in (0, -3, 75.5, "loud", float("nan")):
-        with pytest.raises(UsageError, match="--sigma must be"):
+        with pytest.raises(UsageError, match="sigma must be"):
             parse_sigma(bad)
-    with pytest.raises(UsageError, match="--sigma must be"):
+    with pytest.raises(UsageError, match="sigma must be"):
         DenoiseStage(80)
     assert parse_sigma("AUTO") == "auto" and parse_sigma("12.5") == 12.5
     with pytest.raises(UsageError, match="video-sr model, not denoise"):

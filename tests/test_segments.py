@@ -165,7 +165,7 @@ def test_resume_refuses_changed_options_other_input_and_damaged_manifest(gop_cli
     assert states[0] == "done" and not out.exists()
     with pytest.raises(UsageError, match="options changed.*scale: 2 -> 4"):
         run_segmented(gop_clip, list, out, options={"scale": 4}, **common)
-    with pytest.raises(OutputError, match="--resume"):
+    with pytest.raises(OutputError, match="resume"):
         run_segmented(gop_clip, list, out, options={"scale": 2}, segment_seconds=0.5, progress=False)
     other = write_clip(tmp_path / "other.mp4", frames=60, width=96, height=64, fps=25, options=GOP)
     with pytest.raises(InputError, match="another input"):
@@ -209,6 +209,18 @@ def dies_once(marker: str):
 
 def always_dies() -> list[MapStage]:
     os._exit(1)
+
+
+def test_a_workers_error_raised_here_still_names_its_parameters() -> None:
+    exceptions = pytest.importorskip("ray.exceptions")
+    from v2v.commands.common import error_message
+
+    try:
+        raise UsageError.naming("{true_cfg} does nothing without {negative_prompt}")
+    except UsageError as cause:  # what ray_tasks re-raises: Ray's error standing for the worker's one
+        here = exceptions.RayTaskError("segment", "Traceback (most recent call last): ...", cause).as_instanceof_cause()
+    assert isinstance(here, UsageError)
+    assert error_message(here) == "--true-cfg does nothing without --negative-prompt"
 
 
 def test_a_worker_that_dies_is_retried_then_reported(local_ray, gop_clip: Path, tmp_path: Path) -> None:

@@ -89,7 +89,7 @@ def test_a_stopped_run_is_refused_without_resume_and_restarted_with_overwrite(cl
     with pytest.raises(KeyboardInterrupt):
         run(clip, [MapStage(invert), StopAt(5)], out, progress=False)
     before = sorted(p.name for p in partial(out).iterdir())
-    with pytest.raises(OutputError, match="--resume"):
+    with pytest.raises(OutputError, match="resume"):
         run(clip, [MapStage(invert)], out, progress=False)
     assert sorted(p.name for p in partial(out).iterdir()) == before  # untouched
     counted = []

@@ -118,11 +118,11 @@ def test_graph_resize_matches_its_own_description():
 
 
 def test_scales_the_model_cannot_meet():
-    with pytest.raises(UsageError, match="upscales x2 at most.*--scale 4"):
+    with pytest.raises(UsageError, match="upscales x2 at most.*scale 4"):
         Upscaler(_compact(upscale=2), scale=4)
-    with pytest.raises(UsageError, match="--scale must be"):
+    with pytest.raises(UsageError, match="scale must be"):
         Upscaler(_compact(upscale=2), scale=0.5)
-    with pytest.raises(UsageError, match="--tile"):
+    with pytest.raises(UsageError, match="tile"):
         Upscaler(_compact(), tile=16)
     with pytest.raises(UsageError, match="fp16 is for CUDA"):
         Upscaler(_compact(), dtype="fp16")

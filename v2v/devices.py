@@ -32,7 +32,8 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     except (RuntimeError, TypeError):
         raise UsageError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
     if placed.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {device} was asked for, but torch sees no CUDA device; use --device cpu")
+        raise UsageError.naming("{device} {asked} was asked for, but torch sees no CUDA device; use {device} cpu",
+                                asked=device)
     return placed
 
 

@@ -7,11 +7,64 @@ line that says what is wrong and what to do; the CLI prints it as it is.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+_Error = TypeVar("_Error", bound="V2VError")
+
 
 class V2VError(Exception):
-    """Root of every error v2v raises on purpose."""
+    """Root of every error v2v raises on purpose.
+
+    A message that names parameters is made with `naming`: `str()` says each as the Python parameter, and the CLI
+    says its flag (`message(flag)`, `v2v.commands.common.error_message`)."""
 
     exit_code = 1
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        # instance attributes, not class ones: Ray's error that stands for this one finds them on this one
+        self.template: str | None = None  # the message with each parameter it names as a {field}; None: plain
+        self.values: Mapping[str, Any] = {}  # the template's other fields
+
+    @classmethod
+    def naming(cls: type[_Error], template: str, **values: Any) -> _Error:
+        """This error with a message that names parameters: each `{field}` of `template` not among `values` is a
+        Python parameter (`UsageError.naming("{true_cfg} must be > 1, got {value}", value=cfg)`). Values go in
+        as fields, never into the template itself, so braces in a path or a prompt stay text."""
+        error = cls(_render(template, values, str))
+        error.template, error.values = template, dict(values)
+        return error
+
+    def message(self, name: Callable[[str], str] = str) -> str:
+        """The one line with each parameter it names said as `name(parameter)`; `str()` is `message()`."""
+        return str(self) if self.template is None else _render(self.template, self.values, name)
+
+    def __reduce__(self) -> Any:  # pickled across processes (Ray) with its template, so the CLI can say flags
+        if self.template is None:
+            return super().__reduce__()
+        return _named, (type(self), self.template, dict(self.values))
+
+
+def _render(template: str, values: Mapping[str, Any], name: Callable[[str], str]) -> str:
+    """`template` with its values in place and every other field (a parameter) as `name(field)`."""
+    return template.format_map(_Fields(values, name))
+
+
+class _Fields(dict):  # type: ignore[type-arg]
+    """A template's values; a field not among them is a parameter, said as `name(parameter)`."""
+
+    def __init__(self, values: Mapping[str, Any], name: Callable[[str], str]) -> None:
+        super().__init__(values)
+        self.name = name
+
+    def __missing__(self, parameter: str) -> str:
+        return self.name(parameter)
+
+
+def _named(kind: type[V2VError], template: str, values: Mapping[str, Any]) -> V2VError:
+    """`kind.naming(template, **values)`: how a pickled error with a template is rebuilt."""
+    return kind.naming(template, **values)
 
 
 class UsageError(V2VError, ValueError):
@@ -21,13 +74,14 @@ class UsageError(V2VError, ValueError):
 
 
 class ParameterError(UsageError):
-    """A value one parameter cannot take. `str()` names the Python parameter ("fusion must be in [0, 1], got
-    2"); the CLI names the parameter's flag instead (`v2v.commands.common.flag`)."""
+    """A value one parameter cannot take: `naming` with that one parameter first, the parameter and the problem
+    kept apart. `str()` names the Python parameter ("fusion must be in [0, 1], got 2"), the CLI its flag."""
 
     def __init__(self, parameter: str, problem: str) -> None:
         super().__init__(f"{parameter} {problem}")
         self.parameter = parameter
         self.problem = problem
+        self.template, self.values = "{" + parameter + "} {problem}", {"problem": problem}
 
     def __reduce__(self) -> tuple[type, tuple[str, str]]:  # pickled across processes (Ray) with both parts
         return type(self), (self.parameter, self.problem)

@@ -261,9 +261,9 @@ def _restart_at(done: int, stages: Sequence[Stage]) -> int:
     from v2v.errors import UsageError
 
     if not is_one_to_one(stages):
-        raise UsageError(
+        raise UsageError.naming(
             "can't resume: these stages change the frame count, so the finished frames don't say where to restart; "
-            "rerun with --overwrite to start over"
+            "rerun with {overwrite} to start over"
         )
     context = context_of(stages)
     if not context.exact:
@@ -371,8 +371,8 @@ def run(
             from v2v.errors import InputError
 
             why = f" ({reader.damage})" if reader.damage else ""
-            raise InputError(f"{reader.info.path}: no frame could be decoded{why}; its video stream is empty or "
-                             "damaged (or the --start/--end window holds no frame)")
+            raise InputError.naming("{path}: no frame could be decoded{why}; its video stream is empty or damaged "
+                                    "(or the {start}/{end} window holds no frame)", path=reader.info.path, why=why)
         writer.close()
     except BaseException:
         stop.set()

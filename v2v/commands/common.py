@@ -14,7 +14,10 @@ if TYPE_CHECKING:
 # Python parameter -> its flag, where the flag is not the parameter with dashes for underscores. Library errors
 # name the parameter; the CLI says the flag (`flag`, `error_message`).
 FLAGS = {"controlnets": "--controlnet", "controls": "--control", "control_scales": "--control-scale",
-         "control_modes": "--control-mode"}
+         "control_modes": "--control-mode",
+         "method": "--flow",  # make_flow_estimator(method)
+         # the mask options: PropagatedMask(anchor), MaskSpec.check(frame, length), SequenceMask(length)
+         "anchor": "--mask-frame", "frame": "--mask-frame", "length": "--mask-length"}
 # argparse destination -> Python parameter, for the same flags
 PARAMETERS = {flag.lstrip("-").replace("-", "_"): parameter for parameter, flag in FLAGS.items()}
 
@@ -70,12 +73,8 @@ def flag(parameter: str) -> str:
 
 
 def error_message(error: V2VError) -> str:
-    """The error's one line as the CLI says it: a bad parameter value is named by its flag."""
-    from v2v.errors import ParameterError
-
-    if isinstance(error, ParameterError):
-        return f"{flag(error.parameter)} {error.problem}"
-    return str(error)
+    """The error's one line as the CLI says it: each parameter it names is said by its flag."""
+    return error.message(flag)
 
 
 def at_least(kind: Callable[[str], float], minimum: float, what: str) -> Callable[[str], Any]:

@@ -59,7 +59,7 @@ def build_stages(args: argparse.Namespace) -> list[Stage]:
 
     # 1. Check inputs: the options, then the two clips against each other.
     config = FusionConfig(fusion=args.fusion, low_rate=args.low_rate, lookahead=args.lookahead)
-    guide_sigma = None if args.guide_denoise is None else parse_sigma(args.guide_denoise, "--guide-denoise")
+    guide_sigma = None if args.guide_denoise is None else parse_sigma(args.guide_denoise, "guide_denoise")
     with open_source(args.input) as processed, open_source(args.guide) as guide:
         check_same_shape(processed, guide, args.max_frames, windowed=args.start > 0 or args.end is not None)
     segmented = bool(args.resume or args.work_dir or args.backend == "ray")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 if TYPE_CHECKING:
     from v2v.diffusion.registry import Defaults
 
-from v2v.errors import InputError, UsageError
+from v2v.errors import InputError, ParameterError, UsageError
 
 Config = TypeVar("Config", bound="RestyleConfig")
 CONTROL_NORMS = ("shot", "frame")  # how depth and Sobel soft-edge maps are rescaled (v2v.diffusion.control)
@@ -89,7 +89,8 @@ class RestyleConfig:
     def check(self: Config) -> Config:
         """Raise UsageError for values that cannot work together; returns self."""
         if not self.model:
-            raise UsageError("no base model: pass --model FOLDER_OR_FILE_OR_HUB_ID (or model = ... in the recipe)")
+            raise UsageError.naming(
+                "no base model: pass {model} FOLDER_OR_FILE_OR_HUB_ID (or model = ... in the recipe)")
         if self.strength is not None and not 0.0 < self.strength <= 1.0:
             raise UsageError(f"strength must be in (0, 1], got {self.strength}")
         if self.steps is not None and self.steps < 1:
@@ -97,21 +98,25 @@ class RestyleConfig:
         if self.kind == "restyle" and self.steps and self.strength and int(self.steps * self.strength) < 1:
             raise UsageError(f"steps x strength must give at least one step, got {self.steps} x {self.strength}")
         if self.true_cfg is not None and not self.true_cfg > 1.0:
-            raise UsageError(f"--true-cfg must be > 1 (at 1 the negative pass adds nothing), got {self.true_cfg}")
+            raise ParameterError("true_cfg", f"must be > 1 (at 1 the negative pass adds nothing), got {self.true_cfg}")
         if self.true_cfg is not None and not self.negative_prompt:
-            raise UsageError("--true-cfg does nothing without --negative-prompt (its second pass reads that prompt)")
+            raise UsageError.naming(
+                "{true_cfg} does nothing without {negative_prompt} (its second pass reads that prompt)")
         if self.bank_tokens is not None and self.bank_tokens < 1:
             raise UsageError(f"bank tokens must be >= 1, got {self.bank_tokens}")
         if self.controls and len(self.controls) != len(self.controlnets):
-            raise UsageError(f"{len(self.controlnets)} ControlNet(s) but {len(self.controls)} --control: give one each")
+            raise UsageError.naming("{nets} ControlNet(s) but {given} {controls}: give one each",
+                                     nets=len(self.controlnets), given=len(self.controls))
         if "inpaint" in self.controls and self.kind != "inpaint":
-            raise UsageError("--control inpaint (the frame with the mask's pixels at -1) is for v2v inpaint")
+            raise UsageError.naming("{controls} inpaint (the frame with the mask's pixels at -1) is for v2v inpaint")
         if len(self.control_modes) > len(self.controlnets):
-            raise UsageError(f"{len(self.control_modes)} --control-mode for {len(self.controlnets)} ControlNet(s)")
+            raise UsageError.naming("{given} {control_modes} for {nets} ControlNet(s)", given=len(self.control_modes),
+                                     nets=len(self.controlnets))
         if self.control_norm not in CONTROL_NORMS:
             raise UsageError(f"control normalisation must be shot or frame, got {self.control_norm!r}")
         if len(self.control_scales) not in (1, len(self.controlnets) or 1):
-            raise UsageError(f"give one --control-scale, or one per ControlNet ({len(self.controlnets)})")
+            raise UsageError.naming("give one {control_scales}, or one per ControlNet ({nets})",
+                                    nets=len(self.controlnets))
         if self.batch_size < 1 or self.keyframe_every < 0:
             raise UsageError("batch size must be >= 1 and keyframe interval >= 0")
         if not 0.0 <= self.fusion < 1.0:
@@ -168,5 +173,6 @@ class EditConfig(RestyleConfig):
 
     def check(self: Config) -> Config:
         if not getattr(self, "instruction", ""):
-            raise UsageError('no instruction: pass --instruction "what to change" (or instruction = ... in a recipe)')
+            raise UsageError.naming(
+                'no instruction: pass {instruction} "what to change" (or instruction = ... in a recipe)')
         return super().check()

@@ -324,17 +324,17 @@ def make_control(
         return inpaint
     if kind == "depth":
         if not depth_model:
-            raise UsageError(
-                "--control depth needs --depth-model FOLDER_OR_ID (a transformers depth model such as "
+            raise UsageError.naming(
+                "{controls} depth needs {depth_model} FOLDER_OR_ID (a transformers depth model such as "
                 "depth-anything/Depth-Anything-V2-Small-hf)"
             )
         depth = DepthMaps(depth_model, device, dtype)
         return ShotNormalised(depth.raw, anchored=False) if norm == "shot" else depth
     if kind == "pose":
         if not pose_model:
-            raise UsageError(
-                "--control pose needs --pose-model FOLDER_OR_ID (a transformers ViTPose model such as "
-                "usyd-community/vitpose-base-simple), or pass precomputed pose maps as --control POSE_VIDEO"
+            raise UsageError.naming(
+                "{controls} pose needs {pose_model} FOLDER_OR_ID (a transformers ViTPose model such as "
+                "usyd-community/vitpose-base-simple), or pass precomputed pose maps as {controls} POSE_VIDEO"
             )
         from v2v.diffusion.pose import PoseMaps
 

@@ -35,15 +35,12 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def _download_hint(repo: str, files: str = "") -> str:
-    return f"get it with `hf download {repo}{' ' + files if files else ''}` (huggingface-cli download on older hubs)"
-
-
 def resolve_path(name: str | os.PathLike[str], what: str, files_hint: str = "", instead: str = "pass a path") -> Path:
     """A local path for `name`: itself if it exists, else the cached snapshot of a hub id.
 
     `name` may be `org/repo` or `org/repo/path/inside/the/repo`. Raises ModelError (one line, naming
-    `what` was looked for and how to get it) when neither is on disk.
+    `what` was looked for and how to get it) when neither is on disk. `files_hint` (the files to download) and
+    `instead` are message templates that may name parameters (`V2VError.naming`).
     """
     name = stand_ins().get(os.fspath(name), name)
     path = Path(os.path.expanduser(os.fspath(name)))
@@ -62,9 +59,11 @@ def resolve_path(name: str | os.PathLike[str], what: str, files_hint: str = "", 
             snapshot = None
         if snapshot is not None and (snapshot / inside).exists():
             return snapshot / inside
-        hint = _download_hint(repo, files_hint or (inside.as_posix() if inside.parts else ""))
-        raise ModelError(
-            f"{what} {text!r} is neither a local path nor in the Hugging Face cache (offline); {hint}, or {instead}"
+        files = " " + files_hint if files_hint else " {inside}" if inside.parts else ""
+        raise ModelError.naming(
+            "{what} {name!r} is neither a local path nor in the Hugging Face cache (offline); get it with `hf download "
+            "{repo}" + files + "` (huggingface-cli download on older hubs), or " + instead,
+            what=what, name=text, repo=repo, inside=inside.as_posix(),
         )
     raise ModelError(f"{what} {text!r} not found; pass an existing folder or file, or a hub id that is in the cache")
 
@@ -142,9 +141,10 @@ def find_image_encoder(weights: Path, image_encoder: str | None) -> Path:
     for candidate in candidates:
         if (candidate / "config.json").exists():
             return candidate
-    raise ModelError(
-        f"IP-Adapter {weights.name} has no image encoder (looked in {', '.join(map(str, candidates))}); pass "
-        "--image-encoder FOLDER (h94/IP-Adapter ships it as models/image_encoder, and sdxl_models/image_encoder)"
+    raise ModelError.naming(
+        "IP-Adapter {name} has no image encoder (looked in {looked}); pass {image_encoder} FOLDER (h94/IP-Adapter "
+        "ships it as models/image_encoder, and sdxl_models/image_encoder)",
+        name=weights.name, looked=", ".join(map(str, candidates)),
     )
 
 

@@ -249,14 +249,15 @@ class Family:
         if kind in self.pipelines:
             return kind
         if base in self.pipelines:
-            raise UsageError(f"{self.title} models take no ControlNet in {COMMAND_OF_KIND[base]}; drop --controlnet")
+            raise UsageError.naming("{title} models take no ControlNet in {command}; drop {controlnets}",
+                                    title=self.title, command=COMMAND_OF_KIND[base])
         other = next((k for k in ("edit", "restyle", "inpaint") if k in self.pipelines), None)
         if other is not None:
-            command = COMMAND_OF_KIND[other] + (" --instruction '...'" if other == "edit" else "")
-            able = ", ".join(f.name for f in families_doing(base))
-            raise UsageError(
-                f"{self.title} models do not {WHAT_KIND_DOES[base]}: use `{command}` for this model, or pick a model "
-                f"of a family that does ({able})"
+            instruction = " {instruction} '...'" if other == "edit" else ""
+            raise UsageError.naming(
+                "{title} models do not {does}: use `{command}" + instruction + "` for this model, or pick a model of a "
+                "family that does ({able})", title=self.title, does=WHAT_KIND_DOES[base],
+                command=COMMAND_OF_KIND[other], able=", ".join(f.name for f in families_doing(base)),
             )
         raise UsageError(f"{self.title} models take no {kind}")
 
@@ -302,7 +303,7 @@ class Family:
                     model_config or self.single_file_configs(info),
                     "diffusers configs for the single-file checkpoint",
                     "--include '*.json' '*.txt'",
-                    "pass --model-config FOLDER (a diffusers folder of the same architecture)",
+                    "pass {model_config} FOLDER (a diffusers folder of the same architecture)",
                 )
                 pipe = cls.from_single_file(
                     str(path), config=str(config), local_files_only=True, **extra, **dtype_argument(dtype)
@@ -316,8 +317,9 @@ class Family:
             raise
         except Exception as exc:  # diffusers raises many kinds here (SingleFileComponentError is a bare Exception)
             single = info.is_file and not model_config
-            hint = " (pass --model-config with a diffusers folder of the same architecture)" if single else ""
-            raise ModelError(f"cannot load base model {model!r}: {first_line(exc)}{hint}") from exc
+            hint = " (pass {model_config} with a diffusers folder of the same architecture)" if single else ""
+            raise ModelError.naming("cannot load base model {model!r}: {why}" + hint, model=model,
+                                    why=first_line(exc)) from exc
         pipe.set_progress_bar_config(disable=True)
         return pipe.to(device)
 
@@ -540,9 +542,10 @@ def detect(model: str, model_config: str | None = None, kind: str | None = None)
             if family.recognise(config_info):
                 return family, info
     if info.is_file:
-        raise ModelError(
-            f"cannot tell which family single file {model!r} is (known: {known_list()}); pass the model's diffusers "
-            "folder as --model, or --model-config FOLDER with a diffusers folder of the same architecture"
+        raise ModelError.naming(
+            "cannot tell which family single file {path!r} is (known: {known}); pass the model's diffusers folder as "
+            "{model}, or {model_config} FOLDER with a diffusers folder of the same architecture",
+            path=model, known=known_list(),
         )
     what = info.class_name or "a pipeline without _class_name"
     raise ModelError(f"base model {model!r} is {what}, which no v2v family takes; known families: {known_list()}")

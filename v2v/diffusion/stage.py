@@ -78,7 +78,7 @@ class DiffusionStage:
         self.device = resolve_device(config.device)
         self.dtype = parse_dtype(config.dtype) if config.dtype else self.family.dtype(self.device)
         if config.ip_adapter and self.family.ip_adapter is None:
-            raise ModelError(f"{self.family.title} models take no IP-Adapter; drop --ip-adapter")
+            raise ModelError.naming("{title} models take no IP-Adapter; drop {ip_adapter}", title=self.family.title)
         if config.true_cfg is not None:
             _check_true_cfg(self.family, self.kind)
         # 2. ControlNets first: the cheaper error (a missing ControlNet) comes before the big load.
@@ -325,9 +325,10 @@ class DiffusionStage:
             # CUDA raises OutOfMemoryError; the CPU allocator a RuntimeError "... can't allocate memory"
             if not isinstance(exc, torch.cuda.OutOfMemoryError) and "allocate" not in str(exc):
                 raise
-            raise ModelError(
-                f"out of memory diffusing {count} frame(s) of {width}x{height} on {self.device}: use --batch-size 1, "
-                "--max-side 768 (diffuse smaller, scale back), --vae-tiling or --attention-slicing"
+            raise ModelError.naming(
+                "out of memory diffusing {count} frame(s) of {width}x{height} on {device}: use {batch_size} 1, "
+                "{max_side} 768 (diffuse smaller, scale back), {vae_tiling} or {attention_slicing}",
+                count=count, width=width, height=height, device=self.device,
             ) from exc
         # 4. Back to the frames' own size.
         result = result[..., : scaled.shape[-2], : scaled.shape[-1]]
@@ -352,17 +353,20 @@ class EditStage(DiffusionStage):
 
 
 def _check_true_cfg(family: Any, kind: str) -> None:
-    """UsageError (one line) when `--true-cfg` does not apply to the family's pipeline for `kind`."""
+    """UsageError (one line) when `true_cfg` does not apply to the family's pipeline for `kind`."""
     if kind in family.true_cfg_kinds:
         return
     if family.takes_negative_prompt:
-        raise UsageError(f"--true-cfg is for the guidance-distilled FLUX.1 and FLUX.1 Kontext; {family.title} models "
-                         "already guide with the negative prompt at --guidance: drop --true-cfg")  # fmt: skip
+        raise UsageError.naming("{true_cfg} is for the guidance-distilled FLUX.1 and FLUX.1 Kontext; {title} models "
+                                "already guide with the negative prompt at {guidance}: drop {true_cfg}",
+                                title=family.title)  # fmt: skip
     pipeline = family.pipelines[kind]
     if kind.endswith("+controlnet"):
-        raise UsageError(f"--true-cfg does not combine with a {family.title} ControlNet (diffusers' {pipeline} takes "
-                         "no negative prompt): drop --true-cfg or --controlnet")  # fmt: skip
-    raise UsageError(f"{family.title} models take no --true-cfg (diffusers' {pipeline} takes no negative prompt)")
+        raise UsageError.naming("{true_cfg} does not combine with a {title} ControlNet (diffusers' {pipeline} takes "
+                                "no negative prompt): drop {true_cfg} or {controlnets}", title=family.title,
+                                pipeline=pipeline)  # fmt: skip
+    raise UsageError.naming("{title} models take no {true_cfg} (diffusers' {pipeline} takes no negative prompt)",
+                            title=family.title, pipeline=pipeline)
 
 
 def _pad(images: Any, pad_h: int, pad_w: int) -> Any:

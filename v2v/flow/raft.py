@@ -237,8 +237,11 @@ class RAFTFlow(FlowEstimator):
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if not _is_out_of_memory(exc):
                 raise
-            raise ModelError(f"out of memory estimating RAFT flow at {size[1]}x{size[0]} on {self.device}: use "
-                             "--flow dis, or smaller frames") from exc
+            raise ModelError.naming(
+                "out of memory estimating RAFT flow at {width}x{height} on {device}: use {method} dis, or smaller "
+                "frames",
+                width=size[1], height=size[0], device=self.device,
+            ) from exc
         top, left = (flow.shape[-2] - size[0]) // 2, (flow.shape[-1] - size[1]) // 2
         flow = flow[..., top : top + size[0], left : left + size[1]]
         if size != (height, width):

@@ -19,7 +19,8 @@ from v2v.errors import UsageError
 
 def check_sizes(dilate: int, feather: int) -> None:
     if dilate < 0 or feather < 0:
-        raise UsageError(f"--dilate and --feather take pixels >= 0, got dilate {dilate} and feather {feather}")
+        raise UsageError.naming("{dilate} and {feather} take pixels >= 0, got dilate {grow} and feather {soft}",
+                                grow=dilate, soft=feather)
 
 
 def coverage(mask: np.ndarray, dilate: int = 0, feather: int = 0) -> np.ndarray:

@@ -131,8 +131,9 @@ class SequenceMask:
         number = given_clip(self.clip, "SequenceMask").number(frame)
         if number >= len(self.files):
             if self.length == "error":
-                raise InputError(f"{self.what} has {len(self.files)} images but the video has a frame {number}; give "
-                                 "one image per frame, or --mask-length hold to hold the last one")
+                raise InputError.naming("{what} has {count} images but the video has a frame {number}; give one image "
+                                        "per frame, or {length} hold to hold the last one", what=self.what,
+                                        count=len(self.files), number=number)
             if "held" not in self._told:
                 self._told.add("held")
                 log.warning("%s has %d images, fewer than the video's frames; its last image is held", self.what,

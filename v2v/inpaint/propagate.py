@@ -129,7 +129,8 @@ class PropagatedMask:
             return clip
         total = len(clip)
         if self.anchor < 0 or self.anchor >= total:
-            raise InputError(f"--mask-frame {self.anchor} is outside the clip (frames 0 to {max(total, 1) - 1})")
+            raise InputError.naming("{anchor} {number} is outside the clip (frames 0 to {last})", number=self.anchor,
+                                    last=max(total, 1) - 1)
         height, width = clip.image(self.anchor).shape[:2]
         self.given = fit_mask(self.given, height, width, "mask image", self.told)
         if not self.given.any():

@@ -64,9 +64,10 @@ def check_mask_length(mask: str | os.PathLike[str], source: str | os.PathLike[st
         return
     theirs, ours = mask_frame_count(mask), clip_frame_count(source)
     if theirs != ours:
-        raise InputError(f"mask {os.fspath(mask)} has {theirs} frames but the video {os.fspath(source)} has {ours}; "
-                         "give a mask of the same length, or choose --mask-length hold (a shorter mask's last frame is "
-                         "held, a longer one's extra frames ignored)")
+        raise InputError.naming("mask {mask} has {theirs} frames but the video {source} has {ours}; give a mask of "
+                                "the same length, or choose {length} hold (a shorter mask's last frame is held, a "
+                                "longer one's extra frames ignored)", mask=os.fspath(mask), theirs=theirs,
+                                source=os.fspath(source), ours=ours)
 
 
 @dataclasses.dataclass
@@ -85,21 +86,22 @@ class MaskSpec:
     @classmethod
     def check(cls, path: str, source: str, *, frame: int | None = None, length: str = "error") -> MaskSpec:
         """One line (InputError/UsageError) for a mask that isn't an image, video or sequence, a mask video of
-        another length under policy "error", or --mask-frame with a mask video."""
+        another length under policy "error", or `frame` with a mask video."""
         from v2v.io.reader import open_source
 
         if length not in LENGTH_POLICIES:
             raise UsageError(f"mask length policy must be one of {', '.join(LENGTH_POLICIES)}, got {length!r}")
         kind = mask_kind(path)
         if kind != "image" and frame is not None:
-            raise UsageError(f"--mask-frame is for a single mask image; {path} is a mask {kind} with a mask for every "
-                             "frame")
+            raise UsageError.naming("{frame} is for a single mask image; {path} is a mask {kind} with a mask for "
+                                    "every frame", path=path, kind=kind)
         if kind != "image":
             check_mask_length(path, source, length)
         elif frame:
             count = clip_frame_count(source)
             if frame >= count:
-                raise InputError(f"--mask-frame {frame} is outside the clip (frames 0 to {count - 1})")
+                raise InputError.naming("{frame} {number} is outside the clip (frames 0 to {last})", number=frame,
+                                        last=count - 1)
         with open_source(source) as reader:
             origin = reader.start_time
         return cls(os.fspath(path), os.fspath(source), kind, frame, length, origin)

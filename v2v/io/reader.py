@@ -24,7 +24,7 @@ from typing import Protocol, runtime_checkable
 import av
 import numpy as np
 
-from v2v.errors import InputError, SourceNotFoundError, UsageError
+from v2v.errors import InputError, ParameterError, SourceNotFoundError, UsageError
 from v2v.frames import Frame
 from v2v.io.container import (
     VideoInfo,
@@ -50,11 +50,11 @@ class TimeWindow:
 
     def __post_init__(self) -> None:
         if self.start < 0:
-            raise UsageError(f"--start must be >= 0 seconds, got {self.start}")
+            raise ParameterError("start", f"must be >= 0 seconds, got {self.start}")
         if self.end is not None and self.end <= self.start:
-            raise UsageError(f"--end ({self.end}) must be after --start ({self.start})")
+            raise UsageError.naming("{end} ({to}) must be after {start} ({since})", to=self.end, since=self.start)
         if self.max_frames is not None and self.max_frames < 1:
-            raise UsageError(f"--max-frames must be at least 1, got {self.max_frames}")
+            raise ParameterError("max_frames", f"must be at least 1, got {self.max_frames}")
 
     def span(self, times: list[float]) -> tuple[int, int]:
         """The window as [begin, stop) indices into `times`, the sorted instants (seconds from the first frame) of

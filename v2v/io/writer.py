@@ -86,13 +86,14 @@ def check_output(path: str | os.PathLike[str], overwrite: bool) -> None:
     if is_image_sequence(text):
         folder = os.path.dirname(text) or "."
         if sequence_files(text) and not overwrite:
-            raise OutputExistsError(f"{text}: files of this sequence exist already; pass --overwrite to replace them")
+            raise OutputExistsError.naming("{path}: files of this sequence exist already; pass {overwrite} to replace "
+                                            "them", path=text)
         parent = folder if os.path.isdir(folder) else os.path.dirname(os.path.abspath(folder))
     else:
         if os.path.isdir(text):
             raise OutputError(f"{text}: is a folder; give a file name such as {os.path.join(text, 'out.mp4')}")
         if os.path.exists(text) and not overwrite:
-            raise OutputExistsError(f"{text}: exists already; pass --overwrite to replace it")
+            raise OutputExistsError.naming("{path}: exists already; pass {overwrite} to replace it", path=text)
         parent = os.path.dirname(os.path.abspath(text))
     if not os.path.isdir(parent):
         raise OutputError(f"{text}: folder {parent} does not exist")
@@ -416,9 +417,9 @@ class ImageSequenceWriter:
             done += 1
         if not resume:
             if not overwrite:
-                raise OutputError(
-                    f"{self.work} holds {done} finished frames of an earlier run of {self.pattern}; pass --resume "
-                    "to continue it, or --overwrite to start over"
+                raise OutputError.naming(
+                    "{work} holds {done} finished frames of an earlier run of {pattern}; pass {resume} to continue "
+                    "it, or {overwrite} to start over", work=self.work, done=done, pattern=self.pattern,
                 )
             shutil.rmtree(self.work)
             return 0

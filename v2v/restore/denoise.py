@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from v2v.devices import resolve_device
-from v2v.errors import UsageError
+from v2v.errors import ParameterError, UsageError
 from v2v.frames import Frame, images_to_tensor, tensor_to_images
 from v2v.pipeline import Context
 from v2v.restore.registry import RestoreModel, lookup
@@ -58,17 +58,18 @@ RADIUS = 3  # neighbours on each side (7 frames)
 MATCH_TOLERANCE = 0.04  # RMS difference of the per-frame results (0-1 scale) at which a match fades
 
 
-def parse_sigma(value: float | str, option: str = "--sigma") -> float | str:
-    """A noise level on the 0-255 scale in (0, MAX_SIGMA], or "auto"; UsageError (naming `option`) otherwise."""
+def parse_sigma(value: float | str, parameter: str = "sigma") -> float | str:
+    """A noise level on the 0-255 scale in (0, MAX_SIGMA], or "auto"; ParameterError (naming `parameter`)
+    otherwise."""
     if isinstance(value, str):
         if value.strip().lower() == "auto":
             return "auto"
         try:
             value = float(value)
         except ValueError:
-            raise UsageError(f"{option} must be a number in (0, {MAX_SIGMA:g}] or auto, got {value!r}") from None
+            raise ParameterError(parameter, f"must be a number in (0, {MAX_SIGMA:g}] or auto, got {value!r}") from None
     if not 0 < value <= MAX_SIGMA:
-        raise UsageError(f"{option} must be in (0, {MAX_SIGMA:g}] on the 0-255 scale (or auto), got {value:g}")
+        raise ParameterError(parameter, f"must be in (0, {MAX_SIGMA:g}] on the 0-255 scale (or auto), got {value:g}")
     return float(value)
 
 

@@ -48,8 +48,9 @@ def check_int8_support() -> None:
     """UsageError unless this torch can run quantized convolutions on this CPU."""
     engines = torch.backends.quantized.supported_engines
     if "x86" not in engines and "fbgemm" not in engines:
-        raise UsageError(
-            f"--dtype int8 needs torch's x86 quantized kernels (this torch has {engines}); use --dtype fp32 or bf16"
+        raise UsageError.naming(
+            "{dtype} int8 needs torch's x86 quantized kernels (this torch has {engines}); use {dtype} fp32 or bf16",
+            engines=engines,
         )
 
 
@@ -104,9 +105,9 @@ class Int8Network:
             with _quiet():
                 return prepare_fx(copy.deepcopy(self.float_network), self._mapping, (example,))
         except Exception as error:  # torch.fx raises many types when a forward is not traceable
-            raise UsageError(
-                f"--dtype int8 needs a network torch.fx can trace; {type(self.float_network).__name__} cannot "
-                f"({type(error).__name__}); use --dtype fp32 or bf16"
+            raise UsageError.naming(
+                "{dtype} int8 needs a network torch.fx can trace; {network} cannot ({why}); use {dtype} fp32 or bf16",
+                network=type(self.float_network).__name__, why=type(error).__name__,
             ) from None
 
     # Pickling (Ray sends stages to its workers): neither prepare_fx's bookkeeping nor the converted modules
@@ -154,7 +155,7 @@ def float_modules(network: torch.nn.Module) -> list[str]:
     modules = [(name, module) for name, module in network.named_modules() if name]
     convolutions = [name for name, module in modules if isinstance(module, torch.nn.Conv2d)]
     if not convolutions:
-        raise UsageError("--dtype int8 found no convolutions to quantize in this model; use fp32 or bf16")
+        raise UsageError.naming("{dtype} int8 found no convolutions to quantize in this model; use fp32 or bf16")
     upsampling = (torch.nn.Upsample, torch.nn.PixelShuffle)
     upsamplers = [i for i, (_, module) in enumerate(modules) if isinstance(module, upsampling)]
     tail = [name for name, _ in modules[upsamplers[0] :]] if upsamplers else []

@@ -71,11 +71,11 @@ class ModelTraits:
             return default_dtype(device, half=self.supports_half, bfloat16=self.supports_bfloat16)
         chosen = parse_dtype(asked)  # type: ignore[arg-type]
         if chosen == torch.float16 and not self.supports_half:
-            raise UsageError(f"{self.architecture} does not support fp16; use --dtype fp32 or bf16")
+            raise UsageError.naming("{name} does not support fp16; use {dtype} fp32 or bf16", name=self.architecture)
         if chosen == torch.bfloat16 and not self.supports_bfloat16:
-            raise UsageError(f"{self.architecture} does not support bf16; use --dtype fp32")
+            raise UsageError.naming("{name} does not support bf16; use {dtype} fp32", name=self.architecture)
         if chosen == torch.float16 and device.type == "cpu":
-            raise UsageError("fp16 is for CUDA; on the CPU use --dtype fp32 or bf16")
+            raise UsageError.naming("fp16 is for CUDA; on the CPU use {dtype} fp32 or bf16")
         return chosen
 
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from v2v.errors import ModelError, UsageError
+from v2v.errors import ModelError, ParameterError, UsageError
 from v2v.frames import Frame, images_to_tensor, tensor_to_images
 from v2v.pipeline import batched
 
@@ -95,19 +95,20 @@ class Upscaler:
         if scale is not None and math.isclose(scale, model.scale):
             scale = None  # the model's own scale: do exactly what its graph does
         if scale is not None and (not math.isfinite(scale) or scale < 1):
-            raise UsageError(f"--scale must be a number >= 1, got {scale}")
+            raise ParameterError("scale", f"must be a number >= 1, got {scale}")
         if scale is not None and scale > model.net_scale + 1e-9:
-            raise UsageError(
-                f"model {model.name} upscales x{model.net_scale} at most; --scale {scale:g} would need plain "
-                f"interpolation after the network: choose a x{math.ceil(scale)} model or a smaller --scale"
+            raise UsageError.naming(
+                "model {name} upscales x{most} at most; {scale} {asked:g} would need plain interpolation after the "
+                "network: choose a x{fits} model or a smaller {scale}",
+                name=model.name, most=model.net_scale, asked=scale, fits=math.ceil(scale),
             )
         if tile is not None and tile != 0 and tile < MIN_TILE:
-            raise UsageError(f"--tile must be 0 (no tiling) or at least {MIN_TILE}, got {tile}")
+            raise ParameterError("tile", f"must be 0 (no tiling) or at least {MIN_TILE}, got {tile}")
         pre_pad = model.pre_pad if pre_pad is None else pre_pad
         if not 0 <= blend < tile_pad or pre_pad < 0:
             raise UsageError(f"need 0 <= blend < tile_pad and pre_pad >= 0 (got {blend}, {tile_pad}, {pre_pad})")
         if tile and tile < 4 * blend + 2:
-            raise UsageError(f"--tile {tile} is too small for a blend of {blend} pixels")
+            raise ParameterError("tile", f"{tile} is too small for a blend of {blend} pixels")
         # 2. Place the model.
         from v2v.devices import resolve_device
 
@@ -116,7 +117,8 @@ class Upscaler:
         self.int8: Int8Network | None = None
         if dtype == "int8":
             if self.device.type != "cpu":
-                raise UsageError("--dtype int8 is for the CPU (torch's quantized kernels); on CUDA use fp16 or bf16")
+                raise UsageError.naming(
+                    "{dtype} int8 is for the CPU (torch's quantized kernels); on CUDA use fp16 or bf16")
             self.dtype = torch.float32  # the layers int8 leaves float, and the calibration frames
             from v2v.restore.int8 import Int8Network
 
@@ -243,9 +245,9 @@ class Upscaler:
                 current = tile or max(height, width)
                 smaller = max(MIN_TILE, current // 2)
                 if current <= MIN_TILE:
-                    raise ModelError(
-                        f"out of memory upscaling {width}x{height} even with tiles of {tile} pixels; "
-                        "use a smaller --batch-size, the CPU, or a lighter model"
+                    raise ModelError.naming(
+                        "out of memory upscaling {width}x{height} even with tiles of {tile} pixels; use a smaller "
+                        "{batch_size}, the CPU, or a lighter model", width=width, height=height, tile=tile,
                     ) from error
                 log.warning(
                     "out of memory with %s; retrying with --tile %d (kept for the rest of this frame size)",

@@ -205,7 +205,7 @@ class VideoSRStage:
 def check_tile(model: str, tile: int | None) -> None:
     """UsageError (one line) for a tile size given to a video model, before anything loads."""
     if tile:
-        raise UsageError(f"{model} is a video model: it runs whole frames in temporal windows sized to fit "
-                         "memory, and --tile is not supported; drop --tile")
+        raise UsageError.naming("{model} is a video model: it runs whole frames in temporal windows sized to fit "
+                                "memory, and {tile} is not supported; drop {tile}", model=model)
 
 

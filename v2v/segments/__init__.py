@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from v2v.errors import UsageError
+from v2v.errors import ParameterError, UsageError
 from v2v.io.reader import TimeWindow
 from v2v.io.sequences import is_image_sequence
 from v2v.io.writer import Encoding, check_output
@@ -76,11 +76,11 @@ def run_segmented(
     """
     output = os.fspath(output)
     if is_image_sequence(source) or is_image_sequence(output):
-        raise UsageError("segmented runs (--resume, --work-dir, --backend ray) need a video file in and out")
+        raise UsageError.naming("segmented runs ({resume}, {work_dir}, {backend} ray) need a video file in and out")
     if backend not in ("local", "ray"):
-        raise UsageError(f"--backend must be local or ray, got {backend!r}")
+        raise ParameterError("backend", f"must be local or ray, got {backend!r}")
     if workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
+        raise ParameterError("workers", f"must be at least 1, got {workers}")
     check_output(output, overwrite)
     encoding = encoding or Encoding()
     began = time.perf_counter()

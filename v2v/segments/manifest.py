@@ -67,8 +67,9 @@ def start_or_resume(work: WorkFolder, plan: Plan, options: dict[str, Any], resum
         work.save(fresh)
         return fresh
     if not resume:
-        raise OutputError(
-            f"work folder {work.folder} exists from an earlier run; pass --resume to continue it, or remove it"
+        raise OutputError.naming(
+            "work folder {folder} exists from an earlier run; pass {resume} to continue it, or remove it",
+            folder=work.folder,
         )
     manifest = work.load()
     check_same_run(work.folder, manifest, source, options)

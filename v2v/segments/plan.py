@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterator
 from fractions import Fraction
 
-from v2v.errors import InputError, UsageError
+from v2v.errors import InputError, ParameterError
 from v2v.frames import Frame
 from v2v.io.container import scan_video_packets
 from v2v.io.reader import TimeWindow, VideoFileReader
@@ -62,9 +62,9 @@ def plan_segments(
     Only packets are read (no decoding). `window` limits the plan to part of the clip.
     """
     if segment_seconds <= 0:
-        raise UsageError(f"--segment-seconds must be > 0, got {segment_seconds}")
+        raise ParameterError("segment_seconds", f"must be > 0, got {segment_seconds}")
     if overlap < 0 or after < 0:
-        raise UsageError(f"--overlap must be >= 0, got {min(overlap, after)}")
+        raise ParameterError("overlap", f"must be >= 0, got {min(overlap, after)}")
     path = os.fspath(source)
     window = window or TimeWindow()
     with VideoFileReader(path) as reader:

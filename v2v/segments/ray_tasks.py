@@ -82,9 +82,10 @@ def run_ray(
                 except ray.exceptions.RayTaskError as exc:
                     raise exc.as_instanceof_cause() from None
                 except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
-                    raise V2VError(
-                        f"segment {segment.number}: its worker died {retries + 1} times ({type(exc).__name__}); "
-                        "giving up (finished segments are kept: fix the cause and rerun with --resume)"
+                    raise V2VError.naming(
+                        "segment {number}: its worker died {times} times ({why}); giving up (finished segments are "
+                        "kept: fix the cause and rerun with {resume})",
+                        number=segment.number, times=retries + 1, why=type(exc).__name__,
                     ) from exc
                 path = work.segment_path(segment.number)
                 partial = Path(temp_name(str(path)))

@@ -58,7 +58,7 @@ class Flux(DiffusionTransformer):
     controlnet_classes = ("FluxControlNetModel",)
     ip_adapter = IPAdapterDefaults(
         "XLabs-AI/flux-ip-adapter/ip_adapter.safetensors",
-        "ip_adapter.safetensors (and openai/clip-vit-large-patch14 as --image-encoder)",
+        "ip_adapter.safetensors (and openai/clip-vit-large-patch14 as {image_encoder})",
     )
     # diffusers' FLUX.1-dev settings; bf16 on CUDA (FLUX overflows in fp16); sides: the VAE's 8 x 2x2 packing
     defaults = Defaults(steps=28, guidance=3.5, strength=0.6, half=False, multiple=16)
@@ -207,7 +207,7 @@ def control_modes(pipe: Any, batch: Batch) -> list[int | None] | None:
         return [given[0]] * batch.count if getattr(pipe.controlnet, "union", False) else None
     modes = [mode if getattr(net, "union", False) else None for mode, net in zip(given, nets, strict=False)]
     if batch.count > 1 and any(mode is not None for mode in modes):
-        raise UsageError("several FLUX ControlNets with a union one take one frame a call: use --batch-size 1")
+        raise UsageError.naming("several FLUX ControlNets with a union one take one frame a call: use {batch_size} 1")
     return modes
 
 

@@ -231,3 +231,18 @@ def test_old_option_names_still_work_but_are_not_shown() -> None:
     for command, old in (("upscale", "--batch "), ("interpolate", "--scale")):
         text = v2v(command, "--help").stdout
         assert old not in text and ("--batch-size" in text or "--flow-scale" in text), text
+
+
+@pytest.mark.parametrize("command", [["restyle", "--prompt", "p"], ["edit", "--instruction", "p"],
+                                     ["inpaint", "--mask", "mask.png", "--prompt", "p"]])
+def test_a_missing_extra_is_named_in_one_line(clip: Path, tmp_path: Path, command: list[str]) -> None:
+    """As after `pip install 'v2v[torch,ncnn]'`: diffusers is not there, and the line says which extra brings it."""
+    from PIL import Image
+
+    Image.new("L", (64, 48), 255).save(tmp_path / "mask.png")
+    blocked = "import sys; sys.modules['diffusers'] = None; from v2v.cli import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run([sys.executable, "-c", blocked, command[0], str(clip), "-o", str(tmp_path / "o.mp4"),
+                             "--model", "some/model", *command[1:]], capture_output=True, text=True, cwd=tmp_path,
+                            timeout=300)
+    assert_one_line_error(result, 1, "diffusers is not installed; install it with: pip install 'v2v[diffusion]'")
+    assert "internal error" not in result.stderr

@@ -83,6 +83,19 @@ def _interrupt_on_signals() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _run_command(args: argparse.Namespace) -> int | None:
+    """The command's handler; an optional module that is not installed ends in the line naming its extra."""
+    from v2v.errors import missing_dependency
+
+    try:
+        return args.handler(args)
+    except ModuleNotFoundError as error:
+        missing = missing_dependency(error)
+        if missing is None:
+            raise
+        raise missing from error
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
@@ -91,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from v2v.errors import V2VError
 
     try:
-        return int(args.handler(args) or 0)
+        return int(_run_command(args) or 0)
     except BrokenPipeError:  # `v2v probe ... | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

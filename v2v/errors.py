@@ -111,6 +111,19 @@ class MissingDependencyError(V2VError, ImportError):
     """An optional extra is not installed; the message says which `pip install` brings it."""
 
 
+# The extra that installs each optional module v2v imports: how a missing one is named wherever it is met.
+EXTRAS = {
+    **dict.fromkeys(("torch", "torchvision", "spandrel", "safetensors", "cv2", "kornia"), "torch"),
+    **dict.fromkeys(("diffusers", "transformers", "accelerate", "peft", "tomli"), "diffusion"),
+    **dict.fromkeys(("matplotlib", "PIL"), "plot"),
+    "ray": "ray",
+}
+
+
+def _not_installed(module: str, extra: str) -> MissingDependencyError:
+    return MissingDependencyError(f"{module} is not installed; install it with: pip install 'v2v[{extra}]'")
+
+
 def require(module: str, extra: str) -> object:
     """Import `module`, or raise MissingDependencyError naming the extra that installs it."""
     import importlib
@@ -118,6 +131,10 @@ def require(module: str, extra: str) -> object:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise MissingDependencyError(
-            f"{module} is not installed; install it with: pip install 'v2v[{extra}]'"
-        ) from exc
+        raise _not_installed(module, extra) from exc
+
+
+def missing_dependency(error: ModuleNotFoundError) -> MissingDependencyError | None:
+    """A missing optional module met by a plain `import` as the error naming its extra; None for any other module."""
+    extra = EXTRAS.get(error.name or "")
+    return None if extra is None else _not_installed(error.name, extra)

@@ -12,6 +12,7 @@ does too.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +53,7 @@ def resolve_path(
     not on disk and cannot be downloaded. `files_hint` (the files to download) and `instead` are message templates
     that may name parameters (`V2VError.naming`).
     """
+    name = stand_ins().get(os.fspath(name), name)
     path = Path(os.path.expanduser(os.fspath(name)))
     if path.exists():
         return path
@@ -202,3 +204,15 @@ def ip_adapter_width(weights: Path) -> int | None:
     suffixes = ("to_k_ip.weight", "ip_adapter_double_stream_k_proj.weight")  # diffusers/original, XLabs (FLUX)
     widths = [shape[-1] for key, shape in sorted(shapes.items()) if key.endswith(suffixes) and len(shape) == 2]
     return widths[0] if widths else None
+
+
+def stand_ins() -> dict[str, str]:
+    """The local models that stand in for model names, from the JSON file `V2V_MODEL_MAP` names ({"org/repo":
+    "/path", …}): a mirror of hub models on disk, or the tiny models the README's examples run with in tests."""
+    table = os.environ.get("V2V_MODEL_MAP")
+    if not table:
+        return {}
+    try:
+        return dict(json.loads(Path(table).read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelError(f"V2V_MODEL_MAP {table!r} is not a readable JSON object of name -> path: {exc}") from exc

@@ -101,6 +101,7 @@ def test_preview_of_a_short_clip_takes_what_there_is_and_stabilize_gets_its_guid
 
 def test_preview_of_interpolation_shows_a_made_frame_not_the_source_passed_through(tmp_path: Path) -> None:
     from v2v.commands.preview import frame_times, run_around
+    from v2v.io.source_frames import SourceFrames
     from v2v.restore.interpolate import InterpolateStage
 
     def blend(a: np.ndarray, b: np.ndarray, positions: list[float]) -> list[np.ndarray]:
@@ -108,7 +109,8 @@ def test_preview_of_interpolation_shows_a_made_frame_not_the_source_passed_throu
 
     clip = write_clip(tmp_path / "clip.mp4", frames=12, width=96, height=64)
     frames = decode(clip)
-    times = frame_times(str(clip), None)
+    with SourceFrames(clip) as source:
+        times = frame_times(source)
     source, result, made = run_around(str(clip), [InterpolateStage(factor=2, between=blend)], times, 5, 1, 1, None)
     assert made
     assert psnr(source, frames[5]) > 40

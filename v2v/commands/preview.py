@@ -19,9 +19,12 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from v2v.commands.common import positive_int
+
+if TYPE_CHECKING:
+    from v2v.io.source_frames import SourceFrames
 
 HELP = "run a command's stages on a few frames spread over a clip and show source | result in a PNG contact sheet"
 
@@ -83,8 +86,12 @@ def main(args: argparse.Namespace) -> int:
     from v2v.io.writer import check_output
 
     check_output(output, args.overwrite)  # before any model loads
-    info = probe(args.input)
-    times = frame_times(args.input, info.fps)
+    info = probe(args.input, count_frames=False)  # its frame count would be a packet scan `clip.times` repeats
+    from v2v.io.source_frames import SourceFrames
+    from v2v.pipeline import attach_source
+
+    clip = SourceFrames(args.input, info.fps)  # as a run hands it, for stages that read ahead (stabilize)
+    times = frame_times(clip)
     if not times:
         raise InputError(f"{args.input}: no frames with timestamps to pick from")
     stages = module.build_stages(inner)
@@ -94,10 +101,6 @@ def main(args: argparse.Namespace) -> int:
     if len(picks) < args.frames:
         log.warning("%s has %d frame(s): previewing all of them, not %d", args.input, len(picks), args.frames)
     before, after = _context(stages, args.context)
-    from v2v.io.source_frames import SourceFrames
-    from v2v.pipeline import attach_source
-
-    clip = SourceFrames(args.input, info.fps)  # as a run hands it, for stages that read ahead (stabilize)
     attach_source(stages, clip)
     rows = []
     for pick in picks:
@@ -170,17 +173,10 @@ def spread(count: int, wanted: int) -> list[int]:
     return sorted({round(i * (count - 1) / (wanted - 1)) for i in range(wanted)})
 
 
-def frame_times(path: str, fps: Any) -> list[float]:
-    """Seconds from the first frame to each frame, in presentation order (video files: from the packets, so
-    nothing is decoded)."""
-    from v2v.io.sequences import DEFAULT_SEQUENCE_FPS, is_image_sequence, sequence_files
-
-    if is_image_sequence(path):
-        rate = fps or DEFAULT_SEQUENCE_FPS
-        return [float(i / rate) for i in range(len(sequence_files(path)))]
-    from v2v.io.container import frame_seconds
-
-    return [max(0.0, seconds) for seconds in frame_seconds(path)]
+def frame_times(clip: SourceFrames) -> list[float]:
+    """Seconds from the first frame to each frame of `clip`, in presentation order (video files: from the packets,
+    so nothing is decoded)."""
+    return [max(0.0, seconds) for seconds in clip.times]
 
 
 def run_around(path: str, stages: Sequence[Any], times: list[float], pick: int, before: int, after: int,

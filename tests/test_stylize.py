@@ -162,6 +162,7 @@ def test_bad_style_input_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyP
         StylizeStage(StylizeConfig(style="1"))
 
 
+@pytest.mark.slow
 def test_temporal_fusion_steadies_a_real_clip_and_keeps_its_detail() -> None:
     """Carphone at 96 px: temporal on lowers the warping error well below per-frame and keeps the texture."""
     import cv2
@@ -216,3 +217,26 @@ def test_cli_stylize_and_translate_keep_every_frame(tmp_path: Path, capsys: pyte
     said = capsys.readouterr().err.strip().splitlines()
     assert said[-1].endswith("--style style 40 is out of range: the network has styles 0 to 25")
     assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_style_sheet_shows_the_frame_and_every_style() -> None:
+    frame = real_frames("carphone_pristine.mp4", 1, 64)[0]
+    stage = StylizeStage(StylizeConfig(style="all"))
+    assert stage.context.before == 0  # a sheet is frame by frame
+    (sheet,) = run_stage(stage, [frame])
+    height, width = frame.shape[:2]
+    assert sheet.shape == (4 * height, 7 * width, 3)
+    row, column = divmod(1 + 17, 7)  # style 17's tile, below its label
+    tile = sheet[row * height : (row + 1) * height, column * width : (column + 1) * width]
+    (alone,) = run_stage(StylizeStage(StylizeConfig(style="17", options=FrameOptions(temporal=False))), [frame])
+    assert psnr(tile[height // 2 :], alone[height // 2 :]) >= 40
+    assert np.array_equal(sheet[:height, :width][height // 2 :], frame[height // 2 :])  # the frame itself
+
+
+def test_models_lists_style_and_translate_models(capsys: pytest.CaptureFixture[str]) -> None:
+    from v2v.cli import main
+
+    assert main(["models", "--task", "translate"]) == 0
+    listed = capsys.readouterr().out
+    assert "cyclegan-vintage" in listed and "MIT" in listed and "available" in listed
+    assert "multistyle26" not in listed

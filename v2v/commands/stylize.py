@@ -9,8 +9,8 @@ from v2v.commands.common import add_io_arguments, at_least, run_pipeline
 HELP = "fast neural style transfer (26 built-in styles or any painting), steady from frame to frame"
 
 
-def add_frame_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options `stylize` and `translate` share."""
+def add_frame_arguments(parser: argparse.ArgumentParser, fusion: float = 0.9) -> None:
+    """The options `stylize` and `translate` share (`fusion`: the default feature fusion)."""
     group = parser.add_argument_group("frames")
     group.add_argument("--max-size", type=at_least(int, 32, "pixels"), default=None, metavar="PX",
                        help="run the network at most this many pixels on the longer side, the result scaled back "
@@ -18,7 +18,7 @@ def add_frame_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--temporal", choices=("on", "off"), default="on",
                        help="on: the network's features follow the source's motion, so the texture stays on the "
                        "scene instead of flickering; off: every frame on its own (default %(default)s)")
-    group.add_argument("--fusion", type=at_least(float, 0, "a weight", 1), default=0.9,
+    group.add_argument("--fusion", type=at_least(float, 0, "a weight", 1), default=fusion,
                        help="temporal on: how far trusted features lean on the previous frame's, 0-1 "
                        "(default %(default)s)")
     group.add_argument("--flow", choices=("raft", "dis"), default="raft",
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which = style.add_mutually_exclusive_group()
     which.add_argument("--style", default=None, metavar="N|N:w,M:w",
                        help="a built-in style 0-25, or a blend such as 3:0.5,12:0.5 (default 0); all: a sheet of "
-                       "the 26 to choose from (`v2v preview IN stylize --style all`)")
+                       "the 26 to choose from (`v2v preview IN --height 800 stylize --style all`)")
     which.add_argument("--style-image", default=None, metavar="PAINTING",
                        help="any picture as the style (Ghiasi et al.'s arbitrary network)")
     style.add_argument("--strength", type=at_least(float, 0, "a strength", 1), default=1.0,

@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", "-m", default="cyclegan-vintage", metavar="NAME|PATH",
                         help="a translate model (`v2v models --task translate`) or a generator checkpoint: ResNet "
                         "(6/9 blocks, junyanz or vintagify layout) or U-Net (default %(default)s)")
-    add_frame_arguments(parser)
+    add_frame_arguments(parser, fusion=0.0)  # a CycleGAN keeps its detail with the anchor alone
 
 
 def build_stages(args: argparse.Namespace) -> list[object]:

@@ -156,7 +156,8 @@ class OnnxGraph:
             if op == "DequantizeLinear" and all(name in values for name in inputs if name):
                 values[outputs[0]] = self._op(op, [values.get(name) for name in inputs], attributes, inputs)
                 integer = values[inputs[0]]
-                if integer.dim() == 4 and not integer.is_floating_point() and (len(inputs) < 3 or not values[inputs[2]].any()):
+                symmetric = len(inputs) < 3 or not values[inputs[2]].any()  # zero points all 0: integers as stored
+                if integer.dim() == 4 and not integer.is_floating_point() and symmetric:
                     self._integer_weights[outputs[0]] = (integer.float(), values[inputs[1]].float().flatten())
             else:
                 kept.append(node)

@@ -211,6 +211,7 @@ def _pad(image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
 
 ALL_STYLES = "all"  # the style that makes a sheet of all 26 (`v2v preview IN stylize --style all`)
 SHEET_COLUMNS = 7
+SHEET_TILE = 192
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,7 +264,8 @@ class StylizeStage(_NetworkStage):
                 self.stylise = self.sheet  # type: ignore[method-assign]
 
     def sheet(self, image: np.ndarray) -> np.ndarray:
-        """The frame and its 26 styles in a labelled grid of SHEET_COLUMNS columns, the frame's size or so."""
+        """The frame and its 26 styles in a labelled grid of SHEET_COLUMNS columns, tiles SHEET_TILE wide (or the
+        frame's width, if less): big enough to judge a style's texture by."""
         import cv2
         import torch
 
@@ -271,7 +273,7 @@ class StylizeStage(_NetworkStage):
         from v2v.pictures import put, text_patch
 
         height, width = image.shape[:2]
-        tile_width = max(MULTIPLE * 8, width // SHEET_COLUMNS // MULTIPLE * MULTIPLE)
+        tile_width = max(MULTIPLE * 8, min(width, SHEET_TILE) // MULTIPLE * MULTIPLE)
         tile_height = max(MULTIPLE * 8, round(height * tile_width / width / MULTIPLE) * MULTIPLE)
         tile = cv2.resize(image, (tile_width, tile_height), interpolation=cv2.INTER_AREA)
         x = images_to_tensor([tile], self.device)
@@ -293,13 +295,25 @@ class StylizeStage(_NetworkStage):
 
 
 class TranslateStage(_NetworkStage):
-    """A pix2pix / CycleGAN generator on every frame: `model` is a registered name or a checkpoint path."""
+    """A pix2pix / CycleGAN generator on every frame: `model` is a registered name or a checkpoint path.
+
+    Its temporal fusion defaults to the anchored detail alone (`translate_fusion`): fusing a CycleGAN's features
+    cost it detail and low band on fast footage, where the anchor alone met both (BENCHMARKS.md, issue 23)."""
 
     def __init__(self, model: str = "cyclegan-vintage", options: FrameOptions | None = None,
                  network: Any = None) -> None:
-        super().__init__(options or FrameOptions())
+        options = options or FrameOptions()
+        if options.fusion is None:
+            options = dataclasses.replace(options, fusion=translate_fusion())
+        super().__init__(options)
         self.network = (network if network is not None else _generator(model)).to(self.device)
         self.encode, self.decode = _halves(self.network)  # type: ignore[method-assign]
+
+
+def translate_fusion() -> TemporalConfig:
+    from v2v.stylize.temporal import TemporalConfig
+
+    return TemporalConfig(feature_weight=0.0)
 
 
 def _generator(model: str) -> Any:

@@ -170,7 +170,7 @@ def test_temporal_fusion_steadies_a_real_clip_and_keeps_its_detail() -> None:
     frames = real_frames("carphone_pristine.mp4", 5, 96)
     off = run_stage(StylizeStage(StylizeConfig(style="6", options=FrameOptions(temporal=False))), frames)
     on = run_stage(StylizeStage(StylizeConfig(style="6")), frames)
-    assert np.array_equal(on[0], off[0])  # the first frame of a shot is the network's own
+    assert psnr(on[0], off[0]) >= 45  # the first frame of a shot is the network's own (off: onnxruntime on a CPU)
 
     def detail(images: list[np.ndarray]) -> float:
         return float(np.mean([cv2.Laplacian(cv2.cvtColor(i, cv2.COLOR_RGB2GRAY), cv2.CV_32F).var() for i in images]))
@@ -197,8 +197,8 @@ def test_a_scene_cut_restarts_the_fusion() -> None:
     on = run_stage(stage, frames)
     off = run_stage(StylizeStage(StylizeConfig(style="4", options=FrameOptions(temporal=False))), frames)
     assert stage._fusion.cuts == 1
-    assert np.array_equal(on[3], off[3])  # nothing carried across the cut
-    assert not np.array_equal(on[2], off[2])
+    assert psnr(on[3], off[3]) >= 45  # nothing carried across the cut
+    assert psnr(on[2], off[2]) < 40
 
 
 def test_cli_stylize_and_translate_keep_every_frame(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -240,3 +240,19 @@ def test_models_lists_style_and_translate_models(capsys: pytest.CaptureFixture[s
     listed = capsys.readouterr().out
     assert "cyclegan-vintage" in listed and "MIT" in listed and "available" in listed
     assert "multistyle26" not in listed
+
+
+def test_strength_and_preserve_colour() -> None:
+    import cv2
+
+    frame = real_frames("carphone_pristine.mp4", 1, 64)[0]
+    (untouched,) = run_stage(StylizeStage(StylizeConfig(style="5", options=FrameOptions(temporal=False,
+                                                                                        strength=0.0))), [frame])
+    assert np.array_equal(untouched, frame)
+    (styled,) = run_stage(StylizeStage(StylizeConfig(style="5", options=FrameOptions(temporal=False))), [frame])
+    (coloured,) = run_stage(StylizeStage(StylizeConfig(style="5", options=FrameOptions(
+        temporal=False, preserve_colour=True))), [frame])
+    chroma = [cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb)[..., 1:].astype(int) for image in (coloured, frame, styled)]
+    assert np.abs(chroma[0] - chroma[1]).mean() < 0.5 * np.abs(chroma[2] - chroma[1]).mean()
+    luma = [cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb)[..., 0].astype(int) for image in (coloured, styled)]
+    assert np.abs(luma[0] - luma[1]).mean() < 3

@@ -258,10 +258,30 @@ class StylizeStage(_NetworkStage):
             self.weights = self.weights.to(self.device)
             self.encode = lambda x: self.network.encode(x, self.weights)  # type: ignore[method-assign]
             self.decode = lambda f: self.network.decode(f, self.weights)  # type: ignore[method-assign]
+            if not self.options.temporal and self.device.type == "cpu" and config.style != ALL_STYLES:
+                self._run_graph_whole()
             if config.style == ALL_STYLES:  # a sheet to choose from: frame by frame
                 self.options = dataclasses.replace(self.options, temporal=False)
                 self.context = Context()
                 self.stylise = self.sheet  # type: ignore[method-assign]
+
+    def _run_graph_whole(self) -> None:
+        """Frame by frame on a CPU, the 26-style graph runs in onnxruntime: the same graph and weights as the torch
+        module, and faster there (BENCHMARKS.md, issue 23). Temporal fusion needs the torch module's halves."""
+        import torch
+
+        from v2v.errors import require
+        from v2v.restore import registry
+
+        ort = require("onnxruntime", "style")
+        (path,) = registry.lookup("multistyle26").weight_paths()
+        options = ort.SessionOptions()  # type: ignore[attr-defined]
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])  # type: ignore
+        weights = self.weights.numpy()
+        self.encode = lambda x: x  # type: ignore[method-assign]
+        self.decode = lambda x: torch.from_numpy(  # type: ignore[method-assign]
+            session.run(None, {"image": x.numpy(), "style_weights": weights})[0])
 
     def sheet(self, image: np.ndarray) -> np.ndarray:
         """The frame and its 26 styles in a labelled grid of SHEET_COLUMNS columns, tiles SHEET_TILE wide (or the

@@ -277,6 +277,7 @@ class StylizeStage(_NetworkStage):
         (path,) = registry.lookup("multistyle26").weight_paths()
         options = ort.SessionOptions()  # type: ignore[attr-defined]
         options.log_severity_level = 3
+        options.intra_op_num_threads = torch.get_num_threads()  # torch's count: the one thread policy
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])  # type: ignore
         weights = self.weights.numpy()
         self.encode = lambda x: x  # type: ignore[method-assign]

@@ -31,6 +31,7 @@ COMMANDS = {
     "edit": "v2v.commands.edit",
     "inpaint": "v2v.commands.inpaint",
     "mask": "v2v.commands.mask",
+    "annotate": "v2v.commands.annotate",
     "interpolate": "v2v.commands.interpolate",
     "preview": "v2v.commands.preview",
     "compare": "v2v.commands.compare",

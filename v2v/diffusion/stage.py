@@ -210,14 +210,6 @@ class DiffusionStage:
         restarts by itself at scene cuts)."""
         return edited if fuser is None else fuser.fuse(edited, source)
 
-    @staticmethod
-    def _control_map(make: Any, frames: Any, indices: list[int], pad_h: int, pad_w: int) -> Any:
-        """A control map for (B, 3, H, W) frames (before padding), padded like them."""
-        from v2v.diffusion.control import ControlVideo
-
-        maps = make.maps(indices, frames) if isinstance(make, ControlVideo) else make(frames)
-        return _pad(maps, pad_h, pad_w)
-
     def _size_bank(self, height: int, width: int) -> None:
         """Cap the bank's tokens per frame so that it fits in its share of the memory available now, for
         frames of height x width (padded); say what was chosen. `--bank-tokens` overrides it."""
@@ -273,7 +265,7 @@ class DiffusionStage:
         # 1. Frames to a tensor whose sides the family accepts.
         frames = images_to_tensor(images, self.device, self.dtype)
         height, width = frames.shape[-2:]
-        scaled = _fit(frames, config.max_side)
+        scaled = fit_to_side(frames, config.max_side)
         pad_h, pad_w = -scaled.shape[-2] % self.multiple, -scaled.shape[-1] % self.multiple
         if (pad_h or pad_w) and (height, width) not in self._padding_told:
             self._padding_told.add((height, width))
@@ -298,7 +290,7 @@ class DiffusionStage:
         if self.controls:
             batch.control_images = [
                 make(padded, batch.masks) if getattr(make, "needs_mask", False)  # control.inpaint
-                else self._control_map(make, scaled, list(indices), pad_h, pad_w) for make in self.controls
+                else _pad(control_map(make, scaled, list(indices)), pad_h, pad_w) for make in self.controls
             ]
             batch.control_scales = config.control_scales * (
                 len(self.controls) if len(config.control_scales) == 1 else 1
@@ -398,7 +390,15 @@ def quiet_loading() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def _fit(frames: Any, max_side: int | None) -> Any:
+def control_map(make: Any, frames: Any, indices: list[int]) -> Any:
+    """The control map `make` (of `control.make_control`) gives (B, 3, H, W) frames scaled as the stage diffuses them
+    (`fit_to_side`), before padding: what `v2v annotate` writes and what the ControlNet is given, padded."""
+    from v2v.diffusion.control import ControlVideo
+
+    return make.maps(indices, frames) if isinstance(make, ControlVideo) else make(frames)
+
+
+def fit_to_side(frames: Any, max_side: int | None) -> Any:
     """Scale (B, 3, H, W) frames down (antialiased) so the longer side is at most `max_side`."""
     import torch.nn.functional as F
 

@@ -182,3 +182,20 @@ def test_annotate_refuses_what_is_not_a_control_map(tmp_path: Path, clip: Path) 
     assert main(["annotate", str(clip), "-o", out, "--control", "sobel"]) == 2  # unknown: one line, usage error
     assert main(["annotate", str(clip), "-o", out, "--control", str(clip)]) == 2  # a control video is maps already
     assert not Path(out).exists()
+
+
+def test_preview_shows_the_maps_beside_the_source(tmp_path: Path, clip: Path) -> None:
+    from PIL import Image
+
+    from v2v.cli import main
+    from v2v.diffusion.control import canny
+    from v2v.frames import tensor_to_images
+
+    sheet = tmp_path / "sheet.png"
+    assert main(["preview", str(clip), "--frames", "2", "-o", str(sheet), "annotate", "--control", "canny"]) == 0
+    image = np.asarray(Image.open(sheet).convert("RGB"))
+    for row in range(2):  # each row: a label line, then source | map at the clip's 64x48
+        top = 8 + 14 + row * (14 + 48 + 8)
+        source, shown = image[top : top + 48, 8 : 8 + 64], image[top : top + 48, 16 + 64 : 16 + 128]
+        expected = tensor_to_images(canny(images_to_tensor([source], "cpu", torch.float32)))[0]
+        assert shown.any() and psnr(shown, expected) > 40

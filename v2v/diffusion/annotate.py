@@ -10,7 +10,6 @@ in a restyle. They are at the size the frames are diffused at (`max_side`), befo
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -83,16 +82,20 @@ class AnnotateStage:
     def __init__(self, control: str, *, depth_model: str | None = None, pose_model: str | None = None,
                  norm: str = "shot", max_side: int | None = None, device: Any = None, dtype: Any = None) -> None:
         from v2v.devices import default_dtype, resolve_device
-        from v2v.diffusion.control import make_control
+        from v2v.diffusion.control import ControlVideo, make_control
 
-        if control == "inpaint" or os.path.exists(control):
-            raise UsageError(f"annotate computes control maps: {control!r} is not one (a control video is maps "
-                             "already; inpaint's map is the frame with its mask)")
+        not_maps = UsageError(f"annotate computes control maps: {control!r} is not one (a control video is maps "
+                              "already; inpaint's map is the frame with its mask)")
+        if control == "inpaint":
+            raise not_maps
         self.device = resolve_device(device)
         self.dtype = dtype or default_dtype(self.device, cpu_bfloat16=False)  # a restyle's, when it names none
         self.max_side = max_side
         self.make = make_control(control, device=self.device, dtype=self.dtype, depth_model=depth_model,
                                  pose_model=pose_model, norm=norm)
+        if isinstance(self.make, ControlVideo):
+            self.make.close()
+            raise not_maps
 
     @property
     def context(self) -> Any:

@@ -257,7 +257,7 @@ class BlazePoseMaps:
     def close(self) -> None:
         """A pass ends: say how many frames had no person, and forget the person and the shot."""
         if getattr(self, "frames", 0) and self.empty:
-            log.info("pose: no person found in %d of %d frames (their maps are empty)", self.empty, self.frames)
+            log.warning("pose: no person found in %d of %d frames (their maps are empty)", self.empty, self.frames)
         self.frames = self.empty = 0
         self._signature: Any = None
         self.pose.reset()

@@ -12,7 +12,7 @@ Pose: BlazePose (`pose`, LiteRT) on carphone (one man, head and shoulders), at i
 call and of one landmark call; frames with a person; the keypoints' mean acceleration raw and smoothed. No torch port
 of BlazePose was made, so there is no second runtime to compare.
 
-    PYTHONPATH=$PWD python scripts/bench_annotators.py [--frames 60]
+    PYTHONPATH=$PWD python scripts/bench_annotators.py [--frames 60] [--threads N]
 """
 
 from __future__ import annotations
@@ -142,6 +142,8 @@ def pose_section(frames: int) -> dict[str, object]:
             "landmark_seconds": round(landmarks, 4) if landmarks is not None else None,
             "frames_with_person": f"{len(tracks['smoothed'])}/{len(images)}",
             "face_shoulder_acceleration_px": {key: round(acceleration(track), 3) for key, track in tracks.items()},
+            "smoothed_offset_from_raw_px": round(float(np.linalg.norm(
+                np.stack(tracks["smoothed"]) - np.stack(tracks["raw"]), axis=-1).mean()), 3),
         }
     return result
 
@@ -151,7 +153,10 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=60, help="frames timed per measure (default 60)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     result = {
         "bench": "annotators", "device": "cpu", "torch_threads": torch.get_num_threads(),
         "litert_threads": max(1, min(4, torch.get_num_threads())),

@@ -52,6 +52,7 @@ REQUIRED = {
     "edit": ["--model", "{MISSING}", "--instruction", "fuzz"],
     "inpaint": ["--mask", "{MASK}"],
     "mask": ["--mask", "{MASK}"],
+    "annotate": ["--control", "canny"],
     "compare": [],
     "preview": [],
 }

@@ -199,3 +199,22 @@ def test_preview_shows_the_maps_beside_the_source(tmp_path: Path, clip: Path) ->
         source, shown = image[top : top + 48, 8 : 8 + 64], image[top : top + 48, 16 + 64 : 16 + 128]
         expected = tensor_to_images(canny(images_to_tensor([source], "cpu", torch.float32)))[0]
         assert shown.any() and psnr(shown, expected) > 40
+
+
+def test_models_lists_the_annotators_and_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from v2v.cli import main
+
+    def rows() -> dict[str, str]:
+        assert main(["models", "--task", "annotate"]) == 0
+        listed: dict[str, str] = {}
+        for line in capsys.readouterr().out.splitlines()[1:]:
+            listed.setdefault(line.split()[0], line)  # "pose", then "pose + --pose-model"
+        return listed
+
+    listed = rows()
+    assert {"canny", "softedge", "softedge-sobel", "pose", "depth"} <= set(listed)
+    assert "available" in listed["softedge"] and "available" in listed["pose"]
+    without_package(monkeypatch, "mediapipe")
+    assert "not installed (pip install --no-deps 'mediapipe==0.10.21')" in rows()["pose"]

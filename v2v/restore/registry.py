@@ -118,9 +118,9 @@ class RestoreModel:
 
     def package_dir(self) -> Path | None:
         """The installed package's folder, found without importing it; None when it is not installed."""
-        from v2v.weights import package_dir
+        from v2v.weights import package_folder
 
-        return package_dir(self.module)
+        return package_folder(self.module)
 
     def weight_paths(self) -> list[Path]:
         """The weight files; MissingDependencyError (saying how to install them) or ModelError when absent."""

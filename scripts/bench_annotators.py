@@ -107,6 +107,141 @@ def hed_section(frames: int) -> dict[str, object]:
     result["top5_precision_vs_dilated_canny"] = precision
     return result
 
+def torch_landmark_graph(path: str, picture: np.ndarray) -> tuple[object, dict[str, object]]:
+    """BlazePose's landmark network executed op by op in torch (a measure of what a torch port would cost, not a
+    v2v feature): weights read from the .tflite through LiteRT (no delegate, every tensor kept), each op's stride,
+    'same'/'valid' padding and fused activation found by matching LiteRT's own output of that op on `picture`.
+    Returns (run: NCHW input -> LiteRT tensor index -> value, its landmark tensor index and LiteRT's landmarks)."""
+    import torch
+    import torch.nn.functional as F
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    lite = Interpreter(model_path=path, num_threads=1, experimental_preserve_all_tensors=True,
+                       experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    lite.allocate_tensors()
+    first = lite.get_input_details()[0]["index"]
+    lite.set_tensor(first, picture[None])
+    lite.invoke()
+    shapes = {t["index"]: tuple(t["shape"]) for t in lite.get_tensor_details()}
+
+    def nchw(array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(np.array(array, np.float32))
+        return tensor.permute(0, 3, 1, 2) if tensor.ndim == 4 else tensor
+
+    activations = {"none": lambda t: t, "relu": F.relu, "relu6": lambda t: t.clamp(0, 6)}
+
+    def same_pads(height: int, width: int, kernel: int, stride: int) -> tuple[int, int, int, int]:
+        def side(size: int) -> tuple[int, int]:
+            total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+            return total // 2, total - total // 2
+        return (*side(width), *side(height))
+
+    constants: dict[int, torch.Tensor] = {}
+    steps: list[tuple[object, ...]] = []
+    for op in lite._get_ops_details():
+        name, inputs, out = op["op_name"], [i for i in op["inputs"] if i >= 0], op["outputs"][0]
+        if name == "DEQUANTIZE":  # fp16 weights
+            constants[out] = torch.from_numpy(lite.get_tensor(inputs[0]).astype(np.float32))
+            continue
+        given, want = nchw(lite.get_tensor(inputs[0])), nchw(lite.get_tensor(out))
+        tolerance = 1e-3 * max(1.0, float(want.abs().max()))
+        if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            weight = constants[inputs[1]]
+            depthwise = name == "DEPTHWISE_CONV_2D"
+            weight = (weight.permute(3, 0, 1, 2) if depthwise else weight.permute(0, 3, 1, 2)).contiguous()
+            bias, groups = constants.get(inputs[2]) if len(inputs) > 2 else None, weight.shape[0] if depthwise else 1
+            for stride, same, act in ((s, m, a) for s in (1, 2) for m in (True, False) for a in activations):
+                pads = same_pads(*given.shape[2:], weight.shape[-1], stride) if same else (0, 0, 0, 0)
+                got = activations[act](F.conv2d(F.pad(given, pads), weight, bias, stride=stride, groups=groups))
+                if got.shape == want.shape and float((got - want).abs().max()) < tolerance:
+                    steps.append(("conv", inputs[0], out, weight, bias, stride, pads, groups, act))
+                    break
+            else:
+                raise RuntimeError(f"no convolution matches LiteRT's op {op['index']}")
+        elif name == "ADD":
+            total = given + nchw(lite.get_tensor(inputs[1]))
+            act = min(activations, key=lambda a: float((activations[a](total) - want).abs().max()))
+            steps.append(("add", inputs[0], out, inputs[1], act))
+        elif name == "PAD":
+            pads = lite.get_tensor(inputs[1])
+            order = (2, 1, 3)  # NHWC pads as F.pad wants them for NCHW: width, height, then channels
+            steps.append(("pad", inputs[0], out, tuple(int(v) for axis in order for v in pads[axis])))
+        elif name == "MAX_POOL_2D":
+            steps.append(("pool", inputs[0], out, given.shape[2] // want.shape[2]))
+        elif name == "RESIZE_BILINEAR":
+            corners = float((F.interpolate(given, size=want.shape[2:], mode="bilinear", align_corners=True)
+                             - want).abs().max()) < tolerance
+            steps.append(("resize", inputs[0], out, tuple(want.shape[2:]), corners))
+        elif name == "RESHAPE":
+            steps.append(("reshape", inputs[0], out, shapes[out]))
+        elif name == "LOGISTIC":
+            steps.append(("sigmoid", inputs[0], out))
+        else:
+            raise RuntimeError(f"op {name} is not handled")
+
+    def run(image: torch.Tensor) -> dict[int, torch.Tensor]:
+        values = {first: image}
+        for kind, source, out, *rest in steps:
+            x = values[source]
+            if kind == "conv":
+                weight, bias, stride, pads, groups, act = rest
+                values[out] = activations[act](F.conv2d(F.pad(x, pads) if any(pads) else x, weight, bias,
+                                                        stride=stride, groups=groups))
+            elif kind == "add":
+                values[out] = activations[rest[1]](x + values[rest[0]])
+            elif kind == "pad":
+                values[out] = F.pad(x, rest[0])
+            elif kind == "pool":
+                values[out] = F.max_pool2d(x, rest[0], rest[0])
+            elif kind == "resize":
+                values[out] = F.interpolate(x, size=rest[0], mode="bilinear", align_corners=rest[1])
+            elif kind == "reshape":
+                flat = x.permute(0, 2, 3, 1) if x.ndim == 4 else x
+                shaped = flat.reshape(rest[0])
+                values[out] = shaped.permute(0, 3, 1, 2) if shaped.ndim == 4 else shaped
+            else:
+                values[out] = torch.sigmoid(x)
+        return values
+
+    landmarks = next(d["index"] for d in lite.get_output_details() if d["name"] == "Identity")
+    return run, {"index": landmarks, "litert": lite.get_tensor(landmarks)}
+
+
+def landmark_runtimes(image: np.ndarray, region: object) -> dict[str, object]:
+    """The landmark network on one crop: LiteRT (XNNPACK) against the same graph in torch, one thread each, timed
+    alternately; and how far torch's landmarks are from LiteRT's (pixels of the 256x256 crop)."""
+    import cv2
+    import torch
+    from ai_edge_litert.interpreter import Interpreter
+
+    from v2v.diffusion.blazepose import LANDMARK_SIZE, weight_paths
+
+    path = str(weight_paths()[1])
+    crop = region.crop(image, LANDMARK_SIZE, cv2.BORDER_REPLICATE)  # type: ignore[attr-defined]
+    run, landmarks = torch_landmark_graph(path, crop)
+    lite = Interpreter(model_path=path, num_threads=1)
+    lite.allocate_tensors()
+    lite.set_tensor(lite.get_input_details()[0]["index"], crop[None])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            tensor = torch.from_numpy(crop[None]).permute(0, 3, 1, 2).contiguous()
+            difference = run(tensor)[landmarks["index"]].numpy() - landmarks["litert"]
+            error = float(np.abs(difference).reshape(39, 5)[:, :2].max())
+            timed = {"litert_xnnpack": 0.0, "torch": 0.0}
+            for _ in range(5):
+                began = time.perf_counter()
+                lite.invoke()
+                timed["litert_xnnpack"] += time.perf_counter() - began
+                began = time.perf_counter()
+                run(tensor)
+                timed["torch"] += time.perf_counter() - began
+    finally:
+        torch.set_num_threads(threads)
+    return {"seconds_one_thread": {key: round(value / 5, 4) for key, value in timed.items()},
+            "torch_landmark_max_error_px": round(error, 4)}
+
 
 def acceleration(track: list[np.ndarray]) -> float:
     points = np.stack(track)
@@ -129,6 +264,8 @@ def pose_section(frames: int) -> dict[str, object]:
         detector = per_frame(pose.detect, images[:6])
         region = pose.detect(images[0])
         landmarks = per_frame(functools.partial(pose.landmarks_in, region=region), images[:6]) if region else None
+        if region is not None and "landmark_network_litert_vs_torch" not in result:
+            result["landmark_network_litert_vs_torch"] = landmark_runtimes(images[0], region)
         tracks: dict[str, list[np.ndarray]] = {"raw": [], "smoothed": []}
         for smooth in (False, True):
             follower = BlazePoseMaps(smooth=smooth)

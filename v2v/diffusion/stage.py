@@ -249,6 +249,11 @@ class DiffusionStage:
                         "set --bank-tokens to choose", full / 2**20, width, height, budget / 2**20,
                         BANK_MEMORY_FRACTION * 100, cap, kept / 2**20)  # fmt: skip
 
+    def prepare_batch(self, batch: Any, indices: list[int], fit: Any) -> None:
+        """A mode's own conditioning of one pipeline call over the frames at clip positions `indices`, before the
+        call (relighting's foreground latents and its initial image). `fit` takes more RGB uint8 pictures of the
+        frames' size to the pipeline's grid as the frames were taken (scaled, padded). The base stage adds nothing."""
+
     def diffuse(
         self,
         images: Sequence[np.ndarray],
@@ -304,6 +309,10 @@ class DiffusionStage:
                 len(self.controls) if len(config.control_scales) == 1 else 1
             )
             batch.control_modes = list(config.control_modes)
+        def fit(pictures: Sequence[np.ndarray]) -> Any:
+            return _pad(_fit(images_to_tensor(pictures, self.device, self.dtype), config.max_side), pad_h, pad_w)
+
+        self.prepare_batch(batch, list(indices), fit)
         seeds = [config.seed] * count if config.temporal else [config.seed + index for index in indices]
         batch.generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         cuts = list(cuts) if cuts is not None else [False] * count
@@ -403,8 +412,15 @@ def _fit(frames: Any, max_side: int | None) -> Any:
     import torch.nn.functional as F
 
     height, width = frames.shape[-2:]
-    if not max_side or max(height, width) <= max_side:
+    size = fitted_size(height, width, max_side)
+    if size == (height, width):
         return frames
-    factor = max_side / max(height, width)
-    size = (max(8, round(height * factor)), max(8, round(width * factor)))
     return F.interpolate(frames.float(), size=size, mode="bicubic", antialias=True).clamp(0, 1).to(frames.dtype)
+
+
+def fitted_size(height: int, width: int, max_side: int | None) -> tuple[int, int]:
+    """(h, w) frames of height x width are diffused at: the longer side at most `max_side`."""
+    if not max_side or max(height, width) <= max_side:
+        return height, width
+    factor = max_side / max(height, width)
+    return max(8, round(height * factor)), max(8, round(width * factor))

@@ -50,6 +50,12 @@ class RestyleConfig:
     ip_adapter_model: str | None = None
     image_encoder: str | None = None
     ip_adapter_scale: float = 0.6
+    # InstantID (SDXL): the face photo, InstantX/InstantID's folder, the ArcFace ONNX model, and the scale of both
+    # IdentityNet and the face adapter (`v2v.diffusion.instantid`)
+    identity: str | None = None
+    instantid: str | None = None
+    face_encoder: str | None = None
+    identity_scale: float = 0.8
     lora: str | None = None
     lora_scale: float = 1.0
     scheduler: str | None = None
@@ -102,6 +108,10 @@ class RestyleConfig:
         if self.true_cfg is not None and not self.negative_prompt:
             raise UsageError.naming(
                 "{true_cfg} does nothing without {negative_prompt} (its second pass reads that prompt)")
+        if self.identity or self.instantid or self.face_encoder:
+            from v2v.diffusion.instantid import check_identity_options
+
+            check_identity_options(self.identity, self.instantid, self.face_encoder, self.ip_adapter)
         if self.bank_tokens is not None and self.bank_tokens < 1:
             raise UsageError(f"bank tokens must be >= 1, got {self.bank_tokens}")
         if self.controls and len(self.controls) != len(self.controlnets):

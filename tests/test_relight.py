@@ -13,29 +13,12 @@ torch = pytest.importorskip("torch")
 import tiny_diffusion  # noqa: E402
 from conftest import write_clip  # noqa: E402
 from tiny_diffusion import frames, max_diff, translating  # noqa: E402
+from tiny_relight import write_ic_light  # noqa: E402
 
 from v2v.errors import InputError, ModelError, UsageError  # noqa: E402
 
 tiny = tiny_diffusion.tiny  # the tiny models, a session fixture built once for all diffusion test modules
 one_thread = tiny_diffusion.one_thread  # autouse: one torch thread
-
-
-def write_ic_light(path: Path, unet_folder: Path, channels: int, zero: bool = False) -> Path:
-    """An IC-Light file for the UNet in `unet_folder`: an offset for every weight of its diffusers state dict, and
-    `conv_in.weight` widened to `channels` input channels (random, or all zero with `zero`)."""
-    from diffusers import UNet2DConditionModel
-    from safetensors.torch import save_file
-
-    unet = UNet2DConditionModel.from_pretrained(str(unet_folder))
-    generator = torch.Generator().manual_seed(channels)
-    offsets = {}
-    for name, weight in unet.state_dict().items():
-        shape = (weight.shape[0], channels, *weight.shape[2:]) if name == "conv_in.weight" else weight.shape
-        offsets[name] = torch.zeros(shape) if zero else torch.randn(shape, generator=generator) * 0.02
-    if not zero:  # the new channels carry the conditions: make them count
-        offsets["conv_in.weight"][:, 4:] *= 10
-    save_file(offsets, str(path))
-    return path
 
 
 @pytest.fixture(scope="module")

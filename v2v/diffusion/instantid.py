@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,7 +79,9 @@ class InstantID:
 
         if family.name != "sdxl":
             raise ModelError(f"InstantID is made for Stable Diffusion XL; the base model is {family.title}")
-        root = Path(folder)
+        from v2v.diffusion.models import resolve_path
+
+        root = resolve_path(folder, "InstantID folder")  # a local folder, or the hub's InstantX/InstantID
         if not (root / IDENTITYNET / "config.json").is_file():
             raise ModelError(f"InstantID folder {folder} has no {IDENTITYNET}/config.json (IdentityNet); pass the "
                              "folder of InstantX/InstantID (ControlNetModel/ and ip-adapter.bin)")

@@ -201,8 +201,10 @@ class RelightStage(DiffusionStage):
         if family.name != "sd":
             raise ModelError(f"IC-Light relights with Stable Diffusion 1.5 bases; {config.model!r} is {family.title}")
         from v2v.diffusion.ic_light import merge_ic_light, read_ic_light
+        from v2v.diffusion.models import resolve_path
 
-        self.ic_light = read_ic_light(config.ic_light)
+        # a local file, or a hub path such as lllyasviel/ic-light/iclight_sd15_fc.safetensors (downloaded once)
+        self.ic_light = read_ic_light(resolve_path(config.ic_light, "IC-Light file"))
         if self.ic_light.channels == 8 and config.background:
             raise UsageError.naming("{background} needs IC-Light's background model (fbc, 12 channels); {file} is "
                                     "the foreground-only fc model: drop {background} or pass the fbc file",

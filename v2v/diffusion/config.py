@@ -112,6 +112,8 @@ class RestyleConfig:
             from v2v.diffusion.instantid import check_identity_options
 
             check_identity_options(self.identity, self.instantid, self.face_encoder, self.ip_adapter)
+        if not 0.0 <= self.identity_scale < float("inf"):
+            raise ParameterError("identity_scale", f"must be a finite number >= 0, got {self.identity_scale}")
         if self.bank_tokens is not None and self.bank_tokens < 1:
             raise UsageError(f"bank tokens must be >= 1, got {self.bank_tokens}")
         if self.controls and len(self.controls) != len(self.controlnets):

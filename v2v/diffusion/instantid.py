@@ -23,8 +23,6 @@ import logging
 import os
 from typing import Any
 
-import numpy as np
-
 from v2v.errors import ModelError, UsageError
 
 log = logging.getLogger(__name__)
@@ -152,10 +150,3 @@ def check_identity_options(identity: str | None, instantid: str | None, face_enc
         raise UsageError.naming("{instantid} and {face_encoder} need {identity} FACE.png (whose face to keep)")
     if identity and ip_adapter:
         raise UsageError.naming("{identity} brings InstantID's face adapter; it does not combine with {ip_adapter}")
-
-
-def embedding_of(photo: str, face_encoder: str) -> np.ndarray:
-    """The identity embedding InstantID computes for `photo` (for checks and references)."""
-    from v2v.diffusion.faces import FaceDetector, FaceEncoder, identity_embedding
-
-    return identity_embedding(photo, FaceEncoder(face_encoder), FaceDetector())

@@ -21,11 +21,8 @@ class ICLightFile:
     """IC-Light offsets read from `path`: `channels` (8: fc, 12: fbc) from `conv_in.weight`'s shape."""
 
     path: str
+    channels: int
     offsets: dict[str, Any]
-
-    @property
-    def channels(self) -> int:
-        return int(self.offsets[CONV_IN].shape[1])
 
     @property
     def variant(self) -> str:
@@ -49,7 +46,7 @@ def read_ic_light(path: str | os.PathLike[str]) -> ICLightFile:
     if shape is None or len(shape) != 4 or shape[1] not in VARIANTS:
         raise ModelError(f"{text} is not an IC-Light file: its {CONV_IN} should take 8 (fc) or 12 (fbc) channels, "
                          f"it is {shape}")
-    return ICLightFile(text, offsets)
+    return ICLightFile(text, shape[1], offsets)
 
 
 def merge_ic_light(unet: Any, ic_light: ICLightFile, model: str) -> None:

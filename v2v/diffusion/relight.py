@@ -215,6 +215,7 @@ class RelightStage(DiffusionStage):
         # 2. The base, then IC-Light's offsets merged into its UNet, which then reads the conditions at every call.
         super().__init__(config)
         merge_ic_light(self.pipe.unet, self.ic_light, config.model)
+        self.ic_light.offsets = {}  # merged: the file's 1.7 GB need not stay in memory
         self.mask, self.background = mask, background
         self._pictures: dict[int, tuple[np.ndarray | None, np.ndarray | None]] = {}
         self.estimate_fusion: Any = None

@@ -74,7 +74,8 @@ def main() -> None:
     from tiny_diffusion import build_tiny_models
     from tiny_relight import write_ic_light
 
-    from v2v.diffusion.relight import RelightConfig, RelightStage
+    from v2v.diffusion.config import RelightConfig
+    from v2v.diffusion.relight import RelightStage
     from v2v.diffusion.stage import quiet_loading
     from v2v.flow import make_flow_estimator
     from v2v.metrics import score_video

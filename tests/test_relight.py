@@ -33,7 +33,7 @@ def ic_light(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
 
 
 def relight_config(tiny: Path, ic_light: Path, **overrides: object) -> object:
-    from v2v.diffusion.relight import RelightConfig
+    from v2v.diffusion.config import RelightConfig
 
     values: dict[str, object] = dict(model=str(tiny / "sd"), prompt="a lamp", ic_light=str(ic_light), steps=2,
                                      strength=0.75, guidance=5.0, seed=3)  # fmt: skip

@@ -15,7 +15,7 @@ HELP = "relight a video with IC-Light (SD 1.5): a light direction or a new backg
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from v2v.diffusion.relight import LIGHTS
+    from v2v.diffusion.config import LIGHTS
 
     add_io_arguments(parser)
     model = add_model_arguments(parser, controls=False)
@@ -79,7 +79,8 @@ class RelightFactory:
 def build_factory(args: argparse.Namespace) -> RelightFactory:
     """The factory the options describe, inputs checked and the model loaded."""
     from v2v.commands.restyle import config_from_args
-    from v2v.diffusion.relight import RelightConfig, check_background
+    from v2v.diffusion.config import RelightConfig
+    from v2v.diffusion.relight import check_background
     from v2v.diffusion.stage import quiet_loading
     from v2v.io.reader import open_source
 

@@ -26,18 +26,16 @@ flow-warped previous one).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from v2v.diffusion.config import RestyleConfig
-from v2v.diffusion.registry import Defaults
+from v2v.diffusion.config import RelightConfig
 from v2v.diffusion.stage import DiffusionStage
-from v2v.errors import InputError, ModelError, ParameterError, UsageError
+from v2v.errors import InputError, ModelError, UsageError
 from v2v.frames import Frame
 
 if TYPE_CHECKING:
@@ -49,46 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LIGHTS = ("none", "left", "right", "top", "bottom")
-LENGTHS = ("error", "hold")
-# IC-Light demo's sampling: 25 steps, guidance 2, and 0.9 of the way from the initial (light) image
-DEFAULTS = Defaults(steps=25, guidance=2.0, strength=0.9)
 GREY = 127  # the demo's neutral level: x / 127 - 1 maps it to 0
 KEPT_PICTURES = 256  # frames whose foreground/background wait for their pipeline call (keyframe windows are shorter)
-
-
-@dataclasses.dataclass
-class RelightConfig(RestyleConfig):
-    """A relight run: the base (SD 1.5), the IC-Light offsets, where the light comes from (or a background), and
-    restyle's temporal settings. Settings left at None take IC-Light's demo values (`DEFAULTS`), not the family's.
-    `light_fusion`: weight of Light-A-Video's fusion of each step's relit estimate towards the flow-warped previous
-    frame's (0: off; `estimate_fusion`)."""
-
-    kind: ClassVar[str] = "restyle"  # the registry's kind: img2img with the widened UNet
-
-    ic_light: str = ""
-    light: str = "none"
-    background: str | None = None
-    background_length: str = "error"
-    light_fusion: float = 0.0
-
-    def with_defaults(self, defaults: Defaults) -> RelightConfig:
-        return super().with_defaults(DEFAULTS)
-
-    def check(self) -> RelightConfig:
-        super().check()
-        if not self.ic_light:
-            raise UsageError.naming("no IC-Light weights: pass {ic_light} FILE (iclight_sd15_fc.safetensors or "
-                                    "iclight_sd15_fbc.safetensors)")
-        if self.light not in LIGHTS:
-            raise ParameterError("light", f"must be one of {', '.join(LIGHTS)}, got {self.light!r}")
-        if self.background_length not in LENGTHS:
-            raise ParameterError("background_length", f"must be error or hold, got {self.background_length!r}")
-        if not 0.0 <= self.light_fusion <= 1.0:
-            raise ParameterError("light_fusion", f"must be in [0, 1], got {self.light_fusion}")
-        if self.controlnets or self.ip_adapter:
-            raise UsageError.naming("relight takes no ControlNet or IP-Adapter; drop {controlnets}/{ip_adapter}")
-        return self
 
 
 def light_image(light: str, height: int, width: int, bright: float = 1.0, dark: float = 0.0) -> np.ndarray:

@@ -168,3 +168,14 @@ def test_a_background_video_shorter_than_the_clip_is_refused_unless_held(tiny: P
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--background-length hold" in error and "internal" not in error
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_light_fusion_batch_equals_single_frames(tiny: Path, ic_light: dict[str, Path]) -> None:
+    """A batch's frames are fused in order (frame j towards frame j - 1 at the same step), as single frames are."""
+    from v2v.diffusion.relight import RelightStage
+
+    config = relight_config(tiny, ic_light["fbc"], light="right", fusion=0.0, latent_fusion=0.0, light_fusion=0.8,
+                            steps=4)  # fmt: skip
+    single = run_frames(RelightStage(config), translating(5))
+    config.batch_size = 2
+    assert max_diff(run_frames(RelightStage(config), translating(5)), single) <= 1  # batched matmuls round apart

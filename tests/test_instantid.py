@@ -46,7 +46,7 @@ def instantid(tiny: Path, carphone: list[np.ndarray], tmp_path_factory: pytest.T
 
 
 def test_mediapipe_keypoints_land_on_the_face(carphone: list[np.ndarray]) -> None:
-    from v2v.diffusion.faces import FaceDetector
+    from v2v.diffusion.faces import FaceDetector, five_points
 
     detector = FaceDetector()
     for image in carphone[:2]:
@@ -59,6 +59,10 @@ def test_mediapipe_keypoints_land_on_the_face(carphone: list[np.ndarray]) -> Non
         eyes, nose, mouth = points[:2], points[2], points[3:]
         assert eyes[:, 1].max() < nose[1] < mouth[:, 1].min()  # eyes above the nose above the mouth
         assert eyes[0, 0] < eyes[1, 0] and mouth[0, 0] < mouth[1, 0]  # insightface's order: the image's left first
+        # the face mesh's mouth corners, near where the eye line's parallel through the mouth's centre puts them
+        approximated = five_points(np.array([*eyes[::-1], nose, mouth.mean(0), eyes[0], eyes[1]]))[3:]
+        between_eyes = float(np.linalg.norm(eyes[1] - eyes[0]))
+        assert 0 < np.abs(mouth - approximated).max() < 0.25 * between_eyes
     assert detector.faces(np.full((144, 176, 3), 128, np.uint8)) == []
 
 

@@ -4,10 +4,13 @@ of a face photo (an ArcFace ONNX model the user gives).
 Detection runs MediaPipe's BlazeFace short-range model, `face_detection_short_range.tflite` from the `mediapipe`
 wheel (Apache-2.0), found by its folder (the package itself is never imported: it pins NumPy below 2) and run by
 `ai-edge-litert`. It gives a box and six keypoints: both eyes, the nose tip, the mouth's centre and both ear tragions.
-InstantID (insightface's five points) wants the eyes, the nose and the two mouth *corners*; BlazeFace has no mouth
-corners, so they are placed on the line through the mouth's centre parallel to the eyes, half a mouth width either
-side, the mouth's width taken as ArcFace's alignment template has it (0.828 of the distance between the eyes). The
-points are ordered as insightface orders them: the eye on the image's left first, the mouth corner on the left first.
+InstantID (insightface's five points) wants the eyes, the nose and the two mouth *corners*, which BlazeFace does not
+give. They come from MediaPipe's face mesh (`face_landmark.tflite`, 468 points, from the same wheel): the face's box
+grown 1.5 times, turned upright by the eye line, as MediaPipe's own graph crops it, at 192x192 in [0, 1]; points 61 and
+291 are the mouth's corners. Where the mesh model says it sees no face there, the corners are placed on the line
+through the mouth's centre parallel to the eyes, half a mouth width either side (the width as ArcFace's alignment
+template has it, 0.828 of the distance between the eyes). The points are ordered as insightface orders them: the eye on
+the image's left first, the mouth corner on the image's left first.
 
 The identity embedding: the photo's face (the largest) aligned to ArcFace's 112x112 template by a similarity transform
 of its five points (as insightface's `norm_crop` does), pixels (RGB - 127.5) / 127.5, through the ONNX model with
@@ -27,7 +30,11 @@ import numpy as np
 from v2v.errors import InputError, ModelError, require
 
 DETECTOR = "modules/face_detection/face_detection_short_range.tflite"
+MESH = "modules/face_landmark/face_landmark.tflite"
 INPUT_SIDE = 128
+MESH_SIDE = 192
+MESH_GROWTH = 1.5  # the mesh model's crop: the detector's box grown this much, square
+MOUTH_CORNERS = (61, 291)  # the face mesh's mouth corners: the subject's right (the image's left), then left
 MIN_SCORE = 0.5
 OVERLAP = 0.3  # boxes overlapping more than this are one face (MediaPipe's weighted suppression)
 # insightface's ArcFace alignment template for 112x112 crops: left eye, right eye, nose, left and right mouth corners
@@ -62,11 +69,11 @@ def _anchors() -> np.ndarray:
     return np.asarray(centres, np.float32)
 
 
-def detector_path() -> Path:
-    """The BlazeFace model file inside the installed `mediapipe` wheel; ModelError saying how to get it otherwise."""
+def mediapipe_file(name: str) -> Path:
+    """A model file inside the installed `mediapipe` wheel; ModelError saying how to get it otherwise."""
     spec = importlib.util.find_spec("mediapipe")
     for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(folder) / DETECTOR
+        path = Path(folder) / name
         if path.is_file():
             return path
     raise ModelError("MediaPipe's face detector is not installed: pip install --no-deps mediapipe (its .tflite files "
@@ -74,19 +81,25 @@ def detector_path() -> Path:
 
 
 class FaceDetector:
-    """MediaPipe's BlazeFace short-range detector (see the module docstring); `faces(image)` gives every face of an
-    RGB uint8 (H, W, 3) image, best first. Faces up to a couple of metres from the camera, as the model is made for."""
+    """MediaPipe's BlazeFace short-range detector and face mesh (see the module docstring); `faces(image)` gives every
+    face of an RGB uint8 (H, W, 3) image, best first. Faces up to a couple of metres from the camera, as BlazeFace's
+    short-range model is made for."""
 
     def __init__(self) -> None:
         require("ai_edge_litert", "masks")
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interpreter = Interpreter(model_path=str(detector_path()))
+        self.interpreter = Interpreter(model_path=str(mediapipe_file(DETECTOR)))
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]["index"]
         outputs = {tuple(d["shape"])[-1]: d["index"] for d in self.interpreter.get_output_details()}
         self.boxes, self.scores = outputs[16], outputs[1]
         self.anchors = _anchors()
+        self.mesh = Interpreter(model_path=str(mediapipe_file(MESH)))
+        self.mesh.allocate_tensors()
+        self.mesh_input = self.mesh.get_input_details()[0]["index"]
+        mesh_outputs = {tuple(d["shape"])[-1]: d["index"] for d in self.mesh.get_output_details()}
+        self.mesh_points, self.mesh_flag = mesh_outputs[468 * 3], mesh_outputs[1]
 
     def faces(self, image: np.ndarray) -> list[Face]:
         import cv2
@@ -117,9 +130,36 @@ class FaceDetector:
             to_pixels = np.array([side, side], np.float32)
             offset = np.array([left, top], np.float32)
             corners = box.reshape(2, 2) * to_pixels - offset
-            found.append(Face(tuple(float(v) for v in corners.reshape(-1)),  # type: ignore[arg-type]
-                              five_points(six * to_pixels - offset), float(weights.max())))
+            points = five_points(six * to_pixels - offset)
+            box_pixels = tuple(float(v) for v in corners.reshape(-1))
+            mouth = self._mouth_corners(image, box_pixels, points[:2])
+            if mouth is not None:
+                points[3:] = mouth
+            found.append(Face(box_pixels, points, float(weights.max())))  # type: ignore[arg-type]
         return found
+
+    def _mouth_corners(self, image: np.ndarray, box: tuple[float, ...], eyes: np.ndarray) -> np.ndarray | None:
+        """The mouth's corners (2, 2), the image's left first, from the face mesh model on the face's upright crop;
+        None where the mesh model sees no face."""
+        import cv2
+
+        centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], np.float32)
+        half = MESH_GROWTH * max(box[2] - box[0], box[3] - box[1]) / 2
+        across = (eyes[1] - eyes[0]) / max(float(np.linalg.norm(eyes[1] - eyes[0])), 1e-6)
+        down = np.array([-across[1], across[0]], np.float32)
+        corners = np.float32([centre - half * (across + down), centre + half * (across - down),
+                              centre - half * (across - down)])  # fmt: skip
+        square = np.float32([[0, 0], [MESH_SIDE, 0], [0, MESH_SIDE]])
+        matrix = cv2.getAffineTransform(corners, square)
+        crop = cv2.warpAffine(image, matrix, (MESH_SIDE, MESH_SIDE)).astype(np.float32) / 255
+        self.mesh.set_tensor(self.mesh_input, crop[None])
+        self.mesh.invoke()
+        if float(self.mesh.get_tensor(self.mesh_flag).reshape(-1)[0]) < 0:  # a logit: below 0, no face
+            return None
+        points = self.mesh.get_tensor(self.mesh_points).reshape(468, 3)[list(MOUTH_CORNERS), :2]
+        back = cv2.invertAffineTransform(matrix)
+        mouth = points @ back[:, :2].T + back[:, 2]
+        return mouth[np.argsort(mouth[:, 0])].astype(np.float32)
 
 
 def _suppressed(boxes: np.ndarray, scores: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -147,7 +187,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 def five_points(six: np.ndarray) -> np.ndarray:
     """BlazeFace's six keypoints (right eye, left eye, nose tip, mouth centre, ears: the subject's sides) -> InstantID's
     five (eye on the image's left, the other eye, nose, mouth corner on the image's left, the other corner), the mouth
-    corners placed as the module docstring says."""
+    corners placed along the eye line (the fallback where the face mesh sees no face)."""
     eyes = six[:2][np.argsort(six[:2, 0])]  # the image's left first
     across = (eyes[1] - eyes[0]) * (MOUTH_TO_EYES / 2)
     mouth = six[3]

@@ -9,6 +9,9 @@ from pathlib import Path
 
 from v2v.errors import MissingDependencyError, ModelError
 
+# MediaPipe's wheel (0.10.21 ships every .tflite v2v reads) pins numpy < 2: only its files are used
+MEDIAPIPE_INSTALL = "pip install --no-deps 'mediapipe==0.10.21'"
+
 
 def package_folder(module: str) -> Path | None:
     """The installed package's folder, found without importing it; None when it is not installed."""

@@ -44,7 +44,8 @@ def _hed() -> tuple[Callable[[], bool], str]:
 
 
 def _blazepose() -> tuple[Callable[[], bool], str]:
-    from v2v.diffusion.blazepose import MEDIAPIPE_INSTALL, blazepose_available
+    from v2v.diffusion.blazepose import blazepose_available
+    from v2v.weights import MEDIAPIPE_INSTALL
 
     return blazepose_available, MEDIAPIPE_INSTALL
 

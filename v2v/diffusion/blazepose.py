@@ -34,12 +34,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from v2v.weights import MEDIAPIPE_INSTALL
+
 log = logging.getLogger(__name__)
 
 MEDIAPIPE_MODULE = "mediapipe"
 DETECTOR_FILE = "modules/pose_detection/pose_detection.tflite"
 LANDMARK_FILE = "modules/pose_landmark/pose_landmark_full.tflite"
-MEDIAPIPE_INSTALL = "pip install --no-deps 'mediapipe==0.10.21'"
 
 DETECTOR_SIZE, LANDMARK_SIZE = 224, 256
 DETECTION_SCORE = 0.5  # MediaPipe's min_score_thresh

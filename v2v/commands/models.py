@@ -12,8 +12,8 @@ HELP = ("list the named models (super-resolution, video SR, denoising, interpola
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--convert", action="store_true",
                         help="convert every available super-resolution model into the cache now (else on first use)")
-    parser.add_argument("--task", choices=("sr", "video-sr", "denoise", "interpolate", "style", "translate", "annotate"),
-                        default=None,
+    parser.add_argument("--task", default=None,
+                        choices=("sr", "video-sr", "denoise", "interpolate", "style", "translate", "annotate"),
                         help="only the models of this task (annotate: the control-map annotators of --control)")
 
 

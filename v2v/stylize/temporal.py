@@ -43,6 +43,7 @@ class TemporalConfig:
     anchor_low: 0..1, how far the output's low band moves to the anchor's.
     low_sigma: the low band's Gaussian sigma in pixels.
     refresh / min_valid: the anchor is renewed after this many frames / when less of it is valid.
+    resample: how the anchor is sampled: "bicubic", or "nearest" (keeps pixel-level grain whole).
     tolerance: source luma difference (0..1) at which a warped pixel stops being trusted.
     flow: the flow estimator's name (`v2v.flow.factory`)."""
 
@@ -52,6 +53,7 @@ class TemporalConfig:
     low_sigma: float = 4.0
     refresh: int = 12
     min_valid: float = 0.6
+    resample: str = "bicubic"
     tolerance: float = 0.15
     flow: str = "raft"  # DIS's sub-pixel misses show on sharp stylised texture (BENCHMARKS.md, issue 23)
 
@@ -140,7 +142,7 @@ class MotionFusion:
         self._map = warp_by_flow(self._map, flow)  # composed: a smooth field, so bilinear loses nothing
         self._valid = warp_by_flow(self._valid, flow) * (motion.trust > 0.5).to(output.dtype)
         self._age += 1
-        carried = warp_by_flow(self._anchor, self._map - pixel_grid(output), mode="bicubic")
+        carried = warp_by_flow(self._anchor, self._map - pixel_grid(output), mode=config.resample)
         difference = carried - output
         low = _gaussian(difference, config.low_sigma)
         output = output + self._valid * (config.anchor_weight * (difference - low) + config.anchor_low * low)

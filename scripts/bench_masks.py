@@ -42,10 +42,10 @@ def clip_path(name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
 
 
-def frames_of(name: str, count: int) -> list[Frame]:
+def frames_of(name: str, count: int, first: int = 0) -> list[Frame]:
     clip = SourceFrames(clip_path(name))
     try:
-        return list(clip.frames(0, count))
+        return list(clip.frames(first, first + count))
     finally:
         clip.close()
 
@@ -80,9 +80,10 @@ def edge(mask: np.ndarray) -> np.ndarray:
     return (cv2.morphologyEx(inside, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0) & (inside > 0)
 
 
-def quality(kind: str, name: str, count: int) -> dict[str, float]:
-    """Mean consecutive IoU per-frame and steadied, the mean lag (pixels) and the frames that got a mask."""
-    frames = frames_of(name, count)
+def quality(kind: str, name: str, count: int, first: int = 0) -> dict[str, float]:
+    """Mean consecutive IoU per-frame and steadied, the mean lag (pixels), the frames that got a mask and the shots
+    the fusion (re)started at, over `count` frames of clip `name` from frame `first`."""
+    frames = frames_of(name, count, first)
     plain, steady = AutoMask(kind, fusion=0), AutoMask(kind)
     flow = make_flow_estimator("dis", preset="fast")
     ious: dict[str, list[float]] = {"per_frame": [], "steadied": []}

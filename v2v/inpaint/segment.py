@@ -58,9 +58,7 @@ class PersonSegmenter:
         litert: Any = require("ai_edge_litert.interpreter", "masks")
         height, width = image.shape[:2]
         name = "selfie_segmentation_landscape" if width / height > LANDSCAPE else "selfie_segmentation"
-        path = package_file("mediapipe", f"modules/selfie_segmentation/{name}.tflite", MEDIAPIPE_INSTALL,
-                            "--auto person")
-        self.interpreter = litert.Interpreter(model_path=str(path), num_threads=_threads())
+        self.interpreter = litert.Interpreter(model_path=selfie_path(name), num_threads=_threads())
         self.interpreter.allocate_tensors()
         _, rows, columns, _ = self.interpreter.get_input_details()[0]["shape"]
         self.size = (int(columns), int(rows))
@@ -76,6 +74,11 @@ class PersonSegmenter:
         self.interpreter.set_tensor(self._input, tensor[None])
         self.interpreter.invoke()
         return np.clip(self.interpreter.get_tensor(self._output)[0, :, :, 0], 0, 1)
+
+
+def selfie_path(name: str) -> str:
+    return str(package_file("mediapipe", f"modules/selfie_segmentation/{name}.tflite", MEDIAPIPE_INSTALL,
+                            "--auto person"))
 
 
 def u2netp_path() -> str:
@@ -139,6 +142,15 @@ class SalientSegmenter:
 
 
 SEGMENTERS = {"person": PersonSegmenter, "salient": SalientSegmenter}
+
+
+def check_weights(name: str) -> None:
+    """One line (MissingDependencyError naming the pip command) when the weights of class `name` are missing."""
+    if name == "person":
+        for model in ("selfie_segmentation", "selfie_segmentation_landscape"):
+            selfie_path(model)
+    elif name == "salient":
+        u2netp_path()
 
 
 def make_segmenter(name: str) -> Segmenter:

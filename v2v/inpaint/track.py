@@ -31,6 +31,7 @@ from v2v.errors import InputError
 from v2v.frames import Frame
 from v2v.inpaint.masks import given_clip, read_mask_image
 from v2v.io.source_frames import SourceFrames
+from v2v.pipeline import Context
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +64,23 @@ class TrackPrompt:
                                  "x0 < x1 and y0 < y1")
 
 
+def sam2_folder(model: str) -> Path:
+    """The folder of a SAM 2 video model: a local path, or a hub id in the Hugging Face cache (downloaded unless
+    offline); one line (ModelError) saying what was looked for and how to get it otherwise."""
+    from v2v.diffusion.models import resolve_path
+
+    return resolve_path(model, "SAM 2 model", instead="pass --sam-model a folder holding a Sam2VideoModel")
+
+
 def load_sam2(model: str, device: str | None = None) -> tuple[Any, Any]:
     """(Sam2VideoModel in eval mode, Sam2VideoProcessor) from a local folder or the Hugging Face cache."""
     from v2v.devices import resolve_device
-    from v2v.diffusion.models import resolve_path
     from v2v.errors import require
 
     require("transformers", "diffusion")
     from transformers import Sam2VideoModel, Sam2VideoProcessor
 
-    folder = resolve_path(model, "SAM 2 model", instead="pass --sam-model a folder with a Sam2VideoModel")
+    folder = sam2_folder(model)
     network = Sam2VideoModel.from_pretrained(folder, local_files_only=True).to(resolve_device(device)).eval()
     return network, Sam2VideoProcessor.from_pretrained(folder, local_files_only=True)
 
@@ -97,6 +105,8 @@ class TrackedMask:
         self._scratch: Path | None = None
         self._next = -1  # the next frame the forward pass gives
         self._window = 0
+
+    context = Context(exact=False)  # the track runs from the prompted frame: a segment alone cannot redo it
 
     def attach_source(self, source: SourceFrames) -> None:
         self.clip = self.clip or source

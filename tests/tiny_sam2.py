@@ -1,10 +1,11 @@
 """A tiny random SAM 2 video model built from config and saved with `save_pretrained` in the layout of a real
 download (`facebook/sam2.1-hiera-tiny`: the model, its processor), for tests on machines without weights.
 
-The shapes are SAM 2's, scaled down together: a 64-pixel input (the real one is 1024), a four-stage Hiera of width
-8 with one block per stage, a 4x4 grid of image tokens for the prompt encoder and the memory attention (64/16), and
-128-wide prompt, mask-decoder and memory layers (SAM 2 splits each object pointer into tokens as wide as its
-64-channel memory features, a width transformers fixes, so they must be wider). The memory bank keeps SAM 2's 7 frames and 16 object pointers.
+The shapes are SAM 2's, scaled down together: a 64-pixel input by default (the real one is 1024), a four-stage Hiera
+of width 8 with one or two blocks per stage, a 4x4 grid of image tokens for the prompt encoder and the memory
+attention (64/16), and 128-wide prompt, mask-decoder and memory layers (SAM 2 splits each object pointer into tokens
+as wide as its 64-channel memory features, a width transformers fixes, so they must be wider). The memory bank keeps
+SAM 2's 7 frames and 16 object pointers.
 """
 
 from __future__ import annotations
@@ -17,10 +18,19 @@ SIZE = 64  # input side (pixels)
 def build_tiny_sam2(folder: Path, size: int = SIZE, seed: int = 0) -> Path:
     """Write the tiny model (input `size` pixels square, a multiple of 64) and its processor to `folder`; returns it."""
     import torch
-    from transformers import (Sam2HieraDetConfig, Sam2ImageProcessor, Sam2VideoConfig, Sam2VideoModel,
-                              Sam2VideoProcessor, Sam2VideoVideoProcessor, Sam2VisionConfig)
-    from transformers.models.sam2_video.configuration_sam2_video import (Sam2VideoMaskDecoderConfig,
-                                                                         Sam2VideoPromptEncoderConfig)
+    from transformers import (
+        Sam2HieraDetConfig,
+        Sam2ImageProcessor,
+        Sam2VideoConfig,
+        Sam2VideoModel,
+        Sam2VideoProcessor,
+        Sam2VideoVideoProcessor,
+        Sam2VisionConfig,
+    )
+    from transformers.models.sam2_video.configuration_sam2_video import (
+        Sam2VideoMaskDecoderConfig,
+        Sam2VideoPromptEncoderConfig,
+    )
 
     width = 128  # SAM 2 splits its object pointers into tokens as wide as the (64-channel) memory: it must be wider
     backbone = Sam2HieraDetConfig(hidden_size=8, image_size=[size, size], blocks_per_stage=[1, 1, 2, 1],

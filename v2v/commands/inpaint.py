@@ -128,8 +128,13 @@ class InpaintFactory:
 def open_spec(args: argparse.Namespace) -> Any:
     from v2v.inpaint.spec import MaskSpec
 
-    return MaskSpec.check(args.mask, args.input, frame=args.mask_frame, length=args.mask_length,
+    spec = MaskSpec.check(args.mask, args.input, frame=args.mask_frame, length=args.mask_length,
                           sam_model=args.sam_model)
+    if spec.kind == "track":
+        from v2v.diffusion.stage import quiet_loading
+
+        quiet_loading()  # transformers' loading bar: the CLI has its own
+    return spec
 
 
 def run_with_masks(args: argparse.Namespace, factory: Any) -> None:

@@ -1,8 +1,8 @@
-"""`v2v mask IN (--mask M | --auto person|salient | --point X,Y[@N] | --box X0,Y0,X1,Y1[@N]) -o MASK.mp4|masks/%05d.png`:
-write the mask every frame of the clip gets (white = edit): one image carried through the clip by flow, a mask
-video/sequence as it lines up with the clip, an automatic mask (a segmentation network, steadied in time) or the
-object under a point or in a box, tracked by SAM 2. A user can check it, edit it (an image sequence suits hand edits)
-and give it back to `v2v inpaint --mask`."""
+"""`v2v mask IN (--mask M | --auto person|salient | --point X,Y[@N] | --box X0,Y0,X1,Y1[@N]) -o MASKS`: write
+the mask every frame of the clip gets (white = edit; a video, or images such as masks/%05d.png): one image carried
+through the clip by flow, a mask video/sequence as it lines up with the clip, an automatic mask (a segmentation
+network, steadied in time) or the object under a point or in a box, tracked by SAM 2. A user can check it, edit it (an
+image sequence suits hand edits) and give it back to `v2v inpaint --mask`."""
 
 from __future__ import annotations
 

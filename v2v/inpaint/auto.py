@@ -8,9 +8,11 @@ edge flickers (a pixel or two of jitter, whole limbs in and out). `AutoMask` ste
 2. the source's optical flow between the previous frame and this one, both ways (DIS, "fast") gives where each
    pixel was, and how far that can be trusted (`v2v.consistency.fusion.flow_trust`: the forward-backward and
    outside tests, softened by how well the warped previous frame matches);
-3. the fused chance is this frame's chance moved `FUSION` of the way towards the previous fused chance warped along
-   the flow, where the flow is trusted: an average along motion, so the edge follows the object instead of
-   lagging behind it, and a pixel that appears from behind something takes this frame's chance alone;
+3. the fused chance is this frame's chance moved towards the previous fused chance warped along the flow: by
+   `FUSION` where the flow is trusted and the network unsure (chance near one half), by nothing where the flow
+   fails or the network is sure (so a fast object's wake does not linger). An average along motion: the edge
+   follows the object instead of lagging behind it, and a pixel that appears from behind something takes this
+   frame's chance alone;
 4. hysteresis: a pixel is in the mask when its fused chance is at least `HIGH`, or at least `LOW` and it was in the
    previous mask (warped along the flow); so an edge hovering near one half does not blink.
 
@@ -102,9 +104,8 @@ class AutoMask:
         state, number = self._state, frame.source_index
         current = signature(small)
         fused, inside = chance, chance >= 0.5
-        follows = (state is not None and number is not None and state["number"] is not None
-                   and number == state["number"] + 1)
-        if self.fusion > 0 and state is not None and follows:
+        restart = True
+        if self.fusion > 0 and state is not None and number is not None and number == state["number"] + 1:
             trust, trusted, back = self._trust(state["small"], small)
             if not signatures_cut(state["signature"], current, trusted):
                 warped = self._warp(state["fused"], back)
@@ -112,11 +113,8 @@ class AutoMask:
                 fused = chance + self.fusion * trust * doubt * (warped - chance)
                 was_inside = self._warp(state["inside"].astype(np.float32), back) >= 0.5
                 inside = (fused >= self.high) | ((fused >= self.low) & was_inside)
-            else:
-                state = None
-        else:
-            state = None
-        if state is None:
+                restart = False
+        if restart:
             self.restarts += 1
             inside = fused >= (self.high + self.low) / 2
         self._state = {"number": number, "small": small, "signature": current, "fused": fused, "inside": inside}

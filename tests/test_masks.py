@@ -167,6 +167,7 @@ def test_bad_mask_input_gets_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
         ("--point", "10,10", "--sam-model", "nobody/no-such-sam2"):
             "SAM 2 model 'nobody/no-such-sam2' is neither a local path nor in the Hugging Face cache",
         ("--auto", "person", "--point", "1,1"): "give one mask",
+        ("--auto", "person", "--mask-frame", "3"): "--mask-frame is for a mask drawn on one frame",
     }
     for options, expected in cases.items():
         assert run_cli("mask", source, "-o", out, *options) != 0

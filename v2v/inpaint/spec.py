@@ -138,6 +138,9 @@ class MaskSpec:
         if length not in LENGTH_POLICIES:
             raise UsageError(f"mask length policy must be one of {', '.join(LENGTH_POLICIES)}, got {length!r}")
         kind, auto, prompt = parse_inline(os.fspath(path), frame)
+        if kind == "auto" and frame is not None:
+            raise UsageError.naming("{frame} is for a mask drawn on one frame; an automatic mask is made on every "
+                                    "frame")
         if kind:
             return cls._check_inline(os.fspath(path), os.fspath(source), kind, auto, prompt, sam_model)
         kind = mask_kind(path)

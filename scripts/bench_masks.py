@@ -1,6 +1,7 @@
-"""Automatic masks, measured: speed of each network at 640x360 (LiteRT / onnxruntime against the same graph in
-torch, `v2v.inpaint.graphs`), of the whole steadied person mask, edge flicker (mean IoU of consecutive masks, within shots) of the steadied masks against the per-frame ones,
-and how far the steadied mask's edge sits from the per-frame mask's where the edge moves (lag, pixels).
+"""Automatic masks, measured: speed at 640x360 of each network (LiteRT / onnxruntime against the same graph in torch,
+`v2v.inpaint.graphs`) and of the whole steadied person mask; edge flicker (mean IoU of consecutive masks, within
+shots) of the steadied masks against the per-frame ones; and how far the steadied mask's edge sits from the
+per-frame mask's where the edge moves (lag, pixels).
 
     PYTHONPATH=$PWD python scripts/bench_masks.py [--frames 60] [--salient-frames 20] [--repeat 30]
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import time
 from pathlib import Path
 
@@ -121,12 +123,14 @@ def main() -> None:
                         help="frames of each clip for salient masks (default 20: U2-Net-p is slow on a CPU)")
     parser.add_argument("--repeat", type=int, default=30, help="timed runs per speed figure (default 30)")
     args = parser.parse_args()
+    load = os.getloadavg()[0]  # the machine is shared: say how busy it was
     result: dict[str, object] = {"size": "640x360", **{k: round(v, 2) for k, v in speeds(args.repeat).items()}}
     for kind, names in CLIPS.items():
         for name in names:
             figures = quality(kind, name, args.frames if kind == "person" else args.salient_frames)
             result[f"{kind}_{Path(name).stem}"] = {k: round(v, 4) if isinstance(v, float) else v
                                                    for k, v in figures.items()}
+    result["load_average"] = [round(load, 1), round(os.getloadavg()[0], 1)]
     print(json.dumps(result))
 
 

@@ -34,6 +34,7 @@ from v2v.pipeline import Context
 log = logging.getLogger(__name__)
 
 GRID = 320  # pixels: the longest side of the grid the chances are fused on
+FLOW_PRESET = "fast"  # DIS preset of the flow the chances are fused along
 FUSION = 0.6  # how far each frame's chance moves towards the previous fused chance (where the flow is trusted)
 HIGH, LOW = 0.6, 0.4  # hysteresis: enter the mask at HIGH, leave it below LOW
 SURE = 2.0  # how fast the fusion fades as the network grows sure (see `_steady`)
@@ -72,7 +73,7 @@ class AutoMask:
         if self._estimator is None:
             from v2v.flow import make_flow_estimator
 
-            self._estimator = make_flow_estimator("dis", preset="fast")
+            self._estimator = make_flow_estimator("dis", preset=FLOW_PRESET)
         return self._estimator
 
     def chance(self, image: np.ndarray) -> np.ndarray:
@@ -90,35 +91,33 @@ class AutoMask:
         size = grid_size(height, width)
         small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         chance = cv2.resize(self.segmenter.chance(image), size, interpolation=cv2.INTER_LINEAR)
-        fused, inside = self._steady(frame, small, chance)
-        full = cv2.resize(fused, (width, height), interpolation=cv2.INTER_LINEAR)
-        if self.fusion == 0:
-            return (full >= 0.5).astype(np.float32)
-        held = cv2.resize(inside.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR) >= 0.5
-        return ((full >= self.high) | ((full >= self.low) & held)).astype(np.float32)
+        margin = self._steady(frame, small, chance)
+        # the margin's zero crossing, scaled up, is the mask's edge: finer than the grid's pixels
+        return (cv2.resize(margin, (width, height), interpolation=cv2.INTER_LINEAR) >= 0).astype(np.float32)
 
-    def _steady(self, frame: Frame, small: np.ndarray, chance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(fused chance, in-the-mask bool) on the working grid; the state moved on to this frame."""
+    def _steady(self, frame: Frame, small: np.ndarray, chance: np.ndarray) -> np.ndarray:
+        """The margin (float32 (h, w) on the working grid) by which each pixel is in the mask: the fused chance less
+        the threshold it must reach (`LOW` where the previous mask was, else `HIGH`; one half without fusion); the
+        state moved on to this frame."""
         from v2v.scenes import signature, signatures_cut
 
         state, number = self._state, frame.source_index
         current = signature(small)
-        fused, inside = chance, chance >= 0.5
+        fused, threshold = chance, np.float32(0.5 if self.fusion == 0 else (self.high + self.low) / 2)
         restart = True
         if self.fusion > 0 and state is not None and number is not None and number == state["number"] + 1:
             trust, trusted, back = self._trust(state["small"], small)
             if not signatures_cut(state["signature"], current, trusted):
-                warped = self._warp(state["fused"], back)
+                warped = self._warp(np.stack([state["fused"], state["inside"]]), back)
                 doubt = 1 - np.abs(2 * chance - 1) ** SURE  # 0 where the network is sure, 1 at one half
-                fused = chance + self.fusion * trust * doubt * (warped - chance)
-                was_inside = self._warp(state["inside"].astype(np.float32), back) >= 0.5
-                inside = (fused >= self.high) | ((fused >= self.low) & was_inside)
+                fused = chance + self.fusion * trust * doubt * (warped[0] - chance)
+                threshold = np.where(warped[1] >= 0.5, np.float32(self.low), np.float32(self.high))
                 restart = False
-        if restart:
-            self.restarts += 1
-            inside = fused >= (self.high + self.low) / 2
-        self._state = {"number": number, "small": small, "signature": current, "fused": fused, "inside": inside}
-        return fused, inside
+        self.restarts += restart
+        margin = (fused - threshold).astype(np.float32)
+        self._state = {"number": number, "small": small, "signature": current, "fused": fused,
+                       "inside": (margin >= 0).astype(np.float32)}
+        return margin
 
     def _trust(self, previous: np.ndarray, small: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
         """Trust (H, W) of the flow from this frame back to the previous one, the fraction passing its tests, and
@@ -132,10 +131,11 @@ class AutoMask:
         return trust[0, 0], trusted, back_planes
 
     @staticmethod
-    def _warp(values: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    def _warp(planes: np.ndarray, flow: np.ndarray) -> np.ndarray:
+        """(C, H, W) planes warped along `flow` (1, 2, H, W)."""
         from v2v.flow.warp import warp_by_flow
 
-        return warp_by_flow(values[None, None].astype(np.float32), flow)[0, 0]
+        return warp_by_flow(planes[None].astype(np.float32), flow)[0]
 
     def close(self) -> None:
         self._state = None

@@ -91,12 +91,14 @@ class TrackedMask:
     folder or hub id, or a loaded (model, processor) pair. Ask `mask_for` in clip order. `logits` holds the last
     frame's mask logits (float32 (H, W)), for comparison with transformers' own predictor."""
 
+    context = Context(exact=False)  # the track runs from the prompted frame: a segment alone cannot redo it
+
     def __init__(self, source: str | os.PathLike[str] | SourceFrames | None, prompt: TrackPrompt, *,
                  model: str | tuple[Any, Any] = DEFAULT_MODEL, device: str | None = None,
                  scratch: str | os.PathLike[str] | None = None) -> None:
         self.clip = SourceFrames(source) if isinstance(source, (str, os.PathLike)) else source
         self._own_clip = isinstance(source, (str, os.PathLike))
-        self.prompt, self.model_name, self.device = prompt, model, device
+        self.prompt, self.model, self.device = prompt, model, device
         self.network: Any = None
         self.processor: Any = None
         self.session: Any = None
@@ -105,8 +107,7 @@ class TrackedMask:
         self._scratch: Path | None = None
         self._next = -1  # the next frame the forward pass gives
         self._window = 0
-
-    context = Context(exact=False)  # the track runs from the prompted frame: a segment alone cannot redo it
+        self._anchor_logits: np.ndarray | None = None
 
     def attach_source(self, source: SourceFrames) -> None:
         self.clip = self.clip or source
@@ -122,10 +123,10 @@ class TrackedMask:
         self.prompt.check(width, height, len(clip))
         import torch
 
-        if isinstance(self.model_name, tuple):
-            self.network, self.processor = self.model_name
+        if isinstance(self.model, tuple):
+            self.network, self.processor = self.model
         else:
-            self.network, self.processor = load_sam2(self.model_name, self.device)
+            self.network, self.processor = load_sam2(self.model, self.device)
         config = self.network.config
         self._window = max(config.num_maskmem, config.max_object_pointers_in_encoder)
         device = next(self.network.parameters()).device

@@ -41,6 +41,10 @@ _EXPORTS = {
     "InpaintStage": "v2v.inpaint.stage",
     "InpaintConfig": "v2v.inpaint.stage",
     "PropagatedMask": "v2v.inpaint.propagate",
+    "AutoMask": "v2v.inpaint.auto",  # automatic masks and SAM 2 tracking (issue 26); open_mask reads --mask's forms
+    "TrackedMask": "v2v.inpaint.track",
+    "TrackPrompt": "v2v.inpaint.track",
+    "open_mask": "v2v.inpaint.spec",
     "RestyleConfig": "v2v.diffusion.config",
     "EditConfig": "v2v.diffusion.config",
     # errors

@@ -23,8 +23,6 @@ frame_number = at_least(int, 0, "a frame number")
 def add_mask_arguments(parser: argparse.ArgumentParser, required: bool = True) -> argparse._ArgumentGroup:
     """--mask, --mask-frame, --mask-length, --sam-model: shared with `v2v mask` (where --mask is one choice of
     several) and every command that takes a mask."""
-    from v2v.inpaint.track import DEFAULT_MODEL
-
     group = parser.add_argument_group("the mask (white = edit)")
     group.add_argument("--mask", required=required, metavar="MASK",
                        help="a mask video (aligned by time), an image sequence (folder or pattern, one image per "
@@ -38,9 +36,9 @@ def add_mask_arguments(parser: argparse.ArgumentParser, required: bool = True) -
     group.add_argument("--mask-length", choices=("error", "hold"), default="error",
                        help="a mask video or sequence of another length than the clip: error (default) refuses it; "
                             "hold holds a shorter one's last frame and ignores a longer one's extra frames")
-    group.add_argument("--sam-model", default=DEFAULT_MODEL, metavar="MODEL",
-                       help=f"the SAM 2 video model for point: and box: masks: a folder, or a hub id in the Hugging "
-                            f"Face cache (default {DEFAULT_MODEL})")
+    group.add_argument("--sam-model", metavar="MODEL",  # None: the library's default (v2v.inpaint.track)
+                       help="the SAM 2 video model for point: and box: masks: a folder, or a hub id in the Hugging "
+                            "Face cache (default facebook/sam2.1-hiera-tiny)")
     return group
 
 
@@ -127,9 +125,10 @@ class InpaintFactory:
 
 def open_spec(args: argparse.Namespace) -> Any:
     from v2v.inpaint.spec import MaskSpec
+    from v2v.inpaint.track import DEFAULT_MODEL
 
     spec = MaskSpec.check(args.mask, args.input, frame=args.mask_frame, length=args.mask_length,
-                          sam_model=args.sam_model)
+                          sam_model=args.sam_model or DEFAULT_MODEL)
     if spec.kind == "track":
         from v2v.diffusion.stage import quiet_loading
 

@@ -40,6 +40,8 @@ _EXPORTS = {
     "EditStage": "v2v.diffusion.stage",
     "InpaintStage": "v2v.inpaint.stage",
     "InpaintConfig": "v2v.inpaint.stage",
+    "RelightStage": "v2v.diffusion.relight",
+    "RelightConfig": "v2v.diffusion.config",
     "PropagatedMask": "v2v.inpaint.propagate",
     "AutoMask": "v2v.inpaint.auto",  # automatic masks and SAM 2 tracking (issue 26); open_mask reads --mask's forms
     "TrackedMask": "v2v.inpaint.track",

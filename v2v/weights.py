@@ -9,6 +9,9 @@ from pathlib import Path
 
 from v2v.errors import MissingDependencyError, ModelError
 
+# MediaPipe's wheel (0.10.21 ships every .tflite v2v reads) pins numpy < 2: only its files are used
+MEDIAPIPE_INSTALL = "pip install --no-deps 'mediapipe==0.10.21'"
+
 
 def package_folder(module: str) -> Path | None:
     """The installed package's folder, found without importing it; None when it is not installed."""
@@ -33,3 +36,9 @@ def package_file(module: str, relative: str, install: str, what: str) -> Path:
         raise ModelError(f"{what}: {path} is not in the installed {module} package; install the version that ships "
                          f"it with: {install}")
     return path
+
+
+def has_package_file(module: str, relative: str) -> bool:
+    """Whether `package_file` would find it (for `v2v models`, and defaults that depend on what is installed)."""
+    folder = package_folder(module)
+    return folder is not None and (folder / relative).is_file()

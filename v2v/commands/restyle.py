@@ -221,9 +221,9 @@ class StageFactory:
 
 def video_state_dir(args: argparse.Namespace) -> str | None:
     """Where a video family keeps its window states for a resume: beside the output (in --work-dir when given);
-    None with --no-resume-data or without an output (preview)."""
+    None with --no-resume-data, or for a preview (`args.partial`: short runs of frames, nothing to resume)."""
     output = getattr(args, "output", None)
-    if not output or getattr(args, "no_resume_data", False):
+    if not output or getattr(args, "no_resume_data", False) or getattr(args, "partial", False):
         return None
     folder, name = os.path.split(os.path.abspath(output))
     return os.path.join(getattr(args, "work_dir", None) or folder, f".{name}.v2v-windows")

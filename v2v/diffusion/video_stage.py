@@ -432,7 +432,8 @@ def _refuse_image_options(config: RestyleConfig, family: Any) -> None:
     if config.reference and not getattr(family, "takes_reference", False):
         raise UsageError.naming("{title} models take no reference image; drop {reference} (Wan VACE takes one)",
                                 title=family.title)  # fmt: skip
-    for name in ("keyframe_every", "batch_size", "bank_tokens", "max_side", "true_cfg"):
+    for name in ("keyframe_every", "batch_size", "bank_tokens", "max_side", "true_cfg", "temporal", "fusion",
+                 "latent_fusion", "latent_fusion_steps", "attention_slicing"):
         if getattr(config, name) != getattr(defaults, name):
             raise UsageError.naming("{" + name + "} is for image models; {title} denoises windows of frames together "
                                     "(see {window})", title=family.title)  # fmt: skip

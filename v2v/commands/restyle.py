@@ -215,7 +215,8 @@ class StageFactory:
             from v2v.diffusion.stage import EditStage, RestyleStage
 
             kind = getattr(self.config, "kind", "restyle")
-            family, _ = detect(self.config.model, self.config.model_config, kind)  # type: ignore[attr-defined]
+            config = self.config.check()  # type: ignore[attr-defined]  # its refusals before any model is looked for
+            family, _ = detect(config.model, config.model_config, kind)
             if family.video:
                 from v2v.diffusion.video_stage import VideoModelStage
 

@@ -72,10 +72,13 @@ class WindowChain:
     """
 
     def __init__(self, size: int, overlap: int, denoise: Callable[..., Any], anchor: float = 1.0,
-                 crossfade: bool = True) -> None:  # fmt: skip
+                 crossfade: bool = True, source: Callable[[Any], Any] | None = None) -> None:  # fmt: skip
         if not 0 <= overlap < size:
             raise ValueError(f"overlap {overlap} must be in [0, {size})")
         self.size, self.overlap, self.denoise = size, overlap, denoise
+        # the source's latents in a window's clean latents (the anchor's reference): all of them, unless the family
+        # packs more (VACE: context video halves and mask)
+        self.source = source or (lambda clean: clean)
         self.anchor_weight, self.crossfade = anchor, crossfade
         self.reset()
 
@@ -103,7 +106,7 @@ class WindowChain:
 
         clean = torch.cat(self.clean, dim=2)
         out = self.denoise(clean, self.start, self.tail)
-        out = self._anchored(out, clean)
+        out = self._anchored(out, self.source(clean))
         if self.tail is not None and self.crossfade:  # linear from the previous window's latents to this one's
             held = self.tail.shape[2]
             weights = torch.arange(1, held + 1, dtype=out.dtype, device=out.device) / (held + 1)
@@ -182,6 +185,7 @@ class VideoModelStage:
             self.overlap = min(self.overlap, (self.window - 1) // 2 // family.temporal * family.temporal)
         family.check_window(self.window, self.overlap)
         _refuse_image_options(config, family)
+        family.check_config(config)
         self.config = config
         self.device = resolve_device(config.device)
         self.dtype = parse_dtype(config.dtype) if config.dtype else family.dtype(self.device)
@@ -206,9 +210,11 @@ class VideoModelStage:
         self.vae = family.streaming_vae(self.pipe)
         self.multiple = family.multiple(self.pipe)
         size = (self.window - 1) // family.temporal + 1
-        self.chain = WindowChain(size, self.overlap // family.temporal, self._denoise, anchor=config.anchor)
+        self.chain = WindowChain(size, self.overlap // family.temporal, self._denoise, anchor=config.anchor,
+                                 source=family.source_latents)  # fmt: skip
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self._timed = False
+        self._conditions: Any = None
         self._shot_first = self._skip_below = self._resume_encoded = 0
 
     @property
@@ -290,7 +296,7 @@ class VideoModelStage:
         with torch.inference_mode():
             frames = self._padded(shot.chunk)  # (T, 3, H, W) in [0, 1]
             video = (frames * 2.0 - 1.0).permute(1, 0, 2, 3).unsqueeze(0).to(self.pipe.vae.dtype)
-            latent = self.family.normalise(self.pipe, self.vae.encode(video))
+            latent = self.family.encode_chunk(self.pipe, self.vae, video)
         shot.encoded += len(shot.chunk)
         shot.chunk = []
         return latent.to(torch.float32)
@@ -332,11 +338,13 @@ class VideoModelStage:
         import torch
 
         began = time.perf_counter()
-        noise = self.noise(self._shot_first, start, clean.shape)
+        noise = self.noise(self._shot_first, start, (1, self.family.latent_channels(self.pipe), *clean.shape[2:]))
         with torch.inference_mode():
+            if self._conditions is None:  # what the family adds to every window (VACE: reference latents), once
+                self._conditions = self.family.conditions(self.pipe, self.config, clean)
             out = self.family.denoise(self.pipe, clean, noise, self.embeds, steps=int(self.config.steps),
                                       strength=float(self.config.strength), guidance=float(self.config.guidance),
-                                      hold=hold)  # fmt: skip
+                                      hold=hold, conditions=self._conditions)  # fmt: skip
         if not self._timed:
             self._timed = True
             log.info("%s: first window of %d latent frames in %.1f s", self.family.title, clean.shape[2],

@@ -1,0 +1,86 @@
+"""The `wan_vace` family (`v2v/diffusion/families/wan_vace.py`) with a tiny random Wan VACE built from config
+(`tests/tiny_video.py`): a clip that fits one window equals `WanVACEPipeline` called directly with the same context
+video, mask, reference image and noise, pixel for pixel; windows continue VACE's way (mask 0 over the overlap with
+the previous window's latents in place); the commands and their one-line refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("diffusers")
+torch = pytest.importorskip("torch")
+
+import tiny_video  # noqa: E402
+from conftest import write_clip  # noqa: E402
+from test_video_models import as_frames, noisy_frames  # noqa: E402
+from tiny_diffusion import one_thread  # noqa: E402, F401 (an autouse fixture)
+
+from v2v.diffusion.config import RestyleConfig  # noqa: E402
+from v2v.diffusion.video_stage import VideoModelStage  # noqa: E402
+from v2v.frames import tensor_to_images  # noqa: E402
+
+vace_folder = tiny_video.tiny_wan_vace  # the tiny Wan VACE pipeline folder, a session fixture
+
+STEPS, GUIDANCE, SCALE = 2, 5.0, 0.7
+
+
+def vace_stage(folder: Path, **options: object) -> VideoModelStage:
+    config = RestyleConfig(model=str(folder), prompt="a cat", steps=STEPS, guidance=GUIDANCE, window=9,
+                           window_overlap=4, control_scales=[SCALE], **options)  # type: ignore[arg-type]  # fmt: skip
+    return VideoModelStage(config)
+
+
+@pytest.fixture(scope="module")
+def stage(vace_folder: Path) -> VideoModelStage:
+    return vace_stage(vace_folder)
+
+
+def pipeline_output(stage: VideoModelStage, images: list[np.ndarray], monkeypatch: pytest.MonkeyPatch,
+                    noise: torch.Tensor, **inputs: object) -> list[np.ndarray]:  # fmt: skip
+    """`WanVACEPipeline` called directly on `images` as the context video, with `noise` as its latents' noise."""
+    import diffusers.pipelines.wan.pipeline_wan_vace as vace
+
+    monkeypatch.setattr(vace, "randn_tensor", lambda shape, generator=None, device=None, dtype=None, layout=None:
+                        noise.to(device, dtype))  # fmt: skip
+    height, width = images[0].shape[:2]
+    out = stage.pipe(video=[Image.fromarray(image) for image in images], prompt="a cat", height=height, width=width,
+                     num_frames=len(images), num_inference_steps=STEPS, guidance_scale=GUIDANCE,
+                     conditioning_scale=SCALE, output_type="pt", max_sequence_length=16,
+                     **inputs).frames[0]  # fmt: skip
+    return tensor_to_images(out)
+
+
+def test_one_window_is_the_vace_pipeline_pixel_for_pixel(stage: VideoModelStage,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """No control, no mask: the source frames are the context video; 9 frames (one window of 3 latent frames) equal
+    `WanVACEPipeline(video=frames)` with the same prompt, settings and noise."""
+    images = noisy_frames(9)
+    ours = [frame.image for frame in stage.process(iter(as_frames(images)))]
+    theirs = pipeline_output(stage, images, monkeypatch, stage.noise(0, 0, (1, 16, 3, 6, 8)))
+    assert len(ours) == len(theirs) == 9
+    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    assert not np.array_equal(ours[4], images[4])  # the model did something
+
+
+def vace_command(folder: Path, source: Path, output: Path, *more: str) -> list[str]:
+    return ["restyle", str(source), "-o", str(output), "--model", str(folder), "--prompt", "a cat", "--steps",
+            str(STEPS), "--window", "9", "--window-overlap", "4", "--no-progress", *more]  # fmt: skip
+
+
+def test_restyle_with_no_control_runs_over_windows(vace_folder: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """`v2v restyle --model <VACE> --prompt P` with nothing else: 14 frames at 72x40 (two windows, sizes padded
+    inside), the source as context video, logged; every frame out at the source's size."""
+    from v2v.cli import main
+    from v2v.io.reader import open_source
+
+    source = write_clip(tmp_path / "in.mp4", frames=14, width=72, height=40)
+    assert main(vace_command(vace_folder, source, tmp_path / "out.mp4", "-v")) == 0
+    assert "Wan VACE: the source frames are the context video" in capsys.readouterr().err
+    with open_source(tmp_path / "out.mp4") as reader:
+        shapes = [frame.image.shape for frame in reader]
+    assert shapes == [(40, 72, 3)] * 14

@@ -84,3 +84,48 @@ def test_restyle_with_no_control_runs_over_windows(vace_folder: Path, tmp_path: 
     with open_source(tmp_path / "out.mp4") as reader:
         shapes = [frame.image.shape for frame in reader]
     assert shapes == [(40, 72, 3)] * 14
+
+
+def test_one_window_with_a_reference_image_is_the_pipeline(vace_folder: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """`--reference IMG` (a 40x24 picture, fitted into the frame's white canvas) equals the pipeline's
+    `reference_images=[IMG]`, its latent frame's noise drawn first, pixel for pixel."""
+    from v2v.diffusion.video_stage import noise_seed
+
+    reference = tmp_path / "ref.png"
+    Image.fromarray(noisy_frames(1, width=40, height=24, seed=3)[0]).save(reference)
+    stage = vace_stage(vace_folder, reference=str(reference))
+    images = noisy_frames(9)
+    ours = [frame.image for frame in stage.process(iter(as_frames(images)))]
+    generator = torch.Generator("cpu").manual_seed(noise_seed(0, 0xFFFFFFFF))
+    noise = torch.cat([torch.randn((1, 16, 1, 6, 8), generator=generator), stage.noise(0, 0, (1, 16, 3, 6, 8))], 2)
+    theirs = pipeline_output(stage, images, monkeypatch, noise, reference_images=[Image.open(reference)])
+    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    plain = pipeline_output(stage, images, monkeypatch, noise[:, :, 1:])
+    assert not all(np.array_equal(a, b) for a, b in zip(ours, plain, strict=True))  # the reference did something
+
+
+def test_the_overlap_is_kept_with_mask_0_and_the_previous_latents(stage: VideoModelStage,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Windows continue VACE's way: over the overlap the context's inactive half is the previous window's final
+    latents and its mask is 0; elsewhere the mask is the whole frame's (1). 17 frames, windows of 9 overlapping by 4:
+    two windows of 3 latent frames, the second holding 1."""
+    from v2v.diffusion.families.wan_vace import WanVace
+
+    seen: list[tuple[torch.Tensor | None, torch.Tensor]] = []
+    original = WanVace.context
+
+    def recording(self: WanVace, pipe: object, clean: torch.Tensor, hold: torch.Tensor | None,
+                  conditions: dict[str, object]) -> torch.Tensor:  # fmt: skip
+        context = original(self, pipe, clean, hold, conditions)
+        seen.append((None if hold is None else hold.clone(), context))
+        return context
+
+    monkeypatch.setattr(WanVace, "context", recording)
+    list(stage.process(iter(as_frames(noisy_frames(17)))))
+    assert [None if hold is None else hold.shape[2] for hold, _ in seen] == [None, 1]
+    first = seen[0][1]
+    assert torch.all(first[:, 32:] == 1)
+    for hold, context in seen[1:]:
+        assert torch.equal(context[:, :16, :1], hold.to(context.dtype))
+        assert torch.all(context[:, 32:, :1] == 0) and torch.all(context[:, 32:, 1:] == 1)

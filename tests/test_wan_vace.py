@@ -129,3 +129,54 @@ def test_the_overlap_is_kept_with_mask_0_and_the_previous_latents(stage: VideoMo
     for hold, context in seen[1:]:
         assert torch.equal(context[:, :16, :1], hold.to(context.dtype))
         assert torch.all(context[:, 32:, :1] == 0) and torch.all(context[:, 32:, 1:] == 1)
+
+
+class BoxMask:
+    """A mask source: a box, moving right a pixel a frame (1 inside: paint)."""
+
+    def mask_for(self, frame: object) -> np.ndarray:
+        mask = np.zeros((48, 64), np.float32)
+        index = frame.index  # type: ignore[attr-defined]
+        mask[8:32, 16 + index : 40 + index] = 1
+        return mask
+
+    def close(self) -> None:
+        pass
+
+
+def test_one_window_inpainted_is_the_pipeline_given_the_same_mask(vace_folder: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """`v2v inpaint`'s stage with a VACE model: inside the mask the frames equal `WanVACEPipeline(video, mask)`, pixel
+    for pixel; outside it they are the source's."""
+    from v2v.diffusion.video_stage import VideoPainter
+    from v2v.inpaint.stage import InpaintConfig, InpaintStage
+
+    config = InpaintConfig(model=str(vace_folder), prompt="a cat", steps=STEPS, guidance=GUIDANCE, window=9,
+                           window_overlap=4, control_scales=[SCALE])  # fmt: skip
+    painter = VideoPainter(config)
+    images = noisy_frames(9)
+    stage = InpaintStage(BoxMask(), dilate=0, feather=0, fill=False, painter=painter)
+    ours = [frame.image for frame in stage.process(iter(as_frames(images)))]
+    masks = [BoxMask().mask_for(frame) for frame in as_frames(images)]
+    pictures = [Image.fromarray(np.repeat(mask[..., None] * 255, 3, axis=2).astype(np.uint8)) for mask in masks]
+    theirs = pipeline_output(painter.stage, images, monkeypatch, painter.stage.noise(0, 0, (1, 16, 3, 6, 8)),
+                             mask=pictures)  # fmt: skip
+    for mine, pipeline, source, mask in zip(ours, theirs, images, masks, strict=True):
+        inside = mask > 0
+        assert np.array_equal(mine[inside], pipeline[inside]) and np.array_equal(mine[~inside], source[~inside])
+    plain = pipeline_output(painter.stage, images, monkeypatch, painter.stage.noise(0, 0, (1, 16, 3, 6, 8)))
+    assert not np.array_equal(theirs[4], plain[4])  # the mask changed what the model made
+
+
+def test_inpaint_command_takes_a_mask_video(vace_folder: Path, tmp_path: Path) -> None:
+    """`v2v inpaint --model <VACE> --mask VIDEO --prompt P` runs (two windows)."""
+    from v2v.cli import main
+    from v2v.io.reader import open_source
+
+    source = write_clip(tmp_path / "in.mp4", frames=14)
+    output = tmp_path / "out.mp4"
+    command = ["inpaint", str(source), "-o", str(output), "--mask", str(source), "--model", str(vace_folder),
+               "--prompt", "a cat", "--steps", str(STEPS), "--window", "9", "--window-overlap", "4", "--no-progress"]
+    assert main(command) == 0
+    with open_source(output) as reader:
+        assert len(list(reader)) == 14

@@ -157,6 +157,7 @@ class _Shot:
     first: int = 0
     encoded: int = 0  # frames of the shot the encoder has taken
     chunk: list[np.ndarray] = dataclasses.field(default_factory=list)
+    masks: list[np.ndarray] = dataclasses.field(default_factory=list)  # the chunk's masks (an inpaint run's)
     pending: deque[Frame] = dataclasses.field(default_factory=deque)
     signature: Any = None
 
@@ -215,6 +216,8 @@ class VideoModelStage:
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self._timed = False
         self._conditions: Any = None
+        # an inpaint run's mask of each frame (float32 (H, W), 1: paint), asked as the frame arrives (`VideoPainter`)
+        self.mask_of: Callable[[Frame], np.ndarray] | None = None
         self._shot_first = self._skip_below = self._resume_encoded = 0
 
     @property
@@ -272,6 +275,8 @@ class VideoModelStage:
         finished (the window's state saved first)."""
         shot.pending.append(frame)
         shot.chunk.append(frame.image)
+        if self.mask_of is not None:
+            shot.masks.append(self.mask_of(frame))
         if len(shot.chunk) == (1 if shot.encoded == 0 else self.family.temporal):
             finals = self.chain.push(self._encode(shot))
             if finals:
@@ -281,7 +286,9 @@ class VideoModelStage:
 
     def _end_shot(self, shot: _Shot) -> Iterator[Frame]:
         if shot.chunk:  # the VAE takes 4k+1 frames: the last frame repeated (its outputs are dropped)
-            shot.chunk += [shot.chunk[-1]] * ((1 if shot.encoded == 0 else self.family.temporal) - len(shot.chunk))
+            missing = (1 if shot.encoded == 0 else self.family.temporal) - len(shot.chunk)
+            shot.chunk += [shot.chunk[-1]] * missing
+            shot.masks += shot.masks[-1:] * missing
             finals = self.chain.push(self._encode(shot))
         else:
             finals = []
@@ -294,18 +301,21 @@ class VideoModelStage:
         import torch
 
         with torch.inference_mode():
-            frames = self._padded(shot.chunk)  # (T, 3, H, W) in [0, 1]
+            frames = self._padded(images_to_tensor(shot.chunk, self.device, torch.float32))  # (T, 3, H, W) in [0, 1]
             video = (frames * 2.0 - 1.0).permute(1, 0, 2, 3).unsqueeze(0).to(self.pipe.vae.dtype)
-            latent = self.family.encode_chunk(self.pipe, self.vae, video)
+            if shot.masks:  # (1, 1, T, H, W), padded as the frames are
+                masks = self._padded(torch.from_numpy(np.stack(shot.masks)).to(self.device, torch.float32)[:, None])
+                latent = self.family.encode_chunk(self.pipe, self.vae, video, masks.permute(1, 0, 2, 3).unsqueeze(0))
+            else:
+                latent = self.family.encode_chunk(self.pipe, self.vae, video)
         shot.encoded += len(shot.chunk)
-        shot.chunk = []
+        shot.chunk, shot.masks = [], []
         return latent.to(torch.float32)
 
-    def _padded(self, images: list[np.ndarray]) -> Any:
-        import torch
+    def _padded(self, frames: Any) -> Any:
+        """(T, C, H, W) frames padded to the family's multiple with their edge pixels repeated."""
         import torch.nn.functional as F
 
-        frames = images_to_tensor(images, self.device, torch.float32)
         height, width = frames.shape[-2:]
         pad_h, pad_w = -height % self.multiple, -width % self.multiple
         if (pad_h or pad_w) and (height, width) not in getattr(self, "_told", set()):
@@ -425,6 +435,30 @@ class VideoModelStage:
         raise InputError(f"{self.family.title} windows are sequential within a shot: a run starting at frame {first} "
                          f"needs the window state a run up to there saved {where}, and there is none; run the clip "
                          "in one pass, or segments in order in one place (not Ray)")  # fmt: skip
+
+
+class VideoPainter:
+    """A video family that inpaints (VACE) as `v2v inpaint`'s painter (`v2v.inpaint.stage.InpaintStage`): every
+    frame goes through a `VideoModelStage` with its paint mask (frames with an empty one too: the windows need them,
+    and mask 0 keeps them); `InpaintStage` then puts the source back outside the mask."""
+
+    def __init__(self, config: RestyleConfig) -> None:
+        self.stage = VideoModelStage(config)
+        self.config = self.stage.config
+        self.context = self.stage.context
+
+    def paint(self, items: Iterator[tuple[Frame, np.ndarray, np.ndarray]]) -> Iterator[tuple[Frame, np.ndarray]]:
+        """(frame, image to paint, bool mask) in clip order -> (frame, painted image), in the same order."""
+        sources: dict[int, tuple[Frame, np.ndarray]] = {}
+
+        def frames() -> Iterator[Frame]:
+            for frame, image, mask in items:
+                sources[frame.index] = (frame, mask.astype(np.float32))
+                yield frame.with_image(image)
+
+        self.stage.mask_of = lambda frame: sources[frame.index][1]
+        for painted in self.stage.process(frames()):
+            yield sources.pop(painted.index)[0], painted.image
 
 
 def _emitted(path: Path) -> int:

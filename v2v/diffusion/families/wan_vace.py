@@ -5,7 +5,8 @@ Windows, sizes, VAE and prompt are Wan's (`wan.py`).
 What v2v hands it:
 
 - the context video: the source frames (`v2v restyle` with no `--control`, logged once);
-- the mask: all ones (the whole frame is generated, following the context video);
+- the mask: all ones (the whole frame is generated, following the context video); for `v2v inpaint`, the paint mask
+  (a mask video, a sequence, a carried image or an inline mask: `v2v.inpaint.spec`), the source kept outside it;
 - `--reference IMG`: a reference image, placed as the pipeline places it (fitted into a white canvas of the frame's
   size) and encoded once per run; `--control-scale` is the pipeline's `conditioning_scale`.
 
@@ -66,7 +67,7 @@ class StreamingVaceVAE:
 class WanVace(Wan):
     name = "wan_vace"
     title = "Wan VACE"
-    pipelines = {"restyle": "WanVACEPipeline"}
+    pipelines = {"restyle": "WanVACEPipeline", "inpaint": "WanVACEPipeline"}
     # diffusers' WanVACEPipeline settings: each window from noise (strength 1, all steps)
     defaults = Defaults(steps=50, guidance=5.0, strength=1.0, half=False, multiple=16)
     takes_reference = True
@@ -122,7 +123,8 @@ class WanVace(Wan):
         layers = len(pipe.transformer.config.vace_layers)
         scale = torch.tensor([float(config.control_scales[0])] * layers).to(device=device, dtype=dtype)
         out: dict[str, Any] = {"scale": scale, "reference": None, "gray": {}}
-        log.info("%s: the source frames are the context video (mask: the whole frame)", self.title)
+        mask = "the inpaint mask" if config.kind == "inpaint" else "the whole frame"
+        log.info("%s: the source frames are the context video (mask: %s)", self.title, mask)
         if config.reference:
             factor = pipe.vae_scale_factor_spatial
             height, width = clean.shape[-2] * factor, clean.shape[-1] * factor

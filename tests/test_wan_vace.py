@@ -24,6 +24,7 @@ from v2v.diffusion.video_stage import VideoModelStage  # noqa: E402
 from v2v.frames import tensor_to_images  # noqa: E402
 
 vace_folder = tiny_video.tiny_wan_vace  # the tiny Wan VACE pipeline folder, a session fixture
+wan_folder = tiny_video.tiny_wan
 
 STEPS, GUIDANCE, SCALE = 2, 5.0, 0.7
 
@@ -180,3 +181,42 @@ def test_inpaint_command_takes_a_mask_video(vace_folder: Path, tmp_path: Path) -
     assert main(command) == 0
     with open_source(output) as reader:
         assert len(list(reader)) == 14
+
+
+def test_one_window_with_a_control_is_the_pipeline_given_its_maps(vace_folder: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """`--control canny` (no ControlNet): the canny maps of the frames are the context video; one window equals the
+    pipeline given those maps as `video`."""
+    from v2v.diffusion.control import canny
+    from v2v.frames import images_to_tensor
+
+    stage = vace_stage(vace_folder, controls=["canny"])
+    images = noisy_frames(9)
+    for index, image in enumerate(images):  # a sharp box for the edges
+        image[10:30, 12 + index : 36 + index] = 255
+    ours = [frame.image for frame in stage.process(iter(as_frames(images)))]
+    maps = [tensor_to_images(canny(images_to_tensor([image], "cpu", torch.float32)))[0] for image in images]
+    assert any(m.any() for m in maps) and not np.array_equal(maps[0], images[0])
+    theirs = pipeline_output(stage, maps, monkeypatch, stage.noise(0, 0, (1, 16, 3, 6, 8)))
+    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+
+
+@pytest.mark.parametrize("model, arguments, says", [
+    ("vace", ["--strength", "0.5"], "--strength means nothing for Wan VACE"),
+    ("vace", ["--reference", "missing.png"], "reference image missing.png not found"),
+    ("vace", ["--control", "canny", "--control", "tile"], "2 --control but no --controlnet"),
+    ("wan", ["--control", "canny"], "Wan video-to-video models take no --control"),
+    ("wan", ["--reference", "ref.png"], "take no reference image; drop --reference"),
+])  # fmt: skip
+def test_bad_vace_options_are_one_line(vace_folder: Path, wan_folder: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str], model: str, arguments: list[str],
+                                       says: str) -> None:  # fmt: skip
+    from v2v.cli import main
+
+    source = write_clip(tmp_path / "in.mp4", frames=3)
+    folder = vace_folder if model == "vace" else wan_folder
+    command = ["restyle", str(source), "-o", str(tmp_path / "o.mp4"), "--model", str(folder), "--prompt", "p",
+               *arguments]  # fmt: skip
+    assert main(command) in (1, 2)
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and says in error[0], error

@@ -125,9 +125,12 @@ class RestyleConfig:
             raise ParameterError("identity_scale", f"must be a finite number >= 0, got {self.identity_scale}")
         if self.bank_tokens is not None and self.bank_tokens < 1:
             raise UsageError(f"bank tokens must be >= 1, got {self.bank_tokens}")
-        if self.controls and len(self.controls) != len(self.controlnets):
+        if self.controls and self.controlnets and len(self.controls) != len(self.controlnets):
             raise UsageError.naming("{nets} ControlNet(s) but {given} {controls}: give one each",
                                      nets=len(self.controlnets), given=len(self.controls))
+        if len(self.controls) > 1 and not self.controlnets:  # one alone: a video family's context (Wan VACE)
+            raise UsageError.naming("{given} {controls} but no {controlnets}: give one each",
+                                    given=len(self.controls))
         if "inpaint" in self.controls and self.kind != "inpaint":
             raise UsageError.naming("{controls} inpaint (the frame with the mask's pixels at -1) is for v2v inpaint")
         if len(self.control_modes) > len(self.controlnets):

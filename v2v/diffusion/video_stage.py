@@ -187,6 +187,9 @@ class VideoModelStage:
         family.check_window(self.window, self.overlap)
         _refuse_image_options(config, family)
         family.check_config(config)
+        if config.controls and not getattr(family, "takes_control", False):
+            raise UsageError.naming("{title} models take no {controls} (Wan VACE takes one as its context video)",
+                                    title=family.title)  # fmt: skip
         self.config = config
         self.device = resolve_device(config.device)
         self.dtype = parse_dtype(config.dtype) if config.dtype else family.dtype(self.device)
@@ -209,6 +212,13 @@ class VideoModelStage:
         if config.offload == "model" and getattr(self.pipe, "text_encoder", None) is not None:
             self.pipe.text_encoder.to("cpu")  # the largest part of Wan (UMT5-XXL); it is not needed again
         self.vae = family.streaming_vae(self.pipe)
+        self.control = None  # a control map maker: its maps, not the frames, are the context video
+        if config.controls:
+            from v2v.diffusion.control import make_control
+
+            self.control = make_control(config.controls[0], device=self.device, dtype=torch.float32,
+                                        depth_model=config.depth_model, pose_model=config.pose_model,
+                                        norm=config.control_norm)  # fmt: skip
         self.multiple = family.multiple(self.pipe)
         size = (self.window - 1) // family.temporal + 1
         self.chain = WindowChain(size, self.overlap // family.temporal, self._denoise, anchor=config.anchor,
@@ -274,7 +284,7 @@ class VideoModelStage:
         """One frame into the shot: to the encoder when its chunk is full, and out come the frames whose window
         finished (the window's state saved first)."""
         shot.pending.append(frame)
-        shot.chunk.append(frame.image)
+        shot.chunk.append(frame.image if self.control is None else self._control_map(frame))
         if self.mask_of is not None:
             shot.masks.append(self.mask_of(frame))
         if len(shot.chunk) == (1 if shot.encoded == 0 else self.family.temporal):
@@ -311,6 +321,16 @@ class VideoModelStage:
         shot.encoded += len(shot.chunk)
         shot.chunk, shot.masks = [], []
         return latent.to(torch.float32)
+
+    def _control_map(self, frame: Frame) -> np.ndarray:
+        """The frame's control map, as `v2v annotate` writes it (uint8)."""
+        import torch
+
+        from v2v.diffusion.stage import control_map
+
+        with torch.inference_mode():
+            image = images_to_tensor([frame.image], self.device, torch.float32)
+            return tensor_to_images(control_map(self.control, image, [frame.index]))[0]
 
     def _padded(self, frames: Any) -> Any:
         """(T, C, H, W) frames padded to the family's multiple with their edge pixels repeated."""

@@ -4,7 +4,8 @@ Windows, sizes, VAE and prompt are Wan's (`wan.py`).
 
 What v2v hands it:
 
-- the context video: the source frames (`v2v restyle` with no `--control`, logged once);
+- the context video: the source frames (`v2v restyle` with no `--control`, logged once), or the maps of one
+  `--control` (canny, depth, pose, ... or a control video: `v2v.diffusion.control`), made per frame by the stage;
 - the mask: all ones (the whole frame is generated, following the context video); for `v2v inpaint`, the paint mask
   (a mask video, a sequence, a carried image or an inline mask: `v2v.inpaint.spec`), the source kept outside it;
 - `--reference IMG`: a reference image, placed as the pipeline places it (fitted into a white canvas of the frame's
@@ -71,6 +72,7 @@ class WanVace(Wan):
     # diffusers' WanVACEPipeline settings: each window from noise (strength 1, all steps)
     defaults = Defaults(steps=50, guidance=5.0, strength=1.0, half=False, multiple=16)
     takes_reference = True
+    takes_control = True  # one --control: its maps are the context video
 
     def recognise(self, info: ModelInfo) -> bool:
         return not info.is_file and (
@@ -83,6 +85,8 @@ class WanVace(Wan):
             raise ParameterError("strength", f"means nothing for {self.title}: it generates each window from noise, "
                                              "guided by the source as its context video (drop it; --control-scale "
                                              "sets how closely)")  # fmt: skip
+        if config.reference:
+            load_reference(config.reference)  # a missing or unreadable image fails now, before any frame is read
         if len(config.control_scales) != 1:
             raise ParameterError("control_scales", f"takes one value for {self.title} (its conditioning scale)")
 
@@ -124,7 +128,8 @@ class WanVace(Wan):
         scale = torch.tensor([float(config.control_scales[0])] * layers).to(device=device, dtype=dtype)
         out: dict[str, Any] = {"scale": scale, "reference": None, "gray": {}}
         mask = "the inpaint mask" if config.kind == "inpaint" else "the whole frame"
-        log.info("%s: the source frames are the context video (mask: %s)", self.title, mask)
+        context = f"the {config.controls[0]} maps" if config.controls else "the source frames"
+        log.info("%s: %s are the context video (mask: %s)", self.title, context, mask)
         if config.reference:
             factor = pipe.vae_scale_factor_spatial
             height, width = clean.shape[-2] * factor, clean.shape[-1] * factor

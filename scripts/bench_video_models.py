@@ -1,14 +1,16 @@
 """Video diffusion models: v2v's windowed stage against the family's own diffusers pipeline over the same frames in
 one window, side by side in one run; prints one JSON line.
 
-    PYTHONPATH=. python scripts/bench_video_models.py [--frames 9 17] [--size 64x48] [--steps 4] [--repeat 2]
+    PYTHONPATH=. python scripts/bench_video_models.py [--family wan|wan_vace] [--frames 9 17] [--size 64x48]
+        [--steps 4] [--repeat 2]
 
 Both are timed over `--frames` clips (each one window: `VideoModelStage` with `--window` = the clip's frames, and
-`WanVideoToVideoPipeline` called once), and the per-frame rate is the marginal one between the shortest and longest
-clip (start-up apart): (time(long) - time(short)) / (long - short frames). The model is the tests' tiny random Wan
-(`tests/tiny_video.py`: Wan's real VAE compression, a 2-block transformer), built here from config; on a CPU a tiny
-model makes the VAE and v2v's own work (frame conversion, scene detection, streaming) weigh far more than they do
-beside a real transformer, so the ratio is an upper bound of v2v's overhead.
+`WanVideoToVideoPipeline`, or `WanVACEPipeline` with the frames as its context video, called once), and the per-frame
+rate is the marginal one between the shortest and longest clip (start-up apart): (time(long) - time(short)) / (long -
+short frames). The model is the tests' tiny random Wan (`tests/tiny_video.py`: Wan's real VAE compression, a 2-block
+transformer), built here from config; on a CPU a tiny model makes the VAE and v2v's own work (frame conversion, scene
+detection, streaming) weigh far more than they do beside a real transformer, so the ratio is an upper bound of v2v's
+overhead.
 
 The `projection` block is NOT a measurement: it scales published figures for Wan2.1-(VACE-)1.3B and LTX-Video 2B
 to 480p on one H100 and adds what v2v's windows cost (the overlap's frames are denoised twice).
@@ -53,6 +55,7 @@ def projection(window: int = 81, overlap: int = 16) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", choices=("wan", "wan_vace"), default="wan")
     parser.add_argument("--frames", type=int, nargs="+", default=[9, 17])
     parser.add_argument("--size", default="64x48")
     parser.add_argument("--steps", type=int, default=4)
@@ -61,14 +64,17 @@ def main() -> None:
     width, height = map(int, args.size.split("x"))
 
     import torch
-    from tiny_video import build_tiny_wan
+    from PIL import Image
+    from tiny_video import build_tiny_wan, build_tiny_wan_vace
 
     from v2v.diffusion.config import RestyleConfig
     from v2v.diffusion.video_stage import VideoModelStage, WindowChain
     from v2v.frames import Frame, images_to_tensor
 
-    folder = build_tiny_wan(tempfile.mkdtemp(prefix="v2v-bench-wan-"))
-    config = RestyleConfig(model=str(folder), prompt="a watercolour", steps=args.steps, strength=0.75,
+    vace = args.family == "wan_vace"
+    folder = (build_tiny_wan_vace if vace else build_tiny_wan)(tempfile.mkdtemp(prefix="v2v-bench-wan-"))
+    strength = None if vace else 0.75  # VACE generates from noise, guided by the frames as its context video
+    config = RestyleConfig(model=str(folder), prompt="a watercolour", steps=args.steps, strength=strength,
                            window=max(args.frames), window_overlap=0)  # fmt: skip
     stage = VideoModelStage(config)
     pipe = stage.pipe
@@ -77,8 +83,9 @@ def main() -> None:
     for count in args.frames:
         images = [rng.integers(0, 255, (height, width, 3), dtype=np.uint8) for _ in range(count)]
         stage.window = count
-        stage.chain = WindowChain((count - 1) // 4 + 1, 0, stage._denoise)
-        video = list(images_to_tensor(images))
+        stage.chain = WindowChain((count - 1) // 4 + 1, 0, stage._denoise, source=stage.family.source_latents)
+        video = [Image.fromarray(image) for image in images] if vace else list(images_to_tensor(images))
+        inputs = {"num_frames": count} if vace else {"strength": strength}
         best = {"v2v": float("inf"), "diffusers": float("inf")}
         for _ in range(args.repeat):  # alternated, best of each: the machine is shared
             began = time.perf_counter()
@@ -88,14 +95,15 @@ def main() -> None:
             began = time.perf_counter()
             with torch.inference_mode():
                 pipe(video=video, prompt="a watercolour", height=height, width=width, num_inference_steps=args.steps,
-                     strength=0.75, guidance_scale=stage.config.guidance, output_type="pt", max_sequence_length=16)
+                     guidance_scale=stage.config.guidance, output_type="pt", max_sequence_length=16, **inputs)
             best["diffusers"] = min(best["diffusers"], time.perf_counter() - began)
         for name in best:
             times[name][count] = best[name]
     short, long = min(args.frames), max(args.frames)
     rate = {name: (t[long] - t[short]) / (long - short) for name, t in times.items()}
     print(json.dumps({
-        "bench": "video_models", "family": "wan", "model": "tiny random Wan (tests/tiny_video.py)",
+        "bench": "video_models", "family": args.family,
+        "model": f"tiny random {stage.family.title} (tests/tiny_video.py)",
         "device": str(stage.device), "size": f"{width}x{height}", "steps": args.steps, "frames": args.frames,
         "seconds": {name: {str(k): round(v, 3) for k, v in t.items()} for name, t in times.items()},
         "v2v_s_per_frame": round(rate["v2v"], 4), "diffusers_s_per_frame": round(rate["diffusers"], 4),

@@ -220,3 +220,17 @@ def test_bad_vace_options_are_one_line(vace_folder: Path, wan_folder: Path, tmp_
     assert main(command) in (1, 2)
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and says in error[0], error
+
+
+def test_a_run_resumed_from_a_window_state_gives_the_same_frames(stage: VideoModelStage, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """With a state folder, a run handed frames from 5 on (where the first window's state stands: both context
+    encoders' caches, the held latents) gives the uninterrupted run's frames 5.. exactly."""
+    monkeypatch.setattr(stage, "state_dir", tmp_path)
+    frames = as_frames(noisy_frames(17))
+    whole = [frame.image for frame in stage.process(iter(frames))]
+    states = sorted(path.name for path in tmp_path.glob("window-*.pt"))
+    assert states == ["window-000000005.pt", "window-000000013.pt"], states
+    (tmp_path / states[1]).unlink()  # so the run continues from the first window's state
+    resumed = [frame.image for frame in stage.process(iter(frames[5:]))]
+    assert len(resumed) == 12 and all(np.array_equal(a, b) for a, b in zip(whole[5:], resumed, strict=True))

@@ -181,12 +181,12 @@ class VideoModelStage:
             self.overlap = min(self.overlap, (self.window - 1) // 2 // family.temporal * family.temporal)
         family.check_window(self.window, self.overlap)
         _refuse_image_options(config, family)
+        family.refuse(config)
         self.config = config
         self.device = resolve_device(config.device)
         self.dtype = parse_dtype(config.dtype) if config.dtype else family.dtype(self.device)
         # 2. The pipeline, then what modifies it.
-        self.pipe = family.load(info, self.kind, [], model=config.model, device=self.device, dtype=self.dtype,
-                                model_config=config.model_config)  # fmt: skip
+        self.pipe = family.load_video(info, self.kind, config, device=self.device, dtype=self.dtype)
         scheduler = config.scheduler or family.defaults.scheduler
         if scheduler:
             models.set_scheduler(self.pipe, scheduler)

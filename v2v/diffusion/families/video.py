@@ -33,6 +33,8 @@ class VideoDiffusion(Family):
     window = 81  # default frames a window
     overlap = 16  # default frames of overlap (a multiple of `temporal`)
     max_sequence_length = 512  # text tokens the prompt is padded to (at most the tokenizer's own limit)
+    frame_rule = "4k+1"  # the frame rule as users read it
+
 
     def frames_fit(self, frames: int) -> bool:
         """Whether a window of `frames` frames follows the family's frame rule (k * temporal + 1)."""
@@ -40,10 +42,9 @@ class VideoDiffusion(Family):
 
     def check_window(self, window: int, overlap: int) -> None:
         """ParameterError (one line) for a window or overlap the family cannot take."""
-        rule = f"{self.temporal}k+1"
         if not self.frames_fit(window):
-            raise ParameterError("window", f"must follow {self.title}'s frame rule {rule} (e.g. {self.window}), "
-                                           f"got {window}")  # fmt: skip
+            raise ParameterError("window", f"must follow {self.title}'s frame rule {self.frame_rule} (e.g. "
+                                           f"{self.window}), got {window}")  # fmt: skip
         if overlap < 0 or overlap % self.temporal:
             raise ParameterError("window_overlap", f"must be a multiple of {self.temporal} (a whole latent frame "
                                                    f"of {self.title}'s VAE), got {overlap}")  # fmt: skip
@@ -57,6 +58,15 @@ class VideoDiffusion(Family):
         if controlnets:
             raise UsageError.naming("{title} models take no ControlNet; drop {controlnets}", title=self.title)
         return super().kind(base, 0)
+
+    def refuse(self, config: Any) -> None:
+        """UsageError (one line) for an option that means nothing for the family (the stage has refused the image
+        stages' options already)."""
+
+    def load_video(self, info: Any, kind: str, config: Any, *, device: Any, dtype: Any) -> Any:
+        """The pipeline for `config` (a family that loads more than the base model, a motion adapter, overrides)."""
+        return self.load(info, kind, [], model=config.model, device=device, dtype=dtype,
+                         model_config=config.model_config)  # fmt: skip
 
     # --- the model's parts -----------------------------------------------------------------------------------
 
@@ -82,3 +92,10 @@ class VideoDiffusion(Family):
     ) -> torch.Tensor:
         """A window's final latents from its clean (normalised) latents and noise (both (1, C, T, h, w), float32)."""
         raise NotImplementedError
+
+
+def noised(scheduler: Any, latents: torch.Tensor, timestep: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """`latents` noised to `timestep`'s level as the scheduler does it (DDPM-style `add_noise`, flow `scale_noise`)."""
+    if hasattr(scheduler, "add_noise"):
+        return scheduler.add_noise(latents, noise, timestep)
+    return scheduler.scale_noise(latents, timestep, noise)

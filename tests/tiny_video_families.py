@@ -1,0 +1,33 @@
+"""Tiny random models of the video families besides Wan (`ltx`, `animatediff`, `lucy_edit`), built from config and
+saved with `save_pretrained` in the layouts real downloads have, for tests and benchmarks on machines without weights.
+
+- `build_tiny_lucy(folder)`: `folder/lucy`, a `LucyEditPipeline` folder: tiny Wan's parts with a transformer that
+  reads 32 channels (the noise's 16 and the source's 16) and a flow-matching Euler scheduler.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tiny_dit import TEXT_WIDTH
+from tiny_video import tiny_umt5, tiny_wan_vae
+
+
+def build_tiny_lucy(folder: str | Path, seed: int = 0) -> Path:
+    """Write the tiny Lucy Edit pipeline folder under `folder`; returns `folder/lucy`."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, LucyEditPipeline, WanTransformer3DModel
+
+    root = Path(folder) / "lucy"
+    torch.manual_seed(seed)
+    text_encoder, tokenizer = tiny_umt5(Path(folder) / "umt5-tokenizer")
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=32, out_channels=16,
+        text_dim=TEXT_WIDTH, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+    )  # fmt: skip
+    pipe = LucyEditPipeline(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer,
+                            vae=tiny_wan_vae(), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))  # fmt: skip
+    pipe.save_pretrained(str(root))
+    return root
+

@@ -13,16 +13,18 @@ import pytest
 pytest.importorskip("diffusers")
 torch = pytest.importorskip("torch")
 
+import tiny_diffusion  # noqa: E402
 from test_video_models import as_frames, noisy_frames  # noqa: E402
 from tiny_diffusion import one_thread  # noqa: E402, F401 (an autouse fixture)
-from tiny_video_families import build_tiny_lucy  # noqa: E402
+from tiny_video_families import build_tiny_lucy, build_tiny_motion_adapter  # noqa: E402
 
-from v2v.diffusion.config import EditConfig  # noqa: E402
+from v2v.diffusion.config import EditConfig, RestyleConfig  # noqa: E402
 from v2v.diffusion.video_stage import VideoModelStage  # noqa: E402
 from v2v.errors import V2VError  # noqa: E402
 from v2v.frames import images_to_tensor, tensor_to_images  # noqa: E402
 
 STEPS, GUIDANCE = 2, 5.0
+tiny = tiny_diffusion.tiny  # the tiny SD models, a session fixture built once for all diffusion test modules
 
 
 def same_pictures(ours: list[np.ndarray], theirs: list[np.ndarray]) -> bool:
@@ -40,7 +42,7 @@ def lucy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_lucy_edit_one_window_is_the_pipeline_pixel_for_pixel(lucy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """9 frames of 40x56 (padded to 48x64 inside the stage, cut back after) equal `LucyEditPipeline` called on the
     padded frames with the same instruction and noise, cut the same way."""
-    import diffusers.pipelines.lucy.pipeline_lucy_edit as lucy
+    import diffusers.pipelines.lucy.pipeline_lucy_edit as lucy_edit
     import torch.nn.functional as F
 
     config = EditConfig(model=str(lucy), instruction="make it red", steps=STEPS, guidance=GUIDANCE, window=9,
@@ -49,7 +51,7 @@ def test_lucy_edit_one_window_is_the_pipeline_pixel_for_pixel(lucy: Path, monkey
     assert stage.multiple == 16
     images = noisy_frames(9, width=56, height=40)
     ours = [frame.image for frame in stage.process(iter(as_frames(images)))]
-    monkeypatch.setattr(lucy, "randn_tensor", lambda shape, generator=None, device=None, dtype=None, layout=None:
+    monkeypatch.setattr(lucy_edit, "randn_tensor", lambda shape, generator=None, device=None, dtype=None, layout=None:
                         stage.noise(0, 0, shape).to(device, dtype))  # fmt: skip
     padded = F.pad(images_to_tensor(images), (0, 8, 0, 8), mode="replicate")
     theirs = stage.pipe(video=list(padded), prompt="make it red", height=48, width=64, num_frames=9,
@@ -64,11 +66,74 @@ def test_lucy_edit_one_window_is_the_pipeline_pixel_for_pixel(lucy: Path, monkey
      ({"prompt": "x", "kind": "restyle"}, "edit")],
 )
 def test_lucy_edit_refuses_what_means_nothing_in_one_line(lucy: Path, options: dict, words: str) -> None:
-    from v2v.diffusion.config import RestyleConfig
-
     kind = options.pop("kind", "edit")
     base = {"model": str(lucy)} | ({"instruction": "make it red"} if kind == "edit" else {})
     config = (EditConfig if kind == "edit" else RestyleConfig)(**base, **options)
     with pytest.raises(V2VError) as error:
         VideoModelStage(config)
+    assert words in str(error.value) and "\n" not in str(error.value)
+
+
+# --- animatediff ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_motion_adapter(tmp_path_factory.mktemp("tiny-motion"), tiny / "sd" / "unet")
+
+
+def test_animatediff_one_window_is_the_pipeline_pixel_for_pixel(tiny: Path, adapter: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """6 frames of 44x60 (padded to 48x64, cut back) through an SD base with a motion adapter equal
+    `AnimateDiffVideoToVideoPipeline` on the padded frames with the same prompt, noise and the posterior's mode
+    (the pipeline samples it; the stage takes the mode), a frame at a time through the VAE."""
+    import diffusers.pipelines.animatediff.pipeline_animatediff_video2video as animatediff
+    import torch.nn.functional as F
+
+    config = RestyleConfig(model=str(tiny / "sd"), motion_adapter=str(adapter), prompt="a watercolour", steps=STEPS,
+                           strength=0.75, guidance=GUIDANCE, window=6, window_overlap=2)  # fmt: skip
+    stage = VideoModelStage(config)
+    assert (stage.family.name, stage.multiple) == ("animatediff", 8)
+    images = noisy_frames(6, width=60, height=44)
+    ours = [frame.image for frame in stage.process(iter(as_frames(images)))]
+    monkeypatch.setattr(animatediff, "randn_tensor", lambda shape, generator=None, device=None, dtype=None, layout=None:
+                        stage.noise(0, 0, (shape[0], shape[2], shape[1], *shape[3:])).permute(0, 2, 1, 3, 4)
+                        .to(device, dtype))  # fmt: skip
+    monkeypatch.setattr(animatediff, "retrieve_latents", lambda output, generator=None: output.latent_dist.mode())
+    padded = F.pad(images_to_tensor(images), (0, 4, 0, 4), mode="replicate")
+    theirs = stage.pipe(video=list(padded), prompt="a watercolour", height=48, width=64, num_inference_steps=STEPS,
+                        strength=0.75, guidance_scale=GUIDANCE, output_type="pt", decode_chunk_size=1).frames[0]
+    assert same_pictures(ours, tensor_to_images(theirs[..., :44, :60]))
+
+
+def test_animatediff_windows_hold_the_overlap_and_any_length_fits(tiny: Path, adapter: Path) -> None:
+    """Any window length is AnimateDiff's rule (5 here, not 4k+1): 11 frames in windows of 5 overlapping by 2 give
+    11 frames, the second window sees the first's final latents over its overlap."""
+    config = RestyleConfig(model=str(tiny / "sd"), motion_adapter=str(adapter), prompt="a watercolour", steps=STEPS,
+                           strength=0.75, guidance=GUIDANCE, window=5, window_overlap=2)  # fmt: skip
+    stage = VideoModelStage(config)
+    seen: list[tuple[int, int, int]] = []
+    denoise = stage.chain.denoise
+
+    def recording(clean: torch.Tensor, start: int, hold: torch.Tensor | None) -> torch.Tensor:
+        seen.append((start, clean.shape[2], 0 if hold is None else hold.shape[2]))
+        return denoise(clean, start, hold)
+
+    stage.chain.denoise = recording
+    out = list(stage.process(iter(as_frames(noisy_frames(11, width=64, height=48)))))
+    assert [frame.index for frame in out] == list(range(11))
+    assert seen == [(0, 5, 0), (3, 5, 2), (6, 5, 2)]
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [({"window": 40}, "motion adapter's length"), ({"window": 1}, "at least 2"),
+     ({"window_overlap": 16}, "window_overlap"), ({"model": "wan"}, "SD 1.5")],
+)
+def test_animatediff_bad_input_is_one_line(tiny: Path, adapter: Path, lucy: Path, options: dict, words: str) -> None:
+    values = {"model": str(tiny / "sd"), "motion_adapter": str(adapter), "prompt": "x", **options}
+    if values["model"] == "wan":
+        values["model"] = str(lucy)
+    with pytest.raises(V2VError) as error:
+        VideoModelStage(RestyleConfig(**values))
     assert words in str(error.value) and "\n" not in str(error.value)

@@ -3,6 +3,8 @@ saved with `save_pretrained` in the layouts real downloads have, for tests and b
 
 - `build_tiny_lucy(folder)`: `folder/lucy`, a `LucyEditPipeline` folder: tiny Wan's parts with a transformer that
   reads 32 channels (the noise's 16 and the source's 16) and a flow-matching Euler scheduler.
+- `build_tiny_motion_adapter(folder, unet)`: `folder/motion-adapter`, a `MotionAdapter` for the tiny SD UNet of
+  `tests/tiny_diffusion.py` (its widths and layers, 2 heads, 32 positions), for AnimateDiff on that SD base.
 """
 
 from __future__ import annotations
@@ -31,3 +33,24 @@ def build_tiny_lucy(folder: str | Path, seed: int = 0) -> Path:
     pipe.save_pretrained(str(root))
     return root
 
+
+
+def build_tiny_motion_adapter(folder: str | Path, unet: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random `MotionAdapter` fitting the UNet folder `unet`; returns `folder/motion-adapter`."""
+    import json
+
+    from diffusers import MotionAdapter
+
+    config = json.loads((Path(unet) / "config.json").read_text())
+    torch.manual_seed(seed)
+    adapter = MotionAdapter(block_out_channels=tuple(config["block_out_channels"]),
+                            motion_layers_per_block=config["layers_per_block"], motion_num_attention_heads=2,
+                            motion_norm_num_groups=8, motion_max_seq_length=32)  # fmt: skip
+    # diffusers zero-initialises the motion modules' output projections (an untrained adapter changes nothing);
+    # random ones make the frames of a window depend on each other, as a trained adapter does
+    for name, parameter in adapter.named_parameters():
+        if "proj_out" in name:
+            torch.nn.init.normal_(parameter, std=0.05)
+    root = Path(folder) / "motion-adapter"
+    adapter.save_pretrained(str(root))
+    return root

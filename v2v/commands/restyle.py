@@ -185,6 +185,8 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
     video.add_argument("--anchor", type=float, metavar="W",
                        help="colour anchor toward the shot's first window, 0-1 (default 1; 0: off)")
     video.add_argument("--reference", metavar="IMG", help="a reference image (families that take one: Wan VACE)")
+    video.add_argument("--motion-adapter", metavar="PATH",
+                       help="AnimateDiff: a MotionAdapter folder; with an SD 1.5 --model, restyles windows of frames")
     video.add_argument("--offload", choices=OFFLOADS,
                        help="model: the text encoder leaves the device once the prompt is encoded (default none)")
 
@@ -205,7 +207,8 @@ class StageFactory:
             from v2v.diffusion.stage import EditStage, RestyleStage
 
             kind = getattr(self.config, "kind", "restyle")
-            family, _ = detect(self.config.model, self.config.model_config, kind)  # type: ignore[attr-defined]
+            family, _ = detect(self.config.model, self.config.model_config, kind,  # type: ignore[attr-defined]
+                               motion_adapter=getattr(self.config, "motion_adapter", None))  # fmt: skip
             if family.video:
                 from v2v.diffusion.video_stage import VideoModelStage
 

@@ -169,7 +169,8 @@ class VideoModelStage:
         from v2v.diffusion import models, registry
 
         # 1. The family and its settings; refusals before anything big loads.
-        family, info = registry.detect(config.check().model, config.model_config, config.kind)
+        family, info = registry.detect(config.check().model, config.model_config, config.kind,
+                                       motion_adapter=config.motion_adapter)  # fmt: skip
         if not getattr(family, "video", False):
             raise UsageError(f"{family.title} is an image model; VideoModelStage takes a video family")
         self.family: Any = family

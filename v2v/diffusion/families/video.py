@@ -33,8 +33,6 @@ class VideoDiffusion(Family):
     window = 81  # default frames a window
     overlap = 16  # default frames of overlap (a multiple of `temporal`)
     max_sequence_length = 512  # text tokens the prompt is padded to (at most the tokenizer's own limit)
-    frame_rule = "4k+1"  # the frame rule as users read it
-
 
     def frames_fit(self, frames: int) -> bool:
         """Whether a window of `frames` frames follows the family's frame rule (k * temporal + 1)."""
@@ -42,9 +40,10 @@ class VideoDiffusion(Family):
 
     def check_window(self, window: int, overlap: int) -> None:
         """ParameterError (one line) for a window or overlap the family cannot take."""
+        rule = f"{self.temporal}k+1"
         if not self.frames_fit(window):
-            raise ParameterError("window", f"must follow {self.title}'s frame rule {self.frame_rule} (e.g. "
-                                           f"{self.window}), got {window}")  # fmt: skip
+            raise ParameterError("window", f"must follow {self.title}'s frame rule {rule} (e.g. {self.window}), "
+                                           f"got {window}")  # fmt: skip
         if overlap < 0 or overlap % self.temporal:
             raise ParameterError("window_overlap", f"must be a multiple of {self.temporal} (a whole latent frame "
                                                    f"of {self.title}'s VAE), got {overlap}")  # fmt: skip

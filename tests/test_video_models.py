@@ -17,20 +17,22 @@ import pytest
 pytest.importorskip("diffusers")
 torch = pytest.importorskip("torch")
 
+import tiny_video  # noqa: E402
 from conftest import write_clip  # noqa: E402
 from tiny_diffusion import one_thread  # noqa: E402, F401 (an autouse fixture)
-from tiny_video import tiny_wan  # noqa: E402, F401 (a session fixture)
 
 from v2v.diffusion.config import RestyleConfig  # noqa: E402
 from v2v.diffusion.video_stage import VideoModelStage, WindowChain  # noqa: E402
 from v2v.frames import Frame, images_to_tensor, tensor_to_images  # noqa: E402
 
+wan_folder = tiny_video.tiny_wan  # the tiny Wan pipeline folder, a session fixture
+
 STEPS, STRENGTH, GUIDANCE = 3, 0.8, 5.0
 
 
 @pytest.fixture(scope="module")
-def stage(tiny_wan: Path) -> VideoModelStage:
-    config = RestyleConfig(model=str(tiny_wan), prompt="a cat", steps=STEPS, strength=STRENGTH, guidance=GUIDANCE,
+def stage(wan_folder: Path) -> VideoModelStage:
+    config = RestyleConfig(model=str(wan_folder), prompt="a cat", steps=STEPS, strength=STRENGTH, guidance=GUIDANCE,
                            window=9, window_overlap=4)  # fmt: skip
     return VideoModelStage(config)
 
@@ -62,7 +64,8 @@ def as_frames(images: list[np.ndarray]) -> list[Frame]:
 # --- exact invariants -------------------------------------------------------------------------------------
 
 
-def test_one_window_is_the_wan_pipeline_pixel_for_pixel(stage: VideoModelStage, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_window_is_the_wan_pipeline_pixel_for_pixel(stage: VideoModelStage,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """A clip that fits one window (9 frames: 3 latent frames) equals `WanVideoToVideoPipeline` called directly with
     the same frames, prompt, settings and noise."""
     import diffusers.pipelines.wan.pipeline_wan_video2video as wan
@@ -81,10 +84,19 @@ def test_one_window_is_the_wan_pipeline_pixel_for_pixel(stage: VideoModelStage, 
     assert not np.array_equal(ours[0], images[0])  # it did restyle
 
 
-def test_streamed_vae_equals_whole_clip(stage: VideoModelStage) -> None:
+@pytest.mark.parametrize("tiling", [False, True])
+def test_streamed_vae_equals_whole_clip(stage: VideoModelStage, tiling: bool) -> None:
+    """Chunk by chunk with the cache carried (one per tile with tiling on) equals diffusers' whole-clip encode and
+    decode, bit for bit."""
+    from diffusers import AutoencoderKLWan
+
     from v2v.diffusion.video_vae import StreamingWanVAE
 
-    vae = stage.pipe.vae
+    vae = AutoencoderKLWan.from_config(stage.pipe.vae.config)
+    vae.load_state_dict(stage.pipe.vae.state_dict())
+    if tiling:  # tiles of 32 every 16 pixels over 48x64 frames: 3 x 4 tiles
+        vae.enable_tiling(tile_sample_min_height=32, tile_sample_min_width=32, tile_sample_stride_height=16,
+                          tile_sample_stride_width=16)  # fmt: skip
     video = torch.rand(1, 3, 13, 48, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
     streamed = StreamingWanVAE(vae)
     with torch.inference_mode():
@@ -141,13 +153,13 @@ def test_windows_never_straddle_a_cut_and_a_shot_starts_afresh(stage: VideoModel
 # --- the command ------------------------------------------------------------------------------------------
 
 
-def wan_command(tiny_wan: Path, source: Path, output: Path, *more: str) -> list[str]:
-    return ["restyle", str(source), "-o", str(output), "--model", str(tiny_wan), "--prompt", "a cat", "--steps",
+def wan_command(wan_folder: Path, source: Path, output: Path, *more: str) -> list[str]:
+    return ["restyle", str(source), "-o", str(output), "--model", str(wan_folder), "--prompt", "a cat", "--steps",
             str(STEPS), "--strength", str(STRENGTH), "--window", "9", "--window-overlap", "4", "--no-progress",
             *more]  # fmt: skip
 
 
-def test_command_keeps_frames_timestamps_and_audio_of_transcode(tiny_wan: Path, tmp_path: Path) -> None:
+def test_command_keeps_frames_timestamps_and_audio_of_transcode(wan_folder: Path, tmp_path: Path) -> None:
     """At 72x40 (not multiples of 16: padded inside, cut back), 14 frames (not 4k+1): the frames, their timestamps
     and the audio equal a plain `v2v transcode`'s."""
     import av
@@ -157,7 +169,7 @@ def test_command_keeps_frames_timestamps_and_audio_of_transcode(tiny_wan: Path, 
 
     source = write_clip(tmp_path / "in.mp4", frames=14, width=72, height=40, audio=True)
     restyled, plain = tmp_path / "out.mp4", tmp_path / "plain.mp4"
-    assert main(wan_command(tiny_wan, source, restyled)) == 0
+    assert main(wan_command(wan_folder, source, restyled)) == 0
     assert main(["transcode", str(source), "-o", str(plain), "--no-progress"]) == 0
     with open_source(restyled) as a, open_source(plain) as b:
         ours, theirs = list(a), list(b)
@@ -172,7 +184,7 @@ def test_command_keeps_frames_timestamps_and_audio_of_transcode(tiny_wan: Path, 
     assert not (tmp_path / ".out.mp4.v2v-windows").exists()  # the window states go with a finished run
 
 
-def test_killed_after_a_window_resumes_to_the_same_bytes(tiny_wan: Path, tmp_path: Path,
+def test_killed_after_a_window_resumes_to_the_same_bytes(wan_folder: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """An image-sequence output stopped after its 3rd window, then run again with --resume, equals an uninterrupted
     run byte for byte (the stage continues from its saved window state: tail latents, VAE caches, anchor)."""
@@ -180,7 +192,7 @@ def test_killed_after_a_window_resumes_to_the_same_bytes(tiny_wan: Path, tmp_pat
 
     source = write_clip(tmp_path / "in.mp4", frames=30)
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
-    assert main(wan_command(tiny_wan, source, whole / "%03d.png")) == 0
+    assert main(wan_command(wan_folder, source, whole / "%03d.png")) == 0
     original = WindowChain._window
     done = {"windows": 0}
 
@@ -191,13 +203,32 @@ def test_killed_after_a_window_resumes_to_the_same_bytes(tiny_wan: Path, tmp_pat
         return original(self, last)
 
     monkeypatch.setattr(WindowChain, "_window", stop_after_three)
-    assert main(wan_command(tiny_wan, source, resumed / "%03d.png")) == 130
+    assert main(wan_command(wan_folder, source, resumed / "%03d.png")) == 130
     monkeypatch.setattr(WindowChain, "_window", original)
     assert sorted((resumed / ".%03d.png.v2v-windows").glob("window-*.pt")), "window states were saved before the stop"
-    assert main(wan_command(tiny_wan, source, resumed / "%03d.png", "--resume")) == 0
+    assert main(wan_command(wan_folder, source, resumed / "%03d.png", "--resume")) == 0
     names = sorted(p.name for p in whole.iterdir())
     assert names == sorted(p.name for p in resumed.iterdir() if not p.name.startswith(".")) and len(names) == 30
     assert all((whole / n).read_bytes() == (resumed / n).read_bytes() for n in names)
+
+
+def test_segmented_run_continues_each_shot_from_window_states(wan_folder: Path, tmp_path: Path) -> None:
+    """A segmented run (--resume on a fresh run: segments of 2 s cut at keyframes) gives the single pass's frames
+    exactly: its second segment continues from a window state the first one saved; not segmented by default, and
+    Ray, whose segments would run side by side, is refused in one line."""
+    from v2v.cli import main
+    from v2v.io.reader import open_source
+
+    source = write_clip(tmp_path / "in.mp4", frames=30, options={"g": "10"})
+    lossless = ["--codec", "ffv1"]
+    assert main(wan_command(wan_folder, source, tmp_path / "one.mkv", *lossless, "--segment-seconds", "2")) == 0
+    assert not list(tmp_path.glob(".one.mkv.v2v-work"))  # one pass by default: segments would redo windows
+    segmented = wan_command(wan_folder, source, tmp_path / "seg.mkv", *lossless, "--segment-seconds", "2", "--resume")
+    assert main(segmented) == 0
+    with open_source(tmp_path / "one.mkv") as a, open_source(tmp_path / "seg.mkv") as b:
+        one, seg = [f.image for f in a], [f.image for f in b]
+    assert len(one) == len(seg) == 30 and all(np.array_equal(x, y) for x, y in zip(one, seg, strict=True))
+    assert main(wan_command(wan_folder, source, tmp_path / "ray.mkv", "--backend", "ray")) == 2
 
 
 # --- seams and drift, with stub denoisers -----------------------------------------------------------------
@@ -255,25 +286,25 @@ def test_colour_anchor_keeps_drift_within_a_quarter_of_unanchored() -> None:
     (["--window", "9", "--window-overlap", "3"], "--window-overlap must be a multiple of 4"),
     (["--reference", "ref.png"], "take no reference image; drop --reference"),
 ])  # fmt: skip
-def test_bad_video_options_are_one_line(tiny_wan: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+def test_bad_video_options_are_one_line(wan_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                         arguments: list[str], says: str) -> None:  # fmt: skip
     from v2v.cli import main
 
     source = write_clip(tmp_path / "in.mp4", frames=3)
-    command = ["restyle", str(source), "-o", str(tmp_path / "o.mp4"), "--model", str(tiny_wan), "--prompt", "p",
+    command = ["restyle", str(source), "-o", str(tmp_path / "o.mp4"), "--model", str(wan_folder), "--prompt", "p",
                *arguments]  # fmt: skip
     assert main(command) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and says in error[0], error
 
 
-def test_a_mask_for_a_family_that_cannot_inpaint_is_one_line(tiny_wan: Path, tmp_path: Path,
+def test_a_mask_for_a_family_that_cannot_inpaint_is_one_line(wan_folder: Path, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     from v2v.cli import main
 
     source = write_clip(tmp_path / "in.mp4", frames=3)
     command = ["inpaint", str(source), "-o", str(tmp_path / "o.mp4"), "--mask", str(source), "--model",
-               str(tiny_wan), "--prompt", "p"]  # fmt: skip
+               str(wan_folder), "--prompt", "p"]  # fmt: skip
     assert main(command) == 1
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "is a Wan video-to-video model, which does not inpaint" in error[0], error
@@ -295,8 +326,8 @@ RSS_SCRIPT = textwrap.dedent("""
     def peak():
         return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
     rng = np.random.default_rng(0)
-    picture = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
-    list(stage.process(Frame(picture, i, source_index=i, pts=i) for i in range(9)))  # warm up
+    picture = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    list(stage.process(Frame(picture, i, source_index=i, pts=i) for i in range(24)))  # warm up (the allocator settles)
     for count in ({counts}):
         child = os.fork()
         if child == 0:
@@ -310,12 +341,15 @@ RSS_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_peak_memory_is_flat_in_clip_length(tiny_wan: Path) -> None:
-    """Peak RSS over 1x, 4x and 16x an 8-frame clip (128x96, the real streamed VAE and windows, a stub denoiser),
+def test_peak_memory_is_flat_in_clip_length(wan_folder: Path) -> None:
+    """Peak RSS over 1x, 4x and 16x a 6-frame clip (64x48, the real streamed VAE and windows, a stub denoiser),
     each run in a fork of one warmed-up process, within 10% of each other."""
-    script = RSS_SCRIPT.format(tests=os.path.dirname(__file__), model=str(tiny_wan), counts="8, 32, 128")
+    script = RSS_SCRIPT.format(tests=os.path.dirname(__file__), model=str(wan_folder), counts="6, 24, 96")
+    # glibc's sliding mmap threshold keeps freed tensor buffers in the heap, whose high-water mark then wanders by
+    # +-8% from run to run; a fixed threshold returns them, so the peak says what the stage holds
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "MALLOC_MMAP_THRESHOLD_": "65536"}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}).stdout  # fmt: skip
+                         env=environment).stdout
     peaks = dict(tuple(map(int, line.split())) for line in out.strip().splitlines())
-    assert sorted(peaks) == [8, 32, 128], out
+    assert sorted(peaks) == [6, 24, 96], out
     assert max(peaks.values()) <= 1.10 * min(peaks.values()), peaks

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from tiny_dit import TEXT_WIDTH, write_tiny_t5_tokenizer
 
 

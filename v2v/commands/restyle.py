@@ -248,8 +248,14 @@ def diffusion_stages(args: argparse.Namespace, kind: str) -> StageFactory:
 
 def run_diffusion(args: argparse.Namespace, kind: str) -> int:
     stages = diffusion_stages(args, kind)
+    video = getattr(getattr(stages.stage, "family", None), "video", False)
+    if video and getattr(args, "backend", "local") == "ray":
+        from v2v.errors import UsageError
+
+        raise UsageError.naming("a video model's windows follow one another within a shot, so its segments can't run "
+                                "side by side on Ray: drop {backend} ray ({resume} still segments the run here)")
     run_pipeline(args, stages)  # type: ignore[arg-type]
-    if stages.state_dir is not None:  # the run is whole: its window states are no longer needed
+    if video and stages.state_dir is not None:  # the run is whole: its window states are no longer needed
         shutil.rmtree(stages.state_dir, ignore_errors=True)
     return 0
 

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 from v2v.errors import InputError, ParameterError, UsageError
 
 Config = TypeVar("Config", bound="RestyleConfig")
-CONTROL_NORMS = ("shot", "frame")
-OFFLOADS = ("none", "model")  # video families: "model" moves the text encoder off the device after the prompt  # how depth and Sobel soft-edge maps are rescaled (v2v.diffusion.control)
+CONTROL_NORMS = ("shot", "frame")  # how depth and Sobel soft-edge maps are rescaled (v2v.diffusion.control)
+OFFLOADS = ("none", "model")  # video families: "model" moves the text encoder off the device after the prompt
 
 
 @dataclasses.dataclass

@@ -78,7 +78,7 @@ class DiffusionStage:
         self.device = resolve_device(config.device)
         self.dtype = parse_dtype(config.dtype) if config.dtype else self.family.dtype(self.device)
         if getattr(self.family, "video", False):
-            raise UsageError(f"{self.family.title} is a video model: it runs in VideoModelStage (v2v.diffusion.video_stage)")
+            raise UsageError(f"{self.family.title} is a video model: video_stage.VideoModelStage runs it")
         if config.window or config.window_overlap is not None or config.reference:
             raise UsageError.naming("{window}, {window_overlap} and {reference} are for video models; {title} "
                                     "diffuses frame by frame", title=self.family.title)  # fmt: skip

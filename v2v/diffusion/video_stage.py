@@ -193,9 +193,8 @@ class VideoModelStage:
             models.set_scheduler(self.pipe, scheduler)
         if config.lora:
             models.load_lora(self.pipe, config.lora, config.lora_scale)
-        if config.vae_tiling:
-            raise UsageError.naming("{vae_tiling} is not combined with the streamed video VAE yet (its tiles would each "
-                                    "need their own causal cache); lower {max_side} instead")  # fmt: skip
+        if config.vae_tiling:  # the streamed VAE then keeps a causal cache per tile
+            self.pipe.vae.enable_tiling()
         # 3. The prompt, encoded once for the run; with offload the text encoder then leaves the device.
         import torch
 
@@ -216,12 +215,13 @@ class VideoModelStage:
     def context(self) -> Any:
         """The window chain is sequential within a shot. With a state folder a run may start at any frame at most
         `before` frames before the first it must give (it continues from a saved window state there) and needs
-        `after` frames past the last to finish the windows that reach it: exact. Without one, a segment cannot start
-        mid-shot (inexact: never segmented unless asked, and then refused mid-shot)."""
+        `after` frames past the last to finish the windows that reach it: exact, but a segment redoes about two
+        windows, so runs are segmented only when asked (`--resume`). Without a state folder a segment cannot start
+        mid-shot (inexact, and refused mid-shot)."""
         from v2v.pipeline import Context
 
         reach = self.window + 2 * self.family.temporal
-        return Context(before=reach, after=reach, exact=self.state_dir is not None)
+        return Context(before=reach, after=reach, exact=self.state_dir is not None, by_default=False)
 
     # --- the frames ---------------------------------------------------------------------------------------
 

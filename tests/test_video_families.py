@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 import tiny_diffusion  # noqa: E402
 from test_video_models import as_frames, noisy_frames  # noqa: E402
 from tiny_diffusion import one_thread  # noqa: E402, F401 (an autouse fixture)
-from tiny_video_families import build_tiny_lucy, build_tiny_motion_adapter  # noqa: E402
+from tiny_video_families import build_tiny_ltx, build_tiny_lucy, build_tiny_motion_adapter  # noqa: E402
 
 from v2v.diffusion.config import EditConfig, RestyleConfig  # noqa: E402
 from v2v.diffusion.video_stage import VideoModelStage  # noqa: E402
@@ -136,4 +136,82 @@ def test_animatediff_bad_input_is_one_line(tiny: Path, adapter: Path, lucy: Path
         values["model"] = str(lucy)
     with pytest.raises(V2VError) as error:
         VideoModelStage(RestyleConfig(**values))
+    assert words in str(error.value) and "\n" not in str(error.value)
+
+
+# --- ltx ------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ltx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_ltx(tmp_path_factory.mktemp("tiny-ltx"))
+
+
+def ltx_stage(ltx: Path, state_dir: Path | None = None, **options: object) -> VideoModelStage:
+    values = {"model": str(ltx), "prompt": "a watercolour", "steps": STEPS, "strength": 0.75, "guidance": 3.0,
+              "window": 17, "window_overlap": 8, **options}  # fmt: skip
+    return VideoModelStage(RestyleConfig(**values), state_dir=state_dir)  # type: ignore[arg-type]
+
+
+def test_ltx_one_window_is_the_pipeline_pixel_for_pixel(ltx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """17 frames (8k+1) of 56x80, padded to 64x96 (sides of 32) and cut back, equal `LTXConditionPipeline` given the
+    padded frames' latents (the VAE's mode, normalised) with `denoise_strength` and the same prompt and noise."""
+    import diffusers.pipelines.ltx.pipeline_ltx_condition as ltx_condition
+    import torch.nn.functional as F
+
+    stage = ltx_stage(ltx)
+    assert (stage.family.name, stage.multiple) == ("ltx", 32)
+    images = noisy_frames(17, width=80, height=56)
+    ours = [frame.image for frame in stage.process(iter(as_frames(images)))]
+    pipe = stage.pipe
+    padded = F.pad(images_to_tensor(images), (0, 16, 0, 8), mode="replicate")
+    with torch.inference_mode():
+        moments = pipe.vae.encode((padded * 2 - 1).permute(1, 0, 2, 3).unsqueeze(0)).latent_dist.mode()
+        latents = pipe._normalize_latents(moments, pipe.vae.latents_mean, pipe.vae.latents_std)
+    monkeypatch.setattr(ltx_condition, "randn_tensor", lambda shape, generator=None, device=None, dtype=None,
+                        layout=None: stage.noise_at([0, *range(1, 17, 8)], shape).to(device, dtype))  # fmt: skip
+    theirs = pipe(latents=latents, denoise_strength=0.75, prompt="a watercolour", height=64, width=96,
+                  num_frames=17, num_inference_steps=STEPS, guidance_scale=3.0, output_type="pt",
+                  max_sequence_length=16).frames[0]  # fmt: skip
+    assert same_pictures(ours, tensor_to_images(theirs[..., :56, :80]))
+
+
+def test_ltx_windows_share_overlap_plus_one_frames_and_hold_latents(ltx: Path) -> None:
+    """30 frames in windows of 17 overlapping by 8: windows start every 8 frames, the second holds the first's last
+    latent frame (as its latent frame 1), and the last is 14 frames padded to 17; every frame comes out once."""
+    stage = ltx_stage(ltx)
+    seen: list[tuple[int, int]] = []
+    denoise = stage.chain.denoise
+
+    def recording(clean: torch.Tensor, start: int, hold: torch.Tensor | None, noise: torch.Tensor) -> torch.Tensor:
+        seen.append((clean.shape[2], 0 if hold is None else hold.shape[2]))
+        return denoise(clean, start, hold, noise=noise)
+
+    stage.chain.denoise = recording
+    out = list(stage.process(iter(as_frames(noisy_frames(30, width=64, height=32)))))
+    assert [frame.index for frame in out] == list(range(30))
+    assert seen == [(3, 0), (3, 1), (3, 1)]
+
+
+def test_ltx_killed_after_a_window_resumes_to_the_same_pictures(ltx: Path, tmp_path: Path) -> None:
+    """Stopped after its first window and run again from the frame the window state was saved at, the result equals
+    the uninterrupted run's, bit for bit."""
+    stage = ltx_stage(ltx, state_dir=tmp_path / "states")
+    frames = as_frames(noisy_frames(30, width=64, height=32))
+    whole = [frame.image for frame in stage.process(iter(frames))]
+    run = stage.process(iter(frames))
+    first = [next(run).image for _ in range(8)]  # the first window's frames; then the run is killed
+    run.close()
+    rest = [frame.image for frame in stage.process(iter(frames[8:]))]
+    assert same_pictures(first + rest, whole)
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [({"window": 16}, "8k+1"), ({"window_overlap": 4}, "multiple of 8"), ({"window_overlap": 16}, "smaller"),
+     ({"controlnets": ["canny"]}, "ControlNet"), ({"motion_adapter": "adapter"}, "SD 1.5")],
+)
+def test_ltx_refuses_what_means_nothing_in_one_line(ltx: Path, options: dict, words: str) -> None:
+    with pytest.raises(V2VError) as error:
+        ltx_stage(ltx, **options)
     assert words in str(error.value) and "\n" not in str(error.value)

@@ -29,6 +29,7 @@ class VideoDiffusion(Family):
     """A family whose pipeline denoises a window of frames together (see the module docstring)."""
 
     video = True
+    streams = True  # the VAE streams (chunk by chunk, caches carried); False: windows encoded and decoded whole
     temporal = 4  # frames per latent frame (the VAE's temporal compression)
     window = 81  # default frames a window
     overlap = 16  # default frames of overlap (a multiple of `temporal`)

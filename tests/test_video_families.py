@@ -106,6 +106,31 @@ def test_animatediff_one_window_is_the_pipeline_pixel_for_pixel(tiny: Path, adap
     assert same_pictures(ours, tensor_to_images(theirs[..., :44, :60]))
 
 
+def test_animatediff_controlnet_one_window_is_the_pipeline_pixel_for_pixel(tiny: Path, adapter: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a Canny ControlNet, 6 frames equal `AnimateDiffVideoToVideoControlNetPipeline` given the control maps the
+    stage made (each frame's Canny map), the same prompt and noise."""
+    import diffusers.pipelines.animatediff.pipeline_animatediff_video2video_controlnet as animatediff
+
+    config = RestyleConfig(model=str(tiny / "sd"), motion_adapter=str(adapter), controlnets=[str(tiny / "controlnet")],
+                           prompt="a watercolour", steps=STEPS, strength=0.75, guidance=GUIDANCE, window=6,
+                           window_overlap=2)  # fmt: skip
+    stage = VideoModelStage(config)
+    assert type(stage.pipe).__name__ == "AnimateDiffVideoToVideoControlNetPipeline"
+    images = noisy_frames(6, width=64, height=48)
+    ours = [frame.image for frame in stage.process(iter(as_frames(images)))]
+    maps = [frame_maps[0] for frame_maps in stage.vae.maps]
+    assert len(maps) == 6 and all(m.shape == (3, 48, 64) for m in maps)
+    monkeypatch.setattr(animatediff, "randn_tensor", lambda shape, generator=None, device=None, dtype=None, layout=None:
+                        stage.noise(0, 0, (shape[0], shape[2], shape[1], *shape[3:])).permute(0, 2, 1, 3, 4)
+                        .to(device, dtype))  # fmt: skip
+    monkeypatch.setattr(animatediff, "retrieve_latents", lambda output, generator=None: output.latent_dist.mode())
+    theirs = stage.pipe(video=list(images_to_tensor(images)), conditioning_frames=maps, prompt="a watercolour",
+                        height=48, width=64, num_inference_steps=STEPS, strength=0.75, guidance_scale=GUIDANCE,
+                        output_type="pt", decode_chunk_size=1).frames[0]  # fmt: skip
+    assert same_pictures(ours, tensor_to_images(theirs))
+
+
 def test_animatediff_windows_hold_the_overlap_and_any_length_fits(tiny: Path, adapter: Path) -> None:
     """Any window length is AnimateDiff's rule (5 here, not 4k+1): 11 frames in windows of 5 overlapping by 2 give
     11 frames, the second window sees the first's final latents over its overlap."""

@@ -27,19 +27,35 @@ ANIMATEDIFF_FOLDERS = ("AnimateDiffPipeline", "AnimateDiffVideoToVideoPipeline",
 
 
 class FrameVAE:
-    """SD's image VAE over (1, 3, T, H, W) frames, a frame at a time (no state to carry: `state` is empty)."""
+    """SD's image VAE over (1, 3, T, H, W) frames, a frame at a time. With ControlNets (`makers`: the control map
+    functions, one per net) it also keeps the control maps of the last `keep` frames encoded: a window's frames are
+    always the last ones encoded when it is denoised (`WindowChain` runs a window on the latent frame that fills it),
+    so `window_maps(T)` are its maps. The maps are the state carried to a resumed run."""
 
-    def __init__(self, vae: Any) -> None:
-        self.vae = vae
+    def __init__(self, vae: Any, makers: list[Any] = (), keep: int = 0) -> None:  # type: ignore[assignment]
+        from collections import deque
+
+        self.vae, self.makers = vae, list(makers)
+        self.maps: deque[list[Any]] = deque(maxlen=max(keep, 1))  # per frame: one map per ControlNet
 
     def reset(self) -> None:
-        pass
+        self.maps.clear()
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """Frames in [-1, 1] to (1, 4, T, h, w): the posterior's mode."""
         import torch
 
+        for i in range(frames.shape[2]) if self.makers else ():
+            picture = ((frames[:, :, i] + 1) / 2).float()  # (1, 3, H, W) in [0, 1], as the control makers take
+            self.maps.append([make(picture)[0] for make in self.makers])
         return torch.stack([self.vae.encode(frames[:, :, i]).latent_dist.mode() for i in range(frames.shape[2])], 2)
+
+    def window_maps(self, frames: int) -> list[Any]:
+        """Per ControlNet, the (frames, 3, H, W) control maps of the last `frames` frames encoded."""
+        import torch
+
+        last = list(self.maps)[-frames:]
+        return [torch.stack([maps[net] for maps in last]) for net in range(len(self.makers))]
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(1, 4, T, h, w) latents to (1, 3, T, H, W) frames in about [-1, 1]."""
@@ -48,16 +64,19 @@ class FrameVAE:
         return torch.stack([self.vae.decode(latents[:, :, i]).sample for i in range(latents.shape[2])], 2)
 
     def state(self) -> dict[str, Any]:
-        return {}
+        return {"maps": [[m.cpu() for m in maps] for maps in self.maps]}
 
     def load_state(self, state: dict[str, Any], device: Any) -> None:
-        pass
+        self.maps.clear()
+        self.maps.extend([m.to(device) for m in maps] for maps in state["maps"])
 
 
 class AnimateDiff(VideoDiffusion):
     name = "animatediff"
     title = "AnimateDiff"
-    pipelines = {"restyle": "AnimateDiffVideoToVideoPipeline"}
+    pipelines = {"restyle": "AnimateDiffVideoToVideoPipeline",
+                 "restyle+controlnet": "AnimateDiffVideoToVideoControlNetPipeline"}  # fmt: skip
+    controlnet_classes = ("ControlNetModel",)
     # AnimateDiffVideoToVideoPipeline's settings (strength 0.8, guidance 7.5); SD's fp16 on CUDA; SD's 8x latent
     defaults = Defaults(steps=50, guidance=7.5, strength=0.8)
     animates = ("sd",)  # with a motion adapter, the base models of these families (`registry.detect`)
@@ -81,18 +100,41 @@ class AnimateDiff(VideoDiffusion):
 
     def load_video(self, info: Any, kind: str, config: Any, *, device: Any, dtype: Any) -> Any:
         """A saved AnimateDiff folder as it is; an SD 1.5 base with the motion adapter `config.motion_adapter`
-        (`from_pipe`, as diffusers' AnimateDiff examples build it)."""
+        (`from_pipe`, as diffusers' AnimateDiff examples build it) and the ControlNets of `config.controlnets`, with
+        their control map functions (`pipe.v2v_control_makers`; per frame: `--control-norm shot` would rescale a
+        map by what the shot showed before, which a resumed window could not know)."""
+        from v2v.diffusion import control
+        from v2v.diffusion.families.sd import StableDiffusion
+
+        sd = StableDiffusion()
+        nets = [sd.load_controlnet(name, dtype, config.model) for name in config.controlnets]
+        if self.recognise(info):
+            if config.motion_adapter:
+                raise UsageError.naming("{model} is an AnimateDiff pipeline with its motion adapter; drop "
+                                        "{motion_adapter}")  # fmt: skip
+            pipe = self.load(info, kind, nets, model=config.model, device=device, dtype=dtype,
+                             model_config=config.model_config)  # fmt: skip
+        else:
+            pipe = self._with_adapter(info, kind, config, nets, device=device, dtype=dtype)
+        for net, name in zip(nets, config.controlnets, strict=True):
+            sd.check_controlnet(net, pipe, name, config.model)
+        pipe.v2v_control_makers = [
+            control.make_control(name, device=device, dtype=dtype, depth_model=config.depth_model,
+                                 pose_model=config.pose_model, norm="frame")
+            for name in (config.control_kinds if nets else [])
+        ]  # fmt: skip
+        pipe.v2v_control_scales = config.control_scales * (len(nets) if len(config.control_scales) == 1 else 1)
+        if any(isinstance(make, control.ControlVideo) for make in pipe.v2v_control_makers):
+            raise UsageError.naming("{title} takes control maps made from the frames (canny, depth, ...), not a "
+                                    "control video yet; pass a control name in {controls}", title=self.title)
+        return pipe
+
+    def _with_adapter(self, info: Any, kind: str, config: Any, nets: list[Any], *, device: Any, dtype: Any) -> Any:
         import diffusers
 
         from v2v.diffusion.families.sd import StableDiffusion
         from v2v.diffusion.models import dtype_argument, first_line, resolve_path
 
-        if self.recognise(info):
-            if config.motion_adapter:
-                raise UsageError.naming("{model} is an AnimateDiff pipeline with its motion adapter; drop "
-                                        "{motion_adapter}")  # fmt: skip
-            return self.load(info, kind, [], model=config.model, device=device, dtype=dtype,
-                             model_config=config.model_config)  # fmt: skip
         path = resolve_path(config.motion_adapter, "motion adapter")
         try:
             adapter = diffusers.MotionAdapter.from_pretrained(str(path), local_files_only=True, **dtype_argument(dtype))
@@ -110,14 +152,20 @@ class AnimateDiff(VideoDiffusion):
         if window > adapter.config.motion_max_seq_length:
             raise ParameterError("window", f"must be at most {adapter.config.motion_max_seq_length} frames, the "
                                            f"motion adapter's length, got {window}")  # fmt: skip
-        pipe = getattr(diffusers, self.pipelines[kind]).from_pipe(base, motion_adapter=adapter)
+        nets_argument = {"controlnet": nets if len(nets) > 1 else nets[0]} if nets else {}
+        pipe = getattr(diffusers, self.pipelines[kind]).from_pipe(base, motion_adapter=adapter, **nets_argument)
         pipe.set_progress_bar_config(disable=True)
         return pipe.to(device, dtype)
 
     # --- the model's parts -----------------------------------------------------------------------------------
 
     def streaming_vae(self, pipe: Any) -> Any:
-        return FrameVAE(pipe.vae)
+        pipe.v2v_frame_vae = FrameVAE(pipe.vae, pipe.v2v_control_makers, keep=self.max_window(pipe))
+        return pipe.v2v_frame_vae
+
+    def max_window(self, pipe: Any) -> int:
+        """The most frames a window can have: the motion modules' positional length."""
+        return int(pipe.unet.config.motion_max_seq_length)
 
     def normalise(self, pipe: Any, moments: torch.Tensor) -> torch.Tensor:
         return pipe.vae.config.scaling_factor * moments.to(pipe.unet.dtype)
@@ -150,10 +198,22 @@ class AnimateDiff(VideoDiffusion):
         text = positive if negative is None else torch.cat([negative, positive])
         text = text.repeat_interleave(repeats=frames, dim=0)
         step_options = pipe.prepare_extra_step_kwargs(None, 0.0)
+        maps = pipe.v2v_frame_vae.window_maps(frames) if pipe.v2v_control_makers else []
+        copies = 2 if negative is not None else 1
+        maps = [torch.cat([m.to(device, dtype)] * copies) for m in maps]
         for i, t in enumerate(timesteps):
-            model_input = torch.cat([latents] * 2) if negative is not None else latents
+            model_input = torch.cat([latents] * copies)
             model_input = scheduler.scale_model_input(model_input, t)
-            prediction = pipe.unet(model_input, t, encoder_hidden_states=text).sample
+            residuals = {}
+            if maps:  # the ControlNet sees each frame of the window as an image, as the pipeline hands it over
+                frame_input = model_input.transpose(1, 2).reshape(-1, *model_input.shape[1:2], *model_input.shape[3:])
+                scales = pipe.v2v_control_scales
+                down, mid = pipe.controlnet(frame_input, t, encoder_hidden_states=text,
+                                            controlnet_cond=maps if len(maps) > 1 else maps[0],
+                                            conditioning_scale=scales if len(maps) > 1 else scales[0],
+                                            guess_mode=False, return_dict=False)  # fmt: skip
+                residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+            prediction = pipe.unet(model_input, t, encoder_hidden_states=text, **residuals).sample
             if negative is not None:
                 unconditional, conditional = prediction.chunk(2)
                 prediction = unconditional + guidance * (conditional - unconditional)

@@ -131,6 +131,23 @@ def test_animatediff_controlnet_one_window_is_the_pipeline_pixel_for_pixel(tiny:
     assert same_pictures(ours, tensor_to_images(theirs))
 
 
+def test_animatediff_controlnet_killed_after_a_window_resumes_to_the_same_pictures(tiny: Path, adapter: Path,
+                                                                                    tmp_path: Path) -> None:
+    """Windows of 3 overlapping by 1 with a ControlNet, stopped after the first window and run again from the frame its
+    state was saved at (held latents, and the control maps of the frames taken): the same pictures, bit for bit."""
+    config = RestyleConfig(model=str(tiny / "sd"), motion_adapter=str(adapter), controlnets=[str(tiny / "controlnet")],
+                           prompt="a watercolour", steps=STEPS, strength=0.75, guidance=GUIDANCE, window=3,
+                           window_overlap=1)  # fmt: skip
+    stage = VideoModelStage(config, state_dir=tmp_path / "states")
+    frames = as_frames(noisy_frames(7, width=32, height=32))
+    whole = [frame.image for frame in stage.process(iter(frames))]
+    run = stage.process(iter(frames))
+    first = [next(run).image for _ in range(2)]  # the first window's frames; then the run is killed
+    run.close()
+    rest = [frame.image for frame in stage.process(iter(frames[2:]))]
+    assert same_pictures(first + rest, whole)
+
+
 def test_animatediff_windows_hold_the_overlap_and_any_length_fits(tiny: Path, adapter: Path) -> None:
     """Any window length is AnimateDiff's rule (5 here, not 4k+1): 11 frames in windows of 5 overlapping by 2 give
     11 frames, the second window sees the first's final latents over its overlap."""

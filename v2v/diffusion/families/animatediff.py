@@ -123,6 +123,7 @@ class AnimateDiff(VideoDiffusion):
                                  pose_model=config.pose_model, norm="frame")
             for name in (config.control_kinds if nets else [])
         ]  # fmt: skip
+        pipe.v2v_window = config.window or self.window  # the control maps kept: a window's
         pipe.v2v_control_scales = config.control_scales * (len(nets) if len(config.control_scales) == 1 else 1)
         if any(isinstance(make, control.ControlVideo) for make in pipe.v2v_control_makers):
             raise UsageError.naming("{title} takes control maps made from the frames (canny, depth, ...), not a "
@@ -160,12 +161,8 @@ class AnimateDiff(VideoDiffusion):
     # --- the model's parts -----------------------------------------------------------------------------------
 
     def streaming_vae(self, pipe: Any) -> Any:
-        pipe.v2v_frame_vae = FrameVAE(pipe.vae, pipe.v2v_control_makers, keep=self.max_window(pipe))
+        pipe.v2v_frame_vae = FrameVAE(pipe.vae, pipe.v2v_control_makers, keep=pipe.v2v_window)
         return pipe.v2v_frame_vae
-
-    def max_window(self, pipe: Any) -> int:
-        """The most frames a window can have: the motion modules' positional length."""
-        return int(pipe.unet.config.motion_max_seq_length)
 
     def normalise(self, pipe: Any, moments: torch.Tensor) -> torch.Tensor:
         return pipe.vae.config.scaling_factor * moments.to(pipe.unet.dtype)

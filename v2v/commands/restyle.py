@@ -136,6 +136,16 @@ def add_true_cfg_argument(group: Any) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_io_arguments(parser)
     add_model_arguments(parser, controls=True)
+    identity = parser.add_argument_group("a face's identity (InstantID, SDXL)")
+    identity.add_argument("--identity", metavar="FACE.png", help="a photo of the face whose identity to keep")
+    identity.add_argument("--instantid", metavar="DIR",
+                          help="InstantX/InstantID's folder: ControlNetModel/ (IdentityNet) and ip-adapter.bin")
+    identity.add_argument("--face-encoder", metavar="ARCFACE.onnx",
+                          help="the ArcFace ONNX model for the identity embedding (e.g. insightface's antelopev2 "
+                               "glintr100.onnx)")
+    identity.add_argument("--identity-scale", type=float, metavar="S",
+                          help="strength of IdentityNet and the face adapter (default 0.8); frames without a face "
+                               "get IdentityNet at 0")
     look = parser.add_argument_group("the look")
     look.add_argument("--prompt", help="what the result should look like")
     look.add_argument("--negative-prompt",
@@ -149,9 +159,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_video_arguments(parser)
 
 
-def config_from_args(args: argparse.Namespace, kind: str = "restyle") -> Any:
-    """The RestyleConfig (or EditConfig, for kind "edit") the options (and recipe) describe; `--offline` takes this
-    process off the hub."""
+def config_from_args(args: argparse.Namespace, kind: str = "restyle", cls: Any = None) -> Any:
+    """The RestyleConfig (or EditConfig, for kind "edit"; or `cls`, a subclass) the options (and recipe) describe;
+    `--offline` takes this process off the hub."""
     import dataclasses
 
     from v2v.diffusion.config import EditConfig, RestyleConfig
@@ -160,7 +170,7 @@ def config_from_args(args: argparse.Namespace, kind: str = "restyle") -> Any:
         from v2v.diffusion.hub import go_offline
 
         go_offline()
-    cls = EditConfig if kind == "edit" else RestyleConfig
+    cls = cls or (EditConfig if kind == "edit" else RestyleConfig)
     fields = {field.name for field in dataclasses.fields(cls)}
     values = {}
     for name, value in vars(args).items():
@@ -207,8 +217,9 @@ class StageFactory:
             from v2v.diffusion.stage import EditStage, RestyleStage
 
             kind = getattr(self.config, "kind", "restyle")
-            family, _ = detect(self.config.model, self.config.model_config, kind,  # type: ignore[attr-defined]
-                               motion_adapter=getattr(self.config, "motion_adapter", None))  # fmt: skip
+            config = self.config.check()  # type: ignore[attr-defined]  # its refusals before any model is looked for
+            family, _ = detect(config.model, config.model_config, kind,
+                               motion_adapter=getattr(config, "motion_adapter", None))  # fmt: skip
             if family.video:
                 from v2v.diffusion.video_stage import VideoModelStage
 
@@ -224,9 +235,9 @@ class StageFactory:
 
 def video_state_dir(args: argparse.Namespace) -> str | None:
     """Where a video family keeps its window states for a resume: beside the output (in --work-dir when given);
-    None with --no-resume-data or without an output (preview)."""
+    None with --no-resume-data, or for a preview (`args.partial`: short runs of frames, nothing to resume)."""
     output = getattr(args, "output", None)
-    if not output or getattr(args, "no_resume_data", False):
+    if not output or getattr(args, "no_resume_data", False) or getattr(args, "partial", False):
         return None
     folder, name = os.path.split(os.path.abspath(output))
     return os.path.join(getattr(args, "work_dir", None) or folder, f".{name}.v2v-windows")

@@ -30,7 +30,8 @@ scene detector's last signature and where output stands. A run handed frames tha
 image-sequence output, a segment of a segmented run) continues from the newest window state it can: the result is
 the uninterrupted run's, bit for bit. The chain is sequential within a shot; segments therefore need the state the
 previous segment left (a local segmented run, in order), and a stage with no state for the frames it is handed
-refuses in one line rather than start a shot in the middle.
+refuses in one line rather than start a shot in the middle. Without a state folder (`v2v preview`, the Python API's
+default) a run that starts mid-clip starts a shot there: its context is then declared inexact.
 """
 
 from __future__ import annotations
@@ -254,9 +255,9 @@ class VideoModelStage:
     def _begin(self, frame: Frame) -> _Shot:
         """The shot state for a run whose first frame is `frame`: fresh at frame 0, else a saved window state."""
         self._skip_below = self._resume_encoded = 0
-        if frame.index == 0:
+        if frame.index == 0 or self.state_dir is None:  # without states a run starting mid-clip starts a shot there
             self._clear_states()
-            return self._new_shot(0)
+            return self._new_shot(frame.index)
         return self._restore(frame.index)
 
     def _new_shot(self, first: int) -> _Shot:
@@ -455,7 +456,8 @@ def _refuse_image_options(config: RestyleConfig, family: Any) -> None:
     if config.reference and not getattr(family, "takes_reference", False):
         raise UsageError.naming("{title} models take no reference image; drop {reference} (Wan VACE takes one)",
                                 title=family.title)  # fmt: skip
-    for name in ("keyframe_every", "batch_size", "bank_tokens", "max_side", "true_cfg"):
+    for name in ("keyframe_every", "batch_size", "bank_tokens", "max_side", "true_cfg", "temporal", "fusion",
+                 "latent_fusion", "latent_fusion_steps", "attention_slicing"):
         if getattr(config, name) != getattr(defaults, name):
             raise UsageError.naming("{" + name + "} is for image models; {title} denoises windows of frames together "
                                     "(see {window})", title=family.title)  # fmt: skip

@@ -170,12 +170,15 @@ def test_animatediff_windows_hold_the_overlap_and_any_length_fits(tiny: Path, ad
 @pytest.mark.parametrize(
     ("options", "words"),
     [({"window": 40}, "motion adapter's length"), ({"window": 1}, "at least 2"),
-     ({"window_overlap": 16}, "window_overlap"), ({"model": "wan"}, "SD 1.5")],
+     ({"window_overlap": 16}, "window_overlap"), ({"model": "wan"}, "SD 1.5"),
+     ({"controlnets": ["controlnet"], "control_modes": [1]}, "control_modes")],
 )
 def test_animatediff_bad_input_is_one_line(tiny: Path, adapter: Path, lucy: Path, options: dict, words: str) -> None:
     values = {"model": str(tiny / "sd"), "motion_adapter": str(adapter), "prompt": "x", **options}
     if values["model"] == "wan":
         values["model"] = str(lucy)
+    if values.get("controlnets"):
+        values["controlnets"] = [str(tiny / "controlnet")]
     with pytest.raises(V2VError) as error:
         VideoModelStage(RestyleConfig(**values))
     assert words in str(error.value) and "\n" not in str(error.value)

@@ -91,6 +91,11 @@ class AnimateDiff(VideoDiffusion):
     def kind(self, base: str, controlnets: int) -> str:
         return Family.kind(self, base, controlnets)
 
+    def refuse(self, config: Any) -> None:
+        if config.control_modes:
+            raise UsageError.naming("{control_modes} is for union ControlNets (FLUX); {title}'s SD 1.5 ControlNets "
+                                    "take none", title=self.title)  # fmt: skip
+
     def check_window(self, window: int, overlap: int) -> None:
         if window < 2:
             raise ParameterError("window", f"must be at least 2 frames for {self.title}'s motion modules, got {window}")

@@ -48,6 +48,10 @@ class Context:
     # segmented only when asked (`--resume`), not by default
     by_default: bool = True
 
+    def __add__(self, other: Context) -> Context:
+        """The context of two steps in a row: their needs add up."""
+        return Context(self.before + other.before, self.after + other.after, self.exact and other.exact)
+
 
 @dataclasses.dataclass(frozen=True)
 class Timing:

@@ -221,8 +221,8 @@ class VideoModelStage:
         """The window chain is sequential within a shot. With a state folder a run may start at any frame at most
         `before` frames before the first it must give (it continues from a saved window state there) and needs
         `after` frames past the last to finish the windows that reach it: exact, but a segment redoes about two
-        windows, so runs are segmented only when asked (`--resume`). Without a state folder a segment cannot start
-        mid-shot (inexact, and refused mid-shot)."""
+        windows, so runs are segmented only when asked (`--resume`). Without a state folder a run that starts mid-shot
+        starts a shot there: inexact."""
         from v2v.pipeline import Context
 
         reach = self.window + 2 * self.family.temporal

@@ -11,6 +11,7 @@ import shutil
 from typing import Any
 
 from v2v.commands.common import PARAMETERS, add_io_arguments, at_least, positive_int, run_pipeline
+from v2v.devices import set_threads
 from v2v.diffusion.config import CONTROL_NORMS, OFFLOADS
 from v2v.diffusion.registry import families_doing
 
@@ -252,10 +253,7 @@ def diffusion_stages(args: argparse.Namespace, kind: str) -> StageFactory:
     """The stage factory, its stage built now (models load: a missing one fails before any frame is decoded)."""
     from v2v.diffusion.stage import quiet_loading
 
-    if args.threads:  # only when asked: torch keeps all cores by default (v2v.devices)
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)  # only when asked: torch keeps all cores by default
     quiet_loading()
     stages = StageFactory(config_from_args(args, kind), video_state_dir(args))
     stages()

@@ -161,7 +161,9 @@ class AnimateDiff(VideoDiffusion):
         nets_argument = {"controlnet": nets if len(nets) > 1 else nets[0]} if nets else {}
         pipe = getattr(diffusers, self.pipelines[kind]).from_pipe(base, motion_adapter=adapter, **nets_argument)
         pipe.set_progress_bar_config(disable=True)
-        return pipe.to(device, dtype)
+        if pipe.unet.dtype != dtype:  # the UNet with motion modules is built anew, in float32
+            pipe.unet.to(dtype=dtype)
+        return pipe.to(device)
 
     # --- the model's parts -----------------------------------------------------------------------------------
 

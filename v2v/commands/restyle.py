@@ -189,15 +189,20 @@ def config_from_args(args: argparse.Namespace, kind: str = "restyle", cls: Any =
 
 def add_video_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of video families (Wan, ...): windows of frames denoised together."""
-    video = parser.add_argument_group("video models (Wan): windows of frames denoised together")
+    video = parser.add_argument_group("video models (Wan, LTX-Video, AnimateDiff, Lucy Edit): windows of frames "
+                                      "denoised together")
     video.add_argument("--window", type=positive_int, metavar="N",
-                       help="frames a window, by the family's rule (Wan: 4k+1; default 81)")
+                       help="frames a window, by the family's rule (Wan, Lucy Edit: 4k+1, default 81; LTX: 8k+1, "
+                            "default 161; AnimateDiff: any, default 16)")
     video.add_argument("--window-overlap", type=at_least(int, 0, "a whole number"), metavar="O",
-                       help="frames each window shares with the previous one, a multiple of 4 (default 16): held "
-                            "in latent space, then cross-faded")  # fmt: skip
+                       help="frames each window shares with the previous one, a multiple of the VAE's frames per "
+                            "latent frame (Wan 4, LTX 8; default 16, LTX 24, AnimateDiff 4): held in latent space, "
+                            "then cross-faded")  # fmt: skip
     video.add_argument("--anchor", type=float, metavar="W",
                        help="colour anchor toward the shot's first window, 0-1 (default 1; 0: off)")
     video.add_argument("--reference", metavar="IMG", help="a reference image (families that take one: Wan VACE)")
+    video.add_argument("--motion-adapter", metavar="PATH",
+                       help="AnimateDiff: a MotionAdapter folder; with an SD 1.5 --model, restyles windows of frames")
     video.add_argument("--offload", choices=OFFLOADS,
                        help="model: the text encoder leaves the device once the prompt is encoded (default none)")
 
@@ -219,7 +224,8 @@ class StageFactory:
 
             kind = getattr(self.config, "kind", "restyle")
             config = self.config.check()  # type: ignore[attr-defined]  # its refusals before any model is looked for
-            family, _ = detect(config.model, config.model_config, kind)
+            family, _ = detect(config.model, config.model_config, kind,
+                               motion_adapter=getattr(config, "motion_adapter", None))  # fmt: skip
             if family.video:
                 from v2v.diffusion.video_stage import VideoModelStage
 

@@ -87,6 +87,7 @@ class RestyleConfig:
     anchor: float = 1.0
     reference: str | None = None
     offload: str = "none"
+    motion_adapter: str | None = None  # AnimateDiff: the MotionAdapter folder that animates an SD 1.5 base
     device: str | None = None  # None: `v2v.devices.resolve_device`'s choice (CUDA when there is one)
     dtype: str | None = None  # fp16/float16, bf16/bfloat16 or fp32/float32 (None: v2v.devices' default)
 

@@ -526,11 +526,24 @@ def model_info(path: Path) -> ModelInfo:
     return ModelInfo(path, index=index)
 
 
-def detect(model: str, model_config: str | None = None, kind: str | None = None) -> tuple[Family, ModelInfo]:
+def detect(
+    model: str, model_config: str | None = None, kind: str | None = None, motion_adapter: str | None = None
+) -> tuple[Family, ModelInfo]:
     """The family of base model `model` (a diffusers folder, a single file or a hub id) and what was read
     of it. ModelError (one line) for a model no family takes, listing the known families; for a single file
     whose family can't be told, saying how to pass a folder instead. `kind` (the command's: "restyle", "edit",
-    "inpaint") chooses between families that share a single file's layout."""
+    "inpaint") chooses between families that share a single file's layout. With a `motion_adapter`, the family is
+    the video family that animates the base model's (`animates`: AnimateDiff animates SD 1.5); UsageError (one line)
+    when none does."""
+    if motion_adapter:
+        base, info = detect(model, model_config, kind)
+        animating = [family for family in all_families() if base.name in getattr(family, "animates", ())]
+        if not animating:
+            what = " or ".join(family.animates_what for family in all_families() if getattr(family, "animates", ()))
+            raise UsageError.naming("{motion_adapter} animates {what}; {model!r} is {title}: pass such a base "
+                                    "model, or drop {motion_adapter}", what=what or "no family's models", model=model,
+                                    title=base.title)  # fmt: skip
+        return animating[0], info
     from v2v.diffusion.hub import CONFIGS
     from v2v.diffusion.models import resolve_path
 

@@ -170,7 +170,8 @@ class VideoModelStage:
         from v2v.diffusion import models, registry
 
         # 1. The family and its settings; refusals before anything big loads.
-        family, info = registry.detect(config.check().model, config.model_config, config.kind)
+        family, info = registry.detect(config.check().model, config.model_config, config.kind,
+                                       motion_adapter=config.motion_adapter)  # fmt: skip
         if not getattr(family, "video", False):
             raise UsageError(f"{family.title} is an image model; VideoModelStage takes a video family")
         self.family: Any = family
@@ -182,12 +183,12 @@ class VideoModelStage:
             self.overlap = min(self.overlap, (self.window - 1) // 2 // family.temporal * family.temporal)
         family.check_window(self.window, self.overlap)
         _refuse_image_options(config, family)
+        family.refuse(config)
         self.config = config
         self.device = resolve_device(config.device)
         self.dtype = parse_dtype(config.dtype) if config.dtype else family.dtype(self.device)
         # 2. The pipeline, then what modifies it.
-        self.pipe = family.load(info, self.kind, [], model=config.model, device=self.device, dtype=self.dtype,
-                                model_config=config.model_config)  # fmt: skip
+        self.pipe = family.load_video(info, self.kind, config, device=self.device, dtype=self.dtype)
         scheduler = config.scheduler or family.defaults.scheduler
         if scheduler:
             models.set_scheduler(self.pipe, scheduler)
@@ -207,6 +208,10 @@ class VideoModelStage:
         self.multiple = family.multiple(self.pipe)
         size = (self.window - 1) // family.temporal + 1
         self.chain = WindowChain(size, self.overlap // family.temporal, self._denoise, anchor=config.anchor)
+        if not family.streams:  # a VAE that cannot stream (LTX): windows of frames encoded and decoded whole
+            from v2v.diffusion.video_windows import WholeWindows
+
+            self.chain = WholeWindows(self, self.chain)
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self._timed = False
         self._shot_first = self._skip_below = self._resume_encoded = 0
@@ -264,6 +269,12 @@ class VideoModelStage:
     def _feed(self, shot: _Shot, frame: Frame) -> Iterator[Frame]:
         """One frame into the shot: to the encoder when its chunk is full, and out come the frames whose window
         finished (the window's state saved first)."""
+        if not self.family.streams:
+            out = self.chain.feed(shot, frame)
+            if out:
+                self._save_state(shot)
+            yield from out
+            return
         shot.pending.append(frame)
         shot.chunk.append(frame.image)
         if len(shot.chunk) == (1 if shot.encoded == 0 else self.family.temporal):
@@ -274,6 +285,9 @@ class VideoModelStage:
                 yield from out
 
     def _end_shot(self, shot: _Shot) -> Iterator[Frame]:
+        if not self.family.streams:
+            yield from self.chain.end(shot)
+            return
         if shot.chunk:  # the VAE takes 4k+1 frames: the last frame repeated (its outputs are dropped)
             shot.chunk += [shot.chunk[-1]] * ((1 if shot.encoded == 0 else self.family.temporal) - len(shot.chunk))
             finals = self.chain.push(self._encode(shot))
@@ -317,7 +331,10 @@ class VideoModelStage:
             return []
         with torch.inference_mode():
             video = self.vae.decode(self.family.denormalise(self.pipe, torch.cat(finals, dim=2)))
-        images = (video[0].permute(1, 0, 2, 3).float() / 2 + 0.5).clamp(0, 1)
+        return self._paired(shot, (video[0].permute(1, 0, 2, 3).float() / 2 + 0.5).clamp(0, 1))
+
+    def _paired(self, shot: _Shot, images: Any) -> list[Frame]:
+        """(T, 3, H, W) pictures in [0, 1] paired with the frames waiting for them, cut back to their size."""
         height, width = shot.pending[0].image.shape[:2] if shot.pending else (0, 0)
         out = []
         for image in tensor_to_images(images[..., :height, :width]):
@@ -327,12 +344,13 @@ class VideoModelStage:
             out.append(frame.with_image(image))
         return out
 
-    def _denoise(self, clean: Any, start: int, hold: Any) -> Any:
+    def _denoise(self, clean: Any, start: int, hold: Any, noise: Any = None) -> Any:
         """One window through the family, with the noise of its absolute latent frames (the stub tests swap this)."""
         import torch
 
         began = time.perf_counter()
-        noise = self.noise(self._shot_first, start, clean.shape)
+        if noise is None:
+            noise = self.noise(self._shot_first, start, clean.shape)
         with torch.inference_mode():
             out = self.family.denoise(self.pipe, clean, noise, self.embeds, steps=int(self.config.steps),
                                       strength=float(self.config.strength), guidance=float(self.config.guidance),
@@ -346,12 +364,18 @@ class VideoModelStage:
     def noise(self, shot_first: int, start: int, shape: tuple[int, ...]) -> Any:
         """(1, C, T, h, w) float32 noise for the shot's latent frames start..start+T-1, each drawn from its own
         generator seeded by the clip frame it starts at (a latent frame j > 0 covers frames 4j-3..4j of the shot)."""
+        temporal = self.family.temporal
+        frames = [shot_first + (0 if latent == 0 else temporal * latent - temporal + 1)
+                  for latent in range(start, start + shape[2])]  # fmt: skip
+        return self.noise_at(frames, shape)
+
+    def noise_at(self, frames: list[int], shape: tuple[int, ...]) -> Any:
+        """(1, C, len(frames), h, w) float32 noise, latent frame i drawn from the generator of clip frame
+        `frames[i]` (the frame it starts at)."""
         import torch
 
-        temporal, per_frame = self.family.temporal, (1, shape[1], 1, *shape[3:])
-        parts = []
-        for latent in range(start, start + shape[2]):
-            frame = shot_first + (0 if latent == 0 else temporal * latent - temporal + 1)
+        per_frame, parts = (1, shape[1], 1, *shape[3:]), []
+        for frame in frames:
             generator = torch.Generator("cpu").manual_seed(noise_seed(int(self.config.seed), frame))
             parts.append(torch.randn(per_frame, generator=generator, dtype=torch.float32))
         return torch.cat(parts, dim=2).to(self.device)

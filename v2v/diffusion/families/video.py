@@ -29,6 +29,7 @@ class VideoDiffusion(Family):
     """A family whose pipeline denoises a window of frames together (see the module docstring)."""
 
     video = True
+    streams = True  # the VAE streams (chunk by chunk, caches carried); False: windows encoded and decoded whole
     temporal = 4  # frames per latent frame (the VAE's temporal compression)
     window = 81  # default frames a window
     overlap = 16  # default frames of overlap (a multiple of `temporal`)
@@ -58,6 +59,15 @@ class VideoDiffusion(Family):
             raise UsageError.naming("{title} models take no ControlNet; drop {controlnets}", title=self.title)
         return super().kind(base, 0)
 
+    def refuse(self, config: Any) -> None:
+        """UsageError (one line) for an option that means nothing for the family (the stage has refused the image
+        stages' options already)."""
+
+    def load_video(self, info: Any, kind: str, config: Any, *, device: Any, dtype: Any) -> Any:
+        """The pipeline for `config` (a family that loads more than the base model, a motion adapter, overrides)."""
+        return self.load(info, kind, [], model=config.model, device=device, dtype=dtype,
+                         model_config=config.model_config)  # fmt: skip
+
     # --- the model's parts -----------------------------------------------------------------------------------
 
     def streaming_vae(self, pipe: Any) -> Any:
@@ -82,3 +92,10 @@ class VideoDiffusion(Family):
     ) -> torch.Tensor:
         """A window's final latents from its clean (normalised) latents and noise (both (1, C, T, h, w), float32)."""
         raise NotImplementedError
+
+
+def noised(scheduler: Any, latents: torch.Tensor, timestep: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """`latents` noised to `timestep`'s level as the scheduler does it (DDPM-style `add_noise`, flow `scale_noise`)."""
+    if hasattr(scheduler, "add_noise"):
+        return scheduler.add_noise(latents, noise, timestep)
+    return scheduler.scale_noise(latents, timestep, noise)

@@ -78,14 +78,15 @@ def signatures_cut(previous: Signature, current: Signature, trusted: float | Non
 
     Args:
         trusted: the fraction (0..1) of pixels whose optical flow passes the forward-backward check, for
-            callers that have it; None otherwise.
+            callers that have it; None otherwise. A float or a 0-d tensor, read only when the other tests leave
+            the question open (a fuser on the GPU waits for its value only then).
     """
     similarity = structure_similarity(previous, current)
     if similarity is None or similarity >= STRUCTURE_THRESHOLD:
         return False
     if histogram_distance(previous, current) > HISTOGRAM_THRESHOLD:
         return True
-    return trusted is not None and trusted < MIN_TRUSTED
+    return trusted is not None and bool(trusted < MIN_TRUSTED)
 
 
 def is_cut(previous: np.ndarray, current: np.ndarray, trusted: float | None = None) -> bool:

@@ -99,10 +99,11 @@ class ShotNormalised:
 
     def close(self) -> None:
         self._ratios: torch.Tensor | None = None  # (below, above) of the shot so far
-        self._signature: Any = None  # the last frame's, for v2v.scenes
+        self._known: torch.Tensor | None = None  # whether `_ratios` holds a frame of this shot (a 0-d bool tensor)
+        self._signature: Any = None  # the last frame's, for v2v.scenes (when the caller gives no cuts)
 
     def _cuts(self, images: torch.Tensor) -> list[bool]:
-        """Whether each frame starts a new shot (the first frame ever does)."""
+        """Whether each frame starts a new shot, for callers that do not say (the first frame ever does)."""
         from v2v.scenes import signature, signatures_cut
 
         cuts = []
@@ -113,8 +114,13 @@ class ShotNormalised:
         return cuts
 
     @torch.inference_mode()
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        raw = self.raw(images).float()
+    def __call__(self, images: torch.Tensor, cuts: list[bool] | None = None) -> torch.Tensor:
+        """Maps for `images`; `cuts`: whether each frame starts a new shot, from the host frames the caller holds
+        (the diffusion stage's own scene cuts); None: found here, from the frames read back."""
+        return self._rescaled(self.raw(images).float(), images, cuts).to(images.dtype)
+
+    def _rescaled(self, raw: torch.Tensor, images: torch.Tensor, cuts: list[bool] | None) -> torch.Tensor:
+        """Raw maps (B, 1, H, W) float32 rescaled by the shot's running ratios, to (B, 3, H, W)."""
         flat = raw.flatten(1)
         low, high = flat.aminmax(dim=1)
         if self.anchored:
@@ -124,17 +130,19 @@ class ShotNormalised:
             centre, spread = flat.mean(dim=1), flat.std(dim=1)
             below = (centre - low) / spread.clamp_min(1e-12)
         ratios = torch.stack([below, (high - centre) / spread.clamp_min(1e-12)], dim=1)  # (B, 2)
+        learns = spread > 1e-6  # a flat frame has no extremes to learn from
         maps = []
-        for index, cut in enumerate(self._cuts(images)):
-            if cut:
-                self._ratios = None
-            if float(spread[index]) > 1e-6:  # a flat frame has no extremes to learn from
-                known = self._ratios
-                self._ratios = ratios[index] if known is None else known + self.rate * (ratios[index] - known)
-            below, above = self._ratios if self._ratios is not None else ratios[index]
+        # the running ratios stay on the device: no frame's values are read back to decide anything
+        for index, cut in enumerate(self._cuts(images) if cuts is None else cuts):
+            if cut or self._ratios is None or self._known is None:
+                self._ratios, self._known = torch.zeros_like(ratios[index]), torch.zeros_like(learns[index])
+            blended = torch.where(self._known, self._ratios + self.rate * (ratios[index] - self._ratios), ratios[index])
+            self._ratios = torch.where(learns[index], blended, self._ratios)
+            self._known = self._known | learns[index]
+            below, above = torch.where(self._known, self._ratios, ratios[index])
             bottom, top = centre[index] - below * spread[index], centre[index] + above * spread[index]
             maps.append(((raw[index] - bottom) / (top - bottom).clamp_min(1e-6)).clamp(0, 1))
-        return torch.stack(maps).expand(-1, 3, -1, -1).to(images.dtype).contiguous()
+        return torch.stack(maps).expand(-1, 3, -1, -1).contiguous()
 
 
 class _HEDBlock(torch.nn.Module):

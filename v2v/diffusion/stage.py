@@ -37,7 +37,7 @@ from v2v.diffusion.config import EditConfig, RestyleConfig
 from v2v.errors import ModelError, UsageError, require
 from v2v.frames import Frame, images_to_tensor, tensor_to_images
 from v2v.pipeline import batched
-from v2v.scenes import is_cut
+from v2v.scenes import signature, signatures_cut
 
 log = logging.getLogger(__name__)
 
@@ -185,13 +185,14 @@ class DiffusionStage:
             )
             yield from window.process(frames)
             return
-        previous: np.ndarray | None = None
+        previous: Any = None  # the last frame's scene signature: each frame's is computed once
         for batch in batched(frames, self.config.batch_size):
             # the first frame of a new shot becomes the anchor of cross-frame attention
             cuts = []
             for frame in batch:
-                cuts.append(previous is not None and is_cut(previous, frame.image))
-                previous = frame.image
+                current = signature(frame.image)
+                cuts.append(previous is not None and signatures_cut(previous, current))
+                previous = current
             images = self.diffuse([frame.image for frame in batch], [frame.index for frame in batch], cuts)
             yield from zip(batch, images, strict=True)
 
@@ -211,11 +212,16 @@ class DiffusionStage:
         return edited if fuser is None else fuser.fuse(edited, source)
 
     @staticmethod
-    def _control_map(make: Any, frames: Any, indices: list[int], pad_h: int, pad_w: int) -> Any:
-        """A control map for (B, 3, H, W) frames (before padding), padded like them."""
+    def _control_map(make: Any, frames: Any, indices: list[int], cuts: list[bool] | None, pad_h: int,
+                     pad_w: int) -> Any:
+        """A control map for (B, 3, H, W) frames (before padding), padded like them; a map rescaled per shot is
+        told where the shots start (`cuts`, found once on the host frames; None: it finds them)."""
         from v2v.diffusion.control import ControlVideo
 
-        maps = make.maps(indices, frames) if isinstance(make, ControlVideo) else make(frames)
+        if isinstance(make, ControlVideo):
+            maps = make.maps(indices, frames)
+        else:
+            maps = make(frames, cuts) if getattr(make, "reaches_back", False) else make(frames)
         return _pad(maps, pad_h, pad_w)
 
     def _size_bank(self, height: int, width: int) -> None:
@@ -295,10 +301,12 @@ class DiffusionStage:
             if stacked.shape[-2:] != scaled.shape[-2:]:
                 stacked = F.interpolate(stacked, size=scaled.shape[-2:], mode="bilinear", align_corners=False)
             batch.masks = _pad((stacked >= 0.5).to(self.device, self.dtype), pad_h, pad_w)
+        shots = list(cuts) if cuts is not None else None  # None: a map rescaled per shot finds the cuts itself
+        cuts = shots or [False] * count
         if self.controls:
             batch.control_images = [
                 make(padded, batch.masks) if getattr(make, "needs_mask", False)  # control.inpaint
-                else self._control_map(make, scaled, list(indices), pad_h, pad_w) for make in self.controls
+                else self._control_map(make, scaled, list(indices), shots, pad_h, pad_w) for make in self.controls
             ]
             batch.control_scales = config.control_scales * (
                 len(self.controls) if len(config.control_scales) == 1 else 1
@@ -306,7 +314,6 @@ class DiffusionStage:
             batch.control_modes = list(config.control_modes)
         seeds = [config.seed] * count if config.temporal else [config.seed + index for index in indices]
         batch.generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-        cuts = list(cuts) if cuts is not None else [False] * count
         step_callback: dict[str, Any] = {}
         if self.latent_fusion is not None:  # the previous frame's latents, warped by the source's flow, where trusted
             sizes = (tuple(scaled.shape[-2:]), tuple(padded.shape[-2:]))

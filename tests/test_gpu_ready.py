@@ -189,3 +189,31 @@ def test_no_host_sync_in_a_per_step_path(request: pytest.FixtureRequest, strict_
     stage = family_stage(request, name, steps=4, strength=0.75, latent_fusion=0.5, **extra)
     assert len(run_frames(stage, 3)) == 3
     assert "latent fusion" in strict_steps and len(set(strict_steps)) >= 3, set(strict_steps)
+
+
+# --- offload ------------------------------------------------------------------------------------------------
+
+
+def test_offload_without_an_accelerator_is_refused_in_one_line(tiny: Path, tmp_path: Path, capsys: Any) -> None:
+    """`--offload model` on a machine (or device) with no CUDA: one line, exit 2 (a usage error), nothing written,
+    before any model loads; `--offload none` runs."""
+    from conftest import write_clip
+
+    from v2v.cli import main
+    from v2v.diffusion.config import check_offload
+    from v2v.errors import UsageError
+
+    clip = write_clip(tmp_path / "in.mp4", frames=2, width=32, height=32)
+    out = tmp_path / "out.mp4"
+    common = [str(clip), "-o", str(out), "--model", str(tiny / "sd"), "--steps", "2", "--no-progress", "--temporal",
+              "off"]  # fmt: skip
+    restyle = ["restyle", "--prompt", "ink"]
+    for command in (restyle, ["edit", "--instruction", "x"], ["inpaint", "--prompt", "ink", "--mask", str(clip)]):
+        capsys.readouterr()
+        assert main([*command, *common, "--offload", "model"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--offload model" in err and "CUDA" in err, err
+        assert not out.exists()
+    with pytest.raises(UsageError, match="sequential"):
+        check_offload("sequential", torch.device("cpu"))
+    assert main([*restyle, *common, "--offload", "none"]) == 0 and out.exists()

@@ -9,7 +9,7 @@ import argparse
 from typing import Any
 
 from v2v.commands.common import PARAMETERS, add_io_arguments, positive_int, run_pipeline
-from v2v.diffusion.config import CONTROL_NORMS
+from v2v.diffusion.config import CONTROL_NORMS, OFFLOADS
 from v2v.diffusion.registry import families_doing
 
 
@@ -122,6 +122,12 @@ def add_temporal_and_speed_arguments(parser: argparse.ArgumentParser) -> None:
         "--dtype", choices=DTYPE_CHOICES, help="default: fp16 on CUDA (bf16 for families that need it), fp32 on CPU"
     )
     speed.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's own, all cores)")
+    speed.add_argument("--offload", choices=OFFLOADS,
+                       help="CUDA only: keep the weights in CPU memory and move each model (model) or each layer "
+                            "(sequential, slowest, least memory) to the GPU while it runs. Default: none, or model "
+                            "when the weights do not fit the GPU's free memory (logged)")  # fmt: skip
+    speed.add_argument("--compile", action="store_true", default=None,
+                       help="torch.compile the UNet or transformer (the first frames are slow while it compiles)")
 
 
 def add_true_cfg_argument(group: Any) -> None:

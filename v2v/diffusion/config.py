@@ -27,6 +27,7 @@ from v2v.errors import InputError, ParameterError, UsageError
 
 Config = TypeVar("Config", bound="RestyleConfig")
 CONTROL_NORMS = ("shot", "frame")  # how depth and Sobel soft-edge maps are rescaled (v2v.diffusion.control)
+OFFLOADS = ("none", "model", "sequential")  # diffusers' CPU offload: none, enable_model_/enable_sequential_cpu_offload
 
 
 @dataclasses.dataclass
@@ -74,6 +75,10 @@ class RestyleConfig:
     model_config: str | None = None  # diffusers configs for a single-file checkpoint
     device: str | None = None  # None: `v2v.devices.resolve_device`'s choice (CUDA when there is one)
     dtype: str | None = None  # fp16/float16, bf16/bfloat16 or fp32/float32 (None: v2v.devices' default)
+    # the weights' home between uses (`OFFLOADS`): "none" (all on the device), "model" (each model moves to the
+    # device while it runs), "sequential" (each layer does); None: "none", or "model" when they do not fit
+    offload: str | None = None
+    compile: bool = False  # torch.compile the denoiser (UNet or transformer)
 
     @property
     def text(self) -> str:
@@ -112,6 +117,12 @@ class RestyleConfig:
         if len(self.control_modes) > len(self.controlnets):
             raise UsageError.naming("{given} {control_modes} for {nets} ControlNet(s)", given=len(self.control_modes),
                                      nets=len(self.controlnets))
+        if self.offload is not None and self.offload not in OFFLOADS:
+            raise ParameterError("offload", f"must be none, model or sequential, got {self.offload!r}")
+        if self.offload not in (None, "none"):
+            from v2v.devices import resolve_device
+
+            check_offload(self.offload, resolve_device(self.device))
         if self.control_norm not in CONTROL_NORMS:
             raise UsageError(f"control normalisation must be shot or frame, got {self.control_norm!r}")
         if len(self.control_scales) not in (1, len(self.controlnets) or 1):
@@ -176,3 +187,14 @@ class EditConfig(RestyleConfig):
             raise UsageError.naming(
                 'no instruction: pass {instruction} "what to change" (or instruction = ... in a recipe)')
         return super().check()
+
+
+def check_offload(offload: str | None, device: Any) -> None:
+    """UsageError (one line) for `--offload model|sequential` where there is no CUDA device to offload to."""
+    if offload in (None, "none") or device.type == "cuda":
+        return
+    import torch
+
+    why = "torch sees no CUDA device here" if not torch.cuda.is_available() else f"the device is {device}"
+    raise UsageError.naming("{offload} {asked} moves weights between CPU memory and a CUDA device, but {why}: drop "
+                            "{offload}", asked=offload, why=why)  # fmt: skip

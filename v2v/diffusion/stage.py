@@ -40,6 +40,7 @@ from v2v.pipeline import batched
 from v2v.scenes import signature, signatures_cut
 
 log = logging.getLogger(__name__)
+OFFLOAD_SHARE = 0.8  # of the GPU's free memory the weights may take before the default offloads them
 
 
 class DiffusionStage:
@@ -83,9 +84,9 @@ class DiffusionStage:
             _check_true_cfg(self.family, self.kind)
         # 2. ControlNets first: the cheaper error (a missing ControlNet) comes before the big load.
         controlnets = [self.family.load_controlnet(name, self.dtype, config.model) for name in config.controlnets]
-        # 3. The base pipeline, then what modifies it.
+        # 3. The base pipeline (in CPU memory until `_place` says where it runs on CUDA), then what modifies it.
         self.pipe = self.family.load(
-            info, self.kind, controlnets, model=config.model, device=self.device, dtype=self.dtype,
+            info, self.kind, controlnets, model=config.model, device=self._load_device(), dtype=self.dtype,
             model_config=config.model_config,
         )  # fmt: skip
         for net, name in zip(controlnets, config.controlnets, strict=True):
@@ -100,11 +101,9 @@ class DiffusionStage:
         self.guided |= config.true_cfg is not None  # two passes a step, each with its own bank slots
         self.ip_embeds: list[Any] | None = None
         if config.ip_adapter:
-            reference = _read_reference(config.ip_adapter)
             self.family.load_ip_adapter(
                 self.pipe, config.ip_adapter_model, config.image_encoder, config.ip_adapter_scale
             )
-            self.ip_embeds = self.family.ip_adapter_embeds(self.pipe, reference, self.device, self.guided)
         if config.attention_slicing:
             if config.ip_adapter:  # slicing would replace the IP-Adapter's attention processors
                 log.warning("attention slicing is not combined with an IP-Adapter; running without it")
@@ -112,6 +111,12 @@ class DiffusionStage:
                 self.pipe.enable_attention_slicing()
         if config.vae_tiling:
             self.pipe.vae.enable_tiling()
+        self.offload = self._place(config.offload)
+        if config.compile:
+            self.family.denoiser(self.pipe).compile()  # in place: the pipeline still sees its own module
+        if config.ip_adapter:
+            reference = _read_reference(config.ip_adapter)
+            self.ip_embeds = self.family.ip_adapter_embeds(self.pipe, reference, self.device, self.guided)
         # 4. Control maps, prompt checks, and the cross-frame attention bank.
         self.controls = [
             control.make_control(
@@ -141,6 +146,38 @@ class DiffusionStage:
         self._bank_sized: tuple[int, int] | None = None  # the padded frame size the bank's cap was chosen for
         self._padding_told: set[tuple[int, int]] = set()
         self.multiple = self.family.multiple(self.pipe)
+
+    def _load_device(self) -> Any:
+        """Where the weights load: the CPU when the device is CUDA (`_place` then moves or offloads them), else the
+        device itself."""
+        import torch
+
+        return torch.device("cpu") if self.device.type == "cuda" else self.device
+
+    def _place(self, offload: str | None) -> str:
+        """Put the pipeline on its device, or offload it to CPU memory with diffusers' hooks that move each model
+        (or layer) to the device while it runs; returns the offload used. Without a choice: none, or model when the
+        weights do not fit the device's free memory, with a line saying so."""
+        if self.device.type != "cuda":
+            return "none"
+        if offload is None:
+            import torch
+
+            weights = sum(parameter.numel() * parameter.element_size() for module in self.pipe.components.values()
+                          if isinstance(module, torch.nn.Module) for parameter in module.parameters())  # fmt: skip
+            free = torch.cuda.mem_get_info(self.device)[0]
+            offload = "model" if weights > OFFLOAD_SHARE * free else "none"
+            if offload == "model":
+                log.warning("%s's weights (%.1f GB) do not fit in %.0f%% of the GPU's free memory (%.1f GB): offloading "
+                            "each model to CPU memory between uses (--offload model; --offload none to refuse)",
+                            self.family.title, weights / 1e9, OFFLOAD_SHARE * 100, free / 1e9)  # fmt: skip
+        if offload == "model":
+            self.pipe.enable_model_cpu_offload(device=self.device)
+        elif offload == "sequential":
+            self.pipe.enable_sequential_cpu_offload(device=self.device)
+        else:
+            self.pipe.to(self.device)
+        return offload
 
     def _warn_long_prompt(self, prompt: str, what: str) -> None:
         tokenizer = getattr(self.pipe, "tokenizer", None)

@@ -115,6 +115,7 @@ class Flux(DiffusionTransformer):
         import torch
 
         prior, scale = redux
+        prior.to(device)  # loaded beside the pipeline in CPU memory; the prior runs once, on the device
         with torch.inference_mode():
             tokens = prior.image_embedder(prior.encode_image(reference, device, 1)).image_embeds
         return [tokens[:, :0] if scale == 0 else tokens * scale]  # (1, N, text width); no tokens at scale 0

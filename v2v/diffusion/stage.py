@@ -168,8 +168,9 @@ class DiffusionStage:
             free = torch.cuda.mem_get_info(self.device)[0]
             offload = "model" if weights > OFFLOAD_SHARE * free else "none"
             if offload == "model":
-                log.warning("%s's weights (%.1f GB) do not fit in %.0f%% of the GPU's free memory (%.1f GB): offloading "
-                            "each model to CPU memory between uses (--offload model; --offload none to refuse)",
+                log.warning("%s's weights (%.1f GB) do not fit in %.0f%% of the GPU's free memory (%.1f GB): "
+                            "offloading each model to CPU memory between uses (--offload model; --offload none to "
+                            "refuse)",
                             self.family.title, weights / 1e9, OFFLOAD_SHARE * 100, free / 1e9)  # fmt: skip
         if offload == "model":
             self.pipe.enable_model_cpu_offload(device=self.device)

@@ -217,3 +217,30 @@ def test_offload_without_an_accelerator_is_refused_in_one_line(tiny: Path, tmp_p
     with pytest.raises(UsageError, match="sequential"):
         check_offload("sequential", torch.device("cpu"))
     assert main([*restyle, *common, "--offload", "none"]) == 0 and out.exists()
+
+
+# --- scripts/gpu_check.py --------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_gpu_check_tiny_runs_every_stage_kind(tmp_path: Path) -> None:
+    """The GPU check's own code paths with tiny models on the CPU (so the script cannot rot): at least 10 stage kinds,
+    each ok with finite outputs and its timings; only a family not built yet may say so, and never passes."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "tiny.json"
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, str(root / "scripts" / "gpu_check.py"), "--tiny", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert out.exists(), done.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    passed = [row for row in rows if row["ok"]]
+    assert len(passed) >= 10, [(row["stage"], row.get("error")) for row in rows]
+    for row in rows:
+        if not row["ok"]:
+            assert row.get("status") == "not built yet", row
+    for row in passed:
+        assert row["finite"] is True and row["v2v_off_s_per_frame"] is not None and row["peer_s_per_frame"], row
+    assert done.returncode == 0 and "| stage | ok |" in done.stdout

@@ -244,3 +244,36 @@ def test_gpu_check_tiny_runs_every_stage_kind(tmp_path: Path) -> None:
     for row in passed:
         assert row["finite"] is True and row["v2v_off_s_per_frame"] is not None and row["peer_s_per_frame"], row
     assert done.returncode == 0 and "| stage | ok |" in done.stdout
+
+
+# --- CUDA only (marked gpu: deselected by pyproject's addopts; `pytest -m gpu` on a CUDA machine) ----------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_every_family_in_half_precision_on_cuda(request: pytest.FixtureRequest, name: str) -> None:
+    """Each family in its CUDA default dtype (fp16, or bf16 for FLUX, SD3 and Qwen) and in the other half type,
+    temporal on: placed on the device (pipeline, bank), finite outputs, and the peak memory it took."""
+    stage = family_stage(request, name, batch_size=2, device="cuda")
+    assert stage.device.type == "cuda" and stage.pipe.device.type == "cuda"
+    for dtype in ("fp16", "bf16"):
+        stage = family_stage(request, name, batch_size=2, device="cuda", dtype=dtype)
+        finite: list[Any] = []
+        stage.family.denoiser(stage.pipe).register_forward_hook(
+            lambda module, args, output: finite.append(torch.isfinite(output[0]).all()))
+        torch.cuda.reset_peak_memory_stats()
+        out = run_frames(stage, 3, size=64)
+        assert len(out) == 3 and all(bool(flag) for flag in finite), (name, dtype)
+        assert all(kv[0].device.type == "cuda" for kv in stage.bank.previous.values()), name
+        assert torch.cuda.max_memory_allocated() > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("offload", ["model", "sequential"])
+def test_offload_gives_what_the_device_alone_gives(request: pytest.FixtureRequest, offload: str) -> None:
+    """The same frames with the weights offloaded as with them all on the device (fp32, temporal on)."""
+    placed = run_frames(family_stage(request, "sd", device="cuda", dtype="fp32", offload="none"), 3)
+    offloaded_stage = family_stage(request, "sd", device="cuda", dtype="fp32", offload=offload)
+    assert offloaded_stage.offload == offload
+    offloaded = run_frames(offloaded_stage, 3)
+    assert tiny_diffusion.max_diff(placed, offloaded) <= 1

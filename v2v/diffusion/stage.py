@@ -101,6 +101,7 @@ class DiffusionStage:
         self.guided |= config.true_cfg is not None  # two passes a step, each with its own bank slots
         self.ip_embeds: list[Any] | None = None
         if config.ip_adapter:
+            reference = _read_reference(config.ip_adapter)
             self.family.load_ip_adapter(
                 self.pipe, config.ip_adapter_model, config.image_encoder, config.ip_adapter_scale
             )
@@ -114,8 +115,7 @@ class DiffusionStage:
         self.offload = self._place(config.offload)
         if config.compile:
             self.family.denoiser(self.pipe).compile()  # in place: the pipeline still sees its own module
-        if config.ip_adapter:
-            reference = _read_reference(config.ip_adapter)
+        if config.ip_adapter:  # on the device the pipeline runs on
             self.ip_embeds = self.family.ip_adapter_embeds(self.pipe, reference, self.device, self.guided)
         # 4. Control maps, prompt checks, and the cross-frame attention bank.
         self.controls = [

@@ -260,7 +260,7 @@ def test_every_family_in_half_precision_on_cuda(request: pytest.FixtureRequest, 
         stage = family_stage(request, name, batch_size=2, device="cuda", dtype=dtype)
         finite: list[Any] = []
         stage.family.denoiser(stage.pipe).register_forward_hook(
-            lambda module, args, output: finite.append(torch.isfinite(output[0]).all()))
+            lambda module, args, output, finite=finite: finite.append(torch.isfinite(output[0]).all()))
         torch.cuda.reset_peak_memory_stats()
         out = run_frames(stage, 3, size=64)
         assert len(out) == 3 and all(bool(flag) for flag in finite), (name, dtype)

@@ -214,14 +214,21 @@ def real_pipeline(name: str, check: Check) -> Any:
     import diffusers
 
     clip_tok, t5_tok = tokenizers(check.scratch / "tokenizers")
+    # schedulers: on the host in float32, as the pipelines keep them
+    ddim = diffusers.DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                   clip_sample=False, set_alpha_to_one=False, steps_offset=1)  # fmt: skip
+    euler = diffusers.EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                             steps_offset=1)  # fmt: skip
+    flow_match = diffusers.FlowMatchEulerDiscreteScheduler(
+        base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096, max_shift=1.15, use_dynamic_shifting=True,
+        shift=3.0)  # fmt: skip
+    sd3_flow = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0)
     with building(check.device, check.dtype):
         if name in ("sd", "instruct-pix2pix", "sd-inpaint"):
             channels = {"sd": 4, "instruct-pix2pix": 8, "sd-inpaint": 9}[name]
             unet = diffusers.UNet2DConditionModel(sample_size=64, in_channels=channels, cross_attention_dim=768)
             parts = dict(vae=vae(4, 512), text_encoder=clip_text(clip_tok, 768, 12, 12), tokenizer=clip_tok,
-                         unet=unet.eval(), scheduler=diffusers.DDIMScheduler(beta_schedule="scaled_linear",
-                         beta_start=0.00085, beta_end=0.012, clip_sample=False, set_alpha_to_one=False,
-                         steps_offset=1), safety_checker=None, feature_extractor=None,
+                         unet=unet.eval(), scheduler=ddim, safety_checker=None, feature_extractor=None,
                          requires_safety_checker=False)  # fmt: skip
             if name == "sd":
                 controlnet = diffusers.ControlNetModel.from_unet(unet).eval()
@@ -241,12 +248,8 @@ def real_pipeline(name: str, check: Check) -> Any:
             return diffusers.StableDiffusionXLImg2ImgPipeline(
                 vae=vae(4, 1024, force_upcast=False), text_encoder=clip_text(clip_tok, 768, 12, 12),
                 text_encoder_2=clip_text(clip_tok, 1280, 32, 20, projection=True, act="gelu"), tokenizer=clip_tok,
-                tokenizer_2=clip_tok, unet=unet, requires_aesthetics_score=False,
-                scheduler=diffusers.EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
-                                                           beta_end=0.012, steps_offset=1),
+                tokenizer_2=clip_tok, unet=unet, requires_aesthetics_score=False, scheduler=euler,
             )  # fmt: skip
-        flow_match = dict(base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096, max_shift=1.15,
-                          use_dynamic_shifting=True, shift=3.0)  # fmt: skip
         if name in ("flux", "flux-kontext"):
             flux = dict(patch_size=1, in_channels=64, attention_head_dim=128, num_attention_heads=24,
                         joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
@@ -256,7 +259,7 @@ def real_pipeline(name: str, check: Check) -> Any:
                 vae=vae(16, 1024, use_quant_conv=False, use_post_quant_conv=False, scaling_factor=0.3611,
                         shift_factor=0.1159), text_encoder=clip_text(clip_tok, 768, 12, 12), tokenizer=clip_tok,
                 text_encoder_2=t5_xxl(), tokenizer_2=t5_tok,
-                scheduler=diffusers.FlowMatchEulerDiscreteScheduler(**flow_match),
+                scheduler=flow_match,
             )  # fmt: skip
             if name == "flux-kontext":
                 return diffusers.FluxKontextPipeline(**parts)
@@ -270,7 +273,7 @@ def real_pipeline(name: str, check: Check) -> Any:
                 dual_attention_layers=tuple(range(13)), qk_norm="rms_norm",
             ).eval()  # fmt: skip
             return diffusers.StableDiffusion3Img2ImgPipeline(
-                transformer=transformer, scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0),
+                transformer=transformer, scheduler=sd3_flow,
                 vae=vae(16, 1024, use_quant_conv=False, use_post_quant_conv=False, scaling_factor=1.5305,
                         shift_factor=0.0609),
                 text_encoder=clip_text(clip_tok, 768, 12, 12, projection=True), tokenizer=clip_tok,
@@ -382,7 +385,7 @@ def diffusion_row(stage_kind: str, check: Check) -> dict[str, Any]:
     settings: dict[str, Any] = dict(model=str(folder), seed=0, offload="none", device=str(check.device),
                                     dtype={torch.float16: "fp16", torch.bfloat16: "bf16"}.get(check.dtype, "fp32"),
                                     **text)  # fmt: skip
-    if check.steps:
+    if check.steps:  # else the family's default
         settings["steps"] = check.steps
     if controlnet:
         settings["controlnets"] = ["prebuilt"]
@@ -593,7 +596,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         frames = args.frames or (1 if args.tiny else 2)
-        steps = args.steps if args.steps else (2 if args.tiny else None)
+        steps = args.steps if args.steps is not None else (2 if args.tiny else 8)  # 8: the whole check fits in ~8 minutes
         check = Check(device=device, dtype=dtype, tiny=args.tiny, frames=frames, steps=steps, scratch=Path(scratch))
         for stage_kind, function in CHECKS.items():
             if args.only and stage_kind not in args.only:
@@ -625,7 +628,8 @@ def main() -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--frames", type=int, help="N of the marginal: runs of 1 and 1 + N frames (default 2; 1 with "
                                                    "--tiny)")
-    parser.add_argument("--steps", type=int, help="denoising steps (default: each family's own; 2 with --tiny)")
+    parser.add_argument("--steps", type=int, help="steps before strength, for every family (default 8; 2 with --tiny; "
+                                                  "0: each family's own, which takes far longer)")
     parser.add_argument("--only", nargs="*", help="these stage kinds only")
     parser.add_argument("--verbose", action="store_true", help="tracebacks of failing stages")
     args = parser.parse_args()

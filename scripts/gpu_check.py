@@ -596,7 +596,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         frames = args.frames or (1 if args.tiny else 2)
-        steps = args.steps if args.steps is not None else (2 if args.tiny else 8)  # 8: the whole check fits in ~8 minutes
+        steps = args.steps if args.steps is not None else (2 if args.tiny else 8)  # 8: it all fits in ~8 minutes
         check = Check(device=device, dtype=dtype, tiny=args.tiny, frames=frames, steps=steps, scratch=Path(scratch))
         for stage_kind, function in CHECKS.items():
             if args.only and stage_kind not in args.only:

@@ -47,6 +47,7 @@ from v2v.frames import images_to_tensor, tensor_to_images
 
 CONTROLS = ("canny", "softedge", "tile", "depth", "pose")  # and "inpaint", for inpainting runs
 SHOT_RATE = 0.1  # weight of each new frame in a shot's running range (a memory of about 10 frames)
+UNIT = 255.0  # HED's pixel scale (SoftEdgeMaps folds it into the biases: fp16-safe activations)
 
 
 def canny(images: torch.Tensor, low: int = 100, high: int = 200) -> torch.Tensor:
@@ -221,13 +222,23 @@ class SoftEdgeMaps:
     def __init__(self, path: str | os.PathLike[str], device: str | torch.device | None = None,
                  dtype: torch.dtype = torch.float32) -> None:
         self.device, self.dtype = resolve_device(device), dtype
-        self.model = load_softedge_model(path, self.device, dtype)
+        self.model = load_softedge_model(path, self.device, torch.float32)
+        # HED reads 0-255 pixels, so its activations reach thousands: past fp16's 65504 in the deep stages. A ReLU
+        # network with max-pools is positively homogeneous once its biases scale too, so with the norm and every bias
+        # divided by 255 it reads [0, 1] pixels and gives every activation and side output 255 times smaller,
+        # scaled back in float32 after.
+        with torch.no_grad():
+            self.model.norm.div_(UNIT)
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.Conv2d) and module.bias is not None:
+                    module.bias.div_(UNIT)
+        self.model.to(dtype)
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        sides = self.model(images.to(self.device, self.dtype) * 255.0)
+        sides = self.model(images.to(self.device, self.dtype))
         size = images.shape[-2:]
-        mean = torch.stack([F.interpolate(side.float(), size=size, mode="bilinear", align_corners=False)
+        mean = torch.stack([F.interpolate(side.float() * UNIT, size=size, mode="bilinear", align_corners=False)
                             for side in sides]).mean(dim=0)
         return torch.sigmoid(mean).expand(-1, 3, -1, -1).to(images.device, images.dtype).contiguous()
 

@@ -277,3 +277,17 @@ def test_offload_gives_what_the_device_alone_gives(request: pytest.FixtureReques
     assert offloaded_stage.offload == offload
     offloaded = run_frames(offloaded_stage, 3)
     assert tiny_diffusion.max_diff(placed, offloaded) <= 1
+
+
+def test_scene_detection_runs_once_a_frame(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A temporal restyle with a shot-rescaled control map: the stage's cuts, its fuser's and the map's all come
+    from one scene signature a frame."""
+    from v2v import scenes
+
+    computed: list[int] = []
+    signature = scenes._signature
+    monkeypatch.setattr(scenes, "_signature", lambda image: (computed.append(id(image)), signature(image))[1])
+    extra = dict(controlnets=[str(request.getfixturevalue("tiny") / "controlnet")], controls=["softedge"])
+    stage = family_stage(request, "sd", steps=2, latent_fusion=0.0, **extra)
+    assert len(run_frames(stage, 4)) == 4
+    assert len(computed) == 4, computed

@@ -51,6 +51,7 @@ REQUIRED = {
     "restyle": ["--model", "{MISSING}", "--prompt", "fuzz"],
     "edit": ["--model", "{MISSING}", "--instruction", "fuzz"],
     "inpaint": ["--mask", "{MASK}"],
+    "relight": ["--model", "{MISSING}", "--ic-light", "{MISSING}", "--prompt", "fuzz"],
     "mask": ["--mask", "{MASK}"],
     "compare": [],
     "preview": [],

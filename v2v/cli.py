@@ -30,6 +30,7 @@ COMMANDS = {
     "restyle": "v2v.commands.restyle",
     "edit": "v2v.commands.edit",
     "inpaint": "v2v.commands.inpaint",
+    "relight": "v2v.commands.relight",
     "mask": "v2v.commands.mask",
     "interpolate": "v2v.commands.interpolate",
     "preview": "v2v.commands.preview",

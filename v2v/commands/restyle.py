@@ -140,6 +140,16 @@ def add_true_cfg_argument(group: Any) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_io_arguments(parser)
     add_model_arguments(parser, controls=True)
+    identity = parser.add_argument_group("a face's identity (InstantID, SDXL)")
+    identity.add_argument("--identity", metavar="FACE.png", help="a photo of the face whose identity to keep")
+    identity.add_argument("--instantid", metavar="DIR",
+                          help="InstantX/InstantID's folder: ControlNetModel/ (IdentityNet) and ip-adapter.bin")
+    identity.add_argument("--face-encoder", metavar="ARCFACE.onnx",
+                          help="the ArcFace ONNX model for the identity embedding (e.g. insightface's antelopev2 "
+                               "glintr100.onnx)")
+    identity.add_argument("--identity-scale", type=float, metavar="S",
+                          help="strength of IdentityNet and the face adapter (default 0.8); frames without a face "
+                               "get IdentityNet at 0")
     look = parser.add_argument_group("the look")
     look.add_argument("--prompt", help="what the result should look like")
     look.add_argument("--negative-prompt",
@@ -152,9 +162,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_temporal_and_speed_arguments(parser)
 
 
-def config_from_args(args: argparse.Namespace, kind: str = "restyle") -> Any:
-    """The RestyleConfig (or EditConfig, for kind "edit") the options (and recipe) describe; `--offline` takes this
-    process off the hub."""
+def config_from_args(args: argparse.Namespace, kind: str = "restyle", cls: Any = None) -> Any:
+    """The RestyleConfig (or EditConfig, for kind "edit"; or `cls`, a subclass) the options (and recipe) describe;
+    `--offline` takes this process off the hub."""
     import dataclasses
 
     from v2v.diffusion.config import EditConfig, RestyleConfig
@@ -163,7 +173,7 @@ def config_from_args(args: argparse.Namespace, kind: str = "restyle") -> Any:
         from v2v.diffusion.hub import go_offline
 
         go_offline()
-    cls = EditConfig if kind == "edit" else RestyleConfig
+    cls = cls or (EditConfig if kind == "edit" else RestyleConfig)
     fields = {field.name for field in dataclasses.fields(cls)}
     values = {}
     for name, value in vars(args).items():

@@ -53,6 +53,7 @@ REQUIRED = {
     "inpaint": ["--mask", "{MASK}"],
     "relight": ["--model", "{MISSING}", "--ic-light", "{MISSING}", "--prompt", "fuzz"],
     "mask": ["--mask", "{MASK}"],
+    "annotate": ["--control", "canny"],
     "compare": [],
     "preview": [],
 }

@@ -43,6 +43,10 @@ _EXPORTS = {
     "RelightStage": "v2v.diffusion.relight",
     "RelightConfig": "v2v.diffusion.config",
     "PropagatedMask": "v2v.inpaint.propagate",
+    "AutoMask": "v2v.inpaint.auto",  # automatic masks and SAM 2 tracking (issue 26); open_mask reads --mask's forms
+    "TrackedMask": "v2v.inpaint.track",
+    "TrackPrompt": "v2v.inpaint.track",
+    "open_mask": "v2v.inpaint.spec",
     "RestyleConfig": "v2v.diffusion.config",
     "EditConfig": "v2v.diffusion.config",
     # errors

@@ -32,6 +32,7 @@ COMMANDS = {
     "inpaint": "v2v.commands.inpaint",
     "relight": "v2v.commands.relight",
     "mask": "v2v.commands.mask",
+    "annotate": "v2v.commands.annotate",
     "interpolate": "v2v.commands.interpolate",
     "preview": "v2v.commands.preview",
     "compare": "v2v.commands.compare",

@@ -45,6 +45,10 @@ class Context:
     after: int = 0
     exact: bool = True  # False: state reaches further back than `before` (a segment then only approximates)
 
+    def __add__(self, other: Context) -> Context:
+        """The context of two steps in a row: their needs add up."""
+        return Context(self.before + other.before, self.after + other.after, self.exact and other.exact)
+
 
 @dataclasses.dataclass(frozen=True)
 class Timing:

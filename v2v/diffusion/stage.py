@@ -261,19 +261,6 @@ class DiffusionStage:
         restarts by itself at scene cuts)."""
         return edited if fuser is None else fuser.fuse(edited, source)
 
-    @staticmethod
-    def _control_map(make: Any, frames: Any, indices: list[int], cuts: list[bool] | None, pad_h: int,
-                     pad_w: int) -> Any:
-        """A control map for (B, 3, H, W) frames (before padding), padded like them; a map rescaled per shot is
-        told where the shots start (`cuts`, found once on the host frames; None: it finds them)."""
-        from v2v.diffusion.control import ControlVideo
-
-        if isinstance(make, ControlVideo):
-            maps = make.maps(indices, frames)
-        else:
-            maps = make(frames, cuts) if getattr(make, "reaches_back", False) else make(frames)
-        return _pad(maps, pad_h, pad_w)
-
     def _size_bank(self, height: int, width: int) -> None:
         """Cap the bank's tokens per frame so that it fits in its share of the memory available now, for
         frames of height x width (padded); say what was chosen. `--bank-tokens` overrides it."""
@@ -334,7 +321,7 @@ class DiffusionStage:
         # 1. Frames to a tensor whose sides the family accepts.
         frames = images_to_tensor(images, self.device, self.dtype)
         height, width = frames.shape[-2:]
-        scaled = _fit(frames, config.max_side)
+        scaled = fit_to_side(frames, config.max_side)
         pad_h, pad_w = -scaled.shape[-2] % self.multiple, -scaled.shape[-1] % self.multiple
         if (pad_h or pad_w) and (height, width) not in self._padding_told:
             self._padding_told.add((height, width))
@@ -361,13 +348,13 @@ class DiffusionStage:
         if self.controls:
             batch.control_images = [
                 make(padded, batch.masks) if getattr(make, "needs_mask", False)  # control.inpaint
-                else self._control_map(make, scaled, list(indices), shots, pad_h, pad_w) for make in self.controls
+                else _pad(control_map(make, scaled, list(indices), shots), pad_h, pad_w) for make in self.controls
             ]
             scales = config.control_scales * (len(config.controlnets) if len(config.control_scales) == 1 else 1)
             batch.control_scales = scales + ([self.identity.scale] if self.identity is not None else [])
             batch.control_modes = list(config.control_modes)
         def fit(pictures: Sequence[np.ndarray]) -> Any:
-            return _pad(_fit(images_to_tensor(pictures, self.device, self.dtype), config.max_side), pad_h, pad_w)
+            return _pad(fit_to_side(images_to_tensor(pictures, self.device, self.dtype), config.max_side), pad_h, pad_w)
 
         self.prepare_batch(batch, list(indices), fit)
         seeds = [config.seed] * count if config.temporal else [config.seed + index for index in indices]
@@ -463,7 +450,18 @@ def quiet_loading() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def _fit(frames: Any, max_side: int | None) -> Any:
+def control_map(make: Any, frames: Any, indices: list[int], cuts: list[bool] | None = None) -> Any:
+    """The control map `make` (of `control.make_control`) gives (B, 3, H, W) frames scaled as the stage diffuses them
+    (`fit_to_side`), before padding: what `v2v annotate` writes and what the ControlNet is given, padded. A maker that
+    reaches back in the shot is told where shots start when `cuts` says (None: it finds them)."""
+    from v2v.diffusion.control import ControlVideo
+
+    if isinstance(make, ControlVideo):
+        return make.maps(indices, frames)
+    return make(frames, cuts) if cuts is not None and getattr(make, "reaches_back", False) else make(frames)
+
+
+def fit_to_side(frames: Any, max_side: int | None) -> Any:
     """Scale (B, 3, H, W) frames down (antialiased) so the longer side is at most `max_side`."""
     import torch.nn.functional as F
 

@@ -185,7 +185,7 @@ def test_no_host_sync_in_a_per_step_path(request: pytest.FixtureRequest, strict_
     a cut-free clip: nothing in v2v's per-step code reads a tensor back to the host."""
     extra: dict[str, Any] = {}
     if name == "sd":
-        extra = dict(controlnets=[str(request.getfixturevalue("tiny") / "controlnet")], controls=["softedge"])
+        extra = dict(controlnets=[str(request.getfixturevalue("tiny") / "controlnet")], controls=["softedge-sobel"])
     stage = family_stage(request, name, steps=4, strength=0.75, latent_fusion=0.5, **extra)
     assert len(run_frames(stage, 3)) == 3
     assert "latent fusion" in strict_steps and len(set(strict_steps)) >= 3, set(strict_steps)
@@ -287,7 +287,7 @@ def test_scene_detection_runs_once_a_frame(request: pytest.FixtureRequest, monke
     computed: list[int] = []
     signature = scenes._signature
     monkeypatch.setattr(scenes, "_signature", lambda image: (computed.append(id(image)), signature(image))[1])
-    extra = dict(controlnets=[str(request.getfixturevalue("tiny") / "controlnet")], controls=["softedge"])
+    extra = dict(controlnets=[str(request.getfixturevalue("tiny") / "controlnet")], controls=["softedge-sobel"])
     stage = family_stage(request, "sd", steps=2, latent_fusion=0.0, **extra)
     assert len(run_frames(stage, 4)) == 4
     assert len(computed) == 4, computed

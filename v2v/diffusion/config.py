@@ -79,6 +79,13 @@ class RestyleConfig:
     # cap on the tokens kept per frame in the cross-frame attention bank (None: from the memory available)
     bank_tokens: int | None = None
     model_config: str | None = None  # diffusers configs for a single-file checkpoint
+    # video families (`video_stage.VideoModelStage`): frames a window (None: the family's), frames of overlap, the
+    # colour anchor's weight (0-1), a reference image (VACE); their `offload` "model" moves the text encoder off the
+    # device once the prompt is encoded
+    window: int | None = None
+    window_overlap: int | None = None
+    anchor: float = 1.0
+    reference: str | None = None
     device: str | None = None  # None: `v2v.devices.resolve_device`'s choice (CUDA when there is one)
     dtype: str | None = None  # fp16/float16, bf16/bfloat16 or fp32/float32 (None: v2v.devices' default)
     # the weights' home between uses (`OFFLOADS`): "none" (all on the device), "model" (each model moves to the
@@ -146,6 +153,8 @@ class RestyleConfig:
             raise UsageError(f"fusion must be in [0, 1), got {self.fusion}")
         if not 0.0 <= self.latent_fusion <= 1.0:
             raise UsageError(f"latent fusion must be in [0, 1], got {self.latent_fusion}")
+        if not 0.0 <= self.anchor <= 1.0:
+            raise ParameterError("anchor", f"must be in [0, 1], got {self.anchor}")
         if not 0.0 < self.latent_fusion_steps <= 1.0:
             raise UsageError(f"latent fusion steps must be a share in (0, 1], got {self.latent_fusion_steps}")
         return self

@@ -226,6 +226,7 @@ class Family:
     # kinds whose pipeline runs "true CFG" (`--true-cfg`: a second pass a step on the negative prompt) for a
     # guidance-distilled family; its `call_arguments` then pass `Batch.true_cfg` as `true_cfg_scale`
     true_cfg_kinds: tuple[str, ...] = ()
+    video = False  # True: a video family (`families/video.py`), run by `video_stage.VideoModelStage`
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"

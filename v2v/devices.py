@@ -38,6 +38,16 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return placed
 
 
+def tune_for_fixed_shapes(device: torch.device) -> None:
+    """On CUDA, let cuDNN time its convolution algorithms once per input shape and keep the fastest
+    (`cudnn.benchmark`): for the restoration networks, whose frames or tiles keep one shape for a whole clip. A
+    process-wide flag; the CPU is left alone."""
+    import torch
+
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 def set_threads(count: int | None) -> None:
     """The one place a command sets torch's CPU threads (`--threads N`), only when asked; UsageError for a count
     no machine has (torch overflows on it)."""

@@ -127,6 +127,13 @@ def add_temporal_and_speed_arguments(parser: argparse.ArgumentParser) -> None:
         "--dtype", choices=DTYPE_CHOICES, help="default: fp16 on CUDA (bf16 for families that need it), fp32 on CPU"
     )
     speed.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's own, all cores)")
+    speed.add_argument("--offload", choices=OFFLOADS,
+                       help="CUDA only: keep the weights in CPU memory and move each model (model) or each layer "
+                            "(sequential, slowest, least memory) to the GPU while it runs. Default: none, or model "
+                            "when the weights do not fit the GPU's free memory (logged). Video models (Wan): model "
+                            "moves the text encoder off the GPU once the prompt is encoded")  # fmt: skip
+    speed.add_argument("--compile", action="store_true", default=None,
+                       help="torch.compile the UNet or transformer (the first frames are slow while it compiles)")
 
 
 def add_true_cfg_argument(group: Any) -> None:
@@ -203,8 +210,6 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
     video.add_argument("--reference", metavar="IMG", help="a reference image (families that take one: Wan VACE)")
     video.add_argument("--motion-adapter", metavar="PATH",
                        help="AnimateDiff: a MotionAdapter folder; with an SD 1.5 --model, restyles windows of frames")
-    video.add_argument("--offload", choices=OFFLOADS,
-                       help="model: the text encoder leaves the device once the prompt is encoded (default none)")
 
 
 class StageFactory:

@@ -27,7 +27,7 @@ from v2v.errors import InputError, ParameterError, UsageError
 
 Config = TypeVar("Config", bound="RestyleConfig")
 CONTROL_NORMS = ("shot", "frame")  # how depth and Sobel soft-edge maps are rescaled (v2v.diffusion.control)
-OFFLOADS = ("none", "model")  # video families: "model" moves the text encoder off the device after the prompt
+OFFLOADS = ("none", "model", "sequential")  # diffusers' CPU offload: none, enable_model_/enable_sequential_cpu_offload
 
 
 @dataclasses.dataclass
@@ -80,16 +80,19 @@ class RestyleConfig:
     bank_tokens: int | None = None
     model_config: str | None = None  # diffusers configs for a single-file checkpoint
     # video families (`video_stage.VideoModelStage`): frames a window (None: the family's), frames of overlap, the
-    # colour anchor's weight (0-1), a reference image (VACE), and "model" to move the text encoder off the device
-    # once the prompt is encoded
+    # colour anchor's weight (0-1), a reference image (VACE); their `offload` "model" moves the text encoder off the
+    # device once the prompt is encoded
     window: int | None = None
     window_overlap: int | None = None
     anchor: float = 1.0
     reference: str | None = None
-    offload: str = "none"
     motion_adapter: str | None = None  # AnimateDiff: the MotionAdapter folder that animates an SD 1.5 base
     device: str | None = None  # None: `v2v.devices.resolve_device`'s choice (CUDA when there is one)
     dtype: str | None = None  # fp16/float16, bf16/bfloat16 or fp32/float32 (None: v2v.devices' default)
+    # the weights' home between uses (`OFFLOADS`): "none" (all on the device), "model" (each model moves to the
+    # device while it runs), "sequential" (each layer does); None: "none", or "model" when they do not fit
+    offload: str | None = None
+    compile: bool = False  # torch.compile the denoiser (UNet or transformer)
 
     @property
     def text(self) -> str:
@@ -134,6 +137,12 @@ class RestyleConfig:
         if len(self.control_modes) > len(self.controlnets):
             raise UsageError.naming("{given} {control_modes} for {nets} ControlNet(s)", given=len(self.control_modes),
                                      nets=len(self.controlnets))
+        if self.offload is not None and self.offload not in OFFLOADS:
+            raise ParameterError("offload", f"must be none, model or sequential, got {self.offload!r}")
+        if self.offload not in (None, "none"):
+            from v2v.devices import resolve_device
+
+            check_offload(self.offload, resolve_device(self.device))
         if self.control_norm not in CONTROL_NORMS:
             raise UsageError(f"control normalisation must be shot or frame, got {self.control_norm!r}")
         if len(self.control_scales) not in (1, len(self.controlnets) or 1):
@@ -147,8 +156,6 @@ class RestyleConfig:
             raise UsageError(f"latent fusion must be in [0, 1], got {self.latent_fusion}")
         if not 0.0 <= self.anchor <= 1.0:
             raise ParameterError("anchor", f"must be in [0, 1], got {self.anchor}")
-        if self.offload not in OFFLOADS:
-            raise ParameterError("offload", f"must be one of {', '.join(OFFLOADS)}, got {self.offload!r}")
         if not 0.0 < self.latent_fusion_steps <= 1.0:
             raise UsageError(f"latent fusion steps must be a share in (0, 1], got {self.latent_fusion_steps}")
         return self
@@ -202,6 +209,17 @@ class EditConfig(RestyleConfig):
             raise UsageError.naming(
                 'no instruction: pass {instruction} "what to change" (or instruction = ... in a recipe)')
         return super().check()
+
+
+def check_offload(offload: str | None, device: Any) -> None:
+    """UsageError (one line) for `--offload model|sequential` where there is no CUDA device to offload to."""
+    if offload in (None, "none") or device.type == "cuda":
+        return
+    import torch
+
+    why = "torch sees no CUDA device here" if not torch.cuda.is_available() else f"the device is {device}"
+    raise UsageError.naming("{offload} {asked} moves weights between CPU memory and a CUDA device, but {why}: drop "
+                            "{offload}", asked=offload, why=why)  # fmt: skip
 
 
 LIGHTS = ("none", "left", "right", "top", "bottom")

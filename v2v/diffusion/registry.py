@@ -460,6 +460,40 @@ class Family:
         (B, 3, H, W) float in [0, 1])."""
         raise NotImplementedError
 
+    # --- the prompt, encoded once a run ------------------------------------------------------------------
+
+    text_reads_image = False  # True: the text encoder reads each frame too (Qwen-Image-Edit), so nothing is cached
+
+    def encode_text(self, pipe: Any, prompt: str, negative: str | None, **options: Any) -> dict[str, torch.Tensor]:
+        """The pipeline's own encoding of `prompt` (and `negative`; None when the call has no negative pass) for ONE
+        image, as the keyword arguments its call takes in place of the strings (`prompt_embeds`, ...). `options`:
+        what else the encoder reads (the T5 length)."""
+        raise NotImplementedError
+
+    def text_arguments(self, pipe: Any, batch: Batch, negative: str | None, **options: Any) -> dict[str, Any]:
+        """The prompt and negative prompt of a pipeline call, as embeddings: each distinct (prompt, negative,
+        options) is encoded once a run (cached on the pipeline, which lives as long as the stage) and repeated for
+        the batch's frames, so the text encoders (T5-XXL for FLUX and SD3) run once, not once a frame."""
+        if self.text_reads_image:
+            texts = {"prompt": [batch.prompt] * batch.count}
+            return texts if negative is None else {**texts, "negative_prompt": [negative] * batch.count}
+        cache: dict[tuple[Any, ...], dict[str, torch.Tensor]] | None = getattr(pipe, "v2v_text", None)
+        if cache is None:
+            pipe.v2v_text = cache = {}
+        key = (batch.prompt, negative, tuple(sorted(options.items())))
+        if key not in cache:
+            import torch
+
+            with torch.inference_mode():
+                encoded = self.encode_text(pipe, batch.prompt, negative, **options)
+            cache[key] = {name: value for name, value in encoded.items() if value is not None}
+        return {name: _repeated(value, batch.count) for name, value in cache[key].items()}
+
+
+def _repeated(tensor: torch.Tensor, count: int) -> torch.Tensor:
+    """One image's embedding (1, ...) for `count` frames; a copy, as pipelines may change what they are handed."""
+    return tensor.repeat(count, *[1] * (tensor.dim() - 1)) if count > 1 else tensor
+
 
 # --- the registry ------------------------------------------------------------------------------------------
 

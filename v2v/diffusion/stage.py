@@ -37,9 +37,10 @@ from v2v.diffusion.config import EditConfig, RestyleConfig
 from v2v.errors import ModelError, UsageError, require
 from v2v.frames import Frame, images_to_tensor, tensor_to_images
 from v2v.pipeline import batched
-from v2v.scenes import is_cut
+from v2v.scenes import signature, signatures_cut
 
 log = logging.getLogger(__name__)
+OFFLOAD_SHARE = 0.8  # of the GPU's free memory the weights may take before the default offloads them
 
 
 class DiffusionStage:
@@ -95,9 +96,9 @@ class DiffusionStage:
         # 2. ControlNets first: the cheaper error (a missing ControlNet) comes before the big load.
         names = config.controlnets + ([self.identity.controlnet_path] if self.identity is not None else [])
         controlnets = [self.family.load_controlnet(name, self.dtype, config.model) for name in names]
-        # 3. The base pipeline, then what modifies it.
+        # 3. The base pipeline (in CPU memory until `_place` says where it runs on CUDA), then what modifies it.
         self.pipe = self.family.load(
-            info, self.kind, controlnets, model=config.model, device=self.device, dtype=self.dtype,
+            info, self.kind, controlnets, model=config.model, device=self._load_device(), dtype=self.dtype,
             model_config=config.model_config,
         )  # fmt: skip
         for net, name in zip(controlnets, names, strict=True):
@@ -116,7 +117,6 @@ class DiffusionStage:
             self.family.load_ip_adapter(
                 self.pipe, config.ip_adapter_model, config.image_encoder, config.ip_adapter_scale
             )
-            self.ip_embeds = self.family.ip_adapter_embeds(self.pipe, reference, self.device, self.guided)
         if self.identity is not None:
             self.ip_embeds = self.identity.attach(self.pipe, self.guided)
         if config.attention_slicing:
@@ -127,6 +127,13 @@ class DiffusionStage:
                 self.pipe.enable_attention_slicing()
         if config.vae_tiling:
             self.pipe.vae.enable_tiling()
+        self.offload = self._place(config.offload)
+        if config.compile:
+            self.family.denoiser(self.pipe).compile()  # in place: the pipeline still sees its own module
+        if config.ip_adapter:  # on the device the pipeline runs on
+            self.ip_embeds = self.family.ip_adapter_embeds(self.pipe, reference, self.device, self.guided)
+        elif self.ip_embeds is not None:  # InstantID's, made while the pipeline was still in CPU memory
+            self.ip_embeds = [embeds.to(self.device) for embeds in self.ip_embeds]
         # 4. Control maps, prompt checks, and the cross-frame attention bank.
         self.controls = [
             control.make_control(
@@ -156,6 +163,39 @@ class DiffusionStage:
         self._bank_sized: tuple[int, int] | None = None  # the padded frame size the bank's cap was chosen for
         self._padding_told: set[tuple[int, int]] = set()
         self.multiple = self.family.multiple(self.pipe)
+
+    def _load_device(self) -> Any:
+        """Where the weights load: the CPU when the device is CUDA (`_place` then moves or offloads them), else the
+        device itself."""
+        import torch
+
+        return torch.device("cpu") if self.device.type == "cuda" else self.device
+
+    def _place(self, offload: str | None) -> str:
+        """Put the pipeline on its device, or offload it to CPU memory with diffusers' hooks that move each model
+        (or layer) to the device while it runs; returns the offload used. Without a choice: none, or model when the
+        weights do not fit the device's free memory, with a line saying so."""
+        if self.device.type != "cuda":
+            return "none"
+        if offload is None:
+            import torch
+
+            weights = sum(parameter.numel() * parameter.element_size() for module in self.pipe.components.values()
+                          if isinstance(module, torch.nn.Module) for parameter in module.parameters())  # fmt: skip
+            free = torch.cuda.mem_get_info(self.device)[0]
+            offload = "model" if weights > OFFLOAD_SHARE * free else "none"
+            if offload == "model":
+                log.warning("%s's weights (%.1f GB) do not fit in %.0f%% of the GPU's free memory (%.1f GB): "
+                            "offloading each model to CPU memory between uses (--offload model; --offload none to "
+                            "refuse)",
+                            self.family.title, weights / 1e9, OFFLOAD_SHARE * 100, free / 1e9)  # fmt: skip
+        if offload == "model":
+            self.pipe.enable_model_cpu_offload(device=self.device)
+        elif offload == "sequential":
+            self.pipe.enable_sequential_cpu_offload(device=self.device)
+        else:
+            self.pipe.to(self.device)
+        return offload
 
     def _warn_long_prompt(self, prompt: str, what: str) -> None:
         tokenizer = getattr(self.pipe, "tokenizer", None)
@@ -200,13 +240,14 @@ class DiffusionStage:
             )
             yield from window.process(frames)
             return
-        previous: np.ndarray | None = None
+        previous: Any = None  # the last frame's scene signature: each frame's is computed once
         for batch in batched(frames, self.config.batch_size):
             # the first frame of a new shot becomes the anchor of cross-frame attention
             cuts = []
             for frame in batch:
-                cuts.append(previous is not None and is_cut(previous, frame.image))
-                previous = frame.image
+                current = signature(frame.image)
+                cuts.append(previous is not None and signatures_cut(previous, current))
+                previous = current
             images = self.diffuse([frame.image for frame in batch], [frame.index for frame in batch], cuts)
             yield from zip(batch, images, strict=True)
 
@@ -307,10 +348,12 @@ class DiffusionStage:
             if stacked.shape[-2:] != scaled.shape[-2:]:
                 stacked = F.interpolate(stacked, size=scaled.shape[-2:], mode="bilinear", align_corners=False)
             batch.masks = _pad((stacked >= 0.5).to(self.device, self.dtype), pad_h, pad_w)
+        shots = list(cuts) if cuts is not None else None  # None: a map rescaled per shot finds the cuts itself
+        cuts = shots or [False] * count
         if self.controls:
             batch.control_images = [
                 make(padded, batch.masks) if getattr(make, "needs_mask", False)  # control.inpaint
-                else _pad(control_map(make, scaled, list(indices)), pad_h, pad_w) for make in self.controls
+                else _pad(control_map(make, scaled, list(indices), shots), pad_h, pad_w) for make in self.controls
             ]
             scales = config.control_scales * (len(config.controlnets) if len(config.control_scales) == 1 else 1)
             batch.control_scales = scales + ([self.identity.scale] if self.identity is not None else [])
@@ -321,7 +364,6 @@ class DiffusionStage:
         self.prepare_batch(batch, list(indices), fit)
         seeds = [config.seed] * count if config.temporal else [config.seed + index for index in indices]
         batch.generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-        cuts = list(cuts) if cuts is not None else [False] * count
         step_callback: dict[str, Any] = {}
         if self.latent_fusion is not None:  # the previous frame's latents, warped by the source's flow, where trusted
             sizes = (tuple(scaled.shape[-2:]), tuple(padded.shape[-2:]))

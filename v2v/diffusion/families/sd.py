@@ -151,14 +151,17 @@ class StableDiffusion(Family):
         """What every SD-style pipeline takes: prompts per frame, the frames, steps, guidance, generators."""
         guided = self.guided(pipe, batch.guidance, batch.image_guidance)
         return dict(
-            prompt=[batch.prompt] * batch.count,
-            negative_prompt=[batch.negative_prompt] * batch.count if guided else None,
+            **self.text_arguments(pipe, batch, batch.negative_prompt if guided else None),
             image=batch.images,
             num_inference_steps=batch.steps,
             guidance_scale=batch.guidance,
             generator=batch.generators,
             output_type="pt",
         )
+
+    def encode_text(self, pipe: Any, prompt: str, negative: str | None, **options: Any) -> dict[str, Any]:
+        embeds, negative_embeds = pipe.encode_prompt(prompt, pipe._execution_device, 1, negative is not None, negative)
+        return {"prompt_embeds": embeds, "negative_prompt_embeds": negative_embeds}
 
 
 def _halved(size: int, times: int) -> int:

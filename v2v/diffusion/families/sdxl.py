@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from v2v.diffusion.families.sd import LDM_INPUT_CONV, SDXL_SECOND_TEXT_ENCODER, StableDiffusion
 from v2v.diffusion.registry import Defaults, IPAdapterDefaults, ModelInfo, register
 
@@ -27,6 +29,11 @@ class StableDiffusionXL(StableDiffusion):
         if info.is_file:
             return info.has(LDM_INPUT_CONV) and info.has(SDXL_SECOND_TEXT_ENCODER) and self._fits_channels(info)
         return info.class_name in SDXL_PIPELINES and self._fits_channels(info)
+
+    def encode_text(self, pipe: Any, prompt: str, negative: str | None, **options: Any) -> dict[str, Any]:
+        encoded = pipe.encode_prompt(prompt, None, pipe._execution_device, 1, negative is not None, negative)
+        names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+        return dict(zip(names, encoded, strict=True))
 
 
 register(StableDiffusionXL())

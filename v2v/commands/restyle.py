@@ -69,8 +69,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, controls: bool) -> argp
             "--image-encoder", help="the IP-Adapter's CLIP image encoder (default: found beside the weights)"
         )
         model.add_argument("--ip-adapter-scale", type=float, help="IP-Adapter strength (default 0.6)")
-    model.add_argument("--lora", help="LoRA weights (file or folder), fused into the model")
-    model.add_argument("--lora-scale", type=float, help="LoRA strength (default 1.0)")
+    model.add_argument("--lora", action="append", metavar="PATH[:WEIGHT]",
+                       help="LoRA weights (file, folder or hub id) at WEIGHT (default 1); repeat to stack several, "
+                            "fused into the model once")  # fmt: skip
     model.add_argument("--scheduler", choices=SCHEDULER_CHOICES, help="sampler (lcm/tcd/turbo for few-step models)")
     model.add_argument("--offline", action="store_true", default=None,
                        help="never reach the Hugging Face hub: hub ids come from the local cache only (as "

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 if TYPE_CHECKING:
     from v2v.diffusion.registry import Defaults
 
+from v2v.diffusion.loras import parse_loras
 from v2v.errors import InputError, ParameterError, UsageError
 
 Config = TypeVar("Config", bound="RestyleConfig")
@@ -50,8 +51,8 @@ class RestyleConfig:
     ip_adapter_model: str | None = None
     image_encoder: str | None = None
     ip_adapter_scale: float = 0.6
-    lora: str | None = None
-    lora_scale: float = 1.0
+    # LoRAs stacked and fused into the base, each `PATH[:WEIGHT]` (weight 1 when none: `loras.parse_lora`)
+    lora: list[str] = dataclasses.field(default_factory=list)
     scheduler: str | None = None
     strength: float | None = None  # None: the family's default (0.5 for SD)
     steps: int | None = None  # None: the family's default (20 for SD)
@@ -102,6 +103,9 @@ class RestyleConfig:
         if self.true_cfg is not None and not self.negative_prompt:
             raise UsageError.naming(
                 "{true_cfg} does nothing without {negative_prompt} (its second pass reads that prompt)")
+        if isinstance(self.lora, str):  # a recipe's `lora = "x.safetensors"`: one LoRA
+            self.lora = [self.lora]
+        parse_loras(self.lora)  # a weight that is not a number is refused before any model loads
         if self.bank_tokens is not None and self.bank_tokens < 1:
             raise UsageError(f"bank tokens must be >= 1, got {self.bank_tokens}")
         if self.controls and len(self.controls) != len(self.controlnets):

@@ -242,6 +242,11 @@ class Family:
             raise ModelError(f"{self.title} has no single-file loader; pass its diffusers folder")
         return self.checkpoint_configs
 
+    def claims_lora(self, shapes: Mapping[str, tuple[int, ...]]) -> bool:
+        """Whether a LoRA with these tensor names and shapes was made for this family (to name it when another
+        family's base refuses it; `v2v.diffusion.loras`). Base: no family is named."""
+        return False
+
     def kind(self, base: str, controlnets: int) -> str:
         """The edit kind for a command's `base` kind ("restyle" or "edit") with `controlnets` ControlNets;
         UsageError (one line, pointing to the right command) when the family cannot do it."""

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from v2v.diffusion.config import EditConfig, RestyleConfig
+from v2v.diffusion.loras import load_loras, parse_loras
 from v2v.errors import ModelError, UsageError, require
 from v2v.frames import Frame, images_to_tensor, tensor_to_images
 from v2v.pipeline import batched
@@ -93,8 +94,7 @@ class DiffusionStage:
         scheduler = config.scheduler or self.family.defaults.scheduler
         if scheduler:
             models.set_scheduler(self.pipe, scheduler)
-        if config.lora:
-            models.load_lora(self.pipe, config.lora, config.lora_scale)
+        load_loras(self.pipe, self.family, parse_loras(config.lora), config.model)
         self.image_guidance: float | None = getattr(config, "image_guidance", None)
         self.guided = self.family.guided(self.pipe, float(config.guidance), self.image_guidance)
         self.guided |= config.true_cfg is not None  # two passes a step, each with its own bank slots

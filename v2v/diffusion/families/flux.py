@@ -64,6 +64,7 @@ class Flux(DiffusionTransformer):
     defaults = Defaults(steps=28, guidance=3.5, strength=0.6, half=False, multiple=16)
     checkpoint_configs = "black-forest-labs/FLUX.1-dev"
     packed_latents = True  # the pipeline packs 2x2 patches of the latent image into tokens
+    lora_marker = "single_transformer_blocks"
     takes_negative_prompt = False  # guidance-distilled: one pass a step, unless --true-cfg asks for a second
     true_cfg_kinds = ("restyle", "inpaint")  # FluxImg2ImgPipeline, FluxInpaintPipeline (not the ControlNet ones)
     max_sequence_length = 512  # T5 tokens at most, as FLUX.1-dev was trained (fewer if the T5 tokenizer says so)

@@ -28,6 +28,7 @@ class QwenImageEdit(DiffusionTransformer):
     pipelines = {"edit": "QwenImageEditPipeline"}
     defaults = Defaults(steps=50, guidance=4.0, half=False, multiple=16)  # diffusers' settings; bf16 on CUDA
     packed_latents = True  # the pipeline packs 2x2 patches of the latent image into tokens
+    lora_marker = "img_mlp"
 
     def recognise(self, info: ModelInfo) -> bool:
         return not info.is_file and info.class_name in EDIT_PIPELINES

@@ -22,6 +22,7 @@ class StableDiffusionXL(StableDiffusion):
     )
     defaults = Defaults(steps=20, guidance=5.0, strength=0.5)  # diffusers' SDXL img2img guidance
     checkpoint_configs = "stabilityai/stable-diffusion-xl-base-1.0"
+    lora_text_widths = (2048,)  # both text encoders' states, side by side
 
     def recognise(self, info: ModelInfo) -> bool:
         if info.is_file:

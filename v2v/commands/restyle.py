@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from v2v.commands.common import PARAMETERS, add_io_arguments, positive_int, run_pipeline
+from v2v.commands.common import PARAMETERS, add_io_arguments, at_least, positive_int, run_pipeline
 from v2v.diffusion.config import CONTROL_NORMS
 from v2v.diffusion.registry import families_doing
 
@@ -118,11 +118,22 @@ def add_temporal_and_speed_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--max-side", type=int, help="diffuse at most this many pixels on the longer side")
     speed.add_argument("--attention-slicing", action="store_true", default=None, help="less memory, a bit slower")
     speed.add_argument("--vae-tiling", action="store_true", default=None, help="decode large frames in tiles")
+    speed.add_argument("--tile", type=tile_side, metavar="N|off",
+                       help="frames above N pixels a side are denoised in overlapping N x N tiles blended every step, "
+                            "and the VAE works in tiles too (default: the family's working size, 512 for SD 1.x/2.x, "
+                            "1024 for SDXL, SD3 and FLUX; off: never)")  # fmt: skip
+    speed.add_argument("--tile-overlap", type=at_least(int, 0, "pixels"), metavar="PX",
+                       help="pixels neighbouring tiles share (default: a quarter of the tile)")
     speed.add_argument("--device", help="cuda, cuda:1, cpu, ... (default: cuda when there is one)")
     speed.add_argument(
         "--dtype", choices=DTYPE_CHOICES, help="default: fp16 on CUDA (bf16 for families that need it), fp32 on CPU"
     )
     speed.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's own, all cores)")
+
+
+def tile_side(text: str) -> int:
+    """`--tile`: a side in pixels, or off (0: never tile)."""
+    return 0 if text.strip().lower() == "off" else positive_int(text)
 
 
 def add_true_cfg_argument(group: Any) -> None:

@@ -70,6 +70,11 @@ class RestyleConfig:
     max_side: int | None = None  # downscale frames whose longer side is larger, diffuse, scale back
     attention_slicing: bool = False
     vae_tiling: bool = False
+    # frames above the family's working size are denoised in overlapping tiles (`tiles.py`): the tile's side in
+    # pixels (None: the family's working size, `Defaults.tile`; 0: never tile) and the pixels neighbours share
+    # (None: the family's share of the tile)
+    tile: int | None = None
+    tile_overlap: int | None = None
     # cap on the tokens kept per frame in the cross-frame attention bank (None: from the memory available)
     bank_tokens: int | None = None
     model_config: str | None = None  # diffusers configs for a single-file checkpoint
@@ -108,6 +113,10 @@ class RestyleConfig:
         parse_loras(self.lora)  # a weight that is not a number is refused before any model loads
         if self.bank_tokens is not None and self.bank_tokens < 1:
             raise UsageError(f"bank tokens must be >= 1, got {self.bank_tokens}")
+        if self.tile is not None and self.tile < 0:
+            raise ParameterError("tile", f"must be a side in pixels, or 0 for no tiles, got {self.tile}")
+        if self.tile_overlap is not None and self.tile_overlap < 0:
+            raise ParameterError("tile_overlap", f"must be >= 0 pixels, got {self.tile_overlap}")
         if self.controls and len(self.controls) != len(self.controlnets):
             raise UsageError.naming("{nets} ControlNet(s) but {given} {controls}: give one each",
                                      nets=len(self.controlnets), given=len(self.controls))

@@ -117,6 +117,8 @@ class Defaults:
     scheduler: a name of `models.SCHEDULERS`, or None to keep the model's own.
     half: fp16 on CUDA (True) or bf16 (False, for models that overflow in fp16). The CPU always runs fp32.
     multiple: frame sides must be multiples of this (None: the VAE's scale factor); other sizes are padded.
+    tile, tile_overlap: the working size in pixels; larger frames are denoised in tiles of it, neighbours sharing
+    `tile_overlap` pixels (`v2v.diffusion.tiles`).
     """
 
     steps: int = 20
@@ -126,6 +128,8 @@ class Defaults:
     scheduler: str | None = None
     half: bool = True
     multiple: int | None = None
+    tile: int = 512
+    tile_overlap: int = 128
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,6 +230,9 @@ class Family:
     # kinds whose pipeline runs "true CFG" (`--true-cfg`: a second pass a step on the negative prompt) for a
     # guidance-distilled family; its `call_arguments` then pass `Batch.true_cfg` as `true_cfg_scale`
     true_cfg_kinds: tuple[str, ...] = ()
+    # whether frames above the working size may be denoised in tiles (False where the pipeline puts other image
+    # tokens in the sequence, as edit DiTs do with the source's: `v2v.diffusion.tiles`)
+    tileable = True
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"

@@ -61,7 +61,7 @@ class Flux(DiffusionTransformer):
         "ip_adapter.safetensors (and openai/clip-vit-large-patch14 as {image_encoder})",
     )
     # diffusers' FLUX.1-dev settings; bf16 on CUDA (FLUX overflows in fp16); sides: the VAE's 8 x 2x2 packing
-    defaults = Defaults(steps=28, guidance=3.5, strength=0.6, half=False, multiple=16)
+    defaults = Defaults(steps=28, guidance=3.5, strength=0.6, half=False, multiple=16, tile=1024, tile_overlap=256)
     checkpoint_configs = "black-forest-labs/FLUX.1-dev"
     packed_latents = True  # the pipeline packs 2x2 patches of the latent image into tokens
     lora_marker = "single_transformer_blocks"

@@ -26,7 +26,9 @@ class QwenImageEdit(DiffusionTransformer):
     name = "qwen-image-edit"
     title = "Qwen-Image-Edit"
     pipelines = {"edit": "QwenImageEditPipeline"}
-    defaults = Defaults(steps=50, guidance=4.0, half=False, multiple=16)  # diffusers' settings; bf16 on CUDA
+    # diffusers' settings; bf16 on CUDA
+    defaults = Defaults(steps=50, guidance=4.0, half=False, multiple=16, tile=1024, tile_overlap=256)
+    tileable = False  # the source image's tokens share the sequence: not cut into tiles
     packed_latents = True  # the pipeline packs 2x2 patches of the latent image into tokens
     lora_marker = "img_mlp"
 

@@ -12,12 +12,14 @@ pytest.importorskip("diffusers")
 torch = pytest.importorskip("torch")
 
 import tiny_diffusion  # noqa: E402
+import tiny_dit  # noqa: E402
 from tiny_diffusion import sd_config, translating  # noqa: E402
 
 from v2v.diffusion import tiles  # noqa: E402
 from v2v.diffusion.stage import RestyleStage  # noqa: E402
 
 tiny = tiny_diffusion.tiny
+tiny_flux = tiny_dit.tiny_flux
 one_thread = tiny_diffusion.one_thread
 
 
@@ -141,3 +143,45 @@ def test_bad_tiles_are_one_line(tiny: Path, tmp_path: Path, capsys: pytest.Captu
                  "--steps", "2", "--no-progress", *arguments])  # fmt: skip
     assert code == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"v2v: error: {message}"]
+
+
+def test_memory_is_bounded_by_the_tile_not_the_frame(tiny: Path) -> None:
+    """What makes memory grow with the frame (the denoiser's activations, its self-attention and the VAE's mid-block
+    attention, quadratic in positions) never sees more than a tile; 1920x1080 and 4K figures: scripts/bench_tiles.py."""
+    seen: dict[str, int] = {"unet": 0, "controlnet": 0, "vae attention": 0}
+
+    def record(name: str) -> object:
+        def hook(module: object, args: tuple, kwargs: dict) -> None:
+            sample = args[0] if args else next(iter(kwargs.values()))
+            positions = sample.shape[-2] * sample.shape[-1] if sample.ndim == 4 else sample.shape[1]
+            seen[name] = max(seen[name], positions)
+        return hook
+
+    stage = RestyleStage(sd_config(tiny, tile=64, tile_overlap=16, controlnets=[str(tiny / "controlnet")]))
+    # inside the models (their own hooks run once a call, on the whole frame's latents, as the pipeline hands them)
+    stage.pipe.unet.conv_in.register_forward_pre_hook(record("unet"), with_kwargs=True)
+    stage.pipe.controlnet.conv_in.register_forward_pre_hook(record("controlnet"), with_kwargs=True)
+    for coder in (stage.pipe.vae.encoder, stage.pipe.vae.decoder):
+        coder.mid_block.attentions[0].register_forward_pre_hook(record("vae attention"), with_kwargs=True)
+    stage.diffuse(translating(1, 256, 128), [0])
+    tile_latent = (64 // 8) ** 2
+    assert seen == {"unet": tile_latent, "controlnet": tile_latent, "vae attention": tile_latent}  # 32 x 16 untiled
+
+
+def test_flux_packed_tokens_with_a_controlnet_tiled_without_seams(tiny_flux: Path) -> None:
+    """FLUX packs 2x2 latent patches into tokens: the frame is tiled on the latent grid before packing, the
+    ControlNet's block samples blended like the transformer's output."""
+    from v2v.diffusion.config import RestyleConfig
+
+    width, height = 192, 128
+    source = translating(1, width, height)[0]
+    config = RestyleConfig(model=str(tiny_flux / "flux"), controlnets=[str(tiny_flux / "flux-controlnet")],
+                           prompt="ink", steps=4, strength=0.75, seed=1, temporal=False, tile=64, tile_overlap=16)
+    stage = RestyleStage(config)
+    tiled = stage.diffuse([source], [0])[0]
+    grid = stage._tile_grid(height, width)
+    assert grid is not None and grid.count == 12
+    lines = tiles.borders(grid, 8)
+    for axis in (0, 1):
+        border, elsewhere = tiles.seam_excess(tiled, source, axis, lines[axis])
+        assert border <= elsewhere, (axis, border, elsewhere)

@@ -12,11 +12,13 @@ pipeline took them. Which family a LoRA is for is each family's to say (`Family.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,10 +80,11 @@ def load_loras(pipe: Any, family: Family, loras: Sequence[Lora], model: str) -> 
         check_fits(pipe, family, shapes, lora.name, model)
         adapter = f"v2v-lora-{number}"
         try:
-            if path.is_file():
-                pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter)
-            else:
-                pipe.load_lora_weights(str(path), adapter_name=adapter, local_files_only=True)
+            with quiet_adapters():
+                if path.is_file():
+                    pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter)
+                else:
+                    pipe.load_lora_weights(str(path), adapter_name=adapter, local_files_only=True)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise ModelError(f"cannot load LoRA {lora.name!r}: {first_line(exc)}") from exc
         if not any(adapter in taken for taken in pipe.get_list_adapters().values()):  # diffusers only warned
@@ -91,6 +94,22 @@ def load_loras(pipe: Any, family: Family, loras: Sequence[Lora], model: str) -> 
     pipe.fuse_lora(adapter_names=names, lora_scale=1.0)
     pipe.unload_lora_weights()  # the fused weights stay; the adapters' layers go
     log.info("LoRAs fused into the base: %s", ", ".join(f"{lora.name} x {lora.weight:g}" for lora in loras))
+
+
+@contextlib.contextmanager
+def quiet_adapters() -> Iterator[None]:
+    """Without diffusers' "no LoRA keys for the text encoder" lines (a LoRA for the denoiser alone is the usual
+    case; one that fits nothing is refused after) and peft's warning that a model holds several adapters (a stack)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+            yield
+    finally:
+        diffusers_logging.set_verbosity(level)
 
 
 def lora_shapes(path: Path) -> dict[str, tuple[int, ...]]:

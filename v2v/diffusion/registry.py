@@ -48,7 +48,9 @@ Attributes:
   e.g. {"restyle": "FluxImg2ImgPipeline", "restyle+controlnet": "FluxControlNetImg2ImgPipeline"};
 - `controlnet_classes`: the diffusers class names (config `_class_name`) of the ControlNets it takes;
 - `ip_adapter`: an `IPAdapterDefaults` (default weights + image encoder), or None if it takes none;
-- `defaults`: a `Defaults` (steps, guidance, strength, image guidance, scheduler, dtype policy, multiple);
+- `defaults`: a `Defaults` (steps, guidance, strength, image guidance, scheduler, dtype policy, multiple, and the
+  working size above which frames are denoised in tiles, `v2v.diffusion.tiles`);
+- `tileable`: False where the pipeline puts other image tokens in the sequence (frames are then never tiled);
 - `checkpoint_configs`: a hub id whose diffusers configs fit a single-file checkpoint of the family.
 Methods, overridden where the family differs from its base:
 - recognition: `recognise(info)` says whether a `ModelInfo` (a diffusers folder's model_index.json and
@@ -56,6 +58,8 @@ Methods, overridden where the family differs from its base:
   exact (two families never both claim a model), except for single files whose layout two families share
   and that do different edit kinds (FLUX.1 and FLUX.1 Kontext): `detect()` asks every registered family, and
   the command's kind picks between those;
+- `claims_lora(shapes)`: whether a LoRA (its tensor names and shapes) was made for this family, to name it when
+  another family's base refuses it (`v2v.diffusion.loras`);
 - loading: `load()` (base: `<pipelines[kind]>.from_pretrained` / `from_single_file` with configs from a local
   folder, never the hub), `load_controlnet()`, `check_controlnet()`, `load_ip_adapter()`;
 - temporal: `cross_frame_attention(pipe, bank)`, a context manager that installs cross-frame attention

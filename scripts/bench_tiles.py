@@ -109,6 +109,7 @@ def main() -> None:
                 results.append({"size": size, "tiled": tiled, "failed": done.stderr.strip().splitlines()[-1:]})
             else:
                 results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # each case as it ends: a long run
     print(json.dumps({"bench": "tiles", "model": "tiny random SD 1.x (tests/tiny_diffusion.py), temporal on, CPU",
                       "steps": 4, "strength": 0.5, "threads": args.threads, "cases": results}))  # fmt: skip
 

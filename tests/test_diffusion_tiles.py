@@ -24,13 +24,14 @@ one_thread = tiny_diffusion.one_thread
 
 
 @pytest.mark.parametrize(("size", "tile", "overlap", "align"), [(135, 64, 16, 8), (240, 64, 16, 8), (12, 6, 2, 2),
-                                                                 (100, 48, 0, 8), (37, 16, 4, 1)])  # fmt: skip
+                                                                 (100, 48, 0, 8), (37, 16, 4, 1), (5, 2, 0, 2)])  # fmt: skip
 def test_spans_cover_the_grid_aligned_and_overlapping(size: int, tile: int, overlap: int, align: int) -> None:
     found = tiles.spans(size, tile, overlap, align)
     assert found[0][0] == 0 and found[-1][1] == size
     for (start, stop), (after, _) in zip(found, found[1:], strict=False):
         assert start % align == 0 and after % align == 0
         assert stop - start == tile and stop - after >= overlap  # no gap, at least the overlap shared
+    assert len(found) == 1 or all(start < after for (start, _), (after, _) in zip(found, found[1:], strict=False))
     assert tile <= found[-1][1] - found[-1][0] < tile + align
 
 

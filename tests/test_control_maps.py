@@ -119,7 +119,7 @@ def map_means(make: object, images: list[np.ndarray]) -> np.ndarray:
 
 
 def shot_softedge() -> object:
-    return make_control("softedge", device="cpu", dtype=torch.float32, depth_model=None, pose_model=None)
+    return make_control("softedge-sobel", device="cpu", dtype=torch.float32, depth_model=None, pose_model=None)
 
 
 def flicker(means: np.ndarray) -> float:
@@ -204,8 +204,8 @@ def test_restyle_stage_rescales_per_shot_by_default(tiny: Path) -> None:
 
     net = str(tiny / "controlnet")
     images = flickering(blobs(0), 6, "lamp")
-    config = sd_config(tiny, controlnets=[net, net], controls=["softedge", "depth"], depth_model=str(tiny / "depth"),
-                       control_scales=[0.5, 0.5], temporal=False)  # fmt: skip
+    config = sd_config(tiny, controlnets=[net, net], controls=["softedge-sobel", "depth"],
+                       depth_model=str(tiny / "depth"), control_scales=[0.5, 0.5], temporal=False)  # fmt: skip
     stage = RestyleStage(config)
     assert config.control_norm == "shot" and all(isinstance(make, ShotNormalised) for make in stage.controls)
     assert not stage.context.exact and stage.context.before == stage.WARM_UP_FRAMES

@@ -202,3 +202,25 @@ def test_an_edit_dit_whose_sequence_holds_the_source_is_not_tiled(tiny_flux: Pat
                                          r"the sequence\): drop tile, or use max_side$"):  # fmt: skip
         EditStage(EditConfig(**config, tile=64))
     assert EditStage(EditConfig(**config)).tiling is None
+
+
+def test_relight_keeps_its_conditions_per_tile(tiny: Path, tmp_path: Path) -> None:
+    """IC-Light's widened `conv_in` keeps the conditions' latents beside the UNet's inputs: a tiled frame's UNet gets
+    them cut to its tile (`tiles.cut_to_tile`), and the relit frame shows no seam."""
+    from tiny_relight import write_ic_light
+
+    from v2v.diffusion.config import RelightConfig
+    from v2v.diffusion.relight import RelightStage
+
+    width, height = 192, 128
+    source = translating(1, width, height)[0]
+    offsets = write_ic_light(tmp_path / "fc.safetensors", tiny / "sd" / "unet", 8)
+    stage = RelightStage(RelightConfig(model=str(tiny / "sd"), prompt="a lamp", ic_light=str(offsets), steps=4,
+                                       strength=0.75, seed=3, temporal=False, light="left", tile=64, tile_overlap=16))
+    relit = stage.diffuse([source], [0])[0]
+    grid = stage._tile_grid(height, width)
+    assert relit.shape == source.shape and grid is not None and grid.count == 12
+    lines = tiles.borders(grid, 8)
+    for axis in (0, 1):
+        border, elsewhere = tiles.seam_excess(relit, source, axis, lines[axis])
+        assert border <= elsewhere, (axis, border, elsewhere)

@@ -50,7 +50,8 @@ UNLIMITED = {"preview", "probe", "models"}
 # Stand-ins for the README's placeholder inputs, all made from the bundled sample: every video it names (in.mp4,
 # clip.mp4, …) is the sample; pictures and checkpoints by name.
 PICTURES = {"style.png": "frame.png", "logo.png": "ball.png", "4x_MyESRGAN.pth": "4x_compact.pth",
-            "my_style_lora.safetensors": "tiny/lora/pytorch_lora_weights.safetensors"}
+            "my_style_lora.safetensors": "tiny/lora/pytorch_lora_weights.safetensors",
+            "iclight_sd15_fc.safetensors": "iclight_fc.safetensors"}
 # The hub ids the README names, and the tiny model (tests/tiny_diffusion.py) each runs as, by V2V_MODEL_MAP.
 TINY_MODELS = {
     "stable-diffusion-v1-5/stable-diffusion-v1-5": "sd",
@@ -97,6 +98,9 @@ def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> Path:
     weights = safetensors.torch.load_file(named_model_path("realesr-animevideov3-x4"))
     torch.save(weights, folder / "4x_compact.pth")  # "any checkpoint spandrel recognises", as a user's .pth
     tiny = build_tiny_models(folder / "tiny")
+    from tiny_relight import write_ic_light
+
+    write_ic_light(folder / "iclight_fc.safetensors", tiny / "sd" / "unet", 8)  # IC-Light's layout, for tiny SD
     (folder / "models.json").write_text(json.dumps({name: str(tiny / path) for name, path in TINY_MODELS.items()}))
     return folder
 

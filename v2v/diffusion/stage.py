@@ -74,7 +74,13 @@ class DiffusionStage:
 
         # 1. The family, and the settings it fills in; its refusals come before anything big is loaded.
         self.family, info = registry.detect(config.check().model, config.model_config, config.kind)
-        self.kind = self.family.kind(config.kind, len(config.controlnets))
+        self.identity: Any = None  # InstantID's parts: its IdentityNet is one more ControlNet
+        if config.identity:
+            from v2v.diffusion.instantid import InstantID
+
+            self.identity = InstantID(str(config.instantid), config.identity, str(config.face_encoder),
+                                      config.identity_scale, self.family)
+        self.kind = self.family.kind(config.kind, len(config.controlnets) + (self.identity is not None))
         self.config = config = config.with_defaults(self.family.defaults).check()
         self.device = resolve_device(config.device)
         self.dtype = parse_dtype(config.dtype) if config.dtype else self.family.dtype(self.device)
@@ -83,13 +89,14 @@ class DiffusionStage:
         if config.true_cfg is not None:
             _check_true_cfg(self.family, self.kind)
         # 2. ControlNets first: the cheaper error (a missing ControlNet) comes before the big load.
-        controlnets = [self.family.load_controlnet(name, self.dtype, config.model) for name in config.controlnets]
+        names = config.controlnets + ([self.identity.controlnet_path] if self.identity is not None else [])
+        controlnets = [self.family.load_controlnet(name, self.dtype, config.model) for name in names]
         # 3. The base pipeline, then what modifies it.
         self.pipe = self.family.load(
             info, self.kind, controlnets, model=config.model, device=self.device, dtype=self.dtype,
             model_config=config.model_config,
         )  # fmt: skip
-        for net, name in zip(controlnets, config.controlnets, strict=True):
+        for net, name in zip(controlnets, names, strict=True):
             self.family.check_controlnet(net, self.pipe, name, config.model)
         scheduler = config.scheduler or self.family.defaults.scheduler
         if scheduler:
@@ -105,8 +112,11 @@ class DiffusionStage:
                 self.pipe, config.ip_adapter_model, config.image_encoder, config.ip_adapter_scale
             )
             self.ip_embeds = self.family.ip_adapter_embeds(self.pipe, reference, self.device, self.guided)
+        if self.identity is not None:
+            self.ip_embeds = self.identity.attach(self.pipe, self.guided)
         if config.attention_slicing:
-            if config.ip_adapter:  # slicing would replace the IP-Adapter's attention processors
+            # slicing would replace the IP-Adapter's attention processors
+            if config.ip_adapter or self.identity is not None:
                 log.warning("attention slicing is not combined with an IP-Adapter; running without it")
             else:
                 self.pipe.enable_attention_slicing()
@@ -125,7 +135,7 @@ class DiffusionStage:
                 norm=config.control_norm,
             )
             for kind in config.control_kinds
-        ]
+        ] + ([self.identity.keypoints] if self.identity is not None else [])
         self._warn_long_prompt(config.text, "instruction" if config.kind == "edit" else "prompt")
         if config.negative_prompt and not self.family.takes_negative_prompt and config.true_cfg is None:
             hint = " (or add --true-cfg S, e.g. 4: a second pass a step on it)"
@@ -266,14 +276,6 @@ class DiffusionStage:
         restarts by itself at scene cuts)."""
         return edited if fuser is None else fuser.fuse(edited, source)
 
-    @staticmethod
-    def _control_map(make: Any, frames: Any, indices: list[int], pad_h: int, pad_w: int) -> Any:
-        """A control map for (B, 3, H, W) frames (before padding), padded like them."""
-        from v2v.diffusion.control import ControlVideo
-
-        maps = make.maps(indices, frames) if isinstance(make, ControlVideo) else make(frames)
-        return _pad(maps, pad_h, pad_w)
-
     def _size_bank(self, height: int, width: int, grid: Any = None) -> None:
         """Cap the bank's tokens per frame so that it fits in its share of the memory available now, for
         frames of height x width (padded), tiled by `grid` (each tile keeps its own); say what was chosen.
@@ -311,6 +313,11 @@ class DiffusionStage:
                         "set --bank-tokens to choose", full / 2**20, width, height, budget / 2**20,
                         BANK_MEMORY_FRACTION * 100, cap, kept / 2**20)  # fmt: skip
 
+    def prepare_batch(self, batch: Any, indices: list[int], fit: Any) -> None:
+        """A mode's own conditioning of one pipeline call over the frames at clip positions `indices`, before the
+        call (relighting's foreground latents and its initial image). `fit` takes more RGB uint8 pictures of the
+        frames' size to the pipeline's grid as the frames were taken (scaled, padded). The base stage adds nothing."""
+
     def diffuse(
         self,
         images: Sequence[np.ndarray],
@@ -335,7 +342,7 @@ class DiffusionStage:
         # 1. Frames to a tensor whose sides the family accepts.
         frames = images_to_tensor(images, self.device, self.dtype)
         height, width = frames.shape[-2:]
-        scaled = _fit(frames, config.max_side)
+        scaled = fit_to_side(frames, config.max_side)
         pad_h, pad_w = -scaled.shape[-2] % self.multiple, -scaled.shape[-1] % self.multiple
         if (pad_h or pad_w) and (height, width) not in self._padding_told:
             self._padding_told.add((height, width))
@@ -361,12 +368,15 @@ class DiffusionStage:
         if self.controls:
             batch.control_images = [
                 make(padded, batch.masks) if getattr(make, "needs_mask", False)  # control.inpaint
-                else self._control_map(make, scaled, list(indices), pad_h, pad_w) for make in self.controls
+                else _pad(control_map(make, scaled, list(indices)), pad_h, pad_w) for make in self.controls
             ]
-            batch.control_scales = config.control_scales * (
-                len(self.controls) if len(config.control_scales) == 1 else 1
-            )
+            scales = config.control_scales * (len(config.controlnets) if len(config.control_scales) == 1 else 1)
+            batch.control_scales = scales + ([self.identity.scale] if self.identity is not None else [])
             batch.control_modes = list(config.control_modes)
+        def fit(pictures: Sequence[np.ndarray]) -> Any:
+            return _pad(fit_to_side(images_to_tensor(pictures, self.device, self.dtype), config.max_side), pad_h, pad_w)
+
+        self.prepare_batch(batch, list(indices), fit)
         seeds = [config.seed] * count if config.temporal else [config.seed + index for index in indices]
         batch.generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         cuts = list(cuts) if cuts is not None else [False] * count
@@ -461,13 +471,31 @@ def quiet_loading() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def _fit(frames: Any, max_side: int | None) -> Any:
+def control_map(make: Any, frames: Any, indices: list[int], cuts: list[bool] | None = None) -> Any:
+    """The control map `make` (of `control.make_control`) gives (B, 3, H, W) frames scaled as the stage diffuses them
+    (`fit_to_side`), before padding: what `v2v annotate` writes and what the ControlNet is given, padded. A maker that
+    reaches back in the shot is told where shots start when `cuts` says (None: it finds them)."""
+    from v2v.diffusion.control import ControlVideo
+
+    if isinstance(make, ControlVideo):
+        return make.maps(indices, frames)
+    return make(frames, cuts) if cuts is not None and getattr(make, "reaches_back", False) else make(frames)
+
+
+def fit_to_side(frames: Any, max_side: int | None) -> Any:
     """Scale (B, 3, H, W) frames down (antialiased) so the longer side is at most `max_side`."""
     import torch.nn.functional as F
 
     height, width = frames.shape[-2:]
-    if not max_side or max(height, width) <= max_side:
+    size = fitted_size(height, width, max_side)
+    if size == (height, width):
         return frames
-    factor = max_side / max(height, width)
-    size = (max(8, round(height * factor)), max(8, round(width * factor)))
     return F.interpolate(frames.float(), size=size, mode="bicubic", antialias=True).clamp(0, 1).to(frames.dtype)
+
+
+def fitted_size(height: int, width: int, max_side: int | None) -> tuple[int, int]:
+    """(h, w) frames of height x width are diffused at: the longer side at most `max_side`."""
+    if not max_side or max(height, width) <= max_side:
+        return height, width
+    factor = max_side / max(height, width)
+    return max(8, round(height * factor)), max(8, round(width * factor))

@@ -30,6 +30,7 @@ decode in tiles through `TiledForward`.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import math
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 Span = tuple[int, int]  # [start, stop) along one axis, in latent units
 TEXT_INPUTS = ("encoder_hidden_states", "txt_ids", "pooled_projections")  # never cut, whatever their length
 POSITION_IDS = "img_ids"  # packed families' (N, 3) image token positions (0, row, column), re-based per tile
+# the tile being denoised now, (rows, columns) in latent units, for what a model keeps beside its inputs (`cut_to_tile`)
+_CURRENT: contextvars.ContextVar[tuple[Span, Span] | None] = contextvars.ContextVar("v2v_tile", default=None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,7 +154,11 @@ class TiledForward:
                 self.on_tile(number)
                 cut_args = [self._cut(value, row, column) for value in args]
                 cut_kwargs = {name: self._cut(value, row, column, name) for name, value in kwargs.items()}
-                out = self.forward(*cut_args, **cut_kwargs)
+                current = _CURRENT.set((row, column))
+                try:
+                    out = self.forward(*cut_args, **cut_kwargs)
+                finally:
+                    _CURRENT.reset(current)
                 shape = self._add(out, row, column, sums, [0])
         finally:
             self.on_tile(0)
@@ -256,6 +263,16 @@ class TiledForward:
                 return kind(**{key: self._finish(value, sums, counter) for key, value in parts.items()})
             return kind(self._finish(value, sums, counter) for value in parts)
         return shape
+
+
+def cut_to_tile(value: torch.Tensor) -> torch.Tensor:
+    """A (B, C, h, w) tensor over the whole frame's latent grid, cut to the tile being denoised (itself outside a tiled
+    call): for what a model keeps beside its inputs, as IC-Light's widened `conv_in` keeps the conditions' latents."""
+    tile = _CURRENT.get()
+    if tile is None:
+        return value
+    (top, bottom), (left, right) = tile
+    return value[..., top:bottom, left:right]
 
 
 def _nearest_scale(size: int, tile: int) -> float:

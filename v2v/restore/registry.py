@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
-import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,10 +118,9 @@ class RestoreModel:
 
     def package_dir(self) -> Path | None:
         """The installed package's folder, found without importing it; None when it is not installed."""
-        spec = importlib.util.find_spec(self.module)
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        return Path(next(iter(spec.submodule_search_locations)))
+        from v2v.weights import package_folder
+
+        return package_folder(self.module)
 
     def weight_paths(self) -> list[Path]:
         """The weight files; MissingDependencyError (saying how to install them) or ModelError when absent."""

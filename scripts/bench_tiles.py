@@ -111,6 +111,43 @@ def speed_side_by_side(models: Path, count: int, threads: int) -> dict:
             "tiled_over_untiled": round(marginal["tiled"] / marginal["untiled"], 3)}
 
 
+def parts_side_by_side(models: Path, threads: int, repeats: int = 2) -> dict:
+    """Where a 1080p frame's time goes: one guided call of the UNet on the whole latent grid against its 3 x 5 tiles
+    (the grid the stage plans, the blend included), and the VAE's decode whole against diffusers' tiling with the same
+    tile, alternating, `repeats` times each (the least taken: the machine is shared)."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from v2v.diffusion import tiles
+
+    torch.set_num_threads(threads)
+    unet = UNet2DConditionModel.from_pretrained(str(models / "sd" / "unet")).eval()
+    vae = AutoencoderKL.from_pretrained(str(models / "sd" / "vae")).eval()
+    latents, text = torch.randn(2, 4, 135, 240), torch.randn(2, 77, unet.config.cross_attention_dim)
+    grid = tiles.plan_tiles(135, 240, 64, 16, tiles.alignment(None, unet))
+    assert grid is not None
+    tiled_unet = tiles.TiledForward(unet.forward, grid)
+
+    def vae_decode(tiled: bool) -> None:
+        vae.use_tiling = tiled
+        vae.decode(latents[:1])
+
+    tiles.tile_vae(vae, 512, 128)
+    contenders = {"unet_whole": lambda: unet(latents, 10, text), "unet_tiled": lambda: tiled_unet(latents, 10, text),
+                  "vae_decode_whole": lambda: vae_decode(False), "vae_decode_tiled": lambda: vae_decode(True)}
+    taken: dict[str, list[float]] = {name: [] for name in contenders}
+    with torch.inference_mode():
+        for _ in range(repeats):
+            for name, run in contenders.items():
+                start = time.perf_counter()
+                run()
+                taken[name].append(time.perf_counter() - start)
+    best = {name: round(min(values), 2) for name, values in taken.items()}
+    return {"size": "1920x1080", "grid": tiles.describe(grid, 8), "s_least_of": repeats, **best,
+            "unet_tiled_over_whole": round(best["unet_tiled"] / best["unet_whole"], 2),
+            "vae_tiled_over_whole": round(best["vae_decode_tiled"] / best["vae_decode_whole"], 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=2, help="frames a 1080p case (default 2: the first, then one)")
@@ -118,8 +155,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-untiled", action="store_true", help="skip the untiled 1080p run (about 70 s a frame)")
     parser.add_argument("--speed", metavar="MODELS", help=argparse.SUPPRESS)
+    parser.add_argument("--parts", metavar="MODELS", help="the UNet call and VAE decode alone, whole vs tiled, on "
+                                                          "tiny models in MODELS (tests/tiny_diffusion.py)")
     parser.add_argument("--case", nargs=3, metavar=("MODELS", "SIZE", "TILED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.parts:
+        print(json.dumps(parts_side_by_side(Path(args.parts), args.threads)))
+        return
     if args.speed:
         print(json.dumps(speed_side_by_side(Path(args.speed), args.frames, args.threads)))
         return

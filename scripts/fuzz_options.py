@@ -54,6 +54,8 @@ REQUIRED = {
     "relight": ["--model", "{MISSING}", "--ic-light", "{MISSING}", "--prompt", "fuzz"],
     "mask": ["--mask", "{MASK}"],
     "annotate": ["--control", "canny"],
+    "stylize": ["--flow", "dis"],
+    "translate": ["--flow", "dis"],
     "compare": [],
     "preview": [],
 }

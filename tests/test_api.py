@@ -17,7 +17,7 @@ def test_every_exported_name_imports() -> None:
     assert v2v.Encoding().codec == "libx264"
     assert issubclass(v2v.InputError, v2v.V2VError) and issubclass(v2v.UsageError, ValueError)
     for stage in ("MapStage", "UpscaleStage", "VideoSRStage", "StabilizeStage", "RestyleStage", "EditStage",
-                  "InterpolateStage", "DenoiseStage", "InpaintStage"):
+                  "InterpolateStage", "DenoiseStage", "InpaintStage", "StylizeStage", "TranslateStage"):
         assert hasattr(getattr(v2v, stage), "process"), stage
 
 

@@ -59,6 +59,7 @@ TINY_MODELS = {
     "h94/IP-Adapter/models/ip-adapter_sd15.safetensors": "ip-adapter/models/ip-adapter_tiny.safetensors",
     "timbrooks/instruct-pix2pix": "instruct-pix2pix",
     "latent-consistency/lcm-lora-sdv1-5": "lora",
+    "Wan-AI/Wan2.1-T2V-1.3B-Diffusers": "wan",  # tests/tiny_video.py
 }
 
 
@@ -83,6 +84,7 @@ def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from PIL import Image
     from tiny_diffusion import build_tiny_models
+    from tiny_video import build_tiny_wan
 
     from v2v.restore.sr_models import named_model_path
 
@@ -98,6 +100,7 @@ def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> Path:
     weights = safetensors.torch.load_file(named_model_path("realesr-animevideov3-x4"))
     torch.save(weights, folder / "4x_compact.pth")  # "any checkpoint spandrel recognises", as a user's .pth
     tiny = build_tiny_models(folder / "tiny")
+    build_tiny_wan(tiny)
     from tiny_relight import write_ic_light
 
     write_ic_light(folder / "iclight_fc.safetensors", tiny / "sd" / "unet", 8)  # IC-Light's layout, for tiny SD

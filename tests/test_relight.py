@@ -179,3 +179,25 @@ def test_light_fusion_batch_equals_single_frames(tiny: Path, ic_light: dict[str,
     single = run_frames(RelightStage(config), translating(5))
     config.batch_size = 2
     assert max_diff(run_frames(RelightStage(config), translating(5)), single) <= 1  # batched matmuls round apart
+
+
+def test_relight_takes_an_automatic_mask_inline(tiny: Path, ic_light: dict[str, Path], tmp_path: Path) -> None:
+    """`--mask auto:person` (issue 26's inline form) is made inside the relight pipeline; the stage then declares
+    the automatic mask's inexact context (so such a run is not cut into segments by default)."""
+    from v2v.cli import main
+    from v2v.commands.relight import RelightFactory
+    from v2v.inpaint.spec import MaskSpec
+    from v2v.io.reader import open_source
+
+    source = write_clip(tmp_path / "in.mp4", frames=4)
+    output = tmp_path / "out.mp4"
+    code = main(["relight", str(source), "-o", str(output), "--model", str(tiny / "sd"), "--ic-light",
+                 str(ic_light["fc"]), "--prompt", "sunset", "--steps", "2", "--light", "left", "--mask", "auto:person",
+                 "--no-progress"])  # fmt: skip
+    assert code == 0
+    with open_source(output) as reader:
+        assert len(list(reader)) == 4
+    factory = RelightFactory(relight_config(tiny, ic_light["fc"], temporal=False, light="left"),
+                             MaskSpec.check("auto:person", str(source)), 0.0)
+    stage = factory()[0]
+    assert not stage.context.exact

@@ -36,6 +36,8 @@ COMMANDS = {
     "interpolate": "v2v.commands.interpolate",
     "preview": "v2v.commands.preview",
     "compare": "v2v.commands.compare",
+    "stylize": "v2v.commands.stylize",
+    "translate": "v2v.commands.translate",
 }
 
 log = logging.getLogger("v2v")

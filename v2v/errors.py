@@ -117,7 +117,7 @@ EXTRAS = {
     **dict.fromkeys(("diffusers", "transformers", "accelerate", "peft", "tomli"), "diffusion"),
     **dict.fromkeys(("matplotlib", "PIL"), "plot"),
     **dict.fromkeys(("onnx", "onnxruntime"), "style"),
-    **dict.fromkeys(("h5py", "ai_edge_litert"), "masks"),
+    **dict.fromkeys(("h5py", "ai_edge_litert", "flatbuffers"), "masks"),
     "ray": "ray",
 }
 

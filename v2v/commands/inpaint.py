@@ -13,6 +13,7 @@ from typing import Any
 
 from v2v.commands.common import add_io_arguments, at_least, run_pipeline
 from v2v.commands.restyle import add_model_arguments, add_temporal_and_speed_arguments, add_true_cfg_argument
+from v2v.devices import set_threads
 
 HELP = "remove an object or repaint a masked region (flow fill from other frames; SD/SDXL/FLUX inpainting models)"
 
@@ -20,12 +21,15 @@ pixels = at_least(int, 0, "pixels", maximum=10_000)  # past an 8K frame's width:
 frame_number = at_least(int, 0, "a frame number")
 
 
-def add_mask_arguments(parser: argparse.ArgumentParser) -> None:
-    """--mask, --mask-frame, --mask-length: shared with `v2v mask`."""
+def add_mask_arguments(parser: argparse.ArgumentParser, required: bool = True) -> argparse._ArgumentGroup:
+    """--mask, --mask-frame, --mask-length, --sam-model: shared with `v2v mask` (where --mask is one choice of
+    several) and every command that takes a mask."""
     group = parser.add_argument_group("the mask (white = edit)")
-    group.add_argument("--mask", required=True, metavar="MASK",
+    group.add_argument("--mask", required=required, metavar="MASK",
                        help="a mask video (aligned by time), an image sequence (folder or pattern, one image per "
-                            "frame), or one image carried through the clip by optical flow")
+                            "frame), one image carried through the clip by optical flow, or made as the clip is read: "
+                            "auto:person or auto:salient (a segmentation network, steadied in time), point:X,Y[@N] or "
+                            "box:X0,Y0,X1,Y1[@N] (the object there on frame N, tracked by SAM 2)")
     group.add_argument("--mask-frame", type=frame_number, default=None, metavar="N",
                        help="the clip's frame a single mask image was drawn on (default 0), counted from the "
                             "clip's first frame (0) whatever --start says; the mask is carried forward and backward "
@@ -33,6 +37,10 @@ def add_mask_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mask-length", choices=("error", "hold"), default="error",
                        help="a mask video or sequence of another length than the clip: error (default) refuses it; "
                             "hold holds a shorter one's last frame and ignores a longer one's extra frames")
+    group.add_argument("--sam-model", metavar="MODEL",  # None: the library's default (v2v.inpaint.track)
+                       help="the SAM 2 video model for point: and box: masks: a folder, or a hub id in the Hugging "
+                            "Face cache (default facebook/sam2.1-hiera-tiny)")
+    return group
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,19 +126,28 @@ class InpaintFactory:
 
 def open_spec(args: argparse.Namespace) -> Any:
     from v2v.inpaint.spec import MaskSpec
+    from v2v.inpaint.track import DEFAULT_MODEL
 
-    return MaskSpec.check(args.mask, args.input, frame=args.mask_frame, length=args.mask_length)
+    spec = MaskSpec.check(args.mask, args.input, frame=args.mask_frame, length=args.mask_length,
+                          sam_model=args.sam_model or DEFAULT_MODEL)
+    if spec.kind == "track":
+        from v2v.diffusion.stage import quiet_loading
+
+        quiet_loading()  # transformers' loading bar: the CLI has its own
+    return spec
 
 
 def run_with_masks(args: argparse.Namespace, factory: Any) -> None:
-    """Run the factory's stages over the clip; for a segmented run a single mask image is carried through the clip
-    first and written to a folder the segments read (removed after)."""
+    """Run the factory's stages over the clip; for a segmented run a mask made as the clip is read (a carried image,
+    an automatic or a tracked mask) is made first and written to a folder the segments read (removed after)."""
+    from v2v.inpaint.spec import COMPUTED
+
     if not segmented(args):
         run_pipeline(args, factory())
         return
     folder = None
     try:
-        if factory.spec.kind == "image":
+        if factory.spec.kind in COMPUTED:
             folder = mask_folder(args)
             factory.spec = factory.spec.precompute(folder)
         run_pipeline(args, factory)
@@ -143,10 +160,7 @@ def build_factory(args: argparse.Namespace) -> InpaintFactory:
     """The factory the options describe, its model loaded."""
     from v2v.diffusion.stage import quiet_loading
 
-    if args.threads:  # only when asked: torch keeps all cores by default (v2v.devices)
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)  # only when asked: torch keeps all cores by default
     config = inpaint_config(args)  # usage errors first, then the inputs, then the model (the slow part)
     spec = open_spec(args)
     if config is not None:

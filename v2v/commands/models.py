@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import argparse
 
-HELP = ("list the named models (super-resolution, video SR, denoising, interpolation) and the control-map annotators, "
-        "and where they come from")
+HELP = ("list the named models (super-resolution, video SR, denoising, interpolation, style networks, GAN "
+        "translators) and the control-map annotators, and where they come from")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--convert", action="store_true",
                         help="convert every available super-resolution model into the cache now (else on first use)")
-    parser.add_argument("--task", choices=("sr", "video-sr", "denoise", "interpolate", "annotate"), default=None,
+    parser.add_argument("--task", default=None,
+                        choices=("sr", "video-sr", "denoise", "interpolate", "style", "translate", "annotate"),
                         help="only the models of this task (annotate: the control-map annotators of --control)")
 
 

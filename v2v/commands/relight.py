@@ -10,6 +10,7 @@ from typing import Any
 from v2v.commands.common import add_io_arguments, at_least
 from v2v.commands.inpaint import frame_number, run_with_masks
 from v2v.commands.restyle import add_model_arguments, add_temporal_and_speed_arguments
+from v2v.devices import set_threads
 
 HELP = "relight a video with IC-Light (SD 1.5): a light direction or a new background, steady in time"
 
@@ -37,12 +38,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "off; see BENCHMARKS.md)")
     mask = parser.add_argument_group("the foreground (default: the whole frame)")
     mask.add_argument("--mask", metavar="MASK",
-                      help="the subject (white): a mask video, an image sequence, or one image carried through the "
-                           "clip by optical flow, as v2v inpaint takes it; elsewhere the foreground is mid-grey")
+                      help="the subject (white): a mask video, an image sequence, one image carried through the "
+                           "clip by optical flow, auto:person|salient, point:X,Y@N or box:X0,Y0,X1,Y1@N (tracked by "
+                           "SAM 2), as v2v inpaint takes it; elsewhere the foreground is mid-grey")
     mask.add_argument("--mask-frame", type=frame_number, default=None, metavar="N",
                       help="the clip's frame a single mask image was drawn on (default 0)")
     mask.add_argument("--mask-length", choices=("error", "hold"), default="error",
                       help="a mask video or sequence of another length than the clip: error (default) or hold")
+    mask.add_argument("--sam-model", metavar="MODEL",
+                      help="the SAM 2 video model for point: and box: masks (default facebook/sam2.1-hiera-tiny)")
     look = parser.add_argument_group("the look")
     look.add_argument("--prompt", help="the subject and the light, e.g. 'a man, sunset over sea'")
     look.add_argument("--negative-prompt", help="what it should not look like")
@@ -84,16 +88,13 @@ def build_factory(args: argparse.Namespace) -> RelightFactory:
     from v2v.diffusion.stage import quiet_loading
     from v2v.io.reader import open_source
 
-    if args.threads:  # only when asked: torch keeps all cores by default (v2v.devices)
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)  # only when asked: torch keeps all cores by default
     config = config_from_args(args, "restyle", RelightConfig).check()  # usage errors first, then the inputs
     spec = None
     if args.mask:
-        from v2v.inpaint.spec import MaskSpec
+        from v2v.commands.inpaint import open_spec
 
-        spec = MaskSpec.check(args.mask, args.input, frame=args.mask_frame, length=args.mask_length)
+        spec = open_spec(args)
     if config.background:
         check_background(config.background, args.input, config.background_length)
     with open_source(args.input) as reader:

@@ -28,6 +28,7 @@ from v2v.errors import InputError, ParameterError, UsageError
 
 Config = TypeVar("Config", bound="RestyleConfig")
 CONTROL_NORMS = ("shot", "frame")  # how depth and Sobel soft-edge maps are rescaled (v2v.diffusion.control)
+OFFLOADS = ("none", "model")  # video families: "model" moves the text encoder off the device after the prompt
 
 
 @dataclasses.dataclass
@@ -84,6 +85,14 @@ class RestyleConfig:
     # cap on the tokens kept per frame in the cross-frame attention bank (None: from the memory available)
     bank_tokens: int | None = None
     model_config: str | None = None  # diffusers configs for a single-file checkpoint
+    # video families (`video_stage.VideoModelStage`): frames a window (None: the family's), frames of overlap, the
+    # colour anchor's weight (0-1), a reference image (VACE), and "model" to move the text encoder off the device
+    # once the prompt is encoded
+    window: int | None = None
+    window_overlap: int | None = None
+    anchor: float = 1.0
+    reference: str | None = None
+    offload: str = "none"
     device: str | None = None  # None: `v2v.devices.resolve_device`'s choice (CUDA when there is one)
     dtype: str | None = None  # fp16/float16, bf16/bfloat16 or fp32/float32 (None: v2v.devices' default)
 
@@ -148,6 +157,10 @@ class RestyleConfig:
             raise UsageError(f"fusion must be in [0, 1), got {self.fusion}")
         if not 0.0 <= self.latent_fusion <= 1.0:
             raise UsageError(f"latent fusion must be in [0, 1], got {self.latent_fusion}")
+        if not 0.0 <= self.anchor <= 1.0:
+            raise ParameterError("anchor", f"must be in [0, 1], got {self.anchor}")
+        if self.offload not in OFFLOADS:
+            raise ParameterError("offload", f"must be one of {', '.join(OFFLOADS)}, got {self.offload!r}")
         if not 0.0 < self.latent_fusion_steps <= 1.0:
             raise UsageError(f"latent fusion steps must be a share in (0, 1], got {self.latent_fusion_steps}")
         return self

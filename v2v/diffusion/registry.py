@@ -237,6 +237,7 @@ class Family:
     # whether frames above the working size may be denoised in tiles (False where the pipeline puts other image
     # tokens in the sequence, as edit DiTs do with the source's: `v2v.diffusion.tiles`)
     tileable = True
+    video = False  # True: a video family (`families/video.py`), run by `video_stage.VideoModelStage`
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"

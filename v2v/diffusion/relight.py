@@ -192,6 +192,13 @@ class RelightStage(DiffusionStage):
                  self.ic_light.channels, config.model, config.light,
                  f", background {config.background}" if config.background else "")  # fmt: skip
 
+    @property
+    def context(self) -> Any:
+        """The diffusion stage's, and a mask's with state of its own (automatic or tracked: `MaskSpec`)."""
+        from v2v.pipeline import Context
+
+        return super().context + (getattr(getattr(self, "mask", None), "context", None) or Context())
+
     def attach_source(self, source: SourceFrames) -> None:
         """The run's source, for a mask that numbers frames in the clip or carries a mask through it."""
         from v2v.pipeline import attach_source

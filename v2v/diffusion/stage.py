@@ -84,6 +84,11 @@ class DiffusionStage:
         self.config = config = config.with_defaults(self.family.defaults).check()
         self.device = resolve_device(config.device)
         self.dtype = parse_dtype(config.dtype) if config.dtype else self.family.dtype(self.device)
+        if getattr(self.family, "video", False):
+            raise UsageError(f"{self.family.title} is a video model: video_stage.VideoModelStage runs it")
+        if config.window or config.window_overlap is not None or config.reference:
+            raise UsageError.naming("{window}, {window_overlap} and {reference} are for video models; {title} "
+                                    "diffuses frame by frame", title=self.family.title)  # fmt: skip
         if config.ip_adapter and self.family.ip_adapter is None:
             raise ModelError.naming("{title} models take no IP-Adapter; drop {ip_adapter}", title=self.family.title)
         if config.true_cfg is not None:

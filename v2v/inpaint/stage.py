@@ -165,7 +165,8 @@ class InpaintStage:
             masks = VideoMask(masks)
         self.masks, self.dilate, self.feather = masks, dilate, feather
         self.fill, self.radius, self.painter = fill, radius, painter
-        self.context = Context(before=radius, after=radius) if fill else Context()
+        own = Context(before=radius, after=radius) if fill else Context()
+        self.context = own + (getattr(masks, "context", None) or Context())  # a mask with state says so
         self.frames_masked = self.frames_seen = 0
         self.fill_window: FillWindow | None = None
 

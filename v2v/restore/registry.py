@@ -41,7 +41,7 @@ from v2v.plugins import import_all
 if TYPE_CHECKING:
     import torch
 
-TASKS = ("sr", "video-sr", "denoise", "interpolate")
+TASKS = ("sr", "video-sr", "denoise", "interpolate", "style", "translate")
 
 
 @dataclasses.dataclass(frozen=True)

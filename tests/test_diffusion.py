@@ -220,9 +220,9 @@ def test_ip_adapter_scale_zero_equals_none(tiny: Path, tmp_path: Path) -> None:
 def test_lora_changes_the_output(tiny: Path) -> None:
     pytest.importorskip("peft")
     plain = restyle(RestyleStage(make_config(tiny)), frames(1))
-    styled = restyle(RestyleStage(make_config(tiny, lora=str(tiny / "lora"), lora_scale=1.0)), frames(1))
+    styled = restyle(RestyleStage(make_config(tiny, lora=[str(tiny / "lora")])), frames(1))
     assert max_diff(plain, styled) > 1
-    off = restyle(RestyleStage(make_config(tiny, lora=str(tiny / "lora"), lora_scale=0.0)), frames(1))
+    off = restyle(RestyleStage(make_config(tiny, lora=[f"{tiny / 'lora'}:0"])), frames(1))
     assert max_diff(plain, off) <= 1  # the scale is honoured when the LoRA is fused
 
 

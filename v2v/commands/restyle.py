@@ -74,8 +74,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, controls: bool) -> argp
             "--image-encoder", help="the IP-Adapter's CLIP image encoder (default: found beside the weights)"
         )
         model.add_argument("--ip-adapter-scale", type=float, help="IP-Adapter strength (default 0.6)")
-    model.add_argument("--lora", help="LoRA weights (file or folder), fused into the model")
-    model.add_argument("--lora-scale", type=float, help="LoRA strength (default 1.0)")
+    model.add_argument("--lora", action="append", metavar="PATH[:WEIGHT]",
+                       help="LoRA weights (file, folder or hub id) at WEIGHT (default 1); repeat to stack several, "
+                            "fused into the model once")  # fmt: skip
     model.add_argument("--scheduler", choices=SCHEDULER_CHOICES, help="sampler (lcm/tcd/turbo for few-step models)")
     model.add_argument("--offline", action="store_true", default=None,
                        help="never reach the Hugging Face hub: hub ids come from the local cache only (as "
@@ -122,6 +123,12 @@ def add_temporal_and_speed_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--max-side", type=int, help="diffuse at most this many pixels on the longer side")
     speed.add_argument("--attention-slicing", action="store_true", default=None, help="less memory, a bit slower")
     speed.add_argument("--vae-tiling", action="store_true", default=None, help="decode large frames in tiles")
+    speed.add_argument("--tile", type=tile_side, metavar="N|off",
+                       help="frames above N pixels a side are denoised in overlapping N x N tiles blended every step, "
+                            "and the VAE works in tiles too (default: the family's working size, 512 for SD 1.x/2.x, "
+                            "1024 for SDXL, SD3 and FLUX; off: never)")  # fmt: skip
+    speed.add_argument("--tile-overlap", type=at_least(int, 0, "pixels"), metavar="PX",
+                       help="pixels neighbouring tiles share (default: a quarter of the tile)")
     speed.add_argument("--device", help="cuda, cuda:1, cpu, ... (default: cuda when there is one)")
     speed.add_argument(
         "--dtype", choices=DTYPE_CHOICES, help="default: fp16 on CUDA (bf16 for families that need it), fp32 on CPU"
@@ -134,6 +141,11 @@ def add_temporal_and_speed_arguments(parser: argparse.ArgumentParser) -> None:
                             "moves the text encoder off the GPU once the prompt is encoded")  # fmt: skip
     speed.add_argument("--compile", action="store_true", default=None,
                        help="torch.compile the UNet or transformer (the first frames are slow while it compiles)")
+
+
+def tile_side(text: str) -> int:
+    """`--tile`: a side in pixels, or off (0: never tile)."""
+    return 0 if text.strip().lower() == "off" else positive_int(text)
 
 
 def add_true_cfg_argument(group: Any) -> None:

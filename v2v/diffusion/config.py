@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 if TYPE_CHECKING:
     from v2v.diffusion.registry import Defaults
 
+from v2v.diffusion.loras import parse_loras
 from v2v.errors import InputError, ParameterError, UsageError
 
 Config = TypeVar("Config", bound="RestyleConfig")
@@ -57,8 +58,8 @@ class RestyleConfig:
     instantid: str | None = None
     face_encoder: str | None = None
     identity_scale: float = 0.8
-    lora: str | None = None
-    lora_scale: float = 1.0
+    # LoRAs stacked and fused into the base, each `PATH[:WEIGHT]` (weight 1 when none: `loras.parse_lora`)
+    lora: list[str] = dataclasses.field(default_factory=list)
     scheduler: str | None = None
     strength: float | None = None  # None: the family's default (0.5 for SD)
     steps: int | None = None  # None: the family's default (20 for SD)
@@ -76,6 +77,11 @@ class RestyleConfig:
     max_side: int | None = None  # downscale frames whose longer side is larger, diffuse, scale back
     attention_slicing: bool = False
     vae_tiling: bool = False
+    # frames above the family's working size are denoised in overlapping tiles (`tiles.py`): the tile's side in
+    # pixels (None: the family's working size, `Defaults.tile`; 0: never tile) and the pixels neighbours share
+    # (None: the family's share of the tile)
+    tile: int | None = None
+    tile_overlap: int | None = None
     # cap on the tokens kept per frame in the cross-frame attention bank (None: from the memory available)
     bank_tokens: int | None = None
     model_config: str | None = None  # diffusers configs for a single-file checkpoint
@@ -121,6 +127,9 @@ class RestyleConfig:
         if self.true_cfg is not None and not self.negative_prompt:
             raise UsageError.naming(
                 "{true_cfg} does nothing without {negative_prompt} (its second pass reads that prompt)")
+        if isinstance(self.lora, str):  # a recipe's `lora = "x.safetensors"`: one LoRA
+            self.lora = [self.lora]
+        parse_loras(self.lora)  # a weight that is not a number is refused before any model loads
         if self.identity or self.instantid or self.face_encoder:
             from v2v.diffusion.instantid import check_identity_options
 
@@ -129,6 +138,10 @@ class RestyleConfig:
             raise ParameterError("identity_scale", f"must be a finite number >= 0, got {self.identity_scale}")
         if self.bank_tokens is not None and self.bank_tokens < 1:
             raise UsageError(f"bank tokens must be >= 1, got {self.bank_tokens}")
+        if self.tile is not None and self.tile < 0:
+            raise ParameterError("tile", f"must be a side in pixels, or 0 for no tiles, got {self.tile}")
+        if self.tile_overlap is not None and self.tile_overlap < 0:
+            raise ParameterError("tile_overlap", f"must be >= 0 pixels, got {self.tile_overlap}")
         if self.controls and len(self.controls) != len(self.controlnets):
             raise UsageError.naming("{nets} ControlNet(s) but {given} {controls}: give one each",
                                      nets=len(self.controlnets), given=len(self.controls))

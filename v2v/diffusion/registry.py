@@ -48,7 +48,9 @@ Attributes:
   e.g. {"restyle": "FluxImg2ImgPipeline", "restyle+controlnet": "FluxControlNetImg2ImgPipeline"};
 - `controlnet_classes`: the diffusers class names (config `_class_name`) of the ControlNets it takes;
 - `ip_adapter`: an `IPAdapterDefaults` (default weights + image encoder), or None if it takes none;
-- `defaults`: a `Defaults` (steps, guidance, strength, image guidance, scheduler, dtype policy, multiple);
+- `defaults`: a `Defaults` (steps, guidance, strength, image guidance, scheduler, dtype policy, multiple, and the
+  working size above which frames are denoised in tiles, `v2v.diffusion.tiles`);
+- `tileable`: False where the pipeline puts other image tokens in the sequence (frames are then never tiled);
 - `checkpoint_configs`: a hub id whose diffusers configs fit a single-file checkpoint of the family.
 Methods, overridden where the family differs from its base:
 - recognition: `recognise(info)` says whether a `ModelInfo` (a diffusers folder's model_index.json and
@@ -56,6 +58,8 @@ Methods, overridden where the family differs from its base:
   exact (two families never both claim a model), except for single files whose layout two families share
   and that do different edit kinds (FLUX.1 and FLUX.1 Kontext): `detect()` asks every registered family, and
   the command's kind picks between those;
+- `claims_lora(shapes)`: whether a LoRA (its tensor names and shapes) was made for this family, to name it when
+  another family's base refuses it (`v2v.diffusion.loras`);
 - loading: `load()` (base: `<pipelines[kind]>.from_pretrained` / `from_single_file` with configs from a local
   folder, never the hub), `load_controlnet()`, `check_controlnet()`, `load_ip_adapter()`;
 - temporal: `cross_frame_attention(pipe, bank)`, a context manager that installs cross-frame attention
@@ -117,6 +121,8 @@ class Defaults:
     scheduler: a name of `models.SCHEDULERS`, or None to keep the model's own.
     half: fp16 on CUDA (True) or bf16 (False, for models that overflow in fp16). The CPU always runs fp32.
     multiple: frame sides must be multiples of this (None: the VAE's scale factor); other sizes are padded.
+    tile, tile_overlap: the working size in pixels; larger frames are denoised in tiles of it, neighbours sharing
+    `tile_overlap` pixels (`v2v.diffusion.tiles`).
     """
 
     steps: int = 20
@@ -126,6 +132,8 @@ class Defaults:
     scheduler: str | None = None
     half: bool = True
     multiple: int | None = None
+    tile: int = 512
+    tile_overlap: int = 128
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,6 +234,9 @@ class Family:
     # kinds whose pipeline runs "true CFG" (`--true-cfg`: a second pass a step on the negative prompt) for a
     # guidance-distilled family; its `call_arguments` then pass `Batch.true_cfg` as `true_cfg_scale`
     true_cfg_kinds: tuple[str, ...] = ()
+    # whether frames above the working size may be denoised in tiles (False where the pipeline puts other image
+    # tokens in the sequence, as edit DiTs do with the source's: `v2v.diffusion.tiles`)
+    tileable = True
     video = False  # True: a video family (`families/video.py`), run by `video_stage.VideoModelStage`
 
     def __repr__(self) -> str:
@@ -242,6 +253,11 @@ class Family:
         if not self.checkpoint_configs:
             raise ModelError(f"{self.title} has no single-file loader; pass its diffusers folder")
         return self.checkpoint_configs
+
+    def claims_lora(self, shapes: Mapping[str, tuple[int, ...]]) -> bool:
+        """Whether a LoRA with these tensor names and shapes was made for this family (to name it when another
+        family's base refuses it; `v2v.diffusion.loras`). Base: no family is named."""
+        return False
 
     def kind(self, base: str, controlnets: int) -> str:
         """The edit kind for a command's `base` kind ("restyle" or "edit") with `controlnets` ControlNets;

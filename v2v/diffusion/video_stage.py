@@ -193,7 +193,9 @@ class VideoModelStage:
         if scheduler:
             models.set_scheduler(self.pipe, scheduler)
         if config.lora:
-            models.load_lora(self.pipe, config.lora, config.lora_scale)
+            from v2v.diffusion.loras import load_loras, parse_loras
+
+            load_loras(self.pipe, family, parse_loras(config.lora), config.model)
         if config.vae_tiling:  # the streamed VAE then keeps a causal cache per tile
             self.pipe.vae.enable_tiling()
         # 3. The prompt, encoded once for the run; with offload the text encoder then leaves the device.

@@ -5,6 +5,7 @@ frame makes, packed latents, the T5 prompt length, and the keyword arguments eve
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,10 @@ class DiffusionTransformer(Family):
     # whether the pipeline's latents are (B, tokens, 4C) with each token a 2x2 patch of the VAE's latent image,
     # packed row-major (FLUX, Qwen-Image), rather than the (B, C, h, w) image itself (SD3 patches inside)
     packed_latents = False
+    lora_marker = ""  # a layer name only this family's LoRAs have (to name the family of a LoRA another refuses)
+
+    def claims_lora(self, shapes: Mapping[str, tuple[int, ...]]) -> bool:
+        return bool(self.lora_marker) and any(self.lora_marker in key for key in shapes)
 
     def cross_frame_processor(self) -> type[DiTCrossFrameProcessor]:
         """The processor class that gives the layers `gets_cross_frame` picks cross-frame attention: one of

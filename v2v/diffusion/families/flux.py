@@ -61,9 +61,10 @@ class Flux(DiffusionTransformer):
         "ip_adapter.safetensors (and openai/clip-vit-large-patch14 as {image_encoder})",
     )
     # diffusers' FLUX.1-dev settings; bf16 on CUDA (FLUX overflows in fp16); sides: the VAE's 8 x 2x2 packing
-    defaults = Defaults(steps=28, guidance=3.5, strength=0.6, half=False, multiple=16)
+    defaults = Defaults(steps=28, guidance=3.5, strength=0.6, half=False, multiple=16, tile=1024, tile_overlap=256)
     checkpoint_configs = "black-forest-labs/FLUX.1-dev"
     packed_latents = True  # the pipeline packs 2x2 patches of the latent image into tokens
+    lora_marker = "single_transformer_blocks"
     takes_negative_prompt = False  # guidance-distilled: one pass a step, unless --true-cfg asks for a second
     true_cfg_kinds = ("restyle", "inpaint")  # FluxImg2ImgPipeline, FluxInpaintPipeline (not the ControlNet ones)
     max_sequence_length = 512  # T5 tokens at most, as FLUX.1-dev was trained (fewer if the T5 tokenizer says so)

@@ -31,7 +31,7 @@ class StableDiffusion3(DiffusionTransformer):
     title = "Stable Diffusion 3/3.5"
     pipelines = {"restyle": "StableDiffusion3Img2ImgPipeline"}
     # diffusers' SD3 settings; bf16 on CUDA (as Stability ships 3.5); sides: the VAE's 8 x 2x2 patches
-    defaults = Defaults(steps=28, guidance=7.0, strength=0.6, half=False, multiple=16)
+    defaults = Defaults(steps=28, guidance=7.0, strength=0.6, half=False, multiple=16, tile=1024, tile_overlap=256)
     checkpoint_configs = "stabilityai/stable-diffusion-3.5-medium"
     packed_latents = False  # the pipeline denoises the latent image itself; the transformer patches it
     max_sequence_length = 256  # T5 tokens, as diffusers' SD3 pipelines default

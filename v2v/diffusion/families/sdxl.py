@@ -22,8 +22,10 @@ class StableDiffusionXL(StableDiffusion):
         "h94/IP-Adapter/sdxl_models/ip-adapter_sdxl.safetensors",
         "sdxl_models/ip-adapter_sdxl.safetensors 'sdxl_models/image_encoder/*'",
     )
-    defaults = Defaults(steps=20, guidance=5.0, strength=0.5)  # diffusers' SDXL img2img guidance
+    # diffusers' SDXL img2img guidance
+    defaults = Defaults(steps=20, guidance=5.0, strength=0.5, tile=1024, tile_overlap=256)
     checkpoint_configs = "stabilityai/stable-diffusion-xl-base-1.0"
+    lora_text_widths = (2048,)  # both text encoders' states, side by side
 
     def recognise(self, info: ModelInfo) -> bool:
         if info.is_file:

@@ -1,16 +1,17 @@
 """Video diffusion models: v2v's windowed stage against the family's own diffusers pipeline over the same frames in
 one window, side by side in one run; prints one JSON line.
 
-    PYTHONPATH=. python scripts/bench_video_models.py [--family wan|wan_vace] [--frames 9 17] [--size 64x48]
-        [--steps 4] [--repeat 2]
+    PYTHONPATH=. python scripts/bench_video_models.py [--family wan|wan_vace|lucy_edit|animatediff|ltx] [--frames 9 17]
+        [--size 64x48] [--steps 4] [--repeat 2]
 
-Both are timed over `--frames` clips (each one window: `VideoModelStage` with `--window` = the clip's frames, and
-`WanVideoToVideoPipeline`, or `WanVACEPipeline` with the frames as its context video, called once), and the per-frame
-rate is the marginal one between the shortest and longest clip (start-up apart): (time(long) - time(short)) / (long -
-short frames). The model is the tests' tiny random Wan (`tests/tiny_video.py`: Wan's real VAE compression, a 2-block
-transformer), built here from config; on a CPU a tiny model makes the VAE and v2v's own work (frame conversion, scene
-detection, streaming) weigh far more than they do beside a real transformer, so the ratio is an upper bound of v2v's
-overhead.
+Both are timed over `--frames` clips (each one window: `VideoModelStage` with `--window` = the clip's frames, and the
+family's pipeline called once: `WanVideoToVideoPipeline`, `WanVACEPipeline` (the frames as its context video),
+`LucyEditPipeline`, `AnimateDiffVideoToVideoPipeline`, `LTXConditionPipeline` after the VAE's encoding), and the per-
+frame rate is the marginal one between the shortest and longest clip (start-up apart): (time(long) - time(short)) /
+(long - short frames). The model is the tests' tiny random one (`tests/tiny_video.py`, `tests/tiny_video_families.py`:
+the real VAE compression), built here from config; on a CPU a tiny model makes the VAE and v2v's own work (frame
+conversion, scene detection, streaming) weigh far more than they do beside a real transformer, so the ratio is an upper
+bound of v2v's overhead.
 
 The `projection` block is NOT a measurement: it scales published figures for Wan2.1-(VACE-)1.3B and LTX-Video 2B
 to 480p on one H100 and adds what v2v's windows cost (the overlap's frames are denoised twice).
@@ -19,6 +20,7 @@ to 480p on one H100 and adds what v2v's windows cost (the overlap's frames are d
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -53,39 +55,99 @@ def projection(window: int = 81, overlap: int = 16) -> dict[str, object]:
     }  # fmt: skip
 
 
+def family_setup(family: str, folder: Path, width: int, height: int, steps: int) -> tuple[object, object]:
+    """The family's tiny model as a RestyleConfig/EditConfig, and a function running its own pipeline over a list of
+    (3, H, W) frames in [0, 1] (LTX: the VAE's encoding of them first, as its video-to-video takes latents)."""
+    import torch
+    from tiny_video import build_tiny_wan, build_tiny_wan_vace
+    from tiny_video_families import build_tiny_ltx, build_tiny_lucy, build_tiny_motion_adapter
+
+    from v2v.diffusion.config import EditConfig, RestyleConfig
+
+    common = {"steps": steps, "window_overlap": 0}
+    if family == "wan":
+        config = RestyleConfig(model=str(build_tiny_wan(folder)), prompt="a watercolour", strength=0.75, **common)
+
+        def run(pipe: object, video: list) -> None:
+            pipe(video=video, prompt="a watercolour", height=height, width=width, num_inference_steps=steps,
+                 strength=0.75, guidance_scale=config.guidance or 5.0, output_type="pt", max_sequence_length=16)
+    elif family == "wan_vace":  # generated from noise, the frames as its context video: no strength
+        config = RestyleConfig(model=str(build_tiny_wan_vace(folder)), prompt="a watercolour", **common)
+
+        def run(pipe: object, video: list) -> None:
+            from PIL import Image
+
+            from v2v.frames import tensor_to_images
+
+            pictures = [Image.fromarray(image) for image in tensor_to_images(torch.stack(video))]
+            pipe(video=pictures, prompt="a watercolour", height=height, width=width,
+                 num_frames=len(video), num_inference_steps=steps, guidance_scale=5.0, output_type="pt",
+                 max_sequence_length=16)  # fmt: skip
+    elif family == "lucy_edit":
+        config = EditConfig(model=str(build_tiny_lucy(folder)), instruction="make it red", **common)
+
+        def run(pipe: object, video: list) -> None:
+            pipe(video=video, prompt="make it red", height=height, width=width, num_frames=len(video),
+                 num_inference_steps=steps, guidance_scale=5.0, output_type="pt", max_sequence_length=16)
+    elif family == "animatediff":
+        from tiny_diffusion import build_tiny_models
+
+        sd = build_tiny_models(folder / "sd-models") / "sd"
+        adapter = build_tiny_motion_adapter(folder, sd / "unet")
+        config = RestyleConfig(model=str(sd), motion_adapter=str(adapter), prompt="a watercolour", strength=0.75,
+                               **common)  # fmt: skip
+
+        def run(pipe: object, video: list) -> None:
+            pipe(video=video, prompt="a watercolour", height=height, width=width, num_inference_steps=steps,
+                 strength=0.75, guidance_scale=7.5, output_type="pt")
+    elif family == "ltx":
+        config = RestyleConfig(model=str(build_tiny_ltx(folder)), prompt="a watercolour", strength=0.75, **common)
+
+        def run(pipe: object, video: list) -> None:
+            frames = torch.stack(video).permute(1, 0, 2, 3).unsqueeze(0) * 2 - 1
+            moments = pipe.vae.encode(frames).latent_dist.mode()
+            latents = pipe._normalize_latents(moments, pipe.vae.latents_mean, pipe.vae.latents_std)
+            pipe(latents=latents, denoise_strength=0.75, prompt="a watercolour", height=height, width=width,
+                 num_frames=len(video), num_inference_steps=steps, guidance_scale=3.0, output_type="pt",
+                 max_sequence_length=16)
+    else:
+        raise SystemExit(f"unknown family {family!r}: wan, lucy_edit, animatediff or ltx")
+    return config, run
+
+
+FAMILY_FRAMES = {"wan": [9, 17], "wan_vace": [9, 17], "lucy_edit": [9, 17], "animatediff": [8, 16], "ltx": [9, 17]}
+FAMILY_SIZES = {"ltx": "96x64"}  # sides of 32
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--family", choices=("wan", "wan_vace"), default="wan")
-    parser.add_argument("--frames", type=int, nargs="+", default=[9, 17])
-    parser.add_argument("--size", default="64x48")
+    parser.add_argument("--family", default="wan", choices=sorted(FAMILY_FRAMES))
+    parser.add_argument("--frames", type=int, nargs="+", help="clip lengths, each one window (default by family)")
+    parser.add_argument("--size", help="WxH (default 64x48; LTX 96x64)")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
-    width, height = map(int, args.size.split("x"))
+    frames = args.frames or FAMILY_FRAMES[args.family]
+    width, height = map(int, (args.size or FAMILY_SIZES.get(args.family, "64x48")).split("x"))
 
     import torch
-    from PIL import Image
-    from tiny_video import build_tiny_wan, build_tiny_wan_vace
 
-    from v2v.diffusion.config import RestyleConfig
     from v2v.diffusion.video_stage import VideoModelStage, WindowChain
+    from v2v.diffusion.video_windows import WholeWindows
     from v2v.frames import Frame, images_to_tensor
 
-    vace = args.family == "wan_vace"
-    folder = (build_tiny_wan_vace if vace else build_tiny_wan)(tempfile.mkdtemp(prefix="v2v-bench-wan-"))
-    strength = None if vace else 0.75  # VACE generates from noise, guided by the frames as its context video
-    config = RestyleConfig(model=str(folder), prompt="a watercolour", steps=args.steps, strength=strength,
-                           window=max(args.frames), window_overlap=0)  # fmt: skip
-    stage = VideoModelStage(config)
-    pipe = stage.pipe
+    folder = Path(tempfile.mkdtemp(prefix=f"v2v-bench-{args.family}-"))
+    config, run = family_setup(args.family, folder, width, height, args.steps)
+    stage = VideoModelStage(dataclasses.replace(config, window=max(frames)))
+    family, pipe = stage.family, stage.pipe
     rng = np.random.default_rng(0)
     times: dict[str, dict[int, float]] = {"v2v": {}, "diffusers": {}}
-    for count in args.frames:
+    for count in frames:
         images = [rng.integers(0, 255, (height, width, 3), dtype=np.uint8) for _ in range(count)]
-        stage.window = count
-        stage.chain = WindowChain((count - 1) // 4 + 1, 0, stage._denoise, source=stage.family.source_latents)
-        video = [Image.fromarray(image) for image in images] if vace else list(images_to_tensor(images))
-        inputs = {"num_frames": count} if vace else {"strength": strength}
+        stage.window, stage.overlap = count, 0
+        chain = WindowChain((count - 1) // family.temporal + 1, 0, stage._denoise, source=family.source_latents)
+        stage.chain = chain if family.streams else WholeWindows(stage, chain)
+        video = list(images_to_tensor(images))
         best = {"v2v": float("inf"), "diffusers": float("inf")}
         for _ in range(args.repeat):  # alternated, best of each: the machine is shared
             began = time.perf_counter()
@@ -94,17 +156,16 @@ def main() -> None:
             assert len(out) == count
             began = time.perf_counter()
             with torch.inference_mode():
-                pipe(video=video, prompt="a watercolour", height=height, width=width, num_inference_steps=args.steps,
-                     guidance_scale=stage.config.guidance, output_type="pt", max_sequence_length=16, **inputs)
+                run(pipe, video)
             best["diffusers"] = min(best["diffusers"], time.perf_counter() - began)
         for name in best:
             times[name][count] = best[name]
-    short, long = min(args.frames), max(args.frames)
+    short, long = min(frames), max(frames)
     rate = {name: (t[long] - t[short]) / (long - short) for name, t in times.items()}
     print(json.dumps({
-        "bench": "video_models", "family": args.family,
-        "model": f"tiny random {stage.family.title} (tests/tiny_video.py)",
-        "device": str(stage.device), "size": f"{width}x{height}", "steps": args.steps, "frames": args.frames,
+        "bench": "video_models", "family": args.family, "model": f"tiny random {family.title} (tests/tiny_video*.py)",
+        "pipeline": type(pipe).__name__, "device": str(stage.device), "size": f"{width}x{height}",
+        "steps": args.steps, "frames": frames,
         "seconds": {name: {str(k): round(v, 3) for k, v in t.items()} for name, t in times.items()},
         "v2v_s_per_frame": round(rate["v2v"], 4), "diffusers_s_per_frame": round(rate["diffusers"], 4),
         "ratio": round(rate["v2v"] / rate["diffusers"], 3), "projection": projection(),

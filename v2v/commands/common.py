@@ -24,7 +24,7 @@ PARAMETERS = {flag.lstrip("-").replace("-", "_"): parameter for parameter, flag 
 
 # Arguments that don't change the output: a resumed run may differ in these.
 _NOT_OPTIONS = {"input", "output", "overwrite", "resume", "work_dir", "backend", "workers", "address", "no_progress",
-                "no_resume_data", "verbose", "handler"}
+                "no_resume_data", "verbose", "handler", "offload", "compile"}
 
 
 def add_io_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,6 +18,7 @@ from v2v.commands.restyle import (
     add_true_cfg_argument,
     add_video_arguments,
 )
+from v2v.devices import set_threads
 
 HELP = ("remove an object or repaint a masked region (flow fill from other frames; SD/SDXL/FLUX inpainting models, "
         "Wan VACE)")
@@ -166,10 +167,7 @@ def build_factory(args: argparse.Namespace) -> InpaintFactory:
     """The factory the options describe, its model loaded."""
     from v2v.diffusion.stage import quiet_loading
 
-    if args.threads:  # only when asked: torch keeps all cores by default (v2v.devices)
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)  # only when asked: torch keeps all cores by default
     config = inpaint_config(args)  # usage errors first, then the inputs, then the model (the slow part)
     spec = open_spec(args)
     if config is not None:

@@ -11,6 +11,7 @@ import shutil
 from typing import Any
 
 from v2v.commands.common import PARAMETERS, add_io_arguments, at_least, positive_int, run_pipeline
+from v2v.devices import set_threads
 from v2v.diffusion.config import CONTROL_NORMS, OFFLOADS
 from v2v.diffusion.registry import families_doing
 
@@ -73,8 +74,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, controls: bool) -> argp
             "--image-encoder", help="the IP-Adapter's CLIP image encoder (default: found beside the weights)"
         )
         model.add_argument("--ip-adapter-scale", type=float, help="IP-Adapter strength (default 0.6)")
-    model.add_argument("--lora", help="LoRA weights (file or folder), fused into the model")
-    model.add_argument("--lora-scale", type=float, help="LoRA strength (default 1.0)")
+    model.add_argument("--lora", action="append", metavar="PATH[:WEIGHT]",
+                       help="LoRA weights (file, folder or hub id) at WEIGHT (default 1); repeat to stack several, "
+                            "fused into the model once")  # fmt: skip
     model.add_argument("--scheduler", choices=SCHEDULER_CHOICES, help="sampler (lcm/tcd/turbo for few-step models)")
     model.add_argument("--offline", action="store_true", default=None,
                        help="never reach the Hugging Face hub: hub ids come from the local cache only (as "
@@ -121,11 +123,29 @@ def add_temporal_and_speed_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--max-side", type=int, help="diffuse at most this many pixels on the longer side")
     speed.add_argument("--attention-slicing", action="store_true", default=None, help="less memory, a bit slower")
     speed.add_argument("--vae-tiling", action="store_true", default=None, help="decode large frames in tiles")
+    speed.add_argument("--tile", type=tile_side, metavar="N|off",
+                       help="frames above N pixels a side are denoised in overlapping N x N tiles blended every step, "
+                            "and the VAE works in tiles too (default: the family's working size, 512 for SD 1.x/2.x, "
+                            "1024 for SDXL, SD3 and FLUX; off: never)")  # fmt: skip
+    speed.add_argument("--tile-overlap", type=at_least(int, 0, "pixels"), metavar="PX",
+                       help="pixels neighbouring tiles share (default: a quarter of the tile)")
     speed.add_argument("--device", help="cuda, cuda:1, cpu, ... (default: cuda when there is one)")
     speed.add_argument(
         "--dtype", choices=DTYPE_CHOICES, help="default: fp16 on CUDA (bf16 for families that need it), fp32 on CPU"
     )
     speed.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's own, all cores)")
+    speed.add_argument("--offload", choices=OFFLOADS,
+                       help="CUDA only: keep the weights in CPU memory and move each model (model) or each layer "
+                            "(sequential, slowest, least memory) to the GPU while it runs. Default: none, or model "
+                            "when the weights do not fit the GPU's free memory (logged). Video models (Wan): model "
+                            "moves the text encoder off the GPU once the prompt is encoded")  # fmt: skip
+    speed.add_argument("--compile", action="store_true", default=None,
+                       help="torch.compile the UNet or transformer (the first frames are slow while it compiles)")
+
+
+def tile_side(text: str) -> int:
+    """`--tile`: a side in pixels, or off (0: never tile)."""
+    return 0 if text.strip().lower() == "off" else positive_int(text)
 
 
 def add_true_cfg_argument(group: Any) -> None:
@@ -188,17 +208,20 @@ def config_from_args(args: argparse.Namespace, kind: str = "restyle", cls: Any =
 
 def add_video_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of video families (Wan, ...): windows of frames denoised together."""
-    video = parser.add_argument_group("video models (Wan): windows of frames denoised together")
+    video = parser.add_argument_group("video models (Wan, LTX-Video, AnimateDiff, Lucy Edit): windows of frames "
+                                      "denoised together")
     video.add_argument("--window", type=positive_int, metavar="N",
-                       help="frames a window, by the family's rule (Wan: 4k+1; default 81)")
+                       help="frames a window, by the family's rule (Wan, Lucy Edit: 4k+1, default 81; LTX: 8k+1, "
+                            "default 161; AnimateDiff: any, default 16)")
     video.add_argument("--window-overlap", type=at_least(int, 0, "a whole number"), metavar="O",
-                       help="frames each window shares with the previous one, a multiple of 4 (default 16): held "
-                            "in latent space, then cross-faded")  # fmt: skip
+                       help="frames each window shares with the previous one, a multiple of the VAE's frames per "
+                            "latent frame (Wan 4, LTX 8; default 16, LTX 24, AnimateDiff 4): held in latent space, "
+                            "then cross-faded")  # fmt: skip
     video.add_argument("--anchor", type=float, metavar="W",
                        help="colour anchor toward the shot's first window, 0-1 (default 1; 0: off)")
     video.add_argument("--reference", metavar="IMG", help="a reference image (families that take one: Wan VACE)")
-    video.add_argument("--offload", choices=OFFLOADS,
-                       help="model: the text encoder leaves the device once the prompt is encoded (default none)")
+    video.add_argument("--motion-adapter", metavar="PATH",
+                       help="AnimateDiff: a MotionAdapter folder; with an SD 1.5 --model, restyles windows of frames")
 
 
 class StageFactory:
@@ -218,7 +241,8 @@ class StageFactory:
 
             kind = getattr(self.config, "kind", "restyle")
             config = self.config.check()  # type: ignore[attr-defined]  # its refusals before any model is looked for
-            family, _ = detect(config.model, config.model_config, kind)
+            family, _ = detect(config.model, config.model_config, kind,
+                               motion_adapter=getattr(config, "motion_adapter", None))  # fmt: skip
             if family.video:
                 from v2v.diffusion.video_stage import VideoModelStage
 
@@ -246,10 +270,7 @@ def diffusion_stages(args: argparse.Namespace, kind: str) -> StageFactory:
     """The stage factory, its stage built now (models load: a missing one fails before any frame is decoded)."""
     from v2v.diffusion.stage import quiet_loading
 
-    if args.threads:  # only when asked: torch keeps all cores by default (v2v.devices)
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)  # only when asked: torch keeps all cores by default
     quiet_loading()
     stages = StageFactory(config_from_args(args, kind), video_state_dir(args))
     stages()

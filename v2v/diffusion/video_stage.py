@@ -174,7 +174,8 @@ class VideoModelStage:
         from v2v.diffusion import models, registry
 
         # 1. The family and its settings; refusals before anything big loads.
-        family, info = registry.detect(config.check().model, config.model_config, config.kind)
+        family, info = registry.detect(config.check().model, config.model_config, config.kind,
+                                       motion_adapter=config.motion_adapter)  # fmt: skip
         if not getattr(family, "video", False):
             raise UsageError(f"{family.title} is an image model; VideoModelStage takes a video family")
         self.family: Any = family
@@ -186,7 +187,7 @@ class VideoModelStage:
             self.overlap = min(self.overlap, (self.window - 1) // 2 // family.temporal * family.temporal)
         family.check_window(self.window, self.overlap)
         _refuse_image_options(config, family)
-        family.check_config(config)
+        family.refuse(config)
         if config.controls and not getattr(family, "takes_control", False):
             raise UsageError.naming("{title} models take no {controls} (Wan VACE takes one as its context video)",
                                     title=family.title)  # fmt: skip
@@ -194,13 +195,14 @@ class VideoModelStage:
         self.device = resolve_device(config.device)
         self.dtype = parse_dtype(config.dtype) if config.dtype else family.dtype(self.device)
         # 2. The pipeline, then what modifies it.
-        self.pipe = family.load(info, self.kind, [], model=config.model, device=self.device, dtype=self.dtype,
-                                model_config=config.model_config)  # fmt: skip
+        self.pipe = family.load_video(info, self.kind, config, device=self.device, dtype=self.dtype)
         scheduler = config.scheduler or family.defaults.scheduler
         if scheduler:
             models.set_scheduler(self.pipe, scheduler)
         if config.lora:
-            models.load_lora(self.pipe, config.lora, config.lora_scale)
+            from v2v.diffusion.loras import load_loras, parse_loras
+
+            load_loras(self.pipe, family, parse_loras(config.lora), config.model)
         if config.vae_tiling:  # the streamed VAE then keeps a causal cache per tile
             self.pipe.vae.enable_tiling()
         # 3. The prompt, encoded once for the run; with offload the text encoder then leaves the device.
@@ -223,6 +225,10 @@ class VideoModelStage:
         size = (self.window - 1) // family.temporal + 1
         self.chain = WindowChain(size, self.overlap // family.temporal, self._denoise, anchor=config.anchor,
                                  source=family.source_latents)  # fmt: skip
+        if not family.streams:  # a VAE that cannot stream (LTX): windows of frames encoded and decoded whole
+            from v2v.diffusion.video_windows import WholeWindows
+
+            self.chain = WholeWindows(self, self.chain)
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self._timed = False
         self._conditions: Any = None
@@ -283,6 +289,12 @@ class VideoModelStage:
     def _feed(self, shot: _Shot, frame: Frame) -> Iterator[Frame]:
         """One frame into the shot: to the encoder when its chunk is full, and out come the frames whose window
         finished (the window's state saved first)."""
+        if not self.family.streams:
+            out = self.chain.feed(shot, frame)
+            if out:
+                self._save_state(shot)
+            yield from out
+            return
         shot.pending.append(frame)
         shot.chunk.append(frame.image if self.control is None else self._control_map(frame))
         if self.mask_of is not None:
@@ -295,6 +307,9 @@ class VideoModelStage:
                 yield from out
 
     def _end_shot(self, shot: _Shot) -> Iterator[Frame]:
+        if not self.family.streams:
+            yield from self.chain.end(shot)
+            return
         if shot.chunk:  # the VAE takes 4k+1 frames: the last frame repeated (its outputs are dropped)
             missing = (1 if shot.encoded == 0 else self.family.temporal) - len(shot.chunk)
             shot.chunk += [shot.chunk[-1]] * missing
@@ -311,10 +326,10 @@ class VideoModelStage:
         import torch
 
         with torch.inference_mode():
-            frames = self._padded(images_to_tensor(shot.chunk, self.device, torch.float32))  # (T, 3, H, W) in [0, 1]
+            frames = self._padded(shot.chunk)  # (T, 3, H, W) in [0, 1]
             video = (frames * 2.0 - 1.0).permute(1, 0, 2, 3).unsqueeze(0).to(self.pipe.vae.dtype)
             if shot.masks:  # (1, 1, T, H, W), padded as the frames are
-                masks = self._padded(torch.from_numpy(np.stack(shot.masks)).to(self.device, torch.float32)[:, None])
+                masks = self._pad(torch.from_numpy(np.stack(shot.masks)).to(self.device, torch.float32)[:, None])
                 latent = self.family.encode_chunk(self.pipe, self.vae, video, masks.permute(1, 0, 2, 3).unsqueeze(0))
             else:
                 latent = self.family.encode_chunk(self.pipe, self.vae, video)
@@ -332,7 +347,13 @@ class VideoModelStage:
             image = images_to_tensor([frame.image], self.device, torch.float32)
             return tensor_to_images(control_map(self.control, image, [frame.index]))[0]
 
-    def _padded(self, frames: Any) -> Any:
+    def _padded(self, images: list[np.ndarray]) -> Any:
+        """Pictures as (T, 3, H, W) float32 in [0, 1], padded (`_pad`)."""
+        import torch
+
+        return self._pad(images_to_tensor(images, self.device, torch.float32))
+
+    def _pad(self, frames: Any) -> Any:
         """(T, C, H, W) frames padded to the family's multiple with their edge pixels repeated."""
         import torch.nn.functional as F
 
@@ -353,7 +374,10 @@ class VideoModelStage:
             return []
         with torch.inference_mode():
             video = self.vae.decode(self.family.denormalise(self.pipe, torch.cat(finals, dim=2)))
-        images = (video[0].permute(1, 0, 2, 3).float() / 2 + 0.5).clamp(0, 1)
+        return self._paired(shot, (video[0].permute(1, 0, 2, 3).float() / 2 + 0.5).clamp(0, 1))
+
+    def _paired(self, shot: _Shot, images: Any) -> list[Frame]:
+        """(T, 3, H, W) pictures in [0, 1] paired with the frames waiting for them, cut back to their size."""
         height, width = shot.pending[0].image.shape[:2] if shot.pending else (0, 0)
         out = []
         for image in tensor_to_images(images[..., :height, :width]):
@@ -363,18 +387,21 @@ class VideoModelStage:
             out.append(frame.with_image(image))
         return out
 
-    def _denoise(self, clean: Any, start: int, hold: Any) -> Any:
+    def _denoise(self, clean: Any, start: int, hold: Any, noise: Any = None) -> Any:
         """One window through the family, with the noise of its absolute latent frames (the stub tests swap this)."""
         import torch
 
         began = time.perf_counter()
-        noise = self.noise(self._shot_first, start, (1, self.family.latent_channels(self.pipe), *clean.shape[2:]))
+        if noise is None:
+            noise = self.noise(self._shot_first, start, (1, self.family.latent_channels(self.pipe, clean),
+                                                         *clean.shape[2:]))  # fmt: skip
         with torch.inference_mode():
             if self._conditions is None:  # what the family adds to every window (VACE: reference latents), once
-                self._conditions = self.family.conditions(self.pipe, self.config, clean)
+                made = self.family.conditions(self.pipe, self.config, clean)
+                self._conditions = {} if made is None else {"conditions": made}
             out = self.family.denoise(self.pipe, clean, noise, self.embeds, steps=int(self.config.steps),
                                       strength=float(self.config.strength), guidance=float(self.config.guidance),
-                                      hold=hold, conditions=self._conditions)  # fmt: skip
+                                      hold=hold, **self._conditions)  # fmt: skip
         if not self._timed:
             self._timed = True
             log.info("%s: first window of %d latent frames in %.1f s", self.family.title, clean.shape[2],
@@ -384,12 +411,18 @@ class VideoModelStage:
     def noise(self, shot_first: int, start: int, shape: tuple[int, ...]) -> Any:
         """(1, C, T, h, w) float32 noise for the shot's latent frames start..start+T-1, each drawn from its own
         generator seeded by the clip frame it starts at (a latent frame j > 0 covers frames 4j-3..4j of the shot)."""
+        temporal = self.family.temporal
+        frames = [shot_first + (0 if latent == 0 else temporal * latent - temporal + 1)
+                  for latent in range(start, start + shape[2])]  # fmt: skip
+        return self.noise_at(frames, shape)
+
+    def noise_at(self, frames: list[int], shape: tuple[int, ...]) -> Any:
+        """(1, C, len(frames), h, w) float32 noise, latent frame i drawn from the generator of clip frame
+        `frames[i]` (the frame it starts at)."""
         import torch
 
-        temporal, per_frame = self.family.temporal, (1, shape[1], 1, *shape[3:])
-        parts = []
-        for latent in range(start, start + shape[2]):
-            frame = shot_first + (0 if latent == 0 else temporal * latent - temporal + 1)
+        per_frame, parts = (1, shape[1], 1, *shape[3:]), []
+        for frame in frames:
             generator = torch.Generator("cpu").manual_seed(noise_seed(int(self.config.seed), frame))
             parts.append(torch.randn(per_frame, generator=generator, dtype=torch.float32))
         return torch.cat(parts, dim=2).to(self.device)

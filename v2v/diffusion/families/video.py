@@ -33,6 +33,7 @@ class VideoDiffusion(Family):
     """A family whose pipeline denoises a window of frames together (see the module docstring)."""
 
     video = True
+    streams = True  # the VAE streams (chunk by chunk, caches carried); False: windows encoded and decoded whole
     temporal = 4  # frames per latent frame (the VAE's temporal compression)
     window = 81  # default frames a window
     overlap = 16  # default frames of overlap (a multiple of `temporal`)
@@ -62,6 +63,15 @@ class VideoDiffusion(Family):
             raise UsageError.naming("{title} models take no ControlNet; drop {controlnets}", title=self.title)
         return super().kind(base, 0)
 
+    def refuse(self, config: Any) -> None:
+        """UsageError (one line) for an option that means nothing for the family (the stage has refused the image
+        stages' options already)."""
+
+    def load_video(self, info: Any, kind: str, config: Any, *, device: Any, dtype: Any) -> Any:
+        """The pipeline for `config` (a family that loads more than the base model, a motion adapter, overrides)."""
+        return self.load(info, kind, [], model=config.model, device=device, dtype=dtype,
+                         model_config=config.model_config)  # fmt: skip
+
     # --- the model's parts -----------------------------------------------------------------------------------
 
     def streaming_vae(self, pipe: Any) -> Any:
@@ -80,9 +90,6 @@ class VideoDiffusion(Family):
         """(prompt embeds, negative embeds or None), in the transformer's dtype: once per run."""
         raise NotImplementedError
 
-    def check_config(self, config: Any) -> None:
-        """A one-line error for a setting the family cannot take (after its defaults are filled in)."""
-
     def encode_chunk(self, pipe: Any, vae: Any, video: torch.Tensor) -> torch.Tensor:
         """A chunk of frames (1, 3, T, H, W) in [-1, 1] through the streamed VAE: its latent frame in a window's clean
         latents (1, C, 1, h, w), float32."""
@@ -94,9 +101,10 @@ class VideoDiffusion(Family):
         """The source's latents in a window's clean latents (what the colour anchor compares a window with)."""
         return clean
 
-    def latent_channels(self, pipe: Any) -> int:
-        """Channels of the latents the transformer denoises (of the noise)."""
-        return int(pipe.vae.config.z_dim)
+    def latent_channels(self, pipe: Any, clean: torch.Tensor) -> int:
+        """Channels of the latents the transformer denoises (of the noise): the clean latents', unless the family
+        packs more there (VACE)."""
+        return int(clean.shape[1])
 
     def conditions(self, pipe: Any, config: Any, clean: torch.Tensor) -> Any:
         """What every window of the run adds to `denoise`, made once from the first window (None: nothing)."""
@@ -108,3 +116,10 @@ class VideoDiffusion(Family):
     ) -> torch.Tensor:
         """A window's final latents from its clean (normalised) latents and noise (both (1, C, T, h, w), float32)."""
         raise NotImplementedError
+
+
+def noised(scheduler: Any, latents: torch.Tensor, timestep: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """`latents` noised to `timestep`'s level as the scheduler does it (DDPM-style `add_noise`, flow `scale_noise`)."""
+    if hasattr(scheduler, "add_noise"):
+        return scheduler.add_noise(latents, noise, timestep)
+    return scheduler.scale_noise(latents, timestep, noise)

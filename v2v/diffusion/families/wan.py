@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from v2v.diffusion.families.video import VideoDiffusion
+from v2v.diffusion.families.video import VideoDiffusion, noised
 from v2v.diffusion.registry import Defaults, ModelInfo, register
 
 if TYPE_CHECKING:
@@ -93,16 +93,11 @@ class Wan(VideoDiffusion):
         timesteps, count = retrieve_timesteps(scheduler, steps, device)
         timesteps, count = pipe.get_timesteps(count, timesteps, strength, device)
 
-        def noised(latents: torch.Tensor, timestep: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-            if hasattr(scheduler, "add_noise"):
-                return scheduler.add_noise(latents, eps, timestep)
-            return scheduler.scale_noise(latents, timestep, eps)
-
         # 5. The window's latents noised to the first step; the overlap from the previous window's final latents
         held = 0 if hold is None else hold.shape[2]
-        latents = noised(clean, timesteps[:1], noise)
+        latents = noised(scheduler, clean, timesteps[:1], noise)
         if held:
-            latents[:, :, :held] = noised(hold, timesteps[:1], noise[:, :, :held])
+            latents[:, :, :held] = noised(scheduler, hold, timesteps[:1], noise[:, :, :held])
         # 6. Denoising loop
         positive, negative = embeds
         dtype = pipe.transformer.dtype
@@ -118,7 +113,7 @@ class Wan(VideoDiffusion):
                 prediction = unconditional + guidance * (prediction - unconditional)
             latents = scheduler.step(prediction, t, latents, return_dict=False)[0]
             if held and i + 1 < len(timesteps):  # the overlap held to the previous window, at the next step's level
-                latents[:, :, :held] = noised(hold, timesteps[i + 1 : i + 2], noise[:, :, :held])
+                latents[:, :, :held] = noised(scheduler, hold, timesteps[i + 1 : i + 2], noise[:, :, :held])
         return latents
 
 

@@ -80,7 +80,7 @@ class WanVace(Wan):
             or info.config("transformer").get("_class_name") == "WanVACETransformer3DModel"
         )
 
-    def check_config(self, config: Any) -> None:
+    def refuse(self, config: Any) -> None:
         if config.strength != 1.0:
             raise ParameterError("strength", f"means nothing for {self.title}: it generates each window from noise, "
                                              "guided by the source as its context video (drop it; --control-scale "
@@ -95,7 +95,7 @@ class WanVace(Wan):
     def streaming_vae(self, pipe: Any) -> Any:
         return StreamingVaceVAE(pipe.vae)
 
-    def latent_channels(self, pipe: Any) -> int:
+    def latent_channels(self, pipe: Any, clean: torch.Tensor) -> int:
         return int(pipe.vae.config.z_dim)
 
     def encode_chunk(self, pipe: Any, vae: Any, video: torch.Tensor, mask: torch.Tensor | None = None) -> Any:

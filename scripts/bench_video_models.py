@@ -1,16 +1,17 @@
 """Video diffusion models: v2v's windowed stage against the family's own diffusers pipeline over the same frames in
 one window, side by side in one run; prints one JSON line.
 
-    PYTHONPATH=. python scripts/bench_video_models.py [--family wan|lucy_edit|animatediff|ltx] [--frames 9 17]
+    PYTHONPATH=. python scripts/bench_video_models.py [--family wan|wan_vace|lucy_edit|animatediff|ltx] [--frames 9 17]
         [--size 64x48] [--steps 4] [--repeat 2]
 
-Both are timed over `--frames` clips (each one window: `VideoModelStage` with `--window` = the clip's frames, and
-the family's pipeline called once: `WanVideoToVideoPipeline`, `LucyEditPipeline`, `AnimateDiffVideoToVideoPipeline`,
-`LTXConditionPipeline` after the VAE's encoding), and the per-frame rate is the marginal one between the shortest and
-longest clip (start-up apart): (time(long) - time(short)) / (long - short frames). The model is the tests' tiny
-random one (`tests/tiny_video.py`, `tests/tiny_video_families.py`: the real VAE compression), built here from config;
-on a CPU a tiny model makes the VAE and v2v's own work (frame conversion, scene detection, streaming) weigh far more
-than they do beside a real transformer, so the ratio is an upper bound of v2v's overhead.
+Both are timed over `--frames` clips (each one window: `VideoModelStage` with `--window` = the clip's frames, and the
+family's pipeline called once: `WanVideoToVideoPipeline`, `WanVACEPipeline` (the frames as its context video),
+`LucyEditPipeline`, `AnimateDiffVideoToVideoPipeline`, `LTXConditionPipeline` after the VAE's encoding), and the per-
+frame rate is the marginal one between the shortest and longest clip (start-up apart): (time(long) - time(short)) /
+(long - short frames). The model is the tests' tiny random one (`tests/tiny_video.py`, `tests/tiny_video_families.py`:
+the real VAE compression), built here from config; on a CPU a tiny model makes the VAE and v2v's own work (frame
+conversion, scene detection, streaming) weigh far more than they do beside a real transformer, so the ratio is an upper
+bound of v2v's overhead.
 
 The `projection` block is NOT a measurement: it scales published figures for Wan2.1-(VACE-)1.3B and LTX-Video 2B
 to 480p on one H100 and adds what v2v's windows cost (the overlap's frames are denoised twice).
@@ -58,7 +59,7 @@ def family_setup(family: str, folder: Path, width: int, height: int, steps: int)
     """The family's tiny model as a RestyleConfig/EditConfig, and a function running its own pipeline over a list of
     (3, H, W) frames in [0, 1] (LTX: the VAE's encoding of them first, as its video-to-video takes latents)."""
     import torch
-    from tiny_video import build_tiny_wan
+    from tiny_video import build_tiny_wan, build_tiny_wan_vace
     from tiny_video_families import build_tiny_ltx, build_tiny_lucy, build_tiny_motion_adapter
 
     from v2v.diffusion.config import EditConfig, RestyleConfig
@@ -70,6 +71,18 @@ def family_setup(family: str, folder: Path, width: int, height: int, steps: int)
         def run(pipe: object, video: list) -> None:
             pipe(video=video, prompt="a watercolour", height=height, width=width, num_inference_steps=steps,
                  strength=0.75, guidance_scale=config.guidance or 5.0, output_type="pt", max_sequence_length=16)
+    elif family == "wan_vace":  # generated from noise, the frames as its context video: no strength
+        config = RestyleConfig(model=str(build_tiny_wan_vace(folder)), prompt="a watercolour", **common)
+
+        def run(pipe: object, video: list) -> None:
+            from PIL import Image
+
+            from v2v.frames import tensor_to_images
+
+            pictures = [Image.fromarray(image) for image in tensor_to_images(torch.stack(video))]
+            pipe(video=pictures, prompt="a watercolour", height=height, width=width,
+                 num_frames=len(video), num_inference_steps=steps, guidance_scale=5.0, output_type="pt",
+                 max_sequence_length=16)  # fmt: skip
     elif family == "lucy_edit":
         config = EditConfig(model=str(build_tiny_lucy(folder)), instruction="make it red", **common)
 
@@ -102,7 +115,7 @@ def family_setup(family: str, folder: Path, width: int, height: int, steps: int)
     return config, run
 
 
-FAMILY_FRAMES = {"wan": [9, 17], "lucy_edit": [9, 17], "animatediff": [8, 16], "ltx": [9, 17]}
+FAMILY_FRAMES = {"wan": [9, 17], "wan_vace": [9, 17], "lucy_edit": [9, 17], "animatediff": [8, 16], "ltx": [9, 17]}
 FAMILY_SIZES = {"ltx": "96x64"}  # sides of 32
 
 
@@ -132,7 +145,7 @@ def main() -> None:
     for count in frames:
         images = [rng.integers(0, 255, (height, width, 3), dtype=np.uint8) for _ in range(count)]
         stage.window, stage.overlap = count, 0
-        chain = WindowChain((count - 1) // family.temporal + 1, 0, stage._denoise)
+        chain = WindowChain((count - 1) // family.temporal + 1, 0, stage._denoise, source=family.source_latents)
         stage.chain = chain if family.streams else WholeWindows(stage, chain)
         video = list(images_to_tensor(images))
         best = {"v2v": float("inf"), "diffusers": float("inf")}

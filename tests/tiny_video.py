@@ -4,7 +4,8 @@
 `build_tiny_wan(folder)` writes `folder/wan`, a `WanVideoToVideoPipeline` folder: `WanTransformer3DModel` (patch
 1x2x2, two blocks of 2 heads of 12), `AutoencoderKLWan` with Wan's real compression (4x in time, 8x in space: a
 frame rule of 4k+1 and sides of 16), a 2-layer UMT5 encoder (32 wide) with a T5 tokenizer written offline, and
-Wan's flow-matching UniPC scheduler.
+Wan's flow-matching UniPC scheduler. `build_tiny_wan_vace(folder)` writes `folder/wan-vace`, a `WanVACEPipeline`
+folder: the same parts with a `WanVACETransformer3DModel` (VACE blocks at layers 0 and 1, 96 context channels).
 """
 
 from __future__ import annotations
@@ -55,6 +56,30 @@ def build_tiny_wan(folder: str | Path, seed: int = 0) -> Path:
                                    vae=tiny_wan_vae(), scheduler=scheduler)  # fmt: skip
     pipe.save_pretrained(str(root))
     return root
+
+
+def build_tiny_wan_vace(folder: str | Path, seed: int = 0) -> Path:
+    """Write the tiny Wan VACE pipeline folder under `folder`; returns `folder/wan-vace`."""
+    from diffusers import UniPCMultistepScheduler, WanVACEPipeline, WanVACETransformer3DModel
+
+    root = Path(folder) / "wan-vace"
+    torch.manual_seed(seed)
+    text_encoder, tokenizer = tiny_umt5(Path(folder) / "umt5-tokenizer")
+    transformer = WanVACETransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+        text_dim=TEXT_WIDTH, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32, vace_layers=[0, 1], vace_in_channels=96,
+    )  # fmt: skip
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    pipe = WanVACEPipeline(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer,
+                           vae=tiny_wan_vae(), scheduler=scheduler)  # fmt: skip
+    pipe.save_pretrained(str(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_wan_vace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_wan_vace(tmp_path_factory.mktemp("tiny-wan-vace"))
 
 
 @pytest.fixture(scope="session")

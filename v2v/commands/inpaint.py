@@ -12,10 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from v2v.commands.common import add_io_arguments, at_least, run_pipeline
-from v2v.commands.restyle import add_model_arguments, add_temporal_and_speed_arguments, add_true_cfg_argument
+from v2v.commands.restyle import (
+    add_model_arguments,
+    add_temporal_and_speed_arguments,
+    add_true_cfg_argument,
+    add_video_arguments,
+)
 from v2v.devices import set_threads
 
-HELP = "remove an object or repaint a masked region (flow fill from other frames; SD/SDXL/FLUX inpainting models)"
+HELP = ("remove an object or repaint a masked region (flow fill from other frames; SD/SDXL/FLUX inpainting models, "
+        "Wan VACE)")
 
 pixels = at_least(int, 0, "pixels", maximum=10_000)  # past an 8K frame's width: a typo, and cv2 overflows
 frame_number = at_least(int, 0, "a frame number")
@@ -69,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     look.add_argument("--guidance", type=float, help="classifier-free guidance scale (default by family)")
     look.add_argument("--seed", type=int, help="noise seed (default 0)")
     add_temporal_and_speed_arguments(parser)
+    add_video_arguments(parser)
 
 
 def inpaint_config(args: argparse.Namespace) -> Any:
@@ -108,9 +115,9 @@ class InpaintFactory:
 
     def build_painter(self) -> None:
         if self.config is not None and self.painter is None:
-            from v2v.inpaint.stage import InpaintPainter
+            from v2v.inpaint.stage import build_painter
 
-            self.painter = InpaintPainter(self.config)
+            self.painter = build_painter(self.config)
 
     def __call__(self) -> list[Any]:
         from v2v.inpaint.stage import InpaintStage

@@ -142,9 +142,12 @@ class RestyleConfig:
             raise ParameterError("tile", f"must be a side in pixels, or 0 for no tiles, got {self.tile}")
         if self.tile_overlap is not None and self.tile_overlap < 0:
             raise ParameterError("tile_overlap", f"must be >= 0 pixels, got {self.tile_overlap}")
-        if self.controls and len(self.controls) != len(self.controlnets):
+        if self.controls and self.controlnets and len(self.controls) != len(self.controlnets):
             raise UsageError.naming("{nets} ControlNet(s) but {given} {controls}: give one each",
                                      nets=len(self.controlnets), given=len(self.controls))
+        if len(self.controls) > 1 and not self.controlnets:  # one alone: a video family's context (Wan VACE)
+            raise UsageError.naming("{given} {controls} but no {controlnets}: give one each",
+                                    given=len(self.controls))
         if "inpaint" in self.controls and self.kind != "inpaint":
             raise UsageError.naming("{controls} inpaint (the frame with the mask's pixels at -1) is for v2v inpaint")
         if len(self.control_modes) > len(self.controlnets):

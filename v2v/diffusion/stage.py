@@ -90,6 +90,9 @@ class DiffusionStage:
         if config.window or config.window_overlap is not None or config.reference:
             raise UsageError.naming("{window}, {window_overlap} and {reference} are for video models; {title} "
                                     "diffuses frame by frame", title=self.family.title)  # fmt: skip
+        if config.controls and not config.controlnets:
+            raise UsageError.naming("{controls} needs a {controlnets} for {title} models (alone it is Wan VACE's "
+                                    "context video)", title=self.family.title)  # fmt: skip
         if config.ip_adapter and self.family.ip_adapter is None:
             raise ModelError.naming("{title} models take no IP-Adapter; drop {ip_adapter}", title=self.family.title)
         if config.true_cfg is not None:

@@ -72,10 +72,13 @@ class WindowChain:
     """
 
     def __init__(self, size: int, overlap: int, denoise: Callable[..., Any], anchor: float = 1.0,
-                 crossfade: bool = True) -> None:  # fmt: skip
+                 crossfade: bool = True, source: Callable[[Any], Any] | None = None) -> None:  # fmt: skip
         if not 0 <= overlap < size:
             raise ValueError(f"overlap {overlap} must be in [0, {size})")
         self.size, self.overlap, self.denoise = size, overlap, denoise
+        # the source's latents in a window's clean latents (the anchor's reference): all of them, unless the family
+        # packs more (VACE: context video halves and mask)
+        self.source = source or (lambda clean: clean)
         self.anchor_weight, self.crossfade = anchor, crossfade
         self.reset()
 
@@ -103,7 +106,7 @@ class WindowChain:
 
         clean = torch.cat(self.clean, dim=2)
         out = self.denoise(clean, self.start, self.tail)
-        out = self._anchored(out, clean)
+        out = self._anchored(out, self.source(clean))
         if self.tail is not None and self.crossfade:  # linear from the previous window's latents to this one's
             held = self.tail.shape[2]
             weights = torch.arange(1, held + 1, dtype=out.dtype, device=out.device) / (held + 1)
@@ -154,6 +157,7 @@ class _Shot:
     first: int = 0
     encoded: int = 0  # frames of the shot the encoder has taken
     chunk: list[np.ndarray] = dataclasses.field(default_factory=list)
+    masks: list[np.ndarray] = dataclasses.field(default_factory=list)  # the chunk's masks (an inpaint run's)
     pending: deque[Frame] = dataclasses.field(default_factory=deque)
     signature: Any = None
 
@@ -184,6 +188,9 @@ class VideoModelStage:
         family.check_window(self.window, self.overlap)
         _refuse_image_options(config, family)
         family.refuse(config)
+        if config.controls and not getattr(family, "takes_control", False):
+            raise UsageError.naming("{title} models take no {controls} (Wan VACE takes one as its context video)",
+                                    title=family.title)  # fmt: skip
         self.config = config
         self.device = resolve_device(config.device)
         self.dtype = parse_dtype(config.dtype) if config.dtype else family.dtype(self.device)
@@ -207,15 +214,26 @@ class VideoModelStage:
         if config.offload == "model" and getattr(self.pipe, "text_encoder", None) is not None:
             self.pipe.text_encoder.to("cpu")  # the largest part of Wan (UMT5-XXL); it is not needed again
         self.vae = family.streaming_vae(self.pipe)
+        self.control = None  # a control map maker: its maps, not the frames, are the context video
+        if config.controls:
+            from v2v.diffusion.control import make_control
+
+            self.control = make_control(config.controls[0], device=self.device, dtype=torch.float32,
+                                        depth_model=config.depth_model, pose_model=config.pose_model,
+                                        norm=config.control_norm)  # fmt: skip
         self.multiple = family.multiple(self.pipe)
         size = (self.window - 1) // family.temporal + 1
-        self.chain = WindowChain(size, self.overlap // family.temporal, self._denoise, anchor=config.anchor)
+        self.chain = WindowChain(size, self.overlap // family.temporal, self._denoise, anchor=config.anchor,
+                                 source=family.source_latents)  # fmt: skip
         if not family.streams:  # a VAE that cannot stream (LTX): windows of frames encoded and decoded whole
             from v2v.diffusion.video_windows import WholeWindows
 
             self.chain = WholeWindows(self, self.chain)
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self._timed = False
+        self._conditions: Any = None
+        # an inpaint run's mask of each frame (float32 (H, W), 1: paint), asked as the frame arrives (`VideoPainter`)
+        self.mask_of: Callable[[Frame], np.ndarray] | None = None
         self._shot_first = self._skip_below = self._resume_encoded = 0
 
     @property
@@ -278,7 +296,9 @@ class VideoModelStage:
             yield from out
             return
         shot.pending.append(frame)
-        shot.chunk.append(frame.image)
+        shot.chunk.append(frame.image if self.control is None else self._control_map(frame))
+        if self.mask_of is not None:
+            shot.masks.append(self.mask_of(frame))
         if len(shot.chunk) == (1 if shot.encoded == 0 else self.family.temporal):
             finals = self.chain.push(self._encode(shot))
             if finals:
@@ -291,7 +311,9 @@ class VideoModelStage:
             yield from self.chain.end(shot)
             return
         if shot.chunk:  # the VAE takes 4k+1 frames: the last frame repeated (its outputs are dropped)
-            shot.chunk += [shot.chunk[-1]] * ((1 if shot.encoded == 0 else self.family.temporal) - len(shot.chunk))
+            missing = (1 if shot.encoded == 0 else self.family.temporal) - len(shot.chunk)
+            shot.chunk += [shot.chunk[-1]] * missing
+            shot.masks += shot.masks[-1:] * missing
             finals = self.chain.push(self._encode(shot))
         else:
             finals = []
@@ -306,16 +328,35 @@ class VideoModelStage:
         with torch.inference_mode():
             frames = self._padded(shot.chunk)  # (T, 3, H, W) in [0, 1]
             video = (frames * 2.0 - 1.0).permute(1, 0, 2, 3).unsqueeze(0).to(self.pipe.vae.dtype)
-            latent = self.family.normalise(self.pipe, self.vae.encode(video))
+            if shot.masks:  # (1, 1, T, H, W), padded as the frames are
+                masks = self._pad(torch.from_numpy(np.stack(shot.masks)).to(self.device, torch.float32)[:, None])
+                latent = self.family.encode_chunk(self.pipe, self.vae, video, masks.permute(1, 0, 2, 3).unsqueeze(0))
+            else:
+                latent = self.family.encode_chunk(self.pipe, self.vae, video)
         shot.encoded += len(shot.chunk)
-        shot.chunk = []
+        shot.chunk, shot.masks = [], []
         return latent.to(torch.float32)
 
-    def _padded(self, images: list[np.ndarray]) -> Any:
+    def _control_map(self, frame: Frame) -> np.ndarray:
+        """The frame's control map, as `v2v annotate` writes it (uint8)."""
         import torch
+
+        from v2v.diffusion.stage import control_map
+
+        with torch.inference_mode():
+            image = images_to_tensor([frame.image], self.device, torch.float32)
+            return tensor_to_images(control_map(self.control, image, [frame.index]))[0]
+
+    def _padded(self, images: list[np.ndarray]) -> Any:
+        """Pictures as (T, 3, H, W) float32 in [0, 1], padded (`_pad`)."""
+        import torch
+
+        return self._pad(images_to_tensor(images, self.device, torch.float32))
+
+    def _pad(self, frames: Any) -> Any:
+        """(T, C, H, W) frames padded to the family's multiple with their edge pixels repeated."""
         import torch.nn.functional as F
 
-        frames = images_to_tensor(images, self.device, torch.float32)
         height, width = frames.shape[-2:]
         pad_h, pad_w = -height % self.multiple, -width % self.multiple
         if (pad_h or pad_w) and (height, width) not in getattr(self, "_told", set()):
@@ -352,11 +393,15 @@ class VideoModelStage:
 
         began = time.perf_counter()
         if noise is None:
-            noise = self.noise(self._shot_first, start, clean.shape)
+            noise = self.noise(self._shot_first, start, (1, self.family.latent_channels(self.pipe, clean),
+                                                         *clean.shape[2:]))  # fmt: skip
         with torch.inference_mode():
+            if self._conditions is None:  # what the family adds to every window (VACE: reference latents), once
+                made = self.family.conditions(self.pipe, self.config, clean)
+                self._conditions = {} if made is None else {"conditions": made}
             out = self.family.denoise(self.pipe, clean, noise, self.embeds, steps=int(self.config.steps),
                                       strength=float(self.config.strength), guidance=float(self.config.guidance),
-                                      hold=hold)  # fmt: skip
+                                      hold=hold, **self._conditions)  # fmt: skip
         if not self._timed:
             self._timed = True
             log.info("%s: first window of %d latent frames in %.1f s", self.family.title, clean.shape[2],
@@ -443,6 +488,30 @@ class VideoModelStage:
         raise InputError(f"{self.family.title} windows are sequential within a shot: a run starting at frame {first} "
                          f"needs the window state a run up to there saved {where}, and there is none; run the clip "
                          "in one pass, or segments in order in one place (not Ray)")  # fmt: skip
+
+
+class VideoPainter:
+    """A video family that inpaints (VACE) as `v2v inpaint`'s painter (`v2v.inpaint.stage.InpaintStage`): every
+    frame goes through a `VideoModelStage` with its paint mask (frames with an empty one too: the windows need them,
+    and mask 0 keeps them); `InpaintStage` then puts the source back outside the mask."""
+
+    def __init__(self, config: RestyleConfig) -> None:
+        self.stage = VideoModelStage(config)
+        self.config = self.stage.config
+        self.context = self.stage.context
+
+    def paint(self, items: Iterator[tuple[Frame, np.ndarray, np.ndarray]]) -> Iterator[tuple[Frame, np.ndarray]]:
+        """(frame, image to paint, bool mask) in clip order -> (frame, painted image), in the same order."""
+        sources: dict[int, tuple[Frame, np.ndarray]] = {}
+
+        def frames() -> Iterator[Frame]:
+            for frame, image, mask in items:
+                sources[frame.index] = (frame, mask.astype(np.float32))
+                yield frame.with_image(image)
+
+        self.stage.mask_of = lambda frame: sources[frame.index][1]
+        for painted in self.stage.process(frames()):
+            yield sources.pop(painted.index)[0], painted.image
 
 
 def _emitted(path: Path) -> int:

@@ -167,6 +167,8 @@ class InpaintStage:
         self.fill, self.radius, self.painter = fill, radius, painter
         own = Context(before=radius, after=radius) if fill else Context()
         self.context = own + (getattr(masks, "context", None) or Context())  # a mask with state says so
+        if getattr(painter, "context", None) is not None:  # a video model's windows reach further
+            self.context = self.context + painter.context
         self.frames_masked = self.frames_seen = 0
         self.fill_window: FillWindow | None = None
 
@@ -218,5 +220,14 @@ class InpaintStage:
 
 
 def build_painter(config: InpaintConfig | None) -> Any:
-    """An `InpaintPainter` for `config`, or None without a model."""
-    return InpaintPainter(config) if config is not None and config.model else None
+    """An `InpaintPainter` for `config` (a `VideoPainter` for a video family, Wan VACE), or None without a model."""
+    if config is None or not config.model:
+        return None
+    from v2v.diffusion.registry import detect
+
+    if getattr(detect(config.model, config.model_config, "inpaint")[0], "video", False):
+        from v2v.diffusion.video_stage import VideoPainter
+
+        check_inpaint_model(config.check().model, config.model_config)
+        return VideoPainter(config)
+    return InpaintPainter(config)

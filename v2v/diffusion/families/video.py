@@ -9,6 +9,10 @@ A video family says, besides what every family says (recognition, loading, pipel
 - its VAE, streamed (`streaming_vae`): encode chunk by chunk and decode latent frame by latent frame, carrying the
   causal cache, and the latents' normalisation (`normalise` / `denormalise`);
 - its prompt encoding, once per run (`encode_prompt`);
+- what a chunk of frames becomes in a window's clean latents (`encode_chunk`: the normalised latent frame; VACE packs
+  its context video's two halves and mask there), which of those the colour anchor compares with (`source_latents`),
+  the channels of the noise (`latent_channels`), and what every window adds, made once (`conditions`: VACE's
+  reference images);
 - its denoising of one window (`denoise`): what its diffusers pipeline does between "prepare latents" and "decode",
   step for step, with the window's first `hold` latent frames (the previous window's final latents over the overlap)
   put back, noised to the next step's level, after every step but the last.
@@ -86,9 +90,29 @@ class VideoDiffusion(Family):
         """(prompt embeds, negative embeds or None), in the transformer's dtype: once per run."""
         raise NotImplementedError
 
+    def encode_chunk(self, pipe: Any, vae: Any, video: torch.Tensor) -> torch.Tensor:
+        """A chunk of frames (1, 3, T, H, W) in [-1, 1] through the streamed VAE: its latent frame in a window's clean
+        latents (1, C, 1, h, w), float32."""
+        import torch
+
+        return self.normalise(pipe, vae.encode(video)).to(torch.float32)
+
+    def source_latents(self, clean: torch.Tensor) -> torch.Tensor:
+        """The source's latents in a window's clean latents (what the colour anchor compares a window with)."""
+        return clean
+
+    def latent_channels(self, pipe: Any, clean: torch.Tensor) -> int:
+        """Channels of the latents the transformer denoises (of the noise): the clean latents', unless the family
+        packs more there (VACE)."""
+        return int(clean.shape[1])
+
+    def conditions(self, pipe: Any, config: Any, clean: torch.Tensor) -> Any:
+        """What every window of the run adds to `denoise`, made once from the first window (None: nothing)."""
+        return None
+
     def denoise(
         self, pipe: Any, clean: torch.Tensor, noise: torch.Tensor, embeds: tuple[Any, Any], *, steps: int,
-        strength: float, guidance: float, hold: torch.Tensor | None,
+        strength: float, guidance: float, hold: torch.Tensor | None, conditions: Any = None,
     ) -> torch.Tensor:
         """A window's final latents from its clean (normalised) latents and noise (both (1, C, T, h, w), float32)."""
         raise NotImplementedError

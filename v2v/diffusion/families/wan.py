@@ -84,7 +84,7 @@ class Wan(VideoDiffusion):
 
     def denoise(
         self, pipe: Any, clean: torch.Tensor, noise: torch.Tensor, embeds: tuple[Any, Any], *, steps: int,
-        strength: float, guidance: float, hold: torch.Tensor | None,
+        strength: float, guidance: float, hold: torch.Tensor | None, conditions: Any = None,
     ) -> torch.Tensor:
         from diffusers.pipelines.wan.pipeline_wan_video2video import retrieve_timesteps
 

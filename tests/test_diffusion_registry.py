@@ -113,7 +113,7 @@ def test_readme_and_help_lines_name_every_family() -> None:
     listed = re.search(r"Diffusion models are recognised by family \((.*?)\), which", readme, re.S)
     assert listed is not None
     families = registry.all_families()
-    assert sorted(re.findall(r"`([a-z0-9-]+)`", listed.group(1))) == sorted(family.name for family in families)
+    assert sorted(re.findall(r"`([a-z0-9_-]+)`", listed.group(1))) == sorted(family.name for family in families)
     for family in families:
         for base, command in (("restyle", restyle), ("edit", edit)):
             if base in family.pipelines:

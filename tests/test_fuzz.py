@@ -1,5 +1,5 @@
 """Damaged inputs: a seeded 50-case slice of `scripts/fuzz_inputs.py` (the full run is 500 cases, see BENCHMARKS.md);
-bad option values: a 16-run slice of `scripts/fuzz_options.py`.
+bad option values: a slice of `scripts/fuzz_options.py` with one run for each command.
 
 Every `v2v probe` and `v2v transcode` on a mutated file must succeed or give one clean error line, in time, with
 no traceback, no "internal error", no signal death and nothing left in the output folder.
@@ -50,17 +50,18 @@ def test_fuzz_slice_has_no_faults() -> None:
 
 
 def test_option_fuzz_slice_has_no_internal_errors() -> None:
-    """A seeded 16-run slice of `scripts/fuzz_options.py` (the full run is 500, see BENCHMARKS.md): random values
-    for the numeric options of every command give a result or one clean error line, never an internal error.
+    """A seeded slice of `scripts/fuzz_options.py`, one run for each command (the full run is 500, see
+    BENCHMARKS.md): random values for the numeric options of every command give a result or one clean error line,
+    never an internal error.
 
     The script runs in a fresh interpreter: it forks one run a child, and forking this test process, whose
     earlier tests left torch, Ray and decode threads behind, can deadlock a child (seen: a 120 s timeout)."""
     script = SCRIPT.parent / "fuzz_options.py"
-    done = subprocess.run([sys.executable, str(script), "--runs", "16", "--seed", "0"], capture_output=True,
+    done = subprocess.run([sys.executable, str(script), "--runs", "0", "--seed", "0"], capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     counts = json.loads(done.stdout.splitlines()[0])
-    assert counts["runs"] == 16 and counts["internal_errors"] == 0 and counts["faults"] == 0
-    assert {"transcode", "upscale", "restyle", "edit", "inpaint", "interpolate", "preview"} <= set(counts["by_command"])
+    assert counts["runs"] == counts["commands"] >= 15 and counts["internal_errors"] == 0 and counts["faults"] == 0
+    assert len(counts["by_command"]) == counts["commands"]  # every command was reached
     tally = counts["by_command"].values()
     assert sum(c.get("ok", 0) for c in tally) > 0 and sum(c.get("refused", 0) for c in tally) > 0

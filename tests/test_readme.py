@@ -50,6 +50,7 @@ UNLIMITED = {"preview", "probe", "models"}
 # Stand-ins for the README's placeholder inputs, all made from the bundled sample: every video it names (in.mp4,
 # clip.mp4, …) is the sample; pictures and checkpoints by name.
 PICTURES = {"style.png": "frame.png", "logo.png": "ball.png", "4x_MyESRGAN.pth": "4x_compact.pth",
+            "my_style_lora.safetensors": "tiny/lora/pytorch_lora_weights.safetensors",
             "iclight_sd15_fc.safetensors": "iclight_fc.safetensors"}
 # The hub ids the README names, and the tiny model (tests/tiny_diffusion.py) each runs as, by V2V_MODEL_MAP.
 TINY_MODELS = {
@@ -57,6 +58,8 @@ TINY_MODELS = {
     "lllyasviel/control_v11p_sd15_canny": "controlnet",
     "h94/IP-Adapter/models/ip-adapter_sd15.safetensors": "ip-adapter/models/ip-adapter_tiny.safetensors",
     "timbrooks/instruct-pix2pix": "instruct-pix2pix",
+    "latent-consistency/lcm-lora-sdv1-5": "lora",
+    "Wan-AI/Wan2.1-T2V-1.3B-Diffusers": "wan",  # tests/tiny_video.py
 }
 
 
@@ -81,6 +84,7 @@ def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from PIL import Image
     from tiny_diffusion import build_tiny_models
+    from tiny_video import build_tiny_wan
 
     from v2v.restore.sr_models import named_model_path
 
@@ -96,6 +100,7 @@ def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> Path:
     weights = safetensors.torch.load_file(named_model_path("realesr-animevideov3-x4"))
     torch.save(weights, folder / "4x_compact.pth")  # "any checkpoint spandrel recognises", as a user's .pth
     tiny = build_tiny_models(folder / "tiny")
+    build_tiny_wan(tiny)
     from tiny_relight import write_ic_light
 
     write_ic_light(folder / "iclight_fc.safetensors", tiny / "sd" / "unet", 8)  # IC-Light's layout, for tiny SD
@@ -114,6 +119,9 @@ def as_run(example: str, stand_ins: Path) -> tuple[list[str], list[str]]:
             args[position] = str(stand_ins / "sample.mp4")
         elif Path(token).name in PICTURES:
             args[position] = str(stand_ins / PICTURES[Path(token).name])
+        elif Path(token.rpartition(":")[0]).name in PICTURES:  # a LoRA's PATH:WEIGHT
+            name, _, weight = token.rpartition(":")
+            args[position] = f"{stand_ins / PICTURES[Path(name).name]}:{weight}"
         elif (ROOT / token).is_file():  # a file the repository ships (a recipe)
             args[position] = str(ROOT / token)
         else:

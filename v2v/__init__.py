@@ -42,6 +42,7 @@ _EXPORTS = {
     "DenoiseStage": "v2v.restore.denoise",
     "RestyleStage": "v2v.diffusion.stage",
     "EditStage": "v2v.diffusion.stage",
+    "VideoModelStage": "v2v.diffusion.video_stage",
     "InpaintStage": "v2v.inpaint.stage",
     "InpaintConfig": "v2v.inpaint.stage",
     "RelightStage": "v2v.diffusion.relight",

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from v2v.errors import UsageError
@@ -35,6 +36,29 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         raise UsageError.naming("{device} {asked} was asked for, but torch sees no CUDA device; use {device} cpu",
                                 asked=device)
     return placed
+
+
+def tune_for_fixed_shapes(device: torch.device) -> None:
+    """On CUDA, let cuDNN time its convolution algorithms once per input shape and keep the fastest
+    (`cudnn.benchmark`): for the restoration networks, whose frames or tiles keep one shape for a whole clip. A
+    process-wide flag; the CPU is left alone."""
+    import torch
+
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def set_threads(count: int | None) -> None:
+    """The one place a command sets torch's CPU threads (`--threads N`), only when asked; UsageError for a count
+    no machine has (torch overflows on it)."""
+    if not count:
+        return
+    if count > 4096:
+        raise UsageError.naming("{threads} {count} is more threads than any machine has; give at most the number of "
+                                "cores ({cores})", count=count, cores=os.cpu_count())
+    import torch
+
+    torch.set_num_threads(count)
 
 
 def cpu_has_bf16() -> bool:

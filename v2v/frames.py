@@ -78,16 +78,22 @@ def check_image(image: np.ndarray) -> None:
 def images_to_tensor(
     images: Sequence[np.ndarray], device: str | torch.device = "cpu", dtype: torch.dtype | None = None
 ) -> torch.Tensor:
-    """Stack RGB uint8 (H, W, 3) arrays into a float (B, 3, H, W) tensor in [0, 1]."""
+    """Stack RGB uint8 (H, W, 3) arrays into a float (B, 3, H, W) tensor in [0, 1] on `device`: uploaded as uint8
+    (from pinned memory to a CUDA device, so the copy runs asynchronously) and converted there."""
     import torch
 
-    batch = torch.from_numpy(np.stack(images)).to(device)
+    batch = torch.from_numpy(np.stack(images))
+    if torch.device(device).type == "cuda":
+        batch = batch.pin_memory().to(device, non_blocking=True)
+    else:
+        batch = batch.to(device)
     return batch.permute(0, 3, 1, 2).to(dtype or torch.float32).div_(255.0)
 
 
 def tensor_to_images(batch: torch.Tensor) -> list[np.ndarray]:
-    """Float (B, 3, H, W) in [0, 1] back to RGB uint8 (H, W, 3) arrays (rounded, clamped)."""
+    """Float (B, 3, H, W) in [0, 1] back to RGB uint8 (H, W, 3) arrays (rounded, clamped; converted to uint8 on the
+    tensor's device, so a quarter of the bytes come down)."""
     import torch
 
-    pixels = batch.detach().float().clamp(0, 1).mul(255.0).round().to("cpu", dtype=torch.uint8)
+    pixels = batch.detach().float().clamp(0, 1).mul(255.0).round().to(torch.uint8).cpu()
     return [np.ascontiguousarray(image) for image in pixels.permute(0, 2, 3, 1).numpy()]

@@ -44,6 +44,9 @@ class Context:
     before: int = 0
     after: int = 0
     exact: bool = True  # False: state reaches further back than `before` (a segment then only approximates)
+    # False: exact, but each segment redoes much work around its ends (a video model's windows), so a run is
+    # segmented only when asked (`--resume`), not by default
+    by_default: bool = True
 
     def __add__(self, other: Context) -> Context:
         """The context of two steps in a row: their needs add up."""
@@ -87,13 +90,14 @@ def context_of(stages: Stage | Sequence[Stage]) -> Context:
     """The context a stage (or a chain of stages, whose needs add up) declares."""
     chain = [stages] if isinstance(stages, Stage) else list(stages)
     before = after = 0
-    exact = True
+    exact = by_default = True
     for stage in chain:
         context = getattr(stage, "context", None) or Context()
         before += context.before
         after += context.after
         exact = exact and context.exact
-    return Context(before, after, exact)
+        by_default = by_default and context.by_default
+    return Context(before, after, exact, by_default)
 
 
 def is_one_to_one(stages: Stage | Sequence[Stage]) -> bool:

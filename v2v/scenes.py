@@ -26,7 +26,10 @@ keeps structure >= 0.97 with histogram distances of 0.6..1.7 per frame.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import threading
+import weakref
 
 import numpy as np
 
@@ -47,8 +50,28 @@ class Signature:
     structure: np.ndarray | None
 
 
+_RECENT: collections.OrderedDict[int, tuple[weakref.ref, Signature]] = collections.OrderedDict()
+_RECENT_LOCK = threading.Lock()
+RECENT = 8  # frames whose signatures are remembered
+
+
 def signature(image: np.ndarray) -> Signature:
-    """The detector's summary of an RGB uint8 (H, W, 3) frame."""
+    """The detector's summary of an RGB uint8 (H, W, 3) frame. A frame's summary is computed once: the last few are
+    remembered by the array object itself (alive, so its id is its own), since the diffusion stage, its fuser and its
+    control maps each ask about the same frame; frames are never changed in place."""
+    with _RECENT_LOCK:
+        held = _RECENT.get(id(image))
+        if held is not None and held[0]() is image:
+            return held[1]
+    result = _signature(image)
+    with _RECENT_LOCK:
+        _RECENT[id(image)] = (weakref.ref(image), result)
+        while len(_RECENT) > RECENT:
+            _RECENT.popitem(last=False)
+    return result
+
+
+def _signature(image: np.ndarray) -> Signature:
     import cv2
 
     height, width = image.shape[:2]
@@ -78,14 +101,15 @@ def signatures_cut(previous: Signature, current: Signature, trusted: float | Non
 
     Args:
         trusted: the fraction (0..1) of pixels whose optical flow passes the forward-backward check, for
-            callers that have it; None otherwise.
+            callers that have it; None otherwise. A float or a 0-d tensor, read only when the other tests leave
+            the question open (a fuser on the GPU waits for its value only then).
     """
     similarity = structure_similarity(previous, current)
     if similarity is None or similarity >= STRUCTURE_THRESHOLD:
         return False
     if histogram_distance(previous, current) > HISTOGRAM_THRESHOLD:
         return True
-    return trusted is not None and trusted < MIN_TRUSTED
+    return trusted is not None and bool(trusted < MIN_TRUSTED)
 
 
 def is_cut(previous: np.ndarray, current: np.ndarray, trusted: float | None = None) -> bool:

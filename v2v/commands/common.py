@@ -24,7 +24,7 @@ PARAMETERS = {flag.lstrip("-").replace("-", "_"): parameter for parameter, flag 
 
 # Arguments that don't change the output: a resumed run may differ in these.
 _NOT_OPTIONS = {"input", "output", "overwrite", "resume", "work_dir", "backend", "workers", "address", "no_progress",
-                "no_resume_data", "verbose", "handler"}
+                "no_resume_data", "verbose", "handler", "offload", "compile"}
 
 
 def add_io_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,13 +109,14 @@ positive_int = at_least(int, 1, "a whole number")
 
 def _resumable_by_default(args: argparse.Namespace, stages: Sequence[Stage]) -> bool:
     """Whether a run keeps resume data without being asked: video in and out, at least two segments long, and
-    stages that a segmented run reproduces exactly (`Context.exact`)."""
+    stages that a segmented run reproduces exactly (`Context.exact`) without much redone work (`by_default`)."""
     from v2v.io.sequences import is_image_sequence
     from v2v.pipeline import context_of
 
     if getattr(args, "no_resume_data", False) or is_image_sequence(args.input) or is_image_sequence(args.output):
         return False
-    if not context_of(stages).exact:
+    context = context_of(stages)
+    if not (context.exact and context.by_default):
         return False
     from v2v.io.probe import probe
 

@@ -12,6 +12,7 @@ from v2v.commands.restyle import (
     add_model_arguments,
     add_temporal_and_speed_arguments,
     add_true_cfg_argument,
+    add_video_arguments,
     diffusion_stages,
     family_titles,
     run_diffusion,
@@ -34,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     look.add_argument("--steps", type=int, help="denoising steps (default by family: 20)")
     look.add_argument("--seed", type=int, help="noise seed (default 0)")
     add_temporal_and_speed_arguments(parser)
+    add_video_arguments(parser)
 
 
 def build_stages(args: argparse.Namespace) -> list[object]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from v2v.commands.common import add_io_arguments, at_least, run_pipeline
 from v2v.commands.restyle import add_model_arguments, add_temporal_and_speed_arguments, add_true_cfg_argument
+from v2v.devices import set_threads
 
 HELP = "remove an object or repaint a masked region (flow fill from other frames; SD/SDXL/FLUX inpainting models)"
 
@@ -159,10 +160,7 @@ def build_factory(args: argparse.Namespace) -> InpaintFactory:
     """The factory the options describe, its model loaded."""
     from v2v.diffusion.stage import quiet_loading
 
-    if args.threads:  # only when asked: torch keeps all cores by default (v2v.devices)
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)  # only when asked: torch keeps all cores by default
     config = inpaint_config(args)  # usage errors first, then the inputs, then the model (the slow part)
     spec = open_spec(args)
     if config is not None:

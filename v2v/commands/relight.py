@@ -10,6 +10,7 @@ from typing import Any
 from v2v.commands.common import add_io_arguments, at_least
 from v2v.commands.inpaint import frame_number, run_with_masks
 from v2v.commands.restyle import add_model_arguments, add_temporal_and_speed_arguments
+from v2v.devices import set_threads
 
 HELP = "relight a video with IC-Light (SD 1.5): a light direction or a new background, steady in time"
 
@@ -87,10 +88,7 @@ def build_factory(args: argparse.Namespace) -> RelightFactory:
     from v2v.diffusion.stage import quiet_loading
     from v2v.io.reader import open_source
 
-    if args.threads:  # only when asked: torch keeps all cores by default (v2v.devices)
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)  # only when asked: torch keeps all cores by default
     config = config_from_args(args, "restyle", RelightConfig).check()  # usage errors first, then the inputs
     spec = None
     if args.mask:

@@ -6,10 +6,13 @@ live here too."""
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 from typing import Any
 
-from v2v.commands.common import PARAMETERS, add_io_arguments, positive_int, run_pipeline
-from v2v.diffusion.config import CONTROL_NORMS
+from v2v.commands.common import PARAMETERS, add_io_arguments, at_least, positive_int, run_pipeline
+from v2v.devices import set_threads
+from v2v.diffusion.config import CONTROL_NORMS, OFFLOADS
 from v2v.diffusion.registry import families_doing
 
 
@@ -71,8 +74,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, controls: bool) -> argp
             "--image-encoder", help="the IP-Adapter's CLIP image encoder (default: found beside the weights)"
         )
         model.add_argument("--ip-adapter-scale", type=float, help="IP-Adapter strength (default 0.6)")
-    model.add_argument("--lora", help="LoRA weights (file or folder), fused into the model")
-    model.add_argument("--lora-scale", type=float, help="LoRA strength (default 1.0)")
+    model.add_argument("--lora", action="append", metavar="PATH[:WEIGHT]",
+                       help="LoRA weights (file, folder or hub id) at WEIGHT (default 1); repeat to stack several, "
+                            "fused into the model once")  # fmt: skip
     model.add_argument("--scheduler", choices=SCHEDULER_CHOICES, help="sampler (lcm/tcd/turbo for few-step models)")
     model.add_argument("--offline", action="store_true", default=None,
                        help="never reach the Hugging Face hub: hub ids come from the local cache only (as "
@@ -119,11 +123,29 @@ def add_temporal_and_speed_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--max-side", type=int, help="diffuse at most this many pixels on the longer side")
     speed.add_argument("--attention-slicing", action="store_true", default=None, help="less memory, a bit slower")
     speed.add_argument("--vae-tiling", action="store_true", default=None, help="decode large frames in tiles")
+    speed.add_argument("--tile", type=tile_side, metavar="N|off",
+                       help="frames above N pixels a side are denoised in overlapping N x N tiles blended every step, "
+                            "and the VAE works in tiles too (default: the family's working size, 512 for SD 1.x/2.x, "
+                            "1024 for SDXL, SD3 and FLUX; off: never)")  # fmt: skip
+    speed.add_argument("--tile-overlap", type=at_least(int, 0, "pixels"), metavar="PX",
+                       help="pixels neighbouring tiles share (default: a quarter of the tile)")
     speed.add_argument("--device", help="cuda, cuda:1, cpu, ... (default: cuda when there is one)")
     speed.add_argument(
         "--dtype", choices=DTYPE_CHOICES, help="default: fp16 on CUDA (bf16 for families that need it), fp32 on CPU"
     )
     speed.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's own, all cores)")
+    speed.add_argument("--offload", choices=OFFLOADS,
+                       help="CUDA only: keep the weights in CPU memory and move each model (model) or each layer "
+                            "(sequential, slowest, least memory) to the GPU while it runs. Default: none, or model "
+                            "when the weights do not fit the GPU's free memory (logged). Video models (Wan): model "
+                            "moves the text encoder off the GPU once the prompt is encoded")  # fmt: skip
+    speed.add_argument("--compile", action="store_true", default=None,
+                       help="torch.compile the UNet or transformer (the first frames are slow while it compiles)")
+
+
+def tile_side(text: str) -> int:
+    """`--tile`: a side in pixels, or off (0: never tile)."""
+    return 0 if text.strip().lower() == "off" else positive_int(text)
 
 
 def add_true_cfg_argument(group: Any) -> None:
@@ -156,6 +178,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     look.add_argument("--guidance", type=float, help="classifier-free guidance scale (default by family: 7.5)")
     look.add_argument("--seed", type=int, help="noise seed (default 0)")
     add_temporal_and_speed_arguments(parser)
+    add_video_arguments(parser)
 
 
 def config_from_args(args: argparse.Namespace, kind: str = "restyle", cls: Any = None) -> Any:
@@ -183,42 +206,88 @@ def config_from_args(args: argparse.Namespace, kind: str = "restyle", cls: Any =
     return cls(**values)
 
 
+def add_video_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of video families (Wan, ...): windows of frames denoised together."""
+    video = parser.add_argument_group("video models (Wan, LTX-Video, AnimateDiff, Lucy Edit): windows of frames "
+                                      "denoised together")
+    video.add_argument("--window", type=positive_int, metavar="N",
+                       help="frames a window, by the family's rule (Wan, Lucy Edit: 4k+1, default 81; LTX: 8k+1, "
+                            "default 161; AnimateDiff: any, default 16)")
+    video.add_argument("--window-overlap", type=at_least(int, 0, "a whole number"), metavar="O",
+                       help="frames each window shares with the previous one, a multiple of the VAE's frames per "
+                            "latent frame (Wan 4, LTX 8; default 16, LTX 24, AnimateDiff 4): held in latent space, "
+                            "then cross-faded")  # fmt: skip
+    video.add_argument("--anchor", type=float, metavar="W",
+                       help="colour anchor toward the shot's first window, 0-1 (default 1; 0: off)")
+    video.add_argument("--reference", metavar="IMG", help="a reference image (families that take one: Wan VACE)")
+    video.add_argument("--motion-adapter", metavar="PATH",
+                       help="AnimateDiff: a MotionAdapter folder; with an SD 1.5 --model, restyles windows of frames")
+
+
 class StageFactory:
     """Builds the diffusion stage once per process and hands it out again (each `process` call starts
-    afresh). Segmented runs call it per segment; pickled for a Ray worker it carries only the config."""
+    afresh). Segmented runs call it per segment; pickled for a Ray worker it carries only the config.
+    A video family's stage keeps its window states in `state_dir` (None: none kept)."""
 
-    def __init__(self, config: object) -> None:
+    def __init__(self, config: object, state_dir: str | None = None) -> None:
         self.config = config
+        self.state_dir = state_dir
         self.stage: object | None = None
 
     def __call__(self) -> list[object]:
         if self.stage is None:
+            from v2v.diffusion.registry import detect
             from v2v.diffusion.stage import EditStage, RestyleStage
 
-            stage = EditStage if getattr(self.config, "kind", "restyle") == "edit" else RestyleStage
-            self.stage = stage(self.config)  # type: ignore[arg-type]
+            kind = getattr(self.config, "kind", "restyle")
+            config = self.config.check()  # type: ignore[attr-defined]  # its refusals before any model is looked for
+            family, _ = detect(config.model, config.model_config, kind,
+                               motion_adapter=getattr(config, "motion_adapter", None))  # fmt: skip
+            if family.video:
+                from v2v.diffusion.video_stage import VideoModelStage
+
+                self.stage = VideoModelStage(self.config, state_dir=self.state_dir)  # type: ignore[arg-type]
+            else:
+                stage = EditStage if kind == "edit" else RestyleStage
+                self.stage = stage(self.config)  # type: ignore[arg-type]
         return [self.stage]
 
     def __getstate__(self) -> dict[str, object]:
-        return {"config": self.config, "stage": None}
+        return {"config": self.config, "state_dir": self.state_dir, "stage": None}
+
+
+def video_state_dir(args: argparse.Namespace) -> str | None:
+    """Where a video family keeps its window states for a resume: beside the output (in --work-dir when given);
+    None with --no-resume-data, or for a preview (`args.partial`: short runs of frames, nothing to resume)."""
+    output = getattr(args, "output", None)
+    if not output or getattr(args, "no_resume_data", False) or getattr(args, "partial", False):
+        return None
+    folder, name = os.path.split(os.path.abspath(output))
+    return os.path.join(getattr(args, "work_dir", None) or folder, f".{name}.v2v-windows")
 
 
 def diffusion_stages(args: argparse.Namespace, kind: str) -> StageFactory:
     """The stage factory, its stage built now (models load: a missing one fails before any frame is decoded)."""
     from v2v.diffusion.stage import quiet_loading
 
-    if args.threads:  # only when asked: torch keeps all cores by default (v2v.devices)
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)  # only when asked: torch keeps all cores by default
     quiet_loading()
-    stages = StageFactory(config_from_args(args, kind))
+    stages = StageFactory(config_from_args(args, kind), video_state_dir(args))
     stages()
     return stages
 
 
 def run_diffusion(args: argparse.Namespace, kind: str) -> int:
-    run_pipeline(args, diffusion_stages(args, kind))  # type: ignore[arg-type]
+    stages = diffusion_stages(args, kind)
+    video = getattr(getattr(stages.stage, "family", None), "video", False)
+    if video and getattr(args, "backend", "local") == "ray":
+        from v2v.errors import UsageError
+
+        raise UsageError.naming("a video model's windows follow one another within a shot, so its segments can't run "
+                                "side by side on Ray: drop {backend} ray ({resume} still segments the run here)")
+    run_pipeline(args, stages)  # type: ignore[arg-type]
+    if video and stages.state_dir is not None:  # the run is whole: its window states are no longer needed
+        shutil.rmtree(stages.state_dir, ignore_errors=True)
     return 0
 
 

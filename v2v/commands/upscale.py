@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "int8: quantized on the CPU, calibrated on the first frames (fastest there, less exact)")
     model.add_argument("--calibration-frames", type=positive_int, default=2, metavar="N",
                        help="with --dtype int8: frames with detail to calibrate on, run in float32 (default 2)")
+    model.add_argument("--compile", action="store_true",
+                       help="torch.compile the single-image SR network (the first frame is slow while it compiles)")
 
 
 def _video_model(name: str) -> object | None:
@@ -66,6 +68,8 @@ def video_stage(args: argparse.Namespace, model: object) -> object:
                          f"{args.tile} cannot apply; leave --tile out")
     if args.dtype == "int8":
         raise UsageError(f"--dtype int8 is for single-image models; {name} runs in fp32, bf16 or fp16")
+    if args.compile:  # its steps run on shapes that change with the window: nothing to gain, recompiles to lose
+        raise UsageError(f"--compile is for single-image models; {name} runs uncompiled: leave --compile out")
     scale = model.scale  # type: ignore[attr-defined]
     if args.scale is not None and abs(args.scale - scale) > 1e-9:
         raise UsageError(f"{name} upscales x{scale:g} only; leave --scale out or choose a single-image model")
@@ -85,7 +89,7 @@ def build_stages(args: argparse.Namespace) -> list[Stage]:
 
         stage = UpscaleStage(
             args.model, batch_size=args.batch_size, device=device, dtype=args.dtype, tile=args.tile, scale=args.scale,
-            calibration_frames=args.calibration_frames,
+            calibration_frames=args.calibration_frames, compile=args.compile,
         )  # fmt: skip
     return [stage]  # type: ignore[list-item]
 

@@ -202,7 +202,7 @@ def masked_lowpass(values: Array, weight: Array, scale: float) -> Array:
 
 def flow_trust(
     flow: Array, flow_back: Array, previous_luma: Array, luma: Array, tolerance: float
-) -> tuple[Array, float]:
+) -> tuple[Array, Any]:
     """Where the source's flow from frame t to t-1 can be trusted, and how much of the frame passes.
 
     Args:
@@ -213,11 +213,12 @@ def flow_trust(
     Returns:
         trust (B, 1, H, W) in [0, 1]: the forward-backward and outside tests (`v2v.flow.occlusion`), softened by
         how well the warped previous source matches; and the fraction of pixels passing those tests (for the
-        scene-cut detector).
+        scene-cut detector): a float for numpy, a 0-d tensor for tensors (not read back here: the detector reads it
+        only when it needs it).
     """
     valid = ~(invalid_mask(flow, flow_back) | outside_mask(flow))
     numpy = isinstance(valid, np.ndarray)
-    valid_fraction = float(valid.sum()) / valid.size if numpy else float(valid.float().mean())
+    valid_fraction = float(valid.sum()) / valid.size if numpy else valid.float().mean()
     mismatch = abs(warp_by_flow(previous_luma, flow) - luma)  # luma is linear: warp it alone
     trust = (1.0 - mismatch * (1.0 / tolerance)).clip(0, 1)
     return trust * (valid if numpy else valid.to(trust.dtype)), valid_fraction

@@ -40,6 +40,7 @@ class FrameBank:
 
     def __init__(self, max_tokens: int | None = None) -> None:
         self.max_tokens = max_tokens
+        self.tile = 0  # the tile of a tiled frame being denoised (`tiles.py`): each tile has its own slots
         self.anchor: dict[tuple[str, int], KeyValue] = {}
         self.previous: dict[tuple[str, int], KeyValue] = {}
         self.anchors: list[bool] = []
@@ -55,9 +56,14 @@ class FrameBank:
 
     def next_step(self, layer: str) -> int:
         """The denoising step this layer is at: the UNet calls each layer once per step."""
-        step = self._calls.get(layer, 0)
-        self._calls[layer] = step + 1
+        key = self._in_tile((layer, 0))[0]
+        step = self._calls.get(key, 0)
+        self._calls[key] = step + 1
         return step
+
+    def _in_tile(self, slot: tuple[str, int]) -> tuple[str, int]:
+        """The slot (layer, step) of the tile being denoised: tile 0's is the slot itself."""
+        return slot if not self.tile else (f"{slot[0]}@tile{self.tile}", slot[1])
 
     def _bounded(self, key: torch.Tensor, value: torch.Tensor) -> KeyValue:
         """Copies (contiguous, owning their memory) of `key`/`value`, strided to at most `max_tokens` tokens."""
@@ -76,7 +82,7 @@ class FrameBank:
         anchor's and the previous frame's keys/values; None when the frame is a fresh anchor (the first frame,
         a scene cut), which attends to itself only."""
         anchors = self.anchors if len(self.anchors) == frames else [False] * frames
-        anchor, previous = self.anchor.get(slot), self.previous.get(slot)
+        anchor, previous = self.anchor.get(self._in_tile(slot)), self.previous.get(self._in_tile(slot))
         if anchors[index] or anchor is None or previous is None:
             return None
         return [anchor] if previous is anchor else [anchor, previous]
@@ -85,8 +91,8 @@ class FrameBank:
         """Keep a frame's keys/values (..., N, d) at `slot` as the previous frame, and as the anchor if `fresh`."""
         stored = self._bounded(key, value)
         if fresh:
-            self.anchor[slot] = stored
-        self.previous[slot] = stored
+            self.anchor[self._in_tile(slot)] = stored
+        self.previous[self._in_tile(slot)] = stored
 
     def attend(
         self,

@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 if TYPE_CHECKING:
     from v2v.diffusion.registry import Defaults
 
+from v2v.diffusion.loras import parse_loras
 from v2v.errors import InputError, ParameterError, UsageError
 
 Config = TypeVar("Config", bound="RestyleConfig")
 CONTROL_NORMS = ("shot", "frame")  # how depth and Sobel soft-edge maps are rescaled (v2v.diffusion.control)
+OFFLOADS = ("none", "model", "sequential")  # diffusers' CPU offload: none, enable_model_/enable_sequential_cpu_offload
 
 
 @dataclasses.dataclass
@@ -56,8 +58,8 @@ class RestyleConfig:
     instantid: str | None = None
     face_encoder: str | None = None
     identity_scale: float = 0.8
-    lora: str | None = None
-    lora_scale: float = 1.0
+    # LoRAs stacked and fused into the base, each `PATH[:WEIGHT]` (weight 1 when none: `loras.parse_lora`)
+    lora: list[str] = dataclasses.field(default_factory=list)
     scheduler: str | None = None
     strength: float | None = None  # None: the family's default (0.5 for SD)
     steps: int | None = None  # None: the family's default (20 for SD)
@@ -75,11 +77,28 @@ class RestyleConfig:
     max_side: int | None = None  # downscale frames whose longer side is larger, diffuse, scale back
     attention_slicing: bool = False
     vae_tiling: bool = False
+    # frames above the family's working size are denoised in overlapping tiles (`tiles.py`): the tile's side in
+    # pixels (None: the family's working size, `Defaults.tile`; 0: never tile) and the pixels neighbours share
+    # (None: the family's share of the tile)
+    tile: int | None = None
+    tile_overlap: int | None = None
     # cap on the tokens kept per frame in the cross-frame attention bank (None: from the memory available)
     bank_tokens: int | None = None
     model_config: str | None = None  # diffusers configs for a single-file checkpoint
+    # video families (`video_stage.VideoModelStage`): frames a window (None: the family's), frames of overlap, the
+    # colour anchor's weight (0-1), a reference image (VACE); their `offload` "model" moves the text encoder off the
+    # device once the prompt is encoded
+    window: int | None = None
+    window_overlap: int | None = None
+    anchor: float = 1.0
+    reference: str | None = None
+    motion_adapter: str | None = None  # AnimateDiff: the MotionAdapter folder that animates an SD 1.5 base
     device: str | None = None  # None: `v2v.devices.resolve_device`'s choice (CUDA when there is one)
     dtype: str | None = None  # fp16/float16, bf16/bfloat16 or fp32/float32 (None: v2v.devices' default)
+    # the weights' home between uses (`OFFLOADS`): "none" (all on the device), "model" (each model moves to the
+    # device while it runs), "sequential" (each layer does); None: "none", or "model" when they do not fit
+    offload: str | None = None
+    compile: bool = False  # torch.compile the denoiser (UNet or transformer)
 
     @property
     def text(self) -> str:
@@ -108,6 +127,9 @@ class RestyleConfig:
         if self.true_cfg is not None and not self.negative_prompt:
             raise UsageError.naming(
                 "{true_cfg} does nothing without {negative_prompt} (its second pass reads that prompt)")
+        if isinstance(self.lora, str):  # a recipe's `lora = "x.safetensors"`: one LoRA
+            self.lora = [self.lora]
+        parse_loras(self.lora)  # a weight that is not a number is refused before any model loads
         if self.identity or self.instantid or self.face_encoder:
             from v2v.diffusion.instantid import check_identity_options
 
@@ -116,6 +138,10 @@ class RestyleConfig:
             raise ParameterError("identity_scale", f"must be a finite number >= 0, got {self.identity_scale}")
         if self.bank_tokens is not None and self.bank_tokens < 1:
             raise UsageError(f"bank tokens must be >= 1, got {self.bank_tokens}")
+        if self.tile is not None and self.tile < 0:
+            raise ParameterError("tile", f"must be a side in pixels, or 0 for no tiles, got {self.tile}")
+        if self.tile_overlap is not None and self.tile_overlap < 0:
+            raise ParameterError("tile_overlap", f"must be >= 0 pixels, got {self.tile_overlap}")
         if self.controls and len(self.controls) != len(self.controlnets):
             raise UsageError.naming("{nets} ControlNet(s) but {given} {controls}: give one each",
                                      nets=len(self.controlnets), given=len(self.controls))
@@ -124,6 +150,12 @@ class RestyleConfig:
         if len(self.control_modes) > len(self.controlnets):
             raise UsageError.naming("{given} {control_modes} for {nets} ControlNet(s)", given=len(self.control_modes),
                                      nets=len(self.controlnets))
+        if self.offload is not None and self.offload not in OFFLOADS:
+            raise ParameterError("offload", f"must be none, model or sequential, got {self.offload!r}")
+        if self.offload not in (None, "none"):
+            from v2v.devices import resolve_device
+
+            check_offload(self.offload, resolve_device(self.device))
         if self.control_norm not in CONTROL_NORMS:
             raise UsageError(f"control normalisation must be shot or frame, got {self.control_norm!r}")
         if len(self.control_scales) not in (1, len(self.controlnets) or 1):
@@ -135,6 +167,8 @@ class RestyleConfig:
             raise UsageError(f"fusion must be in [0, 1), got {self.fusion}")
         if not 0.0 <= self.latent_fusion <= 1.0:
             raise UsageError(f"latent fusion must be in [0, 1], got {self.latent_fusion}")
+        if not 0.0 <= self.anchor <= 1.0:
+            raise ParameterError("anchor", f"must be in [0, 1], got {self.anchor}")
         if not 0.0 < self.latent_fusion_steps <= 1.0:
             raise UsageError(f"latent fusion steps must be a share in (0, 1], got {self.latent_fusion_steps}")
         return self
@@ -188,6 +222,17 @@ class EditConfig(RestyleConfig):
             raise UsageError.naming(
                 'no instruction: pass {instruction} "what to change" (or instruction = ... in a recipe)')
         return super().check()
+
+
+def check_offload(offload: str | None, device: Any) -> None:
+    """UsageError (one line) for `--offload model|sequential` where there is no CUDA device to offload to."""
+    if offload in (None, "none") or device.type == "cuda":
+        return
+    import torch
+
+    why = "torch sees no CUDA device here" if not torch.cuda.is_available() else f"the device is {device}"
+    raise UsageError.naming("{offload} {asked} moves weights between CPU memory and a CUDA device, but {why}: drop "
+                            "{offload}", asked=offload, why=why)  # fmt: skip
 
 
 LIGHTS = ("none", "left", "right", "top", "bottom")

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 CONTROLS = ("canny", "softedge", "softedge-hed", "softedge-sobel", "tile", "depth", "pose")  # and "inpaint"
 SHOT_RATE = 0.1  # weight of each new frame in a shot's running range (a memory of about 10 frames)
+UNIT = 255.0  # HED's pixel scale (SoftEdgeMaps folds it into the biases: fp16-safe activations)
 
 
 def canny(images: torch.Tensor, low: int = 100, high: int = 200) -> torch.Tensor:
@@ -106,10 +107,11 @@ class ShotNormalised:
 
     def close(self) -> None:
         self._ratios: torch.Tensor | None = None  # (below, above) of the shot so far
-        self._signature: Any = None  # the last frame's, for v2v.scenes
+        self._known: torch.Tensor | None = None  # whether `_ratios` holds a frame of this shot (a 0-d bool tensor)
+        self._signature: Any = None  # the last frame's, for v2v.scenes (when the caller gives no cuts)
 
     def _cuts(self, images: torch.Tensor) -> list[bool]:
-        """Whether each frame starts a new shot (the first frame ever does)."""
+        """Whether each frame starts a new shot, for callers that do not say (the first frame ever does)."""
         from v2v.scenes import signature, signatures_cut
 
         cuts = []
@@ -120,8 +122,13 @@ class ShotNormalised:
         return cuts
 
     @torch.inference_mode()
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        raw = self.raw(images).float()
+    def __call__(self, images: torch.Tensor, cuts: list[bool] | None = None) -> torch.Tensor:
+        """Maps for `images`; `cuts`: whether each frame starts a new shot, from the host frames the caller holds
+        (the diffusion stage's own scene cuts); None: found here, from the frames read back."""
+        return self._rescaled(self.raw(images).float(), images, cuts).to(images.dtype)
+
+    def _rescaled(self, raw: torch.Tensor, images: torch.Tensor, cuts: list[bool] | None) -> torch.Tensor:
+        """Raw maps (B, 1, H, W) float32 rescaled by the shot's running ratios, to (B, 3, H, W)."""
         flat = raw.flatten(1)
         low, high = flat.aminmax(dim=1)
         if self.anchored:
@@ -131,17 +138,19 @@ class ShotNormalised:
             centre, spread = flat.mean(dim=1), flat.std(dim=1)
             below = (centre - low) / spread.clamp_min(1e-12)
         ratios = torch.stack([below, (high - centre) / spread.clamp_min(1e-12)], dim=1)  # (B, 2)
+        learns = spread > 1e-6  # a flat frame has no extremes to learn from
         maps = []
-        for index, cut in enumerate(self._cuts(images)):
-            if cut:
-                self._ratios = None
-            if float(spread[index]) > 1e-6:  # a flat frame has no extremes to learn from
-                known = self._ratios
-                self._ratios = ratios[index] if known is None else known + self.rate * (ratios[index] - known)
-            below, above = self._ratios if self._ratios is not None else ratios[index]
+        # the running ratios stay on the device: no frame's values are read back to decide anything
+        for index, cut in enumerate(self._cuts(images) if cuts is None else cuts):
+            if cut or self._ratios is None or self._known is None:
+                self._ratios, self._known = torch.zeros_like(ratios[index]), torch.zeros_like(learns[index])
+            blended = torch.where(self._known, self._ratios + self.rate * (ratios[index] - self._ratios), ratios[index])
+            self._ratios = torch.where(learns[index], blended, self._ratios)
+            self._known = self._known | learns[index]
+            below, above = torch.where(self._known, self._ratios, ratios[index])
             bottom, top = centre[index] - below * spread[index], centre[index] + above * spread[index]
             maps.append(((raw[index] - bottom) / (top - bottom).clamp_min(1e-6)).clamp(0, 1))
-        return torch.stack(maps).expand(-1, 3, -1, -1).to(images.dtype).contiguous()
+        return torch.stack(maps).expand(-1, 3, -1, -1).contiguous()
 
 
 class _HEDBlock(torch.nn.Module):
@@ -220,13 +229,23 @@ class SoftEdgeMaps:
     def __init__(self, path: str | os.PathLike[str], device: str | torch.device | None = None,
                  dtype: torch.dtype = torch.float32) -> None:
         self.device, self.dtype = resolve_device(device), dtype
-        self.model = load_softedge_model(path, self.device, dtype)
+        self.model = load_softedge_model(path, self.device, torch.float32)
+        # HED reads 0-255 pixels, so its activations reach thousands: past fp16's 65504 in the deep stages. A ReLU
+        # network with max-pools is positively homogeneous once its biases scale too, so with the norm and every bias
+        # divided by 255 it reads [0, 1] pixels and gives every activation and side output 255 times smaller,
+        # scaled back in float32 after.
+        with torch.no_grad():
+            self.model.norm.div_(UNIT)
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.Conv2d) and module.bias is not None:
+                    module.bias.div_(UNIT)
+        self.model.to(dtype)
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        sides = self.model(images.to(self.device, self.dtype) * 255.0)
+        sides = self.model(images.to(self.device, self.dtype))
         size = images.shape[-2:]
-        mean = torch.stack([F.interpolate(side.float(), size=size, mode="bilinear", align_corners=False)
+        mean = torch.stack([F.interpolate(side.float() * UNIT, size=size, mode="bilinear", align_corners=False)
                             for side in sides]).mean(dim=0)
         return torch.sigmoid(mean).expand(-1, 3, -1, -1).to(images.device, images.dtype).contiguous()
 

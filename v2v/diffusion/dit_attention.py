@@ -10,8 +10,8 @@ banked: nothing of the prompt is duplicated.
 
 The bank is `attention.FrameBank` (anchor + previous frame, an optional token cap, restarted at scene
 cuts). The denoising step is not counted per layer call as in a UNet: a forward pre-hook on the
-transformer reads the timestep of every call, so the count stays right whatever order the blocks run in
-and however often the pipeline calls the transformer per step.
+transformer reads the scheduler's step index on every call (host state, no device read), so the count stays
+right whatever order the blocks run in and however often the pipeline calls the transformer per step.
 
 The processors for FLUX, SD3 and Qwen-Image are here; a DiT family names its own (`DiTFamily`: which processor
 class, on which attention layers), so a new family may bring a new processor without an entry here.
@@ -42,20 +42,15 @@ class TransformerCall:
     text_tokens: int = 0
 
 
-def _watch_calls(transformer: Any, bank: FrameBank, call: TransformerCall) -> Any:
+def _watch_calls(transformer: Any, scheduler: Any, bank: FrameBank, call: TransformerCall) -> Any:
     """A forward pre-hook that updates `call` on every transformer call; returns the hook's handle.
 
-    A call at a timestep not seen since `bank.begin` is a new step; another call at the same timestep is
-    the next pass of that step (true CFG's negative prompt, a second-order scheduler's correction)."""
+    The clock is the scheduler's step index (host state: reading the timestep tensor would wait for the device on
+    every call). A call at a step index not seen since `bank.begin` is a new step; another call at the same index
+    is the next pass of that step (true CFG's negative prompt). Without a scheduler every call is a step."""
 
     def before(module: Any, args: tuple, kwargs: dict[str, Any]) -> None:
-        timestep = kwargs.get("timestep")
-        if timestep is None:
-            timestep = args[3] if len(args) > 3 else None
-        if timestep is None or torch.as_tensor(timestep).device.type == "meta":  # counted on the meta device
-            moment = "?"
-        else:
-            moment = repr(float(torch.as_tensor(timestep).flatten()[0]))
+        moment = scheduler.step_index if scheduler is not None else bank.next_step("dit-unclocked")
         call.passes = bank.next_step(f"dit-call@{moment}")
         if call.passes == 0:
             call.step = bank.next_step("dit-steps")
@@ -339,9 +334,12 @@ def cross_frame_layers(transformer: Any, family: DiTFamily) -> list[str]:
 
 
 @contextlib.contextmanager
-def dit_cross_frame_attention(transformer: Any, bank: FrameBank, family: DiTFamily) -> Iterator[TransformerCall]:
-    """Install the family's cross-frame processors on `transformer` for the block; afterwards (also on
-    error) the very processor objects that were there before are back and the step hook is gone."""
+def dit_cross_frame_attention(
+    transformer: Any, bank: FrameBank, family: DiTFamily, scheduler: Any = None
+) -> Iterator[TransformerCall]:
+    """Install the family's cross-frame processors on `transformer` for the block, clocked by `scheduler`'s step
+    index (the pipeline's scheduler); afterwards (also on error) the very processor objects that were there before
+    are back and the step hook is gone."""
     processor = family.cross_frame_processor()
     call = TransformerCall()
     replacements = {
@@ -350,7 +348,7 @@ def dit_cross_frame_attention(transformer: Any, bank: FrameBank, family: DiTFami
         if family.gets_cross_frame(name)
     }
     with install_processors(transformer, replacements):
-        handle = _watch_calls(transformer, bank, call)
+        handle = _watch_calls(transformer, scheduler, bank, call)
         try:
             yield call
         finally:

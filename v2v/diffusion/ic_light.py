@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from v2v.diffusion.tiles import cut_to_tile
 from v2v.errors import ModelError
 
 CONV_IN = "conv_in.weight"
@@ -100,7 +101,7 @@ class WidenedConvIn(torch.nn.Module):
     def forward(self, sample: torch.Tensor) -> torch.Tensor:
         if self.conditions is None:
             raise RuntimeError("IC-Light's UNet was called without its conditions")
-        conditions = self.conditions.to(sample)
+        conditions = cut_to_tile(self.conditions).to(sample)  # a tiled frame's UNet sees one tile (`tiles.py`)
         conditions = conditions.repeat(sample.shape[0] // conditions.shape[0], 1, 1, 1)
         out = self.base(sample)
         return out.add_(self.extra(conditions)) if torch.is_inference_mode_enabled() else out + self.extra(conditions)

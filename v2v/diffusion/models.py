@@ -1,4 +1,4 @@
-"""What loading diffusion models shares: where a model is on disk, LoRAs, schedulers, the IP-Adapter's
+"""What loading diffusion models shares: where a model is on disk, schedulers, the IP-Adapter's
 files and width, and the ControlNet fit check. A family's own loading (`registry.Family.load`, `load_controlnet`,
 `load_ip_adapter`) is built from these; this module knows no family.
 
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from v2v.errors import ModelError, require
+from v2v.errors import ModelError
 
 if TYPE_CHECKING:
     import torch
@@ -138,22 +138,6 @@ def set_scheduler(pipe: Any, name: str) -> None:
         raise ModelError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
     class_name, extra = SCHEDULERS[name]
     pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config, **extra)
-
-
-def load_lora(pipe: Any, name: str, scale: float) -> None:
-    """Load a LoRA (diffusers or kohya layout, a file or a folder) and fuse it at `scale`."""
-    require("peft", "diffusion")
-    path = resolve_path(name, "LoRA")
-    try:
-        if path.is_file():
-            pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name="v2v")
-        else:
-            pipe.load_lora_weights(str(path), adapter_name="v2v", local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(f"cannot load LoRA {name!r}: {first_line(exc)}") from exc
-    pipe.set_adapters(["v2v"], adapter_weights=[scale])
-    pipe.fuse_lora(adapter_names=["v2v"], lora_scale=1.0)
-    pipe.unload_lora_weights()
 
 
 # where an IP-Adapter's image encoder lies, from the weights' folder (h94/IP-Adapter: models/image_encoder)

@@ -48,7 +48,9 @@ Attributes:
   e.g. {"restyle": "FluxImg2ImgPipeline", "restyle+controlnet": "FluxControlNetImg2ImgPipeline"};
 - `controlnet_classes`: the diffusers class names (config `_class_name`) of the ControlNets it takes;
 - `ip_adapter`: an `IPAdapterDefaults` (default weights + image encoder), or None if it takes none;
-- `defaults`: a `Defaults` (steps, guidance, strength, image guidance, scheduler, dtype policy, multiple);
+- `defaults`: a `Defaults` (steps, guidance, strength, image guidance, scheduler, dtype policy, multiple, and the
+  working size above which frames are denoised in tiles, `v2v.diffusion.tiles`);
+- `tileable`: False where the pipeline puts other image tokens in the sequence (frames are then never tiled);
 - `checkpoint_configs`: a hub id whose diffusers configs fit a single-file checkpoint of the family.
 Methods, overridden where the family differs from its base:
 - recognition: `recognise(info)` says whether a `ModelInfo` (a diffusers folder's model_index.json and
@@ -56,6 +58,8 @@ Methods, overridden where the family differs from its base:
   exact (two families never both claim a model), except for single files whose layout two families share
   and that do different edit kinds (FLUX.1 and FLUX.1 Kontext): `detect()` asks every registered family, and
   the command's kind picks between those;
+- `claims_lora(shapes)`: whether a LoRA (its tensor names and shapes) was made for this family, to name it when
+  another family's base refuses it (`v2v.diffusion.loras`);
 - loading: `load()` (base: `<pipelines[kind]>.from_pretrained` / `from_single_file` with configs from a local
   folder, never the hub), `load_controlnet()`, `check_controlnet()`, `load_ip_adapter()`;
 - temporal: `cross_frame_attention(pipe, bank)`, a context manager that installs cross-frame attention
@@ -117,6 +121,8 @@ class Defaults:
     scheduler: a name of `models.SCHEDULERS`, or None to keep the model's own.
     half: fp16 on CUDA (True) or bf16 (False, for models that overflow in fp16). The CPU always runs fp32.
     multiple: frame sides must be multiples of this (None: the VAE's scale factor); other sizes are padded.
+    tile, tile_overlap: the working size in pixels; larger frames are denoised in tiles of it, neighbours sharing
+    `tile_overlap` pixels (`v2v.diffusion.tiles`).
     """
 
     steps: int = 20
@@ -126,6 +132,8 @@ class Defaults:
     scheduler: str | None = None
     half: bool = True
     multiple: int | None = None
+    tile: int = 512
+    tile_overlap: int = 128
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,6 +234,10 @@ class Family:
     # kinds whose pipeline runs "true CFG" (`--true-cfg`: a second pass a step on the negative prompt) for a
     # guidance-distilled family; its `call_arguments` then pass `Batch.true_cfg` as `true_cfg_scale`
     true_cfg_kinds: tuple[str, ...] = ()
+    # whether frames above the working size may be denoised in tiles (False where the pipeline puts other image
+    # tokens in the sequence, as edit DiTs do with the source's: `v2v.diffusion.tiles`)
+    tileable = True
+    video = False  # True: a video family (`families/video.py`), run by `video_stage.VideoModelStage`
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"
@@ -241,6 +253,11 @@ class Family:
         if not self.checkpoint_configs:
             raise ModelError(f"{self.title} has no single-file loader; pass its diffusers folder")
         return self.checkpoint_configs
+
+    def claims_lora(self, shapes: Mapping[str, tuple[int, ...]]) -> bool:
+        """Whether a LoRA with these tensor names and shapes was made for this family (to name it when another
+        family's base refuses it; `v2v.diffusion.loras`). Base: no family is named."""
+        return False
 
     def kind(self, base: str, controlnets: int) -> str:
         """The edit kind for a command's `base` kind ("restyle" or "edit") with `controlnets` ControlNets;
@@ -459,6 +476,40 @@ class Family:
         (B, 3, H, W) float in [0, 1])."""
         raise NotImplementedError
 
+    # --- the prompt, encoded once a run ------------------------------------------------------------------
+
+    text_reads_image = False  # True: the text encoder reads each frame too (Qwen-Image-Edit), so nothing is cached
+
+    def encode_text(self, pipe: Any, prompt: str, negative: str | None, **options: Any) -> dict[str, torch.Tensor]:
+        """The pipeline's own encoding of `prompt` (and `negative`; None when the call has no negative pass) for ONE
+        image, as the keyword arguments its call takes in place of the strings (`prompt_embeds`, ...). `options`:
+        what else the encoder reads (the T5 length)."""
+        raise NotImplementedError
+
+    def text_arguments(self, pipe: Any, batch: Batch, negative: str | None, **options: Any) -> dict[str, Any]:
+        """The prompt and negative prompt of a pipeline call, as embeddings: each distinct (prompt, negative,
+        options) is encoded once a run (cached on the pipeline, which lives as long as the stage) and repeated for
+        the batch's frames, so the text encoders (T5-XXL for FLUX and SD3) run once, not once a frame."""
+        if self.text_reads_image:
+            texts = {"prompt": [batch.prompt] * batch.count}
+            return texts if negative is None else {**texts, "negative_prompt": [negative] * batch.count}
+        cache: dict[tuple[Any, ...], dict[str, torch.Tensor]] | None = getattr(pipe, "v2v_text", None)
+        if cache is None:
+            pipe.v2v_text = cache = {}
+        key = (batch.prompt, negative, tuple(sorted(options.items())))
+        if key not in cache:
+            import torch
+
+            with torch.inference_mode():
+                encoded = self.encode_text(pipe, batch.prompt, negative, **options)
+            cache[key] = {name: value for name, value in encoded.items() if value is not None}
+        return {name: _repeated(value, batch.count) for name, value in cache[key].items()}
+
+
+def _repeated(tensor: torch.Tensor, count: int) -> torch.Tensor:
+    """One image's embedding (1, ...) for `count` frames; a copy, as pipelines may change what they are handed."""
+    return tensor.repeat(count, *[1] * (tensor.dim() - 1)) if count > 1 else tensor
+
 
 # --- the registry ------------------------------------------------------------------------------------------
 
@@ -525,11 +576,24 @@ def model_info(path: Path) -> ModelInfo:
     return ModelInfo(path, index=index)
 
 
-def detect(model: str, model_config: str | None = None, kind: str | None = None) -> tuple[Family, ModelInfo]:
+def detect(
+    model: str, model_config: str | None = None, kind: str | None = None, motion_adapter: str | None = None
+) -> tuple[Family, ModelInfo]:
     """The family of base model `model` (a diffusers folder, a single file or a hub id) and what was read
     of it. ModelError (one line) for a model no family takes, listing the known families; for a single file
     whose family can't be told, saying how to pass a folder instead. `kind` (the command's: "restyle", "edit",
-    "inpaint") chooses between families that share a single file's layout."""
+    "inpaint") chooses between families that share a single file's layout. With a `motion_adapter`, the family is
+    the video family that animates the base model's (`animates`: AnimateDiff animates SD 1.5); UsageError (one line)
+    when none does."""
+    if motion_adapter:
+        base, info = detect(model, model_config, kind)
+        animating = [family for family in all_families() if base.name in getattr(family, "animates", ())]
+        if not animating:
+            what = " or ".join(family.animates_what for family in all_families() if getattr(family, "animates", ()))
+            raise UsageError.naming("{motion_adapter} animates {what}; {model!r} is {title}: pass such a base "
+                                    "model, or drop {motion_adapter}", what=what or "no family's models", model=model,
+                                    title=base.title)  # fmt: skip
+        return animating[0], info
     from v2v.diffusion.hub import CONFIGS
     from v2v.diffusion.models import resolve_path
 

@@ -34,12 +34,14 @@ from typing import Any
 import numpy as np
 
 from v2v.diffusion.config import EditConfig, RestyleConfig
+from v2v.diffusion.loras import load_loras, parse_loras
 from v2v.errors import ModelError, UsageError, require
 from v2v.frames import Frame, images_to_tensor, tensor_to_images
 from v2v.pipeline import batched
-from v2v.scenes import is_cut
+from v2v.scenes import signature, signatures_cut
 
 log = logging.getLogger(__name__)
+OFFLOAD_SHARE = 0.8  # of the GPU's free memory the weights may take before the default offloads them
 
 
 class DiffusionStage:
@@ -83,6 +85,11 @@ class DiffusionStage:
         self.config = config = config.with_defaults(self.family.defaults).check()
         self.device = resolve_device(config.device)
         self.dtype = parse_dtype(config.dtype) if config.dtype else self.family.dtype(self.device)
+        if getattr(self.family, "video", False):
+            raise UsageError(f"{self.family.title} is a video model: video_stage.VideoModelStage runs it")
+        if config.window or config.window_overlap is not None or config.reference:
+            raise UsageError.naming("{window}, {window_overlap} and {reference} are for video models; {title} "
+                                    "diffuses frame by frame", title=self.family.title)  # fmt: skip
         if config.ip_adapter and self.family.ip_adapter is None:
             raise ModelError.naming("{title} models take no IP-Adapter; drop {ip_adapter}", title=self.family.title)
         if config.true_cfg is not None:
@@ -90,9 +97,9 @@ class DiffusionStage:
         # 2. ControlNets first: the cheaper error (a missing ControlNet) comes before the big load.
         names = config.controlnets + ([self.identity.controlnet_path] if self.identity is not None else [])
         controlnets = [self.family.load_controlnet(name, self.dtype, config.model) for name in names]
-        # 3. The base pipeline, then what modifies it.
+        # 3. The base pipeline (in CPU memory until `_place` says where it runs on CUDA), then what modifies it.
         self.pipe = self.family.load(
-            info, self.kind, controlnets, model=config.model, device=self.device, dtype=self.dtype,
+            info, self.kind, controlnets, model=config.model, device=self._load_device(), dtype=self.dtype,
             model_config=config.model_config,
         )  # fmt: skip
         for net, name in zip(controlnets, names, strict=True):
@@ -100,8 +107,7 @@ class DiffusionStage:
         scheduler = config.scheduler or self.family.defaults.scheduler
         if scheduler:
             models.set_scheduler(self.pipe, scheduler)
-        if config.lora:
-            models.load_lora(self.pipe, config.lora, config.lora_scale)
+        load_loras(self.pipe, self.family, parse_loras(config.lora), config.model)
         self.image_guidance: float | None = getattr(config, "image_guidance", None)
         self.guided = self.family.guided(self.pipe, float(config.guidance), self.image_guidance)
         self.guided |= config.true_cfg is not None  # two passes a step, each with its own bank slots
@@ -111,7 +117,6 @@ class DiffusionStage:
             self.family.load_ip_adapter(
                 self.pipe, config.ip_adapter_model, config.image_encoder, config.ip_adapter_scale
             )
-            self.ip_embeds = self.family.ip_adapter_embeds(self.pipe, reference, self.device, self.guided)
         if self.identity is not None:
             self.ip_embeds = self.identity.attach(self.pipe, self.guided)
         if config.attention_slicing:
@@ -120,8 +125,17 @@ class DiffusionStage:
                 log.warning("attention slicing is not combined with an IP-Adapter; running without it")
             else:
                 self.pipe.enable_attention_slicing()
-        if config.vae_tiling:
+        self.multiple = self.family.multiple(self.pipe)
+        self.tiling = self._tiling()  # (tile, overlap, alignment) in latent units, or None: frames are never tiled
+        if config.vae_tiling and self.tiling is None:
             self.pipe.vae.enable_tiling()
+        self.offload = self._place(config.offload)
+        if config.compile:
+            self.family.denoiser(self.pipe).compile()  # in place: the pipeline still sees its own module
+        if config.ip_adapter:  # on the device the pipeline runs on
+            self.ip_embeds = self.family.ip_adapter_embeds(self.pipe, reference, self.device, self.guided)
+        elif self.ip_embeds is not None:  # InstantID's, made while the pipeline was still in CPU memory
+            self.ip_embeds = [embeds.to(self.device) for embeds in self.ip_embeds]
         # 4. Control maps, prompt checks, and the cross-frame attention bank.
         self.controls = [
             control.make_control(
@@ -150,7 +164,94 @@ class DiffusionStage:
             self.latent_fusion = LatentFusion(self.family, weight, share, self.device, config.batch_size)
         self._bank_sized: tuple[int, int] | None = None  # the padded frame size the bank's cap was chosen for
         self._padding_told: set[tuple[int, int]] = set()
-        self.multiple = self.family.multiple(self.pipe)
+        self._tiles_told: set[tuple[int, int]] = set()
+
+    def _tiling(self) -> tuple[int, int, int] | None:
+        """(tile, overlap, alignment) in latent units for frames above the tile (`tiles.py`), the VAE tiled to match;
+        None when tiling is off or the family is not tiled."""
+        from v2v.diffusion import tiles
+
+        config, defaults, title = self.config, self.family.defaults, self.family.title
+        if config.tile == 0:
+            return None
+        if not self.family.tileable:
+            if config.tile is not None:
+                raise UsageError.naming("{title} frames are not tiled (the source image's tokens share the sequence): "
+                                        "drop {tile}, or use {max_side}", title=title)  # fmt: skip
+            return None
+        tile = config.tile or defaults.tile
+        overlap = config.tile_overlap
+        if overlap is None:  # the family's share of its tile
+            overlap = tile * defaults.tile_overlap // defaults.tile
+        factor = int(getattr(self.pipe, "vae_scale_factor", 8))
+        align = tiles.alignment(self.family, self.family.denoiser(self.pipe))
+        tiles.check_tile(tile, overlap, align * factor, title)
+        tile_latent = tile // (align * factor) * align  # whole multiples of the alignment
+        overlap_latent = min(-(-overlap // factor), tile_latent // 2)
+        self._vae_tiling = tiles.tile_vae(self.pipe.vae, tile_latent * factor, overlap_latent * factor)
+        return tile_latent, overlap_latent, align
+
+    def _tile_grid(self, height: int, width: int) -> Any:
+        """The tiles of a padded frame of height x width pixels (`tiles.TileGrid`), or None when it fits in one;
+        the grid is logged once per frame size."""
+        from v2v.diffusion import tiles
+
+        if self.tiling is None:
+            return None
+        factor = int(getattr(self.pipe, "vae_scale_factor", 8))
+        grid = tiles.plan_tiles(height // factor, width // factor, *self.tiling)
+        if grid is not None and (height, width) not in self._tiles_told:
+            self._tiles_told.add((height, width))
+            log.info("tiled diffusion: %dx%d frames in %s, neighbours sharing %d px, blended every step (%s); "
+                     "--tile N|off sets the tile", width, height, tiles.describe(grid, factor),
+                     self.tiling[1] * factor, self._vae_tiling)  # fmt: skip
+        return grid
+
+    def _tiled(self, grid: Any) -> contextlib.AbstractContextManager[Any]:
+        """The denoiser and ControlNet run per tile of `grid` for the block (nothing when `grid` is None)."""
+        if grid is None:
+            return contextlib.nullcontext()
+        from v2v.diffusion.tiles import tiled_calls
+
+        modules = [self.family.denoiser(self.pipe)]
+        if getattr(self.pipe, "controlnet", None) is not None:
+            modules.append(self.pipe.controlnet)
+        packed = bool(getattr(self.family, "packed_latents", False))
+        return tiled_calls(modules, grid, packed=packed, patch=int(getattr(self.family, "patch", 1)),
+                           on_tile=lambda number: setattr(self.bank, "tile", number))  # fmt: skip
+
+    def _load_device(self) -> Any:
+        """Where the weights load: the CPU when the device is CUDA (`_place` then moves or offloads them), else the
+        device itself."""
+        import torch
+
+        return torch.device("cpu") if self.device.type == "cuda" else self.device
+
+    def _place(self, offload: str | None) -> str:
+        """Put the pipeline on its device, or offload it to CPU memory with diffusers' hooks that move each model
+        (or layer) to the device while it runs; returns the offload used. Without a choice: none, or model when the
+        weights do not fit the device's free memory, with a line saying so."""
+        if self.device.type != "cuda":
+            return "none"
+        if offload is None:
+            import torch
+
+            weights = sum(parameter.numel() * parameter.element_size() for module in self.pipe.components.values()
+                          if isinstance(module, torch.nn.Module) for parameter in module.parameters())  # fmt: skip
+            free = torch.cuda.mem_get_info(self.device)[0]
+            offload = "model" if weights > OFFLOAD_SHARE * free else "none"
+            if offload == "model":
+                log.warning("%s's weights (%.1f GB) do not fit in %.0f%% of the GPU's free memory (%.1f GB): "
+                            "offloading each model to CPU memory between uses (--offload model; --offload none to "
+                            "refuse)",
+                            self.family.title, weights / 1e9, OFFLOAD_SHARE * 100, free / 1e9)  # fmt: skip
+        if offload == "model":
+            self.pipe.enable_model_cpu_offload(device=self.device)
+        elif offload == "sequential":
+            self.pipe.enable_sequential_cpu_offload(device=self.device)
+        else:
+            self.pipe.to(self.device)
+        return offload
 
     def _warn_long_prompt(self, prompt: str, what: str) -> None:
         tokenizer = getattr(self.pipe, "tokenizer", None)
@@ -195,13 +296,14 @@ class DiffusionStage:
             )
             yield from window.process(frames)
             return
-        previous: np.ndarray | None = None
+        previous: Any = None  # the last frame's scene signature: each frame's is computed once
         for batch in batched(frames, self.config.batch_size):
             # the first frame of a new shot becomes the anchor of cross-frame attention
             cuts = []
             for frame in batch:
-                cuts.append(previous is not None and is_cut(previous, frame.image))
-                previous = frame.image
+                current = signature(frame.image)
+                cuts.append(previous is not None and signatures_cut(previous, current))
+                previous = current
             images = self.diffuse([frame.image for frame in batch], [frame.index for frame in batch], cuts)
             yield from zip(batch, images, strict=True)
 
@@ -220,15 +322,21 @@ class DiffusionStage:
         restarts by itself at scene cuts)."""
         return edited if fuser is None else fuser.fuse(edited, source)
 
-    def _size_bank(self, height: int, width: int) -> None:
+    def _size_bank(self, height: int, width: int, grid: Any = None) -> None:
         """Cap the bank's tokens per frame so that it fits in its share of the memory available now, for
-        frames of height x width (padded); say what was chosen. `--bank-tokens` overrides it."""
+        frames of height x width (padded), tiled by `grid` (each tile keeps its own); say what was chosen.
+        `--bank-tokens` overrides it."""
         from v2v.diffusion.attention import BANK_MEMORY_FRACTION, bank_budget, bank_bytes, bank_cap
 
         if self._bank_sized == (height, width) or not self.config.temporal:
             return
         self._bank_sized = (height, width)
-        shapes = self.family.bank_shapes(self.pipe, height, width)
+        if grid is None:
+            shapes = self.family.bank_shapes(self.pipe, height, width)
+        else:
+            factor = int(getattr(self.pipe, "vae_scale_factor", 8))
+            shapes = [shape for row, column in grid.tiles() for shape in self.family.bank_shapes(
+                self.pipe, (row[1] - row[0]) * factor, (column[1] - column[0]) * factor)]  # fmt: skip
         steps = self.family.denoising_steps(self.kind, int(self.config.steps), float(self.config.strength))
         groups = self.family.guidance_groups(self.guided)
         element = self.dtype.itemsize
@@ -289,7 +397,8 @@ class DiffusionStage:
                         self.family.title, self.multiple)  # fmt: skip
         padded = _pad(scaled, pad_h, pad_w)
         count = padded.shape[0]
-        self._size_bank(padded.shape[-2], padded.shape[-1])
+        grid = self._tile_grid(padded.shape[-2], padded.shape[-1])
+        self._size_bank(padded.shape[-2], padded.shape[-1], grid)
         # 2. Control maps and the noise seeds.
         batch = Batch(
             kind=self.kind, images=padded, prompt=config.text, negative_prompt=config.negative_prompt,
@@ -302,10 +411,12 @@ class DiffusionStage:
             if stacked.shape[-2:] != scaled.shape[-2:]:
                 stacked = F.interpolate(stacked, size=scaled.shape[-2:], mode="bilinear", align_corners=False)
             batch.masks = _pad((stacked >= 0.5).to(self.device, self.dtype), pad_h, pad_w)
+        shots = list(cuts) if cuts is not None else None  # None: a map rescaled per shot finds the cuts itself
+        cuts = shots or [False] * count
         if self.controls:
             batch.control_images = [
                 make(padded, batch.masks) if getattr(make, "needs_mask", False)  # control.inpaint
-                else _pad(control_map(make, scaled, list(indices)), pad_h, pad_w) for make in self.controls
+                else _pad(control_map(make, scaled, list(indices), shots), pad_h, pad_w) for make in self.controls
             ]
             scales = config.control_scales * (len(config.controlnets) if len(config.control_scales) == 1 else 1)
             batch.control_scales = scales + ([self.identity.scale] if self.identity is not None else [])
@@ -316,7 +427,6 @@ class DiffusionStage:
         self.prepare_batch(batch, list(indices), fit)
         seeds = [config.seed] * count if config.temporal else [config.seed + index for index in indices]
         batch.generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-        cuts = list(cuts) if cuts is not None else [False] * count
         step_callback: dict[str, Any] = {}
         if self.latent_fusion is not None:  # the previous frame's latents, warped by the source's flow, where trusted
             sizes = (tuple(scaled.shape[-2:]), tuple(padded.shape[-2:]))
@@ -326,7 +436,7 @@ class DiffusionStage:
             self.family.cross_frame_attention(self.pipe, self.bank) if config.temporal else contextlib.nullcontext()
         )
         try:
-            with attention, torch.inference_mode():
+            with attention, self._tiled(grid), torch.inference_mode():
                 self.bank.begin(cuts)
                 result = self.pipe(**self.family.call_arguments(self.pipe, batch), **step_callback).images
             if self.latent_fusion is not None:

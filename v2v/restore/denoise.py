@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from v2v.devices import resolve_device
+from v2v.devices import resolve_device, tune_for_fixed_shapes
 from v2v.errors import ParameterError, UsageError
 from v2v.frames import Frame, images_to_tensor, tensor_to_images
 from v2v.pipeline import Context
@@ -147,6 +147,7 @@ class DenoiseStage:
             raise UsageError(f"the temporal radius must be >= 1 frame, got {radius}")
         self.temporal, self.radius = temporal, radius
         self.device = resolve_device(device)
+        tune_for_fixed_shapes(self.device)  # one frame (or tile) shape a clip
         named = model if isinstance(model, RestoreModel) else lookup(model, task="denoise")
         self.name = named.name
         network = named.load()

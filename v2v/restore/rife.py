@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from v2v.devices import resolve_device
+from v2v.devices import resolve_device, tune_for_fixed_shapes
 from v2v.errors import ParameterError
 from v2v.flow.warp import warp_by_flow
 from v2v.frames import check_image, images_to_tensor, tensor_to_images
@@ -234,18 +234,21 @@ class IFNet(nn.Module):
         blocks = (self.block0, self.block1, self.block2, self.block3)
         flow, mask = self._block(0, img0, img1, t, None, None, scales[0], ensemble)
         warped0, warped1 = warp(img0, flow[:, :2]), warp(img1, flow[:, 2:4])
+        large = None
         for level in range(1, 4):
             delta, delta_mask = blocks[level](torch.cat((warped0, warped1, t, mask), 1), flow, scales[level])
             if level == 1 and restart:
                 large = ((delta[:, :2].abs().amax((1, 2, 3)) > LARGE_MOTION)
                          & (delta[:, 2:4].abs().amax((1, 2, 3)) > LARGE_MOTION))  # fmt: skip
-                if bool(large.any()):
-                    return self._restart(img0, img1, t, scales, ensemble, large)
             if ensemble:
                 delta, delta_mask = self._block(level, warped0, warped1, t, mask, flow, scales[level], ensemble,
                                                 (delta, delta_mask))
             flow, mask = flow + delta, mask + delta_mask
             warped0, warped1 = warp(img0, flow[:, :2]), warp(img1, flow[:, 2:4])
+        # read only now, with the whole estimate queued: the device is not left idle while the host waits for it
+        # (large motion is rare, and then the work after block 1 is thrown away)
+        if large is not None and bool(large.any()):
+            return self._restart(img0, img1, t, scales, ensemble, large)
         return flow, mask, warped0, warped1
 
     def _block(self, level: int, a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None,
@@ -359,6 +362,7 @@ class Interpolator:
         self.model = lookup(model, task="interpolate") if isinstance(model, str) else model
         self.flow_scale = parse_scale(flow_scale)
         self.device = resolve_device(device)
+        tune_for_fixed_shapes(self.device)  # one frame (or tile) shape a clip
         self.dtype = IFNet.traits.dtype(self.device, dtype)
         self.refine = refine
         self.ensemble = ensemble

@@ -39,7 +39,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from v2v.devices import available_memory, resolve_device
+from v2v.devices import available_memory, resolve_device, tune_for_fixed_shapes
 from v2v.errors import ModelError, UsageError
 from v2v.frames import Frame, images_to_tensor, tensor_to_images
 from v2v.pipeline import Context
@@ -97,6 +97,7 @@ class VideoSRStage:
         if window is not None and window <= lookahead:
             raise UsageError(f"the window ({window} frames) must be longer than the look-ahead ({lookahead})")
         self.device = resolve_device(device)
+        tune_for_fixed_shapes(self.device)  # one frame (or tile) shape a clip
         # 2. Load and place the network (SPyNet stays float32).
         self.name, network = _resolve_model(model)
         self.dtype = network.traits.dtype(self.device, dtype)

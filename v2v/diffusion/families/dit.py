@@ -5,6 +5,7 @@ frame makes, packed latents, the T5 prompt length, and the keyword arguments eve
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,10 @@ class DiffusionTransformer(Family):
     # whether the pipeline's latents are (B, tokens, 4C) with each token a 2x2 patch of the VAE's latent image,
     # packed row-major (FLUX, Qwen-Image), rather than the (B, C, h, w) image itself (SD3 patches inside)
     packed_latents = False
+    lora_marker = ""  # a layer name only this family's LoRAs have (to name the family of a LoRA another refuses)
+
+    def claims_lora(self, shapes: Mapping[str, tuple[int, ...]]) -> bool:
+        return bool(self.lora_marker) and any(self.lora_marker in key for key in shapes)
 
     def cross_frame_processor(self) -> type[DiTCrossFrameProcessor]:
         """The processor class that gives the layers `gets_cross_frame` picks cross-frame attention: one of
@@ -41,7 +46,7 @@ class DiffusionTransformer(Family):
     def cross_frame_attention(self, pipe: Any, bank: FrameBank) -> AbstractContextManager[Any]:
         from v2v.diffusion.dit_attention import dit_cross_frame_attention
 
-        return dit_cross_frame_attention(pipe.transformer, bank, self)
+        return dit_cross_frame_attention(pipe.transformer, bank, self, pipe.scheduler)
 
     def image_tokens(self, pipe: Any, height: int, width: int) -> int:
         """Image tokens one frame of height x width pixels makes in the transformer's sequence."""
@@ -77,16 +82,30 @@ class DiffusionTransformer(Family):
         tokenizer = getattr(pipe, self.text_tokenizer, None)
         return min(self.max_sequence_length, int(getattr(tokenizer, "model_max_length", self.max_sequence_length)))
 
+    def encode_text(self, pipe: Any, prompt: str, negative: str | None, **options: Any) -> dict[str, Any]:
+        """FLUX's encoding (CLIP's pooled vector and T5's tokens), as its pipelines call it; SD3 overrides it."""
+        device, tokens = pipe._execution_device, options["max_sequence_length"]
+        embeds, pooled, _ = pipe.encode_prompt(prompt=prompt, prompt_2=None, device=device, max_sequence_length=tokens)
+        encoded = {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+        if negative is not None:
+            embeds, pooled, _ = pipe.encode_prompt(prompt=negative, prompt_2=None, device=device,
+                                                   max_sequence_length=tokens)  # fmt: skip
+            encoded.update(negative_prompt_embeds=embeds, negative_pooled_prompt_embeds=pooled)
+        return encoded
+
     def call_arguments(self, pipe: Any, batch: Batch) -> dict[str, Any]:
-        """What every DiT pipeline call takes: the prompt per frame, the frames at their (padded) size, steps,
-        guidance, generators and the T5 length; `strength` for the img2img kinds, the negative prompt when the call
-        is guided, and with `--true-cfg` (a guidance-distilled family's `true_cfg_kinds`) the negative prompt and
-        `true_cfg_scale` (diffusers then runs the transformer a second time a step on the negative prompt and takes
-        negative + scale x (positive - negative)). Families add what their pipeline takes besides, or drop what it
-        does not take."""
+        """What every DiT pipeline call takes: the prompt for each frame (as embeddings, encoded once a run:
+        `text_arguments`), the frames at their (padded) size, steps, guidance, generators and the T5 length; `strength`
+        for the img2img kinds, the negative prompt when the call is guided, and with `--true-cfg` (a
+        guidance-distilled family's `true_cfg_kinds`) the negative prompt and `true_cfg_scale` (diffusers then runs
+        the transformer a second time a step on the negative prompt and takes negative + scale x (positive -
+        negative)). Families add what their pipeline takes besides, or drop what it does not take."""
         height, width = batch.images.shape[-2:]
+        negative_pass = batch.true_cfg is not None or self.guided(pipe, batch.guidance, batch.image_guidance)
+        tokens = self.text_tokens(pipe)
         arguments: dict[str, Any] = dict(
-            prompt=[batch.prompt] * batch.count,
+            **self.text_arguments(pipe, batch, batch.negative_prompt if negative_pass else None,
+                                  max_sequence_length=tokens),
             image=batch.images,
             height=int(height),
             width=int(width),
@@ -94,12 +113,10 @@ class DiffusionTransformer(Family):
             guidance_scale=batch.guidance,
             generator=batch.generators,
             output_type="pt",
-            max_sequence_length=self.text_tokens(pipe),
+            max_sequence_length=tokens,
         )
         if batch.kind.startswith(("restyle", "inpaint")):  # denoised from the noised frame, not from noise
             arguments["strength"] = batch.strength
-        if batch.true_cfg is not None or self.guided(pipe, batch.guidance, batch.image_guidance):
-            arguments["negative_prompt"] = [batch.negative_prompt] * batch.count
         if batch.true_cfg is not None:
             arguments["true_cfg_scale"] = batch.true_cfg
         return arguments

@@ -61,9 +61,10 @@ class Flux(DiffusionTransformer):
         "ip_adapter.safetensors (and openai/clip-vit-large-patch14 as {image_encoder})",
     )
     # diffusers' FLUX.1-dev settings; bf16 on CUDA (FLUX overflows in fp16); sides: the VAE's 8 x 2x2 packing
-    defaults = Defaults(steps=28, guidance=3.5, strength=0.6, half=False, multiple=16)
+    defaults = Defaults(steps=28, guidance=3.5, strength=0.6, half=False, multiple=16, tile=1024, tile_overlap=256)
     checkpoint_configs = "black-forest-labs/FLUX.1-dev"
     packed_latents = True  # the pipeline packs 2x2 patches of the latent image into tokens
+    lora_marker = "single_transformer_blocks"
     takes_negative_prompt = False  # guidance-distilled: one pass a step, unless --true-cfg asks for a second
     true_cfg_kinds = ("restyle", "inpaint")  # FluxImg2ImgPipeline, FluxInpaintPipeline (not the ControlNet ones)
     max_sequence_length = 512  # T5 tokens at most, as FLUX.1-dev was trained (fewer if the T5 tokenizer says so)
@@ -115,6 +116,7 @@ class Flux(DiffusionTransformer):
         import torch
 
         prior, scale = redux
+        prior.to(device)  # loaded beside the pipeline in CPU memory; the prior runs once, on the device
         with torch.inference_mode():
             tokens = prior.image_embedder(prior.encode_image(reference, device, 1)).image_embeds
         return [tokens[:, :0] if scale == 0 else tokens * scale]  # (1, N, text width); no tokens at scale 0
@@ -140,14 +142,11 @@ class Flux(DiffusionTransformer):
             if modes is not None:
                 arguments["control_mode"] = modes
         if batch.ip_adapter_embeds is not None and getattr(pipe, "v2v_redux", None) is not None:
-            tokens = arguments["max_sequence_length"]
-            arguments.update(redux_prompt(pipe, batch, arguments.pop("prompt"), tokens))
-            if "negative_prompt" in arguments:
-                # the pipeline gives the negative pass the prompt's text ids, so its tokens must be as many: the
-                # reference's follow the negative prompt's too, and true CFG then guides on the text alone
-                negative = redux_prompt(pipe, batch, arguments.pop("negative_prompt"), tokens)
-                arguments["negative_prompt_embeds"] = negative["prompt_embeds"]
-                arguments["negative_pooled_prompt_embeds"] = negative["pooled_prompt_embeds"]
+            # the pipeline gives the negative pass the prompt's text ids, so its tokens must be as many: the
+            # reference's follow the negative prompt's too, and true CFG then guides on the text alone
+            for name in ("prompt_embeds", "negative_prompt_embeds"):
+                if name in arguments:
+                    arguments[name] = redux_tokens(arguments[name], batch)
         elif batch.ip_adapter_embeds is not None:
             arguments["ip_adapter_image_embeds"] = batch.ip_adapter_embeds
         if batch.masks is not None:  # inpaint kinds
@@ -185,15 +184,14 @@ def load_redux(path: Any, pipe: Any, name: str) -> Any:
     return prior.to(pipe.device)
 
 
-def redux_prompt(pipe: Any, batch: Batch, prompt: list[str], tokens: int) -> dict[str, Any]:
-    """`prompt_embeds`/`pooled_prompt_embeds` for a batch: the prompt's T5 tokens (as the pipeline would encode
-    them) followed by the Redux reference's image tokens, what `FluxPriorReduxPipeline` hands a FLUX pipeline."""
+def redux_tokens(text: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """A prompt's T5 tokens (B, N, width) followed by the Redux reference's image tokens, what
+    `FluxPriorReduxPipeline` hands a FLUX pipeline as `prompt_embeds`."""
     import torch
 
     assert batch.ip_adapter_embeds is not None
-    text, pooled, _ = pipe.encode_prompt(prompt=prompt, prompt_2=None, max_sequence_length=tokens)
     image = batch.ip_adapter_embeds[0].to(text.dtype).expand(text.shape[0], -1, -1)
-    return {"prompt_embeds": torch.cat([text, image], dim=1), "pooled_prompt_embeds": pooled}
+    return torch.cat([text, image], dim=1)
 
 
 def control_modes(pipe: Any, batch: Batch) -> list[int | None] | None:

@@ -22,7 +22,8 @@ class FluxFill(InpaintFamily, Flux):
     pipelines = {"inpaint": "FluxFillPipeline"}
     controlnet_classes = ()
     ip_adapter = None
-    defaults = Defaults(steps=28, guidance=30.0, strength=1.0, half=False, multiple=16)  # FLUX.1-Fill-dev's card
+    # FLUX.1-Fill-dev's card
+    defaults = Defaults(steps=28, guidance=30.0, strength=1.0, half=False, multiple=16, tile=1024, tile_overlap=256)
     checkpoint_configs = "black-forest-labs/FLUX.1-Fill-dev"
     true_cfg_kinds = ()  # FluxFillPipeline takes no negative prompt
 

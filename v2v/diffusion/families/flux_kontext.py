@@ -24,7 +24,9 @@ class FluxKontext(Flux):
     pipelines = {"edit": "FluxKontextPipeline"}
     controlnet_classes = ()
     ip_adapter = None
-    defaults = Defaults(steps=28, guidance=2.5, half=False, multiple=16)  # diffusers' Kontext settings
+    # diffusers' Kontext settings
+    defaults = Defaults(steps=28, guidance=2.5, half=False, multiple=16, tile=1024, tile_overlap=256)
+    tileable = False  # the source image's tokens share the sequence: not cut into tiles
     checkpoint_configs = "black-forest-labs/FLUX.1-Kontext-dev"
     true_cfg_kinds = ("edit",)  # FluxKontextPipeline takes negative_prompt and true_cfg_scale
 

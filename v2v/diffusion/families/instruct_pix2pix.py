@@ -40,5 +40,12 @@ class InstructPix2Pix(StableDiffusion):
     def call_arguments(self, pipe: Any, batch: Batch) -> dict[str, Any]:
         return {**self.text_image_arguments(pipe, batch), "image_guidance_scale": batch.image_guidance}
 
+    def encode_text(self, pipe: Any, prompt: str, negative: str | None, **options: Any) -> dict[str, Any]:
+        encoded = pipe._encode_prompt(prompt, pipe._execution_device, 1, negative is not None, negative)
+        if negative is None:
+            return {"prompt_embeds": encoded}
+        embeds, negative_embeds, _ = encoded.chunk(3)  # the pipeline orders them prompt, negative, negative
+        return {"prompt_embeds": embeds, "negative_prompt_embeds": negative_embeds}
+
 
 register(InstructPix2Pix())

@@ -26,8 +26,12 @@ class QwenImageEdit(DiffusionTransformer):
     name = "qwen-image-edit"
     title = "Qwen-Image-Edit"
     pipelines = {"edit": "QwenImageEditPipeline"}
-    defaults = Defaults(steps=50, guidance=4.0, half=False, multiple=16)  # diffusers' settings; bf16 on CUDA
+    # diffusers' settings; bf16 on CUDA
+    defaults = Defaults(steps=50, guidance=4.0, half=False, multiple=16, tile=1024, tile_overlap=256)
+    tileable = False  # the source image's tokens share the sequence: not cut into tiles
     packed_latents = True  # the pipeline packs 2x2 patches of the latent image into tokens
+    text_reads_image = True  # Qwen2.5-VL reads the frame with the instruction: an encoding a frame, by design
+    lora_marker = "img_mlp"
 
     def recognise(self, info: ModelInfo) -> bool:
         return not info.is_file and info.class_name in EDIT_PIPELINES

@@ -7,6 +7,7 @@ layers `attn1`, the bank's shapes, the img2img call); `sdxl.py` and `instruct_pi
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,14 @@ class StableDiffusion(Family):
     checkpoint_configs = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     in_channels = 4  # what the UNet takes: latents only
     controlnet_keys = ("cross_attention_dim", "in_channels", "block_out_channels", "addition_embed_type")
+    lora_text_widths: tuple[int, ...] = (768, 1024)  # the text width its LoRAs' cross-attention keys read
+
+    def claims_lora(self, shapes: Mapping[str, tuple[int, ...]]) -> bool:
+        """A UNet LoRA whose cross-attention key projections read this family's text width (diffusers' layout
+        `unet.….attn2.to_k.lora_A.weight` or kohya's `lora_unet_…_attn2_to_k.lora_down.weight`)."""
+        return any(("attn2.to_k" in key or "attn2_to_k" in key) and "unet" in key and shape[-1] in self.lora_text_widths
+                   and key.endswith(("lora_A.weight", "lora.down.weight", "lora_down.weight"))
+                   for key, shape in shapes.items() if len(shape) == 2)  # fmt: skip
 
     # --- recognition
 
@@ -151,14 +160,17 @@ class StableDiffusion(Family):
         """What every SD-style pipeline takes: prompts per frame, the frames, steps, guidance, generators."""
         guided = self.guided(pipe, batch.guidance, batch.image_guidance)
         return dict(
-            prompt=[batch.prompt] * batch.count,
-            negative_prompt=[batch.negative_prompt] * batch.count if guided else None,
+            **self.text_arguments(pipe, batch, batch.negative_prompt if guided else None),
             image=batch.images,
             num_inference_steps=batch.steps,
             guidance_scale=batch.guidance,
             generator=batch.generators,
             output_type="pt",
         )
+
+    def encode_text(self, pipe: Any, prompt: str, negative: str | None, **options: Any) -> dict[str, Any]:
+        embeds, negative_embeds = pipe.encode_prompt(prompt, pipe._execution_device, 1, negative is not None, negative)
+        return {"prompt_embeds": embeds, "negative_prompt_embeds": negative_embeds}
 
 
 def _halved(size: int, times: int) -> int:

@@ -12,7 +12,7 @@ ControlNet with SD3: `v2v restyle --controlnet` says so.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from v2v.diffusion.families.dit import DiffusionTransformer
 from v2v.diffusion.registry import Defaults, ModelInfo, register
@@ -31,7 +31,7 @@ class StableDiffusion3(DiffusionTransformer):
     title = "Stable Diffusion 3/3.5"
     pipelines = {"restyle": "StableDiffusion3Img2ImgPipeline"}
     # diffusers' SD3 settings; bf16 on CUDA (as Stability ships 3.5); sides: the VAE's 8 x 2x2 patches
-    defaults = Defaults(steps=28, guidance=7.0, strength=0.6, half=False, multiple=16)
+    defaults = Defaults(steps=28, guidance=7.0, strength=0.6, half=False, multiple=16, tile=1024, tile_overlap=256)
     checkpoint_configs = "stabilityai/stable-diffusion-3.5-medium"
     packed_latents = False  # the pipeline denoises the latent image itself; the transformer patches it
     max_sequence_length = 256  # T5 tokens, as diffusers' SD3 pipelines default
@@ -46,6 +46,15 @@ class StableDiffusion3(DiffusionTransformer):
         from v2v.diffusion.dit_attention import JointCrossFrameProcessor
 
         return JointCrossFrameProcessor
+
+    def encode_text(self, pipe: Any, prompt: str, negative: str | None, **options: Any) -> dict[str, Any]:
+        encoded = pipe.encode_prompt(
+            prompt=prompt, prompt_2=None, prompt_3=None, device=pipe._execution_device, num_images_per_prompt=1,
+            do_classifier_free_guidance=negative is not None, negative_prompt=negative,
+            max_sequence_length=options["max_sequence_length"],
+        )  # fmt: skip
+        names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+        return dict(zip(names, encoded, strict=True))
 
 
 register(StableDiffusion3())

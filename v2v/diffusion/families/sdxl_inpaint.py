@@ -19,7 +19,8 @@ class StableDiffusionXLInpaint(InpaintFamily, StableDiffusionXL):
         "inpaint": "StableDiffusionXLInpaintPipeline",
         "inpaint+controlnet": "StableDiffusionXLControlNetInpaintPipeline",
     }
-    defaults = Defaults(steps=25, guidance=7.5, strength=0.99)  # diffusers' SDXL inpaint card: strength < 1
+    # diffusers' SDXL inpaint card: strength < 1
+    defaults = Defaults(steps=25, guidance=7.5, strength=0.99, tile=1024, tile_overlap=256)
     checkpoint_configs = "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
     in_channels = 9
 

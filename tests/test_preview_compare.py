@@ -18,7 +18,7 @@ from v2v.pictures import contact_sheet, resize, to_height
 
 LABEL_BAND = 20  # compare's labels on frames 48-64 high stay above this row
 # the last line of every command that writes frames
-WROTE = re.compile(r"v2v: wrote \S+: \d+ frames in \d+\.\d s \(\d+\.\d frames/s\)")
+WROTE = re.compile(r"v2v: wrote \S+: \d+ frames in \d+\.\d s \(\d+\.\d (frames/s|s/frame)\)")
 
 
 def v2v(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -169,8 +169,9 @@ def run_pipeline(args: argparse.Namespace, stages: Sequence[Stage] | Callable[[]
 def say_written(report: RunReport) -> None:
     """The last line of every command that writes frames: where, how many, how long."""
     note = f" (input damaged: stopped after {report.frames_read} frames)" if report.damage else ""
+    # a slow stage (stylize --method optimize) says its seconds a frame, where frames/s would read 0.0
+    rate = f"{report.fps:.1f} frames/s" if report.fps >= 1 or not report.fps else f"{1 / report.fps:.1f} s/frame"
     print(
-        f"v2v: wrote {report.output}: {report.frames_written} frames in {report.seconds:.1f} s "
-        f"({report.fps:.1f} frames/s){note}",
+        f"v2v: wrote {report.output}: {report.frames_written} frames in {report.seconds:.1f} s ({rate}){note}",
         file=sys.stderr,
     )

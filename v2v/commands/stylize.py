@@ -36,6 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "the 26 to choose from (`v2v preview IN --height 800 stylize --style all`)")
     which.add_argument("--style-image", default=None, metavar="PAINTING",
                        help="any picture as the style (Ghiasi et al.'s arbitrary network)")
+    style.add_argument("--method", choices=("network", "optimize"), default="network",
+                       help="network: a feed-forward style network (fast); optimize: Gatys et al.'s optimisation "
+                       "on VGG19 with Ruder et al.'s temporal loss, for --style-image (slow: seconds to minutes a "
+                       "frame; cap it with --max-size) (default %(default)s)")
+    style.add_argument("--iterations", type=at_least(int, 1, "a whole number"), default=100, metavar="N",
+                       help="--method optimize: L-BFGS iterations a frame (default %(default)s)")
+    style.add_argument("--temporal-weight", type=at_least(float, 0, "a weight"), default=20000.0, metavar="W",
+                       help="--method optimize, temporal on: weight of the loss that holds each frame to the previous "
+                       "result moved by the flow (default %(default)g)")
     style.add_argument("--strength", type=at_least(float, 0, "a strength", 1), default=1.0,
                        help="mix with the frame, 0-1 (default %(default)s)")
     style.add_argument("--preserve-colour", "--preserve-color", action="store_true",
@@ -58,9 +67,19 @@ def build_stages(args: argparse.Namespace) -> list[object]:
     require("torch", "style")
     from v2v.stylize.stage import StylizeConfig, StylizeStage
 
+    options = frame_options(args, args.strength, args.preserve_colour)
+    if args.method == "optimize":
+        from v2v.stylize.optimize import OptimizeConfig, OptimizeStyleStage
+
+        if args.style is not None:
+            from v2v.errors import ParameterError
+
+            raise ParameterError("style", "is the network method's; the optimize method takes a painting")
+        return [OptimizeStyleStage(OptimizeConfig(style_image=args.style_image, iterations=args.iterations,
+                                                  temporal_weight=args.temporal_weight, options=options))]
     style = None if args.style_image else (args.style or "0")
     config = StylizeConfig(style=style, style_image=args.style_image,
-                           options=frame_options(args, args.strength, args.preserve_colour))  # type: ignore[arg-type]
+                           options=options)  # type: ignore[arg-type]
     return [StylizeStage(config)]
 
 

@@ -167,29 +167,34 @@ class _NetworkStage:
 
     def stylise(self, image: np.ndarray) -> np.ndarray:
         """One frame (RGB uint8), through the fusion when temporal is on."""
-        import cv2
-
         from v2v.frames import images_to_tensor, tensor_to_images
 
-        height, width = image.shape[:2]
-        small = _capped(image, self.options.max_size)
+        small = capped(image, self.options.max_size)
         padded, (h, w) = _pad(small)
         x = images_to_tensor([padded], self.device)
         if self._fusion is None:
             out = self.decode(self.encode(x))
         else:
             out = self._fusion(padded, lambda: self.encode(x), self.decode)
-        result = tensor_to_images(out[..., :h, :w])[0]
-        if result.shape[:2] != (height, width):
-            result = cv2.resize(result, (width, height), interpolation=cv2.INTER_CUBIC)
-        if self.options.preserve_colour:
-            result = keep_colour(result, image)
-        if self.options.strength < 1.0:
-            result = cv2.addWeighted(result, self.options.strength, image, 1.0 - self.options.strength, 0.0)
-        return result
+        return finished(tensor_to_images(out[..., :h, :w])[0], image, self.options)
 
 
-def _capped(image: np.ndarray, max_size: int | None) -> np.ndarray:
+def finished(result: np.ndarray, image: np.ndarray, options: FrameOptions) -> np.ndarray:
+    """A stylised frame (RGB uint8, at the size it was made) as the stage hands it on: scaled back to `image`'s
+    size, with `image`'s colour if asked, mixed with it by `strength`."""
+    import cv2
+
+    height, width = image.shape[:2]
+    if result.shape[:2] != (height, width):
+        result = cv2.resize(result, (width, height), interpolation=cv2.INTER_CUBIC)
+    if options.preserve_colour:
+        result = keep_colour(result, image)
+    if options.strength < 1.0:
+        result = cv2.addWeighted(result, options.strength, image, 1.0 - options.strength, 0.0)
+    return result
+
+
+def capped(image: np.ndarray, max_size: int | None) -> np.ndarray:
     import cv2
 
     height, width = image.shape[:2]

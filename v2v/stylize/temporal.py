@@ -74,30 +74,27 @@ class _Motion:
     trust: torch.Tensor  # (1, 1, H, W) in [0, 1]
 
 
-class MotionFusion:
-    """Feed it each frame's source (RGB uint8 at the network's input size) with the network's two halves."""
+class SourceMotion:
+    """The source's flow from each frame into the one before, and where it is trusted; None at the first frame
+    and at a scene cut (`v2v.scenes`, told the trusted fraction). Shared by `MotionFusion` and Gatys-style
+    optimisation (`v2v.stylize.optimize`)."""
 
-    def __init__(self, config: TemporalConfig | None = None, estimator: FlowEstimator | None = None) -> None:
-        self.config = config or TemporalConfig()
+    def __init__(self, flow: str = "raft", tolerance: float = 0.15, estimator: FlowEstimator | None = None) -> None:
         if estimator is None:
             from v2v.flow.factory import make_flow_estimator
 
-            estimator = make_flow_estimator(self.config.flow)
+            estimator = make_flow_estimator(flow)
         self.estimator = estimator
+        self.tolerance = tolerance
         self.reset()
 
     def reset(self) -> None:
         self._source: np.ndarray | None = None
         self._signature: scenes.Signature | None = None
-        self._features: torch.Tensor | None = None
-        self._anchor: torch.Tensor | None = None
-        self._map: torch.Tensor | None = None  # (1, 2, H, W): where each pixel of this frame is in the anchor
-        self._valid: torch.Tensor | None = None  # (1, 1, H, W) in [0, 1]
-        self._age = 0
         self.cuts = 0
 
-    def _motion(self, source: np.ndarray, device: torch.device) -> _Motion | None:
-        """The flow t -> t-1 and its trust, or None at the first frame and at a cut."""
+    def __call__(self, source: np.ndarray, device: torch.device) -> _Motion | None:
+        """The flow t -> t-1 and its trust for frame `source` (RGB uint8), or None at the first frame and at a cut."""
         signature = scenes.signature(source)
         previous, previous_signature = self._source, self._signature
         self._source, self._signature = source, signature
@@ -106,18 +103,39 @@ class MotionFusion:
         to_previous, from_previous = self.estimator.pair(source, previous)
         flow, flow_back = flow_to_planes(to_previous), flow_to_planes(from_previous)
         luma, previous_luma = _luma(source), _luma(previous)
-        trust, trusted = flow_trust(flow, flow_back, previous_luma, luma, self.config.tolerance)
+        trust, trusted = flow_trust(flow, flow_back, previous_luma, luma, self.tolerance)
         if scenes.signatures_cut(previous_signature, signature, trusted=trusted):
             self.cuts += 1
             return None
         return _Motion(torch.from_numpy(flow).to(device), torch.from_numpy(trust).to(device))
+
+
+class MotionFusion:
+    """Feed it each frame's source (RGB uint8 at the network's input size) with the network's two halves."""
+
+    def __init__(self, config: TemporalConfig | None = None, estimator: FlowEstimator | None = None) -> None:
+        self.config = config or TemporalConfig()
+        self.motion = SourceMotion(self.config.flow, self.config.tolerance, estimator)
+        self.reset()
+
+    @property
+    def cuts(self) -> int:
+        return self.motion.cuts
+
+    def reset(self) -> None:
+        self.motion.reset()
+        self._features: torch.Tensor | None = None
+        self._anchor: torch.Tensor | None = None
+        self._map: torch.Tensor | None = None  # (1, 2, H, W): where each pixel of this frame is in the anchor
+        self._valid: torch.Tensor | None = None  # (1, 1, H, W) in [0, 1]
+        self._age = 0
 
     def __call__(self, source: np.ndarray, encode: Callable[[], torch.Tensor],
                  decode: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """The steadied output (1, 3, H, W) of frame `source`: `encode()` gives its features, `decode(f)` the
         output from features."""
         features = encode()
-        motion = self._motion(source, features.device)
+        motion = self.motion(source, features.device)
         config = self.config
         if motion is not None and self._features is not None and config.feature_weight:
             size = tuple(features.shape[-2:])

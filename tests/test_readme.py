@@ -60,6 +60,10 @@ TINY_MODELS = {
     "timbrooks/instruct-pix2pix": "instruct-pix2pix",
     "latent-consistency/lcm-lora-sdv1-5": "lora",
     "Wan-AI/Wan2.1-T2V-1.3B-Diffusers": "wan",  # tests/tiny_video.py
+    "Wan-AI/Wan2.1-VACE-1.3B-diffusers": "wan-vace",
+    "depth-anything/Depth-Anything-V2-Small-hf": "depth",
+    "decart-ai/Lucy-Edit-Dev": "lucy",  # tests/tiny_video_families.py
+    "guoyww/animatediff-motion-adapter-v1-5-2": "motion-adapter",
 }
 
 
@@ -84,7 +88,8 @@ def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from PIL import Image
     from tiny_diffusion import build_tiny_models
-    from tiny_video import build_tiny_wan
+    from tiny_video import build_tiny_wan, build_tiny_wan_vace
+    from tiny_video_families import build_tiny_lucy, build_tiny_motion_adapter
 
     from v2v.restore.sr_models import named_model_path
 
@@ -101,6 +106,9 @@ def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.save(weights, folder / "4x_compact.pth")  # "any checkpoint spandrel recognises", as a user's .pth
     tiny = build_tiny_models(folder / "tiny")
     build_tiny_wan(tiny)
+    build_tiny_wan_vace(tiny)
+    build_tiny_lucy(tiny)
+    build_tiny_motion_adapter(tiny, tiny / "sd" / "unet")
     from tiny_relight import write_ic_light
 
     write_ic_light(folder / "iclight_fc.safetensors", tiny / "sd" / "unet", 8)  # IC-Light's layout, for tiny SD

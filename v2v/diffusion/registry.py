@@ -558,8 +558,10 @@ def known_list() -> str:
 
 
 def controlnet_families(class_name: str) -> list[Family]:
-    """The families whose ControlNets are of diffusers class `class_name`."""
-    return [family for family in all_families() if class_name in family.controlnet_classes]
+    """The image families whose ControlNets are of diffusers class `class_name` (a video family borrowing them,
+    AnimateDiff, is not where they come from)."""
+    return [family for family in all_families()
+            if class_name in family.controlnet_classes and not getattr(family, "video", False)]
 
 
 def model_info(path: Path) -> ModelInfo:

@@ -65,6 +65,21 @@ LOST = 0.5  # a frame whose best mask keeps less than this share of the anchor's
 MIN_CONTRAST = 0.2  # an object less distinct from its surround (1 = every colour its own) is carried by flow alone
 
 
+def frames_backward(clip: SourceFrames, anchor: int, purpose: str) -> Iterator[tuple[int, np.ndarray]]:
+    """(number, image) of frames anchor-1 down to 0, decoded `CHUNK` at a time (a seek each), so at most `CHUNK`
+    frames are held; InputError naming `purpose` where the clip cannot be decoded. Carried and tracked masks
+    share it."""
+    high = anchor
+    while high > 0:
+        low = max(0, high - CHUNK)
+        images = [frame.image for frame in clip.frames(low, high)]
+        if len(images) != high - low:
+            raise InputError(f"{clip.path}: could not decode frames {low} to {high - 1} to {purpose}")
+        for number in range(high - 1, low - 1, -1):
+            yield number, images[number - low]
+        high = low
+
+
 def object_flow(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """`flow` (H, W, 2) with each masked pixel's vector replaced by the one at the nearest pixel of the mask's core
     (the mask eroded by `CORE` pixels): flow is blurred across an object's edge, its interior is not."""
@@ -270,18 +285,10 @@ class PropagatedMask:
             return
         known = clip.image(self.anchor)
         mask = self.given
-        high = self.anchor
-        while high > 0:
-            low = max(0, high - CHUNK)
-            images = [frame.image for frame in clip.frames(low, high)]
-            if len(images) != high - low:
-                raise InputError(f"{clip.path}: could not decode frames {low} to {high - 1} to carry the mask back")
-            for number in range(high - 1, low - 1, -1):
-                image = images[number - low]
-                mask = self._step(mask, known, image, number)
-                cv2.imwrite(str(self._stored(number)), np.rint(mask * 255).astype(np.uint8))
-                known = image
-            high = low
+        for number, image in frames_backward(clip, self.anchor, "carry the mask back"):
+            mask = self._step(mask, known, image, number)
+            cv2.imwrite(str(self._stored(number)), np.rint(mask * 255).astype(np.uint8))
+            known = image
         log.info("mask carried back from frame %d to frame 0", self.anchor)
 
     def _step(self, mask: np.ndarray, known: np.ndarray, image: np.ndarray, number: int) -> np.ndarray:

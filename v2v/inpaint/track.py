@@ -30,13 +30,13 @@ import numpy as np
 from v2v.errors import InputError
 from v2v.frames import Frame
 from v2v.inpaint.masks import given_clip, read_mask_image
+from v2v.inpaint.propagate import frames_backward
 from v2v.io.source_frames import SourceFrames
 from v2v.pipeline import Context
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "facebook/sam2.1-hiera-tiny"
-CHUNK = 16  # frames decoded at once going backward
 OBJECT = 1  # the one object's id in the session
 
 
@@ -177,19 +177,12 @@ class TrackedMask:
                 del tracked[frame]
 
     def _backward(self, clip: SourceFrames) -> None:
-        """Masks of frames anchor-1 .. 0 into the scratch folder, `CHUNK` frames decoded at a time."""
+        """Masks of frames anchor-1 .. 0 into the scratch folder, `propagate.CHUNK` frames decoded at a time."""
         import cv2
 
-        high = self.prompt.frame
-        while high > 0:
-            low = max(0, high - CHUNK)
-            images = [frame.image for frame in clip.frames(low, high)]
-            if len(images) != high - low:
-                raise InputError(f"{clip.path}: could not decode frames {low} to {high - 1} to track the mask back")
-            for number in range(high - 1, low - 1, -1):
-                logits = self._step(number, images[number - low], reverse=True)
-                cv2.imwrite(str(self._stored(number)), np.where(logits > 0, 255, 0).astype(np.uint8))
-            high = low
+        for number, image in frames_backward(clip, self.prompt.frame, "track the mask back"):
+            logits = self._step(number, image, reverse=True)
+            cv2.imwrite(str(self._stored(number)), np.where(logits > 0, 255, 0).astype(np.uint8))
         if self.prompt.frame:
             log.info("mask tracked back from frame %d to frame 0", self.prompt.frame)
 

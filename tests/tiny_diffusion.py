@@ -311,12 +311,7 @@ def _tiny_ip_adapter(unet: torch.nn.Module, image_embed_dim: int) -> dict[str, t
     for name, _ in unet.attn_processors.items():
         if name.endswith("attn1.processor"):
             continue
-        if name.startswith("mid_block"):
-            hidden = unet.config.block_out_channels[-1]
-        elif name.startswith("up_blocks"):
-            hidden = list(reversed(unet.config.block_out_channels))[int(name[len("up_blocks.")])]
-        else:
-            hidden = unet.config.block_out_channels[int(name[len("down_blocks.")])]
+        hidden = attention_width(unet, name)
         weights[f"ip_adapter.{key_id}.to_k_ip.weight"] = torch.randn(hidden, dim) * 0.1
         weights[f"ip_adapter.{key_id}.to_v_ip.weight"] = torch.randn(hidden, dim) * 0.1
         key_id += 2
@@ -397,3 +392,13 @@ def translating(count: int = 6, width: int = 64, height: int = 48, step: int = 2
 def max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> int:
     """The largest difference of any pixel between two lists of images, in uint8 levels."""
     return max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b, strict=True))
+
+
+def attention_width(unet: torch.nn.Module, name: str) -> int:
+    """The hidden width of the UNet attention layer `name` (an `attn_processors` key): what an IP-Adapter's
+    to_k_ip/to_v_ip project to there."""
+    if name.startswith("mid_block"):
+        return unet.config.block_out_channels[-1]
+    if name.startswith("up_blocks"):
+        return list(reversed(unet.config.block_out_channels))[int(name[len("up_blocks.")])]
+    return unet.config.block_out_channels[int(name[len("down_blocks.")])]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tiny_diffusion import attention_width
 
 EMBEDDING = 512
 TOKENS = 16
@@ -61,12 +62,7 @@ def write_tiny_instantid(folder: Path, sdxl: Path) -> Path:
     for number, name in enumerate(unet.attn_processors):
         if name.endswith("attn1.processor"):
             continue
-        if name.startswith("mid_block"):
-            hidden = unet.config.block_out_channels[-1]
-        elif name.startswith("up_blocks"):
-            hidden = list(reversed(unet.config.block_out_channels))[int(name[len("up_blocks.")])]
-        else:
-            hidden = unet.config.block_out_channels[int(name[len("down_blocks.")])]
+        hidden = attention_width(unet, name)
         adapter[f"{number}.to_k_ip.weight"] = torch.randn(hidden, width) * 0.1
         adapter[f"{number}.to_v_ip.weight"] = torch.randn(hidden, width) * 0.1
     torch.save({"image_proj": _resampler(EMBEDDING, 64, width), "ip_adapter": adapter}, str(folder / "ip-adapter.bin"))

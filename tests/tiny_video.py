@@ -39,6 +39,14 @@ def tiny_wan_vae() -> torch.nn.Module:
                             temperal_downsample=[False, True, True])  # fmt: skip
 
 
+# the tiny Wan transformer's shape, shared by the Wan, Wan VACE and (with 32 input channels) Lucy Edit builders
+TINY_WAN_TRANSFORMER = dict(
+    patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+    text_dim=TEXT_WIDTH, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+)  # fmt: skip
+
+
 def build_tiny_wan(folder: str | Path, seed: int = 0) -> Path:
     """Write the tiny Wan video-to-video pipeline folder under `folder`; returns `folder/wan`."""
     from diffusers import UniPCMultistepScheduler, WanTransformer3DModel, WanVideoToVideoPipeline
@@ -46,11 +54,7 @@ def build_tiny_wan(folder: str | Path, seed: int = 0) -> Path:
     root = Path(folder) / "wan"
     torch.manual_seed(seed)
     text_encoder, tokenizer = tiny_umt5(Path(folder) / "umt5-tokenizer")
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
-        text_dim=TEXT_WIDTH, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
-    )  # fmt: skip
+    transformer = WanTransformer3DModel(**TINY_WAN_TRANSFORMER)
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
     pipe = WanVideoToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer,
                                    vae=tiny_wan_vae(), scheduler=scheduler)  # fmt: skip
@@ -65,11 +69,7 @@ def build_tiny_wan_vace(folder: str | Path, seed: int = 0) -> Path:
     root = Path(folder) / "wan-vace"
     torch.manual_seed(seed)
     text_encoder, tokenizer = tiny_umt5(Path(folder) / "umt5-tokenizer")
-    transformer = WanVACETransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
-        text_dim=TEXT_WIDTH, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=32, vace_layers=[0, 1], vace_in_channels=96,
-    )  # fmt: skip
+    transformer = WanVACETransformer3DModel(**TINY_WAN_TRANSFORMER, vace_layers=[0, 1], vace_in_channels=96)
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
     pipe = WanVACEPipeline(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer,
                            vae=tiny_wan_vae(), scheduler=scheduler)  # fmt: skip

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from tiny_dit import TEXT_WIDTH, tiny_t5
-from tiny_video import tiny_umt5, tiny_wan_vae
+from tiny_video import TINY_WAN_TRANSFORMER, tiny_umt5, tiny_wan_vae
 
 
 def build_tiny_lucy(folder: str | Path, seed: int = 0) -> Path:
@@ -27,11 +27,7 @@ def build_tiny_lucy(folder: str | Path, seed: int = 0) -> Path:
     root = Path(folder) / "lucy"
     torch.manual_seed(seed)
     text_encoder, tokenizer = tiny_umt5(Path(folder) / "umt5-tokenizer")
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=32, out_channels=16,
-        text_dim=TEXT_WIDTH, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
-    )  # fmt: skip
+    transformer = WanTransformer3DModel(**{**TINY_WAN_TRANSFORMER, "in_channels": 32})  # source latents beside noise
     pipe = LucyEditPipeline(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer,
                             vae=tiny_wan_vae(), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))  # fmt: skip
     pipe.save_pretrained(str(root))
